@@ -1,0 +1,92 @@
+//! Weighted random choice, pure and synchronous: no tokio, no I/O, no sibling
+//! imports.
+//!
+//! The caller passes an eligibility-aware weight for each item (0 = skip), so a
+//! pick passes over ineligible upstreams and pools without any stored weight
+//! being changed, and their share falls to the others in proportion.
+
+/// Index of an item chosen with probability `weight(item) / sum of weights`,
+/// or `None` when every weight is 0.
+///
+/// `roll` is a uniformly random `u64`; passing it in keeps this function
+/// deterministic for tests. Weights are bounded at config time (≤ 1e6 per
+/// item), so the modulo bias of `roll % total` is below 1e-12.
+pub fn pick<T>(items: &[T], weight: impl Fn(&T) -> u32, roll: u64) -> Option<usize> {
+    let total: u64 = items.iter().map(|i| u64::from(weight(i))).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut point = roll % total;
+    let mut last_positive = None;
+    for (index, item) in items.iter().enumerate() {
+        let w = u64::from(weight(item));
+        if w == 0 {
+            continue;
+        }
+        if point < w {
+            return Some(index);
+        }
+        point -= w;
+        last_positive = Some(index);
+    }
+    // Weights read from atomics can drop between the two passes; the point
+    // then lies past the end, and the last eligible item is as good a choice.
+    last_positive
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn all_zero_is_none() {
+        assert_eq!(pick(&[0u32, 0, 0], |w| *w, 7), None);
+        assert_eq!(pick::<u32>(&[], |w| *w, 7), None);
+    }
+
+    #[test]
+    fn walks_cumulative_weights() {
+        let w = [1u32, 0, 3];
+        assert_eq!(pick(&w, |w| *w, 0), Some(0));
+        assert_eq!(pick(&w, |w| *w, 1), Some(2));
+        assert_eq!(pick(&w, |w| *w, 3), Some(2));
+        assert_eq!(pick(&w, |w| *w, 4), Some(0));
+    }
+
+    proptest! {
+        /// Over many rolls, each item's share is within 3 points of its weight share,
+        /// and zero-weight items are never chosen.
+        #[test]
+        fn shares_follow_weights(weights in proptest::collection::vec(0u32..20, 1..12), seed in any::<u64>()) {
+            let total: u32 = weights.iter().sum();
+            prop_assume!(total > 0);
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let rounds = 20_000;
+            let mut counts = vec![0u32; weights.len()];
+            for _ in 0..rounds {
+                let i = pick(&weights, |w| *w, rng.u64(..)).expect("some weight is positive");
+                counts[i] += 1;
+            }
+            for (i, w) in weights.iter().enumerate() {
+                let want = f64::from(*w) / f64::from(total);
+                let got = f64::from(counts[i]) / f64::from(rounds);
+                if *w == 0 {
+                    prop_assert_eq!(counts[i], 0);
+                }
+                prop_assert!((want - got).abs() < 0.03, "item {} weight {} want {:.3} got {:.3}", i, w, want, got);
+            }
+        }
+
+        /// Marking items ineligible (weight 0 through the closure) never lets them be picked.
+        #[test]
+        fn ineligible_never_chosen(weights in proptest::collection::vec(1u32..10, 1..20), mask in any::<u32>(), roll in any::<u64>()) {
+            let eligible = |i: usize| mask & (1 << i) != 0;
+            let indexed: Vec<(usize, u32)> = weights.iter().copied().enumerate().collect();
+            match pick(&indexed, |(i, w)| if eligible(*i) { *w } else { 0 }, roll) {
+                Some(i) => prop_assert!(eligible(i)),
+                None => prop_assert!((0..weights.len()).all(|i| !eligible(i))),
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! A walker over the spanned TOML tree that collects every problem instead of
+//! stopping at the first one.
+//!
+//! serde stops at the first error, but `cutover check` must report every problem
+//! of a file at once, each with its line, column and key path. So the file is
+//! parsed into toml's spanned `DeTable` and read key by key here; keys nobody
+//! asked for are reported as unknown when a table is finished.
+//!
+//! Depends on nothing in the crate but `config::Problems`.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::Problems;
+
+/// A TOML value with its source span.
+pub type Value<'a> = &'a Spanned<DeValue<'a>>;
+
+/// One table being read. Keys read through it are marked used; `finish`
+/// reports the rest.
+pub struct Table<'a> {
+    table: &'a DeTable<'a>,
+    /// Span of the whole table, for "missing key" problems.
+    span: Range<usize>,
+    /// Key path of this table, e.g. `pool.blue` or `route[0]`.
+    path: String,
+    used: Vec<&'a str>,
+}
+
+impl<'a> Table<'a> {
+    pub fn new(table: &'a DeTable<'a>, span: Range<usize>, path: String) -> Self {
+        Table {
+            table,
+            span,
+            path,
+            used: Vec::new(),
+        }
+    }
+
+    /// Views `value` as a table, or records that it should have been one.
+    pub fn from_value(value: Value<'a>, path: String, problems: &mut Problems) -> Option<Self> {
+        match value.get_ref() {
+            DeValue::Table(t) => Some(Table::new(t, value.span(), path)),
+            other => {
+                problems.push(
+                    value.span(),
+                    &path,
+                    format!("expected a table, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn span(&self) -> Range<usize> {
+        self.span.clone()
+    }
+
+    /// Key path of a child key.
+    pub fn child(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{}", self.path, key)
+        }
+    }
+
+    /// Returns the raw value under `key` and marks the key used.
+    pub fn get(&mut self, key: &'a str) -> Option<Value<'a>> {
+        self.used.push(key);
+        self.table.get(key)
+    }
+
+    /// All entries, marking them used: for tables whose keys are names
+    /// (`[pool.NAME]`, `split = { NAME = W }`).
+    pub fn entries(&mut self) -> Vec<(&'a Spanned<std::borrow::Cow<'a, str>>, Value<'a>)> {
+        let entries: Vec<_> = self.table.iter().collect();
+        for (k, _) in &entries {
+            self.used.push(k.get_ref().as_ref());
+        }
+        entries
+    }
+
+    pub fn str(&mut self, key: &'a str, problems: &mut Problems) -> Option<Spanned<&'a str>> {
+        let value = self.get(key)?;
+        match value.get_ref() {
+            DeValue::String(s) => Some(Spanned::new(value.span(), s.as_ref())),
+            other => {
+                problems.push(
+                    value.span(),
+                    &self.child(key),
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn required_str(
+        &mut self,
+        key: &'a str,
+        problems: &mut Problems,
+    ) -> Option<Spanned<&'a str>> {
+        if self.table.get(key).is_none() {
+            problems.push(self.span(), &self.child(key), "missing required key");
+            self.used.push(key);
+            return None;
+        }
+        self.str(key, problems)
+    }
+
+    pub fn int(&mut self, key: &'a str, problems: &mut Problems) -> Option<Spanned<i64>> {
+        let value = self.get(key)?;
+        int_value(value, &self.child(key), problems)
+    }
+
+    /// A non-negative integer no larger than `max`.
+    pub fn bounded(
+        &mut self,
+        key: &'a str,
+        min: u64,
+        max: u64,
+        problems: &mut Problems,
+    ) -> Option<u64> {
+        let value = self.int(key, problems)?;
+        let path = self.child(key);
+        bounded_value(value, &path, min, max, problems)
+    }
+
+    pub fn duration(&mut self, key: &'a str, problems: &mut Problems) -> Option<Spanned<Duration>> {
+        let s = self.str(key, problems)?;
+        match humantime::parse_duration(s.get_ref()) {
+            Ok(d) => Some(Spanned::new(s.span(), d)),
+            Err(e) => {
+                problems.push(
+                    s.span(),
+                    &self.child(key),
+                    format!(
+                        "invalid duration {:?}: {e} (write e.g. \"250ms\", \"2s\", \"1m\")",
+                        s.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn array(
+        &mut self,
+        key: &'a str,
+        problems: &mut Problems,
+    ) -> Option<&'a [Spanned<DeValue<'a>>]> {
+        let value = self.get(key)?;
+        match value.get_ref() {
+            DeValue::Array(a) => Some(a),
+            other => {
+                problems.push(
+                    value.span(),
+                    &self.child(key),
+                    format!("expected an array, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn table(&mut self, key: &'a str, problems: &mut Problems) -> Option<Table<'a>> {
+        let value = self.get(key)?;
+        let path = self.child(key);
+        Table::from_value(value, path, problems)
+    }
+
+    /// Reports every key that no reader asked for.
+    pub fn finish(self, problems: &mut Problems) {
+        for (key, _) in self.table.iter() {
+            let name: &str = key.get_ref().as_ref();
+            if !self.used.contains(&name) {
+                problems.push(key.span(), &self.child(name), "unknown key");
+            }
+        }
+    }
+}
+
+pub fn int_value(value: Value<'_>, path: &str, problems: &mut Problems) -> Option<Spanned<i64>> {
+    match value.get_ref() {
+        DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) => Some(Spanned::new(value.span(), n)),
+            Err(_) => {
+                problems.push(value.span(), path, "integer out of range");
+                None
+            }
+        },
+        other => {
+            problems.push(
+                value.span(),
+                path,
+                format!("expected an integer, found {}", other.type_str()),
+            );
+            None
+        }
+    }
+}
+
+pub fn bounded_value(
+    value: Spanned<i64>,
+    path: &str,
+    min: u64,
+    max: u64,
+    problems: &mut Problems,
+) -> Option<u64> {
+    let n = *value.get_ref();
+    match u64::try_from(n) {
+        Ok(n) if (min..=max).contains(&n) => Some(n),
+        _ => {
+            problems.push(
+                value.span(),
+                path,
+                format!("must be an integer from {min} to {max}, got {n}"),
+            );
+            None
+        }
+    }
+}
+
+pub fn str_value<'a>(value: Value<'a>, path: &str, problems: &mut Problems) -> Option<&'a str> {
+    match value.get_ref() {
+        DeValue::String(s) => Some(s.as_ref()),
+        other => {
+            problems.push(
+                value.span(),
+                path,
+                format!("expected a string, found {}", other.type_str()),
+            );
+            None
+        }
+    }
+}

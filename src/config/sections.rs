@@ -1,0 +1,453 @@
+//! Reading each section of the file into typed config, and the checks that
+//! span sections (a route naming a missing pool, duplicate names).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::reader::{Table, bounded_value, int_value, str_value};
+use super::{
+    AdminConfig, Config, ListenerConfig, PoolConfig, Problems, ProxySettings, RouteConfig,
+    StateConfig, UpstreamConfig,
+};
+
+/// Largest weight accepted for a pool in a split or an upstream in a pool, so
+/// sums stay far from overflow.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9090";
+const DEFAULT_STATE_DIR: &str = "/var/lib/cutover";
+
+pub fn read_root(root: &Spanned<DeTable<'_>>, problems: &mut Problems) -> Config {
+    let mut top = Table::new(root.get_ref(), root.span(), String::new());
+
+    let listeners = read_listeners(&mut top, problems);
+    let admin = read_admin(&mut top, problems);
+    let state = read_state(&mut top, problems);
+    let proxy = read_proxy(&mut top, problems);
+    let pools = read_pools(&mut top, problems);
+    let routes = read_routes(&mut top, &pools, problems);
+    top.finish(problems);
+
+    let pools = pools.into_iter().map(|(p, _)| p).collect();
+    Config {
+        listeners,
+        admin,
+        state,
+        proxy,
+        routes,
+        pools,
+    }
+}
+
+fn parse_addr(s: Spanned<&str>, path: &str, problems: &mut Problems) -> Option<SocketAddr> {
+    match s.get_ref().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(
+                s.span(),
+                path,
+                format!(
+                    "invalid address {:?}: expected IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"",
+                    s.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Each item of an array of tables, as a `Table` with path `name[i]`.
+fn table_items<'a>(
+    items: &'a [Spanned<DeValue<'a>>],
+    name: &str,
+    problems: &mut Problems,
+) -> Vec<Table<'a>> {
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| Table::from_value(v, format!("{name}[{i}]"), problems))
+        .collect()
+}
+
+fn read_listeners(top: &mut Table<'_>, problems: &mut Problems) -> Vec<ListenerConfig> {
+    let Some(items) = top.array("listener", problems) else {
+        problems.push(
+            0..0,
+            "listener",
+            "at least one [[listener]] with a bind address is required",
+        );
+        return Vec::new();
+    };
+    let mut listeners: Vec<ListenerConfig> = Vec::new();
+    for mut t in table_items(items, "listener", problems) {
+        if let Some(tls) = t.get("tls") {
+            problems.push(
+                tls.span(),
+                &t.child("tls"),
+                "TLS listeners are not supported by this version of cutover yet",
+            );
+        }
+        if let Some(bind) = t.required_str("bind", problems)
+            && let Some(addr) = parse_addr(bind.clone(), &t.child("bind"), problems)
+        {
+            if listeners.iter().any(|l| l.bind == addr) {
+                problems.push(
+                    bind.span(),
+                    &t.child("bind"),
+                    format!("{addr} is bound by an earlier listener"),
+                );
+            } else {
+                listeners.push(ListenerConfig { bind: addr });
+            }
+        }
+        t.finish(problems);
+    }
+    listeners
+}
+
+fn read_admin(top: &mut Table<'_>, problems: &mut Problems) -> AdminConfig {
+    let mut admin = AdminConfig {
+        bind: DEFAULT_ADMIN_BIND
+            .parse()
+            .expect("the default admin address is a valid socket address"),
+        token_file: None,
+    };
+    let Some(mut t) = top.table("admin", problems) else {
+        return admin;
+    };
+    let bind = t
+        .str("bind", problems)
+        .and_then(|s| Some((s.span(), parse_addr(s, &t.child("bind"), problems)?)));
+    admin.token_file = t
+        .str("token_file", problems)
+        .map(|s| PathBuf::from(*s.get_ref()));
+    if let Some((span, addr)) = bind {
+        admin.bind = addr;
+        if !addr.ip().is_loopback() && admin.token_file.is_none() {
+            problems.push(
+                span,
+                &t.child("bind"),
+                format!(
+                    "{addr} is not a loopback address: set admin.token_file so the admin API is not open to the network"
+                ),
+            );
+        }
+    }
+    t.finish(problems);
+    admin
+}
+
+fn read_state(top: &mut Table<'_>, problems: &mut Problems) -> StateConfig {
+    let mut state = StateConfig {
+        dir: PathBuf::from(DEFAULT_STATE_DIR),
+    };
+    if let Some(mut t) = top.table("state", problems) {
+        if let Some(dir) = t.str("dir", problems) {
+            if dir.get_ref().is_empty() {
+                problems.push(dir.span(), &t.child("dir"), "must not be empty");
+            } else {
+                state.dir = PathBuf::from(*dir.get_ref());
+            }
+        }
+        t.finish(problems);
+    }
+    state
+}
+
+fn read_proxy(top: &mut Table<'_>, problems: &mut Problems) -> ProxySettings {
+    let mut s = ProxySettings::default();
+    let Some(mut t) = top.table("proxy", problems) else {
+        return s;
+    };
+    for (key, slot) in [
+        ("connect_timeout", &mut s.connect_timeout),
+        ("response_header_timeout", &mut s.response_header_timeout),
+        ("client_header_timeout", &mut s.client_header_timeout),
+        ("idle_timeout", &mut s.idle_timeout),
+        ("shutdown_timeout", &mut s.shutdown_timeout),
+        ("upstream_idle_timeout", &mut s.upstream_idle_timeout),
+    ] {
+        if let Some(d) = t.duration(key, problems) {
+            if d.get_ref().is_zero() {
+                problems.push(d.span(), &t.child(key), "must be longer than zero");
+            } else {
+                *slot = d.into_inner();
+            }
+        }
+    }
+    for (key, min, max, slot) in [
+        ("workers", 0, 1024, &mut s.workers),
+        ("max_connections", 1, 1_000_000, &mut s.max_connections),
+        ("max_header_bytes", 8192, 1 << 20, &mut s.max_header_bytes),
+        ("retries", 0, 10, &mut s.retries),
+        ("upstream_max_idle", 0, 100_000, &mut s.upstream_max_idle),
+    ] {
+        if let Some(n) = t.bounded(key, min, max, problems) {
+            // The bounds above fit in usize on every supported target.
+            *slot = n as usize;
+        }
+    }
+    t.finish(problems);
+    s
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+const NAME_RULE: &str = "names are 1-64 characters of A-Z, a-z, 0-9, '-' and '_'";
+
+/// Pools with the span of their name, for checks against routes.
+type SpannedPools = Vec<(PoolConfig, std::ops::Range<usize>)>;
+
+fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
+    let mut pools = Vec::new();
+    let Some(mut all) = top.table("pool", problems) else {
+        return pools;
+    };
+    for (name, value) in all.entries() {
+        let path = all.child(name.get_ref());
+        if !valid_name(name.get_ref()) {
+            problems.push(
+                name.span(),
+                &path,
+                format!("invalid pool name: {NAME_RULE}"),
+            );
+        }
+        let Some(mut t) = Table::from_value(value, path, problems) else {
+            continue;
+        };
+        if let Some(h) = t.get("health") {
+            problems.push(
+                h.span(),
+                &t.child("health"),
+                "active health checks are not supported by this version of cutover yet",
+            );
+        }
+        let upstreams = read_upstreams(&mut t, problems);
+        t.finish(problems);
+        pools.push((
+            PoolConfig {
+                name: name.get_ref().to_string(),
+                upstreams,
+            },
+            name.span(),
+        ));
+    }
+    all.finish(problems);
+    pools
+}
+
+fn read_upstreams(pool: &mut Table<'_>, problems: &mut Problems) -> Vec<UpstreamConfig> {
+    let path = pool.child("upstreams");
+    let Some(items) = pool.array("upstreams", problems) else {
+        if pool.get("upstreams").is_none() {
+            problems.push(pool.span(), &path, "missing required key");
+        }
+        return Vec::new();
+    };
+    if items.is_empty() {
+        problems.push(pool.span(), &path, "a pool needs at least one upstream");
+        return Vec::new();
+    }
+    let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+    for mut t in table_items(items, &path, problems) {
+        let addr = t.required_str("addr", problems).and_then(|s| {
+            let span = s.span();
+            let addr = parse_addr(s, &t.child("addr"), problems)?;
+            if upstreams.iter().any(|u| u.addr == addr) {
+                problems.push(
+                    span,
+                    &t.child("addr"),
+                    format!("{addr} is listed twice in this pool"),
+                );
+                return None;
+            }
+            Some(addr)
+        });
+        let weight = match t.int("weight", problems) {
+            Some(w) => bounded_value(w, &t.child("weight"), 0, MAX_WEIGHT.into(), problems),
+            None => Some(1),
+        };
+        t.finish(problems);
+        if let (Some(addr), Some(weight)) = (addr, weight) {
+            // Bounded by MAX_WEIGHT above, so it fits.
+            upstreams.push(UpstreamConfig {
+                addr,
+                weight: weight as u32,
+            });
+        }
+    }
+    if !upstreams.is_empty() && upstreams.iter().all(|u| u.weight == 0) {
+        problems.push(
+            pool.span(),
+            &path,
+            "every upstream has weight 0: at least one must be above 0",
+        );
+    }
+    upstreams
+}
+
+fn read_routes(
+    top: &mut Table<'_>,
+    pools: &SpannedPools,
+    problems: &mut Problems,
+) -> Vec<RouteConfig> {
+    let Some(items) = top.array("route", problems) else {
+        problems.push(0..0, "route", "at least one [[route]] is required");
+        return Vec::new();
+    };
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    for mut t in table_items(items, "route", problems) {
+        let name = t.required_str("name", problems).and_then(|n| {
+            if !valid_name(n.get_ref()) {
+                problems.push(
+                    n.span(),
+                    &t.child("name"),
+                    format!("invalid route name: {NAME_RULE}"),
+                );
+                return None;
+            }
+            if routes.iter().any(|r| r.name == *n.get_ref()) {
+                problems.push(
+                    n.span(),
+                    &t.child("name"),
+                    format!("route name {:?} is used twice", n.get_ref()),
+                );
+                return None;
+            }
+            Some(n.get_ref().to_string())
+        });
+        let hosts = read_hosts(&mut t, problems);
+        let path_prefix = match t.str("path_prefix", problems) {
+            Some(p) if p.get_ref().starts_with('/') => p.get_ref().to_string(),
+            Some(p) => {
+                problems.push(p.span(), &t.child("path_prefix"), "must start with '/'");
+                "/".to_string()
+            }
+            None => "/".to_string(),
+        };
+        let split = read_split(&mut t, pools, problems);
+        if let Some(s) = t.get("sticky") {
+            problems.push(
+                s.span(),
+                &t.child("sticky"),
+                "sticky sessions are not supported by this version of cutover yet",
+            );
+        }
+        let span = t.span();
+        let path = t.path().to_string();
+        t.finish(problems);
+        let Some(name) = name else { continue };
+        if let Some(other) = routes
+            .iter()
+            .find(|r| r.path_prefix == path_prefix && hosts_overlap(&r.hosts, &hosts))
+        {
+            problems.push(
+                span,
+                &path,
+                format!(
+                    "route {name:?} matches the same hosts and path_prefix {path_prefix:?} as route {:?}",
+                    other.name
+                ),
+            );
+        }
+        routes.push(RouteConfig {
+            name,
+            hosts,
+            path_prefix,
+            split,
+        });
+    }
+    routes
+}
+
+fn hosts_overlap(a: &[String], b: &[String]) -> bool {
+    (a.is_empty() && b.is_empty()) || a.iter().any(|h| b.contains(h))
+}
+
+fn read_hosts(route: &mut Table<'_>, problems: &mut Problems) -> Vec<String> {
+    let Some(items) = route.array("hosts", problems) else {
+        return Vec::new();
+    };
+    let mut hosts = Vec::new();
+    for (i, v) in items.iter().enumerate() {
+        let path = format!("{}[{i}]", route.child("hosts"));
+        let Some(h) = str_value(v, &path, problems) else {
+            continue;
+        };
+        let host = h.to_ascii_lowercase();
+        let bare = host.strip_prefix("*.").unwrap_or(&host);
+        let ok = !bare.is_empty()
+            && bare.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if ok {
+            hosts.push(host);
+        } else {
+            problems.push(
+                v.span(),
+                &path,
+                format!("invalid host {h:?}: expected a name like \"app.example.com\" or \"*.example.com\", without port"),
+            );
+        }
+    }
+    hosts
+}
+
+fn read_split(
+    route: &mut Table<'_>,
+    pools: &SpannedPools,
+    problems: &mut Problems,
+) -> Vec<(String, u32)> {
+    let path = route.child("split");
+    let Some(mut t) = route.table("split", problems) else {
+        if route.get("split").is_none() {
+            problems.push(route.span(), &path, "missing required key");
+        }
+        return Vec::new();
+    };
+    let mut split = Vec::new();
+    let entries = t.entries();
+    let named_any = !entries.is_empty();
+    for (pool, value) in entries {
+        let key_path = t.child(pool.get_ref());
+        let weight = int_value(value, &key_path, problems)
+            .and_then(|w| bounded_value(w, &key_path, 0, MAX_WEIGHT.into(), problems));
+        if !pools.iter().any(|(p, _)| p.name == *pool.get_ref()) {
+            problems.push(
+                pool.span(),
+                &key_path,
+                format!(
+                    "no pool named {:?} (define it as [pool.{}])",
+                    pool.get_ref(),
+                    pool.get_ref()
+                ),
+            );
+            continue;
+        }
+        if let Some(w) = weight {
+            // Bounded by MAX_WEIGHT above, so it fits.
+            split.push((pool.get_ref().to_string(), w as u32));
+        }
+    }
+    let span = t.span();
+    t.finish(problems);
+    if !named_any {
+        problems.push(span, &path, "a split needs at least one pool");
+    } else if !split.is_empty() && split.iter().all(|(_, w)| *w == 0) {
+        problems.push(
+            span,
+            &path,
+            "every pool has weight 0: at least one must be above 0",
+        );
+    }
+    split
+}

@@ -1,0 +1,29 @@
+//! The crate's error type: each module's error wrapped by `#[from]`.
+
+use std::net::SocketAddr;
+
+use crate::config::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+impl Error {
+    /// Process exit code: 1 for a bad config (SPEC.md), 2 for anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) => 1,
+            _ => 2,
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! cutover: an L7 reverse proxy for zero-downtime deployment.
+//!
+//! See docs/architecture.md for the modules and the request path.
+#![forbid(unsafe_code)]
+
+pub mod balance;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod lifecycle;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;
+
+pub use error::Error;

@@ -1,0 +1,95 @@
+//! The `cutover` command line: parse arguments, run, map errors to exit codes.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use cutover::config::Config;
+use cutover::{Error, demo, lifecycle, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "cutover",
+    version,
+    about = "L7 reverse proxy for zero-downtime deployment"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// Config file [default: ./cutover.toml, else /etc/cutover/cutover.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and exit: 0 if valid, 1 with every problem.
+    Check {
+        /// Config file [default: ./cutover.toml, else /etc/cutover/cutover.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Zero-setup tour: two demo apps and the proxy on loopback.
+    Demo {
+        /// Where the proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(lifecycle::default_config_path(config)),
+        Command::Run { config } => {
+            let path = lifecycle::default_config_path(config);
+            // Read the config before building the runtime: `workers` sizes it.
+            let workers = match Config::load(&path) {
+                Ok(c) => c.proxy.workers,
+                Err(e) => return fail(&Error::from(e)),
+            };
+            serve(workers, async move { lifecycle::run(&path).await })
+        }
+        Command::Demo { listen } => serve(0, demo::run(listen)),
+    }
+}
+
+fn check(path: PathBuf) -> ExitCode {
+    match Config::load(&path) {
+        Ok(config) => {
+            println!("{}: ok: {}", path.display(), config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&Error::from(e)),
+    }
+}
+
+fn serve(workers: usize, main: impl Future<Output = Result<(), Error>>) -> ExitCode {
+    telemetry::init_logging();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cutover: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &Error) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+}

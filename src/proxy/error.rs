@@ -1,0 +1,120 @@
+//! Why a request could not be proxied, which side caused it, and the one
+//! place that maps each cause to a status and a short plain-text body.
+
+use std::error::Error as _;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::body::ResponseBody;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches host {host:?} and path {path:?}")]
+    NoRoute { host: Option<String>, path: String },
+    #[error("route {route}: no eligible upstream")]
+    NoEligibleUpstream { route: String },
+    #[error("connecting to upstream {addr} failed: {source}")]
+    UpstreamConnect {
+        addr: SocketAddr,
+        timed_out: bool,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("upstream {addr} sent no response head within {timeout:?}")]
+    UpstreamTimeout {
+        addr: SocketAddr,
+        timeout: std::time::Duration,
+    },
+    #[error("upstream {addr} failed: {source}")]
+    UpstreamFailed {
+        addr: SocketAddr,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+/// Which party a failure is attributed to, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+    Proxy,
+}
+
+impl ProxyError {
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::NoRoute { .. } => Side::Client,
+            ProxyError::NoEligibleUpstream { .. } => Side::Proxy,
+            ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamFailed { .. } => Side::Upstream,
+        }
+    }
+
+    /// The status and body the client sees.
+    fn status_and_text(&self) -> (StatusCode, &'static str) {
+        match self {
+            ProxyError::NoRoute { .. } => {
+                (StatusCode::NOT_FOUND, "no route for this host and path")
+            }
+            ProxyError::NoEligibleUpstream { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy upstream is available for this route",
+            ),
+            ProxyError::UpstreamConnect {
+                timed_out: true, ..
+            } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "connecting to the upstream timed out",
+            ),
+            ProxyError::UpstreamConnect { .. } => {
+                (StatusCode::BAD_GATEWAY, "the upstream could not be reached")
+            }
+            ProxyError::UpstreamTimeout { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "the upstream did not answer in time",
+            ),
+            ProxyError::UpstreamFailed { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "the upstream closed the connection or sent an invalid response",
+            ),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status_and_text().0
+    }
+
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let (status, text) = self.status_and_text();
+        let body = format!(
+            "{} {}: {text}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+/// Did a connect error come from the connect timeout?
+pub fn is_timeout(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = error.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}

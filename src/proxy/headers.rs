@@ -1,0 +1,205 @@
+//! Header rewriting between client and upstream: hop-by-hop headers removed
+//! (RFC 9110 §7.6.1), `Via` and `X-Forwarded-*` added, `Host` kept.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Uri, Version};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one connection, never forwarded.
+fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHORIZATION,
+    ]
+}
+
+/// Is this an HTTP/1.1 protocol upgrade request (e.g. WebSocket)?
+pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers. With `upgrade`, keeps `Upgrade` and sends
+/// `Connection: upgrade`, so the upgrade handshake reaches the other side.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let upgrade_value = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    // Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in fixed_hop_by_hop() {
+        headers.remove(name);
+    }
+    if let Some(value) = upgrade_value {
+        headers.insert(header::UPGRADE, value);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn via_value(version: Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        Version::HTTP_09 => "0.9 cutover",
+        Version::HTTP_10 => "1.0 cutover",
+        Version::HTTP_2 => "2 cutover",
+        Version::HTTP_3 => "3 cutover",
+        _ => "1.1 cutover",
+    })
+}
+
+/// Rewrites a client request's headers for the upstream. `version` is the
+/// protocol the client spoke; `uri` its request target.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    version: Version,
+    client_ip: IpAddr,
+    proto: &'static str,
+    upgrade: bool,
+) {
+    remove_hop_by_hop(headers, upgrade);
+    // An absolute-form target (HTTP/1.1) or :authority (HTTP/2) is the host
+    // the client asked for (RFC 9112 §3.2.2); the upstream sees it as Host.
+    if let Some(authority) = uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, host);
+    }
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {client_ip}")),
+        None => HeaderValue::from_str(&client_ip.to_string()),
+    };
+    if let Ok(v) = forwarded_for {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    match headers.get(header::HOST).cloned() {
+        Some(host) => {
+            headers.insert(&X_FORWARDED_HOST, host);
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+    headers.append(header::VIA, via_value(version));
+}
+
+/// Rewrites an upstream response's headers for the client.
+pub fn prepare_response(headers: &mut HeaderMap, upstream_version: Version, upgrade: bool) {
+    remove_hop_by_hop(headers, upgrade);
+    headers.append(header::VIA, via_value(upstream_version));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade_request(Version::HTTP_11, &h));
+        assert!(!is_upgrade_request(Version::HTTP_2, &h));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_headers_are_set() {
+        let mut h = map(&[
+            ("host", "app.test"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-host", "evil"),
+        ]);
+        let uri: Uri = "/x".parse().unwrap();
+        prepare_request(
+            &mut h,
+            &uri,
+            Version::HTTP_11,
+            "127.0.0.2".parse().unwrap(),
+            "http",
+            false,
+        );
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        assert_eq!(h["x-forwarded-host"], "app.test");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["via"], "1.1 cutover");
+        assert_eq!(h["host"], "app.test");
+    }
+
+    #[test]
+    fn authority_becomes_host() {
+        let mut h = HeaderMap::new();
+        let uri: Uri = "http://app.test:8080/x".parse().unwrap();
+        prepare_request(
+            &mut h,
+            &uri,
+            Version::HTTP_2,
+            "::1".parse().unwrap(),
+            "http",
+            false,
+        );
+        assert_eq!(h["host"], "app.test:8080");
+        assert_eq!(h["via"], "2 cutover");
+        assert_eq!(h["x-forwarded-for"], "::1");
+    }
+}

@@ -1,0 +1,214 @@
+//! The hot path: match a route, pick an upstream, forward the request and
+//! stream the response back. Errors become responses in `error` only.
+//!
+//! Reads the routing table once per request through `Routing::load` and
+//! upstream atomics; never imports `admin` or `health`, never takes a lock the
+//! control plane can hold.
+
+mod activity;
+mod body;
+mod error;
+mod headers;
+mod tunnel;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_util::task::TaskTracker;
+
+pub use activity::{ActiveRequest, ConnActivity};
+pub use body::{RequestBody, ResponseBody};
+pub use error::{ProxyError, Side};
+
+use crate::config::ProxySettings;
+use crate::routing::Routing;
+use crate::upstream::UpstreamState;
+use body::BodySlot;
+
+/// Everything a request needs, shared by all connections.
+pub struct Proxy {
+    routing: Arc<Routing>,
+    client: Client<HttpConnector, RequestBody>,
+    settings: ProxySettings,
+    /// Upgraded (WebSocket) tunnels, so a graceful stop can wait for them.
+    tunnels: TaskTracker,
+}
+
+/// What the proxy knows about the client connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConn {
+    pub peer: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+}
+
+impl Proxy {
+    pub fn new(routing: Arc<Routing>, settings: ProxySettings, tunnels: TaskTracker) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.upstream_idle_timeout)
+            .pool_max_idle_per_host(settings.upstream_max_idle)
+            .build(connector);
+        Proxy {
+            routing,
+            client,
+            settings,
+            tunnels,
+        }
+    }
+
+    /// Proxies one request; never fails: errors become 4xx/5xx responses.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: ClientConn,
+        active: ActiveRequest,
+    ) -> Response<ResponseBody> {
+        let (mut response, in_flight) = match self.forward(req, conn).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                match e.side() {
+                    Side::Client => {
+                        tracing::debug!(peer = %conn.peer, error = %e, "request refused")
+                    }
+                    _ => tracing::warn!(peer = %conn.peer, error = %e, "request failed"),
+                }
+                (e.into_response(), None)
+            }
+        };
+        response.body_mut().hold(in_flight, active);
+        response
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        conn: ClientConn,
+    ) -> Result<(Response<ResponseBody>, Option<crate::upstream::InFlight>), ProxyError> {
+        let table = self.routing.load();
+        let (mut parts, body) = req.into_parts();
+        let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        let Some(route) = table.match_route(host, parts.uri.path()) else {
+            return Err(ProxyError::NoRoute {
+                host: host.map(str::to_string),
+                path: parts.uri.path().to_string(),
+            });
+        };
+
+        let upgrade = headers::is_upgrade_request(parts.version, &parts.headers);
+        let client_upgrade = if upgrade {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
+        let client_version = parts.version;
+        headers::prepare_request(
+            &mut parts.headers,
+            &parts.uri,
+            client_version,
+            conn.peer.ip(),
+            conn.proto,
+            upgrade,
+        );
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let body = BodySlot::new(body);
+
+        let mut tried: Vec<Arc<UpstreamState>> = Vec::new();
+        let mut last_error = None;
+        for _ in 0..=self.settings.retries {
+            let Some(pick) = table.pick(route, &tried) else {
+                break;
+            };
+            let attempt_body = match &body {
+                None => RequestBody::Empty,
+                Some(slot) => match slot.attempt() {
+                    Some(b) => b,
+                    // The body already went to an upstream: it cannot be resent.
+                    None => break,
+                },
+            };
+            let mut request = Request::new(attempt_body);
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = upstream_uri(&pick.upstream, &path);
+            *request.version_mut() = Version::HTTP_11;
+            *request.headers_mut() = parts.headers.clone();
+
+            let in_flight = pick.upstream.start_request();
+            let addr = pick.upstream.addr();
+            let sent = tokio::time::timeout(
+                self.settings.response_header_timeout,
+                self.client.request(request),
+            )
+            .await;
+            match sent {
+                Err(_) => {
+                    return Err(ProxyError::UpstreamTimeout {
+                        addr,
+                        timeout: self.settings.response_header_timeout,
+                    });
+                }
+                Ok(Err(e)) if e.is_connect() => {
+                    tracing::debug!(%addr, error = %e, "connect failed, trying another upstream");
+                    tried.push(pick.upstream);
+                    last_error = Some(ProxyError::UpstreamConnect {
+                        addr,
+                        timed_out: error::is_timeout(&e),
+                        source: e,
+                    });
+                }
+                Ok(Err(e)) => return Err(ProxyError::UpstreamFailed { addr, source: e }),
+                Ok(Ok(mut response)) => {
+                    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+                    if let (true, Some(client_side)) = (upgraded, client_upgrade) {
+                        let upstream_side = hyper::upgrade::on(&mut response);
+                        self.tunnels
+                            .spawn(tunnel::run(client_side, upstream_side, in_flight));
+                        let (mut head, _) = response.into_parts();
+                        headers::prepare_response(&mut head.headers, head.version, true);
+                        head.version = client_version;
+                        return Ok((Response::from_parts(head, ResponseBody::empty()), None));
+                    }
+                    let (mut head, body) = response.into_parts();
+                    headers::prepare_response(&mut head.headers, head.version, false);
+                    head.version = client_version;
+                    return Ok((
+                        Response::from_parts(head, ResponseBody::upstream(body)),
+                        Some(in_flight),
+                    ));
+                }
+            }
+        }
+        Err(
+            last_error.unwrap_or_else(|| ProxyError::NoEligibleUpstream {
+                route: route.name.to_string(),
+            }),
+        )
+    }
+}
+
+fn upstream_uri(upstream: &UpstreamState, path: &PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(upstream.authority().clone());
+    parts.path_and_query = Some(path.clone());
+    Uri::from_parts(parts).expect("scheme, authority and path from valid parts form a valid URI")
+}

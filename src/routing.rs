@@ -1,0 +1,401 @@
+//! The routing table: an immutable snapshot of routes → weighted pools →
+//! weighted upstreams, published through one `ArcSwap`.
+//!
+//! The hot path calls [`Routing::load`] once per request and reads only the
+//! snapshot and upstream atomics; it never waits on the control plane. Only
+//! [`Control`], the single writer owned by the control plane, stores a new
+//! table. Imports only `config`, `balance` and `upstream`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::balance;
+use crate::config::Config;
+use crate::upstream::UpstreamState;
+
+#[derive(Debug)]
+pub struct RouteTable {
+    /// In match priority order: longest `path_prefix` first, and among equal
+    /// prefixes, routes that name hosts before any-host routes.
+    routes: Vec<Route>,
+    pools: Vec<Pool>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    hosts: Vec<HostPattern>,
+    pub path_prefix: String,
+    split: Vec<Share>,
+}
+
+#[derive(Debug)]
+enum HostPattern {
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`.
+    Subdomain(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    pool: usize,
+    weight: u32,
+}
+
+#[derive(Debug)]
+pub struct Pool {
+    pub name: Arc<str>,
+    pub upstreams: Vec<Upstream>,
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub state: Arc<UpstreamState>,
+    pub weight: u32,
+}
+
+/// The outcome of a pick: which pool and which upstream.
+#[derive(Debug, Clone)]
+pub struct Pick {
+    pub pool: Arc<str>,
+    pub upstream: Arc<UpstreamState>,
+}
+
+impl Pool {
+    fn is_eligible(&self, exclude: &[Arc<UpstreamState>]) -> bool {
+        self.upstreams
+            .iter()
+            .any(|u| u.weight > 0 && usable(&u.state, exclude))
+    }
+}
+
+fn usable(state: &Arc<UpstreamState>, exclude: &[Arc<UpstreamState>]) -> bool {
+    state.is_eligible() && !exclude.iter().any(|e| Arc::ptr_eq(e, state))
+}
+
+impl RouteTable {
+    /// Builds a table from `config`, reusing the live state of every upstream
+    /// (same pool, same address) that `previous` already had.
+    pub fn build(config: &Config, previous: Option<&RouteTable>) -> RouteTable {
+        let mut reuse: HashMap<(&str, SocketAddr), &Arc<UpstreamState>> = HashMap::new();
+        if let Some(prev) = previous {
+            for pool in &prev.pools {
+                for u in &pool.upstreams {
+                    reuse.insert((&pool.name, u.state.addr()), &u.state);
+                }
+            }
+        }
+        let pools: Vec<Pool> = config
+            .pools
+            .iter()
+            .map(|p| Pool {
+                name: Arc::from(p.name.as_str()),
+                upstreams: p
+                    .upstreams
+                    .iter()
+                    .map(|u| Upstream {
+                        state: reuse
+                            .get(&(p.name.as_str(), u.addr))
+                            .map_or_else(|| UpstreamState::new(u.addr), |s| Arc::clone(s)),
+                        weight: u.weight,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut routes: Vec<Route> = config
+            .routes
+            .iter()
+            .map(|r| Route {
+                name: Arc::from(r.name.as_str()),
+                hosts: r.hosts.iter().map(|h| HostPattern::new(h)).collect(),
+                path_prefix: r.path_prefix.clone(),
+                split: r
+                    .split
+                    .iter()
+                    .filter_map(|(name, weight)| {
+                        // Validated config names only existing pools.
+                        let pool = pools.iter().position(|p| *p.name == **name)?;
+                        Some(Share {
+                            pool,
+                            weight: *weight,
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        routes.sort_by(|a, b| {
+            b.path_prefix
+                .len()
+                .cmp(&a.path_prefix.len())
+                .then_with(|| a.hosts.is_empty().cmp(&b.hosts.is_empty()))
+        });
+        RouteTable { routes, pools }
+    }
+
+    /// The route for a request: `host` is the Host header or `:authority`,
+    /// with or without port, any case.
+    pub fn match_route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        let host = host.map(normalize_host);
+        self.routes.iter().find(|r| {
+            path.starts_with(r.path_prefix.as_str())
+                && (r.hosts.is_empty()
+                    || host
+                        .as_deref()
+                        .is_some_and(|h| r.hosts.iter().any(|p| p.matches(h))))
+        })
+    }
+
+    /// Picks a pool by the route's split, then an upstream of it by weight,
+    /// passing over ineligible upstreams and those in `exclude` (already
+    /// tried). A pool with nothing eligible gets no share. `None` when no pool
+    /// of the route has an eligible upstream.
+    pub fn pick(&self, route: &Route, exclude: &[Arc<UpstreamState>]) -> Option<Pick> {
+        let share = balance::pick(
+            &route.split,
+            |s| {
+                if self.pools[s.pool].is_eligible(exclude) {
+                    s.weight
+                } else {
+                    0
+                }
+            },
+            fastrand::u64(..),
+        )?;
+        let pool = &self.pools[route.split[share].pool];
+        let index = balance::pick(
+            &pool.upstreams,
+            |u| {
+                if usable(&u.state, exclude) {
+                    u.weight
+                } else {
+                    0
+                }
+            },
+            fastrand::u64(..),
+        )?;
+        Some(Pick {
+            pool: Arc::clone(&pool.name),
+            upstream: Arc::clone(&pool.upstreams[index].state),
+        })
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn pools(&self) -> &[Pool] {
+        &self.pools
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| &*p.name == name)
+    }
+
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| &*r.name == name)
+    }
+
+    /// The route's split as (pool name, weight), in config order.
+    pub fn split(&self, route: &Route) -> Vec<(Arc<str>, u32)> {
+        route
+            .split
+            .iter()
+            .map(|s| (Arc::clone(&self.pools[s.pool].name), s.weight))
+            .collect()
+    }
+
+    /// The live state of an upstream, if the table has it.
+    pub fn upstream(&self, pool: &str, addr: SocketAddr) -> Option<&Arc<UpstreamState>> {
+        self.pool(pool)?
+            .upstreams
+            .iter()
+            .map(|u| &u.state)
+            .find(|s| s.addr() == addr)
+    }
+}
+
+impl HostPattern {
+    fn new(host: &str) -> Self {
+        match host.strip_prefix('*') {
+            Some(suffix) => HostPattern::Subdomain(suffix.to_string()),
+            None => HostPattern::Exact(host.to_string()),
+        }
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Subdomain(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
+        }
+    }
+}
+
+/// Lower-cases and strips the port (and IPv6 brackets' port) from a host.
+fn normalize_host(host: &str) -> String {
+    let bare = if host.starts_with('[') {
+        host.find(']').map_or(host, |end| &host[..=end])
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    bare.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The published table, read by the hot path.
+#[derive(Debug)]
+pub struct Routing {
+    table: ArcSwap<RouteTable>,
+}
+
+impl Routing {
+    /// The current table. One call per request; the `Arc` is held for the
+    /// request, never a guard across an `.await`.
+    pub fn load(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+}
+
+/// The single writer of the routing table.
+#[derive(Debug)]
+pub struct Control {
+    routing: Arc<Routing>,
+}
+
+impl Control {
+    pub fn new(config: &Config) -> Control {
+        let table = RouteTable::build(config, None);
+        Control {
+            routing: Arc::new(Routing {
+                table: ArcSwap::from_pointee(table),
+            }),
+        }
+    }
+
+    pub fn routing(&self) -> Arc<Routing> {
+        Arc::clone(&self.routing)
+    }
+
+    /// Builds a table from `config`, keeping the live state of upstreams that
+    /// stay, and publishes it in one step.
+    pub fn apply_config(&mut self, config: &Config) {
+        let current = self.routing.load();
+        let next = RouteTable::build(config, Some(&current));
+        self.routing.table.store(Arc::new(next));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra_routes: &str) -> Config {
+        let text = format!(
+            r#"
+[[listener]]
+bind = "127.0.0.1:8080"
+[[route]]
+name = "any"
+split = {{ a = 1 }}
+[[route]]
+name = "api"
+path_prefix = "/api"
+split = {{ b = 1 }}
+[[route]]
+name = "host"
+hosts = ["app.example.com", "*.example.org"]
+split = {{ a = 3, b = 1 }}
+{extra_routes}
+[pool.a]
+upstreams = [{{ addr = "127.0.0.1:9001" }}, {{ addr = "127.0.0.1:9002", weight = 0 }}]
+[pool.b]
+upstreams = [{{ addr = "127.0.0.1:9003" }}]
+"#
+        );
+        Config::parse("t.toml", &text).expect("test config is valid")
+    }
+
+    fn name<'a>(t: &'a RouteTable, host: Option<&str>, path: &str) -> Option<&'a str> {
+        t.match_route(host, path).map(|r| &*r.name)
+    }
+
+    #[test]
+    fn longest_prefix_then_host_specific_wins() {
+        let t = RouteTable::build(&config(""), None);
+        assert_eq!(name(&t, None, "/"), Some("any"));
+        assert_eq!(name(&t, Some("app.example.com"), "/x"), Some("host"));
+        assert_eq!(name(&t, Some("APP.example.com:8080"), "/x"), Some("host"));
+        assert_eq!(name(&t, Some("a.b.example.org"), "/"), Some("host"));
+        assert_eq!(name(&t, Some("example.org"), "/"), Some("any"));
+        assert_eq!(name(&t, Some("app.example.com"), "/api/v1"), Some("api"));
+        assert_eq!(name(&t, Some("other"), "/api"), Some("api"));
+    }
+
+    #[test]
+    fn no_match_without_catch_all() {
+        let text = r#"
+[[listener]]
+bind = "127.0.0.1:8080"
+[[route]]
+name = "only"
+hosts = ["x.test"]
+split = { a = 1 }
+[pool.a]
+upstreams = [{ addr = "127.0.0.1:9001" }]
+"#;
+        let t = RouteTable::build(&Config::parse("t", text).unwrap(), None);
+        assert_eq!(name(&t, Some("y.test"), "/"), None);
+        assert_eq!(name(&t, None, "/"), None);
+        assert_eq!(name(&t, Some("[::1]:80"), "/"), None);
+    }
+
+    #[test]
+    fn pick_skips_ineligible_and_excluded() {
+        let t = RouteTable::build(&config(""), None);
+        let route = t.route("host").unwrap();
+        let a = t
+            .upstream("a", "127.0.0.1:9001".parse().unwrap())
+            .unwrap()
+            .clone();
+        let b = t
+            .upstream("b", "127.0.0.1:9003".parse().unwrap())
+            .unwrap()
+            .clone();
+        // Zero-weight 9002 is never chosen; with b excluded, only a.
+        for _ in 0..200 {
+            let p = t.pick(route, std::slice::from_ref(&b)).unwrap();
+            assert!(Arc::ptr_eq(&p.upstream, &a));
+        }
+        // a disabled: its pool gets no share, b takes all.
+        a.set_disabled(true);
+        for _ in 0..200 {
+            assert_eq!(&*t.pick(route, &[]).unwrap().pool, "b");
+        }
+        b.set_draining(true);
+        assert!(t.pick(route, &[]).is_none());
+    }
+
+    #[test]
+    fn rebuild_keeps_live_state_by_identity() {
+        let mut control = Control::new(&config(""));
+        let routing = control.routing();
+        let before = routing
+            .load()
+            .upstream("a", "127.0.0.1:9001".parse().unwrap())
+            .unwrap()
+            .clone();
+        before.set_disabled(true);
+        let _guard = before.start_request();
+        control.apply_config(&config(""));
+        let table = routing.load();
+        let after = table
+            .upstream("a", "127.0.0.1:9001".parse().unwrap())
+            .unwrap();
+        assert!(Arc::ptr_eq(&before, after));
+        assert_eq!(after.in_flight(), 1);
+        assert!(after.is_disabled());
+    }
+}

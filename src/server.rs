@@ -1,0 +1,149 @@
+//! Client-facing listeners: accept under a connection limit, serve HTTP/1.1
+//! and HTTP/2 (prior knowledge) on the same socket, close idle connections,
+//! and shut connections down gracefully when asked.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ProxySettings;
+use crate::proxy::{ClientConn, ConnActivity, Proxy};
+
+/// What every connection of every listener shares.
+pub struct Server {
+    proxy: Arc<Proxy>,
+    http: auto::Builder<TokioExecutor>,
+    connections: Arc<Semaphore>,
+    idle_timeout: Duration,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Server {
+    pub fn new(
+        proxy: Arc<Proxy>,
+        settings: &ProxySettings,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Arc<Server> {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            // hyper starts this timer whenever it waits for a request head,
+            // so it also bounds how long an HTTP/1.1 keep-alive connection
+            // may sit idle (see docs/configuration.md).
+            .header_read_timeout(settings.client_header_timeout)
+            // A request head that does not fit the read buffer is answered
+            // with 431; bodies stream through it in pieces. Config keeps
+            // this at or above hyper's minimum of 8 KiB.
+            .max_buf_size(settings.max_header_bytes);
+        http.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+        Arc::new(Server {
+            proxy,
+            http,
+            connections: Arc::new(Semaphore::new(settings.max_connections)),
+            idle_timeout: settings.idle_timeout,
+            shutdown,
+            tracker,
+        })
+    }
+
+    /// Accepts on `listener` until shutdown, then closes it so new
+    /// connections are refused.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let local = listener.local_addr().ok();
+        loop {
+            let permit = tokio::select! {
+                p = Arc::clone(&self.connections).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break, // semaphore closed: shutting down
+                },
+                _ = self.shutdown.cancelled() => break,
+            };
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = self.shutdown.cancelled() => break,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let server = Arc::clone(&self);
+                    self.tracker
+                        .spawn(server.serve_connection(stream, peer, permit));
+                }
+                Err(e) => {
+                    // Usually EMFILE/ENFILE: back off briefly instead of
+                    // spinning on a listener that cannot accept.
+                    tracing::warn!(listener = ?local, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        tracing::info!(listener = ?local, "listener closed");
+    }
+
+    async fn serve_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "set_nodelay failed");
+        }
+        let activity = ConnActivity::new();
+        let client = ClientConn {
+            peer,
+            proto: "http",
+        };
+        let proxy = Arc::clone(&self.proxy);
+        let requests = Arc::clone(&activity);
+        let service = service_fn(move |req| {
+            let proxy = Arc::clone(&proxy);
+            let active = requests.start();
+            async move { Ok::<_, Infallible>(proxy.handle(req, client, active).await) }
+        });
+        let conn = self
+            .http
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let idle = tokio::time::sleep(self.idle_timeout);
+        tokio::pin!(idle);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                done = conn.as_mut() => {
+                    if let Err(e) = done {
+                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                    }
+                    break;
+                }
+                _ = self.shutdown.cancelled(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = &mut idle, if !closing => {
+                    match activity.idle_since() {
+                        Some(since) if since.elapsed() >= self.idle_timeout => {
+                            tracing::debug!(%peer, "closing idle client connection");
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        Some(since) => idle.as_mut().reset(since + self.idle_timeout),
+                        None => idle.as_mut().reset(tokio::time::Instant::now() + self.idle_timeout),
+                    }
+                }
+            }
+        }
+    }
+}
