@@ -11,6 +11,8 @@ use super::body::ResponseBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    #[error("CONNECT is not supported by a reverse proxy")]
+    ConnectMethod,
     #[error("no route matches host {host:?} and path {path:?}")]
     NoRoute { host: Option<String>, path: String },
     #[error("route {route}: no eligible upstream")]
@@ -46,7 +48,7 @@ pub enum Side {
 impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::NoRoute { .. } => Side::Client,
+            ProxyError::NoRoute { .. } | ProxyError::ConnectMethod => Side::Client,
             ProxyError::NoEligibleUpstream { .. } => Side::Proxy,
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
@@ -60,6 +62,10 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => {
                 (StatusCode::NOT_FOUND, "no route for this host and path")
             }
+            ProxyError::ConnectMethod => (
+                StatusCode::NOT_IMPLEMENTED,
+                "CONNECT is not supported: this is a reverse proxy",
+            ),
             ProxyError::NoEligibleUpstream { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy upstream is available for this route",

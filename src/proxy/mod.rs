@@ -95,6 +95,9 @@ impl Proxy {
         req: Request<Incoming>,
         conn: ClientConn,
     ) -> Result<(Response<ResponseBody>, Option<crate::upstream::InFlight>), ProxyError> {
+        if req.method() == http::Method::CONNECT {
+            return Err(ProxyError::ConnectMethod);
+        }
         let table = self.routing.load();
         let (mut parts, body) = req.into_parts();
         let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {

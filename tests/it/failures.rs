@@ -1,0 +1,171 @@
+//! Failures map to the right status, and a dead upstream costs nothing when
+//! another can take the request.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn refused_connection_is_retried_on_another_upstream() {
+    let live = TestUpstream::start("live").await;
+    let dead = closed_port();
+    let config = format!(
+        "[[route]]\nname = \"app\"\nsplit = {{ p = 1 }}\n[pool.p]\nupstreams = [{{ addr = \"{dead}\" }}, {{ addr = \"{}\" }}]\n",
+        live.addr
+    );
+    let proxy = start_proxy(&config).await;
+    let base = proxy.addrs()[0];
+    let client = http1_client();
+    for _ in 0..60 {
+        assert_eq!(
+            get(&client, &format!("http://{base}/")).await,
+            (200, "live\n".into())
+        );
+    }
+    // A POST with a body is retried too: nothing was sent before connecting failed.
+    for _ in 0..20 {
+        let req = http::Request::post(format!("http://{base}/upload"))
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"payload",
+            )))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(body.starts_with(b"7 "), "{body:?}");
+    }
+    assert_eq!(live.hits(), 80);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn every_upstream_refusing_is_502() {
+    let config = split_config(&[("p", 1, &[closed_port(), closed_port()])], "");
+    let proxy = start_proxy(&config).await;
+    let (status, body) = get(&http1_client(), &format!("http://{}/", proxy.addrs()[0])).await;
+    assert_eq!(status, 502);
+    assert!(body.contains("could not be reached"), "{body}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn nothing_eligible_is_503_and_other_pool_takes_the_share() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let config = split_config(
+        &[("blue", 50, &[blue.addr]), ("green", 50, &[green.addr])],
+        "",
+    );
+    let proxy = start_proxy(&config).await;
+    let url = format!("http://{}/", proxy.addrs()[0]);
+    let client = http1_client();
+    let table = proxy.routing().load();
+    // Green's only upstream is out: its 50 % goes to blue.
+    table
+        .upstream("green", green.addr)
+        .unwrap()
+        .set_disabled(true);
+    for _ in 0..50 {
+        assert_eq!(get(&client, &url).await, (200, "blue\n".into()));
+    }
+    table
+        .upstream("blue", blue.addr)
+        .unwrap()
+        .set_draining(true);
+    let (status, body) = get(&client, &url).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("no healthy upstream"), "{body}");
+    assert_eq!(green.hits(), 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let up = TestUpstream::start("slow").await;
+    let config = split_config(
+        &[("p", 1, &[up.addr])],
+        "[proxy]\nresponse_header_timeout = \"300ms\"\n",
+    );
+    let proxy = start_proxy(&config).await;
+    let (status, body) = get(
+        &http1_client(),
+        &format!("http://{}/slow?ms=10000", proxy.addrs()[0]),
+    )
+    .await;
+    assert_eq!(status, 504);
+    assert!(body.contains("did not answer in time"), "{body}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn unmatched_host_is_404() {
+    let up = TestUpstream::start("up").await;
+    let config = format!(
+        "[[route]]\nname = \"app\"\nhosts = [\"app.test\"]\nsplit = {{ p = 1 }}\n[pool.p]\nupstreams = [{{ addr = \"{}\" }}]\n",
+        up.addr
+    );
+    let proxy = start_proxy(&config).await;
+    let (status, _) = get(&http1_client(), &format!("http://{}/", proxy.addrs()[0])).await;
+    assert_eq!(status, 404);
+    assert_eq!(up.hits(), 0);
+    proxy.stop().await;
+}
+
+/// Sends raw bytes and returns the response head, and whether the proxy
+/// closed the connection after it.
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (String, bool) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+            if out.windows(4).any(|w| w == b"\r\n\r\n") {
+                // Head complete: closed right after, or kept open?
+                return matches!(s.read(&mut buf).await, Ok(0) | Err(_));
+            }
+        }
+    };
+    let closed = tokio::time::timeout(DEADLINE, read).await.unwrap_or(false);
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+#[tokio::test]
+async fn hostile_requests_get_4xx_and_others_are_unaffected() {
+    let up = TestUpstream::start("up").await;
+    let proxy = start_proxy(&split_config(
+        &[("p", 1, &[up.addr])],
+        "[proxy]\nmax_header_bytes = 8192\n",
+    ))
+    .await;
+    let addr = proxy.addrs()[0];
+    let client = http1_client();
+
+    let huge = format!(
+        "GET / HTTP/1.1\r\nhost: a\r\nx-big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let (head, closed) = raw(addr, huge.as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 431") && closed, "{head}");
+    let (head, closed) = raw(addr, b"NOT HTTP AT ALL\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 400") && closed, "{head}");
+    let connect =
+        b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\nconnection: close\r\n\r\n";
+    let (head, _) = raw(addr, connect).await;
+    assert!(head.starts_with("HTTP/1.1 501"), "{head}");
+
+    assert_eq!(
+        get(&client, &format!("http://{addr}/")).await,
+        (200, "up\n".into())
+    );
+    assert_eq!(up.hits(), 1);
+    proxy.stop().await;
+}

@@ -1,0 +1,13 @@
+//! Integration tests: real sockets, real hyper upstreams, the proxy started
+//! in-process (or as the real binary where signals matter).
+
+mod support;
+
+mod config_check;
+mod failures;
+mod load;
+mod nginx;
+mod process;
+mod routing;
+mod streaming;
+mod websocket;

@@ -1,0 +1,203 @@
+//! A real hyper upstream on an ephemeral loopback port. It answers with its
+//! name and counts requests; a few paths give tests what they need:
+//!
+//! - `/slow?ms=N`       answers after N ms
+//! - `/headers`         the request headers, one `name: value` per line
+//! - `/upload`          reads the body; answers `LEN CHECKSUM`; counts bytes in `received`
+//! - `/download?mib=N`  streams N MiB (half, then waits for `release`, then the rest)
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    pub name: &'static str,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct State {
+    hits: AtomicUsize,
+    in_flight: AtomicUsize,
+    received: AtomicU64,
+    release: Notify,
+}
+
+const MIB: usize = 1 << 20;
+
+/// The bytes `/download` sends: a pattern the client can check.
+pub fn pattern_byte(i: u64) -> u8 {
+    (i.wrapping_mul(31) % 251) as u8
+}
+
+/// A cheap order-sensitive checksum, same on both sides of a transfer.
+pub fn checksum(acc: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(acc, |a, b| {
+        a.wrapping_mul(1_000_003).wrapping_add(u64::from(*b))
+    })
+}
+
+impl TestUpstream {
+    pub async fn start(name: &'static str) -> TestUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        Self::serve(name, listener)
+    }
+
+    /// Serves on a given listener (to restart on the same port).
+    pub fn serve(name: &'static str, listener: TcpListener) -> TestUpstream {
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(State::default());
+        let shared = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(handle(name, state, req).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TestUpstream {
+            addr,
+            name,
+            state,
+            task,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn received(&self) -> u64 {
+        self.state.received.load(Ordering::SeqCst)
+    }
+
+    /// Lets a waiting `/download` send its second half.
+    pub fn release(&self) {
+        self.state.release.notify_one();
+    }
+
+    /// Stops accepting (already open connections finish their work).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn text(s: impl Into<String>) -> Response<Body> {
+    Response::new(Full::new(Bytes::from(s.into())).boxed())
+}
+
+fn query_num(req: &Request<Incoming>, key: &str) -> u64 {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct InFlight(Arc<State>);
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn handle(name: &'static str, state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    state.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight(Arc::clone(&state));
+    match req.uri().path() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(query_num(&req, "ms"))).await;
+            text(format!("{name}\n"))
+        }
+        "/headers" => {
+            let mut out = String::new();
+            for (k, v) in req.headers() {
+                out.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+            }
+            text(out)
+        }
+        "/upload" => {
+            let mut body = req.into_body();
+            let (mut len, mut sum) = (0u64, 0u64);
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else {
+                    return text("body error");
+                };
+                if let Ok(data) = frame.into_data() {
+                    len += data.len() as u64;
+                    sum = checksum(sum, &data);
+                    state.received.store(len, Ordering::SeqCst);
+                }
+            }
+            text(format!("{len} {sum}"))
+        }
+        "/download" => {
+            let total = query_num(&req, "mib") as usize * MIB;
+            let chunk = 64 * 1024;
+            let state = Arc::clone(&state);
+            let chunks = stream::unfold(0usize, move |sent| {
+                let state = Arc::clone(&state);
+                async move {
+                    if sent >= total {
+                        return None;
+                    }
+                    if sent == total / 2 {
+                        state.release.notified().await;
+                    }
+                    let data: Vec<u8> = (sent..sent + chunk)
+                        .map(|i| pattern_byte(i as u64))
+                        .collect();
+                    Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from(data))),
+                        sent + chunk,
+                    ))
+                }
+            });
+            Response::new(StreamBody::new(chunks).boxed())
+        }
+        _ => text(format!("{name}\n")),
+    }
+}
