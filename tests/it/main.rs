@@ -4,6 +4,7 @@
 mod support;
 
 mod config_check;
+mod connections;
 mod failures;
 mod load;
 mod nginx;

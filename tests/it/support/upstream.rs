@@ -33,6 +33,7 @@ pub struct TestUpstream {
 #[derive(Default)]
 struct State {
     hits: AtomicUsize,
+    connections: AtomicUsize,
     in_flight: AtomicUsize,
     received: AtomicU64,
     release: Notify,
@@ -70,6 +71,7 @@ impl TestUpstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                shared.connections.fetch_add(1, Ordering::SeqCst);
                 let state = Arc::clone(&shared);
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
@@ -92,6 +94,11 @@ impl TestUpstream {
 
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     pub fn in_flight(&self) -> usize {

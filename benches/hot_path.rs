@@ -1,0 +1,76 @@
+//! Micro-benchmarks of the hot path's pure parts: route match and weighted
+//! pick over 2 / 10 / 100 upstreams with some ineligible.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+
+use cutover::config::Config;
+use cutover::routing::RouteTable;
+
+fn table(upstreams: usize) -> RouteTable {
+    let ups: Vec<String> = (0..upstreams)
+        .map(|i| {
+            format!(
+                "{{ addr = \"127.0.0.1:{}\", weight = {} }}",
+                10_000 + i,
+                1 + i % 3
+            )
+        })
+        .collect();
+    let text = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:8080"
+[[route]]
+name = "api"
+path_prefix = "/api"
+split = {{ p = 1 }}
+[[route]]
+name = "app"
+hosts = ["app.example.com", "*.example.org"]
+split = {{ p = 9, q = 1 }}
+[[route]]
+name = "any"
+split = {{ q = 1 }}
+[pool.p]
+upstreams = [{}]
+[pool.q]
+upstreams = [{{ addr = "127.0.0.1:9999" }}]
+"#,
+        ups.join(", ")
+    );
+    let config = Config::parse("bench", &text).expect("bench config is valid");
+    let table = RouteTable::build(&config, None);
+    // A quarter of the upstreams are out of rotation.
+    if let Some(pool) = table.pool("p") {
+        for u in pool.upstreams.iter().step_by(4).skip(1) {
+            u.state.set_disabled(true);
+        }
+    }
+    table
+}
+
+fn route_match(c: &mut Criterion) {
+    let t = table(2);
+    c.bench_function("route_match/host+path", |b| {
+        b.iter(|| {
+            black_box(t.match_route(
+                black_box(Some("App.Example.com:443")),
+                black_box("/index.html"),
+            ))
+        })
+    });
+}
+
+fn pick(c: &mut Criterion) {
+    for n in [2usize, 10, 100] {
+        let t = table(n);
+        let route = t.route("api").expect("route exists");
+        c.bench_function(&format!("pick/{n}_upstreams"), |b| {
+            b.iter(|| black_box(t.pick(route, &[])))
+        });
+    }
+}
+
+criterion_group!(benches, route_match, pick);
+criterion_main!(benches);
