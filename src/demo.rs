@@ -21,6 +21,12 @@ const DEMO_CONFIG: &str = r#"
 [[listener]]
 bind = "{LISTEN}"
 
+[admin]
+bind = "{ADMIN}"
+
+[state]
+dir = "{STATE}"
+
 [[route]]
 name = "app"
 path_prefix = "/"
@@ -33,30 +39,48 @@ upstreams = [ { addr = "{BLUE}" } ]
 upstreams = [ { addr = "{GREEN}" } ]
 "#;
 
-/// Runs the demo until Ctrl-C (or SIGTERM).
-pub async fn run(listen: SocketAddr) -> Result<(), Error> {
+/// Runs the demo until Ctrl-C (or SIGTERM). Runtime changes go to a state
+/// directory of its own under the system temp dir, so each demo starts
+/// from blue.
+pub async fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), Error> {
     let blue = spawn_app("blue").await?;
     let green = spawn_app("green").await?;
+    let state = std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id()));
     let text = DEMO_CONFIG
         .replace("{LISTEN}", &listen.to_string())
+        .replace("{ADMIN}", &admin.to_string())
+        .replace("{STATE}", &state.display().to_string())
         .replace("{BLUE}", &blue.to_string())
         .replace("{GREEN}", &green.to_string());
     let config = Config::parse("<demo>", &text)?;
-    let running = lifecycle::start(&config).await?;
+    let running = lifecycle::start(config, None).await?;
     let proxy = running.addrs()[0];
+    let admin = running.admin_addr();
+    let ctl = if admin.to_string() == "127.0.0.1:9090" {
+        "cutover ctl".to_string()
+    } else {
+        format!("cutover ctl --admin http://{admin}")
+    };
     println!(
         "cutover demo is running.
 
   proxy  http://{proxy}   route \"app\": blue=100 green=0
+  admin  http://{admin}   status, metrics, runtime changes
   blue   http://{blue}   answers \"blue\"
   green  http://{green}   answers \"green\"
 
-Try:
-  curl http://{proxy}/
-  curl --http2-prior-knowledge http://{proxy}/
-  curl -v http://{proxy}/ 2>&1 | grep -i via
+Try (in another terminal; with cargo, `cutover` is `cargo run --release --`):
+  curl http://{proxy}/                          # blue
+  {ctl} status
+  {ctl} split app blue=90 green=10     # canary: 1 in 10 to green
+  {ctl} split app blue=0 green=100     # cut over to green
+  curl http://{proxy}/                          # green
+  {ctl} split app blue=100 green=0     # and back
+  curl http://{admin}/metrics | grep cutover_requests_total
 
-Ctrl-C stops everything."
+Runtime changes are kept in {state}.
+Ctrl-C stops everything.",
+        state = state.display()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(Error::Signal)?;

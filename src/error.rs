@@ -16,6 +16,10 @@ pub enum Error {
     },
     #[error("cannot install signal handler: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
+    #[error("{0}")]
+    Token(#[from] crate::admin::TokenError),
 }
 
 impl Error {

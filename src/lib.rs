@@ -3,14 +3,17 @@
 //! See docs/architecture.md for the modules and the request path.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod error;
 pub mod lifecycle;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod upstream;
 

@@ -1,11 +1,12 @@
 //! Start order, signals and graceful stop. The only module that sees
 //! everything.
 //!
-//! Start: validate config → build the routing table → bind every listener
-//! (all or none) → serve. Stop (SIGTERM/SIGINT): close the listeners so new
-//! connections are refused, ask every connection to finish (HTTP/1.1 closes
-//! after the response in flight, HTTP/2 sends GOAWAY), wait for in-flight
-//! requests and tunnels up to `proxy.shutdown_timeout`, then return.
+//! Start: validate config → open `state.dir` and re-apply runtime changes →
+//! publish the routing table → bind every listener (all or none) → admin API
+//! → ready. Stop (SIGTERM/SIGINT): close the listeners so new connections
+//! are refused, ask every connection to finish (HTTP/1.1 closes after the
+//! response in flight, HTTP/2 sends GOAWAY), wait for in-flight requests and
+//! tunnels up to `proxy.shutdown_timeout`, then return.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,23 +15,30 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::Admin;
 use crate::config::Config;
+use crate::control::ControlPlane;
 use crate::error::Error;
 use crate::proxy::Proxy;
 use crate::routing::{Control, Routing};
-use crate::server::Server;
+use crate::server::{Listeners, Server};
+use crate::state::Caller;
+use crate::telemetry;
 
 /// A started proxy.
 pub struct Running {
+    plane: Arc<Mutex<ControlPlane>>,
+    routing: Arc<Routing>,
     addrs: Vec<SocketAddr>,
-    control: Control,
+    admin_addr: SocketAddr,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    accept_loops: Vec<JoinHandle<()>>,
+    admin_task: JoinHandle<()>,
     shutdown_timeout: Duration,
 }
 
@@ -43,73 +51,105 @@ pub enum Stopped {
     DeadlinePassed,
 }
 
-/// Binds every listener of `config` and starts serving.
-pub async fn start(config: &Config) -> Result<Running, Error> {
-    let mut listeners = Vec::with_capacity(config.listeners.len());
-    for l in &config.listeners {
-        let listener = TcpListener::bind(l.bind)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: l.bind,
-                source,
-            })?;
-        listeners.push(listener);
-    }
-    let control = Control::new(config);
+/// Starts everything `config` describes. `path` is the file to re-read on
+/// reload (none for an embedded config).
+pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Error> {
+    telemetry::metrics();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let control = Control::new(&config);
+    let routing = control.routing();
     let proxy = Arc::new(Proxy::new(
-        control.routing(),
+        Arc::clone(&routing),
         config.proxy.clone(),
         tracker.clone(),
     ));
     let server = Server::new(proxy, &config.proxy, shutdown.clone(), tracker.clone());
-    let mut addrs = Vec::new();
-    let mut accept_loops = Vec::new();
-    for listener in listeners {
-        let addr = listener.local_addr().map_err(|source| Error::Bind {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+    let binds: Vec<SocketAddr> = config.listeners.iter().map(|l| l.bind).collect();
+    let admin_bind = config.admin.bind;
+    let token_file = config.admin.token_file.clone();
+    let shutdown_timeout = config.proxy.shutdown_timeout;
+
+    // Runtime changes are applied before any listener accepts a request.
+    let mut plane = ControlPlane::new(config, path, (control, Listeners::new(server)))?;
+    plane.listeners().reconcile(&binds).await?;
+    let addrs = plane.listeners().addrs();
+    let plane = Arc::new(Mutex::new(plane));
+
+    let admin = Admin::new(Arc::clone(&plane), token_file.as_deref())?;
+    let admin_listener = TcpListener::bind(admin_bind)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: admin_bind,
             source,
         })?;
-        tracing::info!(%addr, "listening");
-        addrs.push(addr);
-        accept_loops.push(tokio::spawn(Arc::clone(&server).serve(listener)));
-    }
+    let admin_addr = admin_listener.local_addr().map_err(|source| Error::Bind {
+        addr: admin_bind,
+        source,
+    })?;
+    tracing::info!(addr = %admin_addr, "admin API listening");
+    let admin_task =
+        tokio::spawn(Arc::clone(&admin).serve(admin_listener, shutdown.clone(), tracker.clone()));
+    admin.set_ready();
+
     Ok(Running {
+        plane,
+        routing,
         addrs,
-        control,
+        admin_addr,
         shutdown,
         tracker,
-        accept_loops,
-        shutdown_timeout: config.proxy.shutdown_timeout,
+        admin_task,
+        shutdown_timeout,
     })
 }
 
 impl Running {
-    /// Bound addresses, in `[[listener]]` order.
+    /// Bound client-facing addresses, in `[[listener]]` order, as at start.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
 
-    pub fn routing(&self) -> Arc<Routing> {
-        self.control.routing()
+    /// Client-facing addresses now (after reloads).
+    pub async fn current_addrs(&self) -> Vec<SocketAddr> {
+        self.plane.lock().await.listeners().addrs()
     }
 
-    /// Applies a new config's routes and pools, keeping upstream live state.
-    /// Listener and `[proxy]` changes need a restart.
-    pub fn apply_config(&mut self, config: &Config) {
-        self.control.apply_config(config);
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn routing(&self) -> Arc<Routing> {
+        Arc::clone(&self.routing)
+    }
+
+    /// Re-reads the config file, as SIGHUP does.
+    pub async fn reload(&self, who: &str) {
+        let caller = Caller {
+            peer: who.to_string(),
+            token: None,
+        };
+        let mut plane = self.plane.lock().await;
+        match plane.reload(&caller).await {
+            Ok(_) => tracing::info!(summary = %plane.file().summary(), "config reloaded"),
+            Err(crate::control::ControlError::InvalidConfig(problems)) => {
+                for problem in &problems {
+                    tracing::error!(%problem, "reload refused; the running config is unchanged");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the running config is unchanged")
+            }
+        }
     }
 
     /// Graceful stop; returns once every connection has finished or the
     /// deadline has passed.
     pub async fn stop(self) -> Stopped {
+        // Listeners first: once closed, new connections are refused.
+        self.plane.lock().await.listeners().close_all().await;
         self.shutdown.cancel();
-        for l in self.accept_loops {
-            // The loop owns its listener; once it returns, the socket is
-            // closed and new connections are refused.
-            let _ = l.await;
-        }
+        let _ = self.admin_task.await;
         self.tracker.close();
         match tokio::time::timeout(self.shutdown_timeout, self.tracker.wait()).await {
             Ok(()) => Stopped::Clean,
@@ -128,16 +168,17 @@ impl Running {
 /// `cutover run`: serve `path` until SIGTERM/SIGINT; SIGHUP re-reads it.
 pub async fn run(path: &Path) -> Result<(), Error> {
     let config = Config::load(path)?;
-    let mut running = start(&config).await?;
-    tracing::info!(config = %path.display(), summary = %config.summary(), "cutover ready");
-    wait_for_stop(&mut running, path).await?;
+    let summary = config.summary();
+    let running = start(config, Some(path.to_path_buf())).await?;
+    tracing::info!(config = %path.display(), %summary, "cutover ready");
+    wait_for_stop(&running).await?;
     tracing::info!("stopping: refusing new connections, finishing in-flight requests");
     let stopped = running.stop().await;
     tracing::info!(?stopped, "stopped");
     Ok(())
 }
 
-async fn wait_for_stop(running: &mut Running, path: &Path) -> Result<(), Error> {
+async fn wait_for_stop(running: &Running) -> Result<(), Error> {
     let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(Error::Signal)?;
@@ -145,21 +186,7 @@ async fn wait_for_stop(running: &mut Running, path: &Path) -> Result<(), Error> 
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => reload(running, path),
-        }
-    }
-}
-
-fn reload(running: &mut Running, path: &Path) {
-    match Config::load(path) {
-        Ok(config) => {
-            running.apply_config(&config);
-            tracing::info!(summary = %config.summary(), "config reloaded");
-        }
-        Err(e) => {
-            for problem in &e.problems {
-                tracing::error!(%problem, "reload refused; the running config is unchanged");
-            }
+            _ = hup.recv() => running.reload("SIGHUP").await,
         }
     }
 }

@@ -40,6 +40,9 @@ enum Command {
         /// Where the proxy listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where the admin API listens.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
     },
 }
 
@@ -56,7 +59,7 @@ fn main() -> ExitCode {
             };
             serve(workers, async move { lifecycle::run(&path).await })
         }
-        Command::Demo { listen } => serve(0, demo::run(listen)),
+        Command::Demo { listen, admin } => serve(0, demo::run(listen, admin)),
     }
 }
 

@@ -59,9 +59,9 @@ impl Server {
         })
     }
 
-    /// Accepts on `listener` until shutdown, then closes it so new
-    /// connections are refused.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+    /// Accepts on `listener` until `stop` (or shutdown), then closes it so
+    /// new connections are refused. Connections already accepted carry on.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
         let local = listener.local_addr().ok();
         loop {
             let permit = tokio::select! {
@@ -69,11 +69,11 @@ impl Server {
                     Ok(p) => p,
                     Err(_) => break, // semaphore closed: shutting down
                 },
-                _ = self.shutdown.cancelled() => break,
+                _ = stop.cancelled() => break,
             };
             let accepted = tokio::select! {
                 a = listener.accept() => a,
-                _ = self.shutdown.cancelled() => break,
+                _ = stop.cancelled() => break,
             };
             match accepted {
                 Ok((stream, peer)) => {
@@ -144,6 +144,90 @@ impl Server {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The client-facing listeners, keyed by their configured address, so a
+/// reload can add and remove listeners without touching the others.
+pub struct Listeners {
+    server: Arc<Server>,
+    active: Vec<Active>,
+}
+
+struct Active {
+    bind: SocketAddr,
+    local: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listeners {
+    pub fn new(server: Arc<Server>) -> Listeners {
+        Listeners {
+            server,
+            active: Vec::new(),
+        }
+    }
+
+    /// Makes the set of listeners equal `binds`: binds every new address
+    /// first (if one fails, nothing changes), then closes the removed ones.
+    pub async fn reconcile(&mut self, binds: &[SocketAddr]) -> Result<(), crate::Error> {
+        let mut fresh = Vec::new();
+        for bind in binds {
+            if self.active.iter().any(|a| a.bind == *bind) {
+                continue;
+            }
+            let listener = TcpListener::bind(bind)
+                .await
+                .map_err(|source| crate::Error::Bind {
+                    addr: *bind,
+                    source,
+                })?;
+            let local = listener.local_addr().map_err(|source| crate::Error::Bind {
+                addr: *bind,
+                source,
+            })?;
+            fresh.push((*bind, local, listener));
+        }
+        let mut kept = Vec::new();
+        for a in self.active.drain(..) {
+            if binds.contains(&a.bind) {
+                kept.push(a);
+            } else {
+                a.stop.cancel();
+                let _ = a.task.await;
+                tracing::info!(addr = %a.local, "listener removed");
+            }
+        }
+        self.active = kept;
+        for (bind, local, listener) in fresh {
+            let stop = self.server.shutdown.child_token();
+            let task = tokio::spawn(Arc::clone(&self.server).serve(listener, stop.clone()));
+            tracing::info!(addr = %local, "listening");
+            self.active.push(Active {
+                bind,
+                local,
+                stop,
+                task,
+            });
+        }
+        // Keep the configured order for addrs().
+        self.active
+            .sort_by_key(|a| binds.iter().position(|b| *b == a.bind));
+        Ok(())
+    }
+
+    /// Bound addresses, in config order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.active.iter().map(|a| a.local).collect()
+    }
+
+    /// Closes every listener and waits until their sockets are closed.
+    pub async fn close_all(&mut self) {
+        for a in self.active.drain(..) {
+            a.stop.cancel();
+            let _ = a.task.await;
         }
     }
 }

@@ -20,3 +20,90 @@ pub fn init_logging() {
         builder.try_init()
     };
 }
+
+/// Metric names (SPEC.md). Labels are bounded by config: routes, pools,
+/// upstreams and five status classes.
+pub mod names {
+    pub const REQUESTS_TOTAL: &str = "cutover_requests_total";
+    pub const REQUEST_DURATION_SECONDS: &str = "cutover_request_duration_seconds";
+    pub const UPSTREAM_IN_FLIGHT: &str = "cutover_upstream_in_flight";
+    pub const UPSTREAM_HEALTHY: &str = "cutover_upstream_healthy";
+    pub const ROUTE_WEIGHT: &str = "cutover_route_weight";
+    /// Extra: client connections open now.
+    pub const CLIENT_CONNECTIONS: &str = "cutover_client_connections";
+    /// Extra: upstream connect failures (each retried elsewhere if possible).
+    pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "cutover_upstream_connect_errors_total";
+}
+
+static METRICS: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+    std::sync::OnceLock::new();
+
+/// Installs the Prometheus recorder once per process; `None` if another
+/// recorder was installed first.
+pub fn metrics() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
+    METRICS
+        .get_or_init(|| {
+            use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+            let buckets = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(names::REQUEST_DURATION_SECONDS.into()),
+                    &buckets,
+                )
+                .ok()?;
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        names::REQUESTS_TOTAL,
+        "Requests answered, by route, pool, upstream and status class"
+    );
+    describe_histogram!(
+        names::REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from receiving a request to the end of its response, by route and pool"
+    );
+    describe_gauge!(
+        names::UPSTREAM_IN_FLIGHT,
+        "Requests in flight to an upstream"
+    );
+    describe_gauge!(
+        names::UPSTREAM_HEALTHY,
+        "1 if the upstream is healthy, else 0"
+    );
+    describe_gauge!(
+        names::ROUTE_WEIGHT,
+        "The route's current split weight for a pool"
+    );
+    describe_gauge!(names::CLIENT_CONNECTIONS, "Client connections open");
+    describe_counter!(
+        names::UPSTREAM_CONNECT_ERRORS_TOTAL,
+        "Failed connects to an upstream"
+    );
+}
+
+/// `2xx` etc. for a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

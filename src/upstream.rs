@@ -17,6 +17,8 @@ pub struct UpstreamState {
     addr: SocketAddr,
     /// The address as a URI authority, built once for every request URI.
     authority: Authority,
+    /// The address as text, for metric labels and logs.
+    label: Arc<str>,
     in_flight: AtomicUsize,
     healthy: AtomicBool,
     disabled: AtomicBool,
@@ -29,6 +31,7 @@ impl UpstreamState {
             addr,
             authority: Authority::try_from(addr.to_string())
                 .expect("a socket address always renders as a valid URI authority"),
+            label: Arc::from(addr.to_string()),
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             disabled: AtomicBool::new(false),
@@ -42,6 +45,10 @@ impl UpstreamState {
 
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    pub fn label(&self) -> &Arc<str> {
+        &self.label
     }
 
     /// May this upstream be picked for a new request?

@@ -20,6 +20,19 @@ pub struct ResponseBody {
     inner: ResponseInner,
     in_flight: Option<InFlight>,
     active: Option<ActiveRequest>,
+    timer: Option<RequestTimer>,
+}
+
+/// Records the request's duration when the response ends (or is dropped).
+pub struct RequestTimer {
+    pub start: std::time::Instant,
+    pub histogram: metrics::Histogram,
+}
+
+impl Drop for RequestTimer {
+    fn drop(&mut self) {
+        self.histogram.record(self.start.elapsed().as_secs_f64());
+    }
 }
 
 enum ResponseInner {
@@ -33,6 +46,7 @@ impl ResponseBody {
             inner: ResponseInner::Upstream(body),
             in_flight: None,
             active: None,
+            timer: None,
         }
     }
 
@@ -41,6 +55,7 @@ impl ResponseBody {
             inner: ResponseInner::Full(Full::new(bytes)),
             in_flight: None,
             active: None,
+            timer: None,
         }
     }
 
@@ -48,9 +63,15 @@ impl ResponseBody {
         Self::full(Bytes::new())
     }
 
-    pub fn hold(&mut self, in_flight: Option<InFlight>, active: ActiveRequest) {
+    pub fn hold(
+        &mut self,
+        in_flight: Option<InFlight>,
+        active: ActiveRequest,
+        timer: Option<RequestTimer>,
+    ) {
         self.in_flight = in_flight;
         self.active = Some(active);
+        self.timer = timer;
     }
 }
 
@@ -72,6 +93,7 @@ impl Body for ResponseBody {
             // body, so in-flight counts fall as soon as the last byte is out.
             this.in_flight = None;
             this.active = None;
+            this.timer = None;
         }
         polled
     }

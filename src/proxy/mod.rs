@@ -23,11 +23,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::task::TaskTracker;
 
 pub use activity::{ActiveRequest, ConnActivity};
-pub use body::{RequestBody, ResponseBody};
+pub use body::{RequestBody, RequestTimer, ResponseBody};
 pub use error::{ProxyError, Side};
 
 use crate::config::ProxySettings;
 use crate::routing::Routing;
+use crate::telemetry::{self, names};
 use crate::upstream::UpstreamState;
 use body::BodySlot;
 
@@ -74,7 +75,9 @@ impl Proxy {
         conn: ClientConn,
         active: ActiveRequest,
     ) -> Response<ResponseBody> {
-        let (mut response, in_flight) = match self.forward(req, conn).await {
+        let start = std::time::Instant::now();
+        let mut labels = Labels::default();
+        let (mut response, in_flight) = match self.forward(req, conn, &mut labels).await {
             Ok(ok) => ok,
             Err(e) => {
                 match e.side() {
@@ -86,7 +89,8 @@ impl Proxy {
                 (e.into_response(), None)
             }
         };
-        response.body_mut().hold(in_flight, active);
+        let timer = labels.record(response.status().as_u16(), start);
+        response.body_mut().hold(in_flight, active, timer);
         response
     }
 
@@ -94,6 +98,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         conn: ClientConn,
+        labels: &mut Labels,
     ) -> Result<(Response<ResponseBody>, Option<crate::upstream::InFlight>), ProxyError> {
         if req.method() == http::Method::CONNECT {
             return Err(ProxyError::ConnectMethod);
@@ -113,6 +118,7 @@ impl Proxy {
             });
         };
 
+        labels.route = Some(Arc::clone(&route.name));
         let upgrade = headers::is_upgrade_request(parts.version, &parts.headers);
         let client_upgrade = if upgrade {
             parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
@@ -155,6 +161,8 @@ impl Proxy {
             *request.version_mut() = Version::HTTP_11;
             *request.headers_mut() = parts.headers.clone();
 
+            labels.pool = Some(Arc::clone(&pick.pool));
+            labels.upstream = Some(Arc::clone(pick.upstream.label()));
             let in_flight = pick.upstream.start_request();
             let addr = pick.upstream.addr();
             let sent = tokio::time::timeout(
@@ -171,6 +179,7 @@ impl Proxy {
                 }
                 Ok(Err(e)) if e.is_connect() => {
                     tracing::debug!(%addr, error = %e, "connect failed, trying another upstream");
+                    metrics::counter!(names::UPSTREAM_CONNECT_ERRORS_TOTAL, "pool" => Arc::clone(&pick.pool), "upstream" => Arc::clone(pick.upstream.label())).increment(1);
                     tried.push(pick.upstream);
                     last_error = Some(ProxyError::UpstreamConnect {
                         addr,
@@ -205,6 +214,37 @@ impl Proxy {
                 route: route.name.to_string(),
             }),
         )
+    }
+}
+
+/// Metric labels learned while forwarding; `none` where a request never
+/// got that far (no route, nothing eligible).
+#[derive(Default)]
+struct Labels {
+    route: Option<Arc<str>>,
+    pool: Option<Arc<str>>,
+    upstream: Option<Arc<str>>,
+}
+
+impl Labels {
+    /// Counts the response and returns the timer that records its duration
+    /// when the body ends.
+    fn record(self, status: u16, start: std::time::Instant) -> Option<RequestTimer> {
+        let none = || Arc::<str>::from("none");
+        let route = self.route.unwrap_or_else(none);
+        let pool = self.pool.unwrap_or_else(none);
+        metrics::counter!(
+            names::REQUESTS_TOTAL,
+            "route" => Arc::clone(&route),
+            "pool" => Arc::clone(&pool),
+            "upstream" => self.upstream.unwrap_or_else(none),
+            "status" => telemetry::status_class(status)
+        )
+        .increment(1);
+        Some(RequestTimer {
+            start,
+            histogram: metrics::histogram!(names::REQUEST_DURATION_SECONDS, "route" => route, "pool" => pool),
+        })
     }
 }
 

@@ -17,11 +17,17 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `cutover run` on `config` and waits for its "listening" log line.
+    /// Starts `cutover run` on `config` (completed by `complete_config`, with
+    /// a state directory of its own) and waits for its "listening" log line.
     pub fn start(config: &str) -> Process {
         let dir = tempfile::tempdir().unwrap();
+        Self::start_in(config, dir)
+    }
+
+    /// Same, in a given directory (which keeps the state between runs).
+    pub fn start_in(config: &str, dir: tempfile::TempDir) -> Process {
         let path = dir.path().join("cutover.toml");
-        std::fs::write(&path, config).unwrap();
+        std::fs::write(&path, complete_config(config, &dir.path().join("state"))).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
             .args(["run", "-c"])
             .arg(&path)
@@ -36,7 +42,9 @@ impl Process {
         // Keep draining stderr so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("addr=").nth(1) {
+                if line.contains(": listening ")
+                    && let Some(addr) = line.split("addr=").nth(1)
+                {
                     let _ = tx.send(addr.trim().to_string());
                 }
                 lines.lock().unwrap().push(line);
@@ -185,7 +193,8 @@ async fn sighup_reload_moves_traffic_without_failures() {
     })
     .await;
     assert_eq!(green.hits(), 0);
-    std::fs::write(&path, config(0, 100)).unwrap();
+    let state = process.dir.path().join("state");
+    std::fs::write(&path, complete_config(&config(0, 100), &state)).unwrap();
     process.signal("HUP");
     wait_until("traffic moves to green", || async { green.hits() > 200 }).await;
     let blue_after = blue.hits();

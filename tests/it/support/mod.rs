@@ -24,17 +24,59 @@ pub use upstream::TestUpstream;
 /// Generous: CI machines are small and shared.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Starts the proxy in-process from `toml` (listener on 127.0.0.1:0 unless
-/// the text sets one).
-pub async fn start_proxy(toml: &str) -> Running {
-    let text = if toml.contains("[[listener]]") {
-        toml.to_string()
-    } else {
-        format!("[[listener]]\nbind = \"127.0.0.1:0\"\n{toml}")
-    };
+/// Adds what a test config leaves out: a listener and the admin API on
+/// ephemeral loopback ports, and `state_dir` as the state directory.
+pub fn complete_config(toml: &str, state_dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    if !toml.contains("[[listener]]") {
+        text.push_str("[[listener]]\nbind = \"127.0.0.1:0\"\n");
+    }
+    if !toml.contains("[admin]") {
+        text.push_str("[admin]\nbind = \"127.0.0.1:0\"\n");
+    }
+    if !toml.contains("[state]") {
+        text.push_str(&format!("[state]\ndir = \"{}\"\n", state_dir.display()));
+    }
+    text.push_str(toml);
+    text
+}
+
+/// The proxy running in-process, with its own state directory.
+pub struct TestProxy {
+    running: Option<Running>,
+    pub state_dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestProxy {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        self.running.as_ref().expect("proxy is running")
+    }
+}
+
+impl TestProxy {
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr())
+    }
+}
+
+/// Starts the proxy in-process from `toml` (see `complete_config`).
+pub async fn start_proxy(toml: &str) -> TestProxy {
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let text = complete_config(toml, state_dir.path());
     let config =
         Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-    lifecycle::start(&config).await.expect("proxy starts")
+    let running = lifecycle::start(config, None).await.expect("proxy starts");
+    TestProxy {
+        running: Some(running),
+        state_dir,
+    }
 }
 
 /// A config with one catch-all route `app` splitting across the given

@@ -1,0 +1,585 @@
+//! The control plane: every runtime change (admin call, reload) goes
+//! through [`ControlPlane`], one at a time. A change is validated, persisted
+//! to `state.dir`, then published as a new routing table in one swap, and
+//! recorded in the audit log. The hot path never waits on any of this.
+
+mod reconcile;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::config::{Config, MAX_WEIGHT};
+use crate::routing::{Control, Routing};
+use crate::server::Listeners;
+use crate::state::{AuditEntry, Caller, Overrides, SplitOverride, StateError, Store, now_rfc3339};
+
+pub use reconcile::{effective, file_split, reconcile};
+
+/// Why a change was refused; each maps to one admin status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the config file has {} problem(s)", .0.len())]
+    InvalidConfig(Vec<String>),
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Listener(String),
+}
+
+pub struct ControlPlane {
+    file: Config,
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+    store: Store,
+    control: Control,
+    listeners: Listeners,
+    token_id: Option<String>,
+}
+
+impl ControlPlane {
+    /// Opens the state directory, re-applies persisted runtime changes that
+    /// the file has not superseded, and publishes the first table.
+    pub fn new(
+        file: Config,
+        config_path: Option<PathBuf>,
+        control_listeners: (Control, Listeners),
+    ) -> Result<ControlPlane, crate::Error> {
+        let store = Store::open(&file.state.dir)?;
+        let loaded = store.load()?;
+        let (overrides, dropped) = reconcile(&file, loaded.clone());
+        let (control, listeners) = control_listeners;
+        let token_id = file
+            .admin
+            .token_file
+            .as_ref()
+            .map(|p| p.display().to_string());
+        let mut plane = ControlPlane {
+            file,
+            config_path,
+            overrides,
+            store,
+            control,
+            listeners,
+            token_id,
+        };
+        if !dropped.is_empty() {
+            plane.store.save(&plane.overrides)?;
+            let caller = Caller {
+                peer: "startup".into(),
+                token: None,
+            };
+            for reason in &dropped {
+                tracing::warn!(%reason, "runtime change dropped: the config file changed the same value");
+                plane.audit(
+                    &caller,
+                    "drop_runtime_change",
+                    reason,
+                    json!(null),
+                    json!(null),
+                    "ok",
+                );
+            }
+        }
+        plane.publish();
+        Ok(plane)
+    }
+
+    pub fn routing(&self) -> Arc<Routing> {
+        self.control.routing()
+    }
+
+    pub fn listeners(&mut self) -> &mut Listeners {
+        &mut self.listeners
+    }
+
+    pub fn file(&self) -> &Config {
+        &self.file
+    }
+
+    pub fn overrides(&self) -> &Overrides {
+        &self.overrides
+    }
+
+    /// The identity of the admin credential, for audit lines.
+    pub fn token_id(&self) -> Option<String> {
+        self.token_id.clone()
+    }
+
+    /// Builds and publishes the table for the current file and overrides,
+    /// and sets each upstream's runtime flags.
+    fn publish(&mut self) {
+        let config = effective(&self.file, &self.overrides);
+        self.control.apply_config(&config);
+        let table = self.control.routing().load();
+        for pool in table.pools() {
+            for u in &pool.upstreams {
+                let addr = u.state.addr();
+                u.state
+                    .set_disabled(self.overrides.is_disabled(&pool.name, addr));
+                u.state
+                    .set_draining(self.overrides.is_drained(&pool.name, addr));
+            }
+        }
+    }
+
+    /// Persists `next`, then makes it live. Nothing changes if persisting fails.
+    fn commit(&mut self, next: Overrides) -> Result<(), ControlError> {
+        self.store.save(&next)?;
+        self.overrides = next;
+        self.publish();
+        Ok(())
+    }
+
+    fn audit(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        before: serde_json::Value,
+        after: serde_json::Value,
+        result: &str,
+    ) {
+        let entry = AuditEntry {
+            time: now_rfc3339(),
+            caller,
+            action,
+            target,
+            before,
+            after,
+            result,
+        };
+        if let Err(e) = self.store.audit(&entry) {
+            tracing::error!(error = %e, action, target, "cannot write the audit log");
+        }
+    }
+
+    /// Records a call's outcome in the audit log and passes it on.
+    fn audited<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        before: serde_json::Value,
+        result: Result<T, ControlError>,
+        after: impl FnOnce(&Self) -> serde_json::Value,
+    ) -> Result<T, ControlError> {
+        match &result {
+            Ok(_) => self.audit(caller, action, target, before, after(self), "ok"),
+            Err(e) => self.audit(
+                caller,
+                action,
+                target,
+                before.clone(),
+                before,
+                &format!("refused: {e}"),
+            ),
+        }
+        result
+    }
+
+    fn current_split(&self, route: &str) -> serde_json::Value {
+        let table = self.control.routing().load();
+        table
+            .route(route)
+            .map(|r| {
+                let split: BTreeMap<String, u32> = table
+                    .split(r)
+                    .into_iter()
+                    .map(|(p, w)| (p.to_string(), w))
+                    .collect();
+                json!(split)
+            })
+            .unwrap_or(json!(null))
+    }
+
+    /// `PUT /api/v1/routes/{route}/split`.
+    pub fn set_split(
+        &mut self,
+        caller: &Caller,
+        route: &str,
+        split: BTreeMap<String, u32>,
+        force: bool,
+    ) -> Result<(), ControlError> {
+        let before = self.current_split(route);
+        let result = self.try_set_split(route, split, force);
+        self.audited(caller, "set_split", route, before, result, |s| {
+            s.current_split(route)
+        })
+    }
+
+    fn try_set_split(
+        &mut self,
+        route: &str,
+        split: BTreeMap<String, u32>,
+        force: bool,
+    ) -> Result<(), ControlError> {
+        let Some(base) = file_split(&self.file, route) else {
+            return Err(ControlError::NotFound(format!("no route named {route:?}")));
+        };
+        if split.is_empty() {
+            return Err(ControlError::BadRequest(
+                "split: name at least one pool".into(),
+            ));
+        }
+        let table = self.control.routing().load();
+        for (pool, weight) in &split {
+            let Some(p) = table.pool(pool) else {
+                return Err(ControlError::NotFound(format!("no pool named {pool:?}")));
+            };
+            if *weight > MAX_WEIGHT {
+                return Err(ControlError::BadRequest(format!(
+                    "{pool}: weight must be an integer from 0 to {MAX_WEIGHT}"
+                )));
+            }
+            let eligible = p
+                .upstreams
+                .iter()
+                .any(|u| u.weight > 0 && u.state.is_eligible());
+            if *weight > 0 && !eligible && !force {
+                return Err(ControlError::Conflict(format!(
+                    "pool {pool:?} has no healthy upstream in rotation: refusing to send it traffic (add ?force=true to insist)"
+                )));
+            }
+        }
+        if split.values().all(|w| *w == 0) {
+            return Err(ControlError::BadRequest(
+                "split: every weight is 0; at least one must be above 0".into(),
+            ));
+        }
+        let mut next = self.overrides.clone();
+        if split == base {
+            // Back to the file's value: no override needed.
+            next.splits.remove(route);
+        } else {
+            next.splits.insert(
+                route.to_string(),
+                SplitOverride {
+                    split,
+                    file_split: base,
+                },
+            );
+        }
+        self.commit(next)
+    }
+
+    fn pool_exists(&self, pool: &str) -> Result<(), ControlError> {
+        if self.file.pool(pool).is_some() {
+            Ok(())
+        } else {
+            Err(ControlError::NotFound(format!("no pool named {pool:?}")))
+        }
+    }
+
+    fn upstream_exists(&self, pool: &str, addr: SocketAddr) -> Result<(), ControlError> {
+        self.pool_exists(pool)?;
+        if self.control.routing().load().upstream(pool, addr).is_some() {
+            Ok(())
+        } else {
+            Err(ControlError::NotFound(format!(
+                "pool {pool:?} has no upstream {addr}"
+            )))
+        }
+    }
+
+    fn upstream_json(&self, pool: &str, addr: SocketAddr) -> serde_json::Value {
+        status::upstream_view(
+            &self.control.routing().load(),
+            &self.overrides,
+            &self.file,
+            pool,
+            addr,
+        )
+        .map(|u| json!(u))
+        .unwrap_or(json!(null))
+    }
+
+    /// `POST /api/v1/pools/{pool}/upstreams`.
+    pub fn add_upstream(
+        &mut self,
+        caller: &Caller,
+        pool: &str,
+        addr: SocketAddr,
+        weight: u32,
+    ) -> Result<(), ControlError> {
+        let target = format!("{pool}/{addr}");
+        let result = (|| {
+            self.pool_exists(pool)?;
+            if weight > MAX_WEIGHT {
+                return Err(ControlError::BadRequest(format!(
+                    "weight: must be an integer from 0 to {MAX_WEIGHT}"
+                )));
+            }
+            if self.control.routing().load().upstream(pool, addr).is_some() {
+                return Err(ControlError::Conflict(format!(
+                    "pool {pool:?} already has upstream {addr}"
+                )));
+            }
+            let mut next = self.overrides.clone();
+            let file_weight = self
+                .file
+                .pool(pool)
+                .and_then(|p| p.upstreams.iter().find(|u| u.addr == addr))
+                .map(|u| u.weight);
+            match file_weight {
+                // Re-adding a file upstream that was removed at runtime.
+                Some(w) if w == weight => {
+                    if let Some(r) = next.removed.get_mut(pool) {
+                        r.remove(&addr);
+                    }
+                }
+                _ => {
+                    if let Some(r) = next.removed.get_mut(pool) {
+                        r.remove(&addr);
+                    }
+                    if file_weight.is_none() {
+                        next.added
+                            .entry(pool.to_string())
+                            .or_default()
+                            .insert(addr, weight);
+                    }
+                }
+            }
+            self.commit(next)
+        })();
+        self.audited(caller, "add_upstream", &target, json!(null), result, |s| {
+            s.upstream_json(pool, addr)
+        })
+    }
+
+    /// `DELETE /api/v1/pools/{pool}/upstreams/{addr}`: out of the table at
+    /// once; requests already in flight to it finish undisturbed.
+    pub fn remove_upstream(
+        &mut self,
+        caller: &Caller,
+        pool: &str,
+        addr: SocketAddr,
+    ) -> Result<(), ControlError> {
+        let target = format!("{pool}/{addr}");
+        let before = self.upstream_json(pool, addr);
+        let result = (|| {
+            self.upstream_exists(pool, addr)?;
+            let mut next = self.overrides.clone();
+            let runtime_added = next
+                .added
+                .get_mut(pool)
+                .and_then(|a| a.remove(&addr))
+                .is_some();
+            if !runtime_added {
+                let weight = self
+                    .file
+                    .pool(pool)
+                    .and_then(|p| p.upstreams.iter().find(|u| u.addr == addr))
+                    .map_or(0, |u| u.weight);
+                next.removed
+                    .entry(pool.to_string())
+                    .or_default()
+                    .insert(addr, weight);
+            }
+            for flags in [&mut next.disabled, &mut next.drained] {
+                if let Some(set) = flags.get_mut(pool) {
+                    set.remove(&addr);
+                }
+            }
+            let (next, _) = reconcile(&self.file, next);
+            self.commit(next)
+        })();
+        self.audited(caller, "remove_upstream", &target, before, result, |_| {
+            json!(null)
+        })
+    }
+
+    /// Sets or clears a runtime flag (`disabled` / `drained`) on upstreams.
+    fn set_flag(
+        &mut self,
+        pool: &str,
+        addrs: &[SocketAddr],
+        flag: Flag,
+        on: bool,
+    ) -> Result<(), ControlError> {
+        let mut next = self.overrides.clone();
+        for addr in addrs {
+            let sets = match flag {
+                Flag::Disabled => &mut next.disabled,
+                Flag::Drained => &mut next.drained,
+            };
+            let set = sets.entry(pool.to_string()).or_default();
+            if on {
+                set.insert(*addr);
+            } else {
+                set.remove(addr);
+            }
+        }
+        next.disabled.retain(|_, s| !s.is_empty());
+        next.drained.retain(|_, s| !s.is_empty());
+        self.commit(next)
+    }
+
+    /// `POST …/{addr}/disable`.
+    pub fn disable_upstream(
+        &mut self,
+        caller: &Caller,
+        pool: &str,
+        addr: SocketAddr,
+    ) -> Result<(), ControlError> {
+        let target = format!("{pool}/{addr}");
+        let before = self.upstream_json(pool, addr);
+        let result = self
+            .upstream_exists(pool, addr)
+            .and_then(|_| self.set_flag(pool, &[addr], Flag::Disabled, true));
+        self.audited(caller, "disable_upstream", &target, before, result, |s| {
+            s.upstream_json(pool, addr)
+        })
+    }
+
+    /// `POST …/{addr}/enable`: clears both disable and drain.
+    pub fn enable_upstream(
+        &mut self,
+        caller: &Caller,
+        pool: &str,
+        addr: SocketAddr,
+    ) -> Result<(), ControlError> {
+        let target = format!("{pool}/{addr}");
+        let before = self.upstream_json(pool, addr);
+        let result = self.upstream_exists(pool, addr).and_then(|_| {
+            let mut next = self.overrides.clone();
+            for flags in [&mut next.disabled, &mut next.drained] {
+                if let Some(set) = flags.get_mut(pool) {
+                    set.remove(&addr);
+                }
+                flags.retain(|_, s| !s.is_empty());
+            }
+            self.commit(next)
+        });
+        self.audited(caller, "enable_upstream", &target, before, result, |s| {
+            s.upstream_json(pool, addr)
+        })
+    }
+
+    /// `POST …/{addr}/drain`: no new requests; in-flight ones finish.
+    pub fn drain_upstream(
+        &mut self,
+        caller: &Caller,
+        pool: &str,
+        addr: SocketAddr,
+    ) -> Result<(), ControlError> {
+        let target = format!("{pool}/{addr}");
+        let before = self.upstream_json(pool, addr);
+        let result = self
+            .upstream_exists(pool, addr)
+            .and_then(|_| self.set_flag(pool, &[addr], Flag::Drained, true));
+        self.audited(caller, "drain_upstream", &target, before, result, |s| {
+            s.upstream_json(pool, addr)
+        })
+    }
+
+    /// `POST /api/v1/pools/{pool}/drain`.
+    pub fn drain_pool(&mut self, caller: &Caller, pool: &str) -> Result<(), ControlError> {
+        let result = self.pool_exists(pool).and_then(|_| {
+            let table = self.control.routing().load();
+            let addrs: Vec<SocketAddr> = table
+                .pool(pool)
+                .map(|p| p.upstreams.iter().map(|u| u.state.addr()).collect())
+                .unwrap_or_default();
+            self.set_flag(pool, &addrs, Flag::Drained, true)
+        });
+        self.audited(caller, "drain_pool", pool, json!(null), result, |_| {
+            json!("draining")
+        })
+    }
+
+    /// `POST /api/v1/reload` and SIGHUP: re-read the file. An invalid file
+    /// changes nothing. Returns the runtime changes the new file superseded.
+    pub async fn reload(&mut self, caller: &Caller) -> Result<Vec<String>, ControlError> {
+        let result = self.try_reload().await;
+        match &result {
+            Ok(dropped) => {
+                for reason in dropped {
+                    self.audit(
+                        caller,
+                        "drop_runtime_change",
+                        reason,
+                        json!(null),
+                        json!(null),
+                        "ok",
+                    );
+                }
+                self.audit(
+                    caller,
+                    "reload",
+                    "config",
+                    json!(null),
+                    json!(self.file.summary()),
+                    "ok",
+                );
+            }
+            Err(ControlError::InvalidConfig(problems)) => self.audit(
+                caller,
+                "reload",
+                "config",
+                json!(null),
+                json!(problems),
+                "refused: invalid config",
+            ),
+            Err(e) => self.audit(
+                caller,
+                "reload",
+                "config",
+                json!(null),
+                json!(null),
+                &format!("refused: {e}"),
+            ),
+        }
+        result
+    }
+
+    async fn try_reload(&mut self) -> Result<Vec<String>, ControlError> {
+        let Some(path) = self.config_path.clone() else {
+            return Err(ControlError::BadRequest(
+                "this instance was not started from a config file".into(),
+            ));
+        };
+        let file = Config::load(&path).map_err(|e| ControlError::InvalidConfig(e.problems))?;
+        if file.proxy != self.file.proxy
+            || file.admin != self.file.admin
+            || file.state != self.file.state
+        {
+            tracing::warn!("[proxy], [admin] and [state] changes take effect at the next start");
+        }
+        let binds: Vec<SocketAddr> = file.listeners.iter().map(|l| l.bind).collect();
+        self.listeners
+            .reconcile(&binds)
+            .await
+            .map_err(|e| ControlError::Listener(e.to_string()))?;
+        let (next, dropped) = reconcile(&file, self.overrides.clone());
+        self.store.save(&next)?;
+        // Keep settings that only apply at start, so status stays truthful.
+        let mut file = file;
+        file.proxy = self.file.proxy.clone();
+        file.admin = self.file.admin.clone();
+        file.state = self.file.state.clone();
+        self.file = file;
+        self.overrides = next;
+        self.publish();
+        for reason in &dropped {
+            tracing::warn!(%reason, "runtime change dropped: the config file changed the same value");
+        }
+        Ok(dropped)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Flag {
+    Disabled,
+    Drained,
+}

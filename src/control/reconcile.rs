@@ -1,0 +1,211 @@
+//! How the config file and runtime overrides combine.
+//!
+//! Runtime changes survive restarts and reloads. When the file's own value
+//! for the same thing changes (the file is then the newer intent), the file
+//! wins and the override is dropped, with a reason for the audit log.
+
+use std::collections::BTreeMap;
+
+use crate::config::Config;
+use crate::state::Overrides;
+
+/// The file's split of `route` as a map, if the route exists.
+pub fn file_split(file: &Config, route: &str) -> Option<BTreeMap<String, u32>> {
+    file.routes
+        .iter()
+        .find(|r| r.name == route)
+        .map(|r| r.split.iter().cloned().collect())
+}
+
+/// Drops the overrides that `file` has made stale; returns what was kept and
+/// a sentence for each dropped one.
+pub fn reconcile(file: &Config, mut o: Overrides) -> (Overrides, Vec<String>) {
+    let mut dropped = Vec::new();
+
+    o.splits.retain(|route, s| match file_split(file, route) {
+        None => {
+            dropped.push(format!("split of route {route}: the route is no longer in the file"));
+            false
+        }
+        Some(now) if now != s.file_split => {
+            dropped.push(format!(
+                "split of route {route}: the file changed it, file value {now:?} replaces runtime value {:?}",
+                s.split
+            ));
+            false
+        }
+        Some(_) => true,
+    });
+
+    for (pool, added) in o.added.iter_mut() {
+        let in_file = file.pool(pool);
+        added.retain(|addr, _| match in_file {
+            None => {
+                dropped.push(format!(
+                    "upstream {addr} added to pool {pool}: the pool is no longer in the file"
+                ));
+                false
+            }
+            Some(p) if p.upstreams.iter().any(|u| u.addr == *addr) => {
+                dropped.push(format!(
+                    "upstream {addr} added to pool {pool}: the file now lists it"
+                ));
+                false
+            }
+            Some(_) => true,
+        });
+    }
+
+    for (pool, removed) in o.removed.iter_mut() {
+        let in_file = file.pool(pool);
+        removed.retain(|addr, weight| {
+            match in_file.and_then(|p| p.upstreams.iter().find(|u| u.addr == *addr)) {
+                // Gone from the file too: nothing left to remove.
+                None => false,
+                Some(u) if u.weight != *weight => {
+                    dropped.push(format!(
+                        "removal of upstream {addr} from pool {pool}: the file changed its weight, so it is back"
+                    ));
+                    false
+                }
+                Some(_) => true,
+            }
+        });
+    }
+
+    // Flags only make sense for upstreams that still exist.
+    let exists = |o: &Overrides, pool: &str, addr: &std::net::SocketAddr| {
+        let in_file = file
+            .pool(pool)
+            .is_some_and(|p| p.upstreams.iter().any(|u| u.addr == *addr))
+            && !o.removed.get(pool).is_some_and(|r| r.contains_key(addr));
+        in_file || o.added.get(pool).is_some_and(|a| a.contains_key(addr))
+    };
+    let snapshot = o.clone();
+    for flags in [&mut o.disabled, &mut o.drained] {
+        for (pool, addrs) in flags.iter_mut() {
+            addrs.retain(|a| exists(&snapshot, pool, a));
+        }
+    }
+    o.added.retain(|_, m| !m.is_empty());
+    o.removed.retain(|_, m| !m.is_empty());
+    o.disabled.retain(|_, s| !s.is_empty());
+    o.drained.retain(|_, s| !s.is_empty());
+    (o, dropped)
+}
+
+/// The config the table is built from: the file with overrides applied.
+pub fn effective(file: &Config, o: &Overrides) -> Config {
+    let mut config = file.clone();
+    for route in &mut config.routes {
+        if let Some(s) = o.splits.get(&route.name) {
+            // Keep the file's pool order, then pools only the override names.
+            let mut split: Vec<(String, u32)> = route
+                .split
+                .iter()
+                .map(|(pool, _)| (pool.clone(), s.split.get(pool).copied().unwrap_or(0)))
+                .collect();
+            for (pool, w) in &s.split {
+                if !split.iter().any(|(p, _)| p == pool) {
+                    split.push((pool.clone(), *w));
+                }
+            }
+            route.split = split;
+        }
+    }
+    for pool in &mut config.pools {
+        if let Some(removed) = o.removed.get(&pool.name) {
+            pool.upstreams.retain(|u| !removed.contains_key(&u.addr));
+        }
+        if let Some(added) = o.added.get(&pool.name) {
+            for (addr, weight) in added {
+                pool.upstreams.push(crate::config::UpstreamConfig {
+                    addr: *addr,
+                    weight: *weight,
+                });
+            }
+        }
+    }
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::SplitOverride;
+
+    fn file(blue: u32, green: u32) -> Config {
+        let text = format!(
+            "[[listener]]\nbind = \"127.0.0.1:1\"\n[[route]]\nname = \"app\"\nsplit = {{ blue = {blue}, green = {green} }}\n\
+             [pool.blue]\nupstreams = [{{ addr = \"127.0.0.1:9001\" }}]\n[pool.green]\nupstreams = [{{ addr = \"127.0.0.1:9002\" }}]\n"
+        );
+        Config::parse("t", &text).unwrap()
+    }
+
+    fn split_override(file: &Config, blue: u32, green: u32) -> Overrides {
+        let mut o = Overrides::default();
+        o.splits.insert(
+            "app".into(),
+            SplitOverride {
+                split: [("blue".to_string(), blue), ("green".to_string(), green)].into(),
+                file_split: file_split(file, "app").unwrap(),
+            },
+        );
+        o
+    }
+
+    #[test]
+    fn runtime_split_survives_an_unchanged_file() {
+        let f = file(100, 0);
+        let (kept, dropped) = reconcile(&f, split_override(&f, 0, 100));
+        assert!(dropped.is_empty());
+        assert_eq!(
+            effective(&f, &kept).routes[0].split,
+            vec![("blue".into(), 0), ("green".into(), 100)]
+        );
+    }
+
+    #[test]
+    fn file_change_of_the_same_split_wins() {
+        let before = file(100, 0);
+        let o = split_override(&before, 0, 100);
+        let after = file(50, 50);
+        let (kept, dropped) = reconcile(&after, o);
+        assert!(kept.splits.is_empty());
+        assert_eq!(dropped.len(), 1);
+        assert!(dropped[0].contains("the file changed it"), "{dropped:?}");
+        assert_eq!(
+            effective(&after, &kept).routes[0].split,
+            vec![("blue".into(), 50), ("green".into(), 50)]
+        );
+    }
+
+    #[test]
+    fn added_upstream_yields_to_the_file_and_flags_need_an_upstream() {
+        let f = file(1, 1);
+        let mut o = Overrides::default();
+        o.added
+            .entry("green".into())
+            .or_default()
+            .insert("127.0.0.1:9002".parse().unwrap(), 5);
+        o.added
+            .entry("green".into())
+            .or_default()
+            .insert("127.0.0.1:9003".parse().unwrap(), 1);
+        o.disabled
+            .entry("blue".into())
+            .or_default()
+            .insert("127.0.0.1:9999".parse().unwrap());
+        o.disabled
+            .entry("green".into())
+            .or_default()
+            .insert("127.0.0.1:9003".parse().unwrap());
+        let (kept, dropped) = reconcile(&f, o);
+        assert_eq!(dropped.len(), 1, "{dropped:?}");
+        assert_eq!(kept.added["green"].len(), 1);
+        assert!(!kept.disabled.contains_key("blue"));
+        assert!(kept.is_disabled("green", "127.0.0.1:9003".parse().unwrap()));
+        let eff = effective(&f, &kept);
+        assert_eq!(eff.pool("green").unwrap().upstreams.len(), 2);
+    }
+}

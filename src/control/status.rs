@@ -1,0 +1,137 @@
+//! `GET /api/v1/status`: the whole runtime state as JSON (shape in SPEC.md),
+//! each value saying whether it comes from the file or a runtime change.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::routing::RouteTable;
+use crate::state::Overrides;
+use crate::upstream::UpstreamState;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    pub version: String,
+    pub routes: Vec<RouteView>,
+    pub pools: Vec<PoolView>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RouteView {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub path_prefix: String,
+    pub split: BTreeMap<String, u32>,
+    /// `file` or `runtime`.
+    pub split_source: String,
+    pub rollout: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PoolView {
+    pub name: String,
+    pub upstreams: Vec<UpstreamView>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UpstreamView {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// `healthy`, `unhealthy`, `draining`, `drained` or `disabled`.
+    pub state: String,
+    pub in_flight: usize,
+    /// `file`, or `runtime` for an upstream added at runtime.
+    pub source: String,
+    /// `file`, or `runtime` when disabled or drained at runtime.
+    pub state_source: String,
+}
+
+/// The state word of SPEC.md for one upstream.
+pub fn state_word(u: &UpstreamState) -> &'static str {
+    if u.is_disabled() {
+        "disabled"
+    } else if u.is_draining() {
+        if u.in_flight() > 0 {
+            "draining"
+        } else {
+            "drained"
+        }
+    } else if u.is_healthy() {
+        "healthy"
+    } else {
+        "unhealthy"
+    }
+}
+
+pub fn upstream_view(
+    table: &RouteTable,
+    o: &Overrides,
+    file: &Config,
+    pool: &str,
+    addr: SocketAddr,
+) -> Option<UpstreamView> {
+    let p = table.pool(pool)?;
+    let u = p.upstreams.iter().find(|u| u.state.addr() == addr)?;
+    let runtime_added = o.added.get(pool).is_some_and(|a| a.contains_key(&addr))
+        && !file
+            .pool(pool)
+            .is_some_and(|fp| fp.upstreams.iter().any(|f| f.addr == addr));
+    let flagged = o.is_disabled(pool, addr) || o.is_drained(pool, addr);
+    Some(UpstreamView {
+        addr,
+        weight: u.weight,
+        state: state_word(&u.state).to_string(),
+        in_flight: u.state.in_flight(),
+        source: if runtime_added { "runtime" } else { "file" }.into(),
+        state_source: if flagged { "runtime" } else { "file" }.into(),
+    })
+}
+
+pub fn status(table: &RouteTable, o: &Overrides, file: &Config) -> Status {
+    // Routes in file order, not match order.
+    let routes = file
+        .routes
+        .iter()
+        .filter_map(|rc| {
+            let r = table.route(&rc.name)?;
+            Some(RouteView {
+                name: rc.name.clone(),
+                hosts: rc.hosts.clone(),
+                path_prefix: rc.path_prefix.clone(),
+                split: table
+                    .split(r)
+                    .into_iter()
+                    .map(|(p, w)| (p.to_string(), w))
+                    .collect(),
+                split_source: if o.splits.contains_key(&rc.name) {
+                    "runtime"
+                } else {
+                    "file"
+                }
+                .into(),
+                rollout: None,
+            })
+        })
+        .collect();
+    let pools = table
+        .pools()
+        .iter()
+        .map(|p| PoolView {
+            name: p.name.to_string(),
+            upstreams: p
+                .upstreams
+                .iter()
+                .filter_map(|u| upstream_view(table, o, file, &p.name, u.state.addr()))
+                .collect(),
+        })
+        .collect();
+    Status {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        routes,
+        pools,
+    }
+}

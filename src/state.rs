@@ -1,0 +1,222 @@
+//! Persisted runtime overrides and the audit log, both in `state.dir`.
+//!
+//! Overrides are written atomically (temp file, fsync, rename, fsync of the
+//! directory) before an admin call returns, so after a crash the file is
+//! either the state before a change or after it, never a mix. The audit log
+//! is JSON lines, appended and fsynced per mutating call.
+//! Imports only `config` types for addresses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+const OVERRIDES_FILE: &str = "runtime.json";
+const AUDIT_FILE: &str = "audit.log";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {dir}: {source} (set [state] dir to a writable directory)")]
+    Dir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a valid runtime state file: {source} (move it away to start from the config file alone)"
+    )]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Runtime changes layered over the config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    /// Route → split set at runtime.
+    #[serde(default)]
+    pub splits: BTreeMap<String, SplitOverride>,
+    /// Pool → upstreams added at runtime.
+    #[serde(default)]
+    pub added: BTreeMap<String, BTreeMap<SocketAddr, u32>>,
+    /// Pool → file upstreams removed at runtime, with the file's weight at
+    /// removal (if the file changes it, the file wins).
+    #[serde(default)]
+    pub removed: BTreeMap<String, BTreeMap<SocketAddr, u32>>,
+    /// Pool → upstreams taken out of rotation by hand.
+    #[serde(default)]
+    pub disabled: BTreeMap<String, BTreeSet<SocketAddr>>,
+    /// Pool → upstreams being drained or drained.
+    #[serde(default)]
+    pub drained: BTreeMap<String, BTreeSet<SocketAddr>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitOverride {
+    pub split: BTreeMap<String, u32>,
+    /// The file's split when the override was made; a reload whose file
+    /// split differs drops the override (the file is the newer intent).
+    pub file_split: BTreeMap<String, u32>,
+}
+
+impl Overrides {
+    pub fn is_disabled(&self, pool: &str, addr: SocketAddr) -> bool {
+        self.disabled.get(pool).is_some_and(|s| s.contains(&addr))
+    }
+
+    pub fn is_drained(&self, pool: &str, addr: SocketAddr) -> bool {
+        self.drained.get(pool).is_some_and(|s| s.contains(&addr))
+    }
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry<'a> {
+    pub time: String,
+    pub caller: &'a Caller,
+    pub action: &'a str,
+    pub target: &'a str,
+    pub before: serde_json::Value,
+    pub after: serde_json::Value,
+    pub result: &'a str,
+}
+
+/// Who made an admin call.
+#[derive(Debug, Clone, Serialize)]
+pub struct Caller {
+    /// Peer address, or `signal` for SIGHUP.
+    pub peer: String,
+    /// Which credential was presented: the token file's path, or none.
+    pub token: Option<String>,
+}
+
+/// The state directory.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Creates the directory if needed and checks it is writable.
+    pub fn open(dir: &Path) -> Result<Store, StateError> {
+        let err = |source| StateError::Dir {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(err)?;
+        let probe = dir.join(".write-test");
+        File::create(&probe).map_err(err)?;
+        let _ = fs::remove_file(&probe);
+        Ok(Store {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn overrides_path(&self) -> PathBuf {
+        self.dir.join(OVERRIDES_FILE)
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.join(AUDIT_FILE)
+    }
+
+    /// The persisted overrides; none yet is an empty set.
+    pub fn load(&self) -> Result<Overrides, StateError> {
+        let path = self.overrides_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| StateError::Corrupt { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Overrides::default()),
+            Err(source) => Err(StateError::Dir { dir: path, source }),
+        }
+    }
+
+    /// Replaces the overrides file atomically and durably.
+    pub fn save(&self, overrides: &Overrides) -> Result<(), StateError> {
+        let path = self.overrides_path();
+        let tmp = self.dir.join(format!("{OVERRIDES_FILE}.tmp"));
+        let write_err = |source| StateError::Write {
+            path: path.clone(),
+            source,
+        };
+        let json = serde_json::to_vec_pretty(overrides)
+            .map_err(|e| write_err(std::io::Error::other(e)))?;
+        let mut file = File::create(&tmp).map_err(write_err)?;
+        file.write_all(&json).map_err(write_err)?;
+        file.sync_all().map_err(write_err)?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(write_err)?;
+        // The rename is durable only once the directory entry is synced.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(write_err)?;
+        Ok(())
+    }
+
+    /// Appends one line to the audit log.
+    pub fn audit(&self, entry: &AuditEntry<'_>) -> Result<(), StateError> {
+        let path = self.audit_path();
+        let write_err = |source| StateError::Write {
+            path: path.clone(),
+            source,
+        };
+        let mut line =
+            serde_json::to_vec(entry).map_err(|e| write_err(std::io::Error::other(e)))?;
+        line.push(b'\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(write_err)?;
+        file.write_all(&line).map_err(write_err)?;
+        file.sync_data().map_err(write_err)?;
+        Ok(())
+    }
+}
+
+/// Now, as RFC 3339 UTC, for audit lines.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_then_load_round_trips() {
+        let dir = std::env::temp_dir().join(format!("cutover-state-test-{}", std::process::id()));
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.load().unwrap(), Overrides::default());
+        let mut o = Overrides::default();
+        o.splits.insert(
+            "app".into(),
+            SplitOverride {
+                split: [("green".to_string(), 100)].into(),
+                file_split: [("blue".to_string(), 100)].into(),
+            },
+        );
+        o.disabled
+            .entry("blue".into())
+            .or_default()
+            .insert("127.0.0.1:9".parse().unwrap());
+        store.save(&o).unwrap();
+        assert_eq!(store.load().unwrap(), o);
+        fs::write(store.overrides_path(), b"{ not json").unwrap();
+        assert!(matches!(store.load(), Err(StateError::Corrupt { .. })));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
