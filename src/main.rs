@@ -35,6 +35,8 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Admin client: status, split, drain, enable, disable, add, remove, reload…
+    Ctl(cutover::admin::ctl::CtlArgs),
     /// Zero-setup tour: two demo apps and the proxy on loopback.
     Demo {
         /// Where the proxy listens.
@@ -60,6 +62,27 @@ fn main() -> ExitCode {
             serve(workers, async move { lifecycle::run(&path).await })
         }
         Command::Demo { listen, admin } => serve(0, demo::run(listen, admin)),
+        Command::Ctl(args) => ctl(args),
+    }
+}
+
+fn ctl(args: cutover::admin::ctl::CtlArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cutover ctl: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(cutover::admin::ctl::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cutover ctl: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -224,7 +224,7 @@ impl Admin {
             (["routes", route, "split"], &M::PUT) => {
                 let split = match parse_split(&body) {
                     Ok(s) => s,
-                    Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+                    Err(msg) => return self.refuse(caller, "set_split", route, msg).await,
                 };
                 let mut plane = self.plane.lock().await;
                 match plane.set_split(caller, route, split, force) {
@@ -245,7 +245,7 @@ impl Admin {
             (["pools", pool, "upstreams"], &M::POST) => {
                 let (addr, weight) = match parse_new_upstream(&body) {
                     Ok(v) => v,
-                    Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+                    Err(msg) => return self.refuse(caller, "add_upstream", pool, msg).await,
                 };
                 let mut plane = self.plane.lock().await;
                 let result = plane.add_upstream(caller, pool, addr, weight);
@@ -254,7 +254,7 @@ impl Admin {
             (["pools", pool, "upstreams", addr], &M::DELETE) => {
                 let addr = match parse_addr(addr) {
                     Ok(a) => a,
-                    Err(reply) => return reply,
+                    Err(msg) => return self.refuse(caller, "remove_upstream", pool, msg).await,
                 };
                 let mut plane = self.plane.lock().await;
                 match plane.remove_upstream(caller, pool, addr) {
@@ -272,14 +272,17 @@ impl Admin {
                 ],
                 &M::POST,
             ) => {
+                let action_name = format!("{action}_upstream");
                 let addr = match parse_addr(addr) {
                     Ok(a) => a,
-                    Err(reply) => return reply,
+                    Err(msg) => return self.refuse(caller, &action_name, pool, msg).await,
                 };
                 if *action == "drain"
                     && let Err(msg) = parse_drain(&body)
                 {
-                    return error(StatusCode::BAD_REQUEST, msg);
+                    return self
+                        .refuse(caller, &action_name, &format!("{pool}/{addr}"), msg)
+                        .await;
                 }
                 let mut plane = self.plane.lock().await;
                 let result = match *action {
@@ -291,7 +294,7 @@ impl Admin {
             }
             (["pools", pool, "drain"], &M::POST) => {
                 if let Err(msg) = parse_drain(&body) {
-                    return error(StatusCode::BAD_REQUEST, msg);
+                    return self.refuse(caller, "drain_pool", pool, msg).await;
                 }
                 let mut plane = self.plane.lock().await;
                 match plane.drain_pool(caller, pool) {
@@ -337,6 +340,15 @@ impl Admin {
                 ),
             },
         }
+    }
+
+    /// A mutating call refused for bad input: audited, then answered 400.
+    async fn refuse(&self, caller: &Caller, action: &str, target: &str, message: String) -> Reply {
+        self.plane
+            .lock()
+            .await
+            .audit_refusal(caller, action, target, &message);
+        error(StatusCode::BAD_REQUEST, message)
     }
 
     fn upstream_reply(
@@ -481,13 +493,10 @@ fn parse_drain(body: &Bytes) -> Result<Option<std::time::Duration>, String> {
     }
 }
 
-fn parse_addr(segment: &str) -> Result<SocketAddr, Reply> {
-    segment.parse().map_err(|_| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("invalid upstream address {segment:?}: expected IP:PORT"),
-        )
-    })
+fn parse_addr(segment: &str) -> Result<SocketAddr, String> {
+    segment
+        .parse()
+        .map_err(|_| format!("invalid upstream address {segment:?}: expected IP:PORT"))
 }
 
 fn control_error(e: ControlError) -> Reply {

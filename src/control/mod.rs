@@ -164,6 +164,19 @@ impl ControlPlane {
         }
     }
 
+    /// Audits a call refused before it reached the control plane (bad body,
+    /// bad address).
+    pub fn audit_refusal(&self, caller: &Caller, action: &str, target: &str, reason: &str) {
+        self.audit(
+            caller,
+            action,
+            target,
+            json!(null),
+            json!(null),
+            &format!("refused: {reason}"),
+        );
+    }
+
     /// Records a call's outcome in the audit log and passes it on.
     fn audited<T>(
         &self,

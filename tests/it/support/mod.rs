@@ -149,3 +149,45 @@ pub fn closed_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("local addr")
 }
+
+/// Starts the proxy in-process from a config file written to the state
+/// directory as `cutover.toml`, so reloads re-read it.
+pub async fn start_proxy_from_file(toml: &str) -> (TestProxy, std::path::PathBuf) {
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let path = state_dir.path().join("cutover.toml");
+    std::fs::write(&path, complete_config(toml, state_dir.path())).expect("write config");
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    let running = lifecycle::start(config, Some(path.clone()))
+        .await
+        .expect("proxy starts");
+    (
+        TestProxy {
+            running: Some(running),
+            state_dir,
+        },
+        path,
+    )
+}
+
+/// One admin API call: status and JSON body (or the text as a JSON string).
+pub async fn admin_call(
+    method: &str,
+    url: &str,
+    body: Option<serde_json::Value>,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = http::Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let resp = http1_client()
+        .request(req.body(Full::new(bytes)).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
+    (status, value)
+}
