@@ -39,13 +39,13 @@ upstreams = [ { addr = "{BLUE}" } ]
 upstreams = [ { addr = "{GREEN}" } ]
 "#;
 
-/// Runs the demo until Ctrl-C (or SIGTERM). Runtime changes go to a state
-/// directory of its own under the system temp dir, so each demo starts
-/// from blue.
+/// Runs the demo until Ctrl-C (or SIGTERM). Runtime changes go to
+/// `cutover-demo` under the system temp dir, so a restarted demo keeps
+/// them, as a real deployment does.
 pub async fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), Error> {
     let blue = spawn_app("blue").await?;
     let green = spawn_app("green").await?;
-    let state = std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id()));
+    let state = std::env::temp_dir().join("cutover-demo");
     let text = DEMO_CONFIG
         .replace("{LISTEN}", &listen.to_string())
         .replace("{ADMIN}", &admin.to_string())
@@ -78,7 +78,7 @@ Try (in another terminal; with cargo, `cutover` is `cargo run --release --`):
   {ctl} split app blue=100 green=0     # and back
   curl http://{admin}/metrics | grep cutover_requests_total
 
-Runtime changes are kept in {state}.
+Runtime changes are kept in {state} (delete it to start from blue again).
 Ctrl-C stops everything.",
         state = state.display()
     );

@@ -102,6 +102,8 @@ impl Server {
             tracing::debug!(%peer, error = %e, "set_nodelay failed");
         }
         let activity = ConnActivity::new();
+        let open = metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS);
+        open.increment(1.0);
         let client = ClientConn {
             peer,
             proto: "http",
@@ -145,6 +147,7 @@ impl Server {
                 }
             }
         }
+        open.decrement(1.0);
     }
 }
 

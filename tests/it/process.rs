@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
+use std::sync::Arc;
+
 use crate::support::*;
 
 /// A running `cutover run` process and the address it listens on.
@@ -13,7 +15,7 @@ pub struct Process {
     pub addr: SocketAddr,
     /// Every line the process logged so far.
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Process {
@@ -59,12 +61,39 @@ impl Process {
             child,
             addr,
             log,
-            dir,
+            dir: Some(dir),
         }
     }
 
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir
+            .as_ref()
+            .expect("dir is kept until into_dir")
+            .path()
+    }
+
     pub fn config_path(&self) -> std::path::PathBuf {
-        self.dir.path().join("cutover.toml")
+        self.dir().join("cutover.toml")
+    }
+
+    /// Waits for the process to exit and returns its exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < DEADLINE, "cutover did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Ends the process (SIGKILL if still running) and hands back its
+    /// directory, for a restart on the same state.
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.take().expect("dir is kept until into_dir")
     }
 
     pub fn logged(&self, needle: &str) -> usize {
@@ -193,7 +222,7 @@ async fn sighup_reload_moves_traffic_without_failures() {
     })
     .await;
     assert_eq!(green.hits(), 0);
-    let state = process.dir.path().join("state");
+    let state = process.dir().join("state");
     std::fs::write(&path, complete_config(&config(0, 100), &state)).unwrap();
     process.signal("HUP");
     wait_until("traffic moves to green", || async { green.hits() > 200 }).await;
@@ -214,4 +243,165 @@ async fn sighup_reload_moves_traffic_without_failures() {
         c.await.unwrap();
     }
     assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+fn admin_addr_of(process: &Process) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let found = process
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("admin API listening"))
+            .cloned();
+        if let Some(line) = found {
+            return line.split("addr=").nth(1).unwrap().trim().to_string();
+        }
+        assert!(start.elapsed() < DEADLINE, "no admin address logged");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `cutover ctl` against the real binary: the cutover of the demo, kept
+/// across a restart, with the audit log saying who did it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_split_survives_restart() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let config = split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let process = Process::start_in(&config, dir);
+    let admin = format!("http://{}", admin_addr_of(&process));
+    let ctl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["ctl", "--admin", &admin])
+            .args(args)
+            .output()
+            .expect("run cutover ctl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = ctl(&["split", "app", "blue=0", "green=100"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.trim(), "app: blue=0 green=100");
+    let (code, out, _) = ctl(&["status"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("blue=0 green=100  runtime"), "{out}");
+    assert!(
+        out.contains(&format!("green  {}  1       healthy", green.addr)),
+        "{out}"
+    );
+    let (code, _, err) = ctl(&["split", "nope", "blue=1"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err.trim(),
+        "cutover ctl: 404 Not Found: no route named \"nope\""
+    );
+    let (code, out, _) = ctl(&["--json", "status"]);
+    assert_eq!(code, Some(0));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["routes"][0]["split"]["green"], 100);
+
+    // Stop and start again on the same state directory: still green.
+    process.signal("TERM");
+    let mut process = process;
+    assert!(process.wait_exit().success());
+    let process = Process::start_in(&config, process.into_dir());
+    assert_eq!(
+        get(&http1_client(), &format!("http://{}/", process.addr))
+            .await
+            .1,
+        "green\n"
+    );
+    let audit = std::fs::read_to_string(dir_path.join("state/audit.log")).unwrap();
+    let line = audit
+        .lines()
+        .find(|l| l.contains("\"action\":\"set_split\""))
+        .unwrap();
+    assert!(line.contains("\"peer\":\"127.0.0.1:"), "{line}");
+    assert!(
+        line.contains("\"after\":{\"blue\":0,\"green\":100}"),
+        "{line}"
+    );
+}
+
+/// SIGKILL while admin changes stream in: on restart the state file is valid
+/// and holds a state the API acknowledged (or the one in flight at the kill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_changes_leaves_a_valid_acknowledged_state() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let config = split_config(
+        &[("blue", 1000, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state/runtime.json");
+    let mut process = Process::start_in(&config, dir);
+    let admin = format!("http://{}", admin_addr_of(&process));
+    let url = format!("{admin}/api/v1/routes/app/split");
+
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let sent = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let writer = {
+        let (acked, sent) = (acked.clone(), sent.clone());
+        tokio::spawn(async move {
+            for g in 1..=2000u32 {
+                sent.store(g, std::sync::atomic::Ordering::SeqCst);
+                let body = serde_json::json!({"blue": 1000 - g / 2, "green": g});
+                let mut req = http::Request::put(&url);
+                req = req.header("content-type", "application/json");
+                let Ok(resp) = http1_client()
+                    .request(
+                        req.body(http_body_util::Full::new(bytes::Bytes::from(
+                            body.to_string(),
+                        )))
+                        .unwrap(),
+                    )
+                    .await
+                else {
+                    return;
+                };
+                if resp.status() != 200 {
+                    return;
+                }
+                acked.lock().unwrap().push(g);
+            }
+        })
+    };
+    wait_until("some changes acknowledged", || async {
+        acked.lock().unwrap().len() >= 20
+    })
+    .await;
+    process.child.kill().unwrap(); // SIGKILL
+    process.child.wait().unwrap();
+    let _ = writer.await;
+
+    let text = std::fs::read_to_string(&state).expect("state file exists");
+    let saved: serde_json::Value = serde_json::from_str(&text).expect("state file is valid JSON");
+    let green_w = saved["splits"]["app"]["split"]["green"].as_u64().unwrap() as u32;
+    let acked = acked.lock().unwrap().clone();
+    let in_flight = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        acked.contains(&green_w) || green_w == in_flight,
+        "saved green={green_w}, last acknowledged {:?}, in flight {in_flight}",
+        acked.last()
+    );
+    assert_eq!(
+        saved["splits"]["app"]["split"]["blue"].as_u64().unwrap() as u32,
+        1000 - green_w / 2
+    );
+
+    let restarted = Process::start_in(&config, process.into_dir());
+    let admin = format!("http://{}", admin_addr_of(&restarted));
+    let (_, status) = admin_call("GET", &format!("{admin}/api/v1/status"), None, None).await;
+    assert_eq!(status["routes"][0]["split"]["green"], green_w);
 }
