@@ -71,12 +71,16 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Err
     let shutdown_timeout = config.proxy.shutdown_timeout;
 
     // Runtime changes are applied before any listener accepts a request.
-    let mut plane = ControlPlane::new(config, path, (control, Listeners::new(server)))?;
+    let mut plane = ControlPlane::new(config, path, control, Listeners::new(server))?;
     plane.listeners().reconcile(&binds).await?;
     let addrs = plane.listeners().addrs();
     let plane = Arc::new(Mutex::new(plane));
 
-    let admin = Admin::new(Arc::clone(&plane), token_file.as_deref())?;
+    let admin = Admin::new(
+        Arc::clone(&plane),
+        Arc::clone(&routing),
+        token_file.as_deref(),
+    )?;
     let admin_listener = TcpListener::bind(admin_bind)
         .await
         .map_err(|source| Error::Bind {

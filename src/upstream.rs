@@ -29,8 +29,10 @@ impl UpstreamState {
     pub fn new(addr: SocketAddr) -> Arc<Self> {
         Arc::new(UpstreamState {
             addr,
+            // A SocketAddr always renders as a valid authority (IP:PORT or
+            // [IPv6]:PORT); the fallback only keeps this free of a panic path.
             authority: Authority::try_from(addr.to_string())
-                .expect("a socket address always renders as a valid URI authority"),
+                .unwrap_or_else(|_| Authority::from_static("invalid.invalid")),
             label: Arc::from(addr.to_string()),
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),

@@ -38,6 +38,8 @@ const MAX_BODY: usize = 64 * 1024;
 
 pub struct Admin {
     plane: Arc<Mutex<ControlPlane>>,
+    /// For scrapes, which need no lock.
+    routing: Arc<crate::routing::Routing>,
     token: Option<Vec<u8>>,
     token_id: Option<String>,
     ready: AtomicBool,
@@ -55,6 +57,7 @@ pub struct TokenError {
 impl Admin {
     pub fn new(
         plane: Arc<Mutex<ControlPlane>>,
+        routing: Arc<crate::routing::Routing>,
         token_file: Option<&std::path::Path>,
     ) -> Result<Arc<Admin>, TokenError> {
         let (token, token_id) = match token_file {
@@ -77,6 +80,7 @@ impl Admin {
         };
         Ok(Arc::new(Admin {
             plane,
+            routing,
             token,
             token_id,
             ready: AtomicBool::new(false),
@@ -151,12 +155,7 @@ impl Admin {
             ["healthz"] => text(StatusCode::OK, "ok\n"),
             ["readyz"] if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
             ["readyz"] => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
-            ["metrics"] => {
-                let plane = self.plane.lock().await;
-                let table = plane.routing().load();
-                drop(plane);
-                metrics_page::render(&table)
-            }
+            ["metrics"] => metrics_page::render(&self.routing.load()),
             ["api", "v1", rest @ ..] => {
                 if let Err(reply) = self.authorize(&req) {
                     return reply;

@@ -17,7 +17,7 @@ use super::{
 /// sums stay far from overflow.
 pub const MAX_WEIGHT: u32 = 1_000_000;
 
-const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9090";
+const DEFAULT_ADMIN_BIND: ([u8; 4], u16) = ([127, 0, 0, 1], 9090);
 const DEFAULT_STATE_DIR: &str = "/var/lib/cutover";
 
 pub fn read_root(root: &Spanned<DeTable<'_>>, problems: &mut Problems) -> Config {
@@ -110,9 +110,7 @@ fn read_listeners(top: &mut Table<'_>, problems: &mut Problems) -> Vec<ListenerC
 
 fn read_admin(top: &mut Table<'_>, problems: &mut Problems) -> AdminConfig {
     let mut admin = AdminConfig {
-        bind: DEFAULT_ADMIN_BIND
-            .parse()
-            .expect("the default admin address is a valid socket address"),
+        bind: DEFAULT_ADMIN_BIND.into(),
         token_file: None,
     };
     let Some(mut t) = top.table("admin", problems) else {

@@ -53,12 +53,12 @@ impl ControlPlane {
     pub fn new(
         file: Config,
         config_path: Option<PathBuf>,
-        control_listeners: (Control, Listeners),
+        control: Control,
+        listeners: Listeners,
     ) -> Result<ControlPlane, crate::Error> {
         let store = Store::open(&file.state.dir)?;
         let loaded = store.load()?;
         let (overrides, dropped) = reconcile(&file, loaded.clone());
-        let (control, listeners) = control_listeners;
         let token_id = file
             .admin
             .token_file

@@ -90,7 +90,7 @@ impl Proxy {
             }
         };
         let timer = labels.record(response.status().as_u16(), start);
-        response.body_mut().hold(in_flight, active, timer);
+        response.body_mut().hold(in_flight, active, Some(timer));
         response
     }
 
@@ -229,7 +229,7 @@ struct Labels {
 impl Labels {
     /// Counts the response and returns the timer that records its duration
     /// when the body ends.
-    fn record(self, status: u16, start: std::time::Instant) -> Option<RequestTimer> {
+    fn record(self, status: u16, start: std::time::Instant) -> RequestTimer {
         let none = || Arc::<str>::from("none");
         let route = self.route.unwrap_or_else(none);
         let pool = self.pool.unwrap_or_else(none);
@@ -241,10 +241,10 @@ impl Labels {
             "status" => telemetry::status_class(status)
         )
         .increment(1);
-        Some(RequestTimer {
+        RequestTimer {
             start,
             histogram: metrics::histogram!(names::REQUEST_DURATION_SECONDS, "route" => route, "pool" => pool),
-        })
+        }
     }
 }
 
@@ -253,5 +253,7 @@ fn upstream_uri(upstream: &UpstreamState, path: &PathAndQuery) -> Uri {
     parts.scheme = Some(Scheme::HTTP);
     parts.authority = Some(upstream.authority().clone());
     parts.path_and_query = Some(path.clone());
-    Uri::from_parts(parts).expect("scheme, authority and path from valid parts form a valid URI")
+    // Cannot fail: scheme, authority and path are all set. An empty URI
+    // would make the client fail the request (502), never panic.
+    Uri::from_parts(parts).unwrap_or_default()
 }
