@@ -4,6 +4,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
+use cutover::balance::sticky::StickyKey;
 use cutover::config::Config;
 use cutover::routing::RouteTable;
 
@@ -40,7 +41,7 @@ upstreams = [{{ addr = "127.0.0.1:9999" }}]
         ups.join(", ")
     );
     let config = Config::parse("bench", &text).expect("bench config is valid");
-    let table = RouteTable::build(&config, None);
+    let table = RouteTable::build(&config, None, &std::sync::Arc::new(StickyKey::new([7; 32])));
     // A quarter of the upstreams are out of rotation.
     if let Some(pool) = table.pool("p") {
         for u in pool.upstreams.iter().step_by(4).skip(1) {
@@ -72,5 +73,13 @@ fn pick(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, route_match, pick);
+fn sticky(c: &mut Criterion) {
+    let key = StickyKey::new([7; 32]);
+    let cookie = key.seal(&key.upstream_id("p", "127.0.0.1:10000"), u64::MAX);
+    c.bench_function("sticky_cookie/open", |b| {
+        b.iter(|| black_box(key.open(black_box(&cookie), 0)))
+    });
+}
+
+criterion_group!(benches, route_match, pick, sticky);
 criterion_main!(benches);

@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod error;
+pub mod health;
 pub mod lifecycle;
 pub mod proxy;
 pub mod routing;

@@ -21,13 +21,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Admin;
+use crate::balance::sticky::StickyKey;
 use crate::config::Config;
 use crate::control::ControlPlane;
 use crate::error::Error;
 use crate::proxy::Proxy;
 use crate::routing::{Control, Routing};
 use crate::server::{Listeners, Server};
-use crate::state::Caller;
+use crate::state::{Caller, Store};
 use crate::telemetry;
 
 /// A started proxy.
@@ -57,7 +58,8 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Err
     telemetry::metrics();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let control = Control::new(&config);
+    let store = Store::open(&config.state.dir)?;
+    let control = Control::new(&config, StickyKey::new(store.sticky_key()?));
     let routing = control.routing();
     let proxy = Arc::new(Proxy::new(
         Arc::clone(&routing),
@@ -71,10 +73,35 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Err
     let shutdown_timeout = config.proxy.shutdown_timeout;
 
     // Runtime changes are applied before any listener accepts a request.
-    let mut plane = ControlPlane::new(config, path, control, Listeners::new(server))?;
+    let first_check_limit = config
+        .pools
+        .iter()
+        .filter_map(|p| p.health.as_ref())
+        .map(|h| h.timeout)
+        .max()
+        .map(|t| t + Duration::from_secs(1));
+    let mut plane = ControlPlane::new(config, path, store, control, Listeners::new(server))?;
+    if let Some(limit) = first_check_limit {
+        // Listeners open once checked pools have a verdict, so a start does
+        // not answer 503 while the first checks run.
+        plane.first_health_verdicts(limit).await;
+    }
     plane.listeners().reconcile(&binds).await?;
     let addrs = plane.listeners().addrs();
     let plane = Arc::new(Mutex::new(plane));
+    // Upstreams removed with DELETE go once drained.
+    tokio::spawn({
+        let plane = Arc::clone(&plane);
+        let shutdown = shutdown.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => plane.lock().await.reap(),
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+    });
 
     let admin = Admin::new(
         Arc::clone(&plane),

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::balance;
-use crate::config::Config;
-use crate::upstream::UpstreamState;
+use crate::balance::sticky::{StickyId, StickyKey};
+use crate::config::{Config, HealthConfig, StickyConfig};
+use crate::upstream::{OutlierRule, UpstreamState};
 
 #[derive(Debug)]
 pub struct RouteTable {
@@ -22,6 +23,7 @@ pub struct RouteTable {
     /// prefixes, routes that name hosts before any-host routes.
     routes: Vec<Route>,
     pools: Vec<Pool>,
+    sticky_key: Arc<StickyKey>,
 }
 
 #[derive(Debug)]
@@ -30,6 +32,7 @@ pub struct Route {
     hosts: Vec<HostPattern>,
     pub path_prefix: String,
     split: Vec<Share>,
+    pub sticky: Option<StickyConfig>,
 }
 
 #[derive(Debug)]
@@ -49,19 +52,27 @@ struct Share {
 pub struct Pool {
     pub name: Arc<str>,
     pub upstreams: Vec<Upstream>,
+    pub health: Option<HealthConfig>,
+    pub outlier: OutlierRule,
+    pub max_ejected_percent: u32,
+    pub slow_start: Option<std::time::Duration>,
 }
 
 #[derive(Debug)]
 pub struct Upstream {
     pub state: Arc<UpstreamState>,
     pub weight: u32,
+    sticky_id: StickyId,
 }
 
 /// The outcome of a pick: which pool and which upstream.
 #[derive(Debug, Clone)]
 pub struct Pick {
     pub pool: Arc<str>,
+    /// Index into `RouteTable::pools` of the same table.
+    pub pool_index: usize,
     pub upstream: Arc<UpstreamState>,
+    pub sticky_id: StickyId,
 }
 
 impl Pool {
@@ -69,6 +80,17 @@ impl Pool {
         self.upstreams
             .iter()
             .any(|u| u.weight > 0 && usable(&u.state, exclude))
+    }
+
+    /// Can one more upstream be ejected without passing
+    /// `max_ejected_percent` of the pool?
+    pub fn may_eject(&self) -> bool {
+        let ejected = self
+            .upstreams
+            .iter()
+            .filter(|u| u.state.is_ejected())
+            .count();
+        (ejected + 1) * 100 <= self.upstreams.len() * self.max_ejected_percent as usize
     }
 }
 
@@ -79,7 +101,11 @@ fn usable(state: &Arc<UpstreamState>, exclude: &[Arc<UpstreamState>]) -> bool {
 impl RouteTable {
     /// Builds a table from `config`, reusing the live state of every upstream
     /// (same pool, same address) that `previous` already had.
-    pub fn build(config: &Config, previous: Option<&RouteTable>) -> RouteTable {
+    pub fn build(
+        config: &Config,
+        previous: Option<&RouteTable>,
+        sticky_key: &Arc<StickyKey>,
+    ) -> RouteTable {
         let mut reuse: HashMap<(&str, SocketAddr), &Arc<UpstreamState>> = HashMap::new();
         if let Some(prev) = previous {
             for pool in &prev.pools {
@@ -97,12 +123,23 @@ impl RouteTable {
                     .upstreams
                     .iter()
                     .map(|u| Upstream {
-                        state: reuse
-                            .get(&(p.name.as_str(), u.addr))
-                            .map_or_else(|| UpstreamState::new(u.addr), |s| Arc::clone(s)),
+                        state: reuse.get(&(p.name.as_str(), u.addr)).map_or_else(
+                            || UpstreamState::new(u.addr, p.health.is_some()),
+                            |s| Arc::clone(s),
+                        ),
                         weight: u.weight,
+                        sticky_id: sticky_key.upstream_id(&p.name, &u.addr.to_string()),
                     })
                     .collect(),
+                health: p.health.clone(),
+                outlier: OutlierRule {
+                    consecutive_failures: p.outlier.consecutive_failures,
+                    base_ejection: p.outlier.base_ejection,
+                    max_ejection: p.outlier.max_ejection,
+                    checked: p.health.is_some(),
+                },
+                max_ejected_percent: p.outlier.max_ejected_percent,
+                slow_start: p.slow_start,
             })
             .collect();
         let mut routes: Vec<Route> = config
@@ -124,6 +161,7 @@ impl RouteTable {
                         })
                     })
                     .collect(),
+                sticky: r.sticky.clone(),
             })
             .collect();
         routes.sort_by(|a, b| {
@@ -132,7 +170,11 @@ impl RouteTable {
                 .cmp(&a.path_prefix.len())
                 .then_with(|| a.hosts.is_empty().cmp(&b.hosts.is_empty()))
         });
-        RouteTable { routes, pools }
+        RouteTable {
+            routes,
+            pools,
+            sticky_key: Arc::clone(sticky_key),
+        }
     }
 
     /// The route for a request: `host` is the Host header or `:authority`,
@@ -164,21 +206,55 @@ impl RouteTable {
             },
             fastrand::u64(..),
         )?;
-        let pool = &self.pools[route.split[share].pool];
+        let pool_index = route.split[share].pool;
+        let pool = &self.pools[pool_index];
         let index = balance::pick(
             &pool.upstreams,
             |u| {
                 if usable(&u.state, exclude) {
-                    u.weight
+                    u.state.effective_weight(u.weight, pool.slow_start)
                 } else {
                     0
                 }
             },
             fastrand::u64(..),
         )?;
+        let upstream = &pool.upstreams[index];
         Some(Pick {
             pool: Arc::clone(&pool.name),
-            upstream: Arc::clone(&pool.upstreams[index].state),
+            pool_index,
+            upstream: Arc::clone(&upstream.state),
+            sticky_id: upstream.sticky_id,
+        })
+    }
+
+    /// The upstream a sticky cookie pins the client to, if the cookie is
+    /// authentic and unexpired and that upstream (in any pool of the route,
+    /// whatever its weight) still accepts sticky clients.
+    pub fn sticky_pick(&self, route: &Route, cookie: &str, now_unix: u64) -> Option<Pick> {
+        let id = self.sticky_key.open(cookie, now_unix)?;
+        route.split.iter().find_map(|share| {
+            let pool = &self.pools[share.pool];
+            let u = pool.upstreams.iter().find(|u| u.sticky_id == id)?;
+            u.state.accepts_sticky().then(|| Pick {
+                pool: Arc::clone(&pool.name),
+                pool_index: share.pool,
+                upstream: Arc::clone(&u.state),
+                sticky_id: u.sticky_id,
+            })
+        })
+    }
+
+    /// A sealed cookie value pinning a client to `pick` until `expires_unix`.
+    pub fn seal_sticky(&self, pick: &Pick, expires_unix: u64) -> String {
+        self.sticky_key.seal(&pick.sticky_id, expires_unix)
+    }
+
+    /// Does a route with sticky sessions send traffic to this pool? Then a
+    /// drain waits for its deadline before the upstream counts as drained.
+    pub fn pool_is_sticky(&self, pool: &str) -> bool {
+        self.routes.iter().any(|r| {
+            r.sticky.is_some() && r.split.iter().any(|s| &*self.pools[s.pool].name == pool)
         })
     }
 
@@ -263,15 +339,18 @@ impl Routing {
 #[derive(Debug)]
 pub struct Control {
     routing: Arc<Routing>,
+    sticky_key: Arc<StickyKey>,
 }
 
 impl Control {
-    pub fn new(config: &Config) -> Control {
-        let table = RouteTable::build(config, None);
+    pub fn new(config: &Config, sticky_key: StickyKey) -> Control {
+        let sticky_key = Arc::new(sticky_key);
+        let table = RouteTable::build(config, None, &sticky_key);
         Control {
             routing: Arc::new(Routing {
                 table: ArcSwap::from_pointee(table),
             }),
+            sticky_key,
         }
     }
 
@@ -283,7 +362,7 @@ impl Control {
     /// stay, and publishes it in one step.
     pub fn apply_config(&mut self, config: &Config) {
         let current = self.routing.load();
-        let next = RouteTable::build(config, Some(&current));
+        let next = RouteTable::build(config, Some(&current), &self.sticky_key);
         self.routing.table.store(Arc::new(next));
     }
 }
@@ -318,13 +397,17 @@ upstreams = [{{ addr = "127.0.0.1:9003" }}]
         Config::parse("t.toml", &text).expect("test config is valid")
     }
 
+    fn key() -> Arc<StickyKey> {
+        Arc::new(StickyKey::new([9; 32]))
+    }
+
     fn name<'a>(t: &'a RouteTable, host: Option<&str>, path: &str) -> Option<&'a str> {
         t.match_route(host, path).map(|r| &*r.name)
     }
 
     #[test]
     fn longest_prefix_then_host_specific_wins() {
-        let t = RouteTable::build(&config(""), None);
+        let t = RouteTable::build(&config(""), None, &key());
         assert_eq!(name(&t, None, "/"), Some("any"));
         assert_eq!(name(&t, Some("app.example.com"), "/x"), Some("host"));
         assert_eq!(name(&t, Some("APP.example.com:8080"), "/x"), Some("host"));
@@ -346,7 +429,7 @@ split = { a = 1 }
 [pool.a]
 upstreams = [{ addr = "127.0.0.1:9001" }]
 "#;
-        let t = RouteTable::build(&Config::parse("t", text).unwrap(), None);
+        let t = RouteTable::build(&Config::parse("t", text).unwrap(), None, &key());
         assert_eq!(name(&t, Some("y.test"), "/"), None);
         assert_eq!(name(&t, None, "/"), None);
         assert_eq!(name(&t, Some("[::1]:80"), "/"), None);
@@ -354,7 +437,7 @@ upstreams = [{ addr = "127.0.0.1:9001" }]
 
     #[test]
     fn pick_skips_ineligible_and_excluded() {
-        let t = RouteTable::build(&config(""), None);
+        let t = RouteTable::build(&config(""), None, &key());
         let route = t.route("host").unwrap();
         let a = t
             .upstream("a", "127.0.0.1:9001".parse().unwrap())
@@ -374,13 +457,13 @@ upstreams = [{ addr = "127.0.0.1:9001" }]
         for _ in 0..200 {
             assert_eq!(&*t.pick(route, &[]).unwrap().pool, "b");
         }
-        b.set_draining(true);
+        b.set_draining(Some(0));
         assert!(t.pick(route, &[]).is_none());
     }
 
     #[test]
     fn rebuild_keeps_live_state_by_identity() {
-        let mut control = Control::new(&config(""));
+        let mut control = Control::new(&config(""), StickyKey::new([0; 32]));
         let routing = control.routing();
         let before = routing
             .load()

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 const OVERRIDES_FILE: &str = "runtime.json";
 const AUDIT_FILE: &str = "audit.log";
+const STICKY_KEY_FILE: &str = "sticky.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -58,9 +59,13 @@ pub struct Overrides {
     /// Pool → upstreams taken out of rotation by hand.
     #[serde(default)]
     pub disabled: BTreeMap<String, BTreeSet<SocketAddr>>,
-    /// Pool → upstreams being drained or drained.
+    /// Pool → upstreams being drained or drained, with the drain deadline
+    /// (Unix milliseconds) until which sticky clients may still use them.
     #[serde(default)]
-    pub drained: BTreeMap<String, BTreeSet<SocketAddr>>,
+    pub drained: BTreeMap<String, BTreeMap<SocketAddr, u64>>,
+    /// Pool → upstreams to remove once drained (`DELETE`).
+    #[serde(default)]
+    pub removing: BTreeMap<String, BTreeSet<SocketAddr>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,7 +83,12 @@ impl Overrides {
     }
 
     pub fn is_drained(&self, pool: &str, addr: SocketAddr) -> bool {
-        self.drained.get(pool).is_some_and(|s| s.contains(&addr))
+        self.drain_deadline(pool, addr).is_some()
+    }
+
+    /// The drain deadline (Unix ms) of a draining upstream.
+    pub fn drain_deadline(&self, pool: &str, addr: SocketAddr) -> Option<u64> {
+        self.drained.get(pool).and_then(|s| s.get(&addr)).copied()
     }
 }
 
@@ -133,6 +143,43 @@ impl Store {
         self.dir.join(AUDIT_FILE)
     }
 
+    /// The key that seals sticky cookies: 32 random bytes, created on first
+    /// use (mode 0600) and kept, so cookies stay valid across restarts.
+    pub fn sticky_key(&self) -> Result<[u8; 32], StateError> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.join(STICKY_KEY_FILE);
+        let err = |source| StateError::Write {
+            path: path.clone(),
+            source,
+        };
+        let mut key = [0u8; 32];
+        match File::open(&path) {
+            Ok(mut f) => {
+                f.read_exact(&mut key).map_err(err)?;
+                return Ok(key);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+        getrandom::fill(&mut key).map_err(|e| err(std::io::Error::other(e.to_string())))?;
+        let tmp = self.dir.join(format!("{STICKY_KEY_FILE}.tmp"));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
+        f.write_all(&key).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        fs::rename(&tmp, &path).map_err(err)?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+        Ok(key)
+    }
+
     /// The persisted overrides; none yet is an empty set.
     pub fn load(&self) -> Result<Overrides, StateError> {
         let path = self.overrides_path();
@@ -185,6 +232,13 @@ impl Store {
         file.sync_data().map_err(write_err)?;
         Ok(())
     }
+}
+
+/// Now, in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Now, as RFC 3339 UTC, for audit lines.

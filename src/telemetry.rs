@@ -33,6 +33,8 @@ pub mod names {
     pub const CLIENT_CONNECTIONS: &str = "cutover_client_connections";
     /// Extra: upstream connect failures (each retried elsewhere if possible).
     pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "cutover_upstream_connect_errors_total";
+    /// Extra: passive outlier ejections.
+    pub const UPSTREAM_EJECTIONS_TOTAL: &str = "cutover_upstream_ejections_total";
 }
 
 static METRICS: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
@@ -94,6 +96,14 @@ fn describe() {
     describe_counter!(
         names::UPSTREAM_CONNECT_ERRORS_TOTAL,
         "Failed connects to an upstream"
+    );
+    describe_counter!(
+        names::UPSTREAM_EJECTIONS_TOTAL,
+        "Upstreams ejected by passive outlier detection"
+    );
+    describe_counter!(
+        crate::health::TRANSITIONS_TOTAL,
+        "Health verdict changes from active checks"
     );
 }
 

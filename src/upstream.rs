@@ -1,16 +1,53 @@
-//! Live state of one upstream: in-flight count and the flags that decide
-//! whether it may take new requests. All atomics, so the hot path reads them
-//! without a lock. Imports no sibling module.
+//! Live state of one upstream: in-flight count, health, ejection, drain and
+//! disable flags. All atomics, so the hot path reads them without a lock.
+//! Imports no sibling module.
 //!
 //! A `UpstreamState` is shared by `Arc` between successive routing tables: a
 //! rebuild (weight change, reload) hands the same state to the new table, so
 //! counters and flags survive it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use http::uri::Authority;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Milliseconds on a monotonic clock private to this process, never 0.
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
+
+/// What active health checks last concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Checked pool, no verdict yet: takes no traffic.
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Health {
+        match v {
+            1 => Health::Healthy,
+            2 => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Health::Unknown => 0,
+            Health::Healthy => 1,
+            Health::Unhealthy => 2,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct UpstreamState {
@@ -20,13 +57,32 @@ pub struct UpstreamState {
     /// The address as text, for metric labels and logs.
     label: Arc<str>,
     in_flight: AtomicUsize,
-    healthy: AtomicBool,
+    health: AtomicU8,
+    /// When the upstream last became healthy (`now_ms`), for slow start.
+    healthy_since_ms: AtomicU64,
     disabled: AtomicBool,
     draining: AtomicBool,
+    /// Until when sticky clients may still use a draining upstream; 0 = none.
+    drain_deadline_ms: AtomicU64,
+    /// Passive outlier detection.
+    consecutive_failures: AtomicU32,
+    consecutive_successes: AtomicU32,
+    ejections: AtomicU32,
+    /// Ejected until this `now_ms`; 0 = not ejected.
+    ejected_until_ms: AtomicU64,
+    /// After an ejection in a checked pool, a passing probe is needed too.
+    probe_pending: AtomicBool,
 }
 
 impl UpstreamState {
-    pub fn new(addr: SocketAddr) -> Arc<Self> {
+    /// A new upstream. In a pool with health checks it starts `Unknown` and
+    /// takes traffic only once a check passes; otherwise it is healthy.
+    pub fn new(addr: SocketAddr, checked: bool) -> Arc<Self> {
+        let health = if checked {
+            Health::Unknown
+        } else {
+            Health::Healthy
+        };
         Arc::new(UpstreamState {
             addr,
             // A SocketAddr always renders as a valid authority (IP:PORT or
@@ -35,9 +91,16 @@ impl UpstreamState {
                 .unwrap_or_else(|_| Authority::from_static("invalid.invalid")),
             label: Arc::from(addr.to_string()),
             in_flight: AtomicUsize::new(0),
-            healthy: AtomicBool::new(true),
+            health: AtomicU8::new(health.to_u8()),
+            healthy_since_ms: AtomicU64::new(now_ms()),
             disabled: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            drain_deadline_ms: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            consecutive_successes: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            probe_pending: AtomicBool::new(false),
         })
     }
 
@@ -53,31 +116,69 @@ impl UpstreamState {
         &self.label
     }
 
-    /// May this upstream be picked for a new request?
+    /// May this upstream be picked for a new (non-sticky) request?
     pub fn is_eligible(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.is_healthy()
             && !self.disabled.load(Ordering::Relaxed)
             && !self.draining.load(Ordering::Relaxed)
+            && !self.is_ejected()
+    }
+
+    /// May a client pinned to this upstream (sticky cookie) keep using it?
+    /// Yes while it is healthy, enabled, not ejected and, if draining, not
+    /// past the drain deadline — even when its pool's weight is 0.
+    pub fn accepts_sticky(&self) -> bool {
+        self.is_healthy()
+            && !self.disabled.load(Ordering::Relaxed)
+            && !self.is_ejected()
+            && (!self.draining.load(Ordering::Relaxed)
+                || now_ms() < self.drain_deadline_ms.load(Ordering::Relaxed))
     }
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.health() == Health::Healthy
+    }
+
+    /// Sets the health verdict; returns the previous one.
+    pub fn set_health(&self, health: Health) -> Health {
+        let before = Health::from_u8(self.health.swap(health.to_u8(), Ordering::Relaxed));
+        if health == Health::Healthy && before != Health::Healthy {
+            self.healthy_since_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        if health == Health::Healthy {
+            // A passing probe is what an ejected upstream of a checked pool waits for.
+            self.probe_pending.store(false, Ordering::Relaxed);
+        }
+        before
+    }
+
     pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Relaxed);
+        self.set_health(if healthy {
+            Health::Healthy
+        } else {
+            Health::Unhealthy
+        });
     }
 
     pub fn set_disabled(&self, disabled: bool) {
         self.disabled.store(disabled, Ordering::Relaxed);
     }
 
-    pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::Relaxed);
-    }
-
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+    /// Starts (or ends, with `None`) a drain. Sticky clients may use the
+    /// upstream until `deadline_ms` (`now_ms` clock).
+    pub fn set_draining(&self, deadline_ms: Option<u64>) {
+        self.drain_deadline_ms
+            .store(deadline_ms.unwrap_or(0), Ordering::Relaxed);
+        self.draining
+            .store(deadline_ms.is_some(), Ordering::Relaxed);
     }
 
     pub fn is_disabled(&self) -> bool {
@@ -88,6 +189,32 @@ impl UpstreamState {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Has the drain deadline passed (or was there none)?
+    pub fn drain_deadline_passed(&self) -> bool {
+        now_ms() >= self.drain_deadline_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && (now_ms() < until || self.probe_pending.load(Ordering::Relaxed))
+    }
+
+    /// The weight to pick with: `weight`, ramped up over `slow_start` since
+    /// the upstream last became healthy (from a tenth, so it gets some
+    /// traffic at once).
+    pub fn effective_weight(&self, weight: u32, slow_start: Option<Duration>) -> u32 {
+        let Some(ramp) = slow_start else {
+            return weight;
+        };
+        let since = now_ms().saturating_sub(self.healthy_since_ms.load(Ordering::Relaxed));
+        let ramp_ms = u64::try_from(ramp.as_millis()).unwrap_or(u64::MAX).max(1);
+        if since >= ramp_ms || weight == 0 {
+            return weight;
+        }
+        let share = (since as f64 / ramp_ms as f64).max(0.1);
+        ((f64::from(weight) * share).ceil() as u32).max(1)
+    }
+
     /// Counts a request as in flight until the returned guard is dropped.
     pub fn start_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -95,6 +222,54 @@ impl UpstreamState {
             upstream: Arc::clone(self),
         }
     }
+
+    /// Records a live request's outcome for outlier detection. Returns the
+    /// ejection time when this failure ejects the upstream; `may_eject`
+    /// says whether the pool can spare one more ejected upstream.
+    pub fn record_outcome(
+        &self,
+        ok: bool,
+        rule: &OutlierRule,
+        may_eject: impl FnOnce() -> bool,
+    ) -> Option<Duration> {
+        if rule.consecutive_failures == 0 {
+            return None;
+        }
+        if ok {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            let streak = self.consecutive_successes.fetch_add(1, Ordering::Relaxed) + 1;
+            // A long clean run forgets earlier ejections.
+            if streak >= rule.consecutive_failures.saturating_mul(20) {
+                self.ejections.store(0, Ordering::Relaxed);
+            }
+            return None;
+        }
+        self.consecutive_successes.store(0, Ordering::Relaxed);
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < rule.consecutive_failures || self.is_ejected() || !may_eject() {
+            return None;
+        }
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        let n = self.ejections.fetch_add(1, Ordering::Relaxed).min(16);
+        let time = rule
+            .base_ejection
+            .saturating_mul(1 << n)
+            .min(rule.max_ejection);
+        let until = now_ms().saturating_add(u64::try_from(time.as_millis()).unwrap_or(u64::MAX));
+        self.probe_pending.store(rule.checked, Ordering::Relaxed);
+        self.ejected_until_ms.store(until, Ordering::Relaxed);
+        Some(time)
+    }
+}
+
+/// The outlier settings of the upstream's pool, as the hot path needs them.
+#[derive(Debug, Clone)]
+pub struct OutlierRule {
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    /// Does the pool run active checks (then a probe must pass after an ejection)?
+    pub checked: bool,
 }
 
 /// A request in flight to an upstream; dropping it ends the request.
@@ -120,9 +295,13 @@ impl Drop for InFlight {
 mod tests {
     use super::*;
 
+    fn upstream(checked: bool) -> Arc<UpstreamState> {
+        UpstreamState::new("127.0.0.1:1".parse().unwrap(), checked)
+    }
+
     #[test]
     fn in_flight_follows_guards() {
-        let u = UpstreamState::new("127.0.0.1:1".parse().unwrap());
+        let u = upstream(false);
         let a = u.start_request();
         let b = u.start_request();
         assert_eq!(u.in_flight(), 2);
@@ -134,15 +313,91 @@ mod tests {
 
     #[test]
     fn any_flag_makes_ineligible() {
-        let u = UpstreamState::new("127.0.0.1:1".parse().unwrap());
+        let u = upstream(false);
         assert!(u.is_eligible());
         u.set_disabled(true);
         assert!(!u.is_eligible());
         u.set_disabled(false);
-        u.set_draining(true);
+        u.set_draining(Some(now_ms() + 60_000));
         assert!(!u.is_eligible());
-        u.set_draining(false);
+        assert!(u.accepts_sticky(), "sticky clients stay until the deadline");
+        u.set_draining(Some(0));
+        assert!(!u.accepts_sticky());
+        u.set_draining(None);
         u.set_healthy(false);
         assert!(!u.is_eligible());
+        assert!(
+            !upstream(true).is_eligible(),
+            "checked upstreams start unknown"
+        );
+    }
+
+    #[test]
+    fn consecutive_failures_eject_with_growing_time() {
+        let u = upstream(false);
+        let rule = OutlierRule {
+            consecutive_failures: 3,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(25),
+            checked: false,
+        };
+        assert_eq!(u.record_outcome(false, &rule, || true), None);
+        assert_eq!(u.record_outcome(true, &rule, || true), None);
+        assert_eq!(u.record_outcome(false, &rule, || true), None);
+        assert_eq!(u.record_outcome(false, &rule, || true), None);
+        assert_eq!(
+            u.record_outcome(false, &rule, || true),
+            Some(Duration::from_secs(10))
+        );
+        assert!(u.is_ejected() && !u.is_eligible());
+        // Re-eject after the window: doubled, then capped.
+        u.ejected_until_ms.store(1, Ordering::Relaxed);
+        for _ in 0..2 {
+            u.record_outcome(false, &rule, || true);
+        }
+        assert_eq!(
+            u.record_outcome(false, &rule, || true),
+            Some(Duration::from_secs(20))
+        );
+        u.ejected_until_ms.store(1, Ordering::Relaxed);
+        for _ in 0..2 {
+            u.record_outcome(false, &rule, || true);
+        }
+        assert_eq!(
+            u.record_outcome(false, &rule, || true),
+            Some(Duration::from_secs(25))
+        );
+        // The pool guard can refuse.
+        u.ejected_until_ms.store(1, Ordering::Relaxed);
+        for _ in 0..3 {
+            assert_eq!(u.record_outcome(false, &rule, || false), None);
+        }
+    }
+
+    #[test]
+    fn checked_pools_need_a_probe_after_ejection() {
+        let u = upstream(true);
+        u.set_healthy(true);
+        let rule = OutlierRule {
+            consecutive_failures: 1,
+            base_ejection: Duration::from_millis(1),
+            max_ejection: Duration::from_millis(1),
+            checked: true,
+        };
+        assert!(u.record_outcome(false, &rule, || true).is_some());
+        u.ejected_until_ms.store(1, Ordering::Relaxed); // the time has passed
+        assert!(u.is_ejected(), "still waiting for a passing probe");
+        u.set_health(Health::Healthy);
+        assert!(!u.is_ejected());
+    }
+
+    #[test]
+    fn slow_start_ramps_from_a_tenth() {
+        let u = upstream(false);
+        let ramp = Some(Duration::from_secs(3600));
+        assert_eq!(u.effective_weight(100, ramp), 10);
+        assert_eq!(u.effective_weight(100, None), 100);
+        u.healthy_since_ms.store(0, Ordering::Relaxed);
+        assert_eq!(u.effective_weight(100, Some(Duration::from_millis(1))), 100);
     }
 }

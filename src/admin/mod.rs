@@ -256,10 +256,9 @@ impl Admin {
                     Err(msg) => return self.refuse(caller, "remove_upstream", pool, msg).await,
                 };
                 let mut plane = self.plane.lock().await;
-                match plane.remove_upstream(caller, pool, addr) {
-                    Ok(()) => json_reply(StatusCode::OK, &json!({"removed": addr, "pool": pool})),
-                    Err(e) => control_error(e),
-                }
+                let result = plane.remove_upstream(caller, pool, addr, None);
+                // The upstream drains first; `removing: true` says it goes once drained.
+                self.upstream_reply(&plane, result, pool, addr, StatusCode::ACCEPTED)
             }
             (
                 [
@@ -276,27 +275,34 @@ impl Admin {
                     Ok(a) => a,
                     Err(msg) => return self.refuse(caller, &action_name, pool, msg).await,
                 };
-                if *action == "drain"
-                    && let Err(msg) = parse_drain(&body)
-                {
-                    return self
-                        .refuse(caller, &action_name, &format!("{pool}/{addr}"), msg)
-                        .await;
-                }
+                let timeout = if *action == "drain" {
+                    parse_drain(&body)
+                } else {
+                    Ok(None)
+                };
+                let timeout = match timeout {
+                    Ok(t) => t,
+                    Err(msg) => {
+                        return self
+                            .refuse(caller, &action_name, &format!("{pool}/{addr}"), msg)
+                            .await;
+                    }
+                };
                 let mut plane = self.plane.lock().await;
                 let result = match *action {
-                    "drain" => plane.drain_upstream(caller, pool, addr),
+                    "drain" => plane.drain_upstream(caller, pool, addr, timeout),
                     "disable" => plane.disable_upstream(caller, pool, addr),
                     _ => plane.enable_upstream(caller, pool, addr),
                 };
                 self.upstream_reply(&plane, result, pool, addr, StatusCode::OK)
             }
             (["pools", pool, "drain"], &M::POST) => {
-                if let Err(msg) = parse_drain(&body) {
-                    return self.refuse(caller, "drain_pool", pool, msg).await;
-                }
+                let timeout = match parse_drain(&body) {
+                    Ok(t) => t,
+                    Err(msg) => return self.refuse(caller, "drain_pool", pool, msg).await,
+                };
                 let mut plane = self.plane.lock().await;
-                match plane.drain_pool(caller, pool) {
+                match plane.drain_pool(caller, pool, timeout) {
                     Ok(()) => {
                         let table = plane.routing().load();
                         let view = status::status(&table, plane.overrides(), plane.file());

@@ -4,6 +4,7 @@
 //! message`; a file with any problem yields no `Config` at all, so a bad file can
 //! never half-apply. Imports no sibling module.
 
+mod features;
 mod reader;
 mod sections;
 
@@ -98,12 +99,60 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Pool name → relative weight, in file order. At least one weight > 0.
     pub split: Vec<(String, u32)>,
+    pub sticky: Option<StickyConfig>,
+}
+
+/// `sticky = { cookie, max_age }` on a route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StickyConfig {
+    pub cookie: String,
+    pub max_age: Duration,
+}
+
+/// `health = { … }` on a pool: active HTTP checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Successes in a row that make an unhealthy upstream healthy.
+    pub rise: u32,
+    /// Failures in a row that make a healthy upstream unhealthy.
+    pub fall: u32,
+}
+
+/// `outlier = { … }` on a pool: passive ejection from live traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierConfig {
+    /// Connect failures or 5xx in a row that eject an upstream; 0 = off.
+    pub consecutive_failures: u32,
+    /// First ejection time; doubles with each repeated ejection…
+    pub base_ejection: Duration,
+    /// …up to this.
+    pub max_ejection: Duration,
+    /// At most this share of a pool is ejected at once.
+    pub max_ejected_percent: u32,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 50,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub name: String,
     pub upstreams: Vec<UpstreamConfig>,
+    pub health: Option<HealthConfig>,
+    pub outlier: OutlierConfig,
+    /// Ramp a newly healthy upstream's share up over this long.
+    pub slow_start: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::features;
 use super::reader::{Table, bounded_value, int_value, str_value};
 use super::{
     AdminConfig, Config, ListenerConfig, PoolConfig, Problems, ProxySettings, RouteConfig,
@@ -222,19 +223,18 @@ fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
         let Some(mut t) = Table::from_value(value, path, problems) else {
             continue;
         };
-        if let Some(h) = t.get("health") {
-            problems.push(
-                h.span(),
-                &t.child("health"),
-                "active health checks are not supported by this version of cutover yet",
-            );
-        }
+        let health = features::read_health(&mut t, problems);
+        let outlier = features::read_outlier(&mut t, problems);
+        let slow_start = features::read_slow_start(&mut t, problems);
         let upstreams = read_upstreams(&mut t, problems);
         t.finish(problems);
         pools.push((
             PoolConfig {
                 name: name.get_ref().to_string(),
                 upstreams,
+                health,
+                outlier,
+                slow_start,
             },
             name.span(),
         ));
@@ -333,13 +333,7 @@ fn read_routes(
             None => "/".to_string(),
         };
         let split = read_split(&mut t, pools, problems);
-        if let Some(s) = t.get("sticky") {
-            problems.push(
-                s.span(),
-                &t.child("sticky"),
-                "sticky sessions are not supported by this version of cutover yet",
-            );
-        }
+        let sticky = features::read_sticky(&mut t, problems);
         let span = t.span();
         let path = t.path().to_string();
         t.finish(problems);
@@ -362,6 +356,7 @@ fn read_routes(
             hosts,
             path_prefix,
             split,
+            sticky,
         });
     }
     routes

@@ -10,13 +10,18 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::config::{Config, MAX_WEIGHT};
+use crate::health::HealthChecks;
 use crate::routing::{Control, Routing};
 use crate::server::Listeners;
-use crate::state::{AuditEntry, Caller, Overrides, SplitOverride, StateError, Store, now_rfc3339};
+use crate::state::{
+    AuditEntry, Caller, Overrides, SplitOverride, StateError, Store, now_rfc3339, unix_ms,
+};
+use crate::upstream::now_ms;
 
 pub use reconcile::{effective, file_split, reconcile};
 
@@ -45,6 +50,7 @@ pub struct ControlPlane {
     control: Control,
     listeners: Listeners,
     token_id: Option<String>,
+    health: HealthChecks,
 }
 
 impl ControlPlane {
@@ -53,10 +59,10 @@ impl ControlPlane {
     pub fn new(
         file: Config,
         config_path: Option<PathBuf>,
+        store: Store,
         control: Control,
         listeners: Listeners,
     ) -> Result<ControlPlane, crate::Error> {
-        let store = Store::open(&file.state.dir)?;
         let loaded = store.load()?;
         let (overrides, dropped) = reconcile(&file, loaded.clone());
         let token_id = file
@@ -72,6 +78,7 @@ impl ControlPlane {
             control,
             listeners,
             token_id,
+            health: HealthChecks::new(),
         };
         if !dropped.is_empty() {
             plane.store.save(&plane.overrides)?;
@@ -122,15 +129,28 @@ impl ControlPlane {
         let config = effective(&self.file, &self.overrides);
         self.control.apply_config(&config);
         let table = self.control.routing().load();
+        let (now_unix, now_mono) = (unix_ms(), now_ms());
         for pool in table.pools() {
             for u in &pool.upstreams {
                 let addr = u.state.addr();
                 u.state
                     .set_disabled(self.overrides.is_disabled(&pool.name, addr));
-                u.state
-                    .set_draining(self.overrides.is_drained(&pool.name, addr));
+                // Deadlines are kept as wall-clock time (they survive a
+                // restart) and enforced on the monotonic clock.
+                let deadline = self
+                    .overrides
+                    .drain_deadline(&pool.name, addr)
+                    .map(|d| now_mono.saturating_add(d.saturating_sub(now_unix)));
+                u.state.set_draining(deadline);
             }
         }
+        self.health.sync(&table);
+    }
+
+    /// Waits until every upstream of a checked pool has its first verdict
+    /// (bounded by `limit`), so a start does not answer 503 while checks run.
+    pub async fn first_health_verdicts(&self, limit: Duration) {
+        self.health.first_verdicts(limit).await;
     }
 
     /// Persists `next`, then makes it live. Nothing changes if persisting fails.
@@ -370,72 +390,91 @@ impl ControlPlane {
         })
     }
 
-    /// `DELETE /api/v1/pools/{pool}/upstreams/{addr}`: out of the table at
-    /// once; requests already in flight to it finish undisturbed.
+    /// `DELETE /api/v1/pools/{pool}/upstreams/{addr}`: drains the upstream
+    /// (sticky clients may stay until `timeout`), and `reap` removes it once
+    /// it is drained.
     pub fn remove_upstream(
         &mut self,
         caller: &Caller,
         pool: &str,
         addr: SocketAddr,
+        timeout: Option<Duration>,
     ) -> Result<(), ControlError> {
         let target = format!("{pool}/{addr}");
         let before = self.upstream_json(pool, addr);
-        let result = (|| {
-            self.upstream_exists(pool, addr)?;
+        let result = self.upstream_exists(pool, addr).and_then(|_| {
+            let mut next = self.overrides.clone();
+            let deadline = drain_deadline(timeout);
+            let drain = next.drained.entry(pool.to_string()).or_default();
+            let d = drain.entry(addr).or_insert(deadline);
+            *d = (*d).min(deadline);
+            next.removing
+                .entry(pool.to_string())
+                .or_default()
+                .insert(addr);
+            self.commit(next)
+        });
+        self.audited(caller, "remove_upstream", &target, before, result, |s| {
+            s.upstream_json(pool, addr)
+        })
+    }
+
+    /// Removes the upstreams `DELETE` marked once they are drained. Called
+    /// periodically by the lifecycle.
+    pub fn reap(&mut self) {
+        let table = self.control.routing().load();
+        let mut done = Vec::new();
+        for (pool, addrs) in &self.overrides.removing {
+            let sticky = table.pool_is_sticky(pool);
+            for addr in addrs {
+                let drained = table
+                    .upstream(pool, *addr)
+                    .is_none_or(|u| status::state_word(u, sticky) == "drained");
+                if drained {
+                    done.push((pool.clone(), *addr));
+                }
+            }
+        }
+        for (pool, addr) in done {
+            let before = self.upstream_json(&pool, addr);
             let mut next = self.overrides.clone();
             let runtime_added = next
                 .added
-                .get_mut(pool)
+                .get_mut(&pool)
                 .and_then(|a| a.remove(&addr))
                 .is_some();
             if !runtime_added {
                 let weight = self
                     .file
-                    .pool(pool)
+                    .pool(&pool)
                     .and_then(|p| p.upstreams.iter().find(|u| u.addr == addr))
                     .map_or(0, |u| u.weight);
                 next.removed
-                    .entry(pool.to_string())
+                    .entry(pool.clone())
                     .or_default()
                     .insert(addr, weight);
             }
-            for flags in [&mut next.disabled, &mut next.drained] {
-                if let Some(set) = flags.get_mut(pool) {
-                    set.remove(&addr);
-                }
-            }
+            forget_flags(&mut next, &pool, addr);
             let (next, _) = reconcile(&self.file, next);
-            self.commit(next)
-        })();
-        self.audited(caller, "remove_upstream", &target, before, result, |_| {
-            json!(null)
-        })
-    }
-
-    /// Sets or clears a runtime flag (`disabled` / `drained`) on upstreams.
-    fn set_flag(
-        &mut self,
-        pool: &str,
-        addrs: &[SocketAddr],
-        flag: Flag,
-        on: bool,
-    ) -> Result<(), ControlError> {
-        let mut next = self.overrides.clone();
-        for addr in addrs {
-            let sets = match flag {
-                Flag::Disabled => &mut next.disabled,
-                Flag::Drained => &mut next.drained,
+            let caller = Caller {
+                peer: "drain".into(),
+                token: None,
             };
-            let set = sets.entry(pool.to_string()).or_default();
-            if on {
-                set.insert(*addr);
+            let result = self.commit(next);
+            if let Err(e) = &result {
+                tracing::error!(%pool, %addr, error = %e, "cannot remove drained upstream");
             } else {
-                set.remove(addr);
+                tracing::info!(%pool, %addr, "drained upstream removed");
             }
+            let _ = self.audited(
+                &caller,
+                "remove_drained_upstream",
+                &format!("{pool}/{addr}"),
+                before,
+                result,
+                |_| json!(null),
+            );
         }
-        next.disabled.retain(|_, s| !s.is_empty());
-        next.drained.retain(|_, s| !s.is_empty());
-        self.commit(next)
     }
 
     /// `POST …/{addr}/disable`.
@@ -447,15 +486,20 @@ impl ControlPlane {
     ) -> Result<(), ControlError> {
         let target = format!("{pool}/{addr}");
         let before = self.upstream_json(pool, addr);
-        let result = self
-            .upstream_exists(pool, addr)
-            .and_then(|_| self.set_flag(pool, &[addr], Flag::Disabled, true));
+        let result = self.upstream_exists(pool, addr).and_then(|_| {
+            let mut next = self.overrides.clone();
+            next.disabled
+                .entry(pool.to_string())
+                .or_default()
+                .insert(addr);
+            self.commit(next)
+        });
         self.audited(caller, "disable_upstream", &target, before, result, |s| {
             s.upstream_json(pool, addr)
         })
     }
 
-    /// `POST …/{addr}/enable`: clears both disable and drain.
+    /// `POST …/{addr}/enable`: clears disable, drain and a pending removal.
     pub fn enable_upstream(
         &mut self,
         caller: &Caller,
@@ -466,12 +510,7 @@ impl ControlPlane {
         let before = self.upstream_json(pool, addr);
         let result = self.upstream_exists(pool, addr).and_then(|_| {
             let mut next = self.overrides.clone();
-            for flags in [&mut next.disabled, &mut next.drained] {
-                if let Some(set) = flags.get_mut(pool) {
-                    set.remove(&addr);
-                }
-                flags.retain(|_, s| !s.is_empty());
-            }
+            forget_flags(&mut next, pool, addr);
             self.commit(next)
         });
         self.audited(caller, "enable_upstream", &target, before, result, |s| {
@@ -479,36 +518,58 @@ impl ControlPlane {
         })
     }
 
-    /// `POST …/{addr}/drain`: no new requests; in-flight ones finish.
+    /// `POST …/{addr}/drain`: no new requests except from clients sticky to
+    /// it, until `timeout`; in-flight requests finish.
     pub fn drain_upstream(
         &mut self,
         caller: &Caller,
         pool: &str,
         addr: SocketAddr,
+        timeout: Option<Duration>,
     ) -> Result<(), ControlError> {
         let target = format!("{pool}/{addr}");
         let before = self.upstream_json(pool, addr);
         let result = self
             .upstream_exists(pool, addr)
-            .and_then(|_| self.set_flag(pool, &[addr], Flag::Drained, true));
+            .and_then(|_| self.drain(pool, &[addr], timeout));
         self.audited(caller, "drain_upstream", &target, before, result, |s| {
             s.upstream_json(pool, addr)
         })
     }
 
     /// `POST /api/v1/pools/{pool}/drain`.
-    pub fn drain_pool(&mut self, caller: &Caller, pool: &str) -> Result<(), ControlError> {
+    pub fn drain_pool(
+        &mut self,
+        caller: &Caller,
+        pool: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(), ControlError> {
         let result = self.pool_exists(pool).and_then(|_| {
             let table = self.control.routing().load();
             let addrs: Vec<SocketAddr> = table
                 .pool(pool)
                 .map(|p| p.upstreams.iter().map(|u| u.state.addr()).collect())
                 .unwrap_or_default();
-            self.set_flag(pool, &addrs, Flag::Drained, true)
+            self.drain(pool, &addrs, timeout)
         });
         self.audited(caller, "drain_pool", pool, json!(null), result, |_| {
             json!("draining")
         })
+    }
+
+    fn drain(
+        &mut self,
+        pool: &str,
+        addrs: &[SocketAddr],
+        timeout: Option<Duration>,
+    ) -> Result<(), ControlError> {
+        let mut next = self.overrides.clone();
+        let deadline = drain_deadline(timeout);
+        let drains = next.drained.entry(pool.to_string()).or_default();
+        for addr in addrs {
+            drains.insert(*addr, deadline);
+        }
+        self.commit(next)
     }
 
     /// `POST /api/v1/reload` and SIGHUP: re-read the file. An invalid file
@@ -591,8 +652,27 @@ impl ControlPlane {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Flag {
-    Disabled,
-    Drained,
+/// How long sticky clients may stay on a draining upstream when the call
+/// names no timeout.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn drain_deadline(timeout: Option<Duration>) -> u64 {
+    let t = timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+    unix_ms().saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Clears every runtime flag of an upstream: disable, drain, removal.
+fn forget_flags(o: &mut Overrides, pool: &str, addr: SocketAddr) {
+    if let Some(s) = o.disabled.get_mut(pool) {
+        s.remove(&addr);
+    }
+    if let Some(s) = o.drained.get_mut(pool) {
+        s.remove(&addr);
+    }
+    if let Some(s) = o.removing.get_mut(pool) {
+        s.remove(&addr);
+    }
+    o.disabled.retain(|_, s| !s.is_empty());
+    o.drained.retain(|_, s| !s.is_empty());
+    o.removing.retain(|_, s| !s.is_empty());
 }

@@ -82,11 +82,15 @@ pub fn reconcile(file: &Config, mut o: Overrides) -> (Overrides, Vec<String>) {
         in_file || o.added.get(pool).is_some_and(|a| a.contains_key(addr))
     };
     let snapshot = o.clone();
-    for flags in [&mut o.disabled, &mut o.drained] {
+    for flags in [&mut o.disabled, &mut o.removing] {
         for (pool, addrs) in flags.iter_mut() {
             addrs.retain(|a| exists(&snapshot, pool, a));
         }
     }
+    for (pool, drains) in o.drained.iter_mut() {
+        drains.retain(|a, _| exists(&snapshot, pool, a));
+    }
+    o.removing.retain(|_, s| !s.is_empty());
     o.added.retain(|_, m| !m.is_empty());
     o.removed.retain(|_, m| !m.is_empty());
     o.disabled.retain(|_, s| !s.is_empty());

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::routing::RouteTable;
 use crate::state::Overrides;
-use crate::upstream::UpstreamState;
+use crate::upstream::{Health, UpstreamState};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Status {
@@ -43,26 +43,49 @@ pub struct UpstreamView {
     /// `healthy`, `unhealthy`, `draining`, `drained` or `disabled`.
     pub state: String,
     pub in_flight: usize,
+    /// What health checks and outlier detection say: `unknown`, `healthy`,
+    /// `unhealthy` or `ejected`.
+    pub health: String,
+    /// Unix ms until which sticky clients may stay, while draining.
+    #[serde(default)]
+    pub drain_deadline_ms: Option<u64>,
+    /// Removed once drained (`DELETE`).
+    #[serde(default)]
+    pub removing: bool,
     /// `file`, or `runtime` for an upstream added at runtime.
     pub source: String,
     /// `file`, or `runtime` when disabled or drained at runtime.
     pub state_source: String,
 }
 
-/// The state word of SPEC.md for one upstream.
-pub fn state_word(u: &UpstreamState) -> &'static str {
+/// The state word of SPEC.md for one upstream. A draining upstream is
+/// `drained` once nothing is in flight and, if a sticky route uses its pool,
+/// its drain deadline has passed (sticky clients may return until then).
+pub fn state_word(u: &UpstreamState, sticky_pool: bool) -> &'static str {
     if u.is_disabled() {
         "disabled"
     } else if u.is_draining() {
-        if u.in_flight() > 0 {
-            "draining"
-        } else {
+        if u.in_flight() == 0 && (!sticky_pool || u.drain_deadline_passed()) {
             "drained"
+        } else {
+            "draining"
         }
-    } else if u.is_healthy() {
+    } else if u.is_healthy() && !u.is_ejected() {
         "healthy"
     } else {
         "unhealthy"
+    }
+}
+
+/// `unknown`, `healthy`, `unhealthy` (active checks) and `ejected` (passive).
+fn health_word(u: &UpstreamState) -> &'static str {
+    if u.is_ejected() {
+        return "ejected";
+    }
+    match u.health() {
+        Health::Unknown => "unknown",
+        Health::Healthy => "healthy",
+        Health::Unhealthy => "unhealthy",
     }
 }
 
@@ -83,8 +106,11 @@ pub fn upstream_view(
     Some(UpstreamView {
         addr,
         weight: u.weight,
-        state: state_word(&u.state).to_string(),
+        state: state_word(&u.state, table.pool_is_sticky(pool)).to_string(),
         in_flight: u.state.in_flight(),
+        health: health_word(&u.state).to_string(),
+        drain_deadline_ms: o.drain_deadline(pool, addr),
+        removing: o.removing.get(pool).is_some_and(|r| r.contains(&addr)),
         source: if runtime_added { "runtime" } else { "file" }.into(),
         state_source: if flagged { "runtime" } else { "file" }.into(),
     })

@@ -117,6 +117,21 @@ pub fn prepare_request(
     headers.append(header::VIA, via_value(version));
 }
 
+/// A `Set-Cookie` value pinning a sticky client.
+pub fn set_cookie(
+    name: &str,
+    value: &str,
+    max_age: std::time::Duration,
+    secure: bool,
+) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+        max_age.as_secs()
+    ))
+    .ok()
+}
+
 /// Rewrites an upstream response's headers for the client.
 pub fn prepare_response(headers: &mut HeaderMap, upstream_version: Version, upgrade: bool) {
     remove_hop_by_hop(headers, upgrade);

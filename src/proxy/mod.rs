@@ -27,7 +27,7 @@ pub use body::{RequestBody, RequestTimer, ResponseBody};
 pub use error::{ProxyError, Side};
 
 use crate::config::ProxySettings;
-use crate::routing::Routing;
+use crate::routing::{Pick, RouteTable, Routing};
 use crate::telemetry::{self, names};
 use crate::upstream::UpstreamState;
 use body::BodySlot;
@@ -143,9 +143,20 @@ impl Proxy {
 
         let mut tried: Vec<Arc<UpstreamState>> = Vec::new();
         let mut last_error = None;
+        // A valid sticky cookie pins the first attempt; any other pick
+        // (no cookie, a stale one, a retry) sets a fresh cookie.
+        let now_unix = unix_seconds();
+        let mut pinned = route.sticky.as_ref().and_then(|sticky| {
+            let value = cookie_value(&parts.headers, &sticky.cookie)?;
+            table.sticky_pick(route, value, now_unix)
+        });
         for _ in 0..=self.settings.retries {
-            let Some(pick) = table.pick(route, &tried) else {
-                break;
+            let (pick, fresh) = match pinned.take() {
+                Some(p) => (p, false),
+                None => match table.pick(route, &tried) {
+                    Some(p) => (p, true),
+                    None => break,
+                },
             };
             let attempt_body = match &body {
                 None => RequestBody::Empty,
@@ -170,6 +181,8 @@ impl Proxy {
                 self.client.request(request),
             )
             .await;
+            let ok = matches!(&sent, Ok(Ok(r)) if !r.status().is_server_error());
+            self.record_outcome(&table, &pick, ok);
             match sent {
                 Err(_) => {
                     return Err(ProxyError::UpstreamTimeout {
@@ -179,7 +192,12 @@ impl Proxy {
                 }
                 Ok(Err(e)) if e.is_connect() => {
                     tracing::debug!(%addr, error = %e, "connect failed, trying another upstream");
-                    metrics::counter!(names::UPSTREAM_CONNECT_ERRORS_TOTAL, "pool" => Arc::clone(&pick.pool), "upstream" => Arc::clone(pick.upstream.label())).increment(1);
+                    metrics::counter!(
+                        names::UPSTREAM_CONNECT_ERRORS_TOTAL,
+                        "pool" => Arc::clone(&pick.pool),
+                        "upstream" => Arc::clone(pick.upstream.label())
+                    )
+                    .increment(1);
                     tried.push(pick.upstream);
                     last_error = Some(ProxyError::UpstreamConnect {
                         addr,
@@ -202,6 +220,16 @@ impl Proxy {
                     let (mut head, body) = response.into_parts();
                     headers::prepare_response(&mut head.headers, head.version, false);
                     head.version = client_version;
+                    if let (true, Some(sticky)) = (fresh, &route.sticky) {
+                        let expires = now_unix.saturating_add(sticky.max_age.as_secs());
+                        let value = table.seal_sticky(&pick, expires);
+                        let secure = conn.proto == "https";
+                        if let Some(cookie) =
+                            headers::set_cookie(&sticky.cookie, &value, sticky.max_age, secure)
+                        {
+                            head.headers.append(http::header::SET_COOKIE, cookie);
+                        }
+                    }
                     return Ok((
                         Response::from_parts(head, ResponseBody::upstream(body)),
                         Some(in_flight),
@@ -215,6 +243,43 @@ impl Proxy {
             }),
         )
     }
+
+    /// Passive outlier detection: counts failures in a row and ejects.
+    fn record_outcome(&self, table: &RouteTable, pick: &Pick, ok: bool) {
+        let Some(pool) = table.pools().get(pick.pool_index) else {
+            return;
+        };
+        if let Some(time) = pick
+            .upstream
+            .record_outcome(ok, &pool.outlier, || pool.may_eject())
+        {
+            tracing::warn!(pool = %pick.pool, upstream = %pick.upstream.addr(), ?time, "upstream ejected after consecutive failures");
+            metrics::counter!(
+                names::UPSTREAM_EJECTIONS_TOTAL,
+                "pool" => Arc::clone(&pick.pool),
+                "upstream" => Arc::clone(pick.upstream.label())
+            )
+            .increment(1);
+        }
+    }
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
 }
 
 /// Metric labels learned while forwarding; `none` where a request never

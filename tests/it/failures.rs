@@ -75,7 +75,7 @@ async fn nothing_eligible_is_503_and_other_pool_takes_the_share() {
     table
         .upstream("blue", blue.addr)
         .unwrap()
-        .set_draining(true);
+        .set_draining(Some(0));
     let (status, body) = get(&client, &url).await;
     assert_eq!(status, 503);
     assert!(body.contains("no healthy upstream"), "{body}");

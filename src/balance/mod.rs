@@ -1,9 +1,11 @@
-//! Weighted random choice, pure and synchronous: no tokio, no I/O, no sibling
-//! imports.
+//! Weighted random choice and sticky cookies, pure and synchronous: no
+//! tokio, no I/O, no sibling imports.
 //!
 //! The caller passes an eligibility-aware weight for each item (0 = skip), so a
 //! pick passes over ineligible upstreams and pools without any stored weight
 //! being changed, and their share falls to the others in proportion.
+
+pub mod sticky;
 
 /// Index of an item chosen with probability `weight(item) / sum of weights`,
 /// or `None` when every weight is 0.

@@ -1,0 +1,147 @@
+//! Sticky-session cookies, sealed so a client can neither read which
+//! upstream it is pinned to nor forge a cookie for another one.
+//!
+//! Each upstream has an opaque id: HMAC-SHA256(key, "pool/addr"), first 12
+//! bytes. A cookie is base64url(id ‖ expiry ‖ tag) where expiry is Unix
+//! seconds and tag is HMAC-SHA256(key, id ‖ expiry), first 16 bytes, checked
+//! in constant time. The key (32 random bytes) lives in `state.dir`, so
+//! cookies survive restarts.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{KeyInit, Mac};
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+pub const ID_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+const SEALED_LEN: usize = ID_LEN + 8 + TAG_LEN;
+
+/// An upstream's opaque sticky id.
+pub type StickyId = [u8; ID_LEN];
+
+#[derive(Clone)]
+pub struct StickyKey {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for StickyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StickyKey(..)")
+    }
+}
+
+impl StickyKey {
+    pub fn new(key: [u8; 32]) -> Self {
+        StickyKey { key }
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC accepts keys of any length, so this cannot fail.
+        <HmacSha256 as KeyInit>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+    }
+
+    /// The opaque id of upstream `addr` in `pool`.
+    pub fn upstream_id(&self, pool: &str, addr: &str) -> StickyId {
+        let mut mac = self.mac();
+        mac.update(b"upstream\0");
+        mac.update(pool.as_bytes());
+        mac.update(b"/");
+        mac.update(addr.as_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut id = [0u8; ID_LEN];
+        id.copy_from_slice(&full[..ID_LEN]);
+        id
+    }
+
+    fn tag(&self, id: &StickyId, expires: u64) -> HmacSha256 {
+        let mut mac = self.mac();
+        mac.update(b"cookie\0");
+        mac.update(id);
+        mac.update(&expires.to_be_bytes());
+        mac
+    }
+
+    /// The cookie value pinning a client to `id` until `expires` (Unix s).
+    pub fn seal(&self, id: &StickyId, expires: u64) -> String {
+        let tag = self.tag(id, expires).finalize().into_bytes();
+        let mut raw = [0u8; SEALED_LEN];
+        raw[..ID_LEN].copy_from_slice(id);
+        raw[ID_LEN..ID_LEN + 8].copy_from_slice(&expires.to_be_bytes());
+        raw[ID_LEN + 8..].copy_from_slice(&tag[..TAG_LEN]);
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// The upstream id in a cookie value, if it is authentic and not expired
+    /// at `now` (Unix s).
+    pub fn open(&self, value: &str, now: u64) -> Option<StickyId> {
+        if value.len() > 64 {
+            return None;
+        }
+        let raw = URL_SAFE_NO_PAD.decode(value).ok()?;
+        if raw.len() != SEALED_LEN {
+            return None;
+        }
+        let mut id = [0u8; ID_LEN];
+        id.copy_from_slice(&raw[..ID_LEN]);
+        let mut expiry = [0u8; 8];
+        expiry.copy_from_slice(&raw[ID_LEN..ID_LEN + 8]);
+        let expires = u64::from_be_bytes(expiry);
+        self.tag(&id, expires)
+            .verify_truncated_left(&raw[ID_LEN + 8..])
+            .ok()?;
+        (now < expires).then_some(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(b: u8) -> StickyKey {
+        StickyKey::new([b; 32])
+    }
+
+    #[test]
+    fn seal_then_open() {
+        let k = key(1);
+        let id = k.upstream_id("blue", "127.0.0.1:9001");
+        let cookie = k.seal(&id, 1000);
+        assert_eq!(k.open(&cookie, 999), Some(id));
+        assert_eq!(k.open(&cookie, 1000), None, "expired");
+        assert_eq!(key(2).open(&cookie, 0), None, "another key");
+        assert!(
+            !cookie.contains("9001") && !cookie.contains("blue"),
+            "opaque: {cookie}"
+        );
+        assert_ne!(id, k.upstream_id("green", "127.0.0.1:9001"));
+    }
+
+    proptest! {
+        /// Any change to a sealed cookie is rejected.
+        #[test]
+        fn tampering_is_rejected(pos in 0usize..48, bit in 0u8..6) {
+            let k = key(7);
+            let cookie = k.seal(&k.upstream_id("p", "10.0.0.1:80"), u64::MAX);
+            let mut bytes = cookie.clone().into_bytes();
+            prop_assume!(pos < bytes.len());
+            let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let i = alphabet.iter().position(|c| *c == bytes[pos]).unwrap();
+            bytes[pos] = alphabet[(i ^ (1 << bit)) % 64];
+            let forged = String::from_utf8(bytes).unwrap();
+            prop_assume!(forged != cookie);
+            // The last character carries padding bits base64 ignores.
+            if let Some(id) = k.open(&forged, 0) {
+                prop_assert_eq!(pos, cookie.len() - 1);
+                prop_assert_eq!(id, k.upstream_id("p", "10.0.0.1:80"));
+            }
+        }
+
+        #[test]
+        fn garbage_never_opens(s in "\\PC{0,80}") {
+            prop_assert_eq!(key(3).open(&s, 0), None);
+        }
+    }
+}

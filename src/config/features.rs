@@ -1,0 +1,142 @@
+//! Reading the optional per-pool and per-route features: active health
+//! checks, outlier ejection, slow start and sticky sessions.
+
+use std::time::Duration;
+
+use super::reader::Table;
+use super::{HealthConfig, OutlierConfig, Problems, StickyConfig};
+
+fn positive(
+    t: &mut Table<'_>,
+    key: &'static str,
+    default: Duration,
+    problems: &mut Problems,
+) -> Duration {
+    match t.duration(key, problems) {
+        Some(d) if d.get_ref().is_zero() => {
+            problems.push(d.span(), &t.child(key), "must be longer than zero");
+            default
+        }
+        Some(d) => d.into_inner(),
+        None => default,
+    }
+}
+
+fn count(
+    t: &mut Table<'_>,
+    key: &'static str,
+    min: u64,
+    max: u64,
+    default: u32,
+    problems: &mut Problems,
+) -> u32 {
+    // The bounds passed in all fit in u32.
+    t.bounded(key, min, max, problems)
+        .map_or(default, |n| n as u32)
+}
+
+/// `health = { path, interval, timeout, rise, fall }`.
+pub fn read_health(pool: &mut Table<'_>, problems: &mut Problems) -> Option<HealthConfig> {
+    let mut t = pool.table("health", problems)?;
+    let path = match t.required_str("path", problems) {
+        Some(p) if p.get_ref().starts_with('/') => p.get_ref().to_string(),
+        Some(p) => {
+            problems.push(p.span(), &t.child("path"), "must start with '/'");
+            "/".to_string()
+        }
+        None => "/".to_string(),
+    };
+    let interval = positive(&mut t, "interval", Duration::from_secs(2), problems);
+    let timeout = positive(&mut t, "timeout", Duration::from_secs(1), problems);
+    let rise = count(&mut t, "rise", 1, 100, 2, problems);
+    let fall = count(&mut t, "fall", 1, 100, 3, problems);
+    if timeout > interval {
+        problems.push(
+            t.span(),
+            &t.child("timeout"),
+            format!("timeout ({timeout:?}) must not be longer than interval ({interval:?})"),
+        );
+    }
+    t.finish(problems);
+    Some(HealthConfig {
+        path,
+        interval,
+        timeout,
+        rise,
+        fall,
+    })
+}
+
+/// `outlier = { consecutive_failures, base_ejection, max_ejection, max_ejected_percent }`.
+pub fn read_outlier(pool: &mut Table<'_>, problems: &mut Problems) -> OutlierConfig {
+    let default = OutlierConfig::default();
+    let Some(mut t) = pool.table("outlier", problems) else {
+        return default;
+    };
+    let outlier = OutlierConfig {
+        consecutive_failures: count(
+            &mut t,
+            "consecutive_failures",
+            0,
+            1000,
+            default.consecutive_failures,
+            problems,
+        ),
+        base_ejection: positive(&mut t, "base_ejection", default.base_ejection, problems),
+        max_ejection: positive(&mut t, "max_ejection", default.max_ejection, problems),
+        max_ejected_percent: count(
+            &mut t,
+            "max_ejected_percent",
+            0,
+            100,
+            default.max_ejected_percent,
+            problems,
+        ),
+    };
+    if outlier.max_ejection < outlier.base_ejection {
+        problems.push(
+            t.span(),
+            &t.child("max_ejection"),
+            "must not be shorter than base_ejection",
+        );
+    }
+    t.finish(problems);
+    outlier
+}
+
+/// `slow_start = "30s"`.
+pub fn read_slow_start(pool: &mut Table<'_>, problems: &mut Problems) -> Option<Duration> {
+    let d = pool.duration("slow_start", problems)?;
+    if d.get_ref().is_zero() {
+        return None;
+    }
+    Some(d.into_inner())
+}
+
+/// `sticky = { cookie, max_age }`.
+pub fn read_sticky(route: &mut Table<'_>, problems: &mut Problems) -> Option<StickyConfig> {
+    let mut t = route.table("sticky", problems)?;
+    let cookie = match t.required_str("cookie", problems) {
+        Some(c) if valid_cookie_name(c.get_ref()) => c.get_ref().to_string(),
+        Some(c) => {
+            problems.push(
+                c.span(),
+                &t.child("cookie"),
+                "invalid cookie name: use letters, digits and !#$%&'*+-.^_`|~ only (RFC 6265)",
+            );
+            String::new()
+        }
+        None => String::new(),
+    };
+    let max_age = positive(&mut t, "max_age", Duration::from_secs(3600), problems);
+    t.finish(problems);
+    Some(StickyConfig { cookie, max_age })
+}
+
+fn valid_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
