@@ -205,6 +205,15 @@ impl Proxy {
                         source: e,
                     });
                 }
+                // The upstream went away after the request was written but
+                // before any response: a bodiless idempotent request can be
+                // sent again elsewhere (RFC 9110 §9.2.2), so a dying upstream
+                // costs the client nothing.
+                Ok(Err(e)) if body.is_none() && parts.method.is_idempotent() => {
+                    tracing::debug!(%addr, error = %e, "upstream failed before answering; retrying idempotent request");
+                    tried.push(pick.upstream);
+                    last_error = Some(ProxyError::UpstreamFailed { addr, source: e });
+                }
                 Ok(Err(e)) => return Err(ProxyError::UpstreamFailed { addr, source: e }),
                 Ok(Ok(mut response)) => {
                     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;

@@ -10,6 +10,7 @@ mod failures;
 mod load;
 mod nginx;
 mod process;
+mod resilience;
 mod routing;
 mod streaming;
 mod websocket;

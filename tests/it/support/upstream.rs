@@ -32,6 +32,10 @@ pub struct TestUpstream {
 
 #[derive(Default)]
 struct State {
+    /// Cancelled by `kill`: every connection drops at once.
+    killed: tokio_util::sync::CancellationToken,
+    /// Status `/healthz` answers; 0 = 200.
+    health_status: std::sync::atomic::AtomicU16,
     hits: AtomicUsize,
     connections: AtomicUsize,
     in_flight: AtomicUsize,
@@ -73,14 +77,18 @@ impl TestUpstream {
                 };
                 shared.connections.fetch_add(1, Ordering::SeqCst);
                 let state = Arc::clone(&shared);
+                let killed = shared.killed.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let state = Arc::clone(&state);
                         async move { Ok::<_, Infallible>(handle(name, state, req).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let http = auto::Builder::new(TokioExecutor::new());
+                    let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = killed.cancelled() => {}
+                    }
                 });
             }
         });
@@ -117,6 +125,18 @@ impl TestUpstream {
     /// Stops accepting (already open connections finish their work).
     pub fn stop(&self) {
         self.task.abort();
+    }
+
+    /// Dies like a killed process: stops accepting and drops every
+    /// connection, in-flight requests included.
+    pub fn kill(&self) {
+        self.task.abort();
+        self.state.killed.cancel();
+    }
+
+    /// Makes `/healthz` answer `status`.
+    pub fn set_health_status(&self, status: u16) {
+        self.state.health_status.store(status, Ordering::SeqCst);
     }
 }
 
@@ -158,6 +178,14 @@ async fn handle(name: &'static str, state: Arc<State>, req: Request<Incoming>) -
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(query_num(&req, "ms"))).await;
             text(format!("{name}\n"))
+        }
+        "/healthz" => {
+            let status = state.health_status.load(Ordering::SeqCst);
+            let mut r = text("ok\n");
+            if status != 0 {
+                *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            }
+            r
         }
         "/headers" => {
             let mut out = String::new();
