@@ -221,6 +221,11 @@ impl Listeners {
         Ok(())
     }
 
+    /// The proxy behind every listener.
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.server.proxy
+    }
+
     /// Bound addresses, in config order.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.active.iter().map(|a| a.local).collect()

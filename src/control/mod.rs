@@ -145,6 +145,7 @@ impl ControlPlane {
             }
         }
         self.health.sync(&table);
+        self.listeners.proxy().sync_upstreams(&table);
     }
 
     /// Waits until every upstream of a checked pool has its first verdict

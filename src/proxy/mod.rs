@@ -9,6 +9,7 @@ mod activity;
 mod body;
 mod error;
 mod headers;
+mod pools;
 mod tunnel;
 
 use std::net::SocketAddr;
@@ -17,9 +18,6 @@ use std::sync::Arc;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::task::TaskTracker;
 
 pub use activity::{ActiveRequest, ConnActivity};
@@ -31,11 +29,12 @@ use crate::routing::{Pick, RouteTable, Routing};
 use crate::telemetry::{self, names};
 use crate::upstream::UpstreamState;
 use body::BodySlot;
+use pools::ConnectionPools;
 
 /// Everything a request needs, shared by all connections.
 pub struct Proxy {
     routing: Arc<Routing>,
-    client: Client<HttpConnector, RequestBody>,
+    pools: ConnectionPools,
     settings: ProxySettings,
     /// Upgraded (WebSocket) tunnels, so a graceful stop can wait for them.
     tunnels: TaskTracker,
@@ -51,21 +50,19 @@ pub struct ClientConn {
 
 impl Proxy {
     pub fn new(routing: Arc<Routing>, settings: ProxySettings, tunnels: TaskTracker) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.upstream_idle_timeout)
-            .pool_max_idle_per_host(settings.upstream_max_idle)
-            .build(connector);
         Proxy {
             routing,
-            client,
+            pools: ConnectionPools::new(&settings),
             settings,
             tunnels,
         }
+    }
+
+    /// Keeps one upstream connection pool per upstream of `table`; a
+    /// draining upstream's idle connections are closed. Called by the
+    /// control plane after each table swap.
+    pub fn sync_upstreams(&self, table: &RouteTable) {
+        self.pools.sync(table);
     }
 
     /// Proxies one request; never fails: errors become 4xx/5xx responses.
@@ -178,7 +175,7 @@ impl Proxy {
             let addr = pick.upstream.addr();
             let sent = tokio::time::timeout(
                 self.settings.response_header_timeout,
-                self.client.request(request),
+                self.pools.request(addr, request),
             )
             .await;
             let ok = matches!(&sent, Ok(Ok(r)) if !r.status().is_server_error());

@@ -406,3 +406,27 @@ async fn delete_drains_then_removes() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_closes_idle_pooled_connections() {
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    let proxy = start_proxy(&split_config(&[("p", 1, &[a.addr, b.addr])], "")).await;
+    let client = http1_client();
+    while a.hits() < 3 {
+        assert_eq!(
+            get(&client, &format!("http://{}/", proxy.addrs()[0]))
+                .await
+                .0,
+            200
+        );
+    }
+    assert!(a.open_connections() >= 1);
+    let url = proxy.admin_url(&format!("/api/v1/pools/p/upstreams/{}/drain", a.addr));
+    assert_eq!(admin_call("POST", &url, None, None).await.0, 200);
+    wait_until("idle connections to the drained upstream close", || async {
+        a.open_connections() == 0
+    })
+    .await;
+    proxy.stop().await;
+}

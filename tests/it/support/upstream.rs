@@ -38,6 +38,7 @@ struct State {
     health_status: std::sync::atomic::AtomicU16,
     hits: AtomicUsize,
     connections: AtomicUsize,
+    open: AtomicUsize,
     in_flight: AtomicUsize,
     received: AtomicU64,
     release: Notify,
@@ -76,8 +77,10 @@ impl TestUpstream {
                     continue;
                 };
                 shared.connections.fetch_add(1, Ordering::SeqCst);
+                shared.open.fetch_add(1, Ordering::SeqCst);
                 let state = Arc::clone(&shared);
                 let killed = shared.killed.clone();
+                let counts = Arc::clone(&shared);
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let state = Arc::clone(&state);
@@ -89,6 +92,7 @@ impl TestUpstream {
                         _ = conn => {}
                         _ = killed.cancelled() => {}
                     }
+                    counts.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -102,6 +106,11 @@ impl TestUpstream {
 
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.state.open.load(Ordering::SeqCst)
     }
 
     /// TCP connections accepted so far.
