@@ -64,7 +64,8 @@ impl ConnectionPools {
                 let addr = u.state.addr();
                 let draining = u.state.is_draining();
                 let entry = match old.get(&addr) {
-                    Some(e) if !(draining && !e.draining) => Entry {
+                    // Keep the pool unless this sync is the drain's start.
+                    Some(e) if !draining || e.draining => Entry {
                         client: e.client.clone(),
                         draining,
                     },
