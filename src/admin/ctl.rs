@@ -258,10 +258,12 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
                     body,
                 )
                 .await?;
-            if wait {
+            let line = if wait {
                 wait_drained(&api, &pool, &addr).await?;
-            }
-            let line = upstream_line(&pool, &v);
+                format!("{pool} {addr}: drained")
+            } else {
+                upstream_line(&pool, &v)
+            };
             (v, line)
         }
         Verb::Enable { pool, addr } => {
