@@ -1,56 +1,9 @@
 //! The admin API: splits under load, persistence across reloads, errors,
 //! auth, metrics.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
 use serde_json::json;
 
 use crate::support::*;
-
-/// Clients sending GETs until `stop`, counting failures (bounded: 50,000
-/// requests each at most).
-fn load(
-    base: std::net::SocketAddr,
-    clients: usize,
-) -> (
-    Arc<AtomicBool>,
-    Arc<AtomicUsize>,
-    Vec<tokio::task::JoinHandle<()>>,
-) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let tasks = (0..clients)
-        .map(|i| {
-            let (stop, failures) = (stop.clone(), failures.clone());
-            tokio::spawn(async move {
-                let client = if i % 2 == 0 {
-                    http1_client()
-                } else {
-                    http2_client()
-                };
-                for _ in 0..50_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let ok = match client.get(format!("http://{base}/").parse().unwrap()).await {
-                        Ok(r) => {
-                            r.status() == 200
-                                && http_body_util::BodyExt::collect(r.into_body())
-                                    .await
-                                    .is_ok()
-                        }
-                        Err(_) => false,
-                    };
-                    if !ok {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    (stop, failures, tasks)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_change_under_load_fails_nothing_and_takes_effect() {
@@ -61,7 +14,7 @@ async fn split_change_under_load_fails_nothing_and_takes_effect() {
         "",
     ))
     .await;
-    let (stop, failures, tasks) = load(proxy.addrs()[0], 8);
+    let run = load(format!("http://{}/", proxy.addrs()[0]), 8);
     wait_until("load reaches blue", || async { blue.hits() > 500 }).await;
 
     let (status, route) = admin_call(
@@ -81,11 +34,8 @@ async fn split_change_under_load_fails_nothing_and_takes_effect() {
     })
     .await;
     let (db, dg) = (blue.hits() - b0, green.hits() - g0);
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    let (sent, failed) = run.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} failed");
     let green_share = dg as f64 / (db + dg) as f64;
     // Binomial sd over 2,000 at 80 % is 0.9 points; 5 points is > 5 sd.
     assert!(

@@ -1,80 +1,12 @@
 //! Health checks, outlier ejection, drains and sticky sessions, each under
 //! concurrent load with every response counted.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::support::*;
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    failures: Arc<AtomicUsize>,
-    sent: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// `clients` clients sending GETs to `url` until stopped (bounded: 50,000
-/// requests each at most).
-fn load(url: String, clients: usize) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let tasks = (0..clients)
-        .map(|i| {
-            let (stop, failures, sent, url) =
-                (stop.clone(), failures.clone(), sent.clone(), url.clone());
-            tokio::spawn(async move {
-                let client = if i % 2 == 0 {
-                    http1_client()
-                } else {
-                    http2_client()
-                };
-                for _ in 0..50_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    let ok = match client.get(url.parse().unwrap()).await {
-                        Ok(r) => {
-                            let status = r.status();
-                            http_body_util::BodyExt::collect(r.into_body())
-                                .await
-                                .is_ok()
-                                && status == 200
-                        }
-                        Err(_) => false,
-                    };
-                    if !ok {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    Load {
-        stop,
-        failures,
-        sent,
-        tasks,
-    }
-}
-
-impl Load {
-    async fn finish(self) -> (usize, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        (
-            self.sent.load(Ordering::Relaxed),
-            self.failures.load(Ordering::Relaxed),
-        )
-    }
-}
 
 async fn upstream_state(
     proxy: &TestProxy,

@@ -8,6 +8,7 @@ pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -190,4 +191,72 @@ pub async fn admin_call(
     let value = serde_json::from_slice(&body)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
     (status, value)
+}
+
+/// Clients under way, counting requests and failures.
+pub struct Load {
+    stop: std::sync::Arc<AtomicBool>,
+    failures: std::sync::Arc<AtomicUsize>,
+    sent: std::sync::Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// `clients` clients sending GETs to `url` until stopped (bounded: 50,000
+/// requests each at most).
+pub fn load(url: String, clients: usize) -> Load {
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let failures = std::sync::Arc::new(AtomicUsize::new(0));
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+    let tasks = (0..clients)
+        .map(|i| {
+            let (stop, failures, sent, url) =
+                (stop.clone(), failures.clone(), sent.clone(), url.clone());
+            tokio::spawn(async move {
+                let client = if i % 2 == 0 {
+                    http1_client()
+                } else {
+                    http2_client()
+                };
+                for _ in 0..50_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let ok = match client.get(url.parse().unwrap()).await {
+                        Ok(r) => {
+                            let status = r.status();
+                            http_body_util::BodyExt::collect(r.into_body())
+                                .await
+                                .is_ok()
+                                && status == 200
+                        }
+                        Err(_) => false,
+                    };
+                    if !ok {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    Load {
+        stop,
+        failures,
+        sent,
+        tasks,
+    }
+}
+
+impl Load {
+    /// Stops the clients; returns (requests sent, requests failed).
+    pub async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
 }
