@@ -481,4 +481,25 @@ upstreams = [{ addr = "127.0.0.1:9001" }]
         assert_eq!(after.in_flight(), 1);
         assert!(after.is_disabled());
     }
+
+    proptest::proptest! {
+        /// A sticky client stays on its upstream whatever weights change,
+        /// as long as its pool is still in the route's split.
+        #[test]
+        fn sticky_mapping_is_stable_under_weight_edits(a_w in 0u32..5, b_w in 1u32..5, u1 in 0u32..4, u2 in 1u32..4) {
+            let text = |a: u32, b: u32, w1: u32, w2: u32| format!(
+                "[[listener]]\nbind = \"127.0.0.1:8080\"\n[[route]]\nname = \"r\"\nsticky = {{ cookie = \"c\" }}\nsplit = {{ a = {a}, b = {b} }}\n\
+                 [pool.a]\nupstreams = [{{ addr = \"127.0.0.1:1\", weight = {w1} }}, {{ addr = \"127.0.0.1:2\", weight = {w2} }}]\n\
+                 [pool.b]\nupstreams = [{{ addr = \"127.0.0.1:3\" }}]\n"
+            );
+            let before = RouteTable::build(&Config::parse("t", &text(1, 1, 1, 1)).unwrap(), None, &key());
+            let pinned = before.upstream("a", "127.0.0.1:1".parse().unwrap()).unwrap().clone();
+            let pick = Pick { pool: Arc::from("a"), pool_index: 0, upstream: pinned.clone(), sticky_id: before.pools()[0].upstreams[0].sticky_id };
+            let cookie = before.seal_sticky(&pick, u64::MAX);
+            let after = RouteTable::build(&Config::parse("t", &text(a_w, b_w, u1, u2)).unwrap(), Some(&before), &key());
+            let route = after.route("r").unwrap();
+            let again = after.sticky_pick(route, &cookie, 0).expect("still pinned");
+            proptest::prop_assert!(Arc::ptr_eq(&again.upstream, &pinned));
+        }
+    }
 }
