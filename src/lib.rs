@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod systemd;
 pub mod telemetry;
 pub mod upstream;
 

@@ -29,7 +29,7 @@ use crate::proxy::Proxy;
 use crate::routing::{Control, Routing};
 use crate::server::{Listeners, Server};
 use crate::state::{Caller, Store};
-use crate::telemetry;
+use crate::{systemd, telemetry};
 
 /// A started proxy.
 pub struct Running {
@@ -80,7 +80,9 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Err
         .map(|h| h.timeout)
         .max()
         .map(|t| t + Duration::from_secs(1));
-    let mut plane = ControlPlane::new(config, path, store, control, Listeners::new(server))?;
+    let mut listeners = Listeners::new(server);
+    listeners.inherit(systemd::inherited_listeners());
+    let mut plane = ControlPlane::new(config, path, store, control, listeners)?;
     if let Some(limit) = first_check_limit {
         // Listeners open once checked pools have a verdict, so a start does
         // not answer 503 while the first checks run.
@@ -202,8 +204,11 @@ pub async fn run(path: &Path) -> Result<(), Error> {
     let summary = config.summary();
     let running = start(config, Some(path.to_path_buf())).await?;
     tracing::info!(config = %path.display(), %summary, "cutover ready");
+    systemd::ready(&summary);
+    systemd::spawn_watchdog(running.shutdown.clone());
     wait_for_stop(&running).await?;
     tracing::info!("stopping: refusing new connections, finishing in-flight requests");
+    systemd::stopping("stopping: finishing in-flight requests");
     let stopped = running.stop().await;
     tracing::info!(?stopped, "stopped");
     Ok(())
@@ -217,7 +222,12 @@ async fn wait_for_stop(running: &Running) -> Result<(), Error> {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => running.reload("SIGHUP").await,
+            _ = hup.recv() => {
+                systemd::reloading();
+                running.reload("SIGHUP").await;
+                let summary = running.plane.lock().await.file().summary();
+                systemd::ready(&summary);
+            }
         }
     }
 }

@@ -156,6 +156,8 @@ impl Server {
 pub struct Listeners {
     server: Arc<Server>,
     active: Vec<Active>,
+    /// Sockets passed by systemd, used instead of binding their address.
+    inherited: std::collections::HashMap<SocketAddr, std::net::TcpListener>,
 }
 
 struct Active {
@@ -170,7 +172,16 @@ impl Listeners {
         Listeners {
             server,
             active: Vec::new(),
+            inherited: std::collections::HashMap::new(),
         }
+    }
+
+    /// Sockets (from socket activation) to use for their addresses.
+    pub fn inherit(
+        &mut self,
+        sockets: std::collections::HashMap<SocketAddr, std::net::TcpListener>,
+    ) {
+        self.inherited = sockets;
     }
 
     /// Makes the set of listeners equal `binds`: binds every new address
@@ -181,12 +192,21 @@ impl Listeners {
             if self.active.iter().any(|a| a.bind == *bind) {
                 continue;
             }
-            let listener = TcpListener::bind(bind)
-                .await
-                .map_err(|source| crate::Error::Bind {
-                    addr: *bind,
-                    source,
-                })?;
+            let listener = match self.inherited.remove(bind) {
+                Some(socket) => socket
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpListener::from_std(socket))
+                    .map_err(|source| crate::Error::Bind {
+                        addr: *bind,
+                        source,
+                    })?,
+                None => TcpListener::bind(bind)
+                    .await
+                    .map_err(|source| crate::Error::Bind {
+                        addr: *bind,
+                        source,
+                    })?,
+            };
             let local = listener.local_addr().map_err(|source| crate::Error::Bind {
                 addr: *bind,
                 source,

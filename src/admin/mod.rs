@@ -316,7 +316,10 @@ impl Admin {
             }
             (["reload"], &M::POST) => {
                 let mut plane = self.plane.lock().await;
-                match plane.reload(caller).await {
+                crate::systemd::reloading();
+                let result = plane.reload(caller).await;
+                crate::systemd::ready(&plane.file().summary());
+                match result {
                     Ok(dropped) => json_reply(
                         StatusCode::OK,
                         &json!({"reloaded": true, "summary": plane.file().summary(), "dropped_runtime_changes": dropped}),

@@ -28,12 +28,32 @@ impl Process {
 
     /// Same, in a given directory (which keeps the state between runs).
     pub fn start_in(config: &str, dir: tempfile::TempDir) -> Process {
+        Self::start_with(config, dir, &[], &[])
+    }
+
+    /// Same, run behind `wrapper` (e.g. systemd-socket-activate and its
+    /// arguments) and with extra environment variables.
+    pub fn start_with(
+        config: &str,
+        dir: tempfile::TempDir,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> Process {
         let path = dir.path().join("cutover.toml");
         std::fs::write(&path, complete_config(config, &dir.path().join("state"))).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_cutover"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_cutover")),
+        };
+        let mut child = command
             .args(["run", "-c"])
             .arg(&path)
             .env("CUTOVER_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start cutover");
@@ -52,11 +72,14 @@ impl Process {
                 lines.lock().unwrap().push(line);
             }
         });
-        let addr = rx
-            .recv_timeout(DEADLINE)
-            .expect("cutover logs its listening address")
-            .parse()
-            .expect("address in the log line");
+        let addr = match rx.recv_timeout(DEADLINE) {
+            Ok(addr) => addr.parse().expect("address in the log line"),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("cutover logged no listening address");
+            }
+        };
         Process {
             child,
             addr,

@@ -110,16 +110,17 @@ async fn drain_lets_slow_requests_finish_and_takes_no_new_ones() {
     let b = TestUpstream::start("b").await;
     let proxy = start_proxy(&split_config(&[("p", 1, &[a.addr, b.addr])], "")).await;
     let base = proxy.addrs()[0];
-    // Slow requests until some are in flight on a.
-    let slow: Vec<_> = (0..12)
+    // Slow requests until some are in flight on a; long enough that a
+    // loaded machine still sees them in flight.
+    let slow: Vec<_> = (0..16)
         .map(|_| {
             tokio::spawn(async move {
-                get(&http1_client(), &format!("http://{base}/slow?ms=700")).await
+                get(&http1_client(), &format!("http://{base}/slow?ms=3000")).await
             })
         })
         .collect();
     wait_until("slow requests in flight on a", || async {
-        a.in_flight() >= 2
+        a.in_flight() >= 1
     })
     .await;
 
@@ -127,7 +128,7 @@ async fn drain_lets_slow_requests_finish_and_takes_no_new_ones() {
     let (s, v) = admin_call("POST", &url, Some(json!({"timeout": "30s"})), None).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["state"], "draining");
-    assert!(v["in_flight"].as_u64().unwrap() >= 2, "{v}");
+    assert!(v["in_flight"].as_u64().unwrap() >= 1, "{v}");
     let hits_at_drain = a.hits();
 
     let run = load(format!("http://{base}/"), 8);
@@ -316,7 +317,7 @@ async fn delete_drains_then_removes() {
     let slow: Vec<_> = (0..8)
         .map(|_| {
             tokio::spawn(async move {
-                get(&http1_client(), &format!("http://{base}/slow?ms=600")).await
+                get(&http1_client(), &format!("http://{base}/slow?ms=2500")).await
             })
         })
         .collect();
