@@ -72,6 +72,10 @@ pub struct UpstreamState {
     ejected_until_ms: AtomicU64,
     /// After an ejection in a checked pool, a passing probe is needed too.
     probe_pending: AtomicBool,
+    /// Requests answered (any status) and failed (5xx, connect, timeout),
+    /// for rates on the status page.
+    requests: AtomicU64,
+    errors: AtomicU64,
 }
 
 impl UpstreamState {
@@ -101,6 +105,8 @@ impl UpstreamState {
             ejections: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             probe_pending: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
         })
     }
 
@@ -215,6 +221,14 @@ impl UpstreamState {
         ((f64::from(weight) * share).ceil() as u32).max(1)
     }
 
+    /// (requests, failures) forwarded to this upstream so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+
     /// Counts a request as in flight until the returned guard is dropped.
     pub fn start_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -232,6 +246,10 @@ impl UpstreamState {
         rule: &OutlierRule,
         may_eject: impl FnOnce() -> bool,
     ) -> Option<Duration> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
         if rule.consecutive_failures == 0 {
             return None;
         }

@@ -10,6 +10,7 @@
 
 pub mod ctl;
 mod metrics_page;
+mod page;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -43,6 +44,8 @@ pub struct Admin {
     token: Option<Vec<u8>>,
     token_id: Option<String>,
     ready: AtomicBool,
+    /// Last sample for the status page's rates.
+    rates: Mutex<page::Rates>,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -84,6 +87,7 @@ impl Admin {
             token,
             token_id,
             ready: AtomicBool::new(false),
+            rates: Mutex::new(page::Rates::default()),
         }))
     }
 
@@ -148,10 +152,20 @@ impl Admin {
             .collect();
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         match segs.as_slice() {
-            [""] if req.method() == Method::GET => text(
-                StatusCode::OK,
-                "cutover admin: see /api/v1/status, /metrics\n",
-            ),
+            [""] if req.method() == Method::GET => {
+                let status = {
+                    let plane = self.plane.lock().await;
+                    let table = plane.routing().load();
+                    status::status(&table, plane.overrides(), plane.file())
+                };
+                let html = page::render(&status, &mut *self.rates.lock().await);
+                let mut reply = Response::new(Full::new(Bytes::from(html)));
+                reply.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                reply
+            }
             ["healthz"] => text(StatusCode::OK, "ok\n"),
             ["readyz"] if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
             ["readyz"] => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),

@@ -52,6 +52,11 @@ pub struct UpstreamView {
     /// Removed once drained (`DELETE`).
     #[serde(default)]
     pub removing: bool,
+    /// Requests forwarded, and of those failed (5xx, connect, timeout).
+    #[serde(default)]
+    pub requests_total: u64,
+    #[serde(default)]
+    pub errors_total: u64,
     /// `file`, or `runtime` for an upstream added at runtime.
     pub source: String,
     /// `file`, or `runtime` when disabled or drained at runtime.
@@ -111,6 +116,8 @@ pub fn upstream_view(
         health: health_word(&u.state).to_string(),
         drain_deadline_ms: o.drain_deadline(pool, addr),
         removing: o.removing.get(pool).is_some_and(|r| r.contains(&addr)),
+        requests_total: u.state.counts().0,
+        errors_total: u.state.counts().1,
         source: if runtime_added { "runtime" } else { "file" }.into(),
         state_source: if flagged { "runtime" } else { "file" }.into(),
     })

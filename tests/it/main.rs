@@ -12,6 +12,7 @@ mod nginx;
 pub mod process;
 mod resilience;
 mod routing;
+mod status_page;
 mod streaming;
 mod systemd;
 mod websocket;

@@ -1,0 +1,173 @@
+//! `GET /` on the admin listener: one self-contained HTML page (no external
+//! assets, no JavaScript) with routes and their split as bars, every pool
+//! and upstream with state, in-flight, request and error rates, and drains
+//! in progress. It refreshes itself every 2 s; rates are measured between
+//! two consecutive page loads.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::control::status::Status;
+
+/// (pool, upstream) → a pair of numbers: counters or rates.
+type PerUpstream<T> = HashMap<(String, SocketAddr), (T, T)>;
+
+/// The previous sample, to turn counters into rates.
+#[derive(Default)]
+pub struct Rates {
+    last: Option<(Instant, PerUpstream<u64>)>,
+}
+
+impl Rates {
+    /// Per-upstream (requests/s, errors/s) since the last call.
+    fn update(&mut self, status: &Status) -> PerUpstream<f64> {
+        let now = Instant::now();
+        let sample: HashMap<_, _> = status
+            .pools
+            .iter()
+            .flat_map(|p| {
+                p.upstreams
+                    .iter()
+                    .map(move |u| ((p.name.clone(), u.addr), (u.requests_total, u.errors_total)))
+            })
+            .collect();
+        let mut rates = HashMap::new();
+        if let Some((at, prev)) = &self.last {
+            let secs = now.duration_since(*at).as_secs_f64().max(0.001);
+            for (key, (req, err)) in &sample {
+                let (preq, perr) = prev.get(key).copied().unwrap_or((*req, *err));
+                rates.insert(
+                    key.clone(),
+                    (
+                        req.saturating_sub(preq) as f64 / secs,
+                        err.saturating_sub(perr) as f64 / secs,
+                    ),
+                );
+            }
+        }
+        self.last = Some((now, sample));
+        rates
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const COLOURS: [&str; 6] = [
+    "#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2",
+];
+
+pub fn render(status: &Status, rates: &mut Rates) -> String {
+    let rates = rates.update(status);
+    let mut h = String::with_capacity(8 * 1024);
+    let _ = write!(
+        h,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="2"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>cutover status</title><style>
+body{{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#111;background:#fafafa}}
+h1{{font-size:1.3rem;margin:0 0 .2rem}} h2{{font-size:1.05rem;margin:1.4rem 0 .4rem}}
+.meta{{color:#555}} table{{border-collapse:collapse;background:#fff;min-width:40rem}}
+td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{background:#f0f0f0}}
+.bar{{display:flex;height:1.4rem;width:28rem;border:1px solid #bbb;background:#eee}}
+.bar div{{color:#fff;font-size:12px;line-height:1.4rem;padding-left:.3rem;overflow:hidden;white-space:nowrap}}
+.st{{padding:.1rem .4rem;border-radius:.3rem;font-weight:600}}
+.healthy{{background:#dcfce7;color:#166534}} .unhealthy{{background:#fee2e2;color:#991b1b}}
+.draining{{background:#fef3c7;color:#92400e}} .drained{{background:#e5e7eb;color:#374151}}
+.disabled{{background:#e5e7eb;color:#374151}} .num{{text-align:right;font-variant-numeric:tabular-nums}}
+</style></head><body>
+<h1>cutover {version}</h1><div class="meta">pid {pid} · refreshes every 2 s · <a href="/api/v1/status">JSON</a> · <a href="/metrics">metrics</a></div>
+<h2>Routes</h2><table><tr><th>route</th><th>match</th><th>split</th><th>from</th></tr>"#,
+        version = esc(&status.version),
+        pid = status.pid
+    );
+    let mut colour: HashMap<&str, &str> = HashMap::new();
+    for (i, p) in status.pools.iter().enumerate() {
+        colour.insert(&p.name, COLOURS[i % COLOURS.len()]);
+    }
+    for r in &status.routes {
+        let total: u64 = r.split.values().map(|w| u64::from(*w)).sum();
+        let hosts = if r.hosts.is_empty() {
+            "*".to_string()
+        } else {
+            r.hosts.join(", ")
+        };
+        let _ = write!(
+            h,
+            "<tr><td><b>{}</b></td><td>{}{}</td><td><div class=\"bar\" title=\"split\">",
+            esc(&r.name),
+            esc(&hosts),
+            esc(&r.path_prefix)
+        );
+        for (pool, w) in &r.split {
+            if *w == 0 || total == 0 {
+                continue;
+            }
+            let pct = u64::from(*w) as f64 * 100.0 / total as f64;
+            let _ = write!(
+                h,
+                "<div style=\"width:{pct:.1}%;background:{}\">{} {pct:.0}%</div>",
+                colour.get(pool.as_str()).copied().unwrap_or("#666"),
+                esc(pool)
+            );
+        }
+        let weights: Vec<String> = r
+            .split
+            .iter()
+            .map(|(p, w)| format!("{}={w}", esc(p)))
+            .collect();
+        let _ = write!(
+            h,
+            "</div>{}</td><td>{}</td></tr>",
+            weights.join(" "),
+            esc(&r.split_source)
+        );
+    }
+    h.push_str("</table>\n<h2>Pools</h2><table><tr><th>pool</th><th>upstream</th><th>weight</th><th>state</th><th>health</th><th class=\"num\">in flight</th><th class=\"num\">req/s</th><th class=\"num\">errors/s</th><th>drain</th></tr>");
+    let now_ms = crate::state::unix_ms();
+    let mut drains = 0;
+    for p in &status.pools {
+        for u in &p.upstreams {
+            let (rps, eps) = rates
+                .get(&(p.name.clone(), u.addr))
+                .copied()
+                .unwrap_or((0.0, 0.0));
+            let drain = match u.drain_deadline_ms {
+                Some(d) if u.state == "draining" => {
+                    drains += 1;
+                    let left = d.saturating_sub(now_ms) / 1000;
+                    format!(
+                        "sticky clients for {left} s more{}",
+                        if u.removing { ", then removed" } else { "" }
+                    )
+                }
+                Some(_) if u.removing => "removing".to_string(),
+                _ => String::new(),
+            };
+            let _ = write!(
+                h,
+                "<tr><td><span class=\"st\" style=\"background:{}22\">{}</span></td><td>{}</td><td class=\"num\">{}</td><td><span class=\"st {}\">{}</span></td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{rps:.1}</td><td class=\"num\">{eps:.1}</td><td>{}</td></tr>",
+                colour.get(p.name.as_str()).copied().unwrap_or("#666"),
+                esc(&p.name),
+                u.addr,
+                u.weight,
+                esc(&u.state),
+                esc(&u.state),
+                esc(&u.health),
+                u.in_flight,
+                esc(&drain)
+            );
+        }
+    }
+    let _ = write!(
+        h,
+        "</table>\n<p class=\"meta\">{drains} drain(s) in progress.</p></body></html>\n"
+    );
+    h
+}
