@@ -20,6 +20,8 @@ pub enum Error {
     State(#[from] crate::state::StateError),
     #[error("{0}")]
     Token(#[from] crate::admin::TokenError),
+    #[error("cannot open the access log: {0}")]
+    AccessLog(#[source] std::io::Error),
 }
 
 impl Error {

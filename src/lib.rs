@@ -3,6 +3,7 @@
 //! See docs/architecture.md for the modules and the request path.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod config;

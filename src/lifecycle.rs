@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::balance::sticky::StickyKey;
 use crate::config::Config;
@@ -61,10 +62,15 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Err
     let store = Store::open(&config.state.dir)?;
     let control = Control::new(&config, StickyKey::new(store.sticky_key()?));
     let routing = control.routing();
+    let access_log = match &config.proxy.access_log {
+        Some(target) => Some(AccessLog::start(target).map_err(Error::AccessLog)?),
+        None => None,
+    };
     let proxy = Arc::new(Proxy::new(
         Arc::clone(&routing),
         config.proxy.clone(),
         tracker.clone(),
+        access_log,
     ));
     let server = Server::new(proxy, &config.proxy, shutdown.clone(), tracker.clone());
     let binds: Vec<SocketAddr> = config.listeners.iter().map(|l| l.bind).collect();

@@ -71,6 +71,8 @@ pub struct ProxySettings {
     pub upstream_max_idle: usize,
     /// An idle pooled upstream connection is closed after this.
     pub upstream_idle_timeout: Duration,
+    /// One JSON line per request, if set: `"stdout"` or a file path.
+    pub access_log: Option<AccessLogTarget>,
 }
 
 impl Default for ProxySettings {
@@ -87,8 +89,16 @@ impl Default for ProxySettings {
             retries: 2,
             upstream_max_idle: 256,
             upstream_idle_timeout: Duration::from_secs(60),
+            access_log: None,
         }
     }
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessLogTarget {
+    Stdout,
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -189,6 +189,23 @@ fn read_proxy(top: &mut Table<'_>, problems: &mut Problems) -> ProxySettings {
             *slot = n as usize;
         }
     }
+    if let Some(target) = t.str("access_log", problems) {
+        s.access_log = match *target.get_ref() {
+            "off" => None,
+            "stdout" => Some(super::AccessLogTarget::Stdout),
+            path if path.starts_with('/') => {
+                Some(super::AccessLogTarget::File(PathBuf::from(path)))
+            }
+            _ => {
+                problems.push(
+                    target.span(),
+                    &t.child("access_log"),
+                    "expected \"off\", \"stdout\" or an absolute file path",
+                );
+                None
+            }
+        };
+    }
     t.finish(problems);
     s
 }

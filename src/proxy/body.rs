@@ -27,11 +27,21 @@ pub struct ResponseBody {
 pub struct RequestTimer {
     pub start: std::time::Instant,
     pub histogram: metrics::Histogram,
+    /// Body bytes sent to the client so far.
+    pub bytes: u64,
+    /// With an access log: the line to complete and write at the end.
+    pub log: Option<(crate::access_log::AccessLog, crate::access_log::Entry)>,
 }
 
 impl Drop for RequestTimer {
     fn drop(&mut self) {
-        self.histogram.record(self.start.elapsed().as_secs_f64());
+        let elapsed = self.start.elapsed();
+        self.histogram.record(elapsed.as_secs_f64());
+        if let Some((log, mut entry)) = self.log.take() {
+            entry.duration_ms = elapsed.as_secs_f64() * 1000.0;
+            entry.bytes = self.bytes;
+            log.log(entry);
+        }
     }
 }
 
@@ -88,6 +98,11 @@ impl Body for ResponseBody {
             ResponseInner::Upstream(b) => Pin::new(b).poll_frame(cx),
             ResponseInner::Full(f) => Pin::new(f).poll_frame(cx).map_err(|never| match never {}),
         };
+        if let (Poll::Ready(Some(Ok(frame))), Some(timer)) = (&polled, &mut this.timer)
+            && let Some(data) = frame.data_ref()
+        {
+            timer.bytes += data.len() as u64;
+        }
         if let Poll::Ready(None) = polled {
             // Finished: end the guards now rather than when hyper drops the
             // body, so in-flight counts fall as soon as the last byte is out.

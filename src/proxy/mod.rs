@@ -24,6 +24,7 @@ pub use activity::{ActiveRequest, ConnActivity};
 pub use body::{RequestBody, RequestTimer, ResponseBody};
 pub use error::{ProxyError, Side};
 
+use crate::access_log::{self, AccessLog};
 use crate::config::ProxySettings;
 use crate::routing::{Pick, RouteTable, Routing};
 use crate::telemetry::{self, names};
@@ -38,6 +39,7 @@ pub struct Proxy {
     settings: ProxySettings,
     /// Upgraded (WebSocket) tunnels, so a graceful stop can wait for them.
     tunnels: TaskTracker,
+    access_log: Option<AccessLog>,
 }
 
 /// What the proxy knows about the client connection a request came on.
@@ -49,12 +51,18 @@ pub struct ClientConn {
 }
 
 impl Proxy {
-    pub fn new(routing: Arc<Routing>, settings: ProxySettings, tunnels: TaskTracker) -> Proxy {
+    pub fn new(
+        routing: Arc<Routing>,
+        settings: ProxySettings,
+        tunnels: TaskTracker,
+        access_log: Option<AccessLog>,
+    ) -> Proxy {
         Proxy {
             routing,
             pools: ConnectionPools::new(&settings),
             settings,
             tunnels,
+            access_log,
         }
     }
 
@@ -74,6 +82,32 @@ impl Proxy {
     ) -> Response<ResponseBody> {
         let start = std::time::Instant::now();
         let mut labels = Labels::default();
+        // Only with an access log: what the line needs from the request.
+        let line = self.access_log.as_ref().map(|log| {
+            let host = req.uri().authority().map(|a| a.to_string()).or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
+            let entry = access_log::Entry {
+                time: crate::state::now_rfc3339(),
+                client: conn.peer.to_string(),
+                method: req.method().to_string(),
+                host,
+                path: req
+                    .uri()
+                    .path_and_query()
+                    .map_or_else(|| "/".to_string(), |p| p.to_string()),
+                route: None,
+                pool: None,
+                upstream: None,
+                status: 0,
+                duration_ms: 0.0,
+                bytes: 0,
+            };
+            (log.clone(), entry)
+        });
         let (mut response, in_flight) = match self.forward(req, conn, &mut labels).await {
             Ok(ok) => ok,
             Err(e) => {
@@ -86,7 +120,16 @@ impl Proxy {
                 (e.into_response(), None)
             }
         };
-        let timer = labels.record(response.status().as_u16(), start);
+        let status = response.status().as_u16();
+        let line = line.map(|(log, mut entry)| {
+            entry.route = labels.route.as_ref().map(|r| r.to_string());
+            entry.pool = labels.pool.as_ref().map(|p| p.to_string());
+            entry.upstream = labels.upstream.as_ref().map(|u| u.to_string());
+            entry.status = status;
+            (log, entry)
+        });
+        let mut timer = labels.record(status, start);
+        timer.log = line;
         response.body_mut().hold(in_flight, active, Some(timer));
         response
     }
@@ -315,6 +358,8 @@ impl Labels {
         RequestTimer {
             start,
             histogram: metrics::histogram!(names::REQUEST_DURATION_SECONDS, "route" => route, "pool" => pool),
+            bytes: 0,
+            log: None,
         }
     }
 }

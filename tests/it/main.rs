@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access_log;
 mod admin;
 mod config_check;
 mod connections;
