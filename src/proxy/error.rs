@@ -13,6 +13,10 @@ use super::body::ResponseBody;
 pub enum ProxyError {
     #[error("CONNECT is not supported by a reverse proxy")]
     ConnectMethod,
+    /// A request no server may accept (RFC 9112 §3.2, §6.3); answered 400
+    /// and the connection closed.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
     #[error("no route matches host {host:?} and path {path:?}")]
     NoRoute { host: Option<String>, path: String },
     #[error("route {route}: no eligible upstream")]
@@ -48,7 +52,9 @@ pub enum Side {
 impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::NoRoute { .. } | ProxyError::ConnectMethod => Side::Client,
+            ProxyError::NoRoute { .. } | ProxyError::ConnectMethod | ProxyError::BadRequest(_) => {
+                Side::Client
+            }
             ProxyError::NoEligibleUpstream { .. } => Side::Proxy,
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
@@ -66,6 +72,7 @@ impl ProxyError {
                 StatusCode::NOT_IMPLEMENTED,
                 "CONNECT is not supported: this is a reverse proxy",
             ),
+            ProxyError::BadRequest(why) => (StatusCode::BAD_REQUEST, why),
             ProxyError::NoEligibleUpstream { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy upstream is available for this route",
@@ -107,6 +114,12 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if status == StatusCode::BAD_REQUEST {
+            // The framing of what follows on this connection cannot be trusted.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

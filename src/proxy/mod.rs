@@ -143,6 +143,7 @@ impl Proxy {
         if req.method() == http::Method::CONNECT {
             return Err(ProxyError::ConnectMethod);
         }
+        check_framing(&req)?;
         let table = self.routing.load();
         let (mut parts, body) = req.into_parts();
         let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
@@ -310,6 +311,39 @@ impl Proxy {
             )
             .increment(1);
         }
+    }
+}
+
+/// Rejects requests RFC 9112 says a server must not process: HTTP/1.1
+/// without exactly one valid Host (§3.2), and both Content-Length and
+/// Transfer-Encoding (§6.3, a request-smuggling vector for the upstream).
+fn check_framing(req: &Request<Incoming>) -> Result<(), ProxyError> {
+    let headers = req.headers();
+    if headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(ProxyError::BadRequest("more than one Host header")),
+        (Some(h), None) => {
+            let valid = h
+                .to_str()
+                .ok()
+                .is_some_and(|h| h.parse::<http::uri::Authority>().is_ok());
+            if valid {
+                Ok(())
+            } else {
+                Err(ProxyError::BadRequest("invalid Host header"))
+            }
+        }
+        (None, _) if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {
+            Err(ProxyError::BadRequest("HTTP/1.1 request without Host"))
+        }
+        (None, _) => Ok(()),
     }
 }
 

@@ -162,10 +162,39 @@ async fn hostile_requests_get_4xx_and_others_are_unaffected() {
     let (head, _) = raw(addr, connect).await;
     assert!(head.starts_with("HTTP/1.1 501"), "{head}");
 
+    // RFC 9112 §3.2: no Host, two Hosts or a bad Host → 400 and close.
+    for bad in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+    ] {
+        let (head, closed) = raw(addr, bad).await;
+        assert!(
+            head.starts_with("HTTP/1.1 400") && closed,
+            "{:?} → {head}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    assert_eq!(up.hits(), 0, "nothing malformed reached the upstream");
+    // §6.1: both Content-Length and Transfer-Encoding: hyper frames by
+    // Transfer-Encoding, drops Content-Length (so nothing ambiguous reaches
+    // the upstream) and the connection is closed after the response.
+    let smuggle = b"POST /headers HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    let (head, closed) = raw(addr, smuggle).await;
+    assert!(
+        closed,
+        "connection kept open after an ambiguous request: {head}"
+    );
+    assert!(
+        up.hits() <= 1,
+        "a smuggled second request reached the upstream"
+    );
+
     assert_eq!(
         get(&client, &format!("http://{addr}/")).await,
         (200, "up\n".into())
     );
-    assert_eq!(up.hits(), 1);
+    // The POST above and this GET: no other request got through.
+    assert_eq!(up.hits(), 2);
     proxy.stop().await;
 }
