@@ -144,6 +144,11 @@ impl Proxy {
             return Err(ProxyError::ConnectMethod);
         }
         check_framing(&req)?;
+        if req.method() == http::Method::OPTIONS && req.uri().path() == "*" {
+            // `OPTIONS *` asks about the server itself (RFC 9110 §9.3.7):
+            // cutover answers for itself rather than pick an upstream.
+            return Ok((Response::new(ResponseBody::empty()), None));
+        }
         let table = self.routing.load();
         let (mut parts, body) = req.into_parts();
         let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {

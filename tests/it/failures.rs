@@ -162,6 +162,12 @@ async fn hostile_requests_get_4xx_and_others_are_unaffected() {
     let (head, _) = raw(addr, connect).await;
     assert!(head.starts_with("HTTP/1.1 501"), "{head}");
 
+    let (head, _) = raw(
+        addr,
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "OPTIONS *: {head}");
     // RFC 9112 §3.2: no Host, two Hosts or a bad Host → 400 and close.
     for bad in [
         &b"GET / HTTP/1.1\r\n\r\n"[..],
