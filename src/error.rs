@@ -20,6 +20,8 @@ pub enum Error {
     State(#[from] crate::state::StateError),
     #[error("{0}")]
     Token(#[from] crate::admin::TokenError),
+    #[error("{0}")]
+    Tls(String),
     #[error("cannot open the access log: {0}")]
     AccessLog(#[source] std::io::Error),
 }
@@ -28,7 +30,7 @@ impl Error {
     /// Process exit code: 1 for a bad config (SPEC.md), 2 for anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) => 1,
+            Error::Config(_) | Error::Tls(_) => 1,
             _ => 2,
         }
     }

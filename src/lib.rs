@@ -18,6 +18,7 @@ pub mod server;
 pub mod state;
 pub mod systemd;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 
 pub use error::Error;

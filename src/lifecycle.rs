@@ -73,7 +73,9 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Err
         access_log,
     ));
     let server = Server::new(proxy, &config.proxy, shutdown.clone(), tracker.clone());
-    let binds: Vec<SocketAddr> = config.listeners.iter().map(|l| l.bind).collect();
+    let listener_configs = config.listeners.clone();
+    let certs =
+        crate::tls::load_listeners(&listener_configs).map_err(|p| Error::Tls(p.join("\n")))?;
     let admin_bind = config.admin.bind;
     let token_file = config.admin.token_file.clone();
     let shutdown_timeout = config.proxy.shutdown_timeout;
@@ -94,7 +96,10 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Err
         // not answer 503 while the first checks run.
         plane.first_health_verdicts(limit).await;
     }
-    plane.listeners().reconcile(&binds).await?;
+    plane
+        .listeners()
+        .reconcile(&listener_configs, &certs)
+        .await?;
     let addrs = plane.listeners().addrs();
     let plane = Arc::new(Mutex::new(plane));
     // Upstreams removed with DELETE go once drained.

@@ -89,6 +89,13 @@ fn ctl(args: cutover::admin::ctl::CtlArgs) -> ExitCode {
 fn check(path: PathBuf) -> ExitCode {
     match Config::load(&path) {
         Ok(config) => {
+            // Certificates are part of a valid config: check them too.
+            if let Err(problems) = cutover::tls::load_listeners(&config.listeners) {
+                for p in problems {
+                    eprintln!("{}: {p}", path.display());
+                }
+                return ExitCode::from(1);
+            }
             println!("{}: ok: {}", path.display(), config.summary());
             ExitCode::SUCCESS
         }

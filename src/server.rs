@@ -10,13 +10,17 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::ProxySettings;
+use std::collections::HashMap;
+
+use crate::config::{ListenerConfig, ProxySettings};
 use crate::proxy::{ClientConn, ConnActivity, Proxy};
+use crate::tls::{self, CertStore, LoadedCert};
 
 /// What every connection of every listener shares.
 pub struct Server {
@@ -24,6 +28,7 @@ pub struct Server {
     http: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
     idle_timeout: Duration,
+    header_timeout: Duration,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -54,6 +59,7 @@ impl Server {
             http,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             idle_timeout: settings.idle_timeout,
+            header_timeout: settings.client_header_timeout,
             shutdown,
             tracker,
         })
@@ -61,7 +67,12 @@ impl Server {
 
     /// Accepts on `listener` until `stop` (or shutdown), then closes it so
     /// new connections are refused. Connections already accepted carry on.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stop: CancellationToken,
+        tls: Option<TlsAcceptor>,
+    ) {
         let local = listener.local_addr().ok();
         loop {
             let permit = tokio::select! {
@@ -77,9 +88,32 @@ impl Server {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(%peer, error = %e, "set_nodelay failed");
+                    }
                     let server = Arc::clone(&self);
-                    self.tracker
-                        .spawn(server.serve_connection(stream, peer, permit));
+                    match &tls {
+                        None => {
+                            self.tracker
+                                .spawn(server.serve_connection(stream, peer, permit, None));
+                        }
+                        Some(acceptor) => {
+                            let acceptor = acceptor.clone();
+                            self.tracker.spawn(async move {
+                                // The handshake gets the same bound as a request head.
+                                let timeout = server.header_timeout;
+                                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                                    Ok(Ok(tls)) => {
+                                        server.serve_connection(tls, peer, permit, Some(())).await
+                                    }
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                                    }
+                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Usually EMFILE/ENFILE: back off briefly instead of
@@ -92,21 +126,23 @@ impl Server {
         tracing::info!(listener = ?local, "listener closed");
     }
 
-    async fn serve_connection(
+    /// Serves one client connection, plain (`tls` None) or already past
+    /// its TLS handshake.
+    async fn serve_connection<S>(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: S,
         peer: SocketAddr,
         _permit: OwnedSemaphorePermit,
-    ) {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, error = %e, "set_nodelay failed");
-        }
+        tls: Option<()>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = ConnActivity::new();
         let open = metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS);
         open.increment(1.0);
         let client = ClientConn {
             peer,
-            proto: "http",
+            proto: if tls.is_some() { "https" } else { "http" },
         };
         let proxy = Arc::clone(&self.proxy);
         let requests = Arc::clone(&activity);
@@ -163,6 +199,7 @@ pub struct Listeners {
 struct Active {
     bind: SocketAddr,
     local: SocketAddr,
+    tls: Option<Arc<CertStore>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -186,10 +223,21 @@ impl Listeners {
 
     /// Makes the set of listeners equal `binds`: binds every new address
     /// first (if one fails, nothing changes), then closes the removed ones.
-    pub async fn reconcile(&mut self, binds: &[SocketAddr]) -> Result<(), crate::Error> {
+    /// `certs` holds the already loaded certificates of each TLS listener;
+    /// kept TLS listeners get them for new handshakes.
+    pub async fn reconcile(
+        &mut self,
+        listeners: &[ListenerConfig],
+        certs: &HashMap<SocketAddr, Vec<Arc<LoadedCert>>>,
+    ) -> Result<(), crate::Error> {
+        let binds: Vec<SocketAddr> = listeners.iter().map(|l| l.bind).collect();
         let mut fresh = Vec::new();
-        for bind in binds {
-            if self.active.iter().any(|a| a.bind == *bind) {
+        for bind in &binds {
+            if let Some(a) = self.active.iter().find(|a| a.bind == *bind) {
+                if let (Some(store), Some(new)) = (&a.tls, certs.get(bind)) {
+                    store.replace(new.clone());
+                    store.export_expiry(&a.local.to_string());
+                }
                 continue;
             }
             let listener = match self.inherited.remove(bind) {
@@ -226,11 +274,18 @@ impl Listeners {
         self.active = kept;
         for (bind, local, listener) in fresh {
             let stop = self.server.shutdown.child_token();
-            let task = tokio::spawn(Arc::clone(&self.server).serve(listener, stop.clone()));
+            let store = certs.get(&bind).map(|c| CertStore::new(c.clone()));
+            let acceptor = store.as_ref().map(|s| {
+                s.export_expiry(&local.to_string());
+                TlsAcceptor::from(tls::server_config(Arc::clone(s)))
+            });
+            let task =
+                tokio::spawn(Arc::clone(&self.server).serve(listener, stop.clone(), acceptor));
             tracing::info!(addr = %local, "listening");
             self.active.push(Active {
                 bind,
                 local,
+                tls: store,
                 stop,
                 task,
             });

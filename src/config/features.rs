@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::reader::Table;
-use super::{HealthConfig, OutlierConfig, Problems, StickyConfig};
+use super::reader::Value;
+use super::{HealthConfig, OutlierConfig, Problems, StickyConfig, TlsFiles};
 
 fn positive(
     t: &mut Table<'_>,
@@ -139,4 +140,35 @@ fn valid_cookie_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
+/// `tls = { cert, key }`, or an array of them for several certificates
+/// chosen by SNI.
+pub fn read_tls(listener: &mut Table<'_>, problems: &mut Problems) -> Vec<TlsFiles> {
+    let path = listener.child("tls");
+    let Some(value) = listener.get("tls") else {
+        return Vec::new();
+    };
+    let one = |v: Value<'_>, path: String, problems: &mut Problems| -> Option<TlsFiles> {
+        let mut t = Table::from_value(v, path, problems)?;
+        let cert = t
+            .required_str("cert", problems)
+            .map(|c| std::path::PathBuf::from(*c.get_ref()));
+        let key = t
+            .required_str("key", problems)
+            .map(|k| std::path::PathBuf::from(*k.get_ref()));
+        t.finish(problems);
+        Some(TlsFiles {
+            cert: cert?,
+            key: key?,
+        })
+    };
+    match value.get_ref() {
+        toml::de::DeValue::Array(items) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| one(v, format!("{path}[{i}]"), problems))
+            .collect(),
+        _ => one(value, path, problems).into_iter().collect(),
+    }
 }

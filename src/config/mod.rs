@@ -33,6 +33,16 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     pub bind: SocketAddr,
+    /// Certificates for a TLS listener, chosen by SNI (the first is the
+    /// default); empty for plain HTTP.
+    pub tls: Vec<TlsFiles>,
+}
+
+/// One certificate chain and its key, PEM files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -178,7 +188,16 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             problems: vec![format!("{display}: cannot read config file: {e}")],
         })?;
-        Config::parse(&display, &text)
+        let mut config = Config::parse(&display, &text)?;
+        // Certificate paths are relative to the config file's directory.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for l in &mut config.listeners {
+            for files in &mut l.tls {
+                files.cert = base.join(&files.cert);
+                files.key = base.join(&files.key);
+            }
+        }
+        Ok(config)
     }
 
     /// Validates `text`; `file` is the name used in problem reports.

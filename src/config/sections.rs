@@ -84,13 +84,7 @@ fn read_listeners(top: &mut Table<'_>, problems: &mut Problems) -> Vec<ListenerC
     };
     let mut listeners: Vec<ListenerConfig> = Vec::new();
     for mut t in table_items(items, "listener", problems) {
-        if let Some(tls) = t.get("tls") {
-            problems.push(
-                tls.span(),
-                &t.child("tls"),
-                "TLS listeners are not supported by this version of cutover yet",
-            );
-        }
+        let tls = features::read_tls(&mut t, problems);
         if let Some(bind) = t.required_str("bind", problems)
             && let Some(addr) = parse_addr(bind.clone(), &t.child("bind"), problems)
         {
@@ -101,7 +95,7 @@ fn read_listeners(top: &mut Table<'_>, problems: &mut Problems) -> Vec<ListenerC
                     format!("{addr} is bound by an earlier listener"),
                 );
             } else {
-                listeners.push(ListenerConfig { bind: addr });
+                listeners.push(ListenerConfig { bind: addr, tls });
             }
         }
         t.finish(problems);

@@ -631,9 +631,10 @@ impl ControlPlane {
         {
             tracing::warn!("[proxy], [admin] and [state] changes take effect at the next start");
         }
-        let binds: Vec<SocketAddr> = file.listeners.iter().map(|l| l.bind).collect();
+        let certs =
+            crate::tls::load_listeners(&file.listeners).map_err(ControlError::InvalidConfig)?;
         self.listeners
-            .reconcile(&binds)
+            .reconcile(&file.listeners, &certs)
             .await
             .map_err(|e| ControlError::Listener(e.to_string()))?;
         let (next, dropped) = reconcile(&file, self.overrides.clone());

@@ -16,4 +16,5 @@ mod routing;
 mod status_page;
 mod streaming;
 mod systemd;
+mod tls;
 mod websocket;

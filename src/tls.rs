@@ -1,0 +1,205 @@
+//! TLS for client listeners (rustls): certificates chosen by SNI, ALPN `h2`
+//! and `http/1.1`, TLS 1.2 and 1.3 with rustls' safe defaults. Certificates
+//! are loaded into a `CertStore` that a reload swaps in one step: new
+//! handshakes see the new certificates at once, open connections keep theirs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config::TlsFiles;
+
+/// Metric: each loaded certificate's notAfter, as a Unix timestamp.
+pub const CERT_EXPIRY: &str = "cutover_tls_certificate_expiry_timestamp_seconds";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: cannot read: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+/// One loaded certificate chain with its key and the names it serves.
+#[derive(Debug)]
+pub struct LoadedCert {
+    /// Lower-cased DNS names from subjectAltName; `*.example.com` allowed.
+    names: Vec<String>,
+    key: Arc<CertifiedKey>,
+    pub not_after: i64,
+    pub label: String,
+}
+
+/// Loads the certificates of every TLS listener; every problem is
+/// reported, as `listener[i].tls: FILE: reason`.
+pub fn load_listeners(
+    listeners: &[crate::config::ListenerConfig],
+) -> Result<std::collections::HashMap<std::net::SocketAddr, Vec<Arc<LoadedCert>>>, Vec<String>> {
+    let mut loaded = std::collections::HashMap::new();
+    let mut problems = Vec::new();
+    for (i, l) in listeners.iter().enumerate() {
+        if l.tls.is_empty() {
+            continue;
+        }
+        let mut certs = Vec::new();
+        for files in &l.tls {
+            match load_one(files) {
+                Ok(c) => certs.push(c),
+                Err(e) => problems.push(format!("listener[{i}].tls: {e}")),
+            }
+        }
+        loaded.insert(l.bind, certs);
+    }
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Loads and checks every certificate of a listener.
+pub fn load(files: &[TlsFiles]) -> Result<Vec<Arc<LoadedCert>>, TlsError> {
+    files.iter().map(load_one).collect()
+}
+
+fn load_one(files: &TlsFiles) -> Result<Arc<LoadedCert>, TlsError> {
+    let cert_path = files.cert.display().to_string();
+    let key_path = files.key.display().to_string();
+    let read = |path: &Path, shown: &str| {
+        std::fs::read(path).map_err(|e| TlsError::Read {
+            path: shown.to_string(),
+            reason: e.to_string(),
+        })
+    };
+    let cert_pem = read(&files.cert, &cert_path)?;
+    let key_pem = read(&files.key, &key_path)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Invalid {
+            path: cert_path.clone(),
+            reason: format!("not a PEM certificate chain: {e}"),
+        })?;
+    let Some(leaf) = chain.first() else {
+        return Err(TlsError::Invalid {
+            path: cert_path,
+            reason: "no certificate in the file".into(),
+        });
+    };
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Invalid {
+        path: key_path.clone(),
+        reason: format!("not a PEM private key: {e}"),
+    })?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| TlsError::Invalid {
+            path: key_path.clone(),
+            reason: format!("unsupported private key: {e}"),
+        })?;
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| TlsError::Invalid {
+            path: cert_path.clone(),
+            reason: format!("cannot parse the certificate: {e}"),
+        })?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+                names.push(dns.to_ascii_lowercase());
+            }
+        }
+    }
+    let not_after = parsed.validity().not_after.timestamp();
+    let certified = CertifiedKey::new(chain, signing);
+    if let Err(e) = certified.keys_match() {
+        return Err(TlsError::Invalid {
+            path: key_path,
+            reason: format!("the key does not match {cert_path}: {e}"),
+        });
+    }
+    let label = names.first().cloned().unwrap_or_else(|| cert_path.clone());
+    Ok(Arc::new(LoadedCert {
+        names,
+        key: Arc::new(certified),
+        not_after,
+        label,
+    }))
+}
+
+/// The certificates of one listener, swapped whole on reload.
+#[derive(Debug)]
+pub struct CertStore {
+    certs: ArcSwap<Vec<Arc<LoadedCert>>>,
+}
+
+impl CertStore {
+    pub fn new(certs: Vec<Arc<LoadedCert>>) -> Arc<CertStore> {
+        Arc::new(CertStore {
+            certs: ArcSwap::from_pointee(certs),
+        })
+    }
+
+    pub fn replace(&self, certs: Vec<Arc<LoadedCert>>) {
+        self.certs.store(Arc::new(certs));
+    }
+
+    /// Exports each certificate's expiry as a gauge.
+    pub fn export_expiry(&self, listener: &str) {
+        for c in self.certs.load().iter() {
+            metrics::gauge!(CERT_EXPIRY, "listener" => listener.to_string(), "certificate" => c.label.clone())
+                .set(c.not_after as f64);
+        }
+    }
+}
+
+fn matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+        None => pattern == host,
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let certs = self.certs.load();
+        let by_name = hello.server_name().and_then(|sni| {
+            let sni = sni.to_ascii_lowercase();
+            certs
+                .iter()
+                .find(|c| c.names.iter().any(|n| matches(n, &sni)))
+        });
+        by_name
+            .or_else(|| certs.first())
+            .map(|c| Arc::clone(&c.key))
+    }
+}
+
+/// A rustls server config for `store`, offering HTTP/2 and HTTP/1.1.
+pub fn server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"));
+    let mut config = builder.with_no_client_auth().with_cert_resolver(store);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn wildcards_match_one_label() {
+        assert!(matches("app.test", "app.test"));
+        assert!(matches("*.example.com", "a.example.com"));
+        assert!(!matches("*.example.com", "a.b.example.com"));
+        assert!(!matches("*.example.com", "example.com"));
+    }
+}

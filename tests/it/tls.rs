@@ -1,0 +1,186 @@
+//! TLS listeners: curl with the test CA over HTTP/1.1 and HTTP/2 (ALPN),
+//! SNI picks the certificate, a replaced certificate is served after a
+//! reload, and a broken one is refused while the old one keeps serving.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::support::*;
+
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "cutover test CA");
+        Ca {
+            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    /// Writes a certificate for `name` signed by this CA to DIR/name.{pem,key}.
+    fn issue(&self, dir: &Path, name: &str) -> CertificateDer<'static> {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        // A subject unlike the CA's, or OpenSSL takes the leaf for self-signed.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        cert.der().clone()
+    }
+}
+
+/// The leaf certificate the server presents for `sni`.
+async fn presented(addr: std::net::SocketAddr, ca: &Ca, sni: &str) -> CertificateDer<'static> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+        .await
+        .expect("handshake verifies against the test CA");
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+fn curl_available() -> bool {
+    let ok = Command::new("sh")
+        .args(["-c", "command -v curl"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(std::env::var("CI").is_err(), "curl must be installed in CI");
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_with_sni_alpn_and_hot_reload() {
+    let up = TestUpstream::start("up").await;
+    let ca = Ca::new();
+    let certs = tempfile::tempdir().unwrap();
+    let app = ca.issue(certs.path(), "app.test");
+    let other = ca.issue(certs.path(), "other.test");
+    std::fs::write(certs.path().join("ca.pem"), ca.issuer.pem()).unwrap();
+    let d = certs.path().display().to_string();
+    let config = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\ntls = [ {{ cert = \"{d}/app.test.pem\", key = \"{d}/app.test.key\" }}, {{ cert = \"{d}/other.test.pem\", key = \"{d}/other.test.key\" }} ]\n{}",
+        split_config(&[("p", 1, &[up.addr])], "")
+    );
+    let (proxy, path) = start_proxy_from_file(&config).await;
+    let addr = proxy.addrs()[0];
+
+    // SNI picks the certificate; an unknown name gets the first one.
+    assert_eq!(presented(addr, &ca, "app.test").await, app);
+    assert_eq!(presented(addr, &ca, "other.test").await, other);
+
+    if curl_available() {
+        let port = addr.port();
+        let d = d.clone();
+        let curl = move |extra: &str| {
+            let out = Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_version} %{http_code}",
+                ])
+                .args(["--cacert", &format!("{d}/ca.pem")])
+                .args(["--resolve", &format!("app.test:{port}:127.0.0.1")])
+                .arg(extra)
+                .arg(format!("https://app.test:{port}/headers"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "curl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let (h1, h2) = tokio::task::spawn_blocking(move || (curl("--http1.1"), curl("--http2")))
+            .await
+            .unwrap();
+        assert_eq!(h1, "1.1 200");
+        assert_eq!(h2, "2 200", "ALPN h2");
+    }
+    // The upstream is told the client came over https.
+    let cfg = {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.issuer.der().clone()).unwrap();
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("app.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(b"GET /headers HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.ok();
+    assert!(answer.contains("x-forwarded-proto: https"), "{answer}");
+
+    // Replace app.test's certificate and reload: new handshakes see it.
+    let renewed = ca.issue(certs.path(), "app.test");
+    assert_ne!(renewed, app);
+    let (s, v) = admin_call("POST", &proxy.admin_url("/api/v1/reload"), None, None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(presented(addr, &ca, "app.test").await, renewed);
+
+    // A broken certificate file: reload refused, the last good one serves on.
+    std::fs::write(certs.path().join("app.test.pem"), "not a certificate").unwrap();
+    let (s, v) = admin_call("POST", &proxy.admin_url("/api/v1/reload"), None, None).await;
+    assert_eq!(s, 400, "{v}");
+    let problem = v["problems"][0].as_str().unwrap().to_string();
+    assert!(
+        problem.starts_with("listener[0].tls: ") && problem.contains("app.test.pem"),
+        "{problem}"
+    );
+    assert_eq!(presented(addr, &ca, "app.test").await, renewed);
+
+    // `cutover check` reports the same problem.
+    let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listener[0].tls: "),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    proxy.stop().await;
+}
