@@ -485,18 +485,8 @@ impl ControlPlane {
         pool: &str,
         addr: SocketAddr,
     ) -> Result<(), ControlError> {
-        let target = format!("{pool}/{addr}");
-        let before = self.upstream_json(pool, addr);
-        let result = self.upstream_exists(pool, addr).and_then(|_| {
-            let mut next = self.overrides.clone();
-            next.disabled
-                .entry(pool.to_string())
-                .or_default()
-                .insert(addr);
-            self.commit(next)
-        });
-        self.audited(caller, "disable_upstream", &target, before, result, |s| {
-            s.upstream_json(pool, addr)
+        self.change_upstream(caller, "disable_upstream", pool, addr, |o| {
+            o.disabled.entry(pool.to_string()).or_default().insert(addr);
         })
     }
 
@@ -507,15 +497,8 @@ impl ControlPlane {
         pool: &str,
         addr: SocketAddr,
     ) -> Result<(), ControlError> {
-        let target = format!("{pool}/{addr}");
-        let before = self.upstream_json(pool, addr);
-        let result = self.upstream_exists(pool, addr).and_then(|_| {
-            let mut next = self.overrides.clone();
-            forget_flags(&mut next, pool, addr);
-            self.commit(next)
-        });
-        self.audited(caller, "enable_upstream", &target, before, result, |s| {
-            s.upstream_json(pool, addr)
+        self.change_upstream(caller, "enable_upstream", pool, addr, |o| {
+            forget_flags(o, pool, addr)
         })
     }
 
@@ -528,12 +511,32 @@ impl ControlPlane {
         addr: SocketAddr,
         timeout: Option<Duration>,
     ) -> Result<(), ControlError> {
+        self.change_upstream(caller, "drain_upstream", pool, addr, |o| {
+            o.drained
+                .entry(pool.to_string())
+                .or_default()
+                .insert(addr, drain_deadline(timeout));
+        })
+    }
+
+    /// One change to one upstream: check it exists, edit a copy of the
+    /// overrides, commit it, and audit the upstream before and after.
+    fn change_upstream(
+        &mut self,
+        caller: &Caller,
+        action: &str,
+        pool: &str,
+        addr: SocketAddr,
+        edit: impl FnOnce(&mut Overrides),
+    ) -> Result<(), ControlError> {
         let target = format!("{pool}/{addr}");
         let before = self.upstream_json(pool, addr);
-        let result = self
-            .upstream_exists(pool, addr)
-            .and_then(|_| self.drain(pool, &[addr], timeout));
-        self.audited(caller, "drain_upstream", &target, before, result, |s| {
+        let result = self.upstream_exists(pool, addr).and_then(|_| {
+            let mut next = self.overrides.clone();
+            edit(&mut next);
+            self.commit(next)
+        });
+        self.audited(caller, action, &target, before, result, |s| {
             s.upstream_json(pool, addr)
         })
     }
