@@ -180,13 +180,11 @@ impl RouteTable {
     /// The route for a request: `host` is the Host header or `:authority`,
     /// with or without port, any case.
     pub fn match_route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        let host = host.map(normalize_host);
+        let host = host.map(bare_host);
         self.routes.iter().find(|r| {
             path.starts_with(r.path_prefix.as_str())
                 && (r.hosts.is_empty()
-                    || host
-                        .as_deref()
-                        .is_some_and(|h| r.hosts.iter().any(|p| p.matches(h))))
+                    || host.is_some_and(|h| r.hosts.iter().any(|p| p.matches(h))))
         })
     }
 
@@ -301,24 +299,28 @@ impl HostPattern {
         }
     }
 
+    /// `host` in any case; patterns are stored lower-case. Compares bytes,
+    /// so no per-request lower-cased copy is needed.
     fn matches(&self, host: &str) -> bool {
+        let host = host.as_bytes();
         match self {
-            HostPattern::Exact(h) => h == host,
+            HostPattern::Exact(h) => h.as_bytes().eq_ignore_ascii_case(host),
             HostPattern::Subdomain(suffix) => {
-                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+                host.len() > suffix.len()
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
             }
         }
     }
 }
 
-/// Lower-cases and strips the port (and IPv6 brackets' port) from a host.
-fn normalize_host(host: &str) -> String {
+/// The host without its port (IPv6 brackets kept) or a trailing dot.
+fn bare_host(host: &str) -> &str {
     let bare = if host.starts_with('[') {
         host.find(']').map_or(host, |end| &host[..=end])
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    bare.trim_end_matches('.').to_ascii_lowercase()
+    bare.trim_end_matches('.')
 }
 
 /// The published table, read by the hot path.
@@ -413,6 +415,10 @@ upstreams = [{{ addr = "127.0.0.1:9003" }}]
         assert_eq!(name(&t, Some("APP.example.com:8080"), "/x"), Some("host"));
         assert_eq!(name(&t, Some("a.b.example.org"), "/"), Some("host"));
         assert_eq!(name(&t, Some("example.org"), "/"), Some("any"));
+        assert_eq!(name(&t, Some("A.B.EXAMPLE.ORG."), "/"), Some("host"));
+        // Non-ASCII bytes never panic the byte-wise compare.
+        assert_eq!(name(&t, Some("é.example.org"), "/"), Some("host"));
+        assert_eq!(name(&t, Some("éxample.org"), "/"), Some("any"));
         assert_eq!(name(&t, Some("app.example.com"), "/api/v1"), Some("api"));
         assert_eq!(name(&t, Some("other"), "/api"), Some("api"));
     }

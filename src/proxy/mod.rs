@@ -191,7 +191,12 @@ impl Proxy {
         let mut last_error = None;
         // A valid sticky cookie pins the first attempt; any other pick
         // (no cookie, a stale one, a retry) sets a fresh cookie.
-        let now_unix = unix_seconds();
+        // The clock is read only for sticky routes.
+        let now_unix = if route.sticky.is_some() {
+            unix_seconds()
+        } else {
+            0
+        };
         let mut pinned = route.sticky.as_ref().and_then(|sticky| {
             let value = cookie_value(&parts.headers, &sticky.cookie)?;
             table.sticky_pick(route, value, now_unix)
