@@ -154,11 +154,6 @@ impl Running {
         &self.addrs
     }
 
-    /// Client-facing addresses now (after reloads).
-    pub async fn current_addrs(&self) -> Vec<SocketAddr> {
-        self.plane.lock().await.listeners().addrs()
-    }
-
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
     }

@@ -266,28 +266,8 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             };
             (v, line)
         }
-        Verb::Enable { pool, addr } => {
-            let v = api
-                .call(
-                    Method::POST,
-                    &format!("{}/enable", upstream_path(&pool, &addr)),
-                    None,
-                )
-                .await?;
-            let line = upstream_line(&pool, &v);
-            (v, line)
-        }
-        Verb::Disable { pool, addr } => {
-            let v = api
-                .call(
-                    Method::POST,
-                    &format!("{}/disable", upstream_path(&pool, &addr)),
-                    None,
-                )
-                .await?;
-            let line = upstream_line(&pool, &v);
-            (v, line)
-        }
+        Verb::Enable { pool, addr } => upstream_action(&api, &pool, &addr, "enable").await?,
+        Verb::Disable { pool, addr } => upstream_action(&api, &pool, &addr, "disable").await?,
         Verb::Add { pool, addr, weight } => {
             let v = api
                 .call(
@@ -368,6 +348,23 @@ async fn wait_drained(api: &Api, pool: &str, addr: &str) -> Result<(), CtlError>
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `POST …/upstreams/{addr}/{action}` and its one-line summary.
+async fn upstream_action(
+    api: &Api,
+    pool: &str,
+    addr: &str,
+    action: &str,
+) -> Result<(Value, String), CtlError> {
+    let path = format!(
+        "/api/v1/pools/{}/upstreams/{}/{action}",
+        encode(pool),
+        encode(addr)
+    );
+    let v = api.call(Method::POST, &path, None).await?;
+    let line = upstream_line(pool, &v);
+    Ok((v, line))
 }
 
 fn split_text(split: Option<&Value>) -> String {

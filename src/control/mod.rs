@@ -49,7 +49,6 @@ pub struct ControlPlane {
     store: Store,
     control: Control,
     listeners: Listeners,
-    token_id: Option<String>,
     health: HealthChecks,
 }
 
@@ -65,11 +64,6 @@ impl ControlPlane {
     ) -> Result<ControlPlane, crate::Error> {
         let loaded = store.load()?;
         let (overrides, dropped) = reconcile(&file, loaded.clone());
-        let token_id = file
-            .admin
-            .token_file
-            .as_ref()
-            .map(|p| p.display().to_string());
         let mut plane = ControlPlane {
             file,
             config_path,
@@ -77,7 +71,6 @@ impl ControlPlane {
             store,
             control,
             listeners,
-            token_id,
             health: HealthChecks::new(),
         };
         if !dropped.is_empty() {
@@ -116,11 +109,6 @@ impl ControlPlane {
 
     pub fn overrides(&self) -> &Overrides {
         &self.overrides
-    }
-
-    /// The identity of the admin credential, for audit lines.
-    pub fn token_id(&self) -> Option<String> {
-        self.token_id.clone()
     }
 
     /// Builds and publishes the table for the current file and overrides,
@@ -401,22 +389,17 @@ impl ControlPlane {
         addr: SocketAddr,
         timeout: Option<Duration>,
     ) -> Result<(), ControlError> {
-        let target = format!("{pool}/{addr}");
-        let before = self.upstream_json(pool, addr);
-        let result = self.upstream_exists(pool, addr).and_then(|_| {
-            let mut next = self.overrides.clone();
+        self.change_upstream(caller, "remove_upstream", pool, addr, |o| {
+            // An earlier, shorter drain deadline stands.
             let deadline = drain_deadline(timeout);
-            let drain = next.drained.entry(pool.to_string()).or_default();
-            let d = drain.entry(addr).or_insert(deadline);
-            *d = (*d).min(deadline);
-            next.removing
+            let d = o
+                .drained
                 .entry(pool.to_string())
                 .or_default()
-                .insert(addr);
-            self.commit(next)
-        });
-        self.audited(caller, "remove_upstream", &target, before, result, |s| {
-            s.upstream_json(pool, addr)
+                .entry(addr)
+                .or_insert(deadline);
+            *d = (*d).min(deadline);
+            o.removing.entry(pool.to_string()).or_default().insert(addr);
         })
     }
 

@@ -97,10 +97,6 @@ impl ProxyError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
-        self.status_and_text().0
-    }
-
     pub fn into_response(self) -> Response<ResponseBody> {
         let (status, text) = self.status_and_text();
         let body = format!(
