@@ -333,6 +333,26 @@ async fn ctl_split_survives_restart() {
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["routes"][0]["split"]["green"], 100);
 
+    // Upstream verbs: disable, enable, then drain with --wait (blue has no
+    // traffic left, so it drains at once).
+    let blue_addr = blue.addr.to_string();
+    let (code, out, _) = ctl(&["disable", "blue", &blue_addr]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with(&format!("blue {blue_addr}: disabled")),
+        "{out}"
+    );
+    let (code, out, _) = ctl(&["enable", "blue", &blue_addr]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with(&format!("blue {blue_addr}: healthy")),
+        "{out}"
+    );
+    let (code, out, err) = ctl(&["drain", "blue", &blue_addr, "--timeout", "1s", "--wait"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), format!("blue {blue_addr}: drained"));
+    assert!(err.contains("in flight"), "progress lines: {err}");
+
     // Stop and start again on the same state directory: still green.
     process.signal("TERM");
     let mut process = process;
