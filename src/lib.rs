@@ -19,6 +19,7 @@ pub mod state;
 pub mod systemd;
 pub mod telemetry;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 
 pub use error::Error;

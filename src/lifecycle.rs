@@ -7,8 +7,15 @@
 //! are refused, ask every connection to finish (HTTP/1.1 closes after the
 //! response in flight, HTTP/2 sends GOAWAY), wait for in-flight requests and
 //! tunnels up to `proxy.shutdown_timeout`, then return.
+//!
+//! Binary upgrade (SIGUSR2 or the admin API; see `upgrade`): once the new
+//! process has the sockets and is ready, this one retires — its listeners
+//! are already closed, connections end without racing a client's request,
+//! and systemd is not told STOPPING (the service lives on in the new
+//! process).
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +37,7 @@ use crate::proxy::Proxy;
 use crate::routing::{Control, Routing};
 use crate::server::{Listeners, Server};
 use crate::state::{Caller, Store};
+use crate::upgrade::{self, Handover, Launch, UpgradeError, Upgrader};
 use crate::{systemd, telemetry};
 
 /// A started proxy.
@@ -42,6 +50,9 @@ pub struct Running {
     tracker: TaskTracker,
     admin_task: JoinHandle<()>,
     shutdown_timeout: Duration,
+    /// Ends connections gently after a binary upgrade.
+    retire: CancellationToken,
+    upgrader: Option<Arc<Upgrader>>,
 }
 
 /// How a graceful stop ended.
@@ -54,10 +65,21 @@ pub enum Stopped {
 }
 
 /// Starts everything `config` describes. `path` is the file to re-read on
-/// reload (none for an embedded config).
+/// reload (none for an embedded config). Binary upgrade is refused: see
+/// [`start_upgradable`].
 pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Error> {
+    start_upgradable(config, path, None).await
+}
+
+/// As [`start`]; with `launch`, a binary upgrade re-runs that command.
+pub async fn start_upgradable(
+    config: Config,
+    path: Option<PathBuf>,
+    launch: Option<Launch>,
+) -> Result<Running, Error> {
     telemetry::metrics();
     let shutdown = CancellationToken::new();
+    let retire = CancellationToken::new();
     let tracker = TaskTracker::new();
     let store = Store::open(&config.state.dir)?;
     let control = Control::new(&config, StickyKey::new(store.sticky_key()?));
@@ -72,13 +94,20 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Err
         tracker.clone(),
         access_log,
     ));
-    let server = Server::new(proxy, &config.proxy, shutdown.clone(), tracker.clone());
+    let server = Server::new(
+        proxy,
+        &config.proxy,
+        shutdown.clone(),
+        retire.clone(),
+        tracker.clone(),
+    );
     let listener_configs = config.listeners.clone();
     let certs =
         crate::tls::load_listeners(&listener_configs).map_err(|p| Error::Tls(p.join("\n")))?;
     let admin_bind = config.admin.bind;
     let token_file = config.admin.token_file.clone();
     let shutdown_timeout = config.proxy.shutdown_timeout;
+    let upgrade_timeout = config.proxy.upgrade_timeout;
 
     // Runtime changes are applied before any listener accepts a request.
     let first_check_limit = config
@@ -89,7 +118,8 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Err
         .max()
         .map(|t| t + Duration::from_secs(1));
     let mut listeners = Listeners::new(server);
-    listeners.inherit(systemd::inherited_listeners());
+    let inherited = systemd::inherited_listeners();
+    listeners.inherit(inherited.listeners);
     let mut plane = ControlPlane::new(config, path, store, control, listeners)?;
     if let Some(limit) = first_check_limit {
         // Listeners open once checked pools have a verdict, so a start does
@@ -116,24 +146,45 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Err
         }
     });
 
+    let bind_error = |source| Error::Bind {
+        addr: admin_bind,
+        source,
+    };
+    let admin_listener = match inherited.admin {
+        Some(socket) => socket
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(socket))
+            .map_err(bind_error)?,
+        None => TcpListener::bind(admin_bind).await.map_err(bind_error)?,
+    };
+    let admin_addr = admin_listener.local_addr().map_err(bind_error)?;
+    // The admin accept loop stops at shutdown, or at a handover, when the
+    // new process accepts on the same socket.
+    let admin_stop = shutdown.child_token();
+    let upgrader = match launch {
+        Some(launch) => {
+            let socket = admin_listener
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(bind_error)?;
+            Some(Arc::new(Upgrader::new(
+                launch,
+                upgrade_timeout,
+                socket,
+                admin_stop.clone(),
+            )))
+        }
+        None => None,
+    };
     let admin = Admin::new(
         Arc::clone(&plane),
         Arc::clone(&routing),
         token_file.as_deref(),
+        upgrader.clone(),
     )?;
-    let admin_listener = TcpListener::bind(admin_bind)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: admin_bind,
-            source,
-        })?;
-    let admin_addr = admin_listener.local_addr().map_err(|source| Error::Bind {
-        addr: admin_bind,
-        source,
-    })?;
     tracing::info!(addr = %admin_addr, "admin API listening");
     let admin_task =
-        tokio::spawn(Arc::clone(&admin).serve(admin_listener, shutdown.clone(), tracker.clone()));
+        tokio::spawn(Arc::clone(&admin).serve(admin_listener, admin_stop, tracker.clone()));
     admin.set_ready();
 
     Ok(Running {
@@ -145,6 +196,8 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Err
         tracker,
         admin_task,
         shutdown_timeout,
+        retire,
+        upgrader,
     })
 }
 
@@ -182,6 +235,23 @@ impl Running {
         }
     }
 
+    /// Binary upgrade, as SIGUSR2 does. Refused for a proxy started
+    /// in-process (tests, `cutover demo`): there is no command to re-run.
+    pub async fn upgrade(&self) -> Result<Handover, UpgradeError> {
+        match &self.upgrader {
+            Some(u) => u.upgrade(&self.plane).await,
+            None => Err(UpgradeError::Unavailable),
+        }
+    }
+
+    /// Resolves once a binary upgrade has handed over to a new process.
+    async fn handed_over(&self) {
+        match &self.upgrader {
+            Some(u) => u.handed_over().cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Graceful stop; returns once every connection has finished or the
     /// deadline has passed.
     pub async fn stop(self) -> Stopped {
@@ -190,50 +260,92 @@ impl Running {
         self.shutdown.cancel();
         let _ = self.admin_task.await;
         self.tracker.close();
-        match tokio::time::timeout(self.shutdown_timeout, self.tracker.wait()).await {
-            Ok(()) => Stopped::Clean,
-            Err(_) => {
-                tracing::warn!(
-                    open = self.tracker.len(),
-                    timeout = ?self.shutdown_timeout,
-                    "shutdown deadline passed; closing remaining connections"
-                );
-                Stopped::DeadlinePassed
-            }
+        wait_connections(&self.tracker, self.shutdown_timeout).await
+    }
+
+    /// After a handover: the sockets live on in the new process, so
+    /// connections here end gently (see `server`) rather than at once; any
+    /// left at `shutdown_timeout` are shut down as on SIGTERM.
+    pub async fn retire(self) -> Stopped {
+        self.retire.cancel();
+        let _ = self.admin_task.await;
+        self.tracker.close();
+        let gently = tokio::time::timeout(self.shutdown_timeout, self.tracker.wait()).await;
+        self.shutdown.cancel();
+        if gently.is_ok() {
+            return Stopped::Clean;
+        }
+        wait_connections(&self.tracker, self.shutdown_timeout).await
+    }
+}
+
+/// Waits for every tracked connection and tunnel, up to `timeout`.
+async fn wait_connections(tracker: &TaskTracker, timeout: Duration) -> Stopped {
+    match tokio::time::timeout(timeout, tracker.wait()).await {
+        Ok(()) => Stopped::Clean,
+        Err(_) => {
+            tracing::warn!(
+                open = tracker.len(),
+                ?timeout,
+                "shutdown deadline passed; closing remaining connections"
+            );
+            Stopped::DeadlinePassed
         }
     }
 }
 
-/// `cutover run`: serve `path` until SIGTERM/SIGINT; SIGHUP re-reads it.
-pub async fn run(path: &Path) -> Result<(), Error> {
+/// `cutover run`: serve `path` until SIGTERM/SIGINT; SIGHUP re-reads it,
+/// SIGUSR2 upgrades the binary. `launch` is how this process was started.
+pub async fn run(path: &Path, launch: Launch) -> Result<(), Error> {
     let config = Config::load(path)?;
     let summary = config.summary();
-    let running = start(config, Some(path.to_path_buf())).await?;
+    let running = start_upgradable(config, Some(path.to_path_buf()), Some(launch)).await?;
     tracing::info!(config = %path.display(), %summary, "cutover ready");
     systemd::ready(&summary);
+    upgrade::report_ready();
     systemd::spawn_watchdog(running.shutdown.clone());
-    wait_for_stop(&running).await?;
-    tracing::info!("stopping: refusing new connections, finishing in-flight requests");
-    systemd::stopping("stopping: finishing in-flight requests");
-    let stopped = running.stop().await;
-    tracing::info!(?stopped, "stopped");
+    match wait_for_stop(&running).await? {
+        Stop::Signal => {
+            tracing::info!("stopping: refusing new connections, finishing in-flight requests");
+            systemd::stopping("stopping: finishing in-flight requests");
+            let stopped = running.stop().await;
+            tracing::info!(?stopped, "stopped");
+        }
+        Stop::HandedOver => {
+            // No STOPPING: systemd would take it for the service's.
+            tracing::info!("retiring: the new process serves; finishing connections here");
+            let stopped = running.retire().await;
+            tracing::info!(?stopped, "retired");
+        }
+    }
     Ok(())
 }
 
-async fn wait_for_stop(running: &Running) -> Result<(), Error> {
+enum Stop {
+    Signal,
+    HandedOver,
+}
+
+async fn wait_for_stop(running: &Running) -> Result<Stop, Error> {
     let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(Error::Signal)?;
+    let mut usr2 = signal(SignalKind::user_defined2()).map_err(Error::Signal)?;
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = term.recv() => return Ok(Stop::Signal),
+            _ = int.recv() => return Ok(Stop::Signal),
+            () = running.handed_over() => return Ok(Stop::HandedOver),
             _ = hup.recv() => {
                 systemd::reloading();
                 running.reload("SIGHUP").await;
                 let summary = running.plane.lock().await.file().summary();
                 systemd::ready(&summary);
             }
+            _ = usr2.recv() => match running.upgrade().await {
+                Ok(handover) => tracing::info!(?handover, "SIGUSR2: upgraded"),
+                Err(e) => tracing::error!(error = %e, "SIGUSR2: upgrade failed; this process keeps serving"),
+            },
         }
     }
 }

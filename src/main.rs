@@ -53,13 +53,21 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(lifecycle::default_config_path(config)),
         Command::Run { config } => {
+            // Before anything else: a binary upgrade re-runs exactly this.
+            let launch = match cutover::upgrade::Launch::of_this_process() {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("cutover: cannot tell how this process was started: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let path = lifecycle::default_config_path(config);
             // Read the config before building the runtime: `workers` sizes it.
             let workers = match Config::load(&path) {
                 Ok(c) => c.proxy.workers,
                 Err(e) => return fail(&Error::from(e)),
             };
-            serve(workers, async move { lifecycle::run(&path).await })
+            serve(workers, async move { lifecycle::run(&path, launch).await })
         }
         Command::Demo { listen, admin } => serve(0, demo::run(listen, admin)),
         Command::Ctl(args) => ctl(args),

@@ -1,12 +1,22 @@
 //! Client-facing listeners: accept under a connection limit, serve HTTP/1.1
 //! and HTTP/2 (prior knowledge) on the same socket, close idle connections,
 //! and shut connections down gracefully when asked.
+//!
+//! Two ways to end connections: `shutdown` (SIGTERM: idle connections close
+//! at once, busy ones after their response) and `retire` (after a binary
+//! upgrade, when the listening sockets live on in the new process: an
+//! HTTP/1 connection closes only after a response that says
+//! `Connection: close`, or once idle for `idle_timeout`, so no client's
+//! request meets a closing socket; HTTP/2 gets GOAWAY).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{HeaderValue, Request, StatusCode, Version, header};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -30,6 +40,7 @@ pub struct Server {
     idle_timeout: Duration,
     header_timeout: Duration,
     shutdown: CancellationToken,
+    retire: CancellationToken,
     tracker: TaskTracker,
 }
 
@@ -38,6 +49,7 @@ impl Server {
         proxy: Arc<Proxy>,
         settings: &ProxySettings,
         shutdown: CancellationToken,
+        retire: CancellationToken,
         tracker: TaskTracker,
     ) -> Arc<Server> {
         let mut http = auto::Builder::new(TokioExecutor::new());
@@ -61,6 +73,7 @@ impl Server {
             idle_timeout: settings.idle_timeout,
             header_timeout: settings.client_header_timeout,
             shutdown,
+            retire,
             tracker,
         })
     }
@@ -146,10 +159,24 @@ impl Server {
         };
         let proxy = Arc::clone(&self.proxy);
         let requests = Arc::clone(&activity);
-        let service = service_fn(move |req| {
+        let service = service_fn(move |req: Request<Incoming>| {
             let proxy = Arc::clone(&proxy);
-            let active = requests.start();
-            async move { Ok::<_, Infallible>(proxy.handle(req, client, active).await) }
+            let version = req.version();
+            let active = requests.start(version);
+            let conn = Arc::clone(&requests);
+            async move {
+                let mut response = proxy.handle(req, client, active).await;
+                if conn.closing()
+                    && version < Version::HTTP_2
+                    && response.status() != StatusCode::SWITCHING_PROTOCOLS
+                {
+                    // hyper closes the connection once this response is out.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response)
+            }
         });
         let conn = self
             .http
@@ -158,6 +185,7 @@ impl Server {
         let idle = tokio::time::sleep(self.idle_timeout);
         tokio::pin!(idle);
         let mut closing = false;
+        let mut retiring = false;
         loop {
             tokio::select! {
                 done = conn.as_mut() => {
@@ -167,6 +195,17 @@ impl Server {
                     break;
                 }
                 _ = self.shutdown.cancelled(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = self.retire.cancelled(), if !retiring && !closing => {
+                    retiring = true;
+                    if activity.set_closing() {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                _ = activity.http2_while_closing(), if retiring && !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -199,6 +238,8 @@ pub struct Listeners {
 struct Active {
     bind: SocketAddr,
     local: SocketAddr,
+    /// A duplicate of the listening socket, for a binary upgrade to pass on.
+    socket: OwnedFd,
     tls: Option<Arc<CertStore>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -255,11 +296,18 @@ impl Listeners {
                         source,
                     })?,
             };
-            let local = listener.local_addr().map_err(|source| crate::Error::Bind {
+            let bind_error = |source| crate::Error::Bind {
                 addr: *bind,
                 source,
-            })?;
-            fresh.push((*bind, local, listener));
+            };
+            let local = listener.local_addr().map_err(bind_error)?;
+            let socket = listener.as_fd().try_clone_to_owned().map_err(bind_error)?;
+            fresh.push((*bind, local, socket, listener));
+        }
+        // Passed sockets the config no longer names must not linger: a
+        // socket nobody accepts on would leave connections hanging.
+        for (addr, _) in self.inherited.drain() {
+            tracing::info!(%addr, "passed listener is not in the config; closed");
         }
         let mut kept = Vec::new();
         for a in self.active.drain(..) {
@@ -272,7 +320,7 @@ impl Listeners {
             }
         }
         self.active = kept;
-        for (bind, local, listener) in fresh {
+        for (bind, local, socket, listener) in fresh {
             let stop = self.server.shutdown.child_token();
             let store = certs.get(&bind).map(|c| CertStore::new(c.clone()));
             let acceptor = store.as_ref().map(|s| {
@@ -285,6 +333,7 @@ impl Listeners {
             self.active.push(Active {
                 bind,
                 local,
+                socket,
                 tls: store,
                 stop,
                 task,
@@ -304,6 +353,15 @@ impl Listeners {
     /// Bound addresses, in config order.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.active.iter().map(|a| a.local).collect()
+    }
+
+    /// A duplicate of each listening socket with its configured address,
+    /// to pass to a new process.
+    pub fn duplicate_sockets(&self) -> std::io::Result<Vec<(SocketAddr, OwnedFd)>> {
+        self.active
+            .iter()
+            .map(|a| Ok((a.bind, a.socket.try_clone()?)))
+            .collect()
     }
 
     /// Closes every listener and waits until their sockets are closed.

@@ -3,11 +3,10 @@
 //! by socket activation (`LISTEN_FDS`). Every call is a no-op outside
 //! systemd (no `NOTIFY_SOCKET`, no `LISTEN_FDS`).
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
+
+use crate::upgrade::Inherited;
 
 fn send(states: &[NotifyState<'_>]) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
@@ -54,22 +53,53 @@ pub fn spawn_watchdog(shutdown: CancellationToken) {
     });
 }
 
-/// TCP listeners passed by socket activation, by their bound address, to
-/// be matched to `[[listener]]` entries.
-pub fn inherited_listeners() -> HashMap<SocketAddr, std::net::TcpListener> {
+/// A human-readable state line for `systemctl status`.
+pub fn status(status: &str) {
+    send(&[NotifyState::Status(status)]);
+}
+
+/// After a binary upgrade: `pid` is now the service's main process
+/// (accepted because the unit has `NotifyAccess=all`).
+pub fn main_pid(pid: u32) {
+    send(&[
+        NotifyState::MainPid(pid),
+        NotifyState::Status(&format!("upgraded: pid {pid} took over")),
+    ]);
+}
+
+/// Listening sockets passed in, by socket activation or a binary upgrade.
+/// Socket-activated ones are keyed by their bound address, to be matched
+/// to `[[listener]]` entries; an upgrade names each one's configured
+/// address and marks the admin socket.
+pub fn inherited_listeners() -> Inherited {
     let mut fds = listenfd::ListenFd::from_env();
-    let mut found = HashMap::new();
+    let mut sockets = Vec::new();
     for i in 0..fds.len() {
-        match fds.take_tcp_listener(i) {
-            Ok(Some(l)) => match l.local_addr() {
-                Ok(addr) => {
-                    tracing::info!(%addr, "listener passed by systemd");
-                    found.insert(addr, l);
-                }
-                Err(e) => tracing::warn!(fd = i + 3, error = %e, "passed socket has no address"),
-            },
-            Ok(None) => {}
-            Err(e) => tracing::warn!(fd = i + 3, error = %e, "passed socket is not a TCP listener"),
+        sockets.push(match fds.take_tcp_listener(i) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(fd = i + 3, error = %e, "passed socket is not a TCP listener");
+                None
+            }
+        });
+    }
+    if let Some(names) = crate::upgrade::passed_names() {
+        let found = crate::upgrade::inherited(&names, sockets);
+        tracing::info!(
+            listeners = found.listeners.len(),
+            admin = found.admin.is_some(),
+            "listening sockets passed by the previous process"
+        );
+        return found;
+    }
+    let mut found = Inherited::default();
+    for l in sockets.into_iter().flatten() {
+        match l.local_addr() {
+            Ok(addr) => {
+                tracing::info!(%addr, "listener passed by systemd");
+                found.listeners.insert(addr, l);
+            }
+            Err(e) => tracing::warn!(error = %e, "passed socket has no address"),
         }
     }
     found

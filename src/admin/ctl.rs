@@ -114,6 +114,18 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, CtlError> {
+        self.call_within(method, path, body, Duration::from_secs(30))
+            .await
+    }
+
+    /// As `call`, waiting up to `limit` for the answer.
+    async fn call_within(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        limit: Duration,
+    ) -> Result<Value, CtlError> {
         let url = format!("{}{path}", self.base.trim_end_matches('/'));
         let unreachable = |reason: String| CtlError::Unreachable {
             url: self.base.clone(),
@@ -128,9 +140,9 @@ impl Api {
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(bytes))
             .map_err(|e| CtlError::Usage(format!("bad admin URL {url:?}: {e}")))?;
-        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+        let resp = tokio::time::timeout(limit, self.client.request(req))
             .await
-            .map_err(|_| unreachable("no answer within 30s".into()))?
+            .map_err(|_| unreachable(format!("no answer within {limit:?}")))?
             .map_err(|e| unreachable(format!("{e}")))?;
         let status = resp.status();
         let body = resp
@@ -305,8 +317,23 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             (v, line)
         }
         Verb::Upgrade => {
-            let v = api.call(Method::POST, "/api/v1/upgrade", None).await?;
-            (v, "upgrade started".to_string())
+            // The call answers once the new process serves, which may take
+            // up to the proxy's `upgrade_timeout`.
+            let v = api
+                .call_within(
+                    Method::POST,
+                    "/api/v1/upgrade",
+                    None,
+                    Duration::from_secs(300),
+                )
+                .await?;
+            let pid = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+            let line = format!(
+                "upgraded: pid {} handed over to pid {}",
+                pid("old_pid"),
+                pid("new_pid")
+            );
+            (v, line)
         }
     };
     if args.json {

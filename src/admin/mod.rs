@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::control::{ControlError, ControlPlane, status};
 use crate::state::Caller;
+use crate::upgrade::{UpgradeError, Upgrader};
 
 /// Largest admin request body accepted.
 const MAX_BODY: usize = 64 * 1024;
@@ -46,6 +47,8 @@ pub struct Admin {
     ready: AtomicBool,
     /// Last sample for the status page's rates.
     rates: Mutex<page::Rates>,
+    /// None when started in-process: no command to re-run.
+    upgrader: Option<Arc<Upgrader>>,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -62,6 +65,7 @@ impl Admin {
         plane: Arc<Mutex<ControlPlane>>,
         routing: Arc<crate::routing::Routing>,
         token_file: Option<&std::path::Path>,
+        upgrader: Option<Arc<Upgrader>>,
     ) -> Result<Arc<Admin>, TokenError> {
         let (token, token_id) = match token_file {
             None => (None, None),
@@ -88,6 +92,7 @@ impl Admin {
             token_id,
             ready: AtomicBool::new(false),
             rates: Mutex::new(page::Rates::default()),
+            upgrader,
         }))
     }
 
@@ -96,7 +101,9 @@ impl Admin {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Serves the admin API on `listener` until `shutdown`.
+    /// Serves the admin API on `listener` until `stop` (shutdown, or a
+    /// binary upgrade handing the socket over), then ends its connections
+    /// after the response in flight.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -341,10 +348,7 @@ impl Admin {
                     Err(e) => control_error(e),
                 }
             }
-            (["upgrade"], &M::POST) => error(
-                StatusCode::NOT_IMPLEMENTED,
-                "binary upgrade is not available in this version of cutover yet",
-            ),
+            (["upgrade"], &M::POST) => self.upgrade(caller).await,
             _ => match allowed_methods(&parts) {
                 Some(allow) => {
                     let mut reply = error(
@@ -361,6 +365,32 @@ impl Admin {
                     format!("no such endpoint: /api/v1/{}", rest.join("/")),
                 ),
             },
+        }
+    }
+
+    /// `POST /api/v1/upgrade`: answers once the new process serves (200,
+    /// both pids) or the upgrade failed and this process still serves.
+    async fn upgrade(&self, caller: &Caller) -> Reply {
+        let result = match &self.upgrader {
+            Some(u) => u.upgrade(&self.plane).await,
+            None => Err(UpgradeError::Unavailable),
+        };
+        let plane = self.plane.lock().await;
+        match result {
+            Ok(handover) => {
+                plane.audit_upgrade(caller, &json!(handover), "ok");
+                json_reply(StatusCode::OK, &json!(handover))
+            }
+            Err(e) => {
+                plane.audit_upgrade(caller, &json!(null), &format!("refused: {e}"));
+                let status = match e {
+                    UpgradeError::Unavailable
+                    | UpgradeError::InProgress
+                    | UpgradeError::HandedOver(_) => StatusCode::CONFLICT,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                error(status, e.to_string())
+            }
         }
     }
 

@@ -71,6 +71,8 @@ pub struct ProxySettings {
     pub idle_timeout: Duration,
     /// How long a graceful stop waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// How long a binary upgrade waits for the new process to be ready.
+    pub upgrade_timeout: Duration,
     /// Client connections open at once; more wait in the accept queue.
     pub max_connections: usize,
     /// Largest request head (request line + headers) accepted; larger → 431.
@@ -94,6 +96,7 @@ impl Default for ProxySettings {
             client_header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            upgrade_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_header_bytes: 64 * 1024,
             retries: 2,

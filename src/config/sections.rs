@@ -161,6 +161,7 @@ fn read_proxy(top: &mut Table<'_>, problems: &mut Problems) -> ProxySettings {
         ("client_header_timeout", &mut s.client_header_timeout),
         ("idle_timeout", &mut s.idle_timeout),
         ("shutdown_timeout", &mut s.shutdown_timeout),
+        ("upgrade_timeout", &mut s.upgrade_timeout),
         ("upstream_idle_timeout", &mut s.upstream_idle_timeout),
     ] {
         if let Some(d) = t.duration(key, problems) {

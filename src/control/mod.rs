@@ -50,6 +50,9 @@ pub struct ControlPlane {
     control: Control,
     listeners: Listeners,
     health: HealthChecks,
+    /// Set once a binary upgrade handed over to this pid: changes belong
+    /// to the new process now, so this one refuses them.
+    retired_for: Option<u32>,
 }
 
 impl ControlPlane {
@@ -72,6 +75,7 @@ impl ControlPlane {
             control,
             listeners,
             health: HealthChecks::new(),
+            retired_for: None,
         };
         if !dropped.is_empty() {
             plane.store.save(&plane.overrides)?;
@@ -142,8 +146,27 @@ impl ControlPlane {
         self.health.first_verdicts(limit).await;
     }
 
+    /// After a binary upgrade handed over to `pid`: refuse every change.
+    pub fn retire(&mut self, pid: u32) {
+        self.retired_for = Some(pid);
+    }
+
+    pub fn retired_for(&self) -> Option<u32> {
+        self.retired_for
+    }
+
+    fn refuse_if_retired(&self) -> Result<(), ControlError> {
+        match self.retired_for {
+            Some(pid) => Err(ControlError::Conflict(format!(
+                "this process handed over to pid {pid} in a binary upgrade; send the call again"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Persists `next`, then makes it live. Nothing changes if persisting fails.
     fn commit(&mut self, next: Overrides) -> Result<(), ControlError> {
+        self.refuse_if_retired()?;
         self.store.save(&next)?;
         self.overrides = next;
         self.publish();
@@ -184,6 +207,12 @@ impl ControlPlane {
             json!(null),
             &format!("refused: {reason}"),
         );
+    }
+
+    /// Audits a binary upgrade (which changes no runtime state).
+    pub fn audit_upgrade(&self, caller: &Caller, handover: &serde_json::Value, result: &str) {
+        let pid = json!({"pid": std::process::id()});
+        self.audit(caller, "upgrade", "process", pid, handover.clone(), result);
     }
 
     /// Records a call's outcome in the audit log and passes it on.
@@ -406,6 +435,9 @@ impl ControlPlane {
     /// Removes the upstreams `DELETE` marked once they are drained. Called
     /// periodically by the lifecycle.
     pub fn reap(&mut self) {
+        if self.retired_for.is_some() {
+            return;
+        }
         let table = self.control.routing().load();
         let mut done = Vec::new();
         for (pool, addrs) in &self.overrides.removing {
@@ -605,6 +637,7 @@ impl ControlPlane {
     }
 
     async fn try_reload(&mut self) -> Result<Vec<String>, ControlError> {
+        self.refuse_if_retired()?;
         let Some(path) = self.config_path.clone() else {
             return Err(ControlError::BadRequest(
                 "this instance was not started from a config file".into(),

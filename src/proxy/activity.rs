@@ -1,9 +1,12 @@
 //! Per client connection: how many requests are in flight and when the last
-//! one ended, so an idle connection can be told from a busy one.
+//! one ended, so an idle connection can be told from a busy one; whether it
+//! speaks HTTP/2; and whether it should close after its next response.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use http::Version;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 #[derive(Debug)]
@@ -12,6 +15,13 @@ pub struct ConnActivity {
     active: AtomicUsize,
     /// Milliseconds after `opened` at which the last request ended.
     last_end_ms: AtomicU64,
+    http2: AtomicBool,
+    /// Set when the process retires: HTTP/1 responses carry
+    /// `Connection: close`, HTTP/2 connections get GOAWAY.
+    closing: AtomicBool,
+    /// Wakes the connection task when an HTTP/2 request shows up on a
+    /// closing connection whose protocol was not known yet.
+    http2_while_closing: Notify,
 }
 
 /// One request on a connection, ended on drop.
@@ -26,10 +36,22 @@ impl ConnActivity {
             opened: Instant::now(),
             active: AtomicUsize::new(0),
             last_end_ms: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            http2_while_closing: Notify::new(),
         })
     }
 
-    pub fn start(self: &Arc<Self>) -> ActiveRequest {
+    pub fn start(self: &Arc<Self>, version: Version) -> ActiveRequest {
+        // The first HTTP/2 request marks the connection; only a closing one
+        // needs its task woken.
+        if version == Version::HTTP_2
+            && !self.http2.load(Ordering::Relaxed)
+            && !self.http2.swap(true, Ordering::SeqCst)
+            && self.closing.load(Ordering::SeqCst)
+        {
+            self.http2_while_closing.notify_one();
+        }
         self.active.fetch_add(1, Ordering::Relaxed);
         ActiveRequest {
             conn: Arc::clone(self),
@@ -44,6 +66,26 @@ impl ConnActivity {
         }
         let ms = self.last_end_ms.load(Ordering::Relaxed);
         Some(self.opened + std::time::Duration::from_millis(ms))
+    }
+}
+
+impl ConnActivity {
+    /// From now on, end the connection at the next opportunity that cannot
+    /// race a client's request. Returns whether it speaks HTTP/2 (then the
+    /// caller sends GOAWAY at once).
+    pub fn set_closing(&self) -> bool {
+        self.closing.store(true, Ordering::SeqCst);
+        self.http2.load(Ordering::SeqCst)
+    }
+
+    /// Whether an HTTP/1 response should carry `Connection: close`.
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when a closing connection turns out to speak HTTP/2.
+    pub async fn http2_while_closing(&self) {
+        self.http2_while_closing.notified().await;
     }
 }
 

@@ -17,4 +17,5 @@ mod status_page;
 mod streaming;
 mod systemd;
 mod tls;
+mod upgrade;
 mod websocket;

@@ -39,15 +39,27 @@ impl Process {
         wrapper: &[&str],
         env: &[(&str, &str)],
     ) -> Process {
+        let program = std::path::Path::new(env!("CARGO_BIN_EXE_cutover"));
+        Self::start_program(program, config, dir, wrapper, env)
+    }
+
+    /// Same, running the executable at `program`.
+    pub fn start_program(
+        program: &std::path::Path,
+        config: &str,
+        dir: tempfile::TempDir,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+    ) -> Process {
         let path = dir.path().join("cutover.toml");
         std::fs::write(&path, complete_config(config, &dir.path().join("state"))).unwrap();
         let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(env!("CARGO_BIN_EXE_cutover"));
+            Some((wrapper, args)) => {
+                let mut c = Command::new(wrapper);
+                c.args(args).arg(program);
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_cutover")),
+            None => Command::new(program),
         };
         let mut child = command
             .args(["run", "-c"])
@@ -268,7 +280,7 @@ async fn sighup_reload_moves_traffic_without_failures() {
     assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
-fn admin_addr_of(process: &Process) -> String {
+pub fn admin_addr_of(process: &Process) -> String {
     let start = std::time::Instant::now();
     loop {
         let found = process

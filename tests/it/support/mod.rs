@@ -201,9 +201,31 @@ pub struct Load {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// `clients` clients sending GETs to `url` until stopped (bounded: 50,000
-/// requests each at most).
+/// A client that opens a new connection for every request.
+pub fn fresh_connection_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http()
+}
+
+/// `clients` clients sending GETs to `url` until stopped, alternating
+/// HTTP/1.1 and HTTP/2 keep-alive clients (bounded: 50,000 requests each
+/// at most).
 pub fn load(url: String, clients: usize) -> Load {
+    load_with(url, clients, &[http1_client, http2_client])
+}
+
+/// As `load`, and every third client opens a new connection per request,
+/// so a listener that refused one would show.
+pub fn load_mixed(url: String, clients: usize) -> Load {
+    load_with(
+        url,
+        clients,
+        &[http1_client, http2_client, fresh_connection_client],
+    )
+}
+
+fn load_with(url: String, clients: usize, kinds: &[fn() -> HttpClient]) -> Load {
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let failures = std::sync::Arc::new(AtomicUsize::new(0));
     let sent = std::sync::Arc::new(AtomicUsize::new(0));
@@ -211,12 +233,8 @@ pub fn load(url: String, clients: usize) -> Load {
         .map(|i| {
             let (stop, failures, sent, url) =
                 (stop.clone(), failures.clone(), sent.clone(), url.clone());
+            let client = kinds[i % kinds.len()]();
             tokio::spawn(async move {
-                let client = if i % 2 == 0 {
-                    http1_client()
-                } else {
-                    http2_client()
-                };
                 for _ in 0..50_000 {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -248,6 +266,16 @@ pub fn load(url: String, clients: usize) -> Load {
 }
 
 impl Load {
+    /// Requests sent so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Requests failed so far.
+    pub fn failed(&self) -> usize {
+        self.failures.load(Ordering::Relaxed)
+    }
+
     /// Stops the clients; returns (requests sent, requests failed).
     pub async fn finish(self) -> (usize, usize) {
         self.stop.store(true, Ordering::Relaxed);
