@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Load comparison: cutover against nginx and HAProxy as reverse proxies, on
+# the same core, in the same run. See docs/benchmarks.md.
+#
+# Two nginx backends answer a 96-byte body. Each proxy gets one worker
+# (thread or process), keep-alive to the backends, and is pinned with the
+# backends to PROXY_CPU; wrk runs alone on LOAD_CPU. Targets are
+# interleaved over ROUNDS rounds (the order rotates each round) and the
+# table shows medians. Loopback only; every run is bounded by DURATION.
+#
+#   benches/compare.sh                       # 3 rounds x c50,c200 x 10s
+#   ROUNDS=1 DURATION=3s benches/compare.sh  # a quick look
+#
+# Needs root (or the packages already installed) for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-"50 200"}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+TARGETS=${TARGETS:-"cutover nginx haproxy"}
+
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+command -v taskset >/dev/null || need+=(util-linux)
+if ((${#need[@]})); then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
+fi
+
+cargo build --release --quiet
+CUTOVER=$PWD/target/release/cutover
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on 127.0.0.1:$1; what the servers said:" >&2
+  tail -n 5 "$work"/*/stderr "$work"/*.stderr >&2 2>/dev/null || true
+  exit 1
+}
+
+# 96 bytes of body.
+BODY=$(printf 'x%.0s' $(seq 1 95))
+
+start_nginx() { # name, config text
+  mkdir -p "$work/$1"
+  printf '%s\n' "$2" >"$work/$1/nginx.conf"
+  taskset -c "$PROXY_CPU" nginx -p "$work/$1" -c "$work/$1/nginx.conf" -g 'daemon off;' \
+    2>"$work/$1/stderr" &
+  pids+=($!)
+}
+
+nginx_common="worker_processes 1; pid $work/PIDNAME.pid; error_log stderr error;
+events { worker_connections 4096; }"
+
+backend_ports=()
+for i in 1 2; do
+  port=$(free_port)
+  backend_ports+=("$port")
+  start_nginx "backend$i" "${nginx_common//PIDNAME/backend$i}
+http {
+  access_log off;
+  client_body_temp_path $work/backend$i;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$port reuseport backlog=4096;
+    location / { default_type text/plain; return 200 \"$BODY
+\"; }
+  }
+}"
+  wait_port "$port"
+done
+
+declare -A port_of
+
+if [[ " $TARGETS " == *" nginx "* ]]; then
+  port_of[nginx]=$(free_port)
+  start_nginx proxy-nginx "${nginx_common//PIDNAME/proxy}
+http {
+  access_log off;
+  client_body_temp_path $work/proxy-nginx;
+  proxy_temp_path $work/proxy-nginx;
+  keepalive_requests 1000000;
+  upstream backends {
+    server 127.0.0.1:${backend_ports[0]};
+    server 127.0.0.1:${backend_ports[1]};
+    keepalive 256;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:${port_of[nginx]} backlog=4096;
+    location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }
+  }
+}"
+  wait_port "${port_of[nginx]}"
+fi
+
+if [[ " $TARGETS " == *" haproxy "* ]]; then
+  port_of[haproxy]=$(free_port)
+  cat >"$work/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:${port_of[haproxy]}
+  default_backend be
+backend be
+  balance roundrobin
+  server b1 127.0.0.1:${backend_ports[0]}
+  server b2 127.0.0.1:${backend_ports[1]}
+EOF
+  taskset -c "$PROXY_CPU" haproxy -db -f "$work/haproxy.cfg" 2>"$work/haproxy.stderr" &
+  pids+=($!)
+  wait_port "${port_of[haproxy]}"
+fi
+
+if [[ " $TARGETS " == *" cutover "* ]]; then
+  port_of[cutover]=$(free_port)
+  cat >"$work/cutover.toml" <<EOF
+[[listener]]
+bind = "127.0.0.1:${port_of[cutover]}"
+[admin]
+bind = "127.0.0.1:$(free_port)"
+[state]
+dir = "$work/cutover-state"
+[proxy]
+workers = 1
+[[route]]
+name = "app"
+split = { backends = 1 }
+[pool.backends]
+upstreams = [ { addr = "127.0.0.1:${backend_ports[0]}" }, { addr = "127.0.0.1:${backend_ports[1]}" } ]
+EOF
+  CUTOVER_LOG=warn taskset -c "$PROXY_CPU" "$CUTOVER" run -c "$work/cutover.toml" \
+    2>"$work/cutover.stderr" &
+  pids+=($!)
+  wait_port "${port_of[cutover]}"
+fi
+
+results="$work/results.tsv"
+: >"$results"
+read -r -a targets <<<"$TARGETS"
+for round in $(seq 1 "$ROUNDS"); do
+  # Rotate the order so no target always runs first (or last).
+  shift_by=$(((round - 1) % ${#targets[@]}))
+  order=("${targets[@]:shift_by}" "${targets[@]:0:shift_by}")
+  for target in "${order[@]}"; do
+    for c in $CONNECTIONS; do
+      url="http://127.0.0.1:${port_of[$target]}/"
+      # Warm up connections and caches; not measured.
+      taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d1s "$url" >/dev/null
+      out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d"$DURATION" --latency "$url")
+      printf '%s\t%s\t%s\t%s\n' "$round" "$target" "$c" "$(printf '%s' "$out" | base64 -w0)" >>"$results"
+      echo "round $round: $target c$c done" >&2
+    done
+  done
+done
+
+python3 - "$results" <<'EOF'
+import base64, re, statistics, sys
+
+def ms(text):
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+runs = {}
+for line in open(sys.argv[1]):
+    _, target, c, out = line.rstrip("\n").split("\t")
+    out = base64.b64decode(out).decode()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    runs.setdefault((target, int(c)), []).append((rps, p50, p99, errors))
+
+targets = []
+for target, _ in runs:
+    if target not in targets:
+        targets.append(target)
+conns = sorted({c for _, c in runs})
+print()
+print("| proxy (1 core) | conns | rps (median) | p50 ms | p99 ms | errors | cutover rps / this |")
+print("|---|---|---|---|---|---|---|")
+for c in conns:
+    med = {}
+    for t in targets:
+        r = runs.get((t, c))
+        if not r:
+            continue
+        med[t] = (
+            statistics.median(x[0] for x in r),
+            statistics.median(x[1] for x in r),
+            statistics.median(x[2] for x in r),
+            sum(x[3] for x in r),
+        )
+    base = med.get("cutover")
+    for t, (rps, p50, p99, errors) in med.items():
+        ratio = f"{base[0] / rps:.2f}x" if base else "-"
+        print(f"| {t} | {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errors} | {ratio} |")
+print()
+print(f"rounds: {max(len(v) for v in runs.values())}; medians per target and concurrency")
+EOF
