@@ -95,7 +95,7 @@ pub async fn start_upgradable(
         access_log,
     ));
     let server = Server::new(
-        proxy,
+        Arc::clone(&proxy),
         &config.proxy,
         shutdown.clone(),
         retire.clone(),
@@ -132,6 +132,21 @@ pub async fn start_upgradable(
         .await?;
     let addrs = plane.listeners().addrs();
     let plane = Arc::new(Mutex::new(plane));
+    // Idle upstream connections past `upstream_idle_timeout` close even
+    // when no request comes to notice.
+    tokio::spawn({
+        let proxy = Arc::clone(&proxy);
+        let shutdown = shutdown.clone();
+        async move {
+            let mut tick = tokio::time::interval(crate::proxy::UPSTREAM_SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => proxy.sweep_idle_upstream_connections(),
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+    });
     // Upstreams removed with DELETE go once drained.
     tokio::spawn({
         let plane = Arc::clone(&plane);

@@ -10,6 +10,12 @@ use clap::{Parser, Subcommand};
 use cutover::config::Config;
 use cutover::{Error, demo, lifecycle, telemetry};
 
+// The hot path allocates per request (header maps, futures, buffers);
+// mimalloc's thread-local free lists make that markedly cheaper than
+// glibc's malloc (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "cutover",
@@ -113,10 +119,19 @@ fn check(path: PathBuf) -> ExitCode {
 
 fn serve(workers: usize, main: impl Future<Output = Result<(), Error>>) -> ExitCode {
     telemetry::init_logging();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        builder.worker_threads(workers);
-    }
+    let workers = match workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    // One worker: a current-thread runtime, with no work-stealing queues or
+    // cross-thread wake-ups to pay for on every request.
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -164,7 +164,9 @@ impl Server {
             let version = req.version();
             let active = requests.start(version);
             let conn = Arc::clone(&requests);
-            async move {
+            // Boxed: the request's future is several KiB, and hyper would
+            // otherwise copy all of it into place for every request.
+            Box::pin(async move {
                 let mut response = proxy.handle(req, client, active).await;
                 if conn.closing()
                     && version < Version::HTTP_2
@@ -176,7 +178,7 @@ impl Server {
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
                 Ok::<_, Infallible>(response)
-            }
+            })
         });
         let conn = self
             .http

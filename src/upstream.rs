@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize,
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use http::uri::Authority;
+use http::HeaderValue;
 
 /// Milliseconds on a monotonic clock private to this process, never 0.
 pub fn now_ms() -> u64 {
@@ -52,8 +52,9 @@ impl Health {
 #[derive(Debug)]
 pub struct UpstreamState {
     addr: SocketAddr,
-    /// The address as a URI authority, built once for every request URI.
-    authority: Authority,
+    /// The address as a `Host` value, built once, for requests that
+    /// arrive without one (HTTP/1.0).
+    host_header: HeaderValue,
     /// The address as text, for metric labels and logs.
     label: Arc<str>,
     in_flight: AtomicUsize,
@@ -89,10 +90,10 @@ impl UpstreamState {
         };
         Arc::new(UpstreamState {
             addr,
-            // A SocketAddr always renders as a valid authority (IP:PORT or
-            // [IPv6]:PORT); the fallback only keeps this free of a panic path.
-            authority: Authority::try_from(addr.to_string())
-                .unwrap_or_else(|_| Authority::from_static("invalid.invalid")),
+            // A SocketAddr always renders as a valid header value (IP:PORT
+            // or [IPv6]:PORT); the fallback only keeps this free of a panic path.
+            host_header: HeaderValue::try_from(addr.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid.invalid")),
             label: Arc::from(addr.to_string()),
             in_flight: AtomicUsize::new(0),
             health: AtomicU8::new(health.to_u8()),
@@ -114,8 +115,8 @@ impl UpstreamState {
         self.addr
     }
 
-    pub fn authority(&self) -> &Authority {
-        &self.authority
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host_header
     }
 
     pub fn label(&self) -> &Arc<str> {

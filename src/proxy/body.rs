@@ -10,6 +10,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::activity::ActiveRequest;
+use super::pools::PooledConnection;
 use crate::upstream::InFlight;
 
 /// The body sent to a client: the upstream's streamed body or a short error
@@ -18,6 +19,9 @@ use crate::upstream::InFlight;
 /// dropped.
 pub struct ResponseBody {
     inner: ResponseInner,
+    /// The upstream connection the body comes over, pooled again once the
+    /// body has been read to its end.
+    connection: Option<PooledConnection>,
     in_flight: Option<InFlight>,
     active: Option<ActiveRequest>,
     timer: Option<RequestTimer>,
@@ -51,9 +55,10 @@ enum ResponseInner {
 }
 
 impl ResponseBody {
-    pub fn upstream(body: Incoming) -> Self {
+    pub fn upstream(body: Incoming, connection: PooledConnection) -> Self {
         ResponseBody {
             inner: ResponseInner::Upstream(body),
+            connection: Some(connection),
             in_flight: None,
             active: None,
             timer: None,
@@ -63,6 +68,7 @@ impl ResponseBody {
     pub fn full(bytes: Bytes) -> Self {
         ResponseBody {
             inner: ResponseInner::Full(Full::new(bytes)),
+            connection: None,
             in_flight: None,
             active: None,
             timer: None,
@@ -82,6 +88,19 @@ impl ResponseBody {
         self.in_flight = in_flight;
         self.active = Some(active);
         self.timer = timer;
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // A body with nothing left (e.g. `Content-Length: 0`, a HEAD
+        // response) may never be polled to its end: its connection is
+        // still reusable. Any other unfinished body closes it.
+        if let Some(c) = self.connection.take()
+            && self.is_end_stream()
+        {
+            c.release();
+        }
     }
 }
 

@@ -1,7 +1,6 @@
 //! Why a request could not be proxied, which side caused it, and the one
 //! place that maps each cause to a status and a short plain-text body.
 
-use std::error::Error as _;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -26,7 +25,7 @@ pub enum ProxyError {
         addr: SocketAddr,
         timed_out: bool,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: super::pools::SendError,
     },
     #[error("upstream {addr} sent no response head within {timeout:?}")]
     UpstreamTimeout {
@@ -37,7 +36,7 @@ pub enum ProxyError {
     UpstreamFailed {
         addr: SocketAddr,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: super::pools::SendError,
     },
 }
 
@@ -118,18 +117,4 @@ impl ProxyError {
         }
         response
     }
-}
-
-/// Did a connect error come from the connect timeout?
-pub fn is_timeout(error: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = error.source();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }

@@ -15,7 +15,7 @@ mod tunnel;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 pub use activity::{ActiveRequest, ConnActivity};
 pub use body::{RequestBody, RequestTimer, ResponseBody};
 pub use error::{ProxyError, Side};
+pub use pools::{SWEEP_INTERVAL as UPSTREAM_SWEEP_INTERVAL, SendError};
 
 use crate::access_log::{self, AccessLog};
 use crate::config::ProxySettings;
@@ -71,6 +72,12 @@ impl Proxy {
     /// control plane after each table swap.
     pub fn sync_upstreams(&self, table: &RouteTable) {
         self.pools.sync(table);
+    }
+
+    /// Closes upstream connections idle past `upstream_idle_timeout`; the
+    /// lifecycle runs it every [`UPSTREAM_SWEEP_INTERVAL`].
+    pub fn sweep_idle_upstream_connections(&self) {
+        self.pools.sweep();
     }
 
     /// Proxies one request; never fails: errors become 4xx/5xx responses.
@@ -219,9 +226,15 @@ impl Proxy {
             };
             let mut request = Request::new(attempt_body);
             *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = upstream_uri(&pick.upstream, &path);
+            // Origin-form: hyper's connection API writes the target as given.
+            *request.uri_mut() = Uri::from(path.clone());
             *request.version_mut() = Version::HTTP_11;
-            *request.headers_mut() = parts.headers.clone();
+            let mut headers = parts.headers.clone();
+            if !headers.contains_key(http::header::HOST) {
+                // An HTTP/1.0 client may send none; HTTP/1.1 upstreams need one.
+                headers.insert(http::header::HOST, pick.upstream.host_header().clone());
+            }
+            *request.headers_mut() = headers;
 
             labels.pool = Some(Arc::clone(&pick.pool));
             labels.upstream = Some(Arc::clone(pick.upstream.label()));
@@ -229,10 +242,10 @@ impl Proxy {
             let addr = pick.upstream.addr();
             let sent = tokio::time::timeout(
                 self.settings.response_header_timeout,
-                self.pools.request(addr, request),
+                self.pools.send(addr, request),
             )
             .await;
-            let ok = matches!(&sent, Ok(Ok(r)) if !r.status().is_server_error());
+            let ok = matches!(&sent, Ok(Ok((r, _))) if !r.status().is_server_error());
             self.record_outcome(&table, &pick, ok);
             match sent {
                 Err(_) => {
@@ -252,7 +265,7 @@ impl Proxy {
                     tried.push(pick.upstream);
                     last_error = Some(ProxyError::UpstreamConnect {
                         addr,
-                        timed_out: error::is_timeout(&e),
+                        timed_out: e.is_timeout(),
                         source: e,
                     });
                 }
@@ -266,7 +279,7 @@ impl Proxy {
                     last_error = Some(ProxyError::UpstreamFailed { addr, source: e });
                 }
                 Ok(Err(e)) => return Err(ProxyError::UpstreamFailed { addr, source: e }),
-                Ok(Ok(mut response)) => {
+                Ok(Ok((mut response, connection))) => {
                     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
                     if let (true, Some(client_side)) = (upgraded, client_upgrade) {
                         let upstream_side = hyper::upgrade::on(&mut response);
@@ -291,7 +304,7 @@ impl Proxy {
                         }
                     }
                     return Ok((
-                        Response::from_parts(head, ResponseBody::upstream(body)),
+                        Response::from_parts(head, ResponseBody::upstream(body, connection)),
                         Some(in_flight),
                     ));
                 }
@@ -400,14 +413,4 @@ impl Labels {
             log: None,
         }
     }
-}
-
-fn upstream_uri(upstream: &UpstreamState, path: &PathAndQuery) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(upstream.authority().clone());
-    parts.path_and_query = Some(path.clone());
-    // Cannot fail: scheme, authority and path are all set. An empty URI
-    // would make the client fail the request (502), never panic.
-    Uri::from_parts(parts).unwrap_or_default()
 }
