@@ -31,6 +31,8 @@ pub mod names {
     pub const ROUTE_WEIGHT: &str = "cutover_route_weight";
     /// Extra: client connections open now.
     pub const CLIENT_CONNECTIONS: &str = "cutover_client_connections";
+    /// Extra: idle HTTP/1.1 client connections parked (holding no buffers).
+    pub const CLIENT_CONNECTIONS_PARKED: &str = "cutover_client_connections_parked";
     /// Extra: upstream connect failures (each retried elsewhere if possible).
     pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "cutover_upstream_connect_errors_total";
     /// Extra: passive outlier ejections.
@@ -93,6 +95,10 @@ fn describe() {
         "The route's current split weight for a pool"
     );
     describe_gauge!(names::CLIENT_CONNECTIONS, "Client connections open");
+    describe_gauge!(
+        names::CLIENT_CONNECTIONS_PARKED,
+        "Idle HTTP/1.1 client connections parked without buffers"
+    );
     describe_counter!(
         names::UPSTREAM_CONNECT_ERRORS_TOTAL,
         "Failed connects to an upstream"

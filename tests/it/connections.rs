@@ -97,3 +97,43 @@ async fn idle_client_connections_are_closed() {
     assert_eq!(n.unwrap_or(0), 0);
     proxy.stop().await;
 }
+
+/// A gauge's value in the process's `/metrics`.
+async fn gauge(admin: &str, name: &str) -> f64 {
+    let (_, text) = admin_call("GET", &format!("{admin}/metrics"), None, None).await;
+    text.as_str()
+        .unwrap_or("")
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// An idle HTTP/1.1 keep-alive connection is parked (its buffers dropped)
+/// and served again, on the same socket, when its client sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_parked_and_served_again() {
+    let up = TestUpstream::start("up").await;
+    let process = crate::process::Process::start(&split_config(&[("p", 1, &[up.addr])], ""));
+    let admin = format!("http://{}", crate::process::admin_addr_of(&process));
+    let mut stream = TcpStream::connect(process.addr).await.unwrap();
+    for round in 0..2 {
+        stream.write_all(REQUEST).await.unwrap();
+        let response = read_response(&mut stream).await;
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "round {round}: {response}"
+        );
+        wait_until("the idle connection is parked", || async {
+            gauge(&admin, "cutover_client_connections_parked").await == 1.0
+        })
+        .await;
+    }
+    // A request in two writes around the wake-up still arrives whole.
+    stream.set_nodelay(true).unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    stream.write_all(b"st: app\r\n\r\n").await.unwrap();
+    let response = read_response(&mut stream).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(up.hits(), 3);
+    assert_eq!(up.connections(), 1, "upstream connection reused throughout");
+}

@@ -8,20 +8,22 @@
 //! HTTP/1 connection closes only after a response that says
 //! `Connection: close`, or once idle for `idle_timeout`, so no client's
 //! request meets a closing socket; HTTP/2 gets GOAWAY).
+//!
+//! `connection` serves one connection; `park` takes idle plain HTTP/1.1
+//! connections back from hyper so they cost only their socket.
 
-use std::convert::Infallible;
+mod connection;
+mod park;
+
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Request, StatusCode, Version, header};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,13 +31,16 @@ use tokio_util::task::TaskTracker;
 use std::collections::HashMap;
 
 use crate::config::{ListenerConfig, ProxySettings};
-use crate::proxy::{ClientConn, ConnActivity, Proxy};
+use crate::proxy::Proxy;
 use crate::tls::{self, CertStore, LoadedCert};
 
 /// What every connection of every listener shares.
 pub struct Server {
     proxy: Arc<Proxy>,
+    /// HTTP/1.1 or HTTP/2, told apart by hyper: TLS and h2c connections.
     http: auto::Builder<TokioExecutor>,
+    /// Plain HTTP/1.1 connections, which are parked when idle.
+    http1: hyper::server::conn::http1::Builder,
     connections: Arc<Semaphore>,
     idle_timeout: Duration,
     header_timeout: Duration,
@@ -63,12 +68,18 @@ impl Server {
             // with 431; bodies stream through it in pieces. Config keeps
             // this at or above hyper's minimum of 8 KiB.
             .max_buf_size(settings.max_header_bytes);
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.client_header_timeout)
+            .max_buf_size(settings.max_header_bytes);
         http.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
         Arc::new(Server {
             proxy,
             http,
+            http1,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             idle_timeout: settings.idle_timeout,
             header_timeout: settings.client_header_timeout,
@@ -107,8 +118,7 @@ impl Server {
                     let server = Arc::clone(&self);
                     match &tls {
                         None => {
-                            self.tracker
-                                .spawn(server.serve_connection(stream, peer, permit, None));
+                            self.tracker.spawn(server.serve_plain(stream, peer, permit));
                         }
                         Some(acceptor) => {
                             let acceptor = acceptor.clone();
@@ -137,94 +147,6 @@ impl Server {
             }
         }
         tracing::info!(listener = ?local, "listener closed");
-    }
-
-    /// Serves one client connection, plain (`tls` None) or already past
-    /// its TLS handshake.
-    async fn serve_connection<S>(
-        self: Arc<Self>,
-        stream: S,
-        peer: SocketAddr,
-        _permit: OwnedSemaphorePermit,
-        tls: Option<()>,
-    ) where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let activity = ConnActivity::new();
-        let open = metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS);
-        open.increment(1.0);
-        let client = ClientConn {
-            peer,
-            proto: if tls.is_some() { "https" } else { "http" },
-        };
-        let proxy = Arc::clone(&self.proxy);
-        let requests = Arc::clone(&activity);
-        let service = service_fn(move |req: Request<Incoming>| {
-            let proxy = Arc::clone(&proxy);
-            let version = req.version();
-            let active = requests.start(version);
-            let conn = Arc::clone(&requests);
-            // Boxed: the request's future is several KiB, and hyper would
-            // otherwise copy all of it into place for every request.
-            Box::pin(async move {
-                let mut response = proxy.handle(req, client, active).await;
-                if conn.closing()
-                    && version < Version::HTTP_2
-                    && response.status() != StatusCode::SWITCHING_PROTOCOLS
-                {
-                    // hyper closes the connection once this response is out.
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                Ok::<_, Infallible>(response)
-            })
-        });
-        let conn = self
-            .http
-            .serve_connection_with_upgrades(TokioIo::new(stream), service);
-        tokio::pin!(conn);
-        let idle = tokio::time::sleep(self.idle_timeout);
-        tokio::pin!(idle);
-        let mut closing = false;
-        let mut retiring = false;
-        loop {
-            tokio::select! {
-                done = conn.as_mut() => {
-                    if let Err(e) = done {
-                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                    }
-                    break;
-                }
-                _ = self.shutdown.cancelled(), if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = self.retire.cancelled(), if !retiring && !closing => {
-                    retiring = true;
-                    if activity.set_closing() {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
-                _ = activity.http2_while_closing(), if retiring && !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = &mut idle, if !closing => {
-                    match activity.idle_since() {
-                        Some(since) if since.elapsed() >= self.idle_timeout => {
-                            tracing::debug!(%peer, "closing idle client connection");
-                            closing = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                        Some(since) => idle.as_mut().reset(since + self.idle_timeout),
-                        None => idle.as_mut().reset(tokio::time::Instant::now() + self.idle_timeout),
-                    }
-                }
-            }
-        }
-        open.decrement(1.0);
     }
 }
 

@@ -1,0 +1,268 @@
+//! One client connection: the hyper service around the proxy, and the loop
+//! that ends it — idle timeout, SIGTERM, retirement after an upgrade — or,
+//! for plain HTTP/1.1, parks it while idle (see `park`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use http::{HeaderValue, Request, StatusCode, Version, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use super::Server;
+use super::park::{self, FirstBytes, PARK_AFTER, ParkableIo};
+use crate::proxy::{ClientConn, ConnActivity, ResponseBody};
+
+/// A hyper connection the loop can ask to finish.
+trait Graceful: Future<Output = Result<(), Self::Error>> {
+    type Error: std::fmt::Display;
+    fn shut_down(self: Pin<&mut Self>);
+}
+
+impl Graceful
+    for hyper::server::conn::http1::UpgradeableConnection<TokioIo<ParkableIo>, ProxyService>
+{
+    type Error = hyper::Error;
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<S> Graceful
+    for auto::UpgradeableConnection<'_, TokioIo<S>, ProxyService, hyper_util::rt::TokioExecutor>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// How a hyper connection ended.
+enum Ended {
+    Closed,
+    /// Shut down to park: the socket is still open.
+    Parked,
+}
+
+/// The service hyper calls for each request on one connection.
+#[derive(Clone)]
+struct ProxyService {
+    proxy: Arc<crate::proxy::Proxy>,
+    activity: Arc<ConnActivity>,
+    client: ClientConn,
+}
+
+type ServiceFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for ProxyService {
+    type Response = http::Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = ServiceFuture;
+
+    fn call(&self, req: Request<Incoming>) -> ServiceFuture {
+        let proxy = Arc::clone(&self.proxy);
+        let conn = Arc::clone(&self.activity);
+        let client = self.client;
+        let version = req.version();
+        let active = conn.start(version);
+        // Boxed: the request's future is several KiB, and hyper would
+        // otherwise copy all of it into place for every request.
+        Box::pin(async move {
+            let mut response = proxy.handle(req, client, active).await;
+            if conn.closing()
+                && version < Version::HTTP_2
+                && response.status() != StatusCode::SWITCHING_PROTOCOLS
+            {
+                // hyper closes the connection once this response is out.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response)
+        })
+    }
+}
+
+impl Server {
+    fn service(&self, client: ClientConn, activity: &Arc<ConnActivity>) -> ProxyService {
+        ProxyService {
+            proxy: Arc::clone(&self.proxy),
+            activity: Arc::clone(activity),
+            client,
+        }
+    }
+
+    /// Serves a plain-TCP connection: HTTP/2 with prior knowledge as is,
+    /// HTTP/1.1 parked whenever it idles.
+    pub(super) async fn serve_plain(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
+        match park::sniff(&stream, self.header_timeout).await {
+            FirstBytes::Nothing => return,
+            // Boxed, like the HTTP/1.1 connection below, so a parked
+            // connection's task stays small.
+            FirstBytes::Http2 => {
+                return Box::pin(self.serve_connection(stream, peer, permit, None)).await;
+            }
+            FirstBytes::Http1 => {}
+        }
+        let _permit = permit;
+        let open = metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS);
+        open.increment(1.0);
+        let activity = ConnActivity::new();
+        let client = ClientConn {
+            peer,
+            proto: "http",
+        };
+        let service = self.service(client, &activity);
+        let parked = metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS_PARKED);
+        let mut io = ParkableIo::new(stream);
+        loop {
+            let parking = io.parking_flag();
+            let mut conn = Box::new(
+                self.http1
+                    .serve_connection(TokioIo::new(io), service.clone())
+                    .with_upgrades(),
+            );
+            let ended =
+                Box::pin(self.drive(Pin::new(&mut *conn), &activity, peer, Some(&parking))).await;
+            let parts = match (ended, conn.into_parts()) {
+                (Ended::Parked, Some(parts)) => parts,
+                _ => break,
+            };
+            io = parts.io.into_inner();
+            io.unpark(parts.read_buf);
+            if io.has_unread() {
+                continue;
+            }
+            parked.increment(1.0);
+            let resume = self.wait_parked(&io, &activity).await;
+            parked.decrement(1.0);
+            if !resume {
+                break;
+            }
+        }
+        open.decrement(1.0);
+    }
+
+    /// A parked connection waits for its client's next bytes. False when
+    /// it should close instead: idle too long, or shutting down.
+    async fn wait_parked(&self, io: &ParkableIo, activity: &ConnActivity) -> bool {
+        // hyper's header timer also bounds an idle HTTP/1.1 connection.
+        let limit = self.idle_timeout.min(self.header_timeout);
+        let since = activity.idle_since().unwrap_or_else(Instant::now);
+        tokio::select! {
+            readable = io.readable() => readable.is_ok(),
+            () = tokio::time::sleep_until(since + limit) => false,
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+
+    /// Serves one client connection, plain (`tls` None) or already past
+    /// its TLS handshake, HTTP/1.1 or HTTP/2, without parking.
+    pub(super) async fn serve_connection<S>(
+        self: Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        _permit: OwnedSemaphorePermit,
+        tls: Option<()>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = ConnActivity::new();
+        let open = metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS);
+        open.increment(1.0);
+        let client = ClientConn {
+            peer,
+            proto: if tls.is_some() { "https" } else { "http" },
+        };
+        let service = self.service(client, &activity);
+        let conn = self
+            .http
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        self.drive(conn, &activity, peer, None).await;
+        open.decrement(1.0);
+    }
+
+    /// Polls `conn` to its end, shutting it down gracefully on an idle
+    /// timeout, SIGTERM or retirement — or, with a `park` flag, once it
+    /// has been idle for [`PARK_AFTER`].
+    async fn drive<C: Graceful>(
+        &self,
+        mut conn: Pin<&mut C>,
+        activity: &ConnActivity,
+        peer: SocketAddr,
+        park: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Ended {
+        let first_check = match park {
+            Some(_) => PARK_AFTER.min(self.idle_timeout),
+            None => self.idle_timeout,
+        };
+        let idle = tokio::time::sleep(first_check);
+        tokio::pin!(idle);
+        let mut closing = false;
+        let mut retiring = false;
+        loop {
+            tokio::select! {
+                done = conn.as_mut() => {
+                    if let Err(e) = done {
+                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                    }
+                    let parked = park.is_some_and(|p| p.load(Ordering::Acquire));
+                    return if parked { Ended::Parked } else { Ended::Closed };
+                }
+                _ = self.shutdown.cancelled(), if !closing => {
+                    closing = true;
+                    conn.as_mut().shut_down();
+                }
+                _ = self.retire.cancelled(), if !retiring && !closing => {
+                    retiring = true;
+                    if activity.set_closing() {
+                        closing = true;
+                        conn.as_mut().shut_down();
+                    }
+                }
+                _ = activity.http2_while_closing(), if retiring && !closing => {
+                    closing = true;
+                    conn.as_mut().shut_down();
+                }
+                _ = &mut idle, if !closing => {
+                    let Some(since) = activity.idle_since() else {
+                        idle.as_mut().reset(Instant::now() + first_check);
+                        continue;
+                    };
+                    let idle_for = since.elapsed();
+                    if idle_for >= self.idle_timeout {
+                        tracing::debug!(%peer, "closing idle client connection");
+                        closing = true;
+                        conn.as_mut().shut_down();
+                    } else if let Some(flag) = park.filter(|_| idle_for >= PARK_AFTER) {
+                        // Idle: hyper sends nothing and returns the socket.
+                        tracing::trace!(%peer, "parking idle connection");
+                        flag.store(true, Ordering::Release);
+                        closing = true;
+                        conn.as_mut().shut_down();
+                    } else {
+                        let next = if park.is_some() { PARK_AFTER } else { self.idle_timeout };
+                        idle.as_mut().reset(since + next.min(self.idle_timeout));
+                    }
+                }
+            }
+        }
+    }
+}

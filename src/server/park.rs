@@ -1,0 +1,160 @@
+//! Parking idle HTTP/1.1 connections: the socket without hyper's buffers.
+//!
+//! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for as long
+//! as it serves a connection, idle or not, which made an idle keep-alive
+//! connection cost ~28 KiB. A plain-TCP HTTP/1.1 connection idle for
+//! [`PARK_AFTER`] is therefore taken back from hyper — a graceful shutdown
+//! that, on an idle connection, sends nothing, while this wrapper turns its
+//! socket shutdown into a no-op — and waits for the client's next bytes
+//! holding only the socket. A fresh hyper connection then serves them;
+//! bytes hyper had read but not parsed are replayed first. Nothing is
+//! sent to the client either way, so parking is invisible to it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// How long an HTTP/1.1 connection stays idle inside hyper before it is
+/// parked. Long enough that a client sending request after request never
+/// pays for it; short enough that idle connections cost little.
+pub const PARK_AFTER: Duration = Duration::from_secs(2);
+
+/// The client socket as hyper sees it: reads replay `unread` first, and
+/// shutdown is skipped while `parking` is set.
+pub struct ParkableIo {
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    unread: Bytes,
+    parking: Arc<AtomicBool>,
+}
+
+impl ParkableIo {
+    pub fn new(stream: TcpStream) -> ParkableIo {
+        let (read, write) = stream.into_split();
+        ParkableIo {
+            read,
+            write,
+            unread: Bytes::new(),
+            parking: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Set it, then shut the hyper connection down gracefully, to park.
+    pub fn parking_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.parking)
+    }
+
+    /// Back from hyper: `unread` holds what hyper read but did not parse.
+    pub fn unpark(&mut self, unread: Bytes) {
+        // Copied: even empty, hyper's leftover is a view that keeps its
+        // whole read buffer alive.
+        self.unread = if unread.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(&unread)
+        };
+        self.parking.store(false, Ordering::Release);
+    }
+
+    /// Whether bytes are waiting to be served without reading the socket.
+    pub fn has_unread(&self) -> bool {
+        !self.unread.is_empty()
+    }
+
+    /// Resolves once the client has sent something (or closed).
+    pub async fn readable(&self) -> std::io::Result<()> {
+        self.read.readable().await
+    }
+}
+
+impl AsyncRead for ParkableIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.remaining());
+            buf.put_slice(&self.unread[..n]);
+            self.unread.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ParkableIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.write).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.write).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.write.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.write).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.parking.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.write).poll_shutdown(cx)
+    }
+}
+
+/// What a new connection's first bytes say.
+pub enum FirstBytes {
+    /// The HTTP/2 connection preface (h2c with prior knowledge).
+    Http2,
+    Http1,
+    /// Closed, failed or silent past the deadline before sending anything.
+    Nothing,
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Looks at a new connection's first bytes without consuming them.
+pub async fn sniff(stream: &TcpStream, deadline: Duration) -> FirstBytes {
+    let look = async {
+        let mut buf = [0u8; PREFACE.len()];
+        loop {
+            let n = match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return FirstBytes::Nothing,
+                Ok(n) => n,
+            };
+            if buf[..n] != PREFACE[..n] {
+                return FirstBytes::Http1;
+            }
+            if n == PREFACE.len() {
+                return FirstBytes::Http2;
+            }
+            // A preface split across segments: peek returns what is there
+            // at once, so wait a little before looking again.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(deadline, look)
+        .await
+        .unwrap_or(FirstBytes::Nothing)
+}
