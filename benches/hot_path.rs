@@ -1,8 +1,13 @@
-//! Micro-benchmarks of the hot path's pure parts: route match and weighted
-//! pick over 2 / 10 / 100 upstreams with some ineligible.
+//! Micro-benchmarks of the hot path's pure parts: route match, weighted
+//! pick over 2 / 10 / 100 upstreams with some ineligible, sticky cookie
+//! open, and header rewriting both ways.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
+
+// The allocator the binary uses (src/main.rs), so figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use cutover::balance::sticky::StickyKey;
 use cutover::config::Config;
@@ -81,5 +86,62 @@ fn sticky(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, route_match, pick, sticky);
+/// A browser-like request and an nginx-like response, rewritten as the
+/// proxy does for every request.
+fn headers(c: &mut Criterion) {
+    use cutover::proxy::headers::{prepare_request, prepare_response};
+    use http::{HeaderMap, HeaderValue, Uri, Version, header};
+    let mut request = HeaderMap::new();
+    for (name, value) in [
+        (header::HOST, "app.example.com"),
+        (
+            header::USER_AGENT,
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0",
+        ),
+        (
+            header::ACCEPT,
+            "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8",
+        ),
+        (header::ACCEPT_ENCODING, "gzip, deflate, br"),
+        (header::ACCEPT_LANGUAGE, "en-GB,en;q=0.5"),
+        (header::COOKIE, "session=abc123; theme=dark"),
+        (header::CONNECTION, "keep-alive"),
+    ] {
+        request.insert(name, HeaderValue::from_static(value));
+    }
+    let uri: Uri = "/index.html".parse().expect("uri");
+    let ip = std::net::IpAddr::from([192, 0, 2, 7]);
+    c.bench_function("headers/prepare_request", |b| {
+        b.iter_batched(
+            || request.clone(),
+            |mut h| {
+                prepare_request(&mut h, &uri, Version::HTTP_11, ip, "http", false);
+                h
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let mut response = HeaderMap::new();
+    for (name, value) in [
+        (header::SERVER, "nginx/1.22.1"),
+        (header::DATE, "Thu, 26 Nov 2026 12:00:00 GMT"),
+        (header::CONTENT_TYPE, "text/plain"),
+        (header::CONTENT_LENGTH, "96"),
+        (header::CONNECTION, "keep-alive"),
+    ] {
+        response.insert(name, HeaderValue::from_static(value));
+    }
+    c.bench_function("headers/prepare_response", |b| {
+        b.iter_batched(
+            || response.clone(),
+            |mut h| {
+                prepare_response(&mut h, Version::HTTP_11, false);
+                h
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, route_match, pick, sticky, headers);
 criterion_main!(benches);

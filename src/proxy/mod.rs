@@ -8,7 +8,7 @@
 mod activity;
 mod body;
 mod error;
-mod headers;
+pub mod headers;
 mod pools;
 mod tunnel;
 
