@@ -11,6 +11,10 @@
 #   benches/compare.sh                       # 3 rounds x c50,c200 x 10s
 #   ROUNDS=1 DURATION=3s benches/compare.sh  # a quick look
 #
+# Then, for each proxy, the resident memory of IDLE_CONNECTIONS idle
+# keep-alive client connections, per 10,000 (benches/idle_memory.py;
+# IDLE_CONNECTIONS=0 skips it).
+#
 # Needs root (or the packages already installed) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +25,9 @@ CONNECTIONS=${CONNECTIONS:-"50 200"}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 TARGETS=${TARGETS:-"cutover nginx haproxy"}
+# 9,000 fit every proxy under a 20,000-descriptor limit; figures are
+# scaled to 10,000.
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-9000}
 
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
@@ -31,6 +38,11 @@ if ((${#need[@]})); then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
 fi
+
+# Room for the idle connections: as many descriptors as we may have.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# HAProxy wants two descriptors per connection it may hold.
+HAPROXY_MAXCONN=$(( ($(ulimit -n) - 100) / 2 ))
 
 cargo build --release --quiet
 CUTOVER=$PWD/target/release/cutover
@@ -70,7 +82,7 @@ start_nginx() { # name, config text
 }
 
 nginx_common="worker_processes 1; pid $work/PIDNAME.pid; error_log stderr error;
-events { worker_connections 4096; }"
+events { worker_connections 30000; }"
 
 backend_ports=()
 for i in 1 2; do
@@ -90,11 +102,11 @@ http {
   wait_port "$port"
 done
 
-declare -A port_of
+declare -A port_of pid_of
 
 if [[ " $TARGETS " == *" nginx "* ]]; then
   port_of[nginx]=$(free_port)
-  start_nginx proxy-nginx "${nginx_common//PIDNAME/proxy}
+  start_nginx proxy-nginx "${nginx_common//PIDNAME/proxy-nginx}
 http {
   access_log off;
   client_body_temp_path $work/proxy-nginx;
@@ -116,6 +128,8 @@ http {
   }
 }"
   wait_port "${port_of[nginx]}"
+  # The worker holds the connections; the master only supervises.
+  pid_of[nginx]=$(pgrep -P "$(cat "$work/proxy-nginx.pid")" | head -n 1)
 fi
 
 if [[ " $TARGETS " == *" haproxy "* ]]; then
@@ -123,7 +137,7 @@ if [[ " $TARGETS " == *" haproxy "* ]]; then
   cat >"$work/haproxy.cfg" <<EOF
 global
   nbthread 1
-  maxconn 4096
+  maxconn $HAPROXY_MAXCONN
 defaults
   mode http
   option http-keep-alive
@@ -141,6 +155,7 @@ backend be
 EOF
   taskset -c "$PROXY_CPU" haproxy -db -f "$work/haproxy.cfg" 2>"$work/haproxy.stderr" &
   pids+=($!)
+  pid_of[haproxy]=$!
   wait_port "${port_of[haproxy]}"
 fi
 
@@ -155,6 +170,7 @@ bind = "127.0.0.1:$(free_port)"
 dir = "$work/cutover-state"
 [proxy]
 workers = 1
+max_connections = 30000
 [[route]]
 name = "app"
 split = { backends = 1 }
@@ -164,6 +180,7 @@ EOF
   CUTOVER_LOG=warn taskset -c "$PROXY_CPU" "$CUTOVER" run -c "$work/cutover.toml" \
     2>"$work/cutover.stderr" &
   pids+=($!)
+  pid_of[cutover]=$!
   wait_port "${port_of[cutover]}"
 fi
 
@@ -186,7 +203,18 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 - "$results" <<'EOF'
+memory="$work/memory.txt"
+: >"$memory"
+if ((IDLE_CONNECTIONS > 0)); then
+  for target in "${targets[@]}"; do
+    echo "idle memory: $target" >&2
+    printf '%s %s\n' "$target" \
+      "$(python3 benches/idle_memory.py "${port_of[$target]}" "${pid_of[$target]}" "$IDLE_CONNECTIONS")" \
+      >>"$memory"
+  done
+fi
+
+python3 - "$results" "$memory" <<'EOF'
 import base64, re, statistics, sys
 
 def ms(text):
@@ -235,4 +263,14 @@ for c in conns:
         print(f"| {t} | {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errors} | {ratio} |")
 print()
 print(f"rounds: {max(len(v) for v in runs.values())}; medians per target and concurrency")
+
+lines = [l.split(" ", 1) for l in open(sys.argv[2]) if l.strip()]
+if lines:
+    print()
+    print("| proxy | idle keep-alive connections | failed | RSS before | RSS after | MiB per 10k |")
+    print("|---|---|---|---|---|---|")
+    for target, fields in lines:
+        f = dict(kv.split("=") for kv in fields.split())
+        print(f"| {target} | {f['connections']} | {f['failed']} | {int(f['rss_before_kib']) / 1024:.1f} MiB "
+              f"| {int(f['rss_after_kib']) / 1024:.1f} MiB | {f['mib_per_10k']} |")
 EOF

@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 // The allocator the binary uses (src/main.rs), so figures match it.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use cutover::balance::sticky::StickyKey;
 use cutover::config::Config;

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Resident memory of a proxy holding idle client keep-alive connections.
 
-    idle_memory.py PORT PID [CONNECTIONS]
+    idle_memory.py PORT PID [CONNECTIONS] [SETTLE_SECONDS]
 
 Opens CONNECTIONS (default 10,000) connections to 127.0.0.1:PORT, sends one
 HTTP/1.1 request on each and reads the answer, so each is a used keep-alive
 connection, then leaves them all idle and reads PID's RSS (all of its
 processes' threads share it) from /proc. Prints the RSS before, after, and
-the difference per 10,000 connections. Loopback only; bounded by
+the difference per 10,000 connections, SETTLE_SECONDS (default 15) after
+the last one went idle: long enough for cutover to park them (2 s) and
+for its allocator to hand the freed buffers back (~10 s). Loopback only; bounded by
 CONNECTIONS. Used by benches/compare.sh; see docs/benchmarks.md.
 """
 
@@ -50,6 +52,7 @@ def read_response(sock):
 def main():
     port, pid = int(sys.argv[1]), int(sys.argv[2])
     count = int(sys.argv[3]) if len(sys.argv) > 3 else 10_000
+    settle = float(sys.argv[4]) if len(sys.argv) > 4 else 15.0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, count + 100)
     if soft < want:
@@ -67,7 +70,7 @@ def main():
         except (OSError, ConnectionError):
             failed += 1
         sockets.append(s)
-    time.sleep(1)  # let the proxy settle: freed buffers, finished tasks
+    time.sleep(settle)  # idle connections parked, freed memory returned
     after = rss_kib(pid)
     per_10k = (after - before) * 10_000 / count / 1024
     print(

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 
 // The allocator the binary uses (src/main.rs), so figures match it.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const BODY: &[u8; 96] = &[b'x'; 96];
 

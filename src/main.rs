@@ -10,11 +10,13 @@ use clap::{Parser, Subcommand};
 use cutover::config::Config;
 use cutover::{Error, demo, lifecycle, telemetry};
 
-// The hot path allocates per request (header maps, futures, buffers);
-// mimalloc's thread-local free lists make that markedly cheaper than
-// glibc's malloc (see docs/benchmarks.md).
+// The hot path allocates per request (header maps, futures, buffers):
+// jemalloc's thread caches make that cheaper than glibc's malloc, and its
+// background thread hands freed memory back to the OS within seconds,
+// which glibc does not (e.g. after 10,000 idle connections were parked;
+// see docs/benchmarks.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(
