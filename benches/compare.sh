@@ -44,8 +44,13 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # HAProxy wants two descriptors per connection it may hold.
 HAPROXY_MAXCONN=$(( ($(ulimit -n) - 100) / 2 ))
 
-cargo build --release --quiet
-CUTOVER=$PWD/target/release/cutover
+# CUTOVER_BIN measures another build (e.g. an older release) instead.
+if [[ -n "${CUTOVER_BIN:-}" ]]; then
+  CUTOVER=$CUTOVER_BIN
+else
+  cargo build --release --quiet
+  CUTOVER=$PWD/target/release/cutover
+fi
 
 work=$(mktemp -d)
 pids=()
