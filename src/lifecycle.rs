@@ -165,7 +165,12 @@ pub async fn start_upgradable(
         addr: admin_bind,
         source,
     };
-    let admin_listener = match inherited.admin {
+    // A passed admin socket serves only if the file still names its
+    // address (an upgrade may come with an edited config).
+    let passed_admin = inherited.admin.filter(|socket| {
+        admin_bind.port() == 0 || socket.local_addr().is_ok_and(|a| a == admin_bind)
+    });
+    let admin_listener = match passed_admin {
         Some(socket) => socket
             .set_nonblocking(true)
             .and_then(|()| TcpListener::from_std(socket))

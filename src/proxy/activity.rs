@@ -13,6 +13,8 @@ use tokio::time::Instant;
 pub struct ConnActivity {
     opened: Instant,
     active: AtomicUsize,
+    /// Requests started on this connection, ever.
+    started: AtomicU64,
     /// Milliseconds after `opened` at which the last request ended.
     last_end_ms: AtomicU64,
     http2: AtomicBool,
@@ -35,6 +37,7 @@ impl ConnActivity {
         Arc::new(ConnActivity {
             opened: Instant::now(),
             active: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
             last_end_ms: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -53,6 +56,7 @@ impl ConnActivity {
             self.http2_while_closing.notify_one();
         }
         self.active.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
         ActiveRequest {
             conn: Arc::clone(self),
         }
@@ -76,6 +80,11 @@ impl ConnActivity {
     pub fn set_closing(&self) -> bool {
         self.closing.store(true, Ordering::SeqCst);
         self.http2.load(Ordering::SeqCst)
+    }
+
+    /// How many requests this connection has started.
+    pub fn requests_started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
     }
 
     /// Whether an HTTP/1 response should carry `Connection: close`.

@@ -111,7 +111,13 @@ impl Server {
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
     ) {
-        match park::sniff(&stream, self.header_timeout).await {
+        let first = tokio::select! {
+            first = park::sniff(&stream, self.header_timeout) => first,
+            // Not `retire`: after an upgrade a new connection may still be
+            // about to send its first request, and gets its answer.
+            () = self.shutdown.cancelled() => FirstBytes::Nothing,
+        };
+        match first {
             FirstBytes::Nothing => return,
             // Boxed, like the HTTP/1.1 connection below, so a parked
             // connection's task stays small.
@@ -217,13 +223,18 @@ impl Server {
         tokio::pin!(idle);
         let mut closing = false;
         let mut retiring = false;
+        // Requests started when parking began: if one sneaks in before
+        // hyper stops, hyper answers it with `Connection: close`, and the
+        // connection must then really close rather than park.
+        let mut parked_at = None;
         loop {
             tokio::select! {
                 done = conn.as_mut() => {
                     if let Err(e) = done {
                         tracing::debug!(%peer, error = %e, "client connection ended with an error");
                     }
-                    let parked = park.is_some_and(|p| p.load(Ordering::Acquire));
+                    let parked = park.is_some_and(|p| p.load(Ordering::Acquire))
+                        && parked_at == Some(activity.requests_started());
                     return if parked { Ended::Parked } else { Ended::Closed };
                 }
                 _ = self.shutdown.cancelled(), if !closing => {
@@ -254,6 +265,7 @@ impl Server {
                     } else if let Some(flag) = park.filter(|_| idle_for >= PARK_AFTER) {
                         // Idle: hyper sends nothing and returns the socket.
                         tracing::trace!(%peer, "parking idle connection");
+                        parked_at = Some(activity.requests_started());
                         flag.store(true, Ordering::Release);
                         closing = true;
                         conn.as_mut().shut_down();
