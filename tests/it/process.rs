@@ -202,6 +202,30 @@ async fn sigterm_finishes_in_flight_and_refuses_new_connections() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// Connections with nothing in flight do not hold up a stop: one that has
+/// sent nothing yet, and one idle (parked) after a request. Either would
+/// otherwise wait out `client_header_timeout` (30 s, past the deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_silent_or_idle_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = TestUpstream::start("up").await;
+    let mut process = Process::start(&split_config(&[("p", 1, &[up.addr])], ""));
+    let _silent = tokio::net::TcpStream::connect(process.addr).await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(process.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.ends_with(b"up\n") {
+        let n = idle.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    process.signal("TERM");
+    assert!(process.wait_exit().success());
+}
+
 /// Rewrites the config file and sends SIGHUP while clients keep sending
 /// requests: the split moves, nothing fails, and a broken file changes
 /// nothing.
