@@ -10,6 +10,7 @@ mod body;
 mod error;
 pub mod headers;
 mod pools;
+mod request_metrics;
 mod tunnel;
 
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use crate::telemetry::{self, names};
 use crate::upstream::UpstreamState;
 use body::BodySlot;
 use pools::ConnectionPools;
+use request_metrics::RequestMetricsCache;
 
 /// Everything a request needs, shared by all connections.
 pub struct Proxy {
@@ -41,6 +43,7 @@ pub struct Proxy {
     /// Upgraded (WebSocket) tunnels, so a graceful stop can wait for them.
     tunnels: TaskTracker,
     access_log: Option<AccessLog>,
+    request_metrics: RequestMetricsCache,
 }
 
 /// What the proxy knows about the client connection a request came on.
@@ -64,6 +67,7 @@ impl Proxy {
             settings,
             tunnels,
             access_log,
+            request_metrics: RequestMetricsCache::default(),
         }
     }
 
@@ -135,7 +139,7 @@ impl Proxy {
             entry.status = status;
             (log, entry)
         });
-        let mut timer = labels.record(status, start);
+        let mut timer = labels.record(&self.request_metrics, status, start);
         timer.log = line;
         response.body_mut().hold(in_flight, active, Some(timer));
         response
@@ -238,6 +242,7 @@ impl Proxy {
 
             labels.pool = Some(Arc::clone(&pick.pool));
             labels.upstream = Some(Arc::clone(pick.upstream.label()));
+            labels.addr = Some(pick.upstream.addr());
             let in_flight = pick.upstream.start_request();
             let addr = pick.upstream.addr();
             let sent = tokio::time::timeout(
@@ -389,12 +394,31 @@ struct Labels {
     route: Option<Arc<str>>,
     pool: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
+    addr: Option<SocketAddr>,
 }
 
 impl Labels {
     /// Counts the response and returns the timer that records its duration
     /// when the body ends.
-    fn record(self, status: u16, start: std::time::Instant) -> RequestTimer {
+    fn record(
+        self,
+        cache: &RequestMetricsCache,
+        status: u16,
+        start: std::time::Instant,
+    ) -> RequestTimer {
+        if let (Some(route), Some(pool), Some(upstream), Some(addr)) =
+            (&self.route, &self.pool, &self.upstream, self.addr)
+        {
+            let handles = cache.get(route, pool, addr, upstream);
+            handles.count(status);
+            return RequestTimer {
+                start,
+                histogram: handles.duration(),
+                bytes: 0,
+                log: None,
+            };
+        }
+        // A request that never reached an upstream: rare, no cache.
         let none = || Arc::<str>::from("none");
         let route = self.route.unwrap_or_else(none);
         let pool = self.pool.unwrap_or_else(none);
