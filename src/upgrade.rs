@@ -168,10 +168,12 @@ impl Upgrader {
         tokio::select! {
             () = wait_ready(&ready, pid) => {}
             status = child.wait() => {
+                crate::systemd::status("upgrade failed; this process serves on");
                 let status = status.map_err(UpgradeError::Sockets)?;
                 return Err(UpgradeError::ChildExited { pid, status });
             }
             () = tokio::time::sleep(self.timeout) => {
+                crate::systemd::status("upgrade failed; this process serves on");
                 stop_child(&mut child, pid).await;
                 return Err(UpgradeError::Timeout { pid, timeout: self.timeout });
             }
