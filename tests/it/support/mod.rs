@@ -240,17 +240,20 @@ fn load_with(url: String, clients: usize, kinds: &[fn() -> HttpClient]) -> Load 
                         break;
                     }
                     sent.fetch_add(1, Ordering::Relaxed);
-                    let ok = match client.get(url.parse().unwrap()).await {
+                    let outcome = match client.get(url.parse().unwrap()).await {
                         Ok(r) => {
                             let status = r.status();
-                            http_body_util::BodyExt::collect(r.into_body())
-                                .await
-                                .is_ok()
-                                && status == 200
+                            match http_body_util::BodyExt::collect(r.into_body()).await {
+                                Ok(_) if status == 200 => Ok(()),
+                                Ok(_) => Err(format!("status {status}")),
+                                Err(e) => Err(format!("body: {e:?}")),
+                            }
                         }
-                        Err(_) => false,
+                        Err(e) => Err(format!("{e:?}")),
                     };
-                    if !ok {
+                    if let Err(why) = outcome {
+                        // Said, so a failing test shows what failed.
+                        eprintln!("load client {i}: request failed: {why}");
                         failures.fetch_add(1, Ordering::Relaxed);
                     }
                 }
