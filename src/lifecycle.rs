@@ -192,6 +192,7 @@ pub async fn start_upgradable(
                 upgrade_timeout,
                 socket,
                 admin_stop.clone(),
+                retire.clone(),
             )))
         }
         None => None,
@@ -287,6 +288,7 @@ impl Running {
     /// connections here end gently (see `server`) rather than at once; any
     /// left at `shutdown_timeout` are shut down as on SIGTERM.
     pub async fn retire(self) -> Stopped {
+        // Already cancelled by the handover; kept for a direct call.
         self.retire.cancel();
         let _ = self.admin_task.await;
         self.tracker.close();

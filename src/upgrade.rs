@@ -109,6 +109,9 @@ pub struct Upgrader {
     /// Cancelled when a new process has taken over: stops the admin accept
     /// loop and starts this process's retirement.
     handed_over: CancellationToken,
+    /// Cancelled at the same moment, before the upgrade call answers: from
+    /// then on every HTTP/1 response here says `Connection: close`.
+    retire: CancellationToken,
     busy: Mutex<()>,
 }
 
@@ -118,12 +121,14 @@ impl Upgrader {
         timeout: Duration,
         admin_socket: OwnedFd,
         handed_over: CancellationToken,
+        retire: CancellationToken,
     ) -> Upgrader {
         Upgrader {
             launch,
             timeout,
             admin_socket,
             handed_over,
+            retire,
             busy: Mutex::new(()),
         }
     }
@@ -182,6 +187,7 @@ impl Upgrader {
         plane.retire(pid);
         plane.listeners().close_all().await;
         crate::systemd::main_pid(pid);
+        self.retire.cancel();
         self.handed_over.cancel();
         let handover = Handover {
             old_pid: std::process::id(),

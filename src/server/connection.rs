@@ -16,6 +16,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::Server;
 use super::park::{self, FirstBytes, PARK_AFTER, ParkableIo};
@@ -60,6 +61,9 @@ struct ProxyService {
     proxy: Arc<crate::proxy::Proxy>,
     activity: Arc<ConnActivity>,
     client: ClientConn,
+    /// Checked per response too: the connection task may not have seen
+    /// the retirement yet when a request arrives right after a handover.
+    retire: CancellationToken,
 }
 
 type ServiceFuture =
@@ -74,13 +78,14 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         let proxy = Arc::clone(&self.proxy);
         let conn = Arc::clone(&self.activity);
         let client = self.client;
+        let retire = self.retire.clone();
         let version = req.version();
         let active = conn.start(version);
         // Boxed: the request's future is several KiB, and hyper would
         // otherwise copy all of it into place for every request.
         Box::pin(async move {
             let mut response = proxy.handle(req, client, active).await;
-            if conn.closing()
+            if (conn.closing() || retire.is_cancelled())
                 && version < Version::HTTP_2
                 && response.status() != StatusCode::SWITCHING_PROTOCOLS
             {
@@ -100,6 +105,7 @@ impl Server {
             proxy: Arc::clone(&self.proxy),
             activity: Arc::clone(activity),
             client,
+            retire: self.retire.clone(),
         }
     }
 

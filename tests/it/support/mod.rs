@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod h2_client;
 pub mod upstream;
 
 use std::future::Future;
@@ -208,24 +209,71 @@ pub fn fresh_connection_client() -> HttpClient {
         .build_http()
 }
 
-/// `clients` clients sending GETs to `url` until stopped, alternating
-/// HTTP/1.1 and HTTP/2 keep-alive clients (bounded: 50,000 requests each
-/// at most).
-pub fn load(url: String, clients: usize) -> Load {
-    load_with(url, clients, &[http1_client, http2_client])
-}
-
-/// As `load`, and every third client opens a new connection per request,
-/// so a listener that refused one would show.
+/// As `load`, with an HTTP/2 client that handles GOAWAY correctly
+/// (`h2_client`), and every third client opening a new connection per
+/// request, so a listener that refused one would show.
 pub fn load_mixed(url: String, clients: usize) -> Load {
     load_with(
         url,
         clients,
-        &[http1_client, http2_client, fresh_connection_client],
+        &[
+            || LoadClient::Hyper(Box::new(http1_client())),
+            || LoadClient::H2(None),
+            || LoadClient::Hyper(Box::new(fresh_connection_client())),
+        ],
     )
 }
 
-fn load_with(url: String, clients: usize, kinds: &[fn() -> HttpClient]) -> Load {
+/// `clients` clients sending GETs to `url` until stopped, alternating
+/// HTTP/1.1 and HTTP/2 keep-alive clients (bounded: 50,000 requests each
+/// at most).
+pub fn load(url: String, clients: usize) -> Load {
+    load_with(
+        url,
+        clients,
+        &[
+            || LoadClient::Hyper(Box::new(http1_client())),
+            || LoadClient::Hyper(Box::new(http2_client())),
+        ],
+    )
+}
+
+/// One load client: a hyper client, or an `h2_client` made on first use.
+enum LoadClient {
+    Hyper(Box<HttpClient>),
+    H2(Option<h2_client::H2Client>),
+}
+
+impl LoadClient {
+    async fn get(&mut self, url: &str) -> Result<(), String> {
+        let status = match self {
+            LoadClient::Hyper(client) => {
+                let r = client
+                    .get(url.parse().expect("load URL"))
+                    .await
+                    .map_err(|e| format!("{e:?}"))?;
+                let status = r.status().as_u16();
+                http_body_util::BodyExt::collect(r.into_body())
+                    .await
+                    .map_err(|e| format!("body: {e:?}"))?;
+                status
+            }
+            LoadClient::H2(client) => {
+                client
+                    .get_or_insert_with(|| h2_client::H2Client::new(url))
+                    .get(url)
+                    .await?
+            }
+        };
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(format!("status {status}"))
+        }
+    }
+}
+
+fn load_with(url: String, clients: usize, kinds: &[fn() -> LoadClient]) -> Load {
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let failures = std::sync::Arc::new(AtomicUsize::new(0));
     let sent = std::sync::Arc::new(AtomicUsize::new(0));
@@ -233,25 +281,14 @@ fn load_with(url: String, clients: usize, kinds: &[fn() -> HttpClient]) -> Load 
         .map(|i| {
             let (stop, failures, sent, url) =
                 (stop.clone(), failures.clone(), sent.clone(), url.clone());
-            let client = kinds[i % kinds.len()]();
+            let mut client = kinds[i % kinds.len()]();
             tokio::spawn(async move {
                 for _ in 0..50_000 {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     sent.fetch_add(1, Ordering::Relaxed);
-                    let outcome = match client.get(url.parse().unwrap()).await {
-                        Ok(r) => {
-                            let status = r.status();
-                            match http_body_util::BodyExt::collect(r.into_body()).await {
-                                Ok(_) if status == 200 => Ok(()),
-                                Ok(_) => Err(format!("status {status}")),
-                                Err(e) => Err(format!("body: {e:?}")),
-                            }
-                        }
-                        Err(e) => Err(format!("{e:?}")),
-                    };
-                    if let Err(why) = outcome {
+                    if let Err(why) = client.get(&url).await {
                         // Said, so a failing test shows what failed.
                         eprintln!("load client {i}: request failed: {why}");
                         failures.fetch_add(1, Ordering::Relaxed);
