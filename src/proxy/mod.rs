@@ -241,10 +241,10 @@ impl Proxy {
             *request.headers_mut() = headers;
 
             labels.pool = Some(Arc::clone(&pick.pool));
-            labels.upstream = Some(Arc::clone(pick.upstream.label()));
-            labels.addr = Some(pick.upstream.addr());
-            let in_flight = pick.upstream.start_request();
             let addr = pick.upstream.addr();
+            labels.upstream = Some(Arc::clone(pick.upstream.label()));
+            labels.addr = Some(addr);
+            let in_flight = pick.upstream.start_request();
             let sent = tokio::time::timeout(
                 self.settings.response_header_timeout,
                 self.pools.send(addr, request),

@@ -60,11 +60,28 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Still open, and idle for less than `limit`.
+    fn usable(&self, limit: Duration) -> bool {
+        !self.sender.is_closed() && self.since.elapsed() < limit
+    }
+}
+
 /// The idle connections to one upstream.
 struct UpstreamPool {
     addr: SocketAddr,
     idle: Mutex<Vec<Idle>>,
     draining: bool,
+}
+
+impl UpstreamPool {
+    fn new(addr: SocketAddr, draining: bool) -> Arc<UpstreamPool> {
+        Arc::new(UpstreamPool {
+            addr,
+            idle: Mutex::new(Vec::new()),
+            draining,
+        })
+    }
 }
 
 /// A connection lent to one request; back to its pool on [`release`].
@@ -116,15 +133,9 @@ impl ConnectionPools {
         mut request: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, PooledConnection), SendError> {
         let pool = self.by_addr.load().get(&addr).cloned();
-        let pool = pool.unwrap_or_else(|| {
-            // An upstream not in the table yet (a race with a rebuild): a
-            // pool of its own that nothing keeps, so nothing is reused.
-            Arc::new(UpstreamPool {
-                addr,
-                idle: Mutex::new(Vec::new()),
-                draining: false,
-            })
-        });
+        // An upstream not in the table yet (a race with a rebuild): a pool
+        // of its own that nothing keeps, so nothing is reused.
+        let pool = pool.unwrap_or_else(|| UpstreamPool::new(addr, false));
         loop {
             let Some(mut sender) = self.take_idle(&pool) else {
                 break;
@@ -153,7 +164,7 @@ impl ConnectionPools {
     fn take_idle(&self, pool: &UpstreamPool) -> Option<Sender> {
         let mut idle = pool.idle.lock().ok()?;
         while let Some(i) = idle.pop() {
-            if !i.sender.is_closed() && i.since.elapsed() < self.settings.upstream_idle_timeout {
+            if i.usable(self.settings.upstream_idle_timeout) {
                 return Some(i.sender);
             }
         }
@@ -209,11 +220,7 @@ impl ConnectionPools {
                 let entry = match old.get(&addr) {
                     // Keep the pool unless this sync is the drain's start.
                     Some(p) if !draining || p.draining => Arc::clone(p),
-                    _ => Arc::new(UpstreamPool {
-                        addr,
-                        idle: Mutex::new(Vec::new()),
-                        draining,
-                    }),
+                    _ => UpstreamPool::new(addr, draining),
                 };
                 next.insert(addr, entry);
             }
@@ -227,7 +234,7 @@ impl ConnectionPools {
         let limit = self.settings.upstream_idle_timeout;
         for pool in self.by_addr.load().values() {
             if let Ok(mut idle) = pool.idle.lock() {
-                idle.retain(|i| !i.sender.is_closed() && i.since.elapsed() < limit);
+                idle.retain(|i| i.usable(limit));
             }
         }
     }

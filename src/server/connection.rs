@@ -221,11 +221,13 @@ impl Server {
         peer: SocketAddr,
         park: Option<&std::sync::atomic::AtomicBool>,
     ) -> Ended {
-        let first_check = match park {
+        // How long after the last request to look again: time to park, or
+        // time to close.
+        let check_after = match park {
             Some(_) => PARK_AFTER.min(self.idle_timeout),
             None => self.idle_timeout,
         };
-        let idle = tokio::time::sleep(first_check);
+        let idle = tokio::time::sleep(check_after);
         tokio::pin!(idle);
         let mut closing = false;
         let mut retiring = false;
@@ -260,7 +262,7 @@ impl Server {
                 }
                 _ = &mut idle, if !closing => {
                     let Some(since) = activity.idle_since() else {
-                        idle.as_mut().reset(Instant::now() + first_check);
+                        idle.as_mut().reset(Instant::now() + check_after);
                         continue;
                     };
                     let idle_for = since.elapsed();
@@ -276,8 +278,7 @@ impl Server {
                         closing = true;
                         conn.as_mut().shut_down();
                     } else {
-                        let next = if park.is_some() { PARK_AFTER } else { self.idle_timeout };
-                        idle.as_mut().reset(since + next.min(self.idle_timeout));
+                        idle.as_mut().reset(since + check_after);
                     }
                 }
             }

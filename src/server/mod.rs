@@ -205,24 +205,16 @@ impl Listeners {
                 }
                 continue;
             }
+            let bind_error = |source| crate::Error::Bind {
+                addr: *bind,
+                source,
+            };
             let listener = match self.inherited.remove(bind) {
                 Some(socket) => socket
                     .set_nonblocking(true)
                     .and_then(|()| TcpListener::from_std(socket))
-                    .map_err(|source| crate::Error::Bind {
-                        addr: *bind,
-                        source,
-                    })?,
-                None => TcpListener::bind(bind)
-                    .await
-                    .map_err(|source| crate::Error::Bind {
-                        addr: *bind,
-                        source,
-                    })?,
-            };
-            let bind_error = |source| crate::Error::Bind {
-                addr: *bind,
-                source,
+                    .map_err(bind_error)?,
+                None => TcpListener::bind(bind).await.map_err(bind_error)?,
             };
             let local = listener.local_addr().map_err(bind_error)?;
             let socket = listener.as_fd().try_clone_to_owned().map_err(bind_error)?;
