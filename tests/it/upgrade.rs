@@ -41,6 +41,25 @@ fn install_binary(dir: &Path, generation: usize) -> (PathBuf, u64) {
     (path, inode)
 }
 
+/// Starts `cutover run` from a copy of the binary in a directory of its
+/// own, so the file at its start path can be replaced; returns the
+/// process and that path.
+fn start_from_copy(config: &str, env: &[(&str, &str)]) -> (Process, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (exe, _) = install_binary(dir.path(), 0);
+    (Process::start_program(&exe, config, dir, &[], env), exe)
+}
+
+/// Replaces the file at `exe` with a shell script: a broken release.
+fn install_script(exe: &Path, script: &str) {
+    let aside = exe.with_extension("broken");
+    std::fs::write(&aside, script).unwrap();
+    let mut perms = std::fs::metadata(&aside).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&aside, perms).unwrap();
+    std::fs::rename(&aside, exe).unwrap();
+}
+
 /// The inode of the file `pid` is running.
 fn running_inode(pid: u32) -> u64 {
     std::fs::metadata(format!("/proc/{pid}/exe")).unwrap().ino()
@@ -181,12 +200,9 @@ async fn five_upgrades_under_load_fail_nothing_and_keep_runtime_state() {
     let blue_kept = TestUpstream::start("blue").await;
     let blue_drained = TestUpstream::start("blue").await;
     let green = TestUpstream::start("green").await;
-    let dir = tempfile::tempdir().unwrap();
-    let (exe, _) = install_binary(dir.path(), 0);
     let notify = Notifications::listen();
     let notify_path = notify.path.display().to_string();
-    let process = Process::start_program(
-        &exe,
+    let (process, _) = start_from_copy(
         &split_config(
             &[
                 ("blue", 100, &[blue_kept.addr, blue_drained.addr]),
@@ -194,8 +210,6 @@ async fn five_upgrades_under_load_fail_nothing_and_keep_runtime_state() {
             ],
             "",
         ),
-        dir,
-        &[],
         &[("NOTIFY_SOCKET", &notify_path)],
     );
     let admin = format!("http://{}", admin_addr_of(&process));
@@ -297,15 +311,7 @@ async fn five_upgrades_under_load_fail_nothing_and_keep_runtime_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_to_the_old_process_end_only_after_a_response() {
     let up = TestUpstream::start("up").await;
-    let dir = tempfile::tempdir().unwrap();
-    let (exe, _) = install_binary(dir.path(), 0);
-    let process = Process::start_program(
-        &exe,
-        &split_config(&[("p", 1, &[up.addr])], ""),
-        dir,
-        &[],
-        &[],
-    );
+    let (process, _) = start_from_copy(&split_config(&[("p", 1, &[up.addr])], ""), &[]);
     let admin = format!("http://{}", admin_addr_of(&process));
     let mut pids = Pids(Vec::new());
     let addr = process.addr;
@@ -368,16 +374,11 @@ async fn connections_to_the_old_process_end_only_after_a_response() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_binary_that_fails_to_start_changes_nothing() {
     let up = TestUpstream::start("up").await;
-    let dir = tempfile::tempdir().unwrap();
-    let (exe, _) = install_binary(dir.path(), 0);
-    let process = Process::start_program(
-        &exe,
+    let (process, exe) = start_from_copy(
         &split_config(
             &[("p", 1, &[up.addr])],
             "[proxy]\nupgrade_timeout = \"20s\"\n",
         ),
-        dir,
-        &[],
         &[],
     );
     let admin = format!("http://{}", admin_addr_of(&process));
@@ -386,13 +387,7 @@ async fn a_new_binary_that_fails_to_start_changes_nothing() {
     wait_until("load is flowing", || async { load.sent() > 100 }).await;
 
     // A broken release: the new file exits at once.
-    std::fs::write(process.dir().join("cutover.broken"), "#!/bin/sh\nexit 3\n").unwrap();
-    let mut perms = std::fs::metadata(process.dir().join("cutover.broken"))
-        .unwrap()
-        .permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(process.dir().join("cutover.broken"), perms).unwrap();
-    std::fs::rename(process.dir().join("cutover.broken"), &exe).unwrap();
+    install_script(&exe, "#!/bin/sh\nexit 3\n");
 
     let (code, body) = admin_call("POST", &format!("{admin}/api/v1/upgrade"), None, None).await;
     assert_eq!(code, 500, "{body}");
@@ -423,6 +418,48 @@ async fn a_new_binary_that_fails_to_start_changes_nothing() {
     let (sent, failed) = load.finish().await;
     assert_eq!(failed, 0, "{failed} of {sent} failed");
     assert_eq!(status(&admin).await["routes"][0]["split"], json!({"p": 2}));
+}
+
+/// A new binary that starts but never reports ready is stopped once
+/// `upgrade_timeout` passes; the old process serves on without a failed
+/// request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_binary_that_never_gets_ready_is_stopped() {
+    let up = TestUpstream::start("up").await;
+    let (process, exe) = start_from_copy(
+        &split_config(
+            &[("p", 1, &[up.addr])],
+            "[proxy]\nupgrade_timeout = \"1s\"\n",
+        ),
+        &[],
+    );
+    let admin = format!("http://{}", admin_addr_of(&process));
+    let pid = process.child.id();
+    let load = load_mixed(format!("http://{}/", process.addr), 3);
+    wait_until("load is flowing", || async { load.sent() > 100 }).await;
+
+    // Starts, holds the passed sockets, and never says READY.
+    install_script(&exe, "#!/bin/sh\nexec sleep 60\n");
+    let (code, body) = admin_call("POST", &format!("{admin}/api/v1/upgrade"), None, None).await;
+    assert_eq!(code, 500, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains("was not ready within 1s"), "{message}");
+    let stuck: u32 = message
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {message:?}"));
+    let _pids = Pids(vec![stuck]);
+    wait_until("the stuck process is stopped", || async { exited(stuck) }).await;
+    assert_eq!(pid_of(&admin).await, pid, "the old process serves on");
+    let before = load.sent();
+    wait_until("traffic still flows", || async {
+        load.sent() > before + 100
+    })
+    .await;
+    let (sent, failed) = load.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} failed");
 }
 
 #[tokio::test]
