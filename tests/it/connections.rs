@@ -137,3 +137,74 @@ async fn idle_keep_alive_connections_are_parked_and_served_again() {
     assert_eq!(up.hits(), 3);
     assert_eq!(up.connections(), 1, "upstream connection reused throughout");
 }
+
+/// Pooled upstream connections idle past `upstream_idle_timeout` are
+/// closed even when no further request comes along to notice.
+#[tokio::test]
+async fn idle_upstream_connections_close_after_upstream_idle_timeout() {
+    let up = TestUpstream::start("up").await;
+    let config = "[proxy]\nupstream_idle_timeout = \"1s\"\n";
+    let proxy = start_proxy(&split_config(&[("p", 1, &[up.addr])], config)).await;
+    let url = format!("http://{}/", proxy.addrs()[0]);
+    assert_eq!(get(&http1_client(), &url).await.0, 200);
+    assert_eq!(up.connections(), 1);
+    // The test upstream never closes an idle connection itself.
+    wait_until("the idle upstream connection is closed", || async {
+        up.open_connections() == 0
+    })
+    .await;
+    // The next request opens a fresh one.
+    assert_eq!(get(&http1_client(), &url).await.0, 200);
+    assert_eq!(up.connections(), 2);
+    proxy.stop().await;
+}
+
+/// A pooled connection the upstream closed (here: the upstream restarted)
+/// is skipped, not used: the request goes out on a new connection.
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_costs_the_client_nothing() {
+    let up = TestUpstream::start("up").await;
+    let proxy = start_proxy(&split_config(&[("p", 1, &[up.addr])], "")).await;
+    let url = format!("http://{}/", proxy.addrs()[0]);
+    assert_eq!(get(&http1_client(), &url).await, (200, "up\n".to_string()));
+    up.kill();
+    // The killed upstream's listener closes once its task is dropped.
+    let listener = std::sync::Mutex::new(None);
+    wait_until("the port can be bound again", || async {
+        let bound = tokio::net::TcpListener::bind(up.addr).await.ok();
+        let done = bound.is_some();
+        *listener.lock().unwrap() = bound;
+        done
+    })
+    .await;
+    let listener = listener.into_inner().unwrap().expect("bound");
+    let restarted = TestUpstream::serve("again", listener);
+    assert_eq!(
+        get(&http1_client(), &url).await,
+        (200, "again\n".to_string())
+    );
+    assert_eq!(restarted.connections(), 1);
+    proxy.stop().await;
+}
+
+/// An HTTP/1.0 request without `Host` reaches the upstream with one (the
+/// upstream's address) and an origin-form target.
+#[tokio::test]
+async fn http10_request_without_host_gets_one_upstream() {
+    let up = TestUpstream::start("up").await;
+    let proxy = start_proxy(&split_config(&[("p", 1, &[up.addr])], "")).await;
+    let mut s = TcpStream::connect(proxy.addrs()[0]).await.unwrap();
+    s.write_all(b"GET /headers HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut answer))
+        .await
+        .expect("HTTP/1.0: the proxy closes after the response")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(
+        answer.contains(&format!("\nhost: {}\n", up.addr)),
+        "{answer}"
+    );
+    proxy.stop().await;
+}
