@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use http::Version;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug)]
 pub struct ConnActivity {
@@ -21,6 +22,10 @@ pub struct ConnActivity {
     /// Set when the process retires: HTTP/1 responses carry
     /// `Connection: close`, HTTP/2 connections get GOAWAY.
     closing: AtomicBool,
+    /// The process's retirement, checked per response too: the connection
+    /// task may not have set `closing` yet when a request arrives right
+    /// after a handover.
+    retire: CancellationToken,
     /// Wakes the connection task when an HTTP/2 request shows up on a
     /// closing connection whose protocol was not known yet.
     http2_while_closing: Notify,
@@ -33,7 +38,7 @@ pub struct ActiveRequest {
 }
 
 impl ConnActivity {
-    pub fn new() -> Arc<Self> {
+    pub fn new(retire: CancellationToken) -> Arc<Self> {
         Arc::new(ConnActivity {
             opened: Instant::now(),
             active: AtomicUsize::new(0),
@@ -41,6 +46,7 @@ impl ConnActivity {
             last_end_ms: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            retire,
             http2_while_closing: Notify::new(),
         })
     }
@@ -89,7 +95,7 @@ impl ConnActivity {
 
     /// Whether an HTTP/1 response should carry `Connection: close`.
     pub fn closing(&self) -> bool {
-        self.closing.load(Ordering::Relaxed)
+        self.closing.load(Ordering::Relaxed) || self.retire.is_cancelled()
     }
 
     /// Resolves when a closing connection turns out to speak HTTP/2.

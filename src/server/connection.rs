@@ -16,7 +16,6 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::Server;
 use super::park::{self, FirstBytes, PARK_AFTER, ParkableIo};
@@ -61,9 +60,6 @@ struct ProxyService {
     proxy: Arc<crate::proxy::Proxy>,
     activity: Arc<ConnActivity>,
     client: ClientConn,
-    /// Checked per response too: the connection task may not have seen
-    /// the retirement yet when a request arrives right after a handover.
-    retire: CancellationToken,
 }
 
 type ServiceFuture =
@@ -78,14 +74,13 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         let proxy = Arc::clone(&self.proxy);
         let conn = Arc::clone(&self.activity);
         let client = self.client;
-        let retire = self.retire.clone();
         let version = req.version();
         let active = conn.start(version);
         // Boxed: the request's future is several KiB, and hyper would
         // otherwise copy all of it into place for every request.
         Box::pin(async move {
             let mut response = proxy.handle(req, client, active).await;
-            if (conn.closing() || retire.is_cancelled())
+            if conn.closing()
                 && version < Version::HTTP_2
                 && response.status() != StatusCode::SWITCHING_PROTOCOLS
             {
@@ -105,7 +100,6 @@ impl Server {
             proxy: Arc::clone(&self.proxy),
             activity: Arc::clone(activity),
             client,
-            retire: self.retire.clone(),
         }
     }
 
@@ -135,7 +129,7 @@ impl Server {
         let _permit = permit;
         let open = metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS);
         open.increment(1.0);
-        let activity = ConnActivity::new();
+        let activity = ConnActivity::new(self.retire.clone());
         let client = ClientConn {
             peer,
             proto: "http",
@@ -195,7 +189,7 @@ impl Server {
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let activity = ConnActivity::new();
+        let activity = ConnActivity::new(self.retire.clone());
         let open = metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS);
         open.increment(1.0);
         let client = ClientConn {
