@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -319,6 +319,9 @@ async fn wait_connections(tracker: &TaskTracker, timeout: Duration) -> Stopped {
 /// `cutover run`: serve `path` until SIGTERM/SIGINT; SIGHUP re-reads it,
 /// SIGUSR2 upgrades the binary. `launch` is how this process was started.
 pub async fn run(path: &Path, launch: Launch) -> Result<(), Error> {
+    // Handlers go in before READY: a SIGHUP that systemd (or an operator)
+    // sends right after READY would otherwise kill the process by default.
+    let mut signals = Signals::install()?;
     let config = Config::load(path)?;
     let summary = config.summary();
     let running = start_upgradable(config, Some(path.to_path_buf()), Some(launch)).await?;
@@ -326,7 +329,7 @@ pub async fn run(path: &Path, launch: Launch) -> Result<(), Error> {
     systemd::ready(&summary);
     upgrade::report_ready();
     systemd::spawn_watchdog(running.shutdown.clone());
-    match wait_for_stop(&running).await? {
+    match wait_for_stop(&running, &mut signals).await {
         Stop::Signal => {
             tracing::info!("stopping: refusing new connections, finishing in-flight requests");
             systemd::stopping("stopping: finishing in-flight requests");
@@ -348,23 +351,39 @@ enum Stop {
     HandedOver,
 }
 
-async fn wait_for_stop(running: &Running) -> Result<Stop, Error> {
-    let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(Error::Signal)?;
-    let mut usr2 = signal(SignalKind::user_defined2()).map_err(Error::Signal)?;
+/// The signals `cutover run` acts on, registered once.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    usr2: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, Error> {
+        let install = |kind| signal(kind).map_err(Error::Signal);
+        Ok(Self {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+            hup: install(SignalKind::hangup())?,
+            usr2: install(SignalKind::user_defined2())?,
+        })
+    }
+}
+
+async fn wait_for_stop(running: &Running, signals: &mut Signals) -> Stop {
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(Stop::Signal),
-            _ = int.recv() => return Ok(Stop::Signal),
-            () = running.handed_over() => return Ok(Stop::HandedOver),
-            _ = hup.recv() => {
+            _ = signals.term.recv() => return Stop::Signal,
+            _ = signals.int.recv() => return Stop::Signal,
+            () = running.handed_over() => return Stop::HandedOver,
+            _ = signals.hup.recv() => {
                 systemd::reloading();
                 running.reload("SIGHUP").await;
                 let summary = running.plane.lock().await.file().summary();
                 systemd::ready(&summary);
             }
-            _ = usr2.recv() => match running.upgrade().await {
+            _ = signals.usr2.recv() => match running.upgrade().await {
                 Ok(handover) => tracing::info!(?handover, "SIGUSR2: upgraded"),
                 Err(e) => tracing::error!(error = %e, "SIGUSR2: upgrade failed; this process keeps serving"),
             },
