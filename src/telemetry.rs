@@ -60,6 +60,7 @@ pub fn metrics() -> Option<&'static metrics_exporter_prometheus::PrometheusHandl
             match builder.install_recorder() {
                 Ok(handle) => {
                     describe();
+                    spawn_upkeep(handle.clone());
                     Some(handle)
                 }
                 Err(e) => {
@@ -69,6 +70,27 @@ pub fn metrics() -> Option<&'static metrics_exporter_prometheus::PrometheusHandl
             }
         })
         .as_ref()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The recorder keeps every histogram sample until upkeep folds it into
+/// buckets; a scrape runs upkeep, but a proxy nobody scrapes would grow by
+/// ~24 bytes per request. A thread, not a task: the recorder is
+/// process-wide and outlives any one runtime.
+fn spawn_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep thread not started; histograms are folded at scrape time only");
+    }
 }
 
 fn describe() {
