@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use http::{HeaderValue, Request, StatusCode, Version, header};
 use hyper::body::Incoming;
+use hyper::server::conn::http1::Parts;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
@@ -111,12 +112,17 @@ impl Server {
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
     ) {
-        let first = tokio::select! {
-            first = park::sniff(&stream, self.header_timeout) => first,
-            // Not `retire`: after an upgrade a new connection may still be
-            // about to send its first request, and gets its answer.
-            () = self.shutdown.cancelled() => FirstBytes::Nothing,
-        };
+        // Boxed: this runs once, and inline it would add its ~0.5 KiB to
+        // the task for the connection's whole life.
+        let first = Box::pin(async {
+            tokio::select! {
+                first = park::sniff(&stream, self.header_timeout) => first,
+                // Not `retire`: after an upgrade a new connection may still be
+                // about to send its first request, and gets its answer.
+                () = self.shutdown.cancelled() => FirstBytes::Nothing,
+            }
+        })
+        .await;
         match first {
             FirstBytes::Nothing => return,
             // Boxed, like the HTTP/1.1 connection below, so a parked
@@ -127,42 +133,52 @@ impl Server {
             FirstBytes::Http1 => {}
         }
         let _permit = permit;
-        let open = metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS);
-        open.increment(1.0);
+        self.open_gauge.increment(1.0);
         let activity = ConnActivity::new(self.retire.clone());
         let client = ClientConn {
             peer,
             proto: "http",
         };
         let service = self.service(client, &activity);
-        let parked = metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS_PARKED);
         let mut io = ParkableIo::new(stream);
         loop {
             let parking = io.parking_flag();
-            let mut conn = Box::new(
-                self.http1
-                    .serve_connection(TokioIo::new(io), service.clone())
-                    .with_upgrades(),
-            );
-            let ended =
-                Box::pin(self.drive(Pin::new(&mut *conn), &activity, peer, Some(&parking))).await;
-            let parts = match (ended, conn.into_parts()) {
-                (Ended::Parked, Some(parts)) => parts,
-                _ => break,
+            // A block of its own: the hyper connection's allocation must be
+            // freed before the socket parks, not when the loop body ends.
+            let (ended, parts) = {
+                let mut conn = Box::new(
+                    self.http1
+                        .serve_connection(TokioIo::new(io), service.clone())
+                        .with_upgrades(),
+                );
+                let ended =
+                    Box::pin(self.drive(Pin::new(&mut *conn), &activity, peer, Some(&parking)))
+                        .await;
+                (ended, conn.into_parts())
             };
-            io = parts.io.into_inner();
-            io.unpark(parts.read_buf);
+            // Destructured from a temporary, so the service clone in `Parts`
+            // is dropped now rather than held while parked.
+            let Some(Parts {
+                io: returned,
+                read_buf,
+                ..
+            }) = parts.filter(|_| matches!(ended, Ended::Parked))
+            else {
+                break;
+            };
+            io = returned.into_inner();
+            io.unpark(read_buf);
             if io.has_unread() {
                 continue;
             }
-            parked.increment(1.0);
+            self.parked_gauge.increment(1.0);
             let resume = self.wait_parked(&io, &activity).await;
-            parked.decrement(1.0);
+            self.parked_gauge.decrement(1.0);
             if !resume {
                 break;
             }
         }
-        open.decrement(1.0);
+        self.open_gauge.decrement(1.0);
     }
 
     /// A parked connection waits for its client's next bytes. False when
@@ -190,8 +206,7 @@ impl Server {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let activity = ConnActivity::new(self.retire.clone());
-        let open = metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS);
-        open.increment(1.0);
+        self.open_gauge.increment(1.0);
         let client = ClientConn {
             peer,
             proto: if tls.is_some() { "https" } else { "http" },
@@ -202,7 +217,7 @@ impl Server {
             .serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
         self.drive(conn, &activity, peer, None).await;
-        open.decrement(1.0);
+        self.open_gauge.decrement(1.0);
     }
 
     /// Polls `conn` to its end, shutting it down gracefully on an idle

@@ -47,6 +47,9 @@ pub struct Server {
     shutdown: CancellationToken,
     retire: CancellationToken,
     tracker: TaskTracker,
+    /// Looked up once: the registry lookup hashes and locks.
+    open_gauge: metrics::Gauge,
+    parked_gauge: metrics::Gauge,
 }
 
 impl Server {
@@ -86,6 +89,8 @@ impl Server {
             shutdown,
             retire,
             tracker,
+            open_gauge: metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS),
+            parked_gauge: metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS_PARKED),
         })
     }
 
