@@ -35,6 +35,10 @@ use crate::control::{ControlError, ControlPlane, status};
 use crate::state::Caller;
 use crate::upgrade::{UpgradeError, Upgrader};
 
+/// How long a connection accepted right before the admin API stops may
+/// take to send its request.
+const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Largest admin request body accepted.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -125,9 +129,24 @@ impl Admin {
             let admin = Arc::clone(&self);
             let shutdown = shutdown.clone();
             tracker.spawn(async move {
+                // Woken (or left a permit) when the first request arrives.
+                let first_request = Arc::new(tokio::sync::Notify::new());
+                let arrived = Arc::clone(&first_request);
+                let stopping = shutdown.clone();
                 let service = service_fn(move |req| {
+                    arrived.notify_one();
                     let admin = Arc::clone(&admin);
-                    async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
+                    let stopping = stopping.clone();
+                    async move {
+                        let mut reply = admin.handle(req, peer).await;
+                        if stopping.is_cancelled() {
+                            // The connection ends after this answer: say so.
+                            reply
+                                .headers_mut()
+                                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        }
+                        Ok::<_, Infallible>(reply)
+                    }
                 });
                 let mut http = auto::Builder::new(TokioExecutor::new());
                 http.http1()
@@ -138,6 +157,16 @@ impl Admin {
                 tokio::select! {
                     _ = conn.as_mut() => {}
                     _ = shutdown.cancelled() => {
+                        // A connection accepted just before the stop (at a
+                        // handover the socket stays open for the new
+                        // process) has its request on the way: shutting it
+                        // down now would drop that request unanswered. It
+                        // gets its answer, with `Connection: close`.
+                        tokio::select! {
+                            _ = conn.as_mut() => return,
+                            () = first_request.notified() => {}
+                            () = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+                        }
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.await;
                     }

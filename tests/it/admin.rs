@@ -422,3 +422,38 @@ async fn metrics_match_the_requests_sent() {
     );
     proxy.stop().await;
 }
+
+/// At a stop (or a binary upgrade, which keeps the admin socket open for
+/// the new process) a connection the admin API had just accepted still gets
+/// its request answered, then closed — not dropped unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_before_a_stop_gets_its_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = TestUpstream::start("up").await;
+    let proxy = start_proxy(&split_config(&[("p", 1, &[up.addr])], "")).await;
+    let admin = proxy.admin_addr();
+    let mut silent = tokio::net::TcpStream::connect(admin).await.unwrap();
+    // Accepts are in order: once a later connection is answered, the
+    // silent one has been accepted too.
+    let (code, _) = admin_call("GET", &proxy.admin_url("/healthz"), None, None).await;
+    assert_eq!(code, 200);
+
+    let stop = tokio::spawn(proxy.stop());
+    wait_until("the admin listener is closed", || async {
+        tokio::net::TcpStream::connect(admin).await.is_err()
+    })
+    .await;
+    silent
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: admin\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, silent.read_to_end(&mut answer))
+        .await
+        .expect("the connection ends")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer:?}");
+    assert!(answer.contains("connection: close"), "{answer:?}");
+    stop.await.unwrap();
+}

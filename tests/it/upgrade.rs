@@ -186,8 +186,11 @@ async fn trigger_upgrade(round: usize, admin: &str, old_pid: u32) -> u32 {
         }
         _ => {
             kill("USR2", old_pid);
-            wait_until("SIGUSR2 brings a new process", || async {
-                pid_of(admin).await != old_pid
+            // Until the handover, both processes accept on the shared admin
+            // socket, so a status call may reach either; once the old one
+            // has exited, only the new one answers.
+            wait_until("the old process exits after SIGUSR2", || async {
+                exited(old_pid)
             })
             .await;
             pid_of(admin).await

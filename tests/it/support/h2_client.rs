@@ -1,6 +1,7 @@
 //! An HTTP/2 (prior knowledge) load client on the `h2` crate that handles
 //! a graceful GOAWAY the way RFC 9113 §6.8 describes: requests the server
-//! accepted complete on the old connection, new ones go on a new one.
+//! accepted complete on the old connection, new ones — and ones the
+//! server's GOAWAY says it did not process — go on a new one.
 //!
 //! Why not hyper's client here: hyper 1.x can fail a request that was
 //! already accepted when a graceful GOAWAY arrives at the same moment
@@ -45,7 +46,8 @@ impl H2Client {
     /// GETs `url`; Ok with the status once the whole body arrived.
     pub async fn get(&mut self, url: &str) -> Result<u16, String> {
         // A new connection is needed only when the old one would not take
-        // the request; such a request was never sent, so this is no retry.
+        // the request or the server refused it unprocessed: either way the
+        // upstream never saw it, so sending it again hides no failure.
         for _ in 0..3 {
             let sender = match self.sender.take() {
                 Some(s) => s,
@@ -59,7 +61,21 @@ impl H2Client {
                 continue;
             };
             self.sender = Some(sender);
-            let response = response.await.map_err(|e| format!("response: {e}"))?;
+            let response = match response.await {
+                Ok(response) => response,
+                // The stream was opened above the last stream id of the
+                // server's final GOAWAY: the server did not process it, and
+                // a client may send it again on a new connection (RFC 9113
+                // §6.8), as browsers do. This happens when the client's
+                // PING ACK overtakes a HEADERS frame it had already queued.
+                // A stream the server accepted and then dropped fails with
+                // a reset or broken pipe instead, and counts.
+                Err(e) if refused_by_go_away(&e) => {
+                    self.sender = None;
+                    continue;
+                }
+                Err(e) => return Err(format!("response: {e}")),
+            };
             let status = response.status().as_u16();
             let mut body = response.into_body();
             while let Some(chunk) = body.data().await {
@@ -70,4 +86,8 @@ impl H2Client {
         }
         Err("no connection would take the request".into())
     }
+}
+
+fn refused_by_go_away(e: &h2::Error) -> bool {
+    e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR)
 }
