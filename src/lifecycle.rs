@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -170,13 +169,9 @@ pub async fn start_upgradable(
     let passed_admin = inherited.admin.filter(|socket| {
         admin_bind.port() == 0 || socket.local_addr().is_ok_and(|a| a == admin_bind)
     });
-    let admin_listener = match passed_admin {
-        Some(socket) => socket
-            .set_nonblocking(true)
-            .and_then(|()| TcpListener::from_std(socket))
-            .map_err(bind_error)?,
-        None => TcpListener::bind(admin_bind).await.map_err(bind_error)?,
-    };
+    let admin_listener = crate::server::listen(admin_bind, passed_admin)
+        .await
+        .map_err(bind_error)?;
     let admin_addr = admin_listener.local_addr().map_err(bind_error)?;
     // The admin accept loop stops at shutdown, or at a handover, when the
     // new process accepts on the same socket.

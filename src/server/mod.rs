@@ -34,6 +34,21 @@ use crate::config::{ListenerConfig, ProxySettings};
 use crate::proxy::Proxy;
 use crate::tls::{self, CertStore, LoadedCert};
 
+/// A listener on `bind`: the socket passed by systemd or the previous
+/// process if there is one, else a fresh bind.
+pub async fn listen(
+    bind: SocketAddr,
+    passed: Option<std::net::TcpListener>,
+) -> std::io::Result<TcpListener> {
+    match passed {
+        Some(socket) => {
+            socket.set_nonblocking(true)?;
+            TcpListener::from_std(socket)
+        }
+        None => TcpListener::bind(bind).await,
+    }
+}
+
 /// What every connection of every listener shares.
 pub struct Server {
     proxy: Arc<Proxy>,
@@ -214,13 +229,9 @@ impl Listeners {
                 addr: *bind,
                 source,
             };
-            let listener = match self.inherited.remove(bind) {
-                Some(socket) => socket
-                    .set_nonblocking(true)
-                    .and_then(|()| TcpListener::from_std(socket))
-                    .map_err(bind_error)?,
-                None => TcpListener::bind(bind).await.map_err(bind_error)?,
-            };
+            let listener = listen(*bind, self.inherited.remove(bind))
+                .await
+                .map_err(bind_error)?;
             let local = listener.local_addr().map_err(bind_error)?;
             let socket = listener.as_fd().try_clone_to_owned().map_err(bind_error)?;
             fresh.push((*bind, local, socket, listener));
