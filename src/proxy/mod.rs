@@ -409,11 +409,9 @@ impl Labels {
         if let (Some(route), Some(pool), Some(upstream), Some(addr)) =
             (&self.route, &self.pool, &self.upstream, self.addr)
         {
-            let handles = cache.get(route, pool, addr, upstream);
-            handles.count(status);
             return RequestTimer {
                 start,
-                histogram: handles.duration(),
+                histogram: cache.count(route, pool, addr, upstream, status),
                 bytes: 0,
                 log: None,
             };

@@ -44,7 +44,7 @@ impl RequestMetrics {
     }
 
     /// Counts one response with `status`.
-    pub fn count(&self, status: u16) {
+    fn count(&self, status: u16) {
         let class = usize::from((status / 100).clamp(1, 5)) - 1;
         self.requests[class]
             .get_or_init(|| {
@@ -60,7 +60,7 @@ impl RequestMetrics {
     }
 
     /// The request-duration histogram.
-    pub fn duration(&self) -> Histogram {
+    fn duration(&self) -> Histogram {
         self.duration.clone()
     }
 }
@@ -72,21 +72,26 @@ pub struct RequestMetricsCache {
 }
 
 impl RequestMetricsCache {
-    pub fn get(
+    /// Counts one response with `status` for this route, pool and upstream
+    /// and returns the duration histogram to record it in.
+    pub fn count(
         &self,
         route: &Arc<str>,
         pool: &Arc<str>,
         addr: SocketAddr,
         upstream: &Arc<str>,
-    ) -> Arc<RequestMetrics> {
+        status: u16,
+    ) -> Histogram {
         let matches = |m: &&Arc<RequestMetrics>| m.route == *route && m.pool == *pool;
+        // The hit path borrows through the guard: no reference count moves.
         if let Some(m) = self
             .by_upstream
             .load()
             .get(&addr)
             .and_then(|v| v.iter().find(matches))
         {
-            return Arc::clone(m);
+            m.count(status);
+            return m.duration();
         }
         let fresh = Arc::new(RequestMetrics::new(route, pool, upstream));
         // Copy on write: misses are rare (once per route, pool, upstream).
@@ -98,6 +103,7 @@ impl RequestMetricsCache {
             }
             map
         });
-        fresh
+        fresh.count(status);
+        fresh.duration()
     }
 }
