@@ -374,13 +374,21 @@ async fn connections_to_the_old_process_end_only_after_a_response() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_binary_that_fails_to_start_changes_nothing() {
-    let up = TestUpstream::start("up").await;
+/// A process started from a replaceable copy, one pool on `upstream`,
+/// with three load clients running.
+struct UnderLoad {
+    process: Process,
+    exe: PathBuf,
+    admin: String,
+    pid: u32,
+    load: Load,
+}
+
+async fn start_under_load(upstream: std::net::SocketAddr, upgrade_timeout: &str) -> UnderLoad {
     let (process, exe) = start_from_copy(
         &split_config(
-            &[("p", 1, &[up.addr])],
-            "[proxy]\nupgrade_timeout = \"20s\"\n",
+            &[("p", 1, &[upstream])],
+            &format!("[proxy]\nupgrade_timeout = \"{upgrade_timeout}\"\n"),
         ),
         &[],
     );
@@ -388,6 +396,35 @@ async fn a_new_binary_that_fails_to_start_changes_nothing() {
     let pid = process.child.id();
     let load = load_mixed(format!("http://{}/", process.addr), 3);
     wait_until("load is flowing", || async { load.sent() > 100 }).await;
+    UnderLoad {
+        process,
+        exe,
+        admin,
+        pid,
+        load,
+    }
+}
+
+/// After a failed upgrade: the same process answers and traffic flows.
+async fn old_process_serves_on(admin: &str, pid: u32, load: &Load) {
+    assert_eq!(pid_of(admin).await, pid, "the old process serves on");
+    let before = load.sent();
+    wait_until("traffic still flows", || async {
+        load.sent() > before + 100
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_binary_that_fails_to_start_changes_nothing() {
+    let up = TestUpstream::start("up").await;
+    let UnderLoad {
+        process,
+        exe,
+        admin,
+        pid,
+        load,
+    } = start_under_load(up.addr, "20s").await;
 
     // A broken release: the new file exits at once.
     install_script(&exe, "#!/bin/sh\nexit 3\n");
@@ -396,12 +433,7 @@ async fn a_new_binary_that_fails_to_start_changes_nothing() {
     assert_eq!(code, 500, "{body}");
     let message = body["error"].as_str().unwrap();
     assert!(message.contains("exited before it was ready"), "{message}");
-    assert_eq!(pid_of(&admin).await, pid, "the old process serves on");
-    let before = load.sent();
-    wait_until("traffic still flows", || async {
-        load.sent() > before + 100
-    })
-    .await;
+    old_process_serves_on(&admin, pid, &load).await;
 
     // The admin API still takes changes, and a good binary then upgrades.
     let (code, _) = admin_call(
@@ -429,17 +461,13 @@ async fn a_new_binary_that_fails_to_start_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_binary_that_never_gets_ready_is_stopped() {
     let up = TestUpstream::start("up").await;
-    let (process, exe) = start_from_copy(
-        &split_config(
-            &[("p", 1, &[up.addr])],
-            "[proxy]\nupgrade_timeout = \"1s\"\n",
-        ),
-        &[],
-    );
-    let admin = format!("http://{}", admin_addr_of(&process));
-    let pid = process.child.id();
-    let load = load_mixed(format!("http://{}/", process.addr), 3);
-    wait_until("load is flowing", || async { load.sent() > 100 }).await;
+    let UnderLoad {
+        process: _process,
+        exe,
+        admin,
+        pid,
+        load,
+    } = start_under_load(up.addr, "1s").await;
 
     // Starts, holds the passed sockets, and never says READY.
     install_script(&exe, "#!/bin/sh\nexec sleep 60\n");
@@ -455,12 +483,7 @@ async fn a_new_binary_that_never_gets_ready_is_stopped() {
         .unwrap_or_else(|| panic!("no pid in {message:?}"));
     let _pids = Pids(vec![stuck]);
     wait_until("the stuck process is stopped", || async { exited(stuck) }).await;
-    assert_eq!(pid_of(&admin).await, pid, "the old process serves on");
-    let before = load.sent();
-    wait_until("traffic still flows", || async {
-        load.sent() > before + 100
-    })
-    .await;
+    old_process_serves_on(&admin, pid, &load).await;
     let (sent, failed) = load.finish().await;
     assert_eq!(failed, 0, "{failed} of {sent} failed");
 }
