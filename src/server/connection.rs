@@ -19,6 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::Server;
+use super::lot::{Leave, Lot};
 use super::park::{self, FirstBytes, PARK_AFTER, ParkableIo};
 use crate::proxy::{ClientConn, ConnActivity, ResponseBody};
 
@@ -132,17 +133,30 @@ impl Server {
             }
             FirstBytes::Http1 => {}
         }
-        let _permit = permit;
         self.open_gauge.increment(1.0);
+        self.serve_http1(stream, peer, permit).await;
+    }
+
+    /// Serves plain HTTP/1.1 until the connection closes, or parks it in
+    /// the lot when it idles; the connection's permit and its place in
+    /// the open-connections gauge go with it.
+    async fn serve_http1(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
         let activity = ConnActivity::new(self.retire.clone());
         let client = ClientConn {
             peer,
             proto: "http",
         };
         let service = self.service(client, &activity);
+        let can_park = self.lot().is_some();
         let mut io = ParkableIo::new(stream);
         loop {
             let parking = io.parking_flag();
+            let park_flag = Some(&*parking).filter(|_| can_park);
             // A block of its own: the hyper connection's allocation must be
             // freed before the socket parks, not when the loop body ends.
             let (ended, parts) = {
@@ -152,12 +166,11 @@ impl Server {
                         .with_upgrades(),
                 );
                 let ended =
-                    Box::pin(self.drive(Pin::new(&mut *conn), &activity, peer, Some(&parking)))
-                        .await;
+                    Box::pin(self.drive(Pin::new(&mut *conn), &activity, peer, park_flag)).await;
                 (ended, conn.into_parts())
             };
             // Destructured from a temporary, so the service clone in `Parts`
-            // is dropped now rather than held while parked.
+            // is dropped now.
             let Some(Parts {
                 io: returned,
                 read_buf,
@@ -171,26 +184,92 @@ impl Server {
             if io.has_unread() {
                 continue;
             }
-            self.parked_gauge.increment(1.0);
-            let resume = self.wait_parked(&io, &activity).await;
-            self.parked_gauge.decrement(1.0);
-            if !resume {
-                break;
+            // hyper's header timer also bounds an idle HTTP/1.1 connection.
+            let limit = self.idle_timeout.min(self.header_timeout);
+            let since = activity.idle_since().unwrap_or_else(Instant::now);
+            match io.into_std() {
+                Ok(stream) => return self.park(stream, (since + limit).into_std(), peer, permit),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "cannot park connection; closed");
+                    break;
+                }
             }
         }
         self.open_gauge.decrement(1.0);
     }
 
-    /// A parked connection waits for its client's next bytes. False when
-    /// it should close instead: idle too long, or shutting down.
-    async fn wait_parked(&self, io: &ParkableIo, activity: &ConnActivity) -> bool {
-        // hyper's header timer also bounds an idle HTTP/1.1 connection.
-        let limit = self.idle_timeout.min(self.header_timeout);
-        let since = activity.idle_since().unwrap_or_else(Instant::now);
-        tokio::select! {
-            readable = io.readable() => readable.is_ok(),
-            () = tokio::time::sleep_until(since + limit) => false,
-            () = self.shutdown.cancelled() => false,
+    /// The lot, started with the first plain HTTP/1.1 connection; `None`
+    /// if its thread cannot start (connections then idle in hyper).
+    fn lot(&self) -> Option<&Lot> {
+        self.lot
+            .get_or_init(|| match Lot::start() {
+                Ok(lot) => {
+                    let closer = lot.closer();
+                    let shutdown = self.shutdown.clone();
+                    tokio::spawn(async move {
+                        shutdown.cancelled().await;
+                        closer.close();
+                    });
+                    Some(lot)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the parking lot; idle connections keep their buffers");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// Hands an idle connection to the lot until its client sends again
+    /// (then a new task serves it), closes, or `deadline` passes.
+    fn park(
+        self: &Arc<Self>,
+        stream: std::net::TcpStream,
+        deadline: std::time::Instant,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let Some(lot) = self.lot() else { return };
+        // Weak: a parked connection must not keep a stopped server alive.
+        let server = Arc::downgrade(self);
+        let runtime = tokio::runtime::Handle::current();
+        // Graceful stops wait for parked connections as for any other.
+        let tracked = self.tracker.token();
+        self.parked_gauge.increment(1.0);
+        let leave: Leave = Box::new(move |stream| {
+            let Some(server) = server.upgrade() else {
+                return;
+            };
+            server.parked_gauge.decrement(1.0);
+            match stream {
+                Some(stream) => {
+                    let resumed = Arc::clone(&server).resume(stream, peer, permit);
+                    runtime.spawn(server.tracker.track_future(resumed));
+                }
+                None => server.open_gauge.decrement(1.0),
+            }
+            drop(tracked);
+        });
+        if let Err((stream, leave)) = lot.park(stream, deadline, leave) {
+            // The lot has closed: the server is stopping.
+            drop(stream);
+            leave(None);
+        }
+    }
+
+    /// A parked connection whose client sent again, back in the runtime.
+    async fn resume(
+        self: Arc<Self>,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => self.serve_http1(stream, peer, permit).await,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot resume parked connection; closed");
+                self.open_gauge.decrement(1.0);
+            }
         }
     }
 

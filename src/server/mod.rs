@@ -10,9 +10,11 @@
 //! request meets a closing socket; HTTP/2 gets GOAWAY).
 //!
 //! `connection` serves one connection; `park` takes idle plain HTTP/1.1
-//! connections back from hyper so they cost only their socket.
+//! connections back from hyper, and `lot` keeps them, outside the runtime,
+//! until their clients send again.
 
 mod connection;
+mod lot;
 mod park;
 
 use std::net::SocketAddr;
@@ -65,6 +67,8 @@ pub struct Server {
     /// Looked up once: the registry lookup hashes and locks.
     open_gauge: metrics::Gauge,
     parked_gauge: metrics::Gauge,
+    /// Where idle plain HTTP/1.1 connections wait (see `lot`).
+    lot: std::sync::OnceLock<Option<lot::Lot>>,
 }
 
 impl Server {
@@ -106,6 +110,7 @@ impl Server {
             tracker,
             open_gauge: metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS),
             parked_gauge: metrics::gauge!(crate::telemetry::names::CLIENT_CONNECTIONS_PARKED),
+            lot: std::sync::OnceLock::new(),
         })
     }
 

@@ -6,9 +6,10 @@
 //! [`PARK_AFTER`] is therefore taken back from hyper — a graceful shutdown
 //! that, on an idle connection, sends nothing, while this wrapper turns its
 //! socket shutdown into a no-op — and waits for the client's next bytes
-//! holding only the socket. A fresh hyper connection then serves them;
-//! bytes hyper had read but not parsed are replayed first. Nothing is
-//! sent to the client either way, so parking is invisible to it.
+//! holding only the socket, in the lot (see `lot`). A fresh hyper
+//! connection then serves them; bytes hyper had read but not parsed are
+//! replayed first. Nothing is sent to the client either way, so parking is
+//! invisible to it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -68,9 +69,14 @@ impl ParkableIo {
         !self.unread.is_empty()
     }
 
-    /// Resolves once the client has sent something (or closed).
-    pub async fn readable(&self) -> std::io::Result<()> {
-        self.read.readable().await
+    /// The socket, to park in the lot (see `lot`), deregistered from the
+    /// runtime. Only ever called with nothing unread.
+    pub fn into_std(self) -> std::io::Result<std::net::TcpStream> {
+        let stream = self
+            .read
+            .reunite(self.write)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        stream.into_std()
     }
 }
 

@@ -138,6 +138,106 @@ async fn idle_keep_alive_connections_are_parked_and_served_again() {
     assert_eq!(up.connections(), 1, "upstream connection reused throughout");
 }
 
+/// A parked connection is closed (cleanly) once idle for `idle_timeout`,
+/// not before, and leaves both connection gauges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_close_at_their_idle_timeout() {
+    let up = TestUpstream::start("up").await;
+    let idle_timeout = Duration::from_secs(3);
+    let config = format!("[proxy]\nidle_timeout = \"{}s\"\n", idle_timeout.as_secs());
+    let process = crate::process::Process::start(&split_config(&[("p", 1, &[up.addr])], &config));
+    let admin = format!("http://{}", crate::process::admin_addr_of(&process));
+    let mut stream = TcpStream::connect(process.addr).await.unwrap();
+    stream.write_all(REQUEST).await.unwrap();
+    read_response(&mut stream).await;
+    let idle_from = std::time::Instant::now();
+    wait_until("the idle connection is parked", || async {
+        gauge(&admin, "cutover_client_connections_parked").await == 1.0
+    })
+    .await;
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(DEADLINE, stream.read(&mut byte))
+        .await
+        .expect("the parked connection is closed");
+    assert_eq!(n.expect("closed, not reset"), 0);
+    // The proxy's idle clock starts a moment before ours.
+    let idle_for = idle_from.elapsed();
+    assert!(
+        idle_for >= idle_timeout - Duration::from_millis(500),
+        "closed after {idle_for:?}, before idle_timeout"
+    );
+    wait_until("no connection is counted any more", || async {
+        gauge(&admin, "cutover_client_connections").await == 0.0
+            && gauge(&admin, "cutover_client_connections_parked").await == 0.0
+    })
+    .await;
+}
+
+/// Many parked connections whose clients all send at once are all served,
+/// park again, leave the gauges as their clients hang up, and do not hold
+/// up a SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_parked_connections_are_served_again_at_once() {
+    const CLIENTS: usize = 100;
+    let up = TestUpstream::start("up").await;
+    // A stop that waited for parked connections would take a minute.
+    let config = "[proxy]\nshutdown_timeout = \"60s\"\n";
+    let mut process =
+        crate::process::Process::start(&split_config(&[("p", 1, &[up.addr])], config));
+    let admin = format!("http://{}", crate::process::admin_addr_of(&process));
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut stream = TcpStream::connect(process.addr).await.unwrap();
+        stream.write_all(REQUEST).await.unwrap();
+        read_response(&mut stream).await;
+        clients.push(stream);
+    }
+    for round in 0..2 {
+        wait_until("every idle connection is parked", || async {
+            gauge(&admin, "cutover_client_connections_parked").await == CLIENTS as f64
+        })
+        .await;
+        let sent = clients.into_iter().map(|mut stream| {
+            tokio::spawn(async move {
+                stream.write_all(REQUEST).await.unwrap();
+                let answer = tokio::time::timeout(DEADLINE, read_response(&mut stream))
+                    .await
+                    .expect("answered");
+                (answer, stream)
+            })
+        });
+        clients = Vec::new();
+        for task in sent.collect::<Vec<_>>() {
+            let (answer, stream) = task.await.unwrap();
+            assert!(
+                answer.starts_with("HTTP/1.1 200"),
+                "round {round}: {answer}"
+            );
+            clients.push(stream);
+        }
+    }
+    assert_eq!(up.hits(), 3 * CLIENTS);
+    wait_until("every idle connection is parked again", || async {
+        gauge(&admin, "cutover_client_connections_parked").await == CLIENTS as f64
+    })
+    .await;
+    clients.truncate(CLIENTS / 2);
+    wait_until("hung-up clients leave the gauges", || async {
+        gauge(&admin, "cutover_client_connections_parked").await == (CLIENTS / 2) as f64
+            && gauge(&admin, "cutover_client_connections").await == (CLIENTS / 2) as f64
+    })
+    .await;
+    process.signal("TERM");
+    assert!(process.wait_exit().success());
+    for mut stream in clients {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut byte))
+            .await
+            .expect("closed at the stop");
+        assert_eq!(n.unwrap_or(0), 0);
+    }
+}
+
 /// Pooled upstream connections idle past `upstream_idle_timeout` are
 /// closed even when no further request comes along to notice.
 #[tokio::test]

@@ -1,0 +1,392 @@
+//! The lot where parked connections wait, outside the async runtime.
+//!
+//! A parked connection that waited in its own task stayed registered with
+//! tokio and kept its task and timer: ~1.5 KiB each. In the lot it is its
+//! socket, its deadline and what to do when it leaves (~150 B): one thread
+//! watches every parked socket with an epoll of its own (mio) and keeps
+//! their deadlines. A socket whose client sends again leaves through its
+//! [`Leave`] with the socket, to be served in a new task; one whose client
+//! closed, whose deadline passed, or that is still parked when the lot
+//! closes leaves with `None`, its socket closed.
+
+use std::io::ErrorKind;
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+/// Called once when a socket leaves the lot: `Some` when its client sent
+/// something to serve, `None` when it has been closed.
+pub type Leave = Box<dyn FnOnce(Option<TcpStream>) + Send>;
+
+/// A parked socket, until it leaves.
+struct Parked {
+    stream: mio::net::TcpStream,
+    deadline: Instant,
+    leave: Leave,
+}
+
+/// Deadlines are checked at most this often, so sockets that expire one
+/// after another cost one sweep of the lot rather than one each.
+const SWEEP_AT_MOST_EVERY: Duration = Duration::from_millis(50);
+
+/// The lot's token for its waker (sockets get their slab keys).
+const WAKER: Token = Token(usize::MAX);
+
+/// Sockets on their way in, handed over by [`Lot::park`].
+#[derive(Default)]
+struct Arrivals {
+    parked: Vec<Parked>,
+    closed: bool,
+}
+
+struct Shared {
+    arrivals: Mutex<Arrivals>,
+    waker: mio::Waker,
+}
+
+impl Shared {
+    fn arrivals(&self) -> std::sync::MutexGuard<'_, Arrivals> {
+        // The lock guards a plain Vec and flag: a panic elsewhere cannot
+        // leave them half-changed.
+        self.arrivals.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            tracing::warn!(error = %e, "cannot wake the parking lot");
+        }
+    }
+}
+
+/// The lot: a handle to its thread. Dropping it closes the lot.
+pub struct Lot {
+    shared: Arc<Shared>,
+}
+
+impl Lot {
+    /// Starts the lot's thread.
+    pub fn start() -> std::io::Result<Lot> {
+        let poll = Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let shared = Arc::new(Shared {
+            arrivals: Mutex::new(Arrivals::default()),
+            waker,
+        });
+        let watched = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("parking-lot".into())
+            .spawn(move || Watch::new(poll, watched).run())?;
+        Ok(Lot { shared })
+    }
+
+    /// Parks `stream` until its client sends, closes, or `deadline` passes.
+    /// A closed lot hands everything back.
+    pub fn park(
+        &self,
+        stream: TcpStream,
+        deadline: Instant,
+        leave: Leave,
+    ) -> Result<(), (TcpStream, Leave)> {
+        {
+            let mut arrivals = self.shared.arrivals();
+            if arrivals.closed {
+                return Err((stream, leave));
+            }
+            arrivals.parked.push(Parked {
+                stream: mio::net::TcpStream::from_std(stream),
+                deadline,
+                leave,
+            });
+        }
+        self.shared.wake();
+        Ok(())
+    }
+
+    /// A handle that closes the lot, for whoever learns it is time.
+    pub fn closer(&self) -> Closer {
+        Closer {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Drop for Lot {
+    fn drop(&mut self) {
+        self.closer().close();
+    }
+}
+
+/// Closes a [`Lot`]: every parked socket is closed, later ones refused.
+pub struct Closer {
+    shared: Arc<Shared>,
+}
+
+impl Closer {
+    pub fn close(&self) {
+        self.shared.arrivals().closed = true;
+        self.shared.wake();
+    }
+}
+
+/// The lot's thread: waits for parked sockets to become readable and for
+/// the next deadline.
+struct Watch {
+    poll: Poll,
+    shared: Arc<Shared>,
+    parked: Slab<Parked>,
+    /// When to look at deadlines next; `None` with nothing parked.
+    next_sweep: Option<Instant>,
+}
+
+impl Watch {
+    fn new(poll: Poll, shared: Arc<Shared>) -> Watch {
+        Watch {
+            poll,
+            shared,
+            parked: Slab::new(),
+            next_sweep: None,
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self
+                .next_sweep
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != ErrorKind::Interrupted
+            {
+                // Nothing can be watched any more: close what is parked
+                // rather than leave it hanging.
+                tracing::error!(error = %e, "parking lot cannot wait for sockets; closing it");
+                self.shared.arrivals().closed = true;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {}
+                    Token(key) => self.readable(key),
+                }
+            }
+            if !self.admit() {
+                break;
+            }
+            if self.next_sweep.is_some_and(|at| at <= Instant::now()) {
+                self.sweep();
+            }
+        }
+        for parked in self.parked.drain() {
+            (parked.leave)(None);
+        }
+    }
+
+    /// Takes in the sockets parked since the last look. False once the lot
+    /// is closed (arrivals are then closed too).
+    fn admit(&mut self) -> bool {
+        let (arrived, closed) = {
+            let mut arrivals = self.shared.arrivals();
+            (std::mem::take(&mut arrivals.parked), arrivals.closed)
+        };
+        for mut parked in arrived {
+            if closed {
+                (parked.leave)(None);
+                continue;
+            }
+            let entry = self.parked.vacant_entry();
+            let token = Token(entry.key());
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut parked.stream, token, Interest::READABLE)
+            {
+                tracing::warn!(error = %e, "cannot watch a parked connection; closed");
+                (parked.leave)(None);
+                continue;
+            }
+            self.next_sweep = Some(match self.next_sweep {
+                Some(at) => at.min(parked.deadline),
+                None => parked.deadline,
+            });
+            entry.insert(parked);
+        }
+        !closed
+    }
+
+    /// The socket under `key` has something to say: its client's next
+    /// request, or that it closed.
+    fn readable(&mut self, key: usize) {
+        let Some(parked) = self.parked.get(key) else {
+            return;
+        };
+        let peeked = loop {
+            match parked.stream.peek(&mut [0u8; 1]) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                peeked => break peeked,
+            }
+        };
+        let serve = match peeked {
+            Ok(0) => false,
+            Ok(_) => true,
+            // Woken for nothing: the next bytes will wake it again.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(_) => false,
+        };
+        let mut parked = self.parked.remove(key);
+        // Unregistered before it leaves: the lot must not watch a socket
+        // the runtime now owns (or a closed one whose number is reused).
+        let unwatched = self.poll.registry().deregister(&mut parked.stream);
+        if serve && unwatched.is_ok() {
+            (parked.leave)(Some(parked.stream.into()));
+        } else {
+            (parked.leave)(None);
+        }
+    }
+
+    /// Closes every socket past its deadline and finds the next one.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<usize> = self
+            .parked
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(key, _)| key)
+            .collect();
+        for key in expired {
+            let mut parked = self.parked.remove(key);
+            let _ = self.poll.registry().deregister(&mut parked.stream);
+            (parked.leave)(None);
+        }
+        self.next_sweep = self
+            .parked
+            .iter()
+            .map(|(_, p)| p.deadline)
+            .min()
+            .map(|at| at.max(now + SWEEP_AT_MOST_EVERY));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::{Leave, Lot};
+
+    /// Longer than anything here should take on a busy machine.
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// A connected pair: (client end, server end, non-blocking as a parked
+    /// socket is).
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (client, server)
+    }
+
+    /// A `Leave` that reports which socket left, and whether it came back.
+    fn report(id: usize, tx: &mpsc::Sender<(usize, Option<TcpStream>)>) -> Leave {
+        let tx = tx.clone();
+        Box::new(move |stream| {
+            let _ = tx.send((id, stream));
+        })
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[test]
+    fn a_socket_leaves_when_its_client_sends_with_the_bytes_unread() {
+        let lot = Lot::start().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (mut quiet, quiet_server) = pair();
+        let (mut talker, talker_server) = pair();
+        assert!(lot.park(quiet_server, far(), report(1, &tx)).is_ok());
+        assert!(lot.park(talker_server, far(), report(2, &tx)).is_ok());
+        talker.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        let (id, stream) = rx.recv_timeout(DEADLINE).unwrap();
+        assert_eq!(id, 2);
+        let mut stream = stream.expect("handed back to be served");
+        stream.set_nonblocking(false).unwrap();
+        let mut got = [0u8; 16];
+        stream.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"GET / HTTP/1.1\r\n");
+        // The one that stayed quiet is still parked, and can still leave.
+        assert!(rx.try_recv().is_err());
+        quiet.write_all(b"x").unwrap();
+        assert_eq!(rx.recv_timeout(DEADLINE).unwrap().0, 1);
+    }
+
+    #[test]
+    fn a_socket_whose_client_closes_leaves_closed() {
+        let lot = Lot::start().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (client, server) = pair();
+        assert!(lot.park(server, far(), report(1, &tx)).is_ok());
+        drop(client);
+        let (id, stream) = rx.recv_timeout(DEADLINE).unwrap();
+        assert_eq!(id, 1);
+        assert!(stream.is_none());
+    }
+
+    #[test]
+    fn a_socket_past_its_deadline_is_closed_and_others_stay() {
+        let lot = Lot::start().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (mut soon, soon_server) = pair();
+        let (mut later, later_server) = pair();
+        let parked_at = Instant::now();
+        let limit = Duration::from_millis(300);
+        assert!(
+            lot.park(soon_server, parked_at + limit, report(1, &tx))
+                .is_ok()
+        );
+        assert!(lot.park(later_server, far(), report(2, &tx)).is_ok());
+        let (id, stream) = rx.recv_timeout(DEADLINE).unwrap();
+        assert_eq!(id, 1);
+        assert!(stream.is_none());
+        assert!(parked_at.elapsed() >= limit, "closed before its deadline");
+        // Its client sees the close: end of stream, not a reset.
+        soon.set_read_timeout(Some(DEADLINE)).unwrap();
+        assert_eq!(soon.read(&mut [0u8; 1]).unwrap(), 0);
+        later.write_all(b"x").unwrap();
+        let (id, stream) = rx.recv_timeout(DEADLINE).unwrap();
+        assert_eq!((id, stream.is_some()), (2, true));
+    }
+
+    #[test]
+    fn closing_the_lot_closes_every_socket_and_refuses_more() {
+        let lot = Lot::start().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let clients: Vec<TcpStream> = (0..3)
+            .map(|id| {
+                let (client, server) = pair();
+                assert!(lot.park(server, far(), report(id, &tx)).is_ok());
+                client
+            })
+            .collect();
+        lot.closer().close();
+        let mut left: Vec<usize> = (0..3)
+            .map(|_| {
+                let (id, stream) = rx.recv_timeout(DEADLINE).unwrap();
+                assert!(stream.is_none());
+                id
+            })
+            .collect();
+        left.sort();
+        assert_eq!(left, [0, 1, 2]);
+        for mut client in clients {
+            client.set_read_timeout(Some(DEADLINE)).unwrap();
+            assert_eq!(client.read(&mut [0u8; 1]).unwrap(), 0);
+        }
+        let (_client, server) = pair();
+        assert!(lot.park(server, far(), report(9, &tx)).is_err());
+    }
+}
