@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -44,8 +46,12 @@ impl Ca {
     }
 }
 
-/// The leaf certificate the server presents for `sni`.
-async fn presented(addr: std::net::SocketAddr, ca: &Ca, sni: &str) -> CertificateDer<'static> {
+/// A TLS connection to `addr` for `sni`, verified against the test CA.
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    ca: &Ca,
+    sni: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.issuer.der().clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -56,10 +62,15 @@ async fn presented(addr: std::net::SocketAddr, ca: &Ca, sni: &str) -> Certificat
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = connector
+    connector
         .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
         .await
-        .expect("handshake verifies against the test CA");
+        .expect("handshake verifies against the test CA")
+}
+
+/// The leaf certificate the server presents for `sni`.
+async fn presented(addr: std::net::SocketAddr, ca: &Ca, sni: &str) -> CertificateDer<'static> {
+    let tls = tls_connect(addr, ca, sni).await;
     tls.get_ref().1.peer_certificates().unwrap()[0].clone()
 }
 
@@ -128,23 +139,7 @@ async fn tls_listener_with_sni_alpn_and_hot_reload() {
         assert_eq!(h2, "2 200", "ALPN h2");
     }
     // The upstream is told the client came over https.
-    let cfg = {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.issuer.der().clone()).unwrap();
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
-    };
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("app.test").unwrap(), tcp)
-        .await
-        .unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect(addr, &ca, "app.test").await;
     tls.write_all(b"GET /headers HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -182,5 +177,58 @@ async fn tls_listener_with_sni_alpn_and_hot_reload() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    proxy.stop().await;
+}
+
+/// Sends one request head of about `header_bytes` and reads the answer
+/// until the server closes (or the deadline).
+async fn send_head<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    header_bytes: usize,
+) -> String {
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\nx-big: {}\r\n\r\n",
+        "a".repeat(header_bytes)
+    );
+    // The server may answer 431 and close before taking it all.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// `max_header_bytes` holds on plain and TLS listeners alike, also for a
+/// head that arrives in one piece (hyper's buffer limit alone let heads
+/// of up to twice the limit through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_heads_over_max_header_bytes_get_431_on_every_listener() {
+    let up = TestUpstream::start("up").await;
+    let ca = Ca::new();
+    let certs = tempfile::tempdir().unwrap();
+    ca.issue(certs.path(), "app.test");
+    let d = certs.path().display();
+    let config = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n\
+         [[listener]]\nbind = \"127.0.0.2:0\"\ntls = {{ cert = \"{d}/app.test.pem\", key = \"{d}/app.test.key\" }}\n{}",
+        split_config(
+            &[("p", 1, &[up.addr])],
+            "[proxy]\nmax_header_bytes = 65536\n"
+        )
+    );
+    let (proxy, _path) = start_proxy_from_file(&config).await;
+    let (plain, tls) = (proxy.addrs()[0], proxy.addrs()[1]);
+    for (size, status) in [(60_000, "200"), (70_000, "431"), (100_000, "431")] {
+        let answer = send_head(tokio::net::TcpStream::connect(plain).await.unwrap(), size).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "plain, {size} bytes: {answer}"
+        );
+        let answer = send_head(tls_connect(tls, &ca, "app.test").await, size).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "TLS, {size} bytes: {answer}"
+        );
+    }
+    assert_eq!(up.hits(), 2, "only the heads within the limit went on");
     proxy.stop().await;
 }
