@@ -9,6 +9,7 @@ mod activity;
 mod body;
 mod error;
 pub mod headers;
+mod max_forwards;
 mod pools;
 mod request_metrics;
 mod tunnel;
@@ -147,7 +148,7 @@ impl Proxy {
 
     async fn forward(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: ClientConn,
         labels: &mut Labels,
     ) -> Result<(Response<ResponseBody>, Option<crate::upstream::InFlight>), ProxyError> {
@@ -159,6 +160,9 @@ impl Proxy {
             // `OPTIONS *` asks about the server itself (RFC 9110 §9.3.7):
             // cutover answers for itself rather than pick an upstream.
             return Ok((Response::new(ResponseBody::empty()), None));
+        }
+        if let Some(answer) = max_forwards::apply(&mut req) {
+            return Ok((answer, None));
         }
         let table = self.routing.load();
         let (mut parts, body) = req.into_parts();

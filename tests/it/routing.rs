@@ -150,3 +150,63 @@ async fn request_headers_are_rewritten() {
     assert!(!seen.contains("keep-alive: timeout"), "{seen}");
     proxy.stop().await;
 }
+
+/// Max-Forwards (RFC 9110 §7.6.2): a TRACE or OPTIONS request at zero is
+/// answered by cutover itself; above zero it reaches the upstream with the
+/// count lowered. Other methods pass untouched.
+#[tokio::test]
+async fn max_forwards_is_honoured_for_trace_and_options() {
+    let up = TestUpstream::start("up").await;
+    let proxy = start_proxy(&split_config(&[("p", 1, &[up.addr])], "")).await;
+    let base = proxy.addrs()[0];
+    let client = http1_client();
+    let send = |method: &str, max_forwards: &str| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{base}/headers"))
+            .header("host", "app.test")
+            .header("max-forwards", max_forwards)
+            .header("cookie", "session=secret")
+            .body(Default::default())
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let resp = client.request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (
+                status,
+                content_type,
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        }
+    };
+
+    let (status, content_type, body) = send("TRACE", "0").await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type.as_deref(), Some("message/http"));
+    assert!(body.starts_with("TRACE /headers HTTP/1.1\r\n"), "{body}");
+    assert!(body.contains("host: app.test\r\n"), "{body}");
+    assert!(
+        !body.contains("secret"),
+        "credentials are not reflected: {body}"
+    );
+    let (status, _, body) = send("OPTIONS", "0").await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert_eq!(up.hits(), 0, "neither went past cutover");
+
+    let (status, _, seen) = send("OPTIONS", "5").await;
+    assert_eq!(status, 200);
+    assert!(seen.contains("max-forwards: 4\n"), "{seen}");
+    let (_, _, seen) = send("GET", "0").await;
+    assert!(seen.contains("max-forwards: 0\n"), "{seen}");
+    assert_eq!(up.hits(), 2);
+    proxy.stop().await;
+}
