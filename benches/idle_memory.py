@@ -7,8 +7,9 @@ Opens CONNECTIONS (default 10,000) connections to 127.0.0.1:PORT, sends one
 HTTP/1.1 request on each and reads the answer, so each is a used keep-alive
 connection, then leaves them all idle and reads PID's RSS (all of its
 processes' threads share it) from /proc. Prints the RSS before, after, and
-the difference per 10,000 connections, SETTLE_SECONDS (default 15) after
-the last one went idle: long enough for cutover to park them (2 s) and
+the difference per 10,000 connections. Both readings come SETTLE_SECONDS
+(default 15) after the proxy's last activity — the previous load, or the
+last connection going idle: long enough for cutover to park them (2 s) and
 for its allocator to hand the freed buffers back (~10 s). Loopback only; bounded by
 CONNECTIONS. Used by benches/compare.sh; see docs/benchmarks.md.
 """
@@ -57,6 +58,10 @@ def main():
     want = min(hard, count + 100)
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    # The same settling before the first reading as before the second: a
+    # proxy that just served load is still handing freed memory back, and
+    # that would be counted against the idle connections.
+    time.sleep(settle)
     before = rss_kib(pid)
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
     sockets = []

@@ -19,7 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::Server;
-use super::lot::{Leave, Lot};
+use super::lot::Lot;
 use super::park::{self, FirstBytes, PARK_AFTER, ParkableIo};
 use crate::proxy::{ClientConn, ConnActivity, ResponseBody};
 
@@ -47,6 +47,13 @@ where
     fn shut_down(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
+}
+
+/// What a parked connection keeps while in the lot (its socket and
+/// deadline aside): its place under `max_connections` and in graceful stops.
+pub(super) struct ParkedConn {
+    permit: OwnedSemaphorePermit,
+    tracked: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
 /// How a hyper connection ended.
@@ -188,7 +195,7 @@ impl Server {
             let limit = self.idle_timeout.min(self.header_timeout);
             let since = activity.idle_since().unwrap_or_else(Instant::now);
             match io.into_std() {
-                Ok(stream) => return self.park(stream, (since + limit).into_std(), peer, permit),
+                Ok(stream) => return self.park(stream, (since + limit).into_std(), permit),
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "cannot park connection; closed");
                     break;
@@ -200,21 +207,32 @@ impl Server {
 
     /// The lot, started with the first plain HTTP/1.1 connection; `None`
     /// if its thread cannot start (connections then idle in hyper).
-    fn lot(&self) -> Option<&Lot> {
+    fn lot(self: &Arc<Self>) -> Option<&Lot<ParkedConn>> {
         self.lot
-            .get_or_init(|| match Lot::start() {
-                Ok(lot) => {
-                    let closer = lot.closer();
-                    let shutdown = self.shutdown.clone();
-                    tokio::spawn(async move {
-                        shutdown.cancelled().await;
-                        closer.close();
-                    });
-                    Some(lot)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start the parking lot; idle connections keep their buffers");
-                    None
+            .get_or_init(|| {
+                // Weak: a parked connection must not keep a stopped server
+                // alive.
+                let server = Arc::downgrade(self);
+                let runtime = tokio::runtime::Handle::current();
+                let started = Lot::start(move |conn: ParkedConn, stream| {
+                    if let Some(server) = server.upgrade() {
+                        server.leave_lot(&runtime, conn, stream);
+                    }
+                });
+                match started {
+                    Ok(lot) => {
+                        let closer = lot.closer();
+                        let shutdown = self.shutdown.clone();
+                        tokio::spawn(async move {
+                            shutdown.cancelled().await;
+                            closer.close();
+                        });
+                        Some(lot)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start the parking lot; idle connections keep their buffers");
+                        None
+                    }
                 }
             })
             .as_ref()
@@ -226,35 +244,46 @@ impl Server {
         self: &Arc<Self>,
         stream: std::net::TcpStream,
         deadline: std::time::Instant,
-        peer: SocketAddr,
         permit: OwnedSemaphorePermit,
     ) {
-        let Some(lot) = self.lot() else { return };
-        // Weak: a parked connection must not keep a stopped server alive.
-        let server = Arc::downgrade(self);
-        let runtime = tokio::runtime::Handle::current();
-        // Graceful stops wait for parked connections as for any other.
-        let tracked = self.tracker.token();
+        let Some(lot) = self.lot() else {
+            // Not reached: only a server with a lot parks. Close cleanly.
+            self.open_gauge.decrement(1.0);
+            return;
+        };
         self.parked_gauge.increment(1.0);
-        let leave: Leave = Box::new(move |stream| {
-            let Some(server) = server.upgrade() else {
-                return;
-            };
-            server.parked_gauge.decrement(1.0);
-            match stream {
-                Some(stream) => {
-                    let resumed = Arc::clone(&server).resume(stream, peer, permit);
-                    runtime.spawn(server.tracker.track_future(resumed));
-                }
-                None => server.open_gauge.decrement(1.0),
-            }
-            drop(tracked);
-        });
-        if let Err((stream, leave)) = lot.park(stream, deadline, leave) {
+        let conn = ParkedConn {
+            permit,
+            // Graceful stops wait for parked connections as for any other.
+            tracked: self.tracker.token(),
+        };
+        if let Err((stream, conn)) = lot.park(stream, deadline, conn) {
             // The lot has closed: the server is stopping.
             drop(stream);
-            leave(None);
+            let runtime = tokio::runtime::Handle::current();
+            self.leave_lot(&runtime, conn, None);
         }
+    }
+
+    /// A connection leaves the lot: to be served again in a new task, or
+    /// closed.
+    fn leave_lot(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        conn: ParkedConn,
+        stream: Option<std::net::TcpStream>,
+    ) {
+        self.parked_gauge.decrement(1.0);
+        let ParkedConn { permit, tracked } = conn;
+        // The peer is asked again rather than kept by every parked entry.
+        match stream.map(|s| (s.peer_addr(), s)) {
+            Some((Ok(peer), stream)) => {
+                let resumed = Arc::clone(self).resume(stream, peer, permit);
+                drop(runtime.spawn(self.tracker.track_future(resumed)));
+            }
+            _ => self.open_gauge.decrement(1.0),
+        }
+        drop(tracked);
     }
 
     /// A parked connection whose client sent again, back in the runtime.

@@ -1,13 +1,14 @@
 //! The lot where parked connections wait, outside the async runtime.
 //!
 //! A parked connection that waited in its own task stayed registered with
-//! tokio and kept its task and timer: ~1.5 KiB each. In the lot it is its
-//! socket, its deadline and what to do when it leaves (~150 B): one thread
-//! watches every parked socket with an epoll of its own (mio) and keeps
-//! their deadlines. A socket whose client sends again leaves through its
-//! [`Leave`] with the socket, to be served in a new task; one whose client
-//! closed, whose deadline passed, or that is still parked when the lot
-//! closes leaves with `None`, its socket closed.
+//! tokio and kept its task and timer: ~1.5 KiB each. In the lot it is an
+//! entry of a slab — its socket, its deadline and a small value of the
+//! caller's (for the server: its connection-limit permit and graceful-stop
+//! token) — watched by one thread with an epoll of its own (mio). A socket
+//! whose client sends again leaves through the lot's `leave` with the
+//! socket, to be served in a new task; one whose client closed, whose
+//! deadline passed, or that is still parked when the lot closes leaves
+//! with `None`, its socket closed.
 
 use std::io::ErrorKind;
 use std::net::TcpStream;
@@ -17,15 +18,11 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-/// Called once when a socket leaves the lot: `Some` when its client sent
-/// something to serve, `None` when it has been closed.
-pub type Leave = Box<dyn FnOnce(Option<TcpStream>) + Send>;
-
 /// A parked socket, until it leaves.
-struct Parked {
+struct Parked<T> {
     stream: mio::net::TcpStream,
     deadline: Instant,
-    leave: Leave,
+    value: T,
 }
 
 /// Deadlines are checked at most this often, so sockets that expire one
@@ -36,19 +33,18 @@ const SWEEP_AT_MOST_EVERY: Duration = Duration::from_millis(50);
 const WAKER: Token = Token(usize::MAX);
 
 /// Sockets on their way in, handed over by [`Lot::park`].
-#[derive(Default)]
-struct Arrivals {
-    parked: Vec<Parked>,
+struct Arrivals<T> {
+    parked: Vec<Parked<T>>,
     closed: bool,
 }
 
-struct Shared {
-    arrivals: Mutex<Arrivals>,
+struct Shared<T> {
+    arrivals: Mutex<Arrivals<T>>,
     waker: mio::Waker,
 }
 
-impl Shared {
-    fn arrivals(&self) -> std::sync::MutexGuard<'_, Arrivals> {
+impl<T> Shared<T> {
+    fn arrivals(&self) -> std::sync::MutexGuard<'_, Arrivals<T>> {
         // The lock guards a plain Vec and flag: a panic elsewhere cannot
         // leave them half-changed.
         self.arrivals.lock().unwrap_or_else(PoisonError::into_inner)
@@ -59,46 +55,65 @@ impl Shared {
             tracing::warn!(error = %e, "cannot wake the parking lot");
         }
     }
+
+    fn close(&self) {
+        self.arrivals().closed = true;
+        self.wake();
+    }
 }
 
 /// The lot: a handle to its thread. Dropping it closes the lot.
-pub struct Lot {
-    shared: Arc<Shared>,
+pub struct Lot<T> {
+    shared: Arc<Shared<T>>,
 }
 
-impl Lot {
-    /// Starts the lot's thread.
-    pub fn start() -> std::io::Result<Lot> {
+impl<T: Send + 'static> Lot<T> {
+    /// Starts the lot's thread. `leave` is called, on that thread, once
+    /// for every socket parked: with the socket when its client sent
+    /// something to serve, with `None` once it has been closed.
+    pub fn start<F>(leave: F) -> std::io::Result<Lot<T>>
+    where
+        F: FnMut(T, Option<TcpStream>) + Send + 'static,
+    {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let shared = Arc::new(Shared {
-            arrivals: Mutex::new(Arrivals::default()),
+            arrivals: Mutex::new(Arrivals {
+                parked: Vec::new(),
+                closed: false,
+            }),
             waker,
         });
-        let watched = Arc::clone(&shared);
+        let watch = Watch {
+            poll,
+            shared: Arc::clone(&shared),
+            parked: Slab::new(),
+            next_sweep: None,
+            leave,
+        };
         std::thread::Builder::new()
             .name("parking-lot".into())
-            .spawn(move || Watch::new(poll, watched).run())?;
+            .spawn(move || watch.run())?;
         Ok(Lot { shared })
     }
 
     /// Parks `stream` until its client sends, closes, or `deadline` passes.
-    /// A closed lot hands everything back.
+    /// A closed lot hands both back.
     pub fn park(
         &self,
         stream: TcpStream,
         deadline: Instant,
-        leave: Leave,
-    ) -> Result<(), (TcpStream, Leave)> {
+        value: T,
+    ) -> Result<(), (TcpStream, T)> {
         {
             let mut arrivals = self.shared.arrivals();
             if arrivals.closed {
-                return Err((stream, leave));
+                return Err((stream, value));
             }
             arrivals.parked.push(Parked {
                 stream: mio::net::TcpStream::from_std(stream),
                 deadline,
-                leave,
+                value,
             });
         }
         self.shared.wake();
@@ -106,51 +121,42 @@ impl Lot {
     }
 
     /// A handle that closes the lot, for whoever learns it is time.
-    pub fn closer(&self) -> Closer {
+    pub fn closer(&self) -> Closer<T> {
         Closer {
             shared: Arc::clone(&self.shared),
         }
     }
 }
 
-impl Drop for Lot {
+impl<T> Drop for Lot<T> {
     fn drop(&mut self) {
-        self.closer().close();
+        self.shared.close();
     }
 }
 
 /// Closes a [`Lot`]: every parked socket is closed, later ones refused.
-pub struct Closer {
-    shared: Arc<Shared>,
+pub struct Closer<T> {
+    shared: Arc<Shared<T>>,
 }
 
-impl Closer {
+impl<T> Closer<T> {
     pub fn close(&self) {
-        self.shared.arrivals().closed = true;
-        self.shared.wake();
+        self.shared.close();
     }
 }
 
 /// The lot's thread: waits for parked sockets to become readable and for
 /// the next deadline.
-struct Watch {
+struct Watch<T, F> {
     poll: Poll,
-    shared: Arc<Shared>,
-    parked: Slab<Parked>,
+    shared: Arc<Shared<T>>,
+    parked: Slab<Parked<T>>,
     /// When to look at deadlines next; `None` with nothing parked.
     next_sweep: Option<Instant>,
+    leave: F,
 }
 
-impl Watch {
-    fn new(poll: Poll, shared: Arc<Shared>) -> Watch {
-        Watch {
-            poll,
-            shared,
-            parked: Slab::new(),
-            next_sweep: None,
-        }
-    }
-
+impl<T, F: FnMut(T, Option<TcpStream>)> Watch<T, F> {
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
         loop {
@@ -179,7 +185,7 @@ impl Watch {
             }
         }
         for parked in self.parked.drain() {
-            (parked.leave)(None);
+            (self.leave)(parked.value, None);
         }
     }
 
@@ -192,7 +198,7 @@ impl Watch {
         };
         for mut parked in arrived {
             if closed {
-                (parked.leave)(None);
+                (self.leave)(parked.value, None);
                 continue;
             }
             let entry = self.parked.vacant_entry();
@@ -203,7 +209,7 @@ impl Watch {
                     .register(&mut parked.stream, token, Interest::READABLE)
             {
                 tracing::warn!(error = %e, "cannot watch a parked connection; closed");
-                (parked.leave)(None);
+                (self.leave)(parked.value, None);
                 continue;
             }
             self.next_sweep = Some(match self.next_sweep {
@@ -239,9 +245,9 @@ impl Watch {
         // the runtime now owns (or a closed one whose number is reused).
         let unwatched = self.poll.registry().deregister(&mut parked.stream);
         if serve && unwatched.is_ok() {
-            (parked.leave)(Some(parked.stream.into()));
+            (self.leave)(parked.value, Some(parked.stream.into()));
         } else {
-            (parked.leave)(None);
+            (self.leave)(parked.value, None);
         }
     }
 
@@ -257,7 +263,11 @@ impl Watch {
         for key in expired {
             let mut parked = self.parked.remove(key);
             let _ = self.poll.registry().deregister(&mut parked.stream);
-            (parked.leave)(None);
+            (self.leave)(parked.value, None);
+        }
+        // A lot that emptied out gives its memory back.
+        if self.parked.is_empty() {
+            self.parked.shrink_to_fit();
         }
         self.next_sweep = self
             .parked
@@ -275,7 +285,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
-    use super::{Leave, Lot};
+    use super::Lot;
 
     /// Longer than anything here should take on a busy machine.
     const DEADLINE: Duration = Duration::from_secs(20);
@@ -290,12 +300,15 @@ mod tests {
         (client, server)
     }
 
-    /// A `Leave` that reports which socket left, and whether it came back.
-    fn report(id: usize, tx: &mpsc::Sender<(usize, Option<TcpStream>)>) -> Leave {
-        let tx = tx.clone();
-        Box::new(move |stream| {
+    /// A lot whose values are ids, reporting which socket left and whether
+    /// it came back.
+    fn lot() -> (Lot<usize>, mpsc::Receiver<(usize, Option<TcpStream>)>) {
+        let (tx, rx) = mpsc::channel();
+        let lot = Lot::start(move |id, stream| {
             let _ = tx.send((id, stream));
         })
+        .unwrap();
+        (lot, rx)
     }
 
     fn far() -> Instant {
@@ -304,12 +317,11 @@ mod tests {
 
     #[test]
     fn a_socket_leaves_when_its_client_sends_with_the_bytes_unread() {
-        let lot = Lot::start().unwrap();
-        let (tx, rx) = mpsc::channel();
+        let (lot, rx) = lot();
         let (mut quiet, quiet_server) = pair();
         let (mut talker, talker_server) = pair();
-        assert!(lot.park(quiet_server, far(), report(1, &tx)).is_ok());
-        assert!(lot.park(talker_server, far(), report(2, &tx)).is_ok());
+        assert!(lot.park(quiet_server, far(), 1).is_ok());
+        assert!(lot.park(talker_server, far(), 2).is_ok());
         talker.write_all(b"GET / HTTP/1.1\r\n").unwrap();
         let (id, stream) = rx.recv_timeout(DEADLINE).unwrap();
         assert_eq!(id, 2);
@@ -326,10 +338,9 @@ mod tests {
 
     #[test]
     fn a_socket_whose_client_closes_leaves_closed() {
-        let lot = Lot::start().unwrap();
-        let (tx, rx) = mpsc::channel();
+        let (lot, rx) = lot();
         let (client, server) = pair();
-        assert!(lot.park(server, far(), report(1, &tx)).is_ok());
+        assert!(lot.park(server, far(), 1).is_ok());
         drop(client);
         let (id, stream) = rx.recv_timeout(DEADLINE).unwrap();
         assert_eq!(id, 1);
@@ -338,17 +349,13 @@ mod tests {
 
     #[test]
     fn a_socket_past_its_deadline_is_closed_and_others_stay() {
-        let lot = Lot::start().unwrap();
-        let (tx, rx) = mpsc::channel();
+        let (lot, rx) = lot();
         let (mut soon, soon_server) = pair();
         let (mut later, later_server) = pair();
         let parked_at = Instant::now();
         let limit = Duration::from_millis(300);
-        assert!(
-            lot.park(soon_server, parked_at + limit, report(1, &tx))
-                .is_ok()
-        );
-        assert!(lot.park(later_server, far(), report(2, &tx)).is_ok());
+        assert!(lot.park(soon_server, parked_at + limit, 1).is_ok());
+        assert!(lot.park(later_server, far(), 2).is_ok());
         let (id, stream) = rx.recv_timeout(DEADLINE).unwrap();
         assert_eq!(id, 1);
         assert!(stream.is_none());
@@ -363,12 +370,11 @@ mod tests {
 
     #[test]
     fn closing_the_lot_closes_every_socket_and_refuses_more() {
-        let lot = Lot::start().unwrap();
-        let (tx, rx) = mpsc::channel();
+        let (lot, rx) = lot();
         let clients: Vec<TcpStream> = (0..3)
             .map(|id| {
                 let (client, server) = pair();
-                assert!(lot.park(server, far(), report(id, &tx)).is_ok());
+                assert!(lot.park(server, far(), id).is_ok());
                 client
             })
             .collect();
@@ -387,6 +393,6 @@ mod tests {
             assert_eq!(client.read(&mut [0u8; 1]).unwrap(), 0);
         }
         let (_client, server) = pair();
-        assert!(lot.park(server, far(), report(9, &tx)).is_err());
+        assert!(lot.park(server, far(), 9).is_err());
     }
 }

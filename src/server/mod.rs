@@ -68,7 +68,7 @@ pub struct Server {
     open_gauge: metrics::Gauge,
     parked_gauge: metrics::Gauge,
     /// Where idle plain HTTP/1.1 connections wait (see `lot`).
-    lot: std::sync::OnceLock<Option<lot::Lot>>,
+    lot: std::sync::OnceLock<Option<lot::Lot<connection::ParkedConn>>>,
 }
 
 impl Server {
