@@ -122,6 +122,15 @@ impl Body for ResponseBody {
         {
             timer.bytes += data.len() as u64;
         }
+        // The upstream's last byte is in: its connection can take the next
+        // request now, not only once the client side is done with this one.
+        if let ResponseInner::Upstream(b) = &this.inner
+            && matches!(polled, Poll::Ready(Some(Ok(_))) | Poll::Ready(None))
+            && b.is_end_stream()
+            && let Some(c) = this.connection.take()
+        {
+            c.release();
+        }
         if let Poll::Ready(None) = polled {
             // Finished: end the guards now rather than when hyper drops the
             // body, so in-flight counts fall as soon as the last byte is out.
