@@ -356,14 +356,24 @@ fn check_host(req: &Request<Incoming>) -> Result<(), ProxyError> {
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err(ProxyError::BadRequest("more than one Host header")),
         (Some(h), None) => {
-            let valid = h
+            let Some(host) = h
                 .to_str()
                 .ok()
-                .is_some_and(|h| h.parse::<http::uri::Authority>().is_ok());
-            if valid {
-                Ok(())
-            } else {
-                Err(ProxyError::BadRequest("invalid Host header"))
+                .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+            else {
+                return Err(ProxyError::BadRequest("invalid Host header"));
+            };
+            // HTTP/2: a Host naming another server than :authority makes
+            // the request malformed (RFC 9113 §8.3.1). (HTTP/1.1 absolute
+            // form: the target wins and Host is ignored, RFC 9112 §3.2.2.)
+            let authority = req.uri().authority().map(|a| a.as_str());
+            match authority {
+                Some(a) if req.version() == Version::HTTP_2 && !a.eq_ignore_ascii_case(host) => {
+                    Err(ProxyError::BadRequest(
+                        "Host header differs from :authority",
+                    ))
+                }
+                _ => Ok(()),
             }
         }
         (None, _) if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {

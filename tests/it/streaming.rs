@@ -37,6 +37,27 @@ async fn h2_client_to_h1_upstream() {
     proxy.stop().await;
 }
 
+/// RFC 9113 §8.3.1: an HTTP/2 request whose Host names another server
+/// than its :authority is malformed; the same name in another case is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_host_differing_from_authority_is_refused() {
+    let up = TestUpstream::start("h1-upstream").await;
+    let proxy = start_proxy(&split_config(&[("p", 1, &[up.addr])], "")).await;
+    let base = proxy.addrs()[0];
+    let client = http2_client();
+    for (host, status) in [("elsewhere.test", 400), (base.to_string().as_str(), 200)] {
+        let req = http::Request::get(format!("http://{base}/"))
+            .header("host", host)
+            .body(Default::default())
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(resp.status(), status, "Host: {host}");
+    }
+    assert_eq!(up.hits(), 1);
+    proxy.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_64_mib_streams() {
     let up = TestUpstream::start("sink").await;
