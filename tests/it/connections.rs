@@ -98,16 +98,6 @@ async fn idle_client_connections_are_closed() {
     proxy.stop().await;
 }
 
-/// A gauge's value in the process's `/metrics`.
-async fn gauge(admin: &str, name: &str) -> f64 {
-    let (_, text) = admin_call("GET", &format!("{admin}/metrics"), None, None).await;
-    text.as_str()
-        .unwrap_or("")
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// An idle HTTP/1.1 keep-alive connection is parked (its buffers dropped)
 /// and served again, on the same socket, when its client sends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

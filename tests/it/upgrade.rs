@@ -311,6 +311,9 @@ async fn five_upgrades_under_load_fail_nothing_and_keep_runtime_state() {
     assert_eq!(notify.count("STOPPING=1"), 1);
 }
 
+/// After a handover the old process ends its connections only after a
+/// response: a parked keep-alive connection is served once more (with
+/// `Connection: close`), a slow request in flight finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_to_the_old_process_end_only_after_a_response() {
     let up = TestUpstream::start("up").await;
@@ -334,6 +337,11 @@ async fn connections_to_the_old_process_end_only_after_a_response() {
     let first = keep_alive.send_request(request()).await.unwrap();
     assert_eq!(first.status(), 200);
     first.into_body().collect().await.unwrap();
+    // Idle long enough to be parked: the handover meets it in the lot.
+    wait_until("the keep-alive connection is parked", || async {
+        gauge(&admin, "cutover_client_connections_parked").await == 1.0
+    })
+    .await;
     // A slow request in flight on the old process.
     let slow =
         tokio::spawn(

@@ -328,3 +328,14 @@ impl Load {
         )
     }
 }
+
+/// A gauge's value in the `/metrics` of the admin API at `admin`
+/// (`http://host:port`); 0 when absent.
+pub async fn gauge(admin: &str, name: &str) -> f64 {
+    let (_, text) = admin_call("GET", &format!("{admin}/metrics"), None, None).await;
+    text.as_str()
+        .unwrap_or("")
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
