@@ -159,7 +159,8 @@ impl Server {
             proto: "http",
         };
         let service = self.service(client, &activity);
-        let can_park = self.lot().is_some();
+        let mut can_park = self.lot().is_some();
+        let mut permit = permit;
         let mut io = ParkableIo::new(stream);
         loop {
             let parking = io.parking_flag();
@@ -194,10 +195,24 @@ impl Server {
             // hyper's header timer also bounds an idle HTTP/1.1 connection.
             let limit = self.idle_timeout.min(self.header_timeout);
             let since = activity.idle_since().unwrap_or_else(Instant::now);
-            match io.into_std() {
-                Ok(stream) => return self.park(stream, (since + limit).into_std(), permit),
+            let stream = match io.into_std() {
+                Ok(stream) => stream,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "cannot park connection; closed");
+                    break;
+                }
+            };
+            let Err((stream, kept)) = self.park(stream, (since + limit).into_std(), permit) else {
+                return;
+            };
+            // The lot is closed (the server is stopping, or its thread
+            // died): the connection stays with hyper, unparked.
+            permit = kept;
+            can_park = false;
+            match TcpStream::from_std(stream) {
+                Ok(stream) => io = ParkableIo::new(stream),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "cannot take back connection; closed");
                     break;
                 }
             }
@@ -239,30 +254,28 @@ impl Server {
     }
 
     /// Hands an idle connection to the lot until its client sends again
-    /// (then a new task serves it), closes, or `deadline` passes.
+    /// (then a new task serves it), closes, or `deadline` passes. A closed
+    /// lot gives the socket and permit back.
     fn park(
         self: &Arc<Self>,
         stream: std::net::TcpStream,
         deadline: std::time::Instant,
         permit: OwnedSemaphorePermit,
-    ) {
+    ) -> Result<(), (std::net::TcpStream, OwnedSemaphorePermit)> {
         let Some(lot) = self.lot() else {
-            // Not reached: only a server with a lot parks. Close cleanly.
-            self.open_gauge.decrement(1.0);
-            return;
+            return Err((stream, permit));
         };
+        // Counted before the lot can let it go again.
         self.parked_gauge.increment(1.0);
         let conn = ParkedConn {
             permit,
             // Graceful stops wait for parked connections as for any other.
             tracked: self.tracker.token(),
         };
-        if let Err((stream, conn)) = lot.park(stream, deadline, conn) {
-            // The lot has closed: the server is stopping.
-            drop(stream);
-            let runtime = tokio::runtime::Handle::current();
-            self.leave_lot(&runtime, conn, None);
-        }
+        lot.park(stream, deadline, conn).map_err(|(stream, conn)| {
+            self.parked_gauge.decrement(1.0);
+            (stream, conn.permit)
+        })
     }
 
     /// A connection leaves the lot: to be served again in a new task, or

@@ -145,6 +145,18 @@ impl<T> Closer<T> {
     }
 }
 
+/// Marks the lot closed when its thread ends, even by a panic; sockets
+/// still on their way in are dropped, which closes them.
+struct ClosedOnExit<T>(Arc<Shared<T>>);
+
+impl<T> Drop for ClosedOnExit<T> {
+    fn drop(&mut self) {
+        let mut arrivals = self.0.arrivals();
+        arrivals.closed = true;
+        arrivals.parked.clear();
+    }
+}
+
 /// The lot's thread: waits for parked sockets to become readable and for
 /// the next deadline.
 struct Watch<T, F> {
@@ -158,6 +170,9 @@ struct Watch<T, F> {
 
 impl<T, F: FnMut(T, Option<TcpStream>)> Watch<T, F> {
     fn run(mut self) {
+        // However the thread ends, later parks are refused (their callers
+        // close those connections) rather than left waiting for nobody.
+        let _closed_on_exit = ClosedOnExit(Arc::clone(&self.shared));
         let mut events = Events::with_capacity(256);
         loop {
             let timeout = self
@@ -366,6 +381,23 @@ mod tests {
         later.write_all(b"x").unwrap();
         let (id, stream) = rx.recv_timeout(DEADLINE).unwrap();
         assert_eq!((id, stream.is_some()), (2, true));
+    }
+
+    #[test]
+    fn a_lot_whose_thread_died_refuses_parks() {
+        let lot = Lot::start(|_: usize, _| panic!("leave failed")).unwrap();
+        let (client, server) = pair();
+        assert!(lot.park(server, far(), 1).is_ok());
+        drop(client);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let (_client, server) = pair();
+            if lot.park(server, far(), 2).is_err() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "parks still accepted");
+            std::thread::yield_now();
+        }
     }
 
     #[test]
