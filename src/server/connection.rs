@@ -1,6 +1,6 @@
 //! One client connection: the hyper service around the proxy, and the loop
 //! that ends it — idle timeout, SIGTERM, retirement after an upgrade — or,
-//! for plain HTTP/1.1, parks it while idle (see `park`).
+//! for HTTP/1.1, parks it while idle (see `park`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,8 +29,10 @@ trait Graceful: Future<Output = Result<(), Self::Error>> {
     fn shut_down(self: Pin<&mut Self>);
 }
 
-impl Graceful
-    for hyper::server::conn::http1::UpgradeableConnection<TokioIo<ParkableIo>, ProxyService>
+impl<S> Graceful
+    for hyper::server::conn::http1::UpgradeableConnection<TokioIo<ParkableIo<S>>, ProxyService>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     type Error = hyper::Error;
     fn shut_down(self: Pin<&mut Self>) {
@@ -163,46 +165,21 @@ impl Server {
         let mut permit = permit;
         let mut io = ParkableIo::new(stream);
         loop {
-            let parking = io.parking_flag();
-            let park_flag = Some(&*parking).filter(|_| can_park);
-            // A block of its own: the hyper connection's allocation must be
-            // freed before the socket parks, not when the loop body ends.
-            let (ended, parts) = {
-                let mut conn = Box::new(
-                    self.http1
-                        .serve_connection(TokioIo::new(io), service.clone())
-                        .with_upgrades(),
-                );
-                let ended =
-                    Box::pin(self.drive(Pin::new(&mut *conn), &activity, peer, park_flag)).await;
-                (ended, conn.into_parts())
-            };
-            // Destructured from a temporary, so the service clone in `Parts`
-            // is dropped now.
-            let Some(Parts {
-                io: returned,
-                read_buf,
-                ..
-            }) = parts.filter(|_| matches!(ended, Ended::Parked))
+            let Some(idle) = self
+                .serve_until_idle(io, &service, &activity, peer, can_park)
+                .await
             else {
                 break;
             };
-            io = returned.into_inner();
-            io.unpark(read_buf);
-            if io.has_unread() {
-                continue;
-            }
-            // hyper's header timer also bounds an idle HTTP/1.1 connection.
-            let limit = self.idle_timeout.min(self.header_timeout);
-            let since = activity.idle_since().unwrap_or_else(Instant::now);
-            let stream = match io.into_std() {
+            let stream = match idle.into_std() {
                 Ok(stream) => stream,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "cannot park connection; closed");
                     break;
                 }
             };
-            let Err((stream, kept)) = self.park(stream, (since + limit).into_std(), permit) else {
+            let deadline = self.parked_deadline(&activity).into_std();
+            let Err((stream, kept)) = self.park(stream, deadline, permit) else {
                 return;
             };
             // The lot is closed (the server is stopping, or its thread
@@ -218,6 +195,98 @@ impl Server {
             }
         }
         self.open_gauge.decrement(1.0);
+    }
+
+    /// Serves HTTP/1.1 over TLS. An idle connection is parked in its own
+    /// task: hyper's buffers are dropped, the TLS session is kept.
+    pub(super) async fn serve_tls_http1(
+        self: Arc<Self>,
+        stream: tokio_rustls::server::TlsStream<TcpStream>,
+        peer: SocketAddr,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        self.open_gauge.increment(1.0);
+        let activity = ConnActivity::new(self.retire.clone());
+        let client = ClientConn {
+            peer,
+            proto: "https",
+        };
+        let service = self.service(client, &activity);
+        let mut io = ParkableIo::new(stream);
+        loop {
+            let Some(idle) = self
+                .serve_until_idle(io, &service, &activity, peer, true)
+                .await
+            else {
+                break;
+            };
+            io = idle;
+            // hyper read everything the TLS session had decrypted (what it
+            // did not parse was replayed), so only the socket can wake it.
+            let socket = io.get_ref().get_ref().0;
+            self.parked_gauge.increment(1.0);
+            let resume = tokio::select! {
+                readable = socket.readable() => readable.is_ok(),
+                () = tokio::time::sleep_until(self.parked_deadline(&activity)) => false,
+                () = self.shutdown.cancelled() => false,
+            };
+            self.parked_gauge.decrement(1.0);
+            if !resume {
+                break;
+            }
+        }
+        self.open_gauge.decrement(1.0);
+    }
+
+    /// Serves HTTP/1.1 on `io` until the connection closes (`None`) or,
+    /// with `can_park`, idles for [`PARK_AFTER`]: then hyper lets go of it
+    /// and it comes back with nothing unread (`Some`).
+    async fn serve_until_idle<S>(
+        &self,
+        mut io: ParkableIo<S>,
+        service: &ProxyService,
+        activity: &ConnActivity,
+        peer: SocketAddr,
+        can_park: bool,
+    ) -> Option<ParkableIo<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        loop {
+            let parking = io.parking_flag();
+            let park_flag = Some(&*parking).filter(|_| can_park);
+            // A block of its own: the hyper connection's allocation must be
+            // freed before the socket parks, not when the loop body ends.
+            let (ended, parts) = {
+                let mut conn = Box::new(
+                    self.http1
+                        .serve_connection(TokioIo::new(io), service.clone())
+                        .with_upgrades(),
+                );
+                let ended =
+                    Box::pin(self.drive(Pin::new(&mut *conn), activity, peer, park_flag)).await;
+                (ended, conn.into_parts())
+            };
+            // Destructured from a temporary, so the service clone in `Parts`
+            // is dropped now.
+            let Parts {
+                io: returned,
+                read_buf,
+                ..
+            } = parts.filter(|_| matches!(ended, Ended::Parked))?;
+            io = returned.into_inner();
+            io.unpark(read_buf);
+            if !io.has_unread() {
+                return Some(io);
+            }
+        }
+    }
+
+    /// When a parked connection is closed: hyper's header timer also
+    /// bounds an idle HTTP/1.1 connection.
+    fn parked_deadline(&self, activity: &ConnActivity) -> Instant {
+        let limit = self.idle_timeout.min(self.header_timeout);
+        activity.idle_since().unwrap_or_else(Instant::now) + limit
     }
 
     /// The lot, started with the first plain HTTP/1.1 connection; `None`
@@ -315,8 +384,9 @@ impl Server {
         }
     }
 
-    /// Serves one client connection, plain (`tls` None) or already past
-    /// its TLS handshake, HTTP/1.1 or HTTP/2, without parking.
+    /// Serves one client connection without parking: HTTP/2, plain (h2c,
+    /// `tls` None) or past its TLS handshake; hyper tells the protocol
+    /// from the first bytes.
     pub(super) async fn serve_connection<S>(
         self: Arc<Self>,
         stream: S,

@@ -156,9 +156,14 @@ impl Server {
                                 // The handshake gets the same bound as a request head.
                                 let timeout = server.header_timeout;
                                 match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                                    Ok(Ok(tls)) => {
+                                    // ALPN decides (RFC 9113 §3.2): HTTP/2, or
+                                    // HTTP/1.1, which can park when idle.
+                                    Ok(Ok(tls))
+                                        if tls.get_ref().1.alpn_protocol() == Some(b"h2") =>
+                                    {
                                         server.serve_connection(tls, peer, permit, Some(())).await
                                     }
+                                    Ok(Ok(tls)) => server.serve_tls_http1(tls, peer, permit).await,
                                     Ok(Err(e)) => {
                                         tracing::debug!(%peer, error = %e, "TLS handshake failed")
                                     }

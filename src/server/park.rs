@@ -2,14 +2,14 @@
 //!
 //! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for as long
 //! as it serves a connection, idle or not, which made an idle keep-alive
-//! connection cost ~28 KiB. A plain-TCP HTTP/1.1 connection idle for
-//! [`PARK_AFTER`] is therefore taken back from hyper — a graceful shutdown
-//! that, on an idle connection, sends nothing, while this wrapper turns its
-//! socket shutdown into a no-op — and waits for the client's next bytes
-//! holding only the socket, in the lot (see `lot`). A fresh hyper
-//! connection then serves them; bytes hyper had read but not parsed are
-//! replayed first. Nothing is sent to the client either way, so parking is
-//! invisible to it.
+//! connection cost ~28 KiB. An HTTP/1.1 connection idle for [`PARK_AFTER`]
+//! is therefore taken back from hyper — a graceful shutdown that, on an
+//! idle connection, sends nothing, while this wrapper turns its socket
+//! shutdown into a no-op — and waits for the client's next bytes: a plain
+//! socket in the lot (see `lot`), a TLS stream (whose session must be
+//! kept) in its own task. A fresh hyper connection then serves them; bytes
+//! hyper had read but not parsed are replayed first. Nothing is sent to
+//! the client either way, so parking is invisible to it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,28 +20,25 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// How long an HTTP/1.1 connection stays idle inside hyper before it is
 /// parked. Long enough that a client sending request after request never
 /// pays for it; short enough that idle connections cost little.
 pub const PARK_AFTER: Duration = Duration::from_secs(2);
 
-/// The client socket as hyper sees it: reads replay `unread` first, and
-/// shutdown is skipped while `parking` is set.
-pub struct ParkableIo {
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
+/// The client connection as hyper sees it — a plain socket or a TLS
+/// stream: reads replay `unread` first, and shutdown is skipped while
+/// `parking` is set.
+pub struct ParkableIo<S> {
+    io: S,
     unread: Bytes,
     parking: Arc<AtomicBool>,
 }
 
-impl ParkableIo {
-    pub fn new(stream: TcpStream) -> ParkableIo {
-        let (read, write) = stream.into_split();
+impl<S> ParkableIo<S> {
+    pub fn new(io: S) -> ParkableIo<S> {
         ParkableIo {
-            read,
-            write,
+            io,
             unread: Bytes::new(),
             parking: Arc::new(AtomicBool::new(false)),
         }
@@ -69,18 +66,20 @@ impl ParkableIo {
         !self.unread.is_empty()
     }
 
-    /// The socket, to park in the lot (see `lot`), deregistered from the
-    /// runtime. Only ever called with nothing unread.
-    pub fn into_std(self) -> std::io::Result<std::net::TcpStream> {
-        let stream = self
-            .read
-            .reunite(self.write)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        stream.into_std()
+    pub fn get_ref(&self) -> &S {
+        &self.io
     }
 }
 
-impl AsyncRead for ParkableIo {
+impl ParkableIo<TcpStream> {
+    /// The socket, to park in the lot (see `lot`), deregistered from the
+    /// runtime. Only ever called with nothing unread.
+    pub fn into_std(self) -> std::io::Result<std::net::TcpStream> {
+        self.io.into_std()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ParkableIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -92,17 +91,17 @@ impl AsyncRead for ParkableIo {
             self.unread.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.read).poll_read(cx, buf)
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for ParkableIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ParkableIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.write).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -110,22 +109,22 @@ impl AsyncWrite for ParkableIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.write).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.write.is_write_vectored()
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.write).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         if self.parking.load(Ordering::Acquire) {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.write).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

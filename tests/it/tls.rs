@@ -232,3 +232,56 @@ async fn request_heads_over_max_header_bytes_get_431_on_every_listener() {
     assert_eq!(up.hits(), 2, "only the heads within the limit went on");
     proxy.stop().await;
 }
+
+/// An idle HTTP/1.1 connection over TLS is parked (hyper's buffers
+/// dropped, the TLS session kept) and served again, over the same
+/// session, when its client sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tls_connections_are_parked_and_served_again() {
+    let up = TestUpstream::start("up").await;
+    let ca = Ca::new();
+    let certs = tempfile::tempdir().unwrap();
+    ca.issue(certs.path(), "app.test");
+    let d = certs.path().display();
+    let config = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"{d}/app.test.pem\", key = \"{d}/app.test.key\" }}\n{}",
+        split_config(&[("p", 1, &[up.addr])], "")
+    );
+    let process = crate::process::Process::start(&config);
+    let admin = format!("http://{}", crate::process::admin_addr_of(&process));
+    let mut tls = tls_connect(process.addr, &ca, "app.test").await;
+    async fn answer<S: AsyncRead + Unpin>(s: &mut S) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !out.ends_with(b"up\n") {
+            let n = tokio::time::timeout(DEADLINE, s.read(&mut buf))
+                .await
+                .expect("answered")
+                .expect("read");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&out));
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    for round in 0..2 {
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        let response = answer(&mut tls).await;
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "round {round}: {response}"
+        );
+        wait_until("the idle TLS connection is parked", || async {
+            gauge(&admin, "cutover_client_connections_parked").await == 1.0
+        })
+        .await;
+    }
+    // A request in two writes around the wake-up still arrives whole.
+    tls.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    tls.flush().await.unwrap();
+    tls.write_all(b"st: app.test\r\n\r\n").await.unwrap();
+    let response = answer(&mut tls).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(up.hits(), 3);
+}
