@@ -1,5 +1,6 @@
 //! Client-facing listeners: accept under a connection limit, serve HTTP/1.1
-//! and HTTP/2 (prior knowledge) on the same socket, close idle connections,
+//! and HTTP/2 on the same socket (prior knowledge in clear text, ALPN over
+//! TLS), close idle connections,
 //! and shut connections down gracefully when asked.
 //!
 //! Two ways to end connections: `shutdown` (SIGTERM: idle connections close
@@ -9,9 +10,9 @@
 //! `Connection: close`, or once idle for `idle_timeout`, so no client's
 //! request meets a closing socket; HTTP/2 gets GOAWAY).
 //!
-//! `connection` serves one connection; `park` takes idle plain HTTP/1.1
-//! connections back from hyper, and `lot` keeps them, outside the runtime,
-//! until their clients send again.
+//! `connection` serves one connection; `park` takes idle HTTP/1.1
+//! connections back from hyper, and `lot` keeps the plain ones, outside the
+//! runtime, until their clients send again.
 
 mod connection;
 mod lot;
@@ -54,9 +55,10 @@ pub async fn listen(
 /// What every connection of every listener shares.
 pub struct Server {
     proxy: Arc<Proxy>,
-    /// HTTP/1.1 or HTTP/2, told apart by hyper: TLS and h2c connections.
+    /// HTTP/2 connections: h2c with prior knowledge, and TLS with ALPN h2.
+    /// (hyper-util's auto builder: it would also serve HTTP/1.1.)
     http: auto::Builder<TokioExecutor>,
-    /// Plain HTTP/1.1 connections, which are parked when idle.
+    /// HTTP/1.1 connections, plain and TLS, which are parked when idle.
     http1: hyper::server::conn::http1::Builder,
     connections: Arc<Semaphore>,
     idle_timeout: Duration,
@@ -97,8 +99,6 @@ impl Server {
             .max_buf_size(settings.max_header_bytes)
             // The buffer limit alone let a head up to twice as large
             // through when it arrived in one read; this checks the head.
-            // (TLS reads come a record at a time, so there the buffer
-            // limit holds; tls.rs tests both.)
             .max_header_size(settings.max_header_bytes);
         http.http2()
             .timer(TokioTimer::new())
