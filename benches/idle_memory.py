@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Resident memory of a proxy holding idle client keep-alive connections.
 
-    idle_memory.py PORT PID [CONNECTIONS] [SETTLE_SECONDS]
+    idle_memory.py PORT PID [CONNECTIONS] [SETTLE_SECONDS] [--tls]
 
 Opens CONNECTIONS (default 10,000) connections to 127.0.0.1:PORT, sends one
 HTTP/1.1 request on each and reads the answer, so each is a used keep-alive
@@ -10,12 +10,14 @@ processes' threads share it) from /proc. Prints the RSS before, after, and
 the difference per 10,000 connections. Both readings come SETTLE_SECONDS
 (default 15) after the proxy's last activity — the previous load, or the
 last connection going idle: long enough for cutover to park them (2 s) and
-for its allocator to hand the freed buffers back (~10 s). Loopback only; bounded by
-CONNECTIONS. Used by benches/compare.sh; see docs/benchmarks.md.
+for its allocator to hand the freed buffers back (~10 s). With --tls the
+connections are TLS (the certificate is not checked). Loopback only;
+bounded by CONNECTIONS. Used by benches/compare.sh; see docs/benchmarks.md.
 """
 
 import resource
 import socket
+import ssl
 import sys
 import time
 
@@ -51,9 +53,16 @@ def read_response(sock):
 
 
 def main():
-    port, pid = int(sys.argv[1]), int(sys.argv[2])
-    count = int(sys.argv[3]) if len(sys.argv) > 3 else 10_000
-    settle = float(sys.argv[4]) if len(sys.argv) > 4 else 15.0
+    args = [a for a in sys.argv[1:] if a != "--tls"]
+    tls = None
+    if "--tls" in sys.argv[1:]:
+        # Memory, not trust, is measured: any certificate will do.
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+    port, pid = int(args[0]), int(args[1])
+    count = int(args[2]) if len(args) > 2 else 10_000
+    settle = float(args[3]) if len(args) > 3 else 15.0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, count + 100)
     if soft < want:
@@ -69,6 +78,8 @@ def main():
     for _ in range(count):
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         try:
+            if tls:
+                s = tls.wrap_socket(s, server_hostname="bench")
             s.sendall(request)
             if read_response(s) != 200:
                 failed += 1
