@@ -13,7 +13,8 @@
 #
 # Then, for each proxy, the resident memory of IDLE_CONNECTIONS idle
 # keep-alive client connections, per 10,000 (benches/idle_memory.py;
-# IDLE_CONNECTIONS=0 skips it).
+# IDLE_CONNECTIONS=0 skips it), and of IDLE_TLS_CONNECTIONS idle ones over
+# TLS (a self-signed certificate; IDLE_TLS_CONNECTIONS=0 skips it).
 #
 # Needs root (or the packages already installed) for apt-get.
 set -euo pipefail
@@ -28,12 +29,15 @@ TARGETS=${TARGETS:-"cutover nginx haproxy"}
 # 9,000 fit every proxy under a 20,000-descriptor limit; figures are
 # scaled to 10,000.
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-9000}
+# Fewer over TLS: each costs a handshake to open.
+IDLE_TLS_CONNECTIONS=${IDLE_TLS_CONNECTIONS:-3000}
 
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
+command -v openssl >/dev/null || need+=(openssl)
 if ((${#need[@]})); then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
@@ -75,6 +79,12 @@ wait_port() {
   exit 1
 }
 
+# One self-signed certificate for every proxy's TLS listener.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+cat "$work/cert.pem" "$work/key.pem" >"$work/bundle.pem"
+declare -A tls_port_of
+
 # 96 bytes of body.
 BODY=$(printf 'x%.0s' $(seq 1 95))
 
@@ -111,6 +121,7 @@ declare -A port_of pid_of
 
 if [[ " $TARGETS " == *" nginx "* ]]; then
   port_of[nginx]=$(free_port)
+  tls_port_of[nginx]=$(free_port)
   start_nginx proxy-nginx "${nginx_common//PIDNAME/proxy-nginx}
 http {
   access_log off;
@@ -131,6 +142,16 @@ http {
       proxy_set_header Connection \"\";
     }
   }
+  server {
+    listen 127.0.0.1:${tls_port_of[nginx]} ssl backlog=4096;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }
+  }
 }"
   wait_port "${port_of[nginx]}"
   # The worker holds the connections; the master only supervises.
@@ -139,6 +160,7 @@ fi
 
 if [[ " $TARGETS " == *" haproxy "* ]]; then
   port_of[haproxy]=$(free_port)
+  tls_port_of[haproxy]=$(free_port)
   cat >"$work/haproxy.cfg" <<EOF
 global
   nbthread 1
@@ -153,6 +175,9 @@ defaults
 frontend fe
   bind 127.0.0.1:${port_of[haproxy]}
   default_backend be
+frontend fe_tls
+  bind 127.0.0.1:${tls_port_of[haproxy]} ssl crt $work/bundle.pem
+  default_backend be
 backend be
   balance roundrobin
   server b1 127.0.0.1:${backend_ports[0]}
@@ -166,9 +191,13 @@ fi
 
 if [[ " $TARGETS " == *" cutover "* ]]; then
   port_of[cutover]=$(free_port)
+  tls_port_of[cutover]=$(free_port)
   cat >"$work/cutover.toml" <<EOF
 [[listener]]
 bind = "127.0.0.1:${port_of[cutover]}"
+[[listener]]
+bind = "127.0.0.1:${tls_port_of[cutover]}"
+tls = { cert = "$work/cert.pem", key = "$work/key.pem" }
 [admin]
 bind = "127.0.0.1:$(free_port)"
 [state]
@@ -213,8 +242,16 @@ memory="$work/memory.txt"
 if ((IDLE_CONNECTIONS > 0)); then
   for target in "${targets[@]}"; do
     echo "idle memory: $target" >&2
-    printf '%s %s\n' "$target" \
+    printf '%s\t%s\n' "$target" \
       "$(python3 benches/idle_memory.py "${port_of[$target]}" "${pid_of[$target]}" "$IDLE_CONNECTIONS")" \
+      >>"$memory"
+  done
+fi
+if ((IDLE_TLS_CONNECTIONS > 0)); then
+  for target in "${targets[@]}"; do
+    echo "idle memory over TLS: $target" >&2
+    printf '%s\t%s\n' "$target (TLS)" \
+      "$(python3 benches/idle_memory.py "${tls_port_of[$target]}" "${pid_of[$target]}" "$IDLE_TLS_CONNECTIONS" --tls)" \
       >>"$memory"
   done
 fi
@@ -269,7 +306,7 @@ for c in conns:
 print()
 print(f"rounds: {max(len(v) for v in runs.values())}; medians per target and concurrency")
 
-lines = [l.split(" ", 1) for l in open(sys.argv[2]) if l.strip()]
+lines = [l.rstrip("\n").split("\t", 1) for l in open(sys.argv[2]) if l.strip()]
 if lines:
     print()
     print("| proxy | idle keep-alive connections | failed | RSS before | RSS after | MiB per 10k |")
