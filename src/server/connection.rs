@@ -106,12 +106,16 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 }
 
 impl Server {
-    fn service(&self, client: ClientConn, activity: &Arc<ConnActivity>) -> ProxyService {
-        ProxyService {
+    /// A new connection's activity record and the service hyper calls for
+    /// its requests; `proto` is `http` or `https`.
+    fn service(&self, peer: SocketAddr, proto: &'static str) -> (Arc<ConnActivity>, ProxyService) {
+        let activity = ConnActivity::new(self.retire.clone());
+        let service = ProxyService {
             proxy: Arc::clone(&self.proxy),
-            activity: Arc::clone(activity),
-            client,
-        }
+            activity: Arc::clone(&activity),
+            client: ClientConn { peer, proto },
+        };
+        (activity, service)
     }
 
     /// Serves a plain-TCP connection: HTTP/2 with prior knowledge as is,
@@ -138,7 +142,7 @@ impl Server {
             // Boxed, like the HTTP/1.1 connection below, so a parked
             // connection's task stays small.
             FirstBytes::Http2 => {
-                return Box::pin(self.serve_connection(stream, peer, permit, None)).await;
+                return Box::pin(self.serve_http2(stream, peer, permit, "http")).await;
             }
             FirstBytes::Http1 => {}
         }
@@ -155,12 +159,7 @@ impl Server {
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
     ) {
-        let activity = ConnActivity::new(self.retire.clone());
-        let client = ClientConn {
-            peer,
-            proto: "http",
-        };
-        let service = self.service(client, &activity);
+        let (activity, service) = self.service(peer, "http");
         let mut can_park = self.lot().is_some();
         let mut permit = permit;
         let mut io = ParkableIo::new(stream);
@@ -206,12 +205,7 @@ impl Server {
         _permit: OwnedSemaphorePermit,
     ) {
         self.open_gauge.increment(1.0);
-        let activity = ConnActivity::new(self.retire.clone());
-        let client = ClientConn {
-            peer,
-            proto: "https",
-        };
-        let service = self.service(client, &activity);
+        let (activity, service) = self.service(peer, "https");
         let mut io = ParkableIo::new(stream);
         loop {
             let Some(idle) = self
@@ -384,25 +378,19 @@ impl Server {
         }
     }
 
-    /// Serves one client connection without parking: HTTP/2, plain (h2c,
-    /// `tls` None) or past its TLS handshake; hyper tells the protocol
-    /// from the first bytes.
-    pub(super) async fn serve_connection<S>(
+    /// Serves one HTTP/2 client connection: h2c (`proto` `http`) or past
+    /// its TLS handshake (`https`).
+    pub(super) async fn serve_http2<S>(
         self: Arc<Self>,
         stream: S,
         peer: SocketAddr,
         _permit: OwnedSemaphorePermit,
-        tls: Option<()>,
+        proto: &'static str,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let activity = ConnActivity::new(self.retire.clone());
         self.open_gauge.increment(1.0);
-        let client = ClientConn {
-            peer,
-            proto: if tls.is_some() { "https" } else { "http" },
-        };
-        let service = self.service(client, &activity);
+        let (activity, service) = self.service(peer, proto);
         let conn = self
             .http
             .serve_connection_with_upgrades(TokioIo::new(stream), service);

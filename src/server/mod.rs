@@ -161,7 +161,7 @@ impl Server {
                                     Ok(Ok(tls))
                                         if tls.get_ref().1.alpn_protocol() == Some(b"h2") =>
                                     {
-                                        server.serve_connection(tls, peer, permit, Some(())).await
+                                        server.serve_http2(tls, peer, permit, "https").await
                                     }
                                     Ok(Ok(tls)) => server.serve_tls_http1(tls, peer, permit).await,
                                     Ok(Err(e)) => {
