@@ -366,15 +366,17 @@ fn check_host(req: &Request<Incoming>) -> Result<(), ProxyError> {
             // HTTP/2: a Host naming another server than :authority makes
             // the request malformed (RFC 9113 §8.3.1). (HTTP/1.1 absolute
             // form: the target wins and Host is ignored, RFC 9112 §3.2.2.)
-            let authority = req.uri().authority().map(|a| a.as_str());
-            match authority {
-                Some(a) if req.version() == Version::HTTP_2 && !a.eq_ignore_ascii_case(host) => {
-                    Err(ProxyError::BadRequest(
-                        "Host header differs from :authority",
-                    ))
-                }
-                _ => Ok(()),
+            let differs = req.version() == Version::HTTP_2
+                && req
+                    .uri()
+                    .authority()
+                    .is_some_and(|a| !a.as_str().eq_ignore_ascii_case(host));
+            if differs {
+                return Err(ProxyError::BadRequest(
+                    "Host header differs from :authority",
+                ));
             }
+            Ok(())
         }
         (None, _) if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {
             Err(ProxyError::BadRequest("HTTP/1.1 request without Host"))
