@@ -32,22 +32,6 @@ async fn upstream_connections_are_reused() {
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
 
-/// Reads until a whole response to `REQUEST` (ending in "up\n") arrived.
-async fn read_response(s: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !out.ends_with(b"up\n") {
-        let n = s.read(&mut buf).await.expect("read");
-        assert!(
-            n > 0,
-            "connection closed early: {}",
-            String::from_utf8_lossy(&out)
-        );
-        out.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test]
 async fn connection_limit_queues_extra_clients() {
     let up = TestUpstream::start("up").await;

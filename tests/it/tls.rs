@@ -46,6 +46,19 @@ impl Ca {
     }
 }
 
+/// A test CA, a certificate it issued for app.test (in the returned
+/// directory), and the config of a TLS listener on `bind` serving it.
+fn app_test_listener(bind: &str) -> (Ca, tempfile::TempDir, String) {
+    let ca = Ca::new();
+    let certs = tempfile::tempdir().unwrap();
+    ca.issue(certs.path(), "app.test");
+    let d = certs.path().display();
+    let listener = format!(
+        "[[listener]]\nbind = \"{bind}\"\ntls = {{ cert = \"{d}/app.test.pem\", key = \"{d}/app.test.key\" }}\n"
+    );
+    (ca, certs, listener)
+}
+
 /// A TLS connection to `addr` for `sni`, verified against the test CA.
 async fn tls_connect(
     addr: std::net::SocketAddr,
@@ -203,13 +216,9 @@ async fn send_head<S: AsyncRead + AsyncWrite + Unpin>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_heads_over_max_header_bytes_get_431_on_every_listener() {
     let up = TestUpstream::start("up").await;
-    let ca = Ca::new();
-    let certs = tempfile::tempdir().unwrap();
-    ca.issue(certs.path(), "app.test");
-    let d = certs.path().display();
+    let (ca, _certs, tls_listener) = app_test_listener("127.0.0.2:0");
     let config = format!(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\n\
-         [[listener]]\nbind = \"127.0.0.2:0\"\ntls = {{ cert = \"{d}/app.test.pem\", key = \"{d}/app.test.key\" }}\n{}",
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n{tls_listener}{}",
         split_config(
             &[("p", 1, &[up.addr])],
             "[proxy]\nmax_header_bytes = 65536\n"
@@ -239,35 +248,21 @@ async fn request_heads_over_max_header_bytes_get_431_on_every_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_tls_connections_are_parked_and_served_again() {
     let up = TestUpstream::start("up").await;
-    let ca = Ca::new();
-    let certs = tempfile::tempdir().unwrap();
-    ca.issue(certs.path(), "app.test");
-    let d = certs.path().display();
+    let (ca, _certs, tls_listener) = app_test_listener("127.0.0.1:0");
     let config = format!(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"{d}/app.test.pem\", key = \"{d}/app.test.key\" }}\n{}",
+        "{tls_listener}{}",
         split_config(&[("p", 1, &[up.addr])], "")
     );
     let process = crate::process::Process::start(&config);
     let admin = format!("http://{}", crate::process::admin_addr_of(&process));
     let mut tls = tls_connect(process.addr, &ca, "app.test").await;
-    async fn answer<S: AsyncRead + Unpin>(s: &mut S) -> String {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !out.ends_with(b"up\n") {
-            let n = tokio::time::timeout(DEADLINE, s.read(&mut buf))
-                .await
-                .expect("answered")
-                .expect("read");
-            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&out));
-            out.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
     for round in 0..2 {
         tls.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
             .await
             .unwrap();
-        let response = answer(&mut tls).await;
+        let response = tokio::time::timeout(DEADLINE, read_response(&mut tls))
+            .await
+            .expect("answered");
         assert!(
             response.starts_with("HTTP/1.1 200"),
             "round {round}: {response}"
@@ -281,7 +276,9 @@ async fn idle_tls_connections_are_parked_and_served_again() {
     tls.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
     tls.flush().await.unwrap();
     tls.write_all(b"st: app.test\r\n\r\n").await.unwrap();
-    let response = answer(&mut tls).await;
+    let response = tokio::time::timeout(DEADLINE, read_response(&mut tls))
+        .await
+        .expect("answered");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert_eq!(up.hits(), 3);
 }

@@ -339,3 +339,21 @@ pub async fn gauge(admin: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Reads until a whole answer from a `TestUpstream` named "up" (its body
+/// ends in "up\n") has arrived; fails if the connection closes first.
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !out.ends_with(b"up\n") {
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(
+            n > 0,
+            "connection closed early: {}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
