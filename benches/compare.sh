@@ -239,22 +239,23 @@ done
 
 memory="$work/memory.txt"
 : >"$memory"
-if ((IDLE_CONNECTIONS > 0)); then
+# One idle-memory measurement per target: a label for the table, the name
+# of the array of ports to use, how many connections, then extra
+# idle_memory.py flags.
+idle_round() {
+  local label=$1 count=$3
+  local -n ports=$2
+  shift 3
+  ((count > 0)) || return 0
   for target in "${targets[@]}"; do
-    echo "idle memory: $target" >&2
-    printf '%s\t%s\n' "$target" \
-      "$(python3 benches/idle_memory.py "${port_of[$target]}" "${pid_of[$target]}" "$IDLE_CONNECTIONS")" \
+    echo "idle memory: $target$label" >&2
+    printf '%s\t%s\n' "$target$label" \
+      "$(python3 benches/idle_memory.py "${ports[$target]}" "${pid_of[$target]}" "$count" "$@")" \
       >>"$memory"
   done
-fi
-if ((IDLE_TLS_CONNECTIONS > 0)); then
-  for target in "${targets[@]}"; do
-    echo "idle memory over TLS: $target" >&2
-    printf '%s\t%s\n' "$target (TLS)" \
-      "$(python3 benches/idle_memory.py "${tls_port_of[$target]}" "${pid_of[$target]}" "$IDLE_TLS_CONNECTIONS" --tls)" \
-      >>"$memory"
-  done
-fi
+}
+idle_round "" port_of "$IDLE_CONNECTIONS"
+idle_round " (TLS)" tls_port_of "$IDLE_TLS_CONNECTIONS" --tls
 
 python3 - "$results" "$memory" <<'EOF'
 import base64, re, statistics, sys
