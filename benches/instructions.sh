@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, cutover against nginx, by
+# callgrind: a repeatable figure (±1-2 % between runs) where timings on a
+# shared 2-core machine drift by ±15 %. See docs/benchmarks.md.
+#
+# Each proxy runs under `valgrind --tool=callgrind` in front of two nginx
+# backends answering a 96-byte body (as in compare.sh); wrk loads it for
+# a warm-up, callgrind's counters are zeroed, wrk loads it for DURATION,
+# the counters are dumped and divided by the requests wrk completed.
+# Counts cover the proxy's own code and its libraries (libc, allocator),
+# not the kernel: for the kernel's share see "Where the time goes" in
+# docs/benchmarks.md.
+#
+#   benches/instructions.sh                           # cutover and nginx, c50
+#   CONNECTIONS=200 benches/instructions.sh
+#   TOP=30 TARGETS=cutover benches/instructions.sh    # and cutover's top functions
+#   CUTOVER_BIN=/path/to/other/cutover benches/instructions.sh
+#
+# Under callgrind a proxy runs ~50x slower, so it is the bottleneck and
+# handles many ready connections per wake-up: compare builds and proxies
+# with each other in this script, not with compare.sh's figures.
+#
+# Needs root (or the packages already installed) for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-50}
+TARGETS=${TARGETS:-"cutover nginx"}
+TOP=${TOP:-0}
+
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v wrk >/dev/null || need+=(wrk)
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v curl >/dev/null || need+=(curl)
+if ((${#need[@]})); then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
+fi
+
+if [[ -n "${CUTOVER_BIN:-}" ]]; then
+  CUTOVER=$CUTOVER_BIN
+else
+  cargo build --release --quiet
+  CUTOVER=$PWD/target/release/cutover
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Waits (bounded) until an HTTP request through the port succeeds: a
+# proxy under callgrind takes seconds to start.
+wait_http() {
+  for _ in $(seq 1 600); do
+    if curl -sf -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing answers on 127.0.0.1:$1; what the servers said:" >&2
+  tail -n 5 "$work"/*.stderr >&2 2>/dev/null || true
+  exit 1
+}
+
+BODY=$(printf 'x%.0s' $(seq 1 95))
+backend_ports=("$(free_port)" "$(free_port)")
+cat >"$work/backends.conf" <<EOF
+worker_processes 1; pid $work/backends.pid; error_log stderr error; daemon off;
+events { worker_connections 30000; }
+http {
+  access_log off;
+  client_body_temp_path $work;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:${backend_ports[0]};
+    listen 127.0.0.1:${backend_ports[1]};
+    location / { default_type text/plain; return 200 "$BODY
+"; }
+  }
+}
+EOF
+nginx -p "$work" -c "$work/backends.conf" 2>"$work/backends.stderr" &
+pids+=($!)
+wait_http "${backend_ports[0]}"
+
+# Starts TARGET under callgrind on PORT; prints its pid. (Its output goes
+# elsewhere: the caller's \$(...) would wait for it to end.)
+start_target() {
+  local target=$1 port=$2
+  case $target in
+    cutover)
+      cat >"$work/cutover.toml" <<EOF
+[[listener]]
+bind = "127.0.0.1:$port"
+[admin]
+bind = "127.0.0.1:$(free_port)"
+[state]
+dir = "$work/cutover-state"
+[proxy]
+workers = 1
+[[route]]
+name = "app"
+split = { backends = 1 }
+[pool.backends]
+upstreams = [ { addr = "127.0.0.1:${backend_ports[0]}" }, { addr = "127.0.0.1:${backend_ports[1]}" } ]
+EOF
+      CUTOVER_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cutover.cg" \
+        "$CUTOVER" run -c "$work/cutover.toml" >/dev/null 2>"$work/cutover.stderr" &
+      ;;
+    nginx)
+      # One process (no master), as compare.sh's one worker.
+      cat >"$work/proxy.conf" <<EOF
+worker_processes 1; pid $work/proxy.pid; error_log stderr error;
+daemon off; master_process off;
+events { worker_connections 30000; }
+http {
+  access_log off;
+  client_body_temp_path $work;
+  proxy_temp_path $work;
+  keepalive_requests 1000000;
+  upstream backends {
+    server 127.0.0.1:${backend_ports[0]};
+    server 127.0.0.1:${backend_ports[1]};
+    keepalive 256;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+      valgrind --tool=callgrind --callgrind-out-file="$work/nginx.cg" \
+        nginx -p "$work" -c "$work/proxy.conf" >/dev/null 2>"$work/nginx.stderr" &
+      ;;
+    *)
+      echo "unknown target $target (cutover, nginx)" >&2
+      exit 2
+      ;;
+  esac
+  echo $!
+}
+
+printf '| proxy | conns | requests | instructions per request |\n|---|---|---|---|\n'
+for target in $TARGETS; do
+  port=$(free_port)
+  pid=$(start_target "$target" "$port")
+  pids+=("$pid")
+  wait_http "$port"
+  url="http://127.0.0.1:$port/"
+  wrk -t1 -c"$CONNECTIONS" -d3s "$url" >/dev/null
+  callgrind_control --zero "$pid" >/dev/null 2>&1
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "$url")
+  callgrind_control --dump "$pid" >/dev/null 2>&1
+  requests=$(printf '%s' "$out" | grep -o '[0-9]* requests in' | cut -d' ' -f1)
+  if printf '%s' "$out" | grep -qE 'Non-2xx|Socket errors'; then
+    echo "$target: wrk saw errors:" >&2
+    printf '%s\n' "$out" >&2
+    exit 1
+  fi
+  # The dump after the zeroing is the newest file of its prefix.
+  dump=$(ls -t "$work/$target.cg".* | head -n 1)
+  total=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
+  printf '| %s | %s | %s | %s |\n' "$target" "$CONNECTIONS" "$requests" "$((total / requests))"
+  if ((TOP > 0)) && [[ $target == cutover ]]; then
+    callgrind_annotate --inclusive=no --threshold=100 "$dump" >"$work/annotated" 2>/dev/null
+    # Lines are "COUNT (PERCENT)  FILE:FUNCTION [OBJECT]"; the ones at
+    # 50 % or more are main() and the runtime's loop around everything.
+    printf '\ncutover, instructions per request by function (self cost):\n\n'
+    sed -nE 's/^ *([0-9,]+) +\( *([0-9.]+)%\) +([^[]*).*$/\1 \2 \3/p' "$work/annotated" |
+      awk -v n="$requests" -v top="$TOP" '
+        $2 < 50 && shown < top { c = $1; gsub(",", "", c); $1 = ""; $2 = ""; sub(/^ +/, "")
+                                 printf "%8.0f  %s\n", c / n, $0; shown++ }'
+    echo
+  fi
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+done
