@@ -110,12 +110,12 @@ fn headers(c: &mut Criterion) {
         request.insert(name, HeaderValue::from_static(value));
     }
     let uri: Uri = "/index.html".parse().expect("uri");
-    let ip = std::net::IpAddr::from([192, 0, 2, 7]);
+    let ip = cutover::proxy::headers::forwarded_for_value(std::net::IpAddr::from([192, 0, 2, 7]));
     c.bench_function("headers/prepare_request", |b| {
         b.iter_batched(
             || request.clone(),
             |mut h| {
-                prepare_request(&mut h, &uri, Version::HTTP_11, ip, "http", false);
+                prepare_request(&mut h, &uri, Version::HTTP_11, &ip, "http", false);
                 h
             },
             criterion::BatchSize::SmallInput,

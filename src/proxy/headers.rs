@@ -102,13 +102,21 @@ fn via_value(version: Version) -> HeaderValue {
     })
 }
 
+/// A client's address as an `X-Forwarded-For` element, formatted once per
+/// connection rather than for each of its requests.
+pub fn forwarded_for_value(ip: IpAddr) -> HeaderValue {
+    // An address's text is always a valid header value.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// Rewrites a client request's headers for the upstream. `version` is the
-/// protocol the client spoke; `uri` its request target.
+/// protocol the client spoke; `uri` its request target; `client_ip` comes
+/// from [`forwarded_for_value`].
 pub fn prepare_request(
     headers: &mut HeaderMap,
     uri: &Uri,
     version: Version,
-    client_ip: IpAddr,
+    client_ip: &HeaderValue,
     proto: &'static str,
     upgrade: bool,
 ) {
@@ -121,16 +129,11 @@ pub fn prepare_request(
         headers.insert(header::HOST, host);
     }
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::from_str(&format!("{prior}, {client_ip}")),
-        None => {
-            // Formatted on the stack: this runs for every request.
-            use std::io::Write as _;
-            let mut buf = [0u8; 64];
-            let mut cursor = std::io::Cursor::new(&mut buf[..]);
-            let _ = write!(cursor, "{client_ip}");
-            let len = usize::try_from(cursor.position()).unwrap_or(0);
-            HeaderValue::from_bytes(&buf[..len])
+        Some(prior) => {
+            let ip = client_ip.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{prior}, {ip}"))
         }
+        None => Ok(client_ip.clone()),
     };
     if let Ok(v) = forwarded_for {
         headers.insert(&X_FORWARDED_FOR, v);
@@ -220,7 +223,7 @@ mod tests {
             &mut h,
             &uri,
             Version::HTTP_11,
-            "127.0.0.2".parse().unwrap(),
+            &forwarded_for_value("127.0.0.2".parse().unwrap()),
             "http",
             false,
         );
@@ -239,7 +242,7 @@ mod tests {
             &mut h,
             &uri,
             Version::HTTP_2,
-            "::1".parse().unwrap(),
+            &forwarded_for_value("::1".parse().unwrap()),
             "http",
             false,
         );

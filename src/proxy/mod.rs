@@ -48,11 +48,23 @@ pub struct Proxy {
 }
 
 /// What the proxy knows about the client connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientConn {
     pub peer: SocketAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// The peer's IP address as an `X-Forwarded-For` element.
+    pub forwarded_for: http::HeaderValue,
+}
+
+impl ClientConn {
+    pub fn new(peer: SocketAddr, proto: &'static str) -> ClientConn {
+        ClientConn {
+            peer,
+            proto,
+            forwarded_for: headers::forwarded_for_value(peer.ip()),
+        }
+    }
 }
 
 impl Proxy {
@@ -120,7 +132,7 @@ impl Proxy {
             };
             (log.clone(), entry)
         });
-        let (mut response, in_flight) = match self.forward(req, conn, &mut labels).await {
+        let (mut response, in_flight) = match self.forward(req, &conn, &mut labels).await {
             Ok(ok) => ok,
             Err(e) => {
                 match e.side() {
@@ -149,7 +161,7 @@ impl Proxy {
     async fn forward(
         &self,
         mut req: Request<Incoming>,
-        conn: ClientConn,
+        conn: &ClientConn,
         labels: &mut Labels,
     ) -> Result<(Response<ResponseBody>, Option<crate::upstream::InFlight>), ProxyError> {
         if req.method() == http::Method::CONNECT {
@@ -191,7 +203,7 @@ impl Proxy {
             &mut parts.headers,
             &parts.uri,
             client_version,
-            conn.peer.ip(),
+            &conn.forwarded_for,
             conn.proto,
             upgrade,
         );

@@ -84,7 +84,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     fn call(&self, req: Request<Incoming>) -> ServiceFuture {
         let proxy = Arc::clone(&self.proxy);
         let conn = Arc::clone(&self.activity);
-        let client = self.client;
+        let client = self.client.clone();
         let version = req.version();
         let active = conn.start(version);
         // Boxed: the request's future is several KiB, and hyper would
@@ -113,7 +113,7 @@ impl Server {
         let service = ProxyService {
             proxy: Arc::clone(&self.proxy),
             activity: Arc::clone(&activity),
-            client: ClientConn { peer, proto },
+            client: ClientConn::new(peer, proto),
         };
         (activity, service)
     }
