@@ -15,12 +15,12 @@
 //! connections busy with in-flight requests finish them, then close instead
 //! of returning to a pool that is gone.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use foldhash::HashMap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -120,7 +120,7 @@ impl ConnectionPools {
     pub fn new(settings: &ProxySettings) -> Self {
         ConnectionPools {
             settings: settings.clone(),
-            by_addr: ArcSwap::from_pointee(HashMap::new()),
+            by_addr: ArcSwap::from_pointee(HashMap::default()),
         }
     }
 
@@ -212,7 +212,7 @@ impl ConnectionPools {
     /// plane only, after each table swap.
     pub fn sync(&self, table: &RouteTable) {
         let old = self.by_addr.load_full();
-        let mut next = HashMap::new();
+        let mut next = HashMap::default();
         for pool in table.pools() {
             for u in &pool.upstreams {
                 let addr = u.state.addr();

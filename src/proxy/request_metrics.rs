@@ -8,11 +8,11 @@
 //! upstream address and a short scan; a miss (the first request of a
 //! route, pool and upstream) registers the handles.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
+use foldhash::HashMap;
 use metrics::{Counter, Histogram};
 
 use crate::telemetry::{self, names};
