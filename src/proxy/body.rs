@@ -34,14 +34,15 @@ pub struct RequestTimer {
     /// Body bytes sent to the client so far.
     pub bytes: u64,
     /// With an access log: the line to complete and write at the end.
-    pub log: Option<(crate::access_log::AccessLog, crate::access_log::Entry)>,
+    pub log: Option<Box<(crate::access_log::AccessLog, crate::access_log::Entry)>>,
 }
 
 impl Drop for RequestTimer {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
         self.histogram.record(elapsed.as_secs_f64());
-        if let Some((log, mut entry)) = self.log.take() {
+        if let Some(line) = self.log.take() {
+            let (log, mut entry) = *line;
             entry.duration_ms = elapsed.as_secs_f64() * 1000.0;
             entry.bytes = self.bytes;
             log.log(entry);

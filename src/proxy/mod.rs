@@ -130,7 +130,8 @@ impl Proxy {
                 duration_ms: 0.0,
                 bytes: 0,
             };
-            (log.clone(), entry)
+            // Boxed: the response carries it, and is moved several times.
+            Box::new((log.clone(), entry))
         });
         let (mut response, in_flight) = match self.forward(req, &conn, &mut labels).await {
             Ok(ok) => ok,
@@ -145,12 +146,13 @@ impl Proxy {
             }
         };
         let status = response.status().as_u16();
-        let line = line.map(|(log, mut entry)| {
+        let line = line.map(|mut line| {
+            let entry = &mut line.1;
             entry.route = labels.route.as_ref().map(|r| r.to_string());
             entry.pool = labels.pool.as_ref().map(|p| p.to_string());
             entry.upstream = labels.upstream.as_ref().map(|u| u.to_string());
             entry.status = status;
-            (log, entry)
+            line
         });
         let mut timer = labels.record(&self.request_metrics, status, start);
         timer.log = line;
