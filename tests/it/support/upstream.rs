@@ -28,6 +28,12 @@ pub struct TestUpstream {
     pub name: &'static str,
     state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
+    /// A second handle on the listening socket. `stop` and `kill` shut it
+    /// down (new connections refused, queued ones reset) but keep its port
+    /// bound: a closed port could be handed to a listener of another test
+    /// running in parallel, and a proxy still sending to this address
+    /// would get that server's answers.
+    port: std::net::TcpListener,
 }
 
 #[derive(Default)]
@@ -69,6 +75,10 @@ impl TestUpstream {
     /// Serves on a given listener (to restart on the same port).
     pub fn serve(name: &'static str, listener: TcpListener) -> TestUpstream {
         let addr = listener.local_addr().expect("local addr");
+        let port = std::os::fd::AsFd::as_fd(&listener)
+            .try_clone_to_owned()
+            .map(std::net::TcpListener::from)
+            .expect("a second handle on the listener");
         let state = Arc::new(State::default());
         let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
@@ -101,6 +111,7 @@ impl TestUpstream {
             name,
             state,
             task,
+            port,
         }
     }
 
@@ -134,6 +145,7 @@ impl TestUpstream {
     /// Stops accepting (already open connections finish their work).
     pub fn stop(&self) {
         self.task.abort();
+        self.stop_listening();
     }
 
     /// Dies like a killed process: stops accepting and drops every
@@ -141,6 +153,14 @@ impl TestUpstream {
     pub fn kill(&self) {
         self.task.abort();
         self.state.killed.cancel();
+        self.stop_listening();
+    }
+
+    /// Connections to the port are refused from now on; the port stays
+    /// bound (see `port`) until this is dropped. Binding it again with
+    /// `SO_REUSEADDR` (as tokio does) restarts the upstream.
+    fn stop_listening(&self) {
+        let _ = socket2::SockRef::from(&self.port).shutdown(std::net::Shutdown::Both);
     }
 
     /// Makes `/healthz` answer `status`.
