@@ -324,7 +324,7 @@ async fn reload_keeps_runtime_changes_unless_the_file_changed_them() {
 #[tokio::test]
 async fn reload_adds_and_removes_listeners_without_touching_others() {
     let up = TestUpstream::start("up").await;
-    let extra = closed_port();
+    let extra = free_port();
     let base = split_config(&[("p", 1, &[up.addr])], "");
     let (proxy, path) = start_proxy_from_file(&base).await;
     let first = proxy.addrs()[0];

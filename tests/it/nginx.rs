@@ -47,7 +47,7 @@ fn start_nginx(body: &str) -> Nginx {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     // nginx needs a fixed port: take a free one from the kernel.
-    let addr = closed_port();
+    let addr = free_port();
     let conf = format!(
         r#"daemon off;
 master_process off;

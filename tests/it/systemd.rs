@@ -84,7 +84,7 @@ async fn serves_on_a_socket_passed_by_socket_activation() {
         return;
     }
     let up = TestUpstream::start("activated").await;
-    let addr = closed_port();
+    let addr = free_port();
     let config = format!(
         "[[listener]]\nbind = \"{addr}\"\n{}",
         split_config(&[("p", 1, &[up.addr])], "")

@@ -146,10 +146,30 @@ where
     }
 }
 
-/// An address on which nothing listens: bound, then released.
-pub fn closed_port() -> SocketAddr {
+/// A loopback address free to listen on now, for a listener that needs
+/// its port before it starts (nginx, a listener added by a reload).
+pub fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("local addr")
+}
+
+/// An address nothing listens on. Its port stays bound (never listening)
+/// until the test process exits: a port merely closed could be handed to a
+/// listener of another test running in parallel, which would then answer
+/// the requests meant to be refused.
+pub fn closed_port() -> SocketAddr {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("local addr");
+    std::mem::forget(socket);
+    addr
 }
 
 /// Starts the proxy in-process from a config file written to the state
