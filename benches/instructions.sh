@@ -18,7 +18,9 @@
 #
 # Under callgrind a proxy runs ~50x slower, so it is the bottleneck and
 # handles many ready connections per wake-up: compare builds and proxies
-# with each other in this script, not with compare.sh's figures.
+# with each other in this script, not with compare.sh's figures. How
+# many it finds ready depends on how busy the machine is, which moves the
+# count by up to ~3 %: run the builds being compared alternately.
 #
 # Needs root (or the packages already installed) for apt-get.
 set -euo pipefail
