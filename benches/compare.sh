@@ -7,6 +7,8 @@
 # backends to PROXY_CPU; wrk runs alone on LOAD_CPU. Targets are
 # interleaved over ROUNDS rounds (the order rotates each round) and the
 # table shows medians. Loopback only; every run is bounded by DURATION.
+# cutover runs twice: plain, and as cutover-full with a sticky route and
+# active health checks (wrk sends the sticky cookie on every request).
 #
 #   benches/compare.sh                       # 3 rounds x c50,c200 x 10s
 #   ROUNDS=1 DURATION=3s benches/compare.sh  # a quick look
@@ -25,7 +27,9 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-"50 200"}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-TARGETS=${TARGETS:-"cutover nginx haproxy"}
+# cutover-full: cutover with a sticky route (every request carries a
+# cookie to check) and active health checks, to see what they cost.
+TARGETS=${TARGETS:-"cutover cutover-full nginx haproxy"}
 # 9,000 fit every proxy under a 20,000-descriptor limit; figures are
 # scaled to 10,000.
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-9000}
@@ -38,6 +42,7 @@ command -v haproxy >/dev/null || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
 if ((${#need[@]})); then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
@@ -218,6 +223,49 @@ EOF
   wait_port "${port_of[cutover]}"
 fi
 
+# Extra wrk arguments per target (cutover-full's sticky cookie).
+declare -A wrk_args_of
+if [[ " $TARGETS " == *" cutover-full "* ]]; then
+  port_of[cutover-full]=$(free_port)
+  cat >"$work/cutover-full.toml" <<EOF
+[[listener]]
+bind = "127.0.0.1:${port_of[cutover-full]}"
+[admin]
+bind = "127.0.0.1:$(free_port)"
+[state]
+dir = "$work/cutover-full-state"
+[proxy]
+workers = 1
+max_connections = 30000
+[[route]]
+name = "app"
+split = { backends = 1 }
+sticky = { cookie = "cutover_app", max_age = "1h" }
+[pool.backends]
+health = { path = "/", interval = "1s", timeout = "1s", rise = 2, fall = 3 }
+upstreams = [ { addr = "127.0.0.1:${backend_ports[0]}" }, { addr = "127.0.0.1:${backend_ports[1]}" } ]
+EOF
+  CUTOVER_LOG=warn taskset -c "$PROXY_CPU" "$CUTOVER" run -c "$work/cutover-full.toml" \
+    2>"$work/cutover-full.stderr" &
+  pids+=($!)
+  pid_of[cutover-full]=$!
+  wait_port "${port_of[cutover-full]}"
+  # A sticky cookie for every request of the run, from a first answer.
+  cookie=
+  for _ in $(seq 1 100); do
+    cookie=$(curl -s -D - -o /dev/null "http://127.0.0.1:${port_of[cutover-full]}/" |
+      sed -n 's/^[Ss]et-[Cc]ookie: \(cutover_app=[^;]*\).*/\1/p' | tr -d '\r')
+    [[ -n "$cookie" ]] && break
+    sleep 0.1
+  done
+  if [[ -z "$cookie" ]]; then
+    echo "cutover-full set no sticky cookie; what it said:" >&2
+    tail -n 5 "$work/cutover-full.stderr" >&2
+    exit 1
+  fi
+  wrk_args_of[cutover-full]="-H Cookie:$cookie"
+fi
+
 results="$work/results.tsv"
 : >"$results"
 read -r -a targets <<<"$TARGETS"
@@ -229,8 +277,9 @@ for round in $(seq 1 "$ROUNDS"); do
     for c in $CONNECTIONS; do
       url="http://127.0.0.1:${port_of[$target]}/"
       # Warm up connections and caches; not measured.
-      taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d1s "$url" >/dev/null
-      out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d"$DURATION" --latency "$url")
+      read -r -a extra <<<"${wrk_args_of[$target]:-}"
+      taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d1s "${extra[@]}" "$url" >/dev/null
+      out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d"$DURATION" --latency "${extra[@]}" "$url")
       printf '%s\t%s\t%s\t%s\n' "$round" "$target" "$c" "$(printf '%s' "$out" | base64 -w0)" >>"$results"
       echo "round $round: $target c$c done" >&2
     done
@@ -248,6 +297,8 @@ idle_round() {
   shift 3
   ((count > 0)) || return 0
   for target in "${targets[@]}"; do
+    # Same connection handling as cutover's: not measured twice.
+    [[ $target == cutover-full ]] && continue
     echo "idle memory: $target$label" >&2
     printf '%s\t%s\n' "$target$label" \
       "$(python3 benches/idle_memory.py "${ports[$target]}" "${pid_of[$target]}" "$count" "$@")" \
