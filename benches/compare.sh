@@ -36,43 +36,15 @@ IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-9000}
 # Fewer over TLS: each costs a handshake to open.
 IDLE_TLS_CONNECTIONS=${IDLE_TLS_CONNECTIONS:-3000}
 
-need=()
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v haproxy >/dev/null || need+=(haproxy)
-command -v wrk >/dev/null || need+=(wrk)
-command -v taskset >/dev/null || need+=(util-linux)
-command -v openssl >/dev/null || need+=(openssl)
-command -v curl >/dev/null || need+=(curl)
-if ((${#need[@]})); then
-  apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
-fi
+# The work directory, process cleanup, free_port and the cutover build.
+source benches/common.sh
+install_missing nginx=nginx-light haproxy=haproxy wrk=wrk taskset=util-linux \
+  openssl=openssl curl=curl
 
 # Room for the idle connections: as many descriptors as we may have.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # HAProxy wants two descriptors per connection it may hold.
 HAPROXY_MAXCONN=$(( ($(ulimit -n) - 100) / 2 ))
-
-# CUTOVER_BIN measures another build (e.g. an older release) instead.
-if [[ -n "${CUTOVER_BIN:-}" ]]; then
-  CUTOVER=$CUTOVER_BIN
-else
-  cargo build --release --quiet
-  CUTOVER=$PWD/target/release/cutover
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 wait_port() {
   for _ in $(seq 1 200); do
@@ -194,62 +166,52 @@ EOF
   wait_port "${port_of[haproxy]}"
 fi
 
-if [[ " $TARGETS " == *" cutover "* ]]; then
-  port_of[cutover]=$(free_port)
-  tls_port_of[cutover]=$(free_port)
-  cat >"$work/cutover.toml" <<EOF
-[[listener]]
-bind = "127.0.0.1:${port_of[cutover]}"
-[[listener]]
-bind = "127.0.0.1:${tls_port_of[cutover]}"
-tls = { cert = "$work/cert.pem", key = "$work/key.pem" }
+# Starts cutover as target NAME: its listeners (TOML), then lines added
+# to the route and to the pool; the rest is the same for every variant.
+start_cutover() {
+  local name=$1 listeners=$2 route_extra=$3 pool_extra=$4
+  cat >"$work/$name.toml" <<EOF
+$listeners
 [admin]
 bind = "127.0.0.1:$(free_port)"
 [state]
-dir = "$work/cutover-state"
+dir = "$work/$name-state"
 [proxy]
 workers = 1
 max_connections = 30000
 [[route]]
 name = "app"
 split = { backends = 1 }
+$route_extra
 [pool.backends]
+$pool_extra
 upstreams = [ { addr = "127.0.0.1:${backend_ports[0]}" }, { addr = "127.0.0.1:${backend_ports[1]}" } ]
 EOF
-  CUTOVER_LOG=warn taskset -c "$PROXY_CPU" "$CUTOVER" run -c "$work/cutover.toml" \
-    2>"$work/cutover.stderr" &
+  CUTOVER_LOG=warn taskset -c "$PROXY_CPU" "$CUTOVER" run -c "$work/$name.toml" \
+    2>"$work/$name.stderr" &
   pids+=($!)
-  pid_of[cutover]=$!
-  wait_port "${port_of[cutover]}"
+  pid_of[$name]=$!
+  wait_port "${port_of[$name]}"
+}
+
+if [[ " $TARGETS " == *" cutover "* ]]; then
+  port_of[cutover]=$(free_port)
+  tls_port_of[cutover]=$(free_port)
+  start_cutover cutover "[[listener]]
+bind = \"127.0.0.1:${port_of[cutover]}\"
+[[listener]]
+bind = \"127.0.0.1:${tls_port_of[cutover]}\"
+tls = { cert = \"$work/cert.pem\", key = \"$work/key.pem\" }" "" ""
 fi
 
 # Extra wrk arguments per target (cutover-full's sticky cookie).
 declare -A wrk_args_of
 if [[ " $TARGETS " == *" cutover-full "* ]]; then
   port_of[cutover-full]=$(free_port)
-  cat >"$work/cutover-full.toml" <<EOF
-[[listener]]
-bind = "127.0.0.1:${port_of[cutover-full]}"
-[admin]
-bind = "127.0.0.1:$(free_port)"
-[state]
-dir = "$work/cutover-full-state"
-[proxy]
-workers = 1
-max_connections = 30000
-[[route]]
-name = "app"
-split = { backends = 1 }
-sticky = { cookie = "cutover_app", max_age = "1h" }
-[pool.backends]
-health = { path = "/", interval = "1s", timeout = "1s", rise = 2, fall = 3 }
-upstreams = [ { addr = "127.0.0.1:${backend_ports[0]}" }, { addr = "127.0.0.1:${backend_ports[1]}" } ]
-EOF
-  CUTOVER_LOG=warn taskset -c "$PROXY_CPU" "$CUTOVER" run -c "$work/cutover-full.toml" \
-    2>"$work/cutover-full.stderr" &
-  pids+=($!)
-  pid_of[cutover-full]=$!
-  wait_port "${port_of[cutover-full]}"
+  start_cutover cutover-full "[[listener]]
+bind = \"127.0.0.1:${port_of[cutover-full]}\"" \
+    'sticky = { cookie = "cutover_app", max_age = "1h" }' \
+    'health = { path = "/", interval = "1s", timeout = "1s", rise = 2, fall = 3 }'
   # A sticky cookie for every request of the run, from a first answer.
   cookie=
   for _ in $(seq 1 100); do

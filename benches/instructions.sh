@@ -31,35 +31,9 @@ CONNECTIONS=${CONNECTIONS:-50}
 TARGETS=${TARGETS:-"cutover nginx"}
 TOP=${TOP:-0}
 
-need=()
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v wrk >/dev/null || need+=(wrk)
-command -v valgrind >/dev/null || need+=(valgrind)
-command -v curl >/dev/null || need+=(curl)
-if ((${#need[@]})); then
-  apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
-fi
-
-if [[ -n "${CUTOVER_BIN:-}" ]]; then
-  CUTOVER=$CUTOVER_BIN
-else
-  cargo build --release --quiet
-  CUTOVER=$PWD/target/release/cutover
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# The work directory, process cleanup, free_port and the cutover build.
+source benches/common.sh
+install_missing nginx=nginx-light wrk=wrk valgrind=valgrind curl=curl
 
 # Waits (bounded) until an HTTP request through the port succeeds: a
 # proxy under callgrind takes seconds to start.
