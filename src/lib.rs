@@ -6,11 +6,13 @@
 pub mod access_log;
 pub mod admin;
 pub mod balance;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;
 pub mod error;
 pub mod health;
+pub mod instance;
 pub mod lifecycle;
 pub mod proxy;
 pub mod routing;

@@ -28,12 +28,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
-use crate::balance::sticky::StickyKey;
 use crate::config::Config;
 use crate::control::ControlPlane;
 use crate::error::Error;
+use crate::health::HealthChecks;
+use crate::instance::Instance;
 use crate::proxy::Proxy;
-use crate::routing::{Control, Routing};
+use crate::routing::Routing;
 use crate::server::{Listeners, Server};
 use crate::state::{Caller, Store};
 use crate::upgrade::{self, Handover, Launch, UpgradeError, Upgrader};
@@ -41,7 +42,7 @@ use crate::{systemd, telemetry};
 
 /// A started proxy.
 pub struct Running {
-    plane: Arc<Mutex<ControlPlane>>,
+    instance: Arc<Mutex<Instance>>,
     routing: Arc<Routing>,
     addrs: Vec<SocketAddr>,
     admin_addr: SocketAddr,
@@ -81,34 +82,18 @@ pub async fn start_upgradable(
     let retire = CancellationToken::new();
     let tracker = TaskTracker::new();
     let store = Store::open(&config.state.dir)?;
-    let control = Control::new(&config, StickyKey::new(store.sticky_key()?));
-    let routing = control.routing();
     let access_log = match &config.proxy.access_log {
         Some(target) => Some(AccessLog::start(target).map_err(Error::AccessLog)?),
         None => None,
     };
-    let proxy = Arc::new(Proxy::new(
-        Arc::clone(&routing),
-        config.proxy.clone(),
-        tracker.clone(),
-        access_log,
-    ));
-    let server = Server::new(
-        Arc::clone(&proxy),
-        &config.proxy,
-        shutdown.clone(),
-        retire.clone(),
-        tracker.clone(),
-    );
     let listener_configs = config.listeners.clone();
     let certs =
         crate::tls::load_listeners(&listener_configs).map_err(|p| Error::Tls(p.join("\n")))?;
     let admin_bind = config.admin.bind;
     let token_file = config.admin.token_file.clone();
+    let proxy_settings = config.proxy.clone();
     let shutdown_timeout = config.proxy.shutdown_timeout;
     let upgrade_timeout = config.proxy.upgrade_timeout;
-
-    // Runtime changes are applied before any listener accepts a request.
     let first_check_limit = config
         .pools
         .iter()
@@ -116,21 +101,37 @@ pub async fn start_upgradable(
         .map(|h| h.timeout)
         .max()
         .map(|t| t + Duration::from_secs(1));
-    let mut listeners = Listeners::new(server);
-    let inherited = systemd::inherited_listeners();
-    listeners.inherit(inherited.listeners);
-    let mut plane = ControlPlane::new(config, path, store, control, listeners)?;
+
+    // Runtime changes are applied before any listener accepts a request.
+    let plane = ControlPlane::start(config, path, store)?;
+    let routing = plane.routing();
+    let proxy = Arc::new(Proxy::new(
+        Arc::clone(&routing),
+        proxy_settings.clone(),
+        tracker.clone(),
+        access_log,
+    ));
+    let mut health = HealthChecks::new();
+    health.sync(&routing.load());
     if let Some(limit) = first_check_limit {
         // Listeners open once checked pools have a verdict, so a start does
         // not answer 503 while the first checks run.
-        plane.first_health_verdicts(limit).await;
+        health.first_verdicts(limit).await;
     }
-    plane
-        .listeners()
-        .reconcile(&listener_configs, &certs)
-        .await?;
-    let addrs = plane.listeners().addrs();
-    let plane = Arc::new(Mutex::new(plane));
+    follow_table_swaps(&routing, Arc::clone(&proxy), health, shutdown.clone());
+    let server = Server::new(
+        Arc::clone(&proxy),
+        &proxy_settings,
+        shutdown.clone(),
+        retire.clone(),
+        tracker.clone(),
+    );
+    let mut listeners = Listeners::new(server);
+    let inherited = upgrade::inherited_listeners();
+    listeners.inherit(inherited.listeners);
+    listeners.reconcile(&listener_configs, &certs).await?;
+    let addrs = listeners.addrs();
+    let instance = Arc::new(Mutex::new(Instance { plane, listeners }));
     // Idle upstream connections past `upstream_idle_timeout` close even
     // when no request comes to notice.
     tokio::spawn({
@@ -148,12 +149,12 @@ pub async fn start_upgradable(
     });
     // Upstreams removed with DELETE go once drained.
     tokio::spawn({
-        let plane = Arc::clone(&plane);
+        let instance = Arc::clone(&instance);
         let shutdown = shutdown.clone();
         async move {
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => plane.lock().await.reap(),
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => instance.lock().await.plane.reap(),
                     _ = shutdown.cancelled() => break,
                 }
             }
@@ -193,7 +194,7 @@ pub async fn start_upgradable(
         None => None,
     };
     let admin = Admin::new(
-        Arc::clone(&plane),
+        Arc::clone(&instance),
         Arc::clone(&routing),
         token_file.as_deref(),
         upgrader.clone(),
@@ -204,7 +205,7 @@ pub async fn start_upgradable(
     admin.set_ready();
 
     Ok(Running {
-        plane,
+        instance,
         routing,
         addrs,
         admin_addr,
@@ -237,9 +238,9 @@ impl Running {
             peer: who.to_string(),
             token: None,
         };
-        let mut plane = self.plane.lock().await;
-        match plane.reload(&caller).await {
-            Ok(_) => tracing::info!(summary = %plane.file().summary(), "config reloaded"),
+        let mut instance = self.instance.lock().await;
+        match instance.reload(&caller).await {
+            Ok(_) => tracing::info!(summary = %instance.plane.file().summary(), "config reloaded"),
             Err(crate::control::ControlError::InvalidConfig(problems)) => {
                 for problem in &problems {
                     tracing::error!(%problem, "reload refused; the running config is unchanged");
@@ -255,7 +256,7 @@ impl Running {
     /// in-process (tests, `cutover demo`): there is no command to re-run.
     pub async fn upgrade(&self) -> Result<Handover, UpgradeError> {
         match &self.upgrader {
-            Some(u) => u.upgrade(&self.plane).await,
+            Some(u) => u.upgrade(&self.instance).await,
             None => Err(UpgradeError::Unavailable),
         }
     }
@@ -272,7 +273,7 @@ impl Running {
     /// deadline has passed.
     pub async fn stop(self) -> Stopped {
         // Listeners first: once closed, new connections are refused.
-        self.plane.lock().await.listeners().close_all().await;
+        self.instance.lock().await.listeners.close_all().await;
         self.shutdown.cancel();
         let _ = self.admin_task.await;
         self.tracker.close();
@@ -294,6 +295,34 @@ impl Running {
         }
         wait_connections(&self.tracker, self.shutdown_timeout).await
     }
+}
+
+/// Health checks and upstream connection pools follow every table the
+/// control plane publishes: new upstreams get checks and a pool, removed
+/// ones lose them, a draining upstream's idle connections close.
+fn follow_table_swaps(
+    routing: &Routing,
+    proxy: Arc<Proxy>,
+    mut health: HealthChecks,
+    shutdown: CancellationToken,
+) {
+    let mut published = routing.subscribe();
+    proxy.sync_upstreams(&routing.load());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = published.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let table = Arc::clone(&published.borrow_and_update());
+                    health.sync(&table);
+                    proxy.sync_upstreams(&table);
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    });
 }
 
 /// Waits for every tracked connection and tunnel, up to `timeout`.
@@ -375,7 +404,7 @@ async fn wait_for_stop(running: &Running, signals: &mut Signals) -> Stop {
             _ = signals.hup.recv() => {
                 systemd::reloading();
                 running.reload("SIGHUP").await;
-                let summary = running.plane.lock().await.file().summary();
+                let summary = running.instance.lock().await.plane.file().summary();
                 systemd::ready(&summary);
             }
             _ = signals.usr2.recv() => match running.upgrade().await {

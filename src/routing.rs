@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use crate::balance;
 use crate::balance::sticky::{StickyId, StickyKey};
@@ -76,6 +77,11 @@ pub struct Pick {
 }
 
 impl Pool {
+    /// Has the pool an upstream that can take new traffic now?
+    pub fn in_rotation(&self) -> bool {
+        self.is_eligible(&[])
+    }
+
     fn is_eligible(&self, exclude: &[Arc<UpstreamState>]) -> bool {
         self.upstreams
             .iter()
@@ -154,11 +160,8 @@ impl RouteTable {
                     .iter()
                     .filter_map(|(name, weight)| {
                         // Validated config names only existing pools.
-                        let pool = pools.iter().position(|p| *p.name == **name)?;
-                        Some(Share {
-                            pool,
-                            weight: *weight,
-                        })
+                        let pool = pools.iter().position(|p| *p.name == *name)?;
+                        Some(Share { pool, weight })
                     })
                     .collect(),
                 sticky: r.sticky.clone(),
@@ -327,6 +330,9 @@ fn bare_host(host: &str) -> &str {
 #[derive(Debug)]
 pub struct Routing {
     table: ArcSwap<RouteTable>,
+    /// Each published table, for the parts that follow swaps (health
+    /// checks, upstream connection pools).
+    published: watch::Sender<Arc<RouteTable>>,
 }
 
 impl Routing {
@@ -334,6 +340,11 @@ impl Routing {
     /// request, never a guard across an `.await`.
     pub fn load(&self) -> Arc<RouteTable> {
         self.table.load_full()
+    }
+
+    /// Wakes on every table published after this call.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<RouteTable>> {
+        self.published.subscribe()
     }
 }
 
@@ -345,12 +356,13 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(config: &Config, sticky_key: StickyKey) -> Control {
-        let sticky_key = Arc::new(sticky_key);
-        let table = RouteTable::build(config, None, &sticky_key);
+    /// Publishes `first`, built with `sticky_key`.
+    pub fn new(first: RouteTable, sticky_key: Arc<StickyKey>) -> Control {
+        let first = Arc::new(first);
         Control {
             routing: Arc::new(Routing {
-                table: ArcSwap::from_pointee(table),
+                table: ArcSwap::new(Arc::clone(&first)),
+                published: watch::Sender::new(first),
             }),
             sticky_key,
         }
@@ -360,12 +372,17 @@ impl Control {
         Arc::clone(&self.routing)
     }
 
-    /// Builds a table from `config`, keeping the live state of upstreams that
-    /// stay, and publishes it in one step.
-    pub fn apply_config(&mut self, config: &Config) {
-        let current = self.routing.load();
-        let next = RouteTable::build(config, Some(&current), &self.sticky_key);
-        self.routing.table.store(Arc::new(next));
+    /// A table for `config` that keeps the live state of upstreams that
+    /// stay; not yet published.
+    pub fn build(&self, config: &Config) -> RouteTable {
+        RouteTable::build(config, Some(&self.routing.load()), &self.sticky_key)
+    }
+
+    /// Publishes `table` in one step.
+    pub fn store(&mut self, table: RouteTable) {
+        let table = Arc::new(table);
+        self.routing.table.store(Arc::clone(&table));
+        self.routing.published.send_replace(table);
     }
 }
 
@@ -469,7 +486,8 @@ upstreams = [{ addr = "127.0.0.1:9001" }]
 
     #[test]
     fn rebuild_keeps_live_state_by_identity() {
-        let mut control = Control::new(&config(""), StickyKey::new([0; 32]));
+        let first = RouteTable::build(&config(""), None, &key());
+        let mut control = Control::new(first, key());
         let routing = control.routing();
         let before = routing
             .load()
@@ -478,7 +496,8 @@ upstreams = [{ addr = "127.0.0.1:9001" }]
             .clone();
         before.set_disabled(true);
         let _guard = before.start_request();
-        control.apply_config(&config(""));
+        let next = control.build(&config(""));
+        control.store(next);
         let table = routing.load();
         let after = table
             .upstream("a", "127.0.0.1:9001".parse().unwrap())

@@ -4,7 +4,7 @@
 //! directory) before an admin call returns, so after a crash the file is
 //! either the state before a change or after it, never a mix. The audit log
 //! is JSON lines, appended and fsynced per mutating call.
-//! Imports only `config` types for addresses.
+//! Imports only `config` (the validated `Split`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::Split;
 
 const OVERRIDES_FILE: &str = "runtime.json";
 const AUDIT_FILE: &str = "audit.log";
@@ -71,10 +73,10 @@ pub struct Overrides {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplitOverride {
-    pub split: BTreeMap<String, u32>,
+    pub split: Split,
     /// The file's split when the override was made; a reload whose file
     /// split differs drops the override (the file is the newer intent).
-    pub file_split: BTreeMap<String, u32>,
+    pub file_split: Split,
 }
 
 impl Overrides {
@@ -234,18 +236,6 @@ impl Store {
     }
 }
 
-/// Now, in Unix milliseconds.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Now, as RFC 3339 UTC, for audit lines.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,8 +249,8 @@ mod tests {
         o.splits.insert(
             "app".into(),
             SplitOverride {
-                split: [("green".to_string(), 100)].into(),
-                file_split: [("blue".to_string(), 100)].into(),
+                split: Split::new([("green", 100)]).unwrap(),
+                file_split: Split::new([("blue", 100)]).unwrap(),
             },
         );
         o.disabled

@@ -1,12 +1,10 @@
 //! systemd integration: `Type=notify` states (READY, RELOADING, STOPPING,
-//! STATUS), watchdog pings when `WATCHDOG_USEC` is set, and listeners passed
-//! by socket activation (`LISTEN_FDS`). Every call is a no-op outside
-//! systemd (no `NOTIFY_SOCKET`, no `LISTEN_FDS`).
+//! STATUS), watchdog pings when `WATCHDOG_USEC` is set, and sockets passed
+//! by `LISTEN_FDS`. Every call is a no-op outside systemd (no
+//! `NOTIFY_SOCKET`, no `LISTEN_FDS`). Imports nothing.
 
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
-
-use crate::upgrade::Inherited;
 
 fn send(states: &[NotifyState<'_>]) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
@@ -67,40 +65,18 @@ pub fn main_pid(pid: u32) {
     ]);
 }
 
-/// Listening sockets passed in, by socket activation or a binary upgrade.
-/// Socket-activated ones are keyed by their bound address, to be matched
-/// to `[[listener]]` entries; an upgrade names each one's configured
-/// address and marks the admin socket.
-pub fn inherited_listeners() -> Inherited {
+/// The sockets passed by `LISTEN_FDS` (socket activation, or a binary
+/// upgrade, which passes them the same way), in order; `None` where one is
+/// not a TCP listener. `upgrade::inherited_listeners` names them.
+pub fn passed_sockets() -> Vec<Option<std::net::TcpListener>> {
     let mut fds = listenfd::ListenFd::from_env();
-    let mut sockets = Vec::new();
-    for i in 0..fds.len() {
-        sockets.push(match fds.take_tcp_listener(i) {
+    (0..fds.len())
+        .map(|i| match fds.take_tcp_listener(i) {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(fd = i + 3, error = %e, "passed socket is not a TCP listener");
                 None
             }
-        });
-    }
-    if let Some(names) = crate::upgrade::passed_names() {
-        let found = crate::upgrade::inherited(&names, sockets);
-        tracing::info!(
-            listeners = found.listeners.len(),
-            admin = found.admin.is_some(),
-            "listening sockets passed by the previous process"
-        );
-        return found;
-    }
-    let mut found = Inherited::default();
-    for l in sockets.into_iter().flatten() {
-        match l.local_addr() {
-            Ok(addr) => {
-                tracing::info!(%addr, "listener passed by systemd");
-                found.listeners.insert(addr, l);
-            }
-            Err(e) => tracing::warn!(error = %e, "passed socket has no address"),
-        }
-    }
-    found
+        })
+        .collect()
 }

@@ -24,7 +24,7 @@ use tokio::net::UnixDatagram;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::ControlPlane;
+use crate::instance::Instance;
 
 /// Names the configured address of each passed socket, in fd order.
 const LISTENERS_ENV: &str = "CUTOVER_UPGRADE_LISTENERS";
@@ -143,12 +143,12 @@ impl Upgrader {
     /// reading `state.dir` and this one retiring; afterwards this plane
     /// refuses changes and this process's listeners are closed (the
     /// sockets live on in the new process).
-    pub async fn upgrade(&self, plane: &Mutex<ControlPlane>) -> Result<Handover, UpgradeError> {
+    pub async fn upgrade(&self, instance: &Mutex<Instance>) -> Result<Handover, UpgradeError> {
         let Ok(_busy) = self.busy.try_lock() else {
             return Err(UpgradeError::InProgress);
         };
-        let mut plane = plane.lock().await;
-        if let Some(pid) = plane.retired_for() {
+        let mut instance = instance.lock().await;
+        if let Some(pid) = instance.plane.retired_for() {
             return Err(UpgradeError::HandedOver(pid));
         }
         let mut names = vec![ADMIN.to_string()];
@@ -157,8 +157,8 @@ impl Upgrader {
                 .try_clone()
                 .map_err(UpgradeError::Sockets)?,
         ];
-        for (bind, fd) in plane
-            .listeners()
+        for (bind, fd) in instance
+            .listeners
             .duplicate_sockets()
             .map_err(UpgradeError::Sockets)?
         {
@@ -184,8 +184,8 @@ impl Upgrader {
             }
         }
         // From here the new process serves: retire this one.
-        plane.retire(pid);
-        plane.listeners().close_all().await;
+        instance.plane.retire(pid);
+        instance.listeners.close_all().await;
         crate::systemd::main_pid(pid);
         self.retire.cancel();
         self.handed_over.cancel();
@@ -298,15 +298,38 @@ pub struct Inherited {
     pub listeners: HashMap<SocketAddr, std::net::TcpListener>,
 }
 
-/// The names of the passed sockets, in a process started by an upgrade.
-pub fn passed_names() -> Option<String> {
-    std::env::var(LISTENERS_ENV).ok()
+/// Listening sockets passed in, by socket activation or a binary upgrade.
+/// Socket-activated ones are keyed by their bound address, to be matched
+/// to `[[listener]]` entries; an upgrade names each one's configured
+/// address and marks the admin socket.
+pub fn inherited_listeners() -> Inherited {
+    let sockets = crate::systemd::passed_sockets();
+    if let Ok(names) = std::env::var(LISTENERS_ENV) {
+        let found = named(&names, sockets);
+        tracing::info!(
+            listeners = found.listeners.len(),
+            admin = found.admin.is_some(),
+            "listening sockets passed by the previous process"
+        );
+        return found;
+    }
+    let mut found = Inherited::default();
+    for l in sockets.into_iter().flatten() {
+        match l.local_addr() {
+            Ok(addr) => {
+                tracing::info!(%addr, "listener passed by systemd");
+                found.listeners.insert(addr, l);
+            }
+            Err(e) => tracing::warn!(error = %e, "passed socket has no address"),
+        }
+    }
+    found
 }
 
-/// The passed sockets by name (see [`passed_names`]). `sockets` holds
-/// every passed descriptor in order, `None` where one was not a TCP
-/// listener.
-pub fn inherited(names: &str, sockets: Vec<Option<std::net::TcpListener>>) -> Inherited {
+/// The sockets an upgrade passed, by the names in `LISTENERS_ENV`.
+/// `sockets` holds every passed descriptor in order, `None` where one was
+/// not a TCP listener.
+fn named(names: &str, sockets: Vec<Option<std::net::TcpListener>>) -> Inherited {
     let mut found = Inherited::default();
     for (name, socket) in names.split(',').zip(sockets) {
         let Some(socket) = socket else { continue };

@@ -12,7 +12,6 @@ pub mod ctl;
 mod metrics_page;
 mod page;
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +30,9 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::control::{ControlError, ControlPlane, status};
+use crate::config::{Split, WeightError};
+use crate::control::{Change, ControlError, drain_deadline};
+use crate::instance::Instance;
 use crate::state::Caller;
 use crate::upgrade::{UpgradeError, Upgrader};
 
@@ -43,7 +44,7 @@ const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(
 const MAX_BODY: usize = 64 * 1024;
 
 pub struct Admin {
-    plane: Arc<Mutex<ControlPlane>>,
+    instance: Arc<Mutex<Instance>>,
     /// For scrapes, which need no lock.
     routing: Arc<crate::routing::Routing>,
     token: Option<Vec<u8>>,
@@ -66,7 +67,7 @@ pub struct TokenError {
 
 impl Admin {
     pub fn new(
-        plane: Arc<Mutex<ControlPlane>>,
+        instance: Arc<Mutex<Instance>>,
         routing: Arc<crate::routing::Routing>,
         token_file: Option<&std::path::Path>,
         upgrader: Option<Arc<Upgrader>>,
@@ -90,7 +91,7 @@ impl Admin {
             }
         };
         Ok(Arc::new(Admin {
-            plane,
+            instance,
             routing,
             token,
             token_id,
@@ -189,11 +190,7 @@ impl Admin {
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         match segs.as_slice() {
             [""] if req.method() == Method::GET => {
-                let status = {
-                    let plane = self.plane.lock().await;
-                    let table = plane.routing().load();
-                    status::status(&table, plane.overrides(), plane.file())
-                };
+                let status = self.instance.lock().await.plane.status();
                 let html = page::render(&status, &mut *self.rates.lock().await);
                 let mut reply = Response::new(Full::new(Bytes::from(html)));
                 reply.headers_mut().insert(
@@ -217,7 +214,7 @@ impl Admin {
                 let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
                 self.api(req, &rest, &caller).await
             }
-            _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+            _ => not_found(&path),
         }
     }
 
@@ -234,6 +231,7 @@ impl Admin {
         match presented {
             None => Err(error(
                 StatusCode::UNAUTHORIZED,
+                "unauthorized",
                 "missing \"Authorization: Bearer <token>\" header",
             )),
             // Constant time, so the token cannot be guessed byte by byte.
@@ -245,7 +243,11 @@ impl Admin {
             {
                 Ok(())
             }
-            Some(_) => Err(error(StatusCode::UNAUTHORIZED, "wrong token")),
+            Some(_) => Err(error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "wrong token",
+            )),
         }
     }
 
@@ -263,52 +265,48 @@ impl Admin {
         use Method as M;
         match (parts.as_slice(), &method) {
             (["status"], &M::GET) => {
-                let plane = self.plane.lock().await;
-                let table = plane.routing().load();
-                json_reply(
-                    StatusCode::OK,
-                    &json!(status::status(&table, plane.overrides(), plane.file())),
-                )
+                let status = self.instance.lock().await.plane.status();
+                json_reply(StatusCode::OK, &json!(status))
             }
             (["routes", route, "split"], &M::PUT) => {
-                let split = match parse_split(&body) {
-                    Ok(s) => s,
-                    Err(msg) => return self.refuse(caller, "set_split", route, msg).await,
-                };
-                let mut plane = self.plane.lock().await;
-                match plane.set_split(caller, route, split, force) {
-                    Ok(()) => {
-                        let table = plane.routing().load();
-                        let view = status::status(&table, plane.overrides(), plane.file());
-                        let route = view.routes.into_iter().find(|r| r.name == *route);
-                        json_reply(StatusCode::OK, &json!(route))
-                    }
-                    Err(e) => control_error(e),
-                }
+                let change = parse_split(&body).map(|split| Change::SetSplit {
+                    route: route.to_string(),
+                    split,
+                    force,
+                });
+                self.change(caller, "set_split", route, change, StatusCode::OK)
+                    .await
             }
             (["routes", _, "rollout"], &M::POST)
             | (["routes", _, "rollout", "abort"], &M::POST) => error(
                 StatusCode::NOT_IMPLEMENTED,
+                "not_implemented",
                 "progressive rollouts are not available in this version of cutover yet",
             ),
             (["pools", pool, "upstreams"], &M::POST) => {
-                let (addr, weight) = match parse_new_upstream(&body) {
-                    Ok(v) => v,
-                    Err(msg) => return self.refuse(caller, "add_upstream", pool, msg).await,
-                };
-                let mut plane = self.plane.lock().await;
-                let result = plane.add_upstream(caller, pool, addr, weight);
-                self.upstream_reply(&plane, result, pool, addr, StatusCode::CREATED)
+                let change = parse_new_upstream(&body).map(|(addr, weight)| Change::AddUpstream {
+                    pool: pool.to_string(),
+                    addr,
+                    weight,
+                });
+                self.change(caller, "add_upstream", pool, change, StatusCode::CREATED)
+                    .await
             }
             (["pools", pool, "upstreams", addr], &M::DELETE) => {
-                let addr = match parse_addr(addr) {
-                    Ok(a) => a,
-                    Err(msg) => return self.refuse(caller, "remove_upstream", pool, msg).await,
-                };
-                let mut plane = self.plane.lock().await;
-                let result = plane.remove_upstream(caller, pool, addr, None);
+                let change = parse_addr(addr).map(|addr| Change::RemoveUpstream {
+                    pool: pool.to_string(),
+                    addr,
+                    drain_until: drain_deadline(None),
+                });
                 // The upstream drains first; `removing: true` says it goes once drained.
-                self.upstream_reply(&plane, result, pool, addr, StatusCode::ACCEPTED)
+                self.change(
+                    caller,
+                    "remove_upstream",
+                    pool,
+                    change,
+                    StatusCode::ACCEPTED,
+                )
+                .await
             }
             (
                 [
@@ -320,61 +318,43 @@ impl Admin {
                 ],
                 &M::POST,
             ) => {
-                let action_name = format!("{action}_upstream");
-                let addr = match parse_addr(addr) {
-                    Ok(a) => a,
-                    Err(msg) => return self.refuse(caller, &action_name, pool, msg).await,
-                };
-                let timeout = if *action == "drain" {
-                    parse_drain(&body)
-                } else {
-                    Ok(None)
-                };
-                let timeout = match timeout {
-                    Ok(t) => t,
-                    Err(msg) => {
-                        return self
-                            .refuse(caller, &action_name, &format!("{pool}/{addr}"), msg)
-                            .await;
-                    }
-                };
-                let mut plane = self.plane.lock().await;
-                let result = match *action {
-                    "drain" => plane.drain_upstream(caller, pool, addr, timeout),
-                    "disable" => plane.disable_upstream(caller, pool, addr),
-                    _ => plane.enable_upstream(caller, pool, addr),
-                };
-                self.upstream_reply(&plane, result, pool, addr, StatusCode::OK)
+                let (pool, action) = (pool.to_string(), *action);
+                let change = parse_addr(addr).and_then(|addr| {
+                    Ok(match action {
+                        "drain" => Change::DrainUpstream {
+                            pool,
+                            addr,
+                            drain_until: drain_deadline(parse_drain(&body)?),
+                        },
+                        "disable" => Change::DisableUpstream { pool, addr },
+                        _ => Change::EnableUpstream { pool, addr },
+                    })
+                });
+                let (action_name, target) =
+                    (format!("{action}_upstream"), format!("{}/{addr}", parts[1]));
+                self.change(caller, &action_name, &target, change, StatusCode::OK)
+                    .await
             }
             (["pools", pool, "drain"], &M::POST) => {
-                let timeout = match parse_drain(&body) {
-                    Ok(t) => t,
-                    Err(msg) => return self.refuse(caller, "drain_pool", pool, msg).await,
-                };
-                let mut plane = self.plane.lock().await;
-                match plane.drain_pool(caller, pool, timeout) {
-                    Ok(()) => {
-                        let table = plane.routing().load();
-                        let view = status::status(&table, plane.overrides(), plane.file());
-                        json_reply(
-                            StatusCode::OK,
-                            &json!(view.pools.into_iter().find(|p| p.name == *pool)),
-                        )
-                    }
-                    Err(e) => control_error(e),
-                }
+                let change = parse_drain(&body).map(|timeout| Change::DrainPool {
+                    pool: pool.to_string(),
+                    drain_until: drain_deadline(timeout),
+                });
+                self.change(caller, "drain_pool", pool, change, StatusCode::OK)
+                    .await
             }
             (["reload"], &M::POST) => {
-                let mut plane = self.plane.lock().await;
+                let mut instance = self.instance.lock().await;
                 crate::systemd::reloading();
-                let result = plane.reload(caller).await;
-                crate::systemd::ready(&plane.file().summary());
+                let result = instance.reload(caller).await;
+                let summary = instance.plane.file().summary();
+                crate::systemd::ready(&summary);
                 match result {
                     Ok(dropped) => json_reply(
                         StatusCode::OK,
-                        &json!({"reloaded": true, "summary": plane.file().summary(), "dropped_runtime_changes": dropped}),
+                        &json!({"reloaded": true, "summary": summary, "dropped_runtime_changes": dropped}),
                     ),
-                    Err(e) => control_error(e),
+                    Err(e) => control_error(&e),
                 }
             }
             (["upgrade"], &M::POST) => self.upgrade(caller).await,
@@ -382,6 +362,7 @@ impl Admin {
                 Some(allow) => {
                     let mut reply = error(
                         StatusCode::METHOD_NOT_ALLOWED,
+                        "method_not_allowed",
                         format!("use {allow} on this endpoint"),
                     );
                     reply
@@ -389,72 +370,75 @@ impl Admin {
                         .insert(header::ALLOW, HeaderValue::from_static(allow));
                     reply
                 }
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    format!("no such endpoint: /api/v1/{}", rest.join("/")),
-                ),
+                None => not_found(&format!("/api/v1/{}", rest.join("/"))),
             },
         }
+    }
+
+    /// A mutating call: a change that parsed goes through the control plane;
+    /// one that did not is audited as refused. Either way the answer is the
+    /// thing changed (route, pool or upstream) or the JSON error.
+    async fn change(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        change: Result<Change, ControlError>,
+        ok: StatusCode,
+    ) -> Reply {
+        let mut instance = self.instance.lock().await;
+        let plane = &mut instance.plane;
+        let change = match change {
+            Ok(c) => c,
+            Err(e) => {
+                plane.audit_refusal(caller, action, target, &e);
+                return control_error(&e);
+            }
+        };
+        if let Err(e) = plane.change(caller, &change) {
+            return control_error(&e);
+        }
+        let status = plane.status();
+        let view = match &change {
+            Change::SetSplit { route, .. } => {
+                json!(status.routes.into_iter().find(|r| r.name == *route))
+            }
+            Change::DrainPool { pool, .. } => {
+                json!(status.pools.into_iter().find(|p| p.name == *pool))
+            }
+            _ => match change.upstream() {
+                Some((pool, addr)) => plane.upstream_json(pool, addr),
+                None => Value::Null,
+            },
+        };
+        json_reply(ok, &view)
     }
 
     /// `POST /api/v1/upgrade`: answers once the new process serves (200,
     /// both pids) or the upgrade failed and this process still serves.
     async fn upgrade(&self, caller: &Caller) -> Reply {
         let result = match &self.upgrader {
-            Some(u) => u.upgrade(&self.plane).await,
+            Some(u) => u.upgrade(&self.instance).await,
             None => Err(UpgradeError::Unavailable),
         };
-        let plane = self.plane.lock().await;
+        let instance = self.instance.lock().await;
         match result {
             Ok(handover) => {
-                plane.audit_upgrade(caller, &json!(handover), "ok");
+                instance.plane.audit_upgrade(caller, &json!(handover), "ok");
                 json_reply(StatusCode::OK, &json!(handover))
             }
             Err(e) => {
-                plane.audit_upgrade(caller, &json!(null), &format!("refused: {e}"));
-                let status = match e {
-                    UpgradeError::Unavailable
-                    | UpgradeError::InProgress
-                    | UpgradeError::HandedOver(_) => StatusCode::CONFLICT,
-                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                instance
+                    .plane
+                    .audit_upgrade(caller, &json!(null), &format!("refused: {e}"));
+                let (status, code) = match e {
+                    UpgradeError::Unavailable => (StatusCode::CONFLICT, "upgrade_unavailable"),
+                    UpgradeError::InProgress => (StatusCode::CONFLICT, "upgrade_in_progress"),
+                    UpgradeError::HandedOver(_) => (StatusCode::CONFLICT, "retired"),
+                    _ => (StatusCode::INTERNAL_SERVER_ERROR, "upgrade_failed"),
                 };
-                error(status, e.to_string())
+                error(status, code, e.to_string())
             }
-        }
-    }
-
-    /// A mutating call refused for bad input: audited, then answered 400.
-    async fn refuse(&self, caller: &Caller, action: &str, target: &str, message: String) -> Reply {
-        self.plane
-            .lock()
-            .await
-            .audit_refusal(caller, action, target, &message);
-        error(StatusCode::BAD_REQUEST, message)
-    }
-
-    fn upstream_reply(
-        &self,
-        plane: &ControlPlane,
-        result: Result<(), ControlError>,
-        pool: &str,
-        addr: SocketAddr,
-        ok: StatusCode,
-    ) -> Reply {
-        match result {
-            Ok(()) => {
-                let table = plane.routing().load();
-                json_reply(
-                    ok,
-                    &json!(status::upstream_view(
-                        &table,
-                        plane.overrides(),
-                        plane.file(),
-                        pool,
-                        addr
-                    )),
-                )
-            }
-            Err(e) => control_error(e),
         }
     }
 }
@@ -481,120 +465,138 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Reply> {
         {
             Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
                 format!("request body larger than {MAX_BODY} bytes"),
             ))
         }
         Err(e) => Err(error(
             StatusCode::BAD_REQUEST,
+            "unreadable_body",
             format!("cannot read request body: {e}"),
         )),
     }
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, String> {
+fn parse_json(body: &Bytes) -> Result<Value, ControlError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))
+    serde_json::from_slice(body)
+        .map_err(|e| ControlError::invalid("body", format!("not valid JSON: {e}")))
 }
 
-fn weight_of(key: &str, v: &Value) -> Result<u32, String> {
-    v.as_u64()
-        .and_then(|w| u32::try_from(w).ok())
-        .filter(|w| *w <= crate::config::MAX_WEIGHT)
-        .ok_or_else(|| {
-            format!(
-                "{key}: weight must be an integer from 0 to {}, got {v}",
-                crate::config::MAX_WEIGHT
-            )
-        })
+/// A JSON number as a weight; anything else fails the weight rule as
+/// written.
+fn weight_value(v: &Value) -> Result<i64, WeightError> {
+    v.as_i64().ok_or_else(|| WeightError { got: v.to_string() })
 }
 
 /// `{"blue": 90, "green": 10}`.
-fn parse_split(body: &Bytes) -> Result<BTreeMap<String, u32>, String> {
+fn parse_split(body: &Bytes) -> Result<Split, ControlError> {
     let Value::Object(map) = parse_json(body)? else {
-        return Err(
-            "body must be a JSON object of pool weights, e.g. {\"blue\": 90, \"green\": 10}".into(),
-        );
+        return Err(ControlError::invalid(
+            "body",
+            "must be a JSON object of pool weights, e.g. {\"blue\": 90, \"green\": 10}",
+        ));
     };
-    map.iter()
-        .map(|(k, v)| Ok((k.clone(), weight_of(k, v)?)))
-        .collect()
+    let mut weights = Vec::new();
+    for (pool, v) in &map {
+        let w = weight_value(v).map_err(|error| crate::config::SplitError::Weight {
+            pool: pool.clone(),
+            error,
+        })?;
+        weights.push((pool.clone(), w));
+    }
+    Ok(Split::new(weights)?)
 }
 
 /// `{"addr": "127.0.0.1:9003", "weight": 1}`.
-fn parse_new_upstream(body: &Bytes) -> Result<(SocketAddr, u32), String> {
+fn parse_new_upstream(body: &Bytes) -> Result<(SocketAddr, u32), ControlError> {
     let Value::Object(map) = parse_json(body)? else {
-        return Err(
-            "body must be a JSON object, e.g. {\"addr\": \"127.0.0.1:9003\", \"weight\": 1}".into(),
-        );
+        return Err(ControlError::invalid(
+            "body",
+            "must be a JSON object, e.g. {\"addr\": \"127.0.0.1:9003\", \"weight\": 1}",
+        ));
     };
     if let Some(k) = map
         .keys()
         .find(|k| !["addr", "weight"].contains(&k.as_str()))
     {
-        return Err(format!("{k}: unknown field (expected addr, weight)"));
+        return Err(ControlError::invalid(
+            k.as_str(),
+            "unknown field (expected addr, weight)",
+        ));
     }
     let addr = match map.get("addr") {
-        Some(Value::String(s)) => s
-            .parse()
-            .map_err(|_| format!("addr: invalid address {s:?}: expected IP:PORT"))?,
+        Some(Value::String(s)) => s.parse().map_err(|_| {
+            ControlError::invalid("addr", format!("invalid address {s:?}: expected IP:PORT"))
+        })?,
         Some(v) => {
-            return Err(format!(
-                "addr: expected a string like \"127.0.0.1:9003\", got {v}"
+            return Err(ControlError::invalid(
+                "addr",
+                format!("expected a string like \"127.0.0.1:9003\", got {v}"),
             ));
         }
-        None => return Err("addr: missing".into()),
+        None => return Err(ControlError::invalid("addr", "missing")),
     };
-    let weight = map
-        .get("weight")
-        .map_or(Ok(1), |v| weight_of("weight", v))?;
+    let weight = match map.get("weight") {
+        None => 1,
+        Some(v) => weight_value(v)
+            .and_then(crate::config::weight)
+            .map_err(|e| ControlError::invalid("weight", e.to_string()))?,
+    };
     Ok((addr, weight))
 }
 
 /// `{"timeout": "30s"}` or empty.
-fn parse_drain(body: &Bytes) -> Result<Option<std::time::Duration>, String> {
+fn parse_drain(body: &Bytes) -> Result<Option<std::time::Duration>, ControlError> {
     match parse_json(body)? {
         Value::Null => Ok(None),
         Value::Object(map) => {
             if let Some(k) = map.keys().find(|k| k.as_str() != "timeout") {
-                return Err(format!("{k}: unknown field (expected timeout)"));
+                return Err(ControlError::invalid(
+                    k.as_str(),
+                    "unknown field (expected timeout)",
+                ));
             }
             match map.get("timeout") {
                 None => Ok(None),
-                Some(Value::String(s)) => humantime::parse_duration(s)
-                    .map(Some)
-                    .map_err(|e| format!("timeout: invalid duration {s:?}: {e}")),
-                Some(v) => Err(format!(
-                    "timeout: expected a duration string like \"30s\", got {v}"
+                Some(Value::String(s)) => humantime::parse_duration(s).map(Some).map_err(|e| {
+                    ControlError::invalid("timeout", format!("invalid duration {s:?}: {e}"))
+                }),
+                Some(v) => Err(ControlError::invalid(
+                    "timeout",
+                    format!("expected a duration string like \"30s\", got {v}"),
                 )),
             }
         }
-        _ => Err("body must be a JSON object, e.g. {\"timeout\": \"30s\"}".into()),
+        _ => Err(ControlError::invalid(
+            "body",
+            "must be a JSON object, e.g. {\"timeout\": \"30s\"}",
+        )),
     }
 }
 
-fn parse_addr(segment: &str) -> Result<SocketAddr, String> {
-    segment
-        .parse()
-        .map_err(|_| format!("invalid upstream address {segment:?}: expected IP:PORT"))
+fn parse_addr(segment: &str) -> Result<SocketAddr, ControlError> {
+    segment.parse().map_err(|_| {
+        ControlError::invalid(
+            "addr",
+            format!("invalid upstream address {segment:?}: expected IP:PORT"),
+        )
+    })
 }
 
-fn control_error(e: ControlError) -> Reply {
-    match e {
-        ControlError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
-        ControlError::BadRequest(m) => error(StatusCode::BAD_REQUEST, m),
-        ControlError::Conflict(m) => error(StatusCode::CONFLICT, m),
-        ControlError::InvalidConfig(problems) => json_reply(
-            StatusCode::BAD_REQUEST,
-            &json!({"error": format!("the config file has {} problem(s); the running config is unchanged", problems.len()), "problems": problems}),
-        ),
-        ControlError::Listener(m) => json_reply(
-            StatusCode::BAD_REQUEST,
-            &json!({"error": format!("{m}; the running config is unchanged"), "problems": [m]}),
-        ),
-        e @ ControlError::State(_) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+/// The one JSON shape of a refusal: `error` says what and why, `detail`
+/// names the condition and its fields.
+fn control_error(e: &ControlError) -> Reply {
+    let mut body = json!({"error": e.to_string(), "detail": e.detail()});
+    if let ControlError::InvalidConfig(problems) = e {
+        body["problems"] = json!(problems);
     }
+    if let ControlError::Listener(m) = e {
+        body["problems"] = json!([m]);
+    }
+    json_reply(e.status(), &body)
 }
 
 fn json_reply(status: StatusCode, value: &Value) -> Reply {
@@ -609,8 +611,20 @@ fn json_reply(status: StatusCode, value: &Value) -> Reply {
     reply
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Reply {
-    json_reply(status, &json!({"error": message.into()}))
+/// A refusal that is not the control plane's (auth, routing, body size).
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
+    json_reply(
+        status,
+        &json!({"error": message.into(), "detail": {"code": code}}),
+    )
+}
+
+fn not_found(path: &str) -> Reply {
+    error(
+        StatusCode::NOT_FOUND,
+        "no_such_endpoint",
+        format!("no such endpoint: {path}"),
+    )
 }
 
 fn text(status: StatusCode, body: &'static str) -> Reply {

@@ -130,7 +130,7 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
         );
     }
     h.push_str("</table>\n<h2>Pools</h2><table><tr><th>pool</th><th>upstream</th><th>weight</th><th>state</th><th>health</th><th class=\"num\">in flight</th><th class=\"num\">req/s</th><th class=\"num\">errors/s</th><th>drain</th></tr>");
-    let now_ms = crate::state::unix_ms();
+    let now_ms = crate::clock::unix_ms();
     let mut drains = 0;
     for p in &status.pools {
         for u in &p.upstreams {

@@ -7,6 +7,7 @@
 mod features;
 mod reader;
 mod sections;
+mod split;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 
-pub use sections::MAX_WEIGHT;
+pub use split::{MAX_WEIGHT, Split, SplitError, WeightError, weight};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,8 +121,8 @@ pub struct RouteConfig {
     /// Lower-cased; empty = any host. `*.example.com` matches subdomains.
     pub hosts: Vec<String>,
     pub path_prefix: String,
-    /// Pool name → relative weight, in file order. At least one weight > 0.
-    pub split: Vec<(String, u32)>,
+    /// Pool name → relative weight, in file order.
+    pub split: Split,
     pub sticky: Option<StickyConfig>,
 }
 
@@ -340,8 +341,8 @@ upstreams = [ { addr = "127.0.0.1:9002" } ]
         assert_eq!(c.listeners[0].bind, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.routes[0].hosts, vec!["app.example.com", "*.example.org"]);
         assert_eq!(
-            c.routes[0].split,
-            vec![("blue".to_string(), 70), ("green".to_string(), 30)]
+            c.routes[0].split.iter().collect::<Vec<_>>(),
+            vec![("blue", 70), ("green", 30)]
         );
         assert_eq!(c.pool("blue").unwrap().upstreams[0].weight, 2);
         assert_eq!(c.pool("blue").unwrap().upstreams[1].weight, 1);

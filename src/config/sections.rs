@@ -8,15 +8,12 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::features;
-use super::reader::{Table, bounded_value, int_value, str_value};
+use super::reader::{Table, int_value, str_value};
+use super::split::{self, Split, SplitError};
 use super::{
     AdminConfig, Config, ListenerConfig, PoolConfig, Problems, ProxySettings, RouteConfig,
     StateConfig, UpstreamConfig,
 };
-
-/// Largest weight accepted for a pool in a split or an upstream in a pool, so
-/// sums stay far from overflow.
-pub const MAX_WEIGHT: u32 = 1_000_000;
 
 const DEFAULT_ADMIN_BIND: ([u8; 4], u16) = ([127, 0, 0, 1], 9090);
 const DEFAULT_STATE_DIR: &str = "/var/lib/cutover";
@@ -283,16 +280,12 @@ fn read_upstreams(pool: &mut Table<'_>, problems: &mut Problems) -> Vec<Upstream
             Some(addr)
         });
         let weight = match t.int("weight", problems) {
-            Some(w) => bounded_value(w, &t.child("weight"), 0, MAX_WEIGHT.into(), problems),
+            Some(w) => checked_weight(w, &t.child("weight"), problems),
             None => Some(1),
         };
         t.finish(problems);
         if let (Some(addr), Some(weight)) = (addr, weight) {
-            // Bounded by MAX_WEIGHT above, so it fits.
-            upstreams.push(UpstreamConfig {
-                addr,
-                weight: weight as u32,
-            });
+            upstreams.push(UpstreamConfig { addr, weight });
         }
     }
     if !upstreams.is_empty() && upstreams.iter().all(|u| u.weight == 0) {
@@ -315,6 +308,8 @@ fn read_routes(
         return Vec::new();
     };
     let mut routes: Vec<RouteConfig> = Vec::new();
+    // Every named route, valid split or not, for the checks across routes.
+    let mut seen: Vec<(String, Vec<String>, String)> = Vec::new();
     for mut t in table_items(items, "route", problems) {
         let name = t.required_str("name", problems).and_then(|n| {
             if !valid_name(n.get_ref()) {
@@ -325,7 +320,7 @@ fn read_routes(
                 );
                 return None;
             }
-            if routes.iter().any(|r| r.name == *n.get_ref()) {
+            if seen.iter().any(|(name, _, _)| name == n.get_ref()) {
                 problems.push(
                     n.span(),
                     &t.child("name"),
@@ -350,19 +345,21 @@ fn read_routes(
         let path = t.path().to_string();
         t.finish(problems);
         let Some(name) = name else { continue };
-        if let Some(other) = routes
+        if let Some((other, _, _)) = seen
             .iter()
-            .find(|r| r.path_prefix == path_prefix && hosts_overlap(&r.hosts, &hosts))
+            .find(|(_, h, p)| *p == path_prefix && hosts_overlap(h, &hosts))
         {
             problems.push(
                 span,
                 &path,
                 format!(
                     "route {name:?} matches the same hosts and path_prefix {path_prefix:?} as route {:?}",
-                    other.name
+                    other
                 ),
             );
         }
+        seen.push((name.clone(), hosts.clone(), path_prefix.clone()));
+        let Some(split) = split else { continue };
         routes.push(RouteConfig {
             name,
             hosts,
@@ -411,21 +408,20 @@ fn read_split(
     route: &mut Table<'_>,
     pools: &SpannedPools,
     problems: &mut Problems,
-) -> Vec<(String, u32)> {
+) -> Option<Split> {
     let path = route.child("split");
     let Some(mut t) = route.table("split", problems) else {
         if route.get("split").is_none() {
             problems.push(route.span(), &path, "missing required key");
         }
-        return Vec::new();
+        return None;
     };
-    let mut split = Vec::new();
-    let entries = t.entries();
-    let named_any = !entries.is_empty();
-    for (pool, value) in entries {
+    let mut weights = Vec::new();
+    let mut valid = true;
+    for (pool, value) in t.entries() {
         let key_path = t.child(pool.get_ref());
         let weight = int_value(value, &key_path, problems)
-            .and_then(|w| bounded_value(w, &key_path, 0, MAX_WEIGHT.into(), problems));
+            .and_then(|w| checked_weight(w, &key_path, problems));
         if !pools.iter().any(|(p, _)| p.name == *pool.get_ref()) {
             problems.push(
                 pool.span(),
@@ -436,23 +432,31 @@ fn read_split(
                     pool.get_ref()
                 ),
             );
+            valid = false;
             continue;
         }
-        if let Some(w) = weight {
-            // Bounded by MAX_WEIGHT above, so it fits.
-            split.push((pool.get_ref().to_string(), w as u32));
+        match weight {
+            Some(w) => weights.push((pool.get_ref().to_string(), i64::from(w))),
+            None => valid = false,
         }
     }
     let span = t.span();
     t.finish(problems);
-    if !named_any {
-        problems.push(span, &path, "a split needs at least one pool");
-    } else if !split.is_empty() && split.iter().all(|(_, w)| *w == 0) {
-        problems.push(
-            span,
-            &path,
-            "every pool has weight 0: at least one must be above 0",
-        );
+    match Split::new(weights) {
+        Ok(split) => valid.then_some(split),
+        // Problems with single weights are reported above, by key.
+        Err(SplitError::Weight { .. }) => None,
+        Err(SplitError::AllZero) if !valid => None,
+        Err(e) => {
+            problems.push(span, &path, e.to_string());
+            None
+        }
     }
-    split
+}
+
+/// A weight through [`split::weight`], its problem reported at its key.
+fn checked_weight(value: Spanned<i64>, path: &str, problems: &mut Problems) -> Option<u32> {
+    split::weight(*value.get_ref())
+        .map_err(|e| problems.push(value.span(), path, e.to_string()))
+        .ok()
 }

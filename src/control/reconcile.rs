@@ -4,17 +4,15 @@
 //! for the same thing changes (the file is then the newer intent), the file
 //! wins and the override is dropped, with a reason for the audit log.
 
-use std::collections::BTreeMap;
-
-use crate::config::Config;
+use crate::config::{Config, Split};
 use crate::state::Overrides;
 
-/// The file's split of `route` as a map, if the route exists.
-pub fn file_split(file: &Config, route: &str) -> Option<BTreeMap<String, u32>> {
+/// The file's split of `route`, if the route exists.
+fn file_split<'a>(file: &'a Config, route: &str) -> Option<&'a Split> {
     file.routes
         .iter()
         .find(|r| r.name == route)
-        .map(|r| r.split.iter().cloned().collect())
+        .map(|r| &r.split)
 }
 
 /// Drops the overrides that `file` has made stale; returns what was kept and
@@ -27,9 +25,9 @@ pub fn reconcile(file: &Config, mut o: Overrides) -> (Overrides, Vec<String>) {
             dropped.push(format!("split of route {route}: the route is no longer in the file"));
             false
         }
-        Some(now) if now != s.file_split => {
+        Some(now) if *now != s.file_split => {
             dropped.push(format!(
-                "split of route {route}: the file changed it, file value {now:?} replaces runtime value {:?}",
+                "split of route {route}: the file changed it, file value {now} replaces runtime value {}",
                 s.split
             ));
             false
@@ -103,18 +101,7 @@ pub fn effective(file: &Config, o: &Overrides) -> Config {
     let mut config = file.clone();
     for route in &mut config.routes {
         if let Some(s) = o.splits.get(&route.name) {
-            // Keep the file's pool order, then pools only the override names.
-            let mut split: Vec<(String, u32)> = route
-                .split
-                .iter()
-                .map(|(pool, _)| (pool.clone(), s.split.get(pool).copied().unwrap_or(0)))
-                .collect();
-            for (pool, w) in &s.split {
-                if !split.iter().any(|(p, _)| p == pool) {
-                    split.push((pool.clone(), *w));
-                }
-            }
-            route.split = split;
+            route.split = s.split.over(&route.split);
         }
     }
     for pool in &mut config.pools {
@@ -151,8 +138,9 @@ mod tests {
         o.splits.insert(
             "app".into(),
             SplitOverride {
-                split: [("blue".to_string(), blue), ("green".to_string(), green)].into(),
-                file_split: file_split(file, "app").unwrap(),
+                split: Split::new([("blue", i64::from(blue)), ("green", i64::from(green))])
+                    .unwrap(),
+                file_split: file_split(file, "app").unwrap().clone(),
             },
         );
         o
@@ -164,8 +152,11 @@ mod tests {
         let (kept, dropped) = reconcile(&f, split_override(&f, 0, 100));
         assert!(dropped.is_empty());
         assert_eq!(
-            effective(&f, &kept).routes[0].split,
-            vec![("blue".into(), 0), ("green".into(), 100)]
+            effective(&f, &kept).routes[0]
+                .split
+                .iter()
+                .collect::<Vec<_>>(),
+            vec![("blue", 0), ("green", 100)]
         );
     }
 
@@ -179,8 +170,11 @@ mod tests {
         assert_eq!(dropped.len(), 1);
         assert!(dropped[0].contains("the file changed it"), "{dropped:?}");
         assert_eq!(
-            effective(&after, &kept).routes[0].split,
-            vec![("blue".into(), 50), ("green".into(), 50)]
+            effective(&after, &kept).routes[0]
+                .split
+                .iter()
+                .collect::<Vec<_>>(),
+            vec![("blue", 50), ("green", 50)]
         );
     }
 

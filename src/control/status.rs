@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::routing::RouteTable;
+use crate::routing::{Pool, RouteTable};
 use crate::state::Overrides;
 use crate::upstream::{Health, UpstreamState};
 
@@ -123,6 +123,17 @@ pub fn upstream_view(
     })
 }
 
+pub fn pool_view(table: &RouteTable, o: &Overrides, file: &Config, p: &Pool) -> PoolView {
+    PoolView {
+        name: p.name.to_string(),
+        upstreams: p
+            .upstreams
+            .iter()
+            .filter_map(|u| upstream_view(table, o, file, &p.name, u.state.addr()))
+            .collect(),
+    }
+}
+
 pub fn status(table: &RouteTable, o: &Overrides, file: &Config) -> Status {
     // Routes in file order, not match order.
     let routes = file
@@ -152,14 +163,7 @@ pub fn status(table: &RouteTable, o: &Overrides, file: &Config) -> Status {
     let pools = table
         .pools()
         .iter()
-        .map(|p| PoolView {
-            name: p.name.to_string(),
-            upstreams: p
-                .upstreams
-                .iter()
-                .filter_map(|u| upstream_view(table, o, file, &p.name, u.state.addr()))
-                .collect(),
-        })
+        .map(|p| pool_view(table, o, file, p))
         .collect();
     Status {
         pid: std::process::id(),

@@ -115,7 +115,7 @@ impl Proxy {
                     .map(str::to_string)
             });
             let entry = access_log::Entry {
-                time: crate::state::now_rfc3339(),
+                time: crate::clock::now_rfc3339(),
                 client: conn.peer.to_string(),
                 method: req.method().to_string(),
                 host,
@@ -222,7 +222,7 @@ impl Proxy {
         // (no cookie, a stale one, a retry) sets a fresh cookie.
         // The clock is read only for sticky routes.
         let now_unix = if route.sticky.is_some() {
-            unix_seconds()
+            crate::clock::unix_seconds()
         } else {
             0
         };
@@ -397,12 +397,6 @@ fn check_host(req: &Request<Incoming>) -> Result<(), ProxyError> {
         }
         (None, _) => Ok(()),
     }
-}
-
-fn unix_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.

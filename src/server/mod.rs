@@ -292,9 +292,13 @@ impl Listeners {
         Ok(())
     }
 
-    /// The proxy behind every listener.
-    pub fn proxy(&self) -> &Arc<Proxy> {
-        &self.server.proxy
+    /// A reload's listener step: loads the certificates of `listeners`,
+    /// then [`reconcile`](Self::reconcile)s. Nothing changes on an error.
+    pub async fn reload(&mut self, listeners: &[ListenerConfig]) -> Result<(), String> {
+        let certs = tls::load_listeners(listeners).map_err(|p| p.join("; "))?;
+        self.reconcile(listeners, &certs)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Bound addresses, in config order.

@@ -1,0 +1,24 @@
+//! The wall clock, for what outlives the process (drain deadlines in the
+//! state file, sticky cookie expiry) and for log lines. Imports nothing.
+//! (Intervals use the monotonic clock: `upstream::now_ms`, `Instant`.)
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now, in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Now, in Unix seconds.
+pub fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Now, as RFC 3339 UTC with milliseconds, for audit and access-log lines.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}

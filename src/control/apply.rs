@@ -1,0 +1,307 @@
+//! The pure core of the control plane: a [`Change`] applied to the current
+//! overrides gives the next overrides, or the reason it is refused. No I/O,
+//! no clock, no live table: what the caller knows of the running proxy (which
+//! pools have an upstream in rotation) comes in as an argument, and drain
+//! deadlines come in the change itself.
+
+use std::net::SocketAddr;
+
+use crate::config::{Config, Split};
+use crate::state::{Overrides, SplitOverride};
+
+use super::error::ControlError;
+use super::reconcile::{effective, reconcile};
+
+/// One runtime change, as an admin call (or the drain reaper) asks for it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    SetSplit {
+        route: String,
+        split: Split,
+        /// Send traffic to a pool even with no upstream in rotation.
+        force: bool,
+    },
+    AddUpstream {
+        pool: String,
+        addr: SocketAddr,
+        weight: u32,
+    },
+    /// Drain, then remove once drained (`RemoveDrained`).
+    RemoveUpstream {
+        pool: String,
+        addr: SocketAddr,
+        /// Unix ms until which sticky clients may stay.
+        drain_until: u64,
+    },
+    /// The reaper's half of `RemoveUpstream`, once the upstream is drained.
+    RemoveDrained {
+        pool: String,
+        addr: SocketAddr,
+    },
+    DisableUpstream {
+        pool: String,
+        addr: SocketAddr,
+    },
+    /// Clears disable, drain and a pending removal.
+    EnableUpstream {
+        pool: String,
+        addr: SocketAddr,
+    },
+    DrainUpstream {
+        pool: String,
+        addr: SocketAddr,
+        drain_until: u64,
+    },
+    DrainPool {
+        pool: String,
+        drain_until: u64,
+    },
+}
+
+impl Change {
+    /// The audit log's `action`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Change::SetSplit { .. } => "set_split",
+            Change::AddUpstream { .. } => "add_upstream",
+            Change::RemoveUpstream { .. } => "remove_upstream",
+            Change::RemoveDrained { .. } => "remove_drained_upstream",
+            Change::DisableUpstream { .. } => "disable_upstream",
+            Change::EnableUpstream { .. } => "enable_upstream",
+            Change::DrainUpstream { .. } => "drain_upstream",
+            Change::DrainPool { .. } => "drain_pool",
+        }
+    }
+
+    /// The audit log's `target`: a route, a pool, or `pool/addr`.
+    pub fn target(&self) -> String {
+        match self {
+            Change::SetSplit { route, .. } => route.clone(),
+            Change::DrainPool { pool, .. } => pool.clone(),
+            Change::AddUpstream { pool, addr, .. }
+            | Change::RemoveUpstream { pool, addr, .. }
+            | Change::RemoveDrained { pool, addr }
+            | Change::DisableUpstream { pool, addr }
+            | Change::EnableUpstream { pool, addr }
+            | Change::DrainUpstream { pool, addr, .. } => format!("{pool}/{addr}"),
+        }
+    }
+
+    /// The upstream the change is about, if it is about one.
+    pub fn upstream(&self) -> Option<(&str, SocketAddr)> {
+        match self {
+            Change::AddUpstream { pool, addr, .. }
+            | Change::RemoveUpstream { pool, addr, .. }
+            | Change::RemoveDrained { pool, addr }
+            | Change::DisableUpstream { pool, addr }
+            | Change::EnableUpstream { pool, addr }
+            | Change::DrainUpstream { pool, addr, .. } => Some((pool, *addr)),
+            Change::SetSplit { .. } | Change::DrainPool { .. } => None,
+        }
+    }
+}
+
+/// `change` applied to `current` over `file`. `in_rotation(pool)` says
+/// whether a pool has an upstream that can take traffic now.
+pub fn apply(
+    change: &Change,
+    current: &Overrides,
+    file: &Config,
+    in_rotation: &dyn Fn(&str) -> bool,
+) -> Result<Overrides, ControlError> {
+    let mut next = current.clone();
+    match change {
+        Change::SetSplit {
+            route,
+            split,
+            force,
+        } => set_split(&mut next, file, route, split, *force, in_rotation)?,
+        Change::AddUpstream { pool, addr, weight } => {
+            add_upstream(&mut next, file, pool, *addr, *weight)?
+        }
+        Change::RemoveUpstream {
+            pool,
+            addr,
+            drain_until,
+        } => {
+            upstream_exists(current, file, pool, *addr)?;
+            // An earlier, shorter drain deadline stands.
+            let d = next
+                .drained
+                .entry(pool.clone())
+                .or_default()
+                .entry(*addr)
+                .or_insert(*drain_until);
+            *d = (*d).min(*drain_until);
+            next.removing.entry(pool.clone()).or_default().insert(*addr);
+        }
+        Change::RemoveDrained { pool, addr } => {
+            upstream_exists(current, file, pool, *addr)?;
+            remove_now(&mut next, file, pool, *addr);
+            next = reconcile(file, next).0;
+        }
+        Change::DisableUpstream { pool, addr } => {
+            upstream_exists(current, file, pool, *addr)?;
+            next.disabled.entry(pool.clone()).or_default().insert(*addr);
+        }
+        Change::EnableUpstream { pool, addr } => {
+            upstream_exists(current, file, pool, *addr)?;
+            forget_flags(&mut next, pool, *addr);
+        }
+        Change::DrainUpstream {
+            pool,
+            addr,
+            drain_until,
+        } => {
+            upstream_exists(current, file, pool, *addr)?;
+            next.drained
+                .entry(pool.clone())
+                .or_default()
+                .insert(*addr, *drain_until);
+        }
+        Change::DrainPool { pool, drain_until } => {
+            pool_exists(file, pool)?;
+            let addrs = upstreams_of(current, file, pool);
+            let drains = next.drained.entry(pool.clone()).or_default();
+            for addr in addrs {
+                drains.insert(addr, *drain_until);
+            }
+            next.drained.retain(|_, d| !d.is_empty());
+        }
+    }
+    Ok(next)
+}
+
+fn set_split(
+    next: &mut Overrides,
+    file: &Config,
+    route: &str,
+    split: &Split,
+    force: bool,
+    in_rotation: &dyn Fn(&str) -> bool,
+) -> Result<(), ControlError> {
+    let Some(base) = file.routes.iter().find(|r| r.name == route) else {
+        return Err(ControlError::UnknownRoute(route.to_string()));
+    };
+    for (pool, weight) in split.iter() {
+        pool_exists(file, pool)?;
+        if weight > 0 && !force && !in_rotation(pool) {
+            return Err(ControlError::NoUpstreamInRotation(pool.to_string()));
+        }
+    }
+    if split.over(&base.split) == base.split {
+        // Back to the file's value: no override needed.
+        next.splits.remove(route);
+    } else {
+        next.splits.insert(
+            route.to_string(),
+            SplitOverride {
+                split: split.clone(),
+                file_split: base.split.clone(),
+            },
+        );
+    }
+    Ok(())
+}
+
+fn add_upstream(
+    next: &mut Overrides,
+    file: &Config,
+    pool: &str,
+    addr: SocketAddr,
+    weight: u32,
+) -> Result<(), ControlError> {
+    pool_exists(file, pool)?;
+    if upstreams_of(next, file, pool).contains(&addr) {
+        return Err(ControlError::UpstreamExists {
+            pool: pool.to_string(),
+            addr,
+        });
+    }
+    if let Some(r) = next.removed.get_mut(pool) {
+        r.remove(&addr);
+    }
+    next.removed.retain(|_, r| !r.is_empty());
+    let file_weight = file
+        .pool(pool)
+        .and_then(|p| p.upstreams.iter().find(|u| u.addr == addr))
+        .map(|u| u.weight);
+    // Re-adding a file upstream that was removed at runtime brings back the
+    // file's entry (and its weight).
+    if file_weight.is_none() {
+        next.added
+            .entry(pool.to_string())
+            .or_default()
+            .insert(addr, weight);
+    }
+    Ok(())
+}
+
+/// Takes a drained upstream out of the pool for good.
+fn remove_now(next: &mut Overrides, file: &Config, pool: &str, addr: SocketAddr) {
+    let runtime_added = next
+        .added
+        .get_mut(pool)
+        .and_then(|a| a.remove(&addr))
+        .is_some();
+    if !runtime_added {
+        let weight = file
+            .pool(pool)
+            .and_then(|p| p.upstreams.iter().find(|u| u.addr == addr))
+            .map_or(0, |u| u.weight);
+        next.removed
+            .entry(pool.to_string())
+            .or_default()
+            .insert(addr, weight);
+    }
+    forget_flags(next, pool, addr);
+}
+
+fn pool_exists(file: &Config, pool: &str) -> Result<(), ControlError> {
+    match file.pool(pool) {
+        Some(_) => Ok(()),
+        None => Err(ControlError::UnknownPool(pool.to_string())),
+    }
+}
+
+/// The pool's upstreams as the live table has them: the file's, less those
+/// removed, plus those added.
+fn upstreams_of(o: &Overrides, file: &Config, pool: &str) -> Vec<SocketAddr> {
+    effective(file, o)
+        .pool(pool)
+        .map(|p| p.upstreams.iter().map(|u| u.addr).collect())
+        .unwrap_or_default()
+}
+
+fn upstream_exists(
+    o: &Overrides,
+    file: &Config,
+    pool: &str,
+    addr: SocketAddr,
+) -> Result<(), ControlError> {
+    pool_exists(file, pool)?;
+    if upstreams_of(o, file, pool).contains(&addr) {
+        Ok(())
+    } else {
+        Err(ControlError::UnknownUpstream {
+            pool: pool.to_string(),
+            addr,
+        })
+    }
+}
+
+/// Clears every runtime flag of an upstream: disable, drain, removal.
+fn forget_flags(o: &mut Overrides, pool: &str, addr: SocketAddr) {
+    if let Some(s) = o.disabled.get_mut(pool) {
+        s.remove(&addr);
+    }
+    if let Some(s) = o.drained.get_mut(pool) {
+        s.remove(&addr);
+    }
+    if let Some(s) = o.removing.get_mut(pool) {
+        s.remove(&addr);
+    }
+    o.disabled.retain(|_, s| !s.is_empty());
+    o.drained.retain(|_, s| !s.is_empty());
+    o.removing.retain(|_, s| !s.is_empty());
+}

@@ -1,0 +1,105 @@
+//! Why the control plane refused a change. Each variant names the condition
+//! with typed fields; [`ControlError::status`] is the one place that maps
+//! them to admin API status codes, and [`ControlError::detail`] gives the
+//! JSON `detail` object that tells a script which field or thing was wrong.
+
+use std::net::SocketAddr;
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::config::SplitError;
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no route named {0:?}")]
+    UnknownRoute(String),
+    #[error("no pool named {0:?}")]
+    UnknownPool(String),
+    #[error("pool {pool:?} has no upstream {addr}")]
+    UnknownUpstream { pool: String, addr: SocketAddr },
+    #[error("pool {pool:?} already has upstream {addr}")]
+    UpstreamExists { pool: String, addr: SocketAddr },
+    #[error(
+        "pool {0:?} has no healthy upstream in rotation: refusing to send it traffic (add ?force=true to insist)"
+    )]
+    NoUpstreamInRotation(String),
+    /// A request body or path segment that does not parse; `field` names it.
+    #[error("{field}: {reason}")]
+    InvalidInput { field: String, reason: String },
+    #[error("{0}")]
+    InvalidSplit(#[from] SplitError),
+    #[error("this process handed over to pid {0} in a binary upgrade; send the call again")]
+    Retired(u32),
+    #[error("this instance was not started from a config file")]
+    NoConfigFile,
+    #[error("the config file has {} problem(s); the running config is unchanged", .0.len())]
+    InvalidConfig(Vec<String>),
+    #[error("{0}; the running config is unchanged")]
+    Listener(String),
+    #[error("{0}")]
+    State(#[from] StateError),
+}
+
+impl ControlError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ControlError {
+        ControlError::InvalidInput {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The admin API's status code for this refusal.
+    pub fn status(&self) -> StatusCode {
+        use ControlError as E;
+        match self {
+            E::UnknownRoute(_) | E::UnknownPool(_) | E::UnknownUpstream { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            E::UpstreamExists { .. } | E::NoUpstreamInRotation(_) | E::Retired(_) => {
+                StatusCode::CONFLICT
+            }
+            E::InvalidInput { .. }
+            | E::InvalidSplit(_)
+            | E::NoConfigFile
+            | E::InvalidConfig(_)
+            | E::Listener(_) => StatusCode::BAD_REQUEST,
+            E::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A machine-readable account of the refusal: a `code` and the typed
+    /// fields of the condition.
+    pub fn detail(&self) -> Value {
+        use ControlError as E;
+        match self {
+            E::UnknownRoute(route) => json!({"code": "unknown_route", "route": route}),
+            E::UnknownPool(pool) => json!({"code": "unknown_pool", "pool": pool}),
+            E::UnknownUpstream { pool, addr } => {
+                json!({"code": "unknown_upstream", "pool": pool, "addr": addr})
+            }
+            E::UpstreamExists { pool, addr } => {
+                json!({"code": "upstream_exists", "pool": pool, "addr": addr})
+            }
+            E::NoUpstreamInRotation(pool) => {
+                json!({"code": "no_upstream_in_rotation", "pool": pool, "hint": "force=true"})
+            }
+            E::InvalidInput { field, reason } => {
+                json!({"code": "invalid_input", "field": field, "reason": reason})
+            }
+            E::InvalidSplit(e) => {
+                let field = match e {
+                    SplitError::Weight { pool, .. } | SplitError::Duplicate(pool) => pool.as_str(),
+                    SplitError::Empty | SplitError::AllZero => "split",
+                };
+                json!({"code": "invalid_split", "field": field, "reason": e.to_string()})
+            }
+            E::Retired(pid) => json!({"code": "retired", "new_pid": pid}),
+            E::NoConfigFile => json!({"code": "no_config_file"}),
+            E::InvalidConfig(problems) => json!({"code": "invalid_config", "problems": problems}),
+            E::Listener(m) => json!({"code": "listener", "problems": [m]}),
+            E::State(e) => json!({"code": "state", "reason": e.to_string()}),
+        }
+    }
+}
