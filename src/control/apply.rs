@@ -305,3 +305,6 @@ fn forget_flags(o: &mut Overrides, pool: &str, addr: SocketAddr) {
     o.drained.retain(|_, s| !s.is_empty());
     o.removing.retain(|_, s| !s.is_empty());
 }
+
+#[cfg(test)]
+mod tests;

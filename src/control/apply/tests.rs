@@ -1,0 +1,287 @@
+//! Property tests of the pure core over sequences of changes and reloads.
+
+use std::net::SocketAddr;
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// One of a few files: the split of `app` and the upstreams of `green`
+/// vary, as an operator's edits would.
+fn file(variant: u8) -> Config {
+    let (split, green) = match variant % 4 {
+        0 => ("blue = 100, green = 0", r#"{ addr = "127.0.0.1:9002" }"#),
+        1 => ("blue = 50, green = 50", r#"{ addr = "127.0.0.1:9002" }"#),
+        2 => (
+            "blue = 100, green = 0",
+            r#"{ addr = "127.0.0.1:9002" }, { addr = "127.0.0.1:9004", weight = 3 }"#,
+        ),
+        _ => ("blue = 1", r#"{ addr = "127.0.0.1:9002", weight = 2 }"#),
+    };
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:1\"\n[[route]]\nname = \"app\"\nsplit = {{ {split} }}\n\
+         [pool.blue]\nupstreams = [{{ addr = \"127.0.0.1:9001\" }}, {{ addr = \"127.0.0.1:9003\" }}]\n\
+         [pool.green]\nupstreams = [{green}]\n"
+    );
+    Config::parse("t.toml", &text).expect("test file is valid")
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn a_pool() -> impl Strategy<Value = String> {
+    prop_oneof!["blue", "green", "red"].prop_map(String::from)
+}
+
+fn an_upstream() -> impl Strategy<Value = (String, SocketAddr)> {
+    (a_pool(), 9001u16..9006).prop_map(|(p, port)| (p, addr(port)))
+}
+
+fn a_change() -> impl Strategy<Value = Change> {
+    let upstream = an_upstream;
+    prop_oneof![
+        (prop_oneof!["app", "nope"], 0i64..4, 0i64..4, any::<bool>()).prop_filter_map(
+            "a valid split",
+            |(route, b, g, force)| {
+                Some(Change::SetSplit {
+                    route: route.to_string(),
+                    split: Split::new([("blue", b), ("green", g)]).ok()?,
+                    force,
+                })
+            }
+        ),
+        (upstream(), 0u32..3).prop_map(|((pool, addr), weight)| Change::AddUpstream {
+            pool,
+            addr,
+            weight
+        }),
+        (upstream(), 1u64..3).prop_map(|((pool, addr), d)| Change::RemoveUpstream {
+            pool,
+            addr,
+            drain_until: d
+        }),
+        upstream().prop_map(|(pool, addr)| Change::RemoveDrained { pool, addr }),
+        upstream().prop_map(|(pool, addr)| Change::DisableUpstream { pool, addr }),
+        upstream().prop_map(|(pool, addr)| Change::EnableUpstream { pool, addr }),
+        (upstream(), 1u64..3).prop_map(|((pool, addr), d)| Change::DrainUpstream {
+            pool,
+            addr,
+            drain_until: d
+        }),
+        (a_pool(), 1u64..3).prop_map(|(pool, d)| Change::DrainPool {
+            pool,
+            drain_until: d
+        }),
+    ]
+}
+
+/// A step of an operator's day: a change, or a reload of some file.
+#[derive(Debug, Clone)]
+enum Step {
+    Change(Change),
+    Reload(u8),
+}
+
+fn a_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => a_change().prop_map(Step::Change),
+        1 => (0u8..4).prop_map(Step::Reload),
+    ]
+}
+
+/// Green has nothing in rotation unless the test says so.
+fn green_down(pool: &str) -> bool {
+    pool != "green"
+}
+
+/// What must hold of overrides over `file` after any sequence of steps.
+fn check_invariants(o: &Overrides, file: &Config) -> Result<(), TestCaseError> {
+    // Precedence: every kept split override was made against this file's
+    // split; a file change of it would have dropped it.
+    for (route, s) in &o.splits {
+        let r = file.routes.iter().find(|r| r.name == *route);
+        prop_assert!(r.is_some_and(|r| r.split == s.file_split), "{route}: {o:?}");
+    }
+    // Flags and removals name only upstreams the effective pools have.
+    let eff = effective(file, o);
+    let has = |pool: &str, a: &SocketAddr| {
+        eff.pool(pool)
+            .is_some_and(|p| p.upstreams.iter().any(|u| u.addr == *a))
+    };
+    for (pool, set) in o.disabled.iter().chain(o.removing.iter()) {
+        prop_assert!(!set.is_empty());
+        for a in set {
+            prop_assert!(has(pool, a), "{pool}/{a} flagged but absent: {o:?}");
+        }
+    }
+    for (pool, drains) in &o.drained {
+        prop_assert!(!drains.is_empty());
+        for a in drains.keys() {
+            prop_assert!(has(pool, a), "{pool}/{a} drained but absent: {o:?}");
+        }
+    }
+    // Every route still sends traffic somewhere.
+    for r in &eff.routes {
+        prop_assert!(r.split.iter().any(|(_, w)| w > 0));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Over any sequence of changes and reloads: the invariants hold after
+    /// every step, a refused change changes nothing, and a reload reports
+    /// exactly the split overrides it drops.
+    #[test]
+    fn sequences_keep_the_rules(steps in proptest::collection::vec(a_step(), 1..24)) {
+        let mut variant = 0u8;
+        let mut o = Overrides::default();
+        for step in steps {
+            match step {
+                Step::Change(c) => {
+                    if let Ok(next) = apply(&c, &o, &file(variant), &green_down) {
+                        o = next;
+                    }
+                }
+                Step::Reload(v) => {
+                    variant = v;
+                    let f = file(variant);
+                    let (next, dropped) = reconcile(&f, o.clone());
+                    let splits_dropped = o.splits.keys().filter(|r| !next.splits.contains_key(*r)).count();
+                    let split_lines = dropped.iter().filter(|d| d.starts_with("split of route")).count();
+                    prop_assert_eq!(splits_dropped, split_lines, "{:?}", dropped);
+                    o = next;
+                }
+            }
+            check_invariants(&o, &file(variant))?;
+        }
+    }
+
+    /// A change applied twice lands where it landed once, or is refused the
+    /// second time (adding what exists, removing what is gone).
+    #[test]
+    fn a_change_is_idempotent(steps in proptest::collection::vec(a_change(), 0..12), c in a_change(), variant in 0u8..4) {
+        let f = file(variant);
+        let mut o = Overrides::default();
+        for s in steps {
+            if let Ok(next) = apply(&s, &o, &f, &green_down) {
+                o = next;
+            }
+        }
+        if let Ok(once) = apply(&c, &o, &f, &green_down) {
+            match apply(&c, &once, &f, &green_down) {
+                Ok(twice) => prop_assert_eq!(once, twice),
+                Err(e) => prop_assert!(
+                    matches!(c, Change::AddUpstream { .. } | Change::RemoveDrained { .. }),
+                    "{:?} refused the second time: {}", c, e
+                ),
+            }
+        }
+    }
+
+    /// Reloading the same file twice changes nothing the second time.
+    #[test]
+    fn reload_is_idempotent(steps in proptest::collection::vec(a_change(), 0..12), before in 0u8..4, after in 0u8..4) {
+        let mut o = Overrides::default();
+        for s in steps {
+            if let Ok(next) = apply(&s, &o, &file(before), &green_down) {
+                o = next;
+            }
+        }
+        let (once, _) = reconcile(&file(after), o);
+        let (twice, dropped) = reconcile(&file(after), once.clone());
+        prop_assert!(dropped.is_empty(), "{:?}", dropped);
+        prop_assert_eq!(once, twice);
+    }
+}
+
+#[test]
+fn traffic_to_a_pool_out_of_rotation_needs_force() {
+    let f = file(0);
+    let to_green = |force| Change::SetSplit {
+        route: "app".into(),
+        split: Split::new([("green", 100)]).unwrap(),
+        force,
+    };
+    let o = Overrides::default();
+    assert!(matches!(
+        apply(&to_green(false), &o, &f, &green_down),
+        Err(ControlError::NoUpstreamInRotation(p)) if p == "green"
+    ));
+    let forced = apply(&to_green(true), &o, &f, &green_down).unwrap();
+    assert_eq!(
+        effective(&f, &forced).routes[0].split.to_string(),
+        "blue=0 green=100"
+    );
+    // Back to the file's split: the override goes.
+    let back = Change::SetSplit {
+        route: "app".into(),
+        split: Split::new([("blue", 100)]).unwrap(),
+        force: false,
+    };
+    assert!(
+        apply(&back, &forced, &f, &green_down)
+            .unwrap()
+            .splits
+            .is_empty()
+    );
+}
+
+#[test]
+fn unknown_things_are_named() {
+    let f = file(0);
+    let o = Overrides::default();
+    let err = |c: Change| apply(&c, &o, &f, &|_| true).unwrap_err().to_string();
+    assert_eq!(
+        err(Change::SetSplit {
+            route: "nope".into(),
+            split: Split::new([("blue", 1)]).unwrap(),
+            force: false
+        }),
+        "no route named \"nope\""
+    );
+    assert_eq!(
+        err(Change::DisableUpstream {
+            pool: "blue".into(),
+            addr: addr(9999)
+        }),
+        "pool \"blue\" has no upstream 127.0.0.1:9999"
+    );
+    assert_eq!(
+        err(Change::DrainPool {
+            pool: "red".into(),
+            drain_until: 1
+        }),
+        "no pool named \"red\""
+    );
+}
+
+#[test]
+fn remove_then_reap_then_add_back_restores_the_file() {
+    let f = file(0);
+    let mut o = Overrides::default();
+    for c in [
+        Change::RemoveUpstream {
+            pool: "blue".into(),
+            addr: addr(9003),
+            drain_until: 5,
+        },
+        Change::RemoveDrained {
+            pool: "blue".into(),
+            addr: addr(9003),
+        },
+    ] {
+        o = apply(&c, &o, &f, &|_| true).unwrap();
+    }
+    assert_eq!(effective(&f, &o).pool("blue").unwrap().upstreams.len(), 1);
+    assert!(o.drained.is_empty() && o.removing.is_empty());
+    let add = Change::AddUpstream {
+        pool: "blue".into(),
+        addr: addr(9003),
+        weight: 1,
+    };
+    let o = apply(&add, &o, &f, &|_| true).unwrap();
+    assert_eq!(o, Overrides::default());
+}
