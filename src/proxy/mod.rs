@@ -11,6 +11,7 @@ mod error;
 pub mod headers;
 mod max_forwards;
 mod pools;
+mod request_body;
 mod request_metrics;
 mod tunnel;
 
@@ -23,17 +24,18 @@ use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
 pub use activity::{ActiveRequest, ConnActivity};
-pub use body::{RequestBody, RequestTimer, ResponseBody};
+pub use body::{RequestTimer, ResponseBody};
 pub use error::{ProxyError, Side};
 pub use pools::{SWEEP_INTERVAL as UPSTREAM_SWEEP_INTERVAL, SendError};
+pub use request_body::RequestBody;
 
 use crate::access_log::{self, AccessLog};
 use crate::config::ProxySettings;
-use crate::routing::{Pick, RouteTable, Routing};
+use crate::routing::{Pick, Route, RouteTable, Routing};
 use crate::telemetry::{self, names};
-use crate::upstream::UpstreamState;
-use body::BodySlot;
+use crate::upstream::{InFlight, UpstreamState};
 use pools::ConnectionPools;
+use request_body::BodySlot;
 use request_metrics::RequestMetricsCache;
 
 /// Everything a request needs, shared by all connections.
@@ -165,17 +167,8 @@ impl Proxy {
         mut req: Request<Incoming>,
         conn: &ClientConn,
         labels: &mut Labels,
-    ) -> Result<(Response<ResponseBody>, Option<crate::upstream::InFlight>), ProxyError> {
-        if req.method() == http::Method::CONNECT {
-            return Err(ProxyError::ConnectMethod);
-        }
-        check_host(&req)?;
-        if req.method() == http::Method::OPTIONS && req.uri().path() == "*" {
-            // `OPTIONS *` asks about the server itself (RFC 9110 §9.3.7):
-            // cutover answers for itself rather than pick an upstream.
-            return Ok((Response::new(ResponseBody::empty()), None));
-        }
-        if let Some(answer) = max_forwards::apply(&mut req) {
+    ) -> Result<(Response<ResponseBody>, Option<InFlight>), ProxyError> {
+        if let Some(answer) = answer_locally(&mut req)? {
             return Ok((answer, None));
         }
         let table = self.routing.load();
@@ -214,21 +207,42 @@ impl Proxy {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let body = BodySlot::new(body);
-
-        let mut tried: Vec<Arc<UpstreamState>> = Vec::new();
-        let mut last_error = None;
-        // A valid sticky cookie pins the first attempt; any other pick
-        // (no cookie, a stale one, a retry) sets a fresh cookie.
         // The clock is read only for sticky routes.
         let now_unix = if route.sticky.is_some() {
             crate::clock::unix_seconds()
         } else {
             0
         };
+        let out = Outbound {
+            method: parts.method,
+            path,
+            headers: parts.headers,
+            body: BodySlot::new(body),
+            client_version,
+            client_upgrade,
+            now_unix,
+        };
+        self.proxy_to_upstream(&table, route, out, conn, labels)
+            .await
+    }
+
+    /// Picks an upstream and makes an attempt; after a failure the error
+    /// says whether another upstream may be tried, up to `retries` more.
+    async fn proxy_to_upstream(
+        &self,
+        table: &RouteTable,
+        route: &Route,
+        mut out: Outbound,
+        conn: &ClientConn,
+        labels: &mut Labels,
+    ) -> Result<(Response<ResponseBody>, Option<InFlight>), ProxyError> {
+        let mut tried: Vec<Arc<UpstreamState>> = Vec::new();
+        let mut last_error = None;
+        // A valid sticky cookie pins the first attempt; any other pick
+        // (no cookie, a stale one, a retry) sets a fresh cookie.
         let mut pinned = route.sticky.as_ref().and_then(|sticky| {
-            let value = cookie_value(&parts.headers, &sticky.cookie)?;
-            table.sticky_pick(route, value, now_unix)
+            let value = cookie_value(&out.headers, &sticky.cookie)?;
+            table.sticky_pick(route, value, out.now_unix)
         });
         for _ in 0..=self.settings.retries {
             let (pick, fresh) = match pinned.take() {
@@ -238,105 +252,122 @@ impl Proxy {
                     None => break,
                 },
             };
-            let attempt_body = match &body {
-                None => RequestBody::Empty,
-                Some(slot) => match slot.attempt() {
-                    Some(b) => b,
-                    // The body already went to an upstream: it cannot be resent.
-                    None => break,
-                },
+            // None: the body already went to an upstream and cannot be resent.
+            let Some(request) = out.request_for(&pick) else {
+                break;
             };
-            let mut request = Request::new(attempt_body);
-            *request.method_mut() = parts.method.clone();
-            // Origin-form: hyper's connection API writes the target as given.
-            *request.uri_mut() = Uri::from(path.clone());
-            *request.version_mut() = Version::HTTP_11;
-            let mut headers = parts.headers.clone();
-            if !headers.contains_key(http::header::HOST) {
-                // An HTTP/1.0 client may send none; HTTP/1.1 upstreams need one.
-                headers.insert(http::header::HOST, pick.upstream.host_header().clone());
-            }
-            *request.headers_mut() = headers;
-
-            labels.pool = Some(Arc::clone(&pick.pool));
-            let addr = pick.upstream.addr();
-            labels.upstream = Some(Arc::clone(pick.upstream.label()));
-            labels.addr = Some(addr);
-            let in_flight = pick.upstream.start_request();
-            let sent = tokio::time::timeout(
-                self.settings.response_header_timeout,
-                self.pools.send(addr, request),
-            )
-            .await;
-            let ok = matches!(&sent, Ok(Ok((r, _))) if !r.status().is_server_error());
-            self.record_outcome(&table, &pick, ok);
-            match sent {
-                Err(_) => {
-                    return Err(ProxyError::UpstreamTimeout {
-                        addr,
-                        timeout: self.settings.response_header_timeout,
-                    });
+            match self.attempt(table, &pick, request, labels).await {
+                Ok(answer) => {
+                    return Ok(self.respond(table, route, &pick, fresh, &mut out, conn, answer));
                 }
-                Ok(Err(e)) if e.is_connect() => {
-                    tracing::debug!(%addr, error = %e, "connect failed, trying another upstream");
-                    metrics::counter!(
-                        names::UPSTREAM_CONNECT_ERRORS_TOTAL,
-                        "pool" => Arc::clone(&pick.pool),
-                        "upstream" => Arc::clone(pick.upstream.label())
-                    )
-                    .increment(1);
+                Err(e) if e.retryable(out.resendable()) => {
+                    tracing::debug!(error = %e, "trying another upstream");
                     tried.push(pick.upstream);
-                    last_error = Some(ProxyError::UpstreamConnect {
-                        addr,
-                        timed_out: e.is_timeout(),
-                        source: e,
-                    });
+                    last_error = Some(e);
                 }
-                // The upstream went away after the request was written but
-                // before any response: a bodiless idempotent request can be
-                // sent again elsewhere (RFC 9110 §9.2.2), so a dying upstream
-                // costs the client nothing.
-                Ok(Err(e)) if body.is_none() && parts.method.is_idempotent() => {
-                    tracing::debug!(%addr, error = %e, "upstream failed before answering; retrying idempotent request");
-                    tried.push(pick.upstream);
-                    last_error = Some(ProxyError::UpstreamFailed { addr, source: e });
-                }
-                Ok(Err(e)) => return Err(ProxyError::UpstreamFailed { addr, source: e }),
-                Ok(Ok((mut response, connection))) => {
-                    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-                    if let (true, Some(client_side)) = (upgraded, client_upgrade) {
-                        let upstream_side = hyper::upgrade::on(&mut response);
-                        self.tunnels
-                            .spawn(tunnel::run(client_side, upstream_side, in_flight));
-                        let (mut head, _) = response.into_parts();
-                        headers::prepare_response(&mut head.headers, head.version, true);
-                        head.version = client_version;
-                        return Ok((Response::from_parts(head, ResponseBody::empty()), None));
-                    }
-                    let (mut head, body) = response.into_parts();
-                    headers::prepare_response(&mut head.headers, head.version, false);
-                    head.version = client_version;
-                    if let (true, Some(sticky)) = (fresh, &route.sticky) {
-                        let expires = now_unix.saturating_add(sticky.max_age.as_secs());
-                        let value = table.seal_sticky(&pick, expires);
-                        let secure = conn.proto == "https";
-                        if let Some(cookie) =
-                            headers::set_cookie(&sticky.cookie, &value, sticky.max_age, secure)
-                        {
-                            head.headers.append(http::header::SET_COOKIE, cookie);
-                        }
-                    }
-                    return Ok((
-                        Response::from_parts(head, ResponseBody::upstream(body, connection)),
-                        Some(in_flight),
-                    ));
-                }
+                Err(e) => return Err(e),
             }
         }
         Err(
             last_error.unwrap_or_else(|| ProxyError::NoEligibleUpstream {
                 route: route.name.to_string(),
             }),
+        )
+    }
+
+    /// One attempt at one upstream: send, wait for the response head, and
+    /// record the outcome for outlier ejection.
+    async fn attempt(
+        &self,
+        table: &RouteTable,
+        pick: &Pick,
+        request: Request<RequestBody>,
+        labels: &mut Labels,
+    ) -> Result<Answer, ProxyError> {
+        labels.pool = Some(Arc::clone(&pick.pool));
+        let addr = pick.upstream.addr();
+        labels.upstream = Some(Arc::clone(pick.upstream.label()));
+        labels.addr = Some(addr);
+        let in_flight = pick.upstream.start_request();
+        let sent = tokio::time::timeout(
+            self.settings.response_header_timeout,
+            self.pools.send(addr, request),
+        )
+        .await;
+        let ok = matches!(&sent, Ok(Ok((r, _))) if !r.status().is_server_error());
+        self.record_outcome(table, pick, ok);
+        match sent {
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                addr,
+                timeout: self.settings.response_header_timeout,
+            }),
+            Ok(Err(e)) if e.is_connect() => {
+                metrics::counter!(
+                    names::UPSTREAM_CONNECT_ERRORS_TOTAL,
+                    "pool" => Arc::clone(&pick.pool),
+                    "upstream" => Arc::clone(pick.upstream.label())
+                )
+                .increment(1);
+                Err(ProxyError::UpstreamConnect {
+                    addr,
+                    timed_out: e.is_timeout(),
+                    source: e,
+                })
+            }
+            Ok(Err(e)) => Err(ProxyError::UpstreamFailed { addr, source: e }),
+            Ok(Ok((response, connection))) => Ok(Answer {
+                response,
+                connection,
+                in_flight,
+            }),
+        }
+    }
+
+    /// The client's response to an upstream's answer: a tunnel for a
+    /// switched protocol, else the streamed body, with a fresh sticky
+    /// cookie when the pick was not the cookie's.
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &self,
+        table: &RouteTable,
+        route: &Route,
+        pick: &Pick,
+        fresh: bool,
+        out: &mut Outbound,
+        conn: &ClientConn,
+        answer: Answer,
+    ) -> (Response<ResponseBody>, Option<InFlight>) {
+        let Answer {
+            mut response,
+            connection,
+            in_flight,
+        } = answer;
+        let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let (true, Some(client_side)) = (upgraded, out.client_upgrade.take()) {
+            let upstream_side = hyper::upgrade::on(&mut response);
+            self.tunnels
+                .spawn(tunnel::run(client_side, upstream_side, in_flight));
+            let (mut head, _) = response.into_parts();
+            headers::prepare_response(&mut head.headers, head.version, true);
+            head.version = out.client_version;
+            return (Response::from_parts(head, ResponseBody::empty()), None);
+        }
+        let (mut head, body) = response.into_parts();
+        headers::prepare_response(&mut head.headers, head.version, false);
+        head.version = out.client_version;
+        if let (true, Some(sticky)) = (fresh, &route.sticky) {
+            let expires = out.now_unix.saturating_add(sticky.max_age.as_secs());
+            let value = table.seal_sticky(pick, expires);
+            let secure = conn.proto == "https";
+            if let Some(cookie) =
+                headers::set_cookie(&sticky.cookie, &value, sticky.max_age, secure)
+            {
+                head.headers.append(http::header::SET_COOKIE, cookie);
+            }
+        }
+        (
+            Response::from_parts(head, ResponseBody::upstream(body, connection)),
+            Some(in_flight),
         )
     }
 
@@ -358,6 +389,22 @@ impl Proxy {
             .increment(1);
         }
     }
+}
+
+/// The requests cutover answers itself, or refuses, before any routing.
+fn answer_locally(
+    req: &mut Request<Incoming>,
+) -> Result<Option<Response<ResponseBody>>, ProxyError> {
+    if req.method() == http::Method::CONNECT {
+        return Err(ProxyError::ConnectMethod);
+    }
+    check_host(req)?;
+    if req.method() == http::Method::OPTIONS && req.uri().path() == "*" {
+        // `OPTIONS *` asks about the server itself (RFC 9110 §9.3.7):
+        // cutover answers for itself rather than pick an upstream.
+        return Ok(Some(Response::new(ResponseBody::empty())));
+    }
+    Ok(max_forwards::apply(req))
 }
 
 /// Rejects HTTP/1.1 requests without exactly one valid Host (RFC 9112
@@ -409,6 +456,57 @@ fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str>
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// The request as it goes to upstreams: prepared once, sent on each attempt.
+struct Outbound {
+    method: http::Method,
+    /// Origin-form: hyper's connection API writes the target as given.
+    path: PathAndQuery,
+    headers: http::HeaderMap,
+    /// `None` for a request without a body.
+    body: Option<BodySlot>,
+    client_version: Version,
+    /// The client side of a protocol switch, if the client asked for one.
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// Unix seconds, read only for sticky routes.
+    now_unix: u64,
+}
+
+impl Outbound {
+    /// Can the request be sent again after an upstream took it and closed
+    /// without answering? Only a bodiless idempotent one (RFC 9110 §9.2.2).
+    fn resendable(&self) -> bool {
+        self.body.is_none() && self.method.is_idempotent()
+    }
+
+    /// The request for an attempt at `pick`; `None` once the body went to an
+    /// earlier attempt.
+    fn request_for(&self, pick: &Pick) -> Option<Request<RequestBody>> {
+        let body = match &self.body {
+            None => RequestBody::Empty,
+            Some(slot) => slot.attempt()?,
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = Uri::from(self.path.clone());
+        *request.version_mut() = Version::HTTP_11;
+        let mut headers = self.headers.clone();
+        if !headers.contains_key(http::header::HOST) {
+            // An HTTP/1.0 client may send none; HTTP/1.1 upstreams need one.
+            headers.insert(http::header::HOST, pick.upstream.host_header().clone());
+        }
+        *request.headers_mut() = headers;
+        Some(request)
+    }
+}
+
+/// An upstream's answer: its response head and body, the connection it came
+/// on, and the in-flight count held until the body ends.
+struct Answer {
+    response: Response<Incoming>,
+    connection: pools::PooledConnection,
+    in_flight: InFlight,
 }
 
 /// Metric labels learned while forwarding; `none` where a request never

@@ -27,7 +27,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::RequestBody;
+use super::request_body::RequestBody;
 use crate::config::ProxySettings;
 use crate::routing::RouteTable;
 
