@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::error::Error;
 use crate::lifecycle;
+use crate::server::BindError;
 
 const DEMO_CONFIG: &str = r#"
 [[listener]]
@@ -98,10 +99,10 @@ pub async fn spawn_app(name: &'static str) -> Result<SocketAddr, Error> {
     let any: SocketAddr = ([127, 0, 0, 1], 0).into();
     let listener = TcpListener::bind(any)
         .await
-        .map_err(|source| Error::Bind { addr: any, source })?;
+        .map_err(|source| BindError { addr: any, source })?;
     let addr = listener
         .local_addr()
-        .map_err(|source| Error::Bind { addr: any, source })?;
+        .map_err(|source| BindError { addr: any, source })?;
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {

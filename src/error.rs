@@ -1,19 +1,13 @@
 //! The crate's error type: each module's error wrapped by `#[from]`.
 
-use std::net::SocketAddr;
-
 use crate::config::ConfigError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Bind(#[from] crate::server::BindError),
     #[error("cannot install signal handler: {0}")]
     Signal(#[source] std::io::Error),
     #[error("{0}")]

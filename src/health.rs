@@ -22,10 +22,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::HealthConfig;
 use crate::routing::RouteTable;
+use crate::telemetry::names;
 use crate::upstream::{Health, UpstreamState};
-
-/// Metric: health verdict changes.
-pub const TRANSITIONS_TOTAL: &str = "cutover_upstream_health_transitions_total";
 
 /// Counts passes and failures in a row and says when the verdict flips.
 #[derive(Debug, Default)]
@@ -185,7 +183,7 @@ async fn run(client: ProbeClient, pool: String, state: Arc<UpstreamState>, confi
                     tracing::warn!(%pool, upstream = %addr, to, %reason, "health changed")
                 }
             }
-            metrics::counter!(TRANSITIONS_TOTAL, "pool" => pool.clone(), "upstream" => addr.to_string(), "to" => to)
+            metrics::counter!(names::UPSTREAM_HEALTH_TRANSITIONS_TOTAL, "pool" => pool.clone(), "upstream" => addr.to_string(), "to" => to)
                 .increment(1);
         } else if passed.is_ok() && current == Health::Healthy {
             // Keeps an ejected upstream's "probe passed" up to date.

@@ -35,7 +35,7 @@ use crate::health::HealthChecks;
 use crate::instance::Instance;
 use crate::proxy::Proxy;
 use crate::routing::Routing;
-use crate::server::{Listeners, Server};
+use crate::server::{BindError, Listeners, Server};
 use crate::state::{Caller, Store};
 use crate::upgrade::{self, Handover, Launch, UpgradeError, Upgrader};
 use crate::{systemd, telemetry};
@@ -161,7 +161,7 @@ pub async fn start_upgradable(
         }
     });
 
-    let bind_error = |source| Error::Bind {
+    let bind_error = |source| BindError {
         addr: admin_bind,
         source,
     };

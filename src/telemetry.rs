@@ -28,6 +28,8 @@ pub mod names {
     pub const REQUEST_DURATION_SECONDS: &str = "cutover_request_duration_seconds";
     pub const UPSTREAM_IN_FLIGHT: &str = "cutover_upstream_in_flight";
     pub const UPSTREAM_HEALTHY: &str = "cutover_upstream_healthy";
+    /// Health verdict changes.
+    pub const UPSTREAM_HEALTH_TRANSITIONS_TOTAL: &str = "cutover_upstream_health_transitions_total";
     pub const ROUTE_WEIGHT: &str = "cutover_route_weight";
     /// Extra: client connections open now.
     pub const CLIENT_CONNECTIONS: &str = "cutover_client_connections";
@@ -130,7 +132,7 @@ fn describe() {
         "Upstreams ejected by passive outlier detection"
     );
     describe_counter!(
-        crate::health::TRANSITIONS_TOTAL,
+        names::UPSTREAM_HEALTH_TRANSITIONS_TOTAL,
         "Health verdict changes from active checks"
     );
 }

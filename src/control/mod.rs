@@ -20,7 +20,7 @@ use crate::balance::sticky::StickyKey;
 use crate::clock::{now_rfc3339, unix_ms};
 use crate::config::Config;
 use crate::routing::{Control, RouteTable, Routing};
-use crate::state::{AuditEntry, Caller, Overrides, Store};
+use crate::state::{AuditEntry, Caller, Overrides, StateError, Store};
 use crate::upstream::now_ms;
 
 pub use apply::{Change, apply};
@@ -45,7 +45,7 @@ impl ControlPlane {
         file: Config,
         config_path: Option<PathBuf>,
         store: Store,
-    ) -> Result<ControlPlane, crate::Error> {
+    ) -> Result<ControlPlane, StateError> {
         let sticky_key = std::sync::Arc::new(StickyKey::new(store.sticky_key()?));
         let (overrides, dropped) = reconcile(&file, store.load()?);
         let table = RouteTable::build(&effective(&file, &overrides), None, &sticky_key);

@@ -52,6 +52,15 @@ pub async fn listen(
     }
 }
 
+/// A listening socket that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// What every connection of every listener shares.
 pub struct Server {
     proxy: Arc<Proxy>,
@@ -229,7 +238,7 @@ impl Listeners {
         &mut self,
         listeners: &[ListenerConfig],
         certs: &HashMap<SocketAddr, Vec<Arc<LoadedCert>>>,
-    ) -> Result<(), crate::Error> {
+    ) -> Result<(), BindError> {
         let binds: Vec<SocketAddr> = listeners.iter().map(|l| l.bind).collect();
         let mut fresh = Vec::new();
         for bind in &binds {
@@ -240,7 +249,7 @@ impl Listeners {
                 }
                 continue;
             }
-            let bind_error = |source| crate::Error::Bind {
+            let bind_error = |source| BindError {
                 addr: *bind,
                 source,
             };

@@ -5,6 +5,7 @@ mod support;
 
 mod access_log;
 mod admin;
+mod architecture;
 mod config_check;
 mod connections;
 mod failures;
