@@ -90,6 +90,8 @@ async fn bad_calls_get_json_errors() {
         (s, v["error"].as_str().unwrap()),
         (404, "no route named \"nope\"")
     );
+    assert_eq!(v["detail"]["code"], "unknown_route", "{v}");
+    assert_eq!(v["detail"]["route"], "nope", "{v}");
     let (s, _) = admin_call(
         "PUT",
         &url("/api/v1/routes/app/split"),
