@@ -15,13 +15,16 @@ pub mod health;
 pub mod instance;
 pub mod lifecycle;
 pub mod proxy;
+pub mod rollout;
 pub mod routing;
 pub mod server;
 pub mod state;
 pub mod systemd;
 pub mod telemetry;
 pub mod tls;
+pub mod traffic;
 pub mod upgrade;
 pub mod upstream;
+pub mod webhook;
 
 pub use error::Error;

@@ -147,6 +147,7 @@ pub async fn start_upgradable(
             }
         }
     });
+    drive_rollouts(Arc::clone(&instance), shutdown.clone());
     // Upstreams removed with DELETE go once drained.
     tokio::spawn({
         let instance = Arc::clone(&instance);
@@ -320,6 +321,33 @@ fn follow_table_swaps(
                     proxy.sync_upstreams(&table);
                 }
                 _ = shutdown.cancelled() => break,
+            }
+        }
+    });
+}
+
+/// How often running rollouts are ticked; each checks at its own
+/// `check_every`, so this only bounds how late a check can be.
+const ROLLOUT_TICK: Duration = Duration::from_millis(100);
+
+/// Ticks running rollouts until shutdown, and calls the webhooks they ask
+/// for outside the instance lock.
+fn drive_rollouts(instance: Arc<Mutex<Instance>>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ROLLOUT_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            let calls = instance.lock().await.plane.tick_rollouts();
+            for call in calls {
+                let instance = Arc::clone(&instance);
+                tokio::spawn(async move {
+                    let answer = crate::webhook::post(&call).await;
+                    instance.lock().await.plane.webhook_answered(&call, answer);
+                });
             }
         }
     });

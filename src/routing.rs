@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::balance;
 use crate::balance::sticky::{StickyId, StickyKey};
 use crate::config::{Config, HealthConfig, StickyConfig};
+use crate::traffic::TrafficStats;
 use crate::upstream::{OutlierRule, UpstreamState};
 
 #[derive(Debug)]
@@ -34,6 +35,9 @@ pub struct Route {
     pub path_prefix: String,
     split: Vec<Share>,
     pub sticky: Option<StickyConfig>,
+    /// Index into `split` of the pool a rollout moves sticky clients to,
+    /// and its percent.
+    sticky_shift: Option<(usize, u32)>,
 }
 
 #[derive(Debug)]
@@ -43,10 +47,12 @@ enum HostPattern {
     Subdomain(String),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Share {
     pool: usize,
     weight: u32,
+    /// This route's traffic to this pool, kept across rebuilds.
+    stats: Arc<TrafficStats>,
 }
 
 #[derive(Debug)]
@@ -74,6 +80,8 @@ pub struct Pick {
     pub pool_index: usize,
     pub upstream: Arc<UpstreamState>,
     pub sticky_id: StickyId,
+    /// The route's traffic figures for this pool.
+    pub stats: Arc<TrafficStats>,
 }
 
 impl Pool {
@@ -113,10 +121,16 @@ impl RouteTable {
         sticky_key: &Arc<StickyKey>,
     ) -> RouteTable {
         let mut reuse: HashMap<(&str, SocketAddr), &Arc<UpstreamState>> = HashMap::new();
+        let mut reuse_stats: HashMap<(&str, &str), &Arc<TrafficStats>> = HashMap::new();
         if let Some(prev) = previous {
             for pool in &prev.pools {
                 for u in &pool.upstreams {
                     reuse.insert((&pool.name, u.state.addr()), &u.state);
+                }
+            }
+            for route in &prev.routes {
+                for share in &route.split {
+                    reuse_stats.insert((&route.name, &prev.pools[share.pool].name), &share.stats);
                 }
             }
         }
@@ -151,20 +165,37 @@ impl RouteTable {
         let mut routes: Vec<Route> = config
             .routes
             .iter()
-            .map(|r| Route {
-                name: Arc::from(r.name.as_str()),
-                hosts: r.hosts.iter().map(|h| HostPattern::new(h)).collect(),
-                path_prefix: r.path_prefix.clone(),
-                split: r
+            .map(|r| {
+                let split: Vec<Share> = r
                     .split
                     .iter()
                     .filter_map(|(name, weight)| {
                         // Validated config names only existing pools.
                         let pool = pools.iter().position(|p| *p.name == *name)?;
-                        Some(Share { pool, weight })
+                        let stats = reuse_stats
+                            .get(&(r.name.as_str(), name))
+                            .map_or_else(Default::default, |s| Arc::clone(s));
+                        Some(Share {
+                            pool,
+                            weight,
+                            stats,
+                        })
                     })
-                    .collect(),
-                sticky: r.sticky.clone(),
+                    .collect();
+                let sticky_shift = r.sticky_shift.as_ref().and_then(|shift| {
+                    let at = split
+                        .iter()
+                        .position(|s| *pools[s.pool].name == *shift.pool)?;
+                    Some((at, shift.percent))
+                });
+                Route {
+                    name: Arc::from(r.name.as_str()),
+                    hosts: r.hosts.iter().map(|h| HostPattern::new(h)).collect(),
+                    path_prefix: r.path_prefix.clone(),
+                    split,
+                    sticky: r.sticky.clone(),
+                    sticky_shift,
+                }
             })
             .collect();
         routes.sort_by(|a, b| {
@@ -207,7 +238,13 @@ impl RouteTable {
             },
             fastrand::u64(..),
         )?;
-        let pool_index = route.split[share].pool;
+        self.pick_in(&route.split[share], exclude)
+    }
+
+    /// An upstream of one share's pool, by weight.
+    fn pick_in(&self, share: &Share, exclude: &[Arc<UpstreamState>]) -> Option<Pick> {
+        let pool_index = share.pool;
+        let stats = &share.stats;
         let pool = &self.pools[pool_index];
         let index = balance::pick(
             &pool.upstreams,
@@ -226,24 +263,50 @@ impl RouteTable {
             pool_index,
             upstream: Arc::clone(&upstream.state),
             sticky_id: upstream.sticky_id,
+            stats: Arc::clone(stats),
         })
     }
 
     /// The upstream a sticky cookie pins the client to, if the cookie is
     /// authentic and unexpired and that upstream (in any pool of the route,
     /// whatever its weight) still accepts sticky clients.
-    pub fn sticky_pick(&self, route: &Route, cookie: &str, now_unix: u64) -> Option<Pick> {
-        let id = self.sticky_key.open(cookie, now_unix)?;
-        route.split.iter().find_map(|share| {
+    /// During a rollout, a pin follows the route's sticky shift: a client
+    /// pinned to another pool moves to the rollout's pool once its cohort
+    /// is below the shift's percent (the second value is then `true`: a new
+    /// pin), and pins to that pool are ignored at 0.
+    pub fn sticky_pick(&self, route: &Route, cookie: &str, now_unix: u64) -> Option<(Pick, bool)> {
+        let (id, cohort) = self.sticky_key.open_with_cohort(cookie, now_unix)?;
+        route.split.iter().enumerate().find_map(|(at, share)| {
             let pool = &self.pools[share.pool];
             let u = pool.upstreams.iter().find(|u| u.sticky_id == id)?;
-            u.state.accepts_sticky().then(|| Pick {
-                pool: Arc::clone(&pool.name),
-                pool_index: share.pool,
-                upstream: Arc::clone(&u.state),
-                sticky_id: u.sticky_id,
-            })
+            if let Some((shifted, percent)) = route.sticky_shift {
+                if at == shifted && percent == 0 {
+                    return None;
+                }
+                if at != shifted && cohort < percent {
+                    return self.pick_in(&route.split[shifted], &[]).map(|p| (p, true));
+                }
+            }
+            u.state
+                .accepts_sticky()
+                .then(|| Pick {
+                    pool: Arc::clone(&pool.name),
+                    pool_index: share.pool,
+                    upstream: Arc::clone(&u.state),
+                    sticky_id: u.sticky_id,
+                    stats: Arc::clone(&share.stats),
+                })
+                .map(|p| (p, false))
         })
+    }
+
+    /// The route's traffic figures for `pool`, if the route sends it any.
+    pub fn traffic<'a>(&self, route: &'a Route, pool: &str) -> Option<&'a Arc<TrafficStats>> {
+        route
+            .split
+            .iter()
+            .find(|s| &*self.pools[s.pool].name == pool)
+            .map(|s| &s.stats)
     }
 
     /// A sealed cookie value pinning a client to `pick` until `expires_unix`.
@@ -519,12 +582,12 @@ upstreams = [{ addr = "127.0.0.1:9001" }]
             );
             let before = RouteTable::build(&Config::parse("t", &text(1, 1, 1, 1)).unwrap(), None, &key());
             let pinned = before.upstream("a", "127.0.0.1:1".parse().unwrap()).unwrap().clone();
-            let pick = Pick { pool: Arc::from("a"), pool_index: 0, upstream: pinned.clone(), sticky_id: before.pools()[0].upstreams[0].sticky_id };
+            let pick = Pick { pool: Arc::from("a"), pool_index: 0, upstream: pinned.clone(), sticky_id: before.pools()[0].upstreams[0].sticky_id, stats: Default::default() };
             let cookie = before.seal_sticky(&pick, u64::MAX);
             let after = RouteTable::build(&Config::parse("t", &text(a_w, b_w, u1, u2)).unwrap(), Some(&before), &key());
             let route = after.route("r").unwrap();
             let again = after.sticky_pick(route, &cookie, 0).expect("still pinned");
-            proptest::prop_assert!(Arc::ptr_eq(&again.upstream, &pinned));
+            proptest::prop_assert!(Arc::ptr_eq(&again.0.upstream, &pinned));
         }
     }
 }

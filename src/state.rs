@@ -4,7 +4,7 @@
 //! directory) before an admin call returns, so after a crash the file is
 //! either the state before a change or after it, never a mix. The audit log
 //! is JSON lines, appended and fsynced per mutating call.
-//! Imports only `config` (the validated `Split`).
+//! Imports only `config` and `rollout` (the types it persists).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Split;
+use crate::rollout::RolloutRecord;
 
 const OVERRIDES_FILE: &str = "runtime.json";
 const AUDIT_FILE: &str = "audit.log";
@@ -68,6 +69,12 @@ pub struct Overrides {
     /// Pool → upstreams to remove once drained (`DELETE`).
     #[serde(default)]
     pub removing: BTreeMap<String, BTreeSet<SocketAddr>>,
+    /// Route → its latest rollout (running, paused or finished).
+    #[serde(default)]
+    pub rollouts: BTreeMap<String, RolloutRecord>,
+    /// Route → its earlier rollouts, newest last, at most `rollout::HISTORY`.
+    #[serde(default)]
+    pub rollout_history: BTreeMap<String, Vec<RolloutRecord>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

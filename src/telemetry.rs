@@ -28,6 +28,13 @@ pub mod names {
     pub const REQUEST_DURATION_SECONDS: &str = "cutover_request_duration_seconds";
     pub const UPSTREAM_IN_FLIGHT: &str = "cutover_upstream_in_flight";
     pub const UPSTREAM_HEALTHY: &str = "cutover_upstream_healthy";
+    /// The current step (1-based) of a route's latest rollout.
+    pub const ROLLOUT_STEP: &str = "cutover_rollout_step";
+    /// 1 for the state the route's latest rollout is in, 0 for the others.
+    pub const ROLLOUT_STATE: &str = "cutover_rollout_state";
+    /// The error rate and p99 the last rollout check used, per pool.
+    pub const ROLLOUT_ERROR_RATE: &str = "cutover_rollout_error_rate";
+    pub const ROLLOUT_P99_SECONDS: &str = "cutover_rollout_p99_seconds";
     /// Health verdict changes.
     pub const UPSTREAM_HEALTH_TRANSITIONS_TOTAL: &str = "cutover_upstream_health_transitions_total";
     pub const ROUTE_WEIGHT: &str = "cutover_route_weight";
@@ -119,6 +126,23 @@ fn describe() {
         "The route's current split weight for a pool"
     );
     describe_gauge!(names::CLIENT_CONNECTIONS, "Client connections open");
+    describe_gauge!(
+        names::ROLLOUT_STEP,
+        "Step (1-based) of the route's latest rollout"
+    );
+    describe_gauge!(
+        names::ROLLOUT_STATE,
+        "1 for the state of the route's latest rollout"
+    );
+    describe_gauge!(
+        names::ROLLOUT_ERROR_RATE,
+        "Error rate per pool in the last rollout check"
+    );
+    describe_gauge!(
+        names::ROLLOUT_P99_SECONDS,
+        Unit::Seconds,
+        "p99 per pool in the last rollout check"
+    );
     describe_gauge!(
         names::CLIENT_CONNECTIONS_PARKED,
         "Idle HTTP/1.1 client connections parked without buffers"

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Split, WeightError};
-use crate::control::{Change, ControlError, drain_deadline};
+use crate::control::{Change, ControlError, RolloutStep, drain_deadline};
 use crate::instance::Instance;
 use crate::state::Caller;
 use crate::upgrade::{UpgradeError, Upgrader};
@@ -277,12 +277,42 @@ impl Admin {
                 self.change(caller, "set_split", route, change, StatusCode::OK)
                     .await
             }
-            (["routes", _, "rollout"], &M::POST)
-            | (["routes", _, "rollout", "abort"], &M::POST) => error(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_implemented",
-                "progressive rollouts are not available in this version of cutover yet",
-            ),
+            (["routes", route, "rollout"], &M::POST) => {
+                let change = parse_json(&body).and_then(|v| {
+                    Ok(Change::StartRollout {
+                        route: route.to_string(),
+                        spec: Box::new(crate::rollout::parse_spec(&v)?),
+                        now_ms: crate::clock::unix_ms(),
+                        force,
+                    })
+                });
+                self.change(caller, "start_rollout", route, change, StatusCode::CREATED)
+                    .await
+            }
+            (
+                [
+                    "routes",
+                    route,
+                    "rollout",
+                    verb @ ("promote" | "pause" | "resume" | "abort"),
+                ],
+                &M::POST,
+            ) => {
+                let step = match *verb {
+                    "promote" => RolloutStep::Advance { approve: true },
+                    "pause" => RolloutStep::Pause,
+                    "resume" => RolloutStep::Resume,
+                    _ => RolloutStep::Abort,
+                };
+                let action = step.action();
+                let change = Ok(Change::Rollout {
+                    route: route.to_string(),
+                    step,
+                    now_ms: crate::clock::unix_ms(),
+                });
+                self.change(caller, action, route, change, StatusCode::OK)
+                    .await
+            }
             (["pools", pool, "upstreams"], &M::POST) => {
                 let change = parse_new_upstream(&body).map(|(addr, weight)| Change::AddUpstream {
                     pool: pool.to_string(),
@@ -400,7 +430,9 @@ impl Admin {
         }
         let status = plane.status();
         let view = match &change {
-            Change::SetSplit { route, .. } => {
+            Change::SetSplit { route, .. }
+            | Change::StartRollout { route, .. }
+            | Change::Rollout { route, .. } => {
                 json!(status.routes.into_iter().find(|r| r.name == *route))
             }
             Change::DrainPool { pool, .. } => {
@@ -447,7 +479,13 @@ fn allowed_methods(parts: &[&str]) -> Option<&'static str> {
     Some(match parts {
         ["status"] => "GET",
         ["routes", _, "split"] => "PUT",
-        ["routes", _, "rollout"] | ["routes", _, "rollout", "abort"] => "POST",
+        ["routes", _, "rollout"]
+        | [
+            "routes",
+            _,
+            "rollout",
+            "promote" | "pause" | "resume" | "abort",
+        ] => "POST",
         ["pools", _, "upstreams"] => "POST",
         ["pools", _, "upstreams", _] => "DELETE",
         ["pools", _, "upstreams", _, "drain" | "disable" | "enable"] => "POST",

@@ -2,10 +2,14 @@
 //! upstream it is pinned to nor forge a cookie for another one.
 //!
 //! Each upstream has an opaque id: HMAC-SHA256(key, "pool/addr"), first 12
-//! bytes. A cookie is base64url(id ‖ expiry ‖ tag) where expiry is Unix
-//! seconds and tag is HMAC-SHA256(key, id ‖ expiry), first 16 bytes, checked
-//! in constant time. The key (32 random bytes) lives in `state.dir`, so
-//! cookies survive restarts.
+//! bytes. A cookie is base64url(id ‖ expiry ‖ cohort ‖ tag) where expiry is
+//! Unix seconds, cohort a random number 0–99 drawn when the cookie is made
+//! (a rollout moves clients by cohort), and tag is HMAC-SHA256(key, id ‖
+//! expiry ‖ cohort), first 16 bytes, checked in constant time, so a client
+//! cannot choose its cohort either. Cookies made before cohorts existed
+//! (no cohort byte) still open; their cohort comes from a hash of the
+//! value. The key (32 random bytes) lives in `state.dir`, so cookies
+//! survive restarts.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,7 +19,9 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 pub const ID_LEN: usize = 12;
 const TAG_LEN: usize = 16;
-const SEALED_LEN: usize = ID_LEN + 8 + TAG_LEN;
+/// Without the cohort byte: cookies of earlier versions.
+const SEALED_LEN_V1: usize = ID_LEN + 8 + TAG_LEN;
+const SEALED_LEN: usize = ID_LEN + 8 + 1 + TAG_LEN;
 
 /// An upstream's opaque sticky id.
 pub type StickyId = [u8; ID_LEN];
@@ -55,44 +61,71 @@ impl StickyKey {
         id
     }
 
-    fn tag(&self, id: &StickyId, expires: u64) -> HmacSha256 {
+    fn tag(&self, id: &StickyId, expires: u64, cohort: Option<u8>) -> HmacSha256 {
         let mut mac = self.mac();
         mac.update(b"cookie\0");
         mac.update(id);
         mac.update(&expires.to_be_bytes());
+        if let Some(c) = cohort {
+            mac.update(&[c]);
+        }
         mac
     }
 
     /// The cookie value pinning a client to `id` until `expires` (Unix s).
     pub fn seal(&self, id: &StickyId, expires: u64) -> String {
-        let tag = self.tag(id, expires).finalize().into_bytes();
+        self.seal_in_cohort(id, expires, fastrand::u8(0..100))
+    }
+
+    fn seal_in_cohort(&self, id: &StickyId, expires: u64, cohort: u8) -> String {
+        let tag = self.tag(id, expires, Some(cohort)).finalize().into_bytes();
         let mut raw = [0u8; SEALED_LEN];
         raw[..ID_LEN].copy_from_slice(id);
         raw[ID_LEN..ID_LEN + 8].copy_from_slice(&expires.to_be_bytes());
-        raw[ID_LEN + 8..].copy_from_slice(&tag[..TAG_LEN]);
+        raw[ID_LEN + 8] = cohort;
+        raw[ID_LEN + 9..].copy_from_slice(&tag[..TAG_LEN]);
         URL_SAFE_NO_PAD.encode(raw)
     }
 
     /// The upstream id in a cookie value, if it is authentic and not expired
     /// at `now` (Unix s).
     pub fn open(&self, value: &str, now: u64) -> Option<StickyId> {
+        self.open_with_cohort(value, now).map(|(id, _)| id)
+    }
+
+    /// As [`open`](Self::open), with the client's cohort (0–99).
+    pub fn open_with_cohort(&self, value: &str, now: u64) -> Option<(StickyId, u32)> {
         if value.len() > 64 {
             return None;
         }
         let raw = URL_SAFE_NO_PAD.decode(value).ok()?;
-        if raw.len() != SEALED_LEN {
-            return None;
-        }
+        let cohort = match raw.len() {
+            SEALED_LEN => Some(raw[ID_LEN + 8]),
+            SEALED_LEN_V1 => None,
+            _ => return None,
+        };
         let mut id = [0u8; ID_LEN];
         id.copy_from_slice(&raw[..ID_LEN]);
         let mut expiry = [0u8; 8];
         expiry.copy_from_slice(&raw[ID_LEN..ID_LEN + 8]);
         let expires = u64::from_be_bytes(expiry);
-        self.tag(&id, expires)
-            .verify_truncated_left(&raw[ID_LEN + 8..])
+        let tag_at = ID_LEN + 8 + usize::from(cohort.is_some());
+        self.tag(&id, expires, cohort)
+            .verify_truncated_left(&raw[tag_at..])
             .ok()?;
-        (now < expires).then_some(id)
+        let cohort = cohort.map_or_else(|| hash_cohort(value), |c| u32::from(c) % 100);
+        (now < expires).then_some((id, cohort))
     }
+}
+
+/// A cohort for a cookie without one: FNV-1a of its value, 0–99.
+fn hash_cohort(value: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in value.bytes() {
+        hash ^= u32::from(b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % 100
 }
 
 #[cfg(test)]
@@ -119,10 +152,30 @@ mod tests {
         assert_ne!(id, k.upstream_id("green", "127.0.0.1:9001"));
     }
 
+    #[test]
+    fn cohorts_are_sealed_and_older_cookies_still_open() {
+        let k = key(4);
+        let id = k.upstream_id("blue", "127.0.0.1:9001");
+        let cookie = k.seal_in_cohort(&id, 1000, 42);
+        assert_eq!(k.open_with_cohort(&cookie, 0), Some((id, 42)));
+        // Cookies of earlier versions: id ‖ expiry ‖ tag, no cohort.
+        let tag = k.tag(&id, 1000, None).finalize().into_bytes();
+        let mut raw = Vec::from(id);
+        raw.extend_from_slice(&1000u64.to_be_bytes());
+        raw.extend_from_slice(&tag[..TAG_LEN]);
+        let old = URL_SAFE_NO_PAD.encode(raw);
+        assert_eq!(k.open_with_cohort(&old, 0), Some((id, hash_cohort(&old))));
+        // Fresh cookies spread over the cohorts.
+        let low = (0..1000)
+            .filter(|_| k.open_with_cohort(&k.seal(&id, 1000), 0).unwrap().1 < 25)
+            .count();
+        assert!((180..=320).contains(&low), "{low} of 1000 below 25");
+    }
+
     proptest! {
         /// Any change to a sealed cookie is rejected.
         #[test]
-        fn tampering_is_rejected(pos in 0usize..48, bit in 0u8..6) {
+        fn tampering_is_rejected(pos in 0usize..50, bit in 0u8..6) {
             let k = key(7);
             let cookie = k.seal(&k.upstream_id("p", "10.0.0.1:80"), u64::MAX);
             let mut bytes = cookie.clone().into_bytes();

@@ -124,6 +124,20 @@ pub struct RouteConfig {
     /// Pool name → relative weight, in file order.
     pub split: Split,
     pub sticky: Option<StickyConfig>,
+    /// Never from the file: set in the effective config while a rollout
+    /// moves sticky clients (see [`StickyShift`]).
+    pub sticky_shift: Option<StickyShift>,
+}
+
+/// How sticky clients follow a rollout: clients pinned to another pool of
+/// the route move to `pool` once their cohort (a number 0–99 sealed in
+/// their cookie) is below `percent`, so the share of sticky clients on
+/// `pool` tracks its weight; at `percent` 0, pins to `pool` are ignored
+/// (a rollback sends its clients back).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StickyShift {
+    pub pool: String,
+    pub percent: u32,
 }
 
 /// `sticky = { cookie, max_age }` on a route.

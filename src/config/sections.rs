@@ -366,6 +366,7 @@ fn read_routes(
             path_prefix,
             split,
             sticky,
+            sticky_shift: None,
         });
     }
     routes

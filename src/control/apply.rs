@@ -7,10 +7,12 @@
 use std::net::SocketAddr;
 
 use crate::config::{Config, Split};
-use crate::state::{Overrides, SplitOverride};
+use crate::state::Overrides;
 
 use super::error::ControlError;
-use super::reconcile::{effective, reconcile};
+use super::reconcile::{effective, put_split, reconcile};
+use super::rollout_changes::{RolloutStep, move_rollout, start_rollout};
+use crate::rollout::RolloutSpec;
 
 /// One runtime change, as an admin call (or the drain reaper) asks for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +58,18 @@ pub enum Change {
         pool: String,
         drain_until: u64,
     },
+    StartRollout {
+        route: String,
+        spec: Box<RolloutSpec>,
+        now_ms: u64,
+        /// Start even with no upstream of the target in rotation.
+        force: bool,
+    },
+    Rollout {
+        route: String,
+        step: RolloutStep,
+        now_ms: u64,
+    },
 }
 
 impl Change {
@@ -70,13 +84,17 @@ impl Change {
             Change::EnableUpstream { .. } => "enable_upstream",
             Change::DrainUpstream { .. } => "drain_upstream",
             Change::DrainPool { .. } => "drain_pool",
+            Change::StartRollout { .. } => "start_rollout",
+            Change::Rollout { step, .. } => step.action(),
         }
     }
 
     /// The audit log's `target`: a route, a pool, or `pool/addr`.
     pub fn target(&self) -> String {
         match self {
-            Change::SetSplit { route, .. } => route.clone(),
+            Change::SetSplit { route, .. }
+            | Change::StartRollout { route, .. }
+            | Change::Rollout { route, .. } => route.clone(),
             Change::DrainPool { pool, .. } => pool.clone(),
             Change::AddUpstream { pool, addr, .. }
             | Change::RemoveUpstream { pool, addr, .. }
@@ -96,7 +114,10 @@ impl Change {
             | Change::DisableUpstream { pool, addr }
             | Change::EnableUpstream { pool, addr }
             | Change::DrainUpstream { pool, addr, .. } => Some((pool, *addr)),
-            Change::SetSplit { .. } | Change::DrainPool { .. } => None,
+            Change::SetSplit { .. }
+            | Change::DrainPool { .. }
+            | Change::StartRollout { .. }
+            | Change::Rollout { .. } => None,
         }
     }
 }
@@ -159,6 +180,17 @@ pub fn apply(
                 .or_default()
                 .insert(*addr, *drain_until);
         }
+        Change::StartRollout {
+            route,
+            spec,
+            now_ms,
+            force,
+        } => start_rollout(&mut next, file, route, spec, *now_ms, *force, in_rotation)?,
+        Change::Rollout {
+            route,
+            step,
+            now_ms,
+        } => move_rollout(&mut next, file, route, step, *now_ms)?,
         Change::DrainPool { pool, drain_until } => {
             pool_exists(file, pool)?;
             let addrs = upstreams_of(current, file, pool);
@@ -183,24 +215,20 @@ fn set_split(
     let Some(base) = file.routes.iter().find(|r| r.name == route) else {
         return Err(ControlError::UnknownRoute(route.to_string()));
     };
+    if next
+        .rollouts
+        .get(route)
+        .is_some_and(|r| r.state.is_active())
+    {
+        return Err(ControlError::RolloutRunning(route.to_string()));
+    }
     for (pool, weight) in split.iter() {
         pool_exists(file, pool)?;
         if weight > 0 && !force && !in_rotation(pool) {
             return Err(ControlError::NoUpstreamInRotation(pool.to_string()));
         }
     }
-    if split.over(&base.split) == base.split {
-        // Back to the file's value: no override needed.
-        next.splits.remove(route);
-    } else {
-        next.splits.insert(
-            route.to_string(),
-            SplitOverride {
-                split: split.clone(),
-                file_split: base.split.clone(),
-            },
-        );
-    }
+    put_split(next, route, split, &base.split);
     Ok(())
 }
 

@@ -30,6 +30,16 @@ pub enum ControlError {
     InvalidInput { field: String, reason: String },
     #[error("{0}")]
     InvalidSplit(#[from] SplitError),
+    #[error("route {0:?} has a rollout running: pause or abort it first")]
+    RolloutRunning(String),
+    #[error("route {0:?} has no rollout")]
+    NoRollout(String),
+    #[error("the rollout of route {route:?} is {state}")]
+    RolloutState { route: String, state: &'static str },
+    #[error("route {route:?} sends no traffic to any pool but {pool:?}: nothing to roll out from")]
+    NothingToRollOutFrom { route: String, pool: String },
+    #[error("{0}")]
+    InvalidSpec(#[from] crate::rollout::SpecError),
     #[error("this process handed over to pid {0} in a binary upgrade; send the call again")]
     Retired(u32),
     #[error("this instance was not started from a config file")]
@@ -54,13 +64,18 @@ impl ControlError {
     pub fn status(&self) -> StatusCode {
         use ControlError as E;
         match self {
-            E::UnknownRoute(_) | E::UnknownPool(_) | E::UnknownUpstream { .. } => {
-                StatusCode::NOT_FOUND
-            }
-            E::UpstreamExists { .. } | E::NoUpstreamInRotation(_) | E::Retired(_) => {
-                StatusCode::CONFLICT
-            }
+            E::UnknownRoute(_)
+            | E::UnknownPool(_)
+            | E::UnknownUpstream { .. }
+            | E::NoRollout(_) => StatusCode::NOT_FOUND,
+            E::UpstreamExists { .. }
+            | E::NoUpstreamInRotation(_)
+            | E::Retired(_)
+            | E::RolloutRunning(_)
+            | E::RolloutState { .. }
+            | E::NothingToRollOutFrom { .. } => StatusCode::CONFLICT,
             E::InvalidInput { .. }
+            | E::InvalidSpec(_)
             | E::InvalidSplit(_)
             | E::NoConfigFile
             | E::InvalidConfig(_)
@@ -94,6 +109,17 @@ impl ControlError {
                     SplitError::Empty | SplitError::AllZero => "split",
                 };
                 json!({"code": "invalid_split", "field": field, "reason": e.to_string()})
+            }
+            E::RolloutRunning(route) => json!({"code": "rollout_running", "route": route}),
+            E::NoRollout(route) => json!({"code": "no_rollout", "route": route}),
+            E::RolloutState { route, state } => {
+                json!({"code": "rollout_state", "route": route, "state": state})
+            }
+            E::NothingToRollOutFrom { route, pool } => {
+                json!({"code": "nothing_to_roll_out_from", "route": route, "pool": pool})
+            }
+            E::InvalidSpec(e) => {
+                json!({"code": "invalid_rollout", "field": e.field, "reason": e.reason})
             }
             E::Retired(pid) => json!({"code": "retired", "new_pid": pid}),
             E::NoConfigFile => json!({"code": "no_config_file"}),

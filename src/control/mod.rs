@@ -9,6 +9,8 @@
 mod apply;
 mod error;
 mod reconcile;
+mod rollout_changes;
+mod rollout_driver;
 pub mod status;
 
 use std::path::PathBuf;
@@ -26,6 +28,7 @@ use crate::upstream::now_ms;
 pub use apply::{Change, apply};
 pub use error::ControlError;
 pub use reconcile::{effective, reconcile};
+pub use rollout_changes::{RolloutStep, WebhookCall};
 
 pub struct ControlPlane {
     file: Config,
@@ -36,6 +39,8 @@ pub struct ControlPlane {
     /// Set once a binary upgrade handed over to this pid: changes belong
     /// to the new process now, so this one refuses them.
     retired_for: Option<u32>,
+    /// Running rollouts' memory between checks.
+    runs: rollout_changes::Runs,
 }
 
 impl ControlPlane {
@@ -57,6 +62,7 @@ impl ControlPlane {
             store,
             control: Control::new(table, sticky_key),
             retired_for: None,
+            runs: rollout_changes::Runs::default(),
         };
         if !dropped.is_empty() {
             plane.store.save(&plane.overrides)?;
@@ -82,7 +88,11 @@ impl ControlPlane {
     }
 
     pub fn status(&self) -> status::Status {
-        status::status(&self.routing().load(), &self.overrides, &self.file)
+        let mut status = status::status(&self.routing().load(), &self.overrides, &self.file);
+        for route in &mut status.routes {
+            route.rollout = self.rollout_view(&route.name);
+        }
+        status
     }
 
     /// After a binary upgrade handed over to `pid`: refuse every change.
@@ -111,6 +121,12 @@ impl ControlPlane {
             let next = apply(change, &self.overrides, &self.file, &in_rotation)?;
             self.commit(next)
         });
+        if let (Ok(()), Change::Rollout { route, step, .. }) = (&result, change) {
+            self.after_move(route, step);
+        }
+        if let (Ok(()), Change::StartRollout { route, spec, .. }) = (&result, change) {
+            tracing::info!(%route, to = %spec.to, steps = ?spec.steps, interval = ?spec.interval, "rollout started");
+        }
         let (after, outcome) = match &result {
             Ok(()) => (self.audit_view(change), "ok".to_string()),
             Err(e) => (before.clone(), format!("refused: {e}")),
@@ -146,17 +162,12 @@ impl ControlPlane {
     fn audit_view(&self, change: &Change) -> Value {
         let table = self.routing().load();
         match change {
+            Change::StartRollout { route, .. } | Change::Rollout { route, .. } => {
+                json!({"split": table.route(route).map(|r| split_json(&table, r)), "rollout": self.rollout_view(route)})
+            }
             Change::SetSplit { route, .. } => table
                 .route(route)
-                .map(|r| {
-                    let split: serde_json::Map<String, Value> = table
-                        .split(r)
-                        .into_iter()
-                        .map(|(p, w)| (p.to_string(), json!(w)))
-                        .collect();
-                    Value::Object(split)
-                })
-                .unwrap_or(Value::Null),
+                .map_or(Value::Null, |r| split_json(&table, r)),
             Change::DrainPool { pool, .. } => table.pool(pool).map_or(Value::Null, |p| {
                 json!(status::pool_view(&table, &self.overrides, &self.file, p))
             }),
@@ -322,6 +333,16 @@ impl ControlPlane {
         let pid = json!({"pid": std::process::id()});
         self.audit(caller, "upgrade", "process", pid, handover.clone(), result);
     }
+}
+
+/// A route's split in the table, as the audit log shows it.
+fn split_json(table: &RouteTable, route: &crate::routing::Route) -> Value {
+    let split: serde_json::Map<String, Value> = table
+        .split(route)
+        .into_iter()
+        .map(|(p, w)| (p.to_string(), json!(w)))
+        .collect();
+    Value::Object(split)
 }
 
 /// How long sticky clients may stay on a draining upstream when the call

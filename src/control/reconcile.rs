@@ -4,8 +4,9 @@
 //! for the same thing changes (the file is then the newer intent), the file
 //! wins and the override is dropped, with a reason for the audit log.
 
-use crate::config::{Config, Split};
-use crate::state::Overrides;
+use crate::config::{Config, Split, StickyShift};
+use crate::rollout::RolloutState;
+use crate::state::{Overrides, SplitOverride};
 
 /// The file's split of `route`, if the route exists.
 fn file_split<'a>(file: &'a Config, route: &str) -> Option<&'a Split> {
@@ -34,6 +35,25 @@ pub fn reconcile(file: &Config, mut o: Overrides) -> (Overrides, Vec<String>) {
         }
         Some(_) => true,
     });
+
+    o.rollout_history
+        .retain(|route, _| file_split(file, route).is_some());
+    for (route, record) in o.rollouts.iter_mut() {
+        let gone = file.pool(&record.spec.to).is_none();
+        let changed = file_split(file, route).is_none_or(|now| *now != record.file_split);
+        if record.state.is_active() && (gone || changed) {
+            let reason = format!(
+                "the config file changed route {route}'s split or pools during the rollout to {}",
+                record.spec.to
+            );
+            dropped.push(format!("rollout of route {route}: aborted, {reason}"));
+            record.state = RolloutState::Aborted;
+            record.reason = Some(reason);
+            record.paused_elapsed_ms = None;
+        }
+    }
+    o.rollouts
+        .retain(|route, _| file_split(file, route).is_some());
 
     for (pool, added) in o.added.iter_mut() {
         let in_file = file.pool(pool);
@@ -96,12 +116,38 @@ pub fn reconcile(file: &Config, mut o: Overrides) -> (Overrides, Vec<String>) {
     (o, dropped)
 }
 
+/// Makes `split` the route's split: an override, or none when it is the
+/// file's.
+pub fn put_split(o: &mut Overrides, route: &str, split: &Split, file_split: &Split) {
+    if split.over(file_split) == *file_split {
+        o.splits.remove(route);
+    } else {
+        o.splits.insert(
+            route.to_string(),
+            SplitOverride {
+                split: split.clone(),
+                file_split: file_split.clone(),
+            },
+        );
+    }
+}
+
 /// The config the table is built from: the file with overrides applied.
 pub fn effective(file: &Config, o: &Overrides) -> Config {
     let mut config = file.clone();
     for route in &mut config.routes {
+        let file_split = route.split.clone();
         if let Some(s) = o.splits.get(&route.name) {
             route.split = s.split.over(&route.split);
+        }
+        // Sticky clients follow a rollout while the split is the one it set.
+        if let Some(r) = o.rollouts.get(&route.name)
+            && r.split().over(&file_split) == route.split
+        {
+            route.sticky_shift = Some(StickyShift {
+                pool: r.spec.to.clone(),
+                percent: r.weight(),
+            });
         }
     }
     for pool in &mut config.pools {

@@ -3,6 +3,7 @@
 //! sent to an upstream is `request_body`'s.)
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::activity::ActiveRequest;
 use super::pools::PooledConnection;
+use crate::traffic::TrafficStats;
 use crate::upstream::InFlight;
 
 /// The body sent to a client: the upstream's streamed body or a short error
@@ -35,12 +37,18 @@ pub struct RequestTimer {
     pub bytes: u64,
     /// With an access log: the line to complete and write at the end.
     pub log: Option<Box<(crate::access_log::AccessLog, crate::access_log::Entry)>>,
+    /// The route's figures for the pool that answered, and whether the
+    /// answer was a failure (5xx), for rollout analysis.
+    pub traffic: Option<(Arc<TrafficStats>, bool)>,
 }
 
 impl Drop for RequestTimer {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
         self.histogram.record(elapsed.as_secs_f64());
+        if let Some((stats, failed)) = &self.traffic {
+            stats.record(elapsed, *failed);
+        }
         if let Some(line) = self.log.take() {
             let (log, mut entry) = *line;
             entry.duration_ms = elapsed.as_secs_f64() * 1000.0;

@@ -33,6 +33,7 @@ use crate::access_log::{self, AccessLog};
 use crate::config::ProxySettings;
 use crate::routing::{Pick, Route, RouteTable, Routing};
 use crate::telemetry::{self, names};
+use crate::traffic::TrafficStats;
 use crate::upstream::{InFlight, UpstreamState};
 use pools::ConnectionPools;
 use request_body::BodySlot;
@@ -239,14 +240,15 @@ impl Proxy {
         let mut tried: Vec<Arc<UpstreamState>> = Vec::new();
         let mut last_error = None;
         // A valid sticky cookie pins the first attempt; any other pick
-        // (no cookie, a stale one, a retry) sets a fresh cookie.
+        // (no cookie, a stale one, a retry, a rollout moving the client)
+        // sets a fresh cookie.
         let mut pinned = route.sticky.as_ref().and_then(|sticky| {
             let value = cookie_value(&out.headers, &sticky.cookie)?;
             table.sticky_pick(route, value, out.now_unix)
         });
         for _ in 0..=self.settings.retries {
             let (pick, fresh) = match pinned.take() {
-                Some(p) => (p, false),
+                Some(pinned) => pinned,
                 None => match table.pick(route, &tried) {
                     Some(p) => (p, true),
                     None => break,
@@ -288,6 +290,7 @@ impl Proxy {
         let addr = pick.upstream.addr();
         labels.upstream = Some(Arc::clone(pick.upstream.label()));
         labels.addr = Some(addr);
+        labels.traffic = Some(Arc::clone(&pick.stats));
         let in_flight = pick.upstream.start_request();
         let sent = tokio::time::timeout(
             self.settings.response_header_timeout,
@@ -517,6 +520,7 @@ struct Labels {
     pool: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
     addr: Option<SocketAddr>,
+    traffic: Option<Arc<TrafficStats>>,
 }
 
 impl Labels {
@@ -536,6 +540,7 @@ impl Labels {
                 histogram: cache.count(route, pool, addr, upstream, status),
                 bytes: 0,
                 log: None,
+                traffic: self.traffic.map(|t| (t, status >= 500)),
             };
         }
         // A request that never reached an upstream: rare, no cache.
@@ -555,6 +560,7 @@ impl Labels {
             histogram: metrics::histogram!(names::REQUEST_DURATION_SECONDS, "route" => route, "pool" => pool),
             bytes: 0,
             log: None,
+            traffic: None,
         }
     }
 }

@@ -13,6 +13,7 @@ mod load;
 mod nginx;
 pub mod process;
 mod resilience;
+mod rollout;
 mod routing;
 mod status_page;
 mod streaming;

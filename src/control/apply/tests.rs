@@ -285,3 +285,21 @@ fn remove_then_reap_then_add_back_restores_the_file() {
     let o = apply(&add, &o, &f, &|_| true).unwrap();
     assert_eq!(o, Overrides::default());
 }
+
+#[test]
+fn a_rollout_sets_the_sticky_shift() {
+    let f = file(0);
+    let spec = crate::rollout::parse_spec(&serde_json::json!({"to": "green", "steps": [25, 100]}))
+        .unwrap();
+    let start = Change::StartRollout {
+        route: "app".into(),
+        spec: Box::new(spec),
+        now_ms: 1,
+        force: true,
+    };
+    let o = apply(&start, &Overrides::default(), &f, &|_| true).unwrap();
+    let eff = effective(&f, &o);
+    assert_eq!(eff.routes[0].split.to_string(), "blue=3 green=1");
+    let shift = eff.routes[0].sticky_shift.clone().expect("a shift");
+    assert_eq!((shift.pool.as_str(), shift.percent), ("green", 25));
+}

@@ -48,6 +48,10 @@ struct State {
     in_flight: AtomicUsize,
     received: AtomicU64,
     release: Notify,
+    /// Every Nth request to `/` answers 500; 0 = none.
+    fail_every: AtomicU64,
+    /// Requests to `/` wait this long first.
+    delay_ms: AtomicU64,
 }
 
 const MIB: usize = 1 << 20;
@@ -163,6 +167,17 @@ impl TestUpstream {
         let _ = socket2::SockRef::from(&self.port).shutdown(std::net::Shutdown::Both);
     }
 
+    /// Makes every `n`th request to `/` answer 500 (0: none), as a bad
+    /// release would.
+    pub fn fail_every(&self, n: u64) {
+        self.state.fail_every.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes requests to `/` take `ms` longer, as a slow release would.
+    pub fn delay(&self, ms: u64) {
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
     /// Makes `/healthz` answer `status`.
     pub fn set_health_status(&self, status: u16) {
         self.state.health_status.store(status, Ordering::SeqCst);
@@ -262,6 +277,18 @@ async fn handle(name: &'static str, state: Arc<State>, req: Request<Incoming>) -
             });
             Response::new(StreamBody::new(chunks).boxed())
         }
-        _ => text(format!("{name}\n")),
+        _ => {
+            let delay = state.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let every = state.fail_every.load(Ordering::SeqCst);
+            let n = state.hits.load(Ordering::SeqCst) as u64;
+            let mut r = text(format!("{name}\n"));
+            if every > 0 && n.is_multiple_of(every) {
+                *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            r
+        }
     }
 }

@@ -1,0 +1,188 @@
+//! The pure changes that start and move a rollout (each sets the route's
+//! split from the record, through `apply`), and what the driver keeps
+//! between ticks (`rollout_driver` ticks them).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::error::ControlError;
+use super::reconcile::{effective, put_split};
+use crate::config::Config;
+use crate::rollout::run::{Hook, Run};
+use crate::rollout::{HISTORY, RolloutRecord, RolloutSpec, RolloutState};
+use crate::state::Overrides;
+
+/// A move of a running rollout, by the driver or an operator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RolloutStep {
+    /// The `pre` webhook passed: shift to the first step.
+    Begin,
+    /// To the next step; `approve` is the operator's promote.
+    Advance {
+        approve: bool,
+    },
+    Promote,
+    Rollback(String),
+    Abort,
+    Pause,
+    Resume,
+}
+
+impl RolloutStep {
+    pub fn action(&self) -> &'static str {
+        match self {
+            RolloutStep::Begin => "rollout_begin",
+            RolloutStep::Advance { approve: false } => "rollout_advance",
+            RolloutStep::Advance { approve: true } => "promote_rollout",
+            RolloutStep::Promote => "rollout_promoted",
+            RolloutStep::Rollback(_) => "rollout_rolled_back",
+            RolloutStep::Abort => "abort_rollout",
+            RolloutStep::Pause => "pause_rollout",
+            RolloutStep::Resume => "resume_rollout",
+        }
+    }
+}
+
+/// `POST /api/v1/routes/{route}/rollout`.
+pub(super) fn start_rollout(
+    next: &mut Overrides,
+    file: &Config,
+    route: &str,
+    spec: &RolloutSpec,
+    now_ms: u64,
+    force: bool,
+    in_rotation: &dyn Fn(&str) -> bool,
+) -> Result<(), ControlError> {
+    let eff = effective(file, next);
+    let Some(r) = eff.routes.iter().find(|r| r.name == route) else {
+        return Err(ControlError::UnknownRoute(route.to_string()));
+    };
+    if next
+        .rollouts
+        .get(route)
+        .is_some_and(|r| r.state.is_active())
+    {
+        return Err(ControlError::RolloutRunning(route.to_string()));
+    }
+    if file.pool(&spec.to).is_none() {
+        return Err(ControlError::UnknownPool(spec.to.clone()));
+    }
+    if !force && !in_rotation(&spec.to) {
+        return Err(ControlError::NoUpstreamInRotation(spec.to.clone()));
+    }
+    let file_split = file
+        .routes
+        .iter()
+        .find(|f| f.name == route)
+        .map(|f| f.split.clone())
+        .unwrap_or_else(|| r.split.clone());
+    let record = RolloutRecord::new(spec.clone(), r.split.clone(), file_split, now_ms);
+    if record.baseline().is_empty() {
+        return Err(ControlError::NothingToRollOutFrom {
+            route: route.to_string(),
+            pool: spec.to.clone(),
+        });
+    }
+    if let Some(old) = next.rollouts.remove(route) {
+        let history = next.rollout_history.entry(route.to_string()).or_default();
+        history.push(old);
+        if history.len() > HISTORY {
+            history.remove(0);
+        }
+    }
+    put_split(next, route, &record.split(), &record.file_split);
+    next.rollouts.insert(route.to_string(), record);
+    Ok(())
+}
+
+/// Moves the route's rollout and sets the split it gives.
+pub(super) fn move_rollout(
+    next: &mut Overrides,
+    file: &Config,
+    route: &str,
+    step: &RolloutStep,
+    now_ms: u64,
+) -> Result<(), ControlError> {
+    if !file.routes.iter().any(|r| r.name == route) {
+        return Err(ControlError::UnknownRoute(route.to_string()));
+    }
+    let Some(record) = next.rollouts.get_mut(route) else {
+        return Err(ControlError::NoRollout(route.to_string()));
+    };
+    let refuse = |state: RolloutState| ControlError::RolloutState {
+        route: route.to_string(),
+        state: state.word(),
+    };
+    use RolloutState as S;
+    match (step, record.state) {
+        (RolloutStep::Begin, S::Running) if !record.started => {
+            record.started = true;
+            record.step_started_ms = now_ms;
+        }
+        (RolloutStep::Advance { approve }, S::Running) => {
+            if *approve {
+                record.approved = true;
+            }
+            if !record.started {
+                record.started = true;
+            } else if record.step + 1 < record.spec.steps.len() {
+                record.step += 1;
+            } else {
+                finish(record, S::Promoted, None, now_ms);
+            }
+            record.step_started_ms = now_ms;
+            record.reason = None;
+        }
+        (RolloutStep::Promote, S::Running) => finish(record, S::Promoted, None, now_ms),
+        (RolloutStep::Rollback(reason), S::Running | S::Paused) => {
+            finish(record, S::RolledBack, Some(reason.clone()), now_ms)
+        }
+        (RolloutStep::Abort, S::Running | S::Paused) => finish(
+            record,
+            S::Aborted,
+            Some("aborted by the operator".into()),
+            now_ms,
+        ),
+        (RolloutStep::Pause, S::Running) => {
+            record.paused_elapsed_ms = Some(record.step_elapsed(now_ms).as_millis() as u64);
+            record.state = S::Paused;
+        }
+        (RolloutStep::Resume, S::Paused) => {
+            let spent = record.paused_elapsed_ms.take().unwrap_or(0);
+            record.step_started_ms = now_ms.saturating_sub(spent);
+            record.state = S::Running;
+        }
+        (_, state) => return Err(refuse(state)),
+    }
+    let (split, file_split) = (record.split(), record.file_split.clone());
+    put_split(next, route, &split, &file_split);
+    Ok(())
+}
+
+fn finish(record: &mut RolloutRecord, state: RolloutState, reason: Option<String>, now_ms: u64) {
+    record.state = state;
+    record.reason = reason;
+    record.ended_ms = Some(now_ms);
+    record.paused_elapsed_ms = None;
+}
+
+/// A webhook the driver must call, outside the control plane's lock.
+#[derive(Debug, Clone)]
+pub struct WebhookCall {
+    pub route: String,
+    pub hook: Hook,
+    /// The step it gates (`pre`, `step`), else `None`.
+    pub gates: Option<usize>,
+    pub url: String,
+    pub event: Value,
+    pub timeout: std::time::Duration,
+}
+
+/// What the driver keeps per route, in memory.
+#[derive(Default)]
+pub struct Runs {
+    pub(super) by_route: BTreeMap<String, Run>,
+    /// Notifying webhooks of moves made since the last tick.
+    pub(super) notify: Vec<WebhookCall>,
+}

@@ -1,0 +1,252 @@
+//! The rollout driver: each tick reads the live traffic of every running
+//! rollout's target and baseline from the table, lets `rollout::run`
+//! judge, and turns its decision into a change through
+//! [`ControlPlane::change`], like any other writer. Also the route's
+//! `rollout` status object and the rollout metrics.
+
+use serde_json::{Value, json};
+
+use super::ControlPlane;
+use super::apply::Change;
+use super::rollout_changes::{RolloutStep, WebhookCall};
+use crate::clock::unix_ms;
+use crate::rollout::run::{Action, Hook};
+use crate::rollout::{RolloutRecord, RolloutState};
+use crate::state::Caller;
+use crate::telemetry::names;
+use crate::traffic::Snapshot;
+
+impl ControlPlane {
+    /// One tick of every running rollout; returns the webhooks to call.
+    pub fn tick_rollouts(&mut self) -> Vec<WebhookCall> {
+        if self.retired_for().is_some() {
+            return Vec::new();
+        }
+        let now = unix_ms();
+        let table = self.routing().load();
+        let mut moves = Vec::new();
+        let mut calls = Vec::new();
+        let active: Vec<(String, RolloutRecord)> = self
+            .overrides
+            .rollouts
+            .iter()
+            .filter(|(_, r)| r.state == RolloutState::Running)
+            .map(|(route, r)| (route.clone(), r.clone()))
+            .collect();
+        self.runs
+            .by_route
+            .retain(|route, _| active.iter().any(|(r, _)| r == route));
+        for (route, record) in active {
+            let Some(r) = table.route(&route) else {
+                continue;
+            };
+            let snapshot = |pool: &str| table.traffic(r, pool).map(|s| s.snapshot());
+            let target = snapshot(&record.spec.to).unwrap_or_default();
+            let baseline = sum(record.baseline().into_iter().filter_map(snapshot));
+            let run = self.runs.by_route.entry(route.clone()).or_default();
+            match run.tick(&record, now, target, baseline) {
+                Action::Nothing => {}
+                Action::Begin => moves.push((route, RolloutStep::Begin)),
+                Action::Advance => moves.push((route, RolloutStep::Advance { approve: false })),
+                Action::Promote => moves.push((route, RolloutStep::Promote)),
+                Action::Rollback(reason) => moves.push((route, RolloutStep::Rollback(reason))),
+                Action::Call(hook, step) => {
+                    let url = match hook {
+                        Hook::Pre => record.spec.webhooks.pre.clone(),
+                        _ => record.spec.webhooks.step.clone(),
+                    };
+                    if let Some(url) = url {
+                        calls.push(WebhookCall {
+                            event: event(&route, hook.word(), &record, Some(step)),
+                            route,
+                            hook,
+                            gates: Some(step),
+                            url,
+                            timeout: record.spec.webhooks.timeout,
+                        });
+                    }
+                }
+            }
+        }
+        let caller = Caller {
+            peer: "rollout".into(),
+            token: None,
+        };
+        for (route, step) in moves {
+            let change = Change::Rollout {
+                route: route.clone(),
+                step: step.clone(),
+                now_ms: now,
+            };
+            if let Err(e) = self.change(&caller, &change) {
+                tracing::error!(%route, error = %e, "rollout move failed");
+            }
+        }
+        self.export_rollout_metrics();
+        calls.append(&mut self.runs.notify);
+        calls
+    }
+
+    /// Logs a move with its figures, and queues the notifying webhook it
+    /// fires for the next tick.
+    pub(super) fn after_move(&mut self, route: &str, step: &RolloutStep) {
+        let Some(record) = self.overrides.rollouts.get(route).cloned() else {
+            return;
+        };
+        let figures = self
+            .runs
+            .by_route
+            .get(route)
+            .and_then(|r| r.last.as_ref())
+            .map(|l| json!(l));
+        let figures = figures.unwrap_or(Value::Null).to_string();
+        match step {
+            RolloutStep::Rollback(reason) => {
+                tracing::warn!(%route, to = %record.spec.to, %reason, %figures, "rollout rolled back")
+            }
+            _ => tracing::info!(
+                %route,
+                to = %record.spec.to,
+                action = step.action(),
+                step = record.step + 1,
+                weight = record.weight(),
+                state = record.state.word(),
+                %figures,
+                "rollout moved"
+            ),
+        }
+        let hook = match record.state {
+            RolloutState::RolledBack => {
+                Some((Hook::Rollback, record.spec.webhooks.rollback.clone()))
+            }
+            RolloutState::Promoted | RolloutState::Aborted => {
+                Some((Hook::Done, record.spec.webhooks.done.clone()))
+            }
+            _ => None,
+        };
+        if let Some((hook, Some(url))) = hook {
+            self.runs.notify.push(WebhookCall {
+                event: event(route, hook.word(), &record, None),
+                route: route.to_string(),
+                hook,
+                gates: None,
+                url,
+                timeout: record.spec.webhooks.timeout,
+            });
+        }
+    }
+
+    /// A gating webhook's answer.
+    pub fn webhook_answered(&mut self, call: &WebhookCall, answer: Result<(), String>) {
+        let Some(step) = call.gates else { return };
+        let Some(record) = self.overrides.rollouts.get(&call.route) else {
+            return;
+        };
+        let retry = record.spec.analysis.check_every;
+        if let Err(reason) = &answer {
+            tracing::warn!(route = %call.route, hook = call.hook.word(), %reason, "rollout held by its webhook");
+        }
+        let answer = answer.map_err(|r| format!("held by the {} webhook: {r}", call.hook.word()));
+        let run = self.runs.by_route.entry(call.route.clone()).or_default();
+        run.answered(step, answer, unix_ms(), retry);
+    }
+
+    /// The route's `rollout` object in status.
+    pub fn rollout_view(&self, route: &str) -> Option<Value> {
+        let record = self.overrides.rollouts.get(route)?;
+        let run = self.runs.by_route.get(route);
+        let hold = run.and_then(|r| r.hold.clone());
+        let state = match (record.state, &hold) {
+            (RolloutState::Running, Some(_)) => "waiting",
+            (s, _) => s.word(),
+        };
+        let a = &record.spec.analysis;
+        let history: Vec<Value> = self
+            .overrides
+            .rollout_history
+            .get(route)
+            .into_iter()
+            .flatten()
+            .rev()
+            .map(|h| {
+                json!({"to": h.spec.to, "state": h.state.word(), "reason": h.reason,
+                       "started_ms": h.started_ms, "ended_ms": h.ended_ms})
+            })
+            .collect();
+        Some(json!({
+            "to": record.spec.to,
+            "baseline": record.baseline(),
+            "steps": record.spec.steps,
+            "step": record.step + 1,
+            "weight": record.weight(),
+            "state": state,
+            "reason": hold.or_else(|| record.reason.clone()),
+            "interval": humantime::format_duration(record.spec.interval).to_string(),
+            "started_ms": record.started_ms,
+            "step_started_ms": record.step_started_ms,
+            "ended_ms": record.ended_ms,
+            "approval": if record.spec.approval_before_100 { "before-100" } else { "none" },
+            "limits": {
+                "max_error_rate": a.max_error_rate,
+                "max_error_rate_increase": a.max_error_rate_increase,
+                "max_p99_ms": a.max_p99_ms,
+                "max_p99_ratio": a.max_p99_ratio,
+                "min_requests": a.min_requests,
+                "failure_limit": a.failure_limit,
+                "check_every": humantime::format_duration(a.check_every).to_string(),
+            },
+            "failures": run.map_or(0, |r| r.failures()),
+            "analysis": run.and_then(|r| r.last.as_ref()).map(|l| json!(l)),
+            "history": history,
+        }))
+    }
+
+    /// `cutover_rollout_step`, `cutover_rollout_state` and the figures the
+    /// last check used.
+    fn export_rollout_metrics(&self) {
+        for (route, record) in &self.overrides.rollouts {
+            let route_label = route.clone();
+            metrics::gauge!(names::ROLLOUT_STEP, "route" => route_label.clone())
+                .set((record.step + 1) as f64);
+            for s in ["running", "paused", "promoted", "rolled_back", "aborted"] {
+                let on = if record.state.word() == s { 1.0 } else { 0.0 };
+                metrics::gauge!(names::ROLLOUT_STATE, "route" => route_label.clone(), "state" => s)
+                    .set(on);
+            }
+            let Some(last) = self.runs.by_route.get(route).and_then(|r| r.last.as_ref()) else {
+                continue;
+            };
+            for (pool, figures) in [("target", &last.target), ("baseline", &last.baseline)] {
+                let pool = if pool == "target" {
+                    record.spec.to.clone()
+                } else {
+                    record.baseline().join("+")
+                };
+                metrics::gauge!(names::ROLLOUT_ERROR_RATE, "route" => route_label.clone(), "pool" => pool.clone())
+                    .set(figures.error_rate);
+                if let Some(p99) = figures.p99_ms {
+                    metrics::gauge!(names::ROLLOUT_P99_SECONDS, "route" => route_label.clone(), "pool" => pool)
+                        .set(p99 / 1000.0);
+                }
+            }
+        }
+    }
+}
+
+/// The counters of several pools as one.
+fn sum(snapshots: impl Iterator<Item = Snapshot>) -> Snapshot {
+    snapshots.fold(Snapshot::default(), |acc, s| acc.plus(&s))
+}
+
+/// The JSON a webhook receives.
+fn event(route: &str, hook: &str, record: &RolloutRecord, step: Option<usize>) -> Value {
+    json!({
+        "event": hook,
+        "route": route,
+        "to": record.spec.to,
+        "state": record.state.word(),
+        "step": step.unwrap_or(record.step) + 1,
+        "weight": step.and_then(|s| record.spec.steps.get(s).copied()).unwrap_or(record.weight()),
+        "reason": record.reason,
+    })
+}

@@ -1,0 +1,285 @@
+//! Progressive rollouts: the spec an operator asks for, the persisted
+//! record of one rollout's progress, and the splits each step sets.
+//! `analysis` judges a window of live traffic against the limits; `run`
+//! holds what a running rollout keeps in memory and decides the next move.
+//! Pure: no I/O, no clock (times come in). Imports `config`, `traffic`.
+
+pub mod analysis;
+mod parse;
+pub mod run;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Split;
+
+pub use parse::{SpecError, parse_spec};
+
+/// How many finished rollouts a route keeps in its history.
+pub const HISTORY: usize = 5;
+
+/// What an operator asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    /// The pool traffic moves to.
+    pub to: String,
+    /// The target's percent at each step, increasing, ending at 100.
+    pub steps: Vec<u32>,
+    /// Time at each step, the last one included (the watch window).
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+    pub analysis: Analysis,
+    /// Hold before the step to 100 % until `promote`.
+    #[serde(default)]
+    pub approval_before_100: bool,
+    #[serde(default)]
+    pub webhooks: Webhooks,
+}
+
+/// The limits a step is judged by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis {
+    /// Errors per request on the target, absolute.
+    pub max_error_rate: Option<f64>,
+    /// Target error rate minus baseline error rate over the same window.
+    pub max_error_rate_increase: Option<f64>,
+    pub max_p99_ms: Option<u64>,
+    /// Target p99 / baseline p99.
+    pub max_p99_ratio: Option<f64>,
+    /// Requests the target must have served in a window before any verdict.
+    pub min_requests: u64,
+    /// Failing checks in a row that roll back.
+    pub failure_limit: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub check_every: Duration,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            max_error_rate: Some(0.05),
+            max_error_rate_increase: Some(0.02),
+            max_p99_ms: None,
+            max_p99_ratio: Some(2.0),
+            min_requests: 50,
+            failure_limit: 2,
+            check_every: Duration::from_secs(5),
+        }
+    }
+}
+
+/// URLs POSTed a JSON event; `pre` and `step` answering non-2xx hold the
+/// rollout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhooks {
+    pub pre: Option<String>,
+    pub step: Option<String>,
+    pub rollback: Option<String>,
+    pub done: Option<String>,
+    #[serde(with = "humantime_serde_compat", default = "default_webhook_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Where a rollout is. `waiting` (for data, approval or a webhook) is not
+/// persisted: it is a running rollout's hold, shown in status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    Running,
+    Paused,
+    Promoted,
+    RolledBack,
+    Aborted,
+}
+
+impl RolloutState {
+    pub fn word(self) -> &'static str {
+        match self {
+            RolloutState::Running => "running",
+            RolloutState::Paused => "paused",
+            RolloutState::Promoted => "promoted",
+            RolloutState::RolledBack => "rolled_back",
+            RolloutState::Aborted => "aborted",
+        }
+    }
+
+    /// Running or paused: it still owns the route's split.
+    pub fn is_active(self) -> bool {
+        matches!(self, RolloutState::Running | RolloutState::Paused)
+    }
+}
+
+/// One rollout's persisted progress: enough to resume after a restart,
+/// reload or binary upgrade at the same step, with the time spent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRecord {
+    pub spec: RolloutSpec,
+    /// The route's split when the rollout started; abort and rollback
+    /// return to it.
+    pub start_split: Split,
+    /// The file's split of the route then: a file that changes it aborts.
+    pub file_split: Split,
+    /// Index into `spec.steps`.
+    pub step: usize,
+    pub state: RolloutState,
+    /// The `pre` webhook has answered 2xx (or there is none).
+    pub started: bool,
+    /// Promote was called for the approval gate.
+    #[serde(default)]
+    pub approved: bool,
+    /// Unix ms.
+    pub started_ms: u64,
+    /// Unix ms when the current step began (moved forward by a pause).
+    pub step_started_ms: u64,
+    /// While paused: the step time already spent.
+    #[serde(default)]
+    pub paused_elapsed_ms: Option<u64>,
+    #[serde(default)]
+    pub ended_ms: Option<u64>,
+    /// Why it was rolled back, aborted, or why it holds.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl RolloutRecord {
+    pub fn new(spec: RolloutSpec, start_split: Split, file_split: Split, now_ms: u64) -> Self {
+        let started = spec.webhooks.pre.is_none();
+        RolloutRecord {
+            spec,
+            start_split,
+            file_split,
+            step: 0,
+            state: RolloutState::Running,
+            started,
+            approved: false,
+            started_ms: now_ms,
+            step_started_ms: now_ms,
+            paused_elapsed_ms: None,
+            ended_ms: None,
+            reason: None,
+        }
+    }
+
+    /// The target's percent now: 0 before the `pre` webhook passed, the
+    /// step's while active, 100 once promoted, 0 after a rollback or abort.
+    pub fn weight(&self) -> u32 {
+        match self.state {
+            RolloutState::Running | RolloutState::Paused if self.started => {
+                self.spec.steps.get(self.step).copied().unwrap_or(100)
+            }
+            RolloutState::Promoted => 100,
+            _ => 0,
+        }
+    }
+
+    /// The pools compared with the target: those the start split sent
+    /// traffic to.
+    pub fn baseline(&self) -> Vec<&str> {
+        self.start_split
+            .iter()
+            .filter(|(p, w)| *w > 0 && *p != self.spec.to)
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// Time spent in the current step at `now_ms`.
+    pub fn step_elapsed(&self, now_ms: u64) -> Duration {
+        let ms = self
+            .paused_elapsed_ms
+            .unwrap_or_else(|| now_ms.saturating_sub(self.step_started_ms));
+        Duration::from_millis(ms)
+    }
+
+    /// The split the route has at this point of the rollout.
+    pub fn split(&self) -> Split {
+        if !self.state.is_active() && self.state != RolloutState::Promoted {
+            return self.start_split.clone();
+        }
+        if !self.started {
+            return self.start_split.clone();
+        }
+        split_at(&self.start_split, &self.spec.to, self.weight())
+    }
+}
+
+/// `start` with `to` at `percent` and the other pools sharing the rest in
+/// their start proportions (pools at 0 stay at 0).
+pub fn split_at(start: &Split, to: &str, percent: u32) -> Split {
+    let percent = percent.min(100);
+    let base: Vec<(&str, u32)> = start.iter().filter(|(p, w)| *w > 0 && *p != to).collect();
+    let total: u64 = base.iter().map(|(_, w)| u64::from(*w)).sum();
+    let mut weights: Vec<(String, i64)> = Vec::new();
+    for (pool, w) in start.iter() {
+        let weight = if pool == to {
+            i64::from(percent) * 100
+        } else if w == 0 || total == 0 {
+            0
+        } else {
+            // The rest, 100 × (100 - percent), in start proportions.
+            (u64::from(100 - percent) * 100 * u64::from(w) / total) as i64
+        };
+        weights.push((pool.to_string(), weight));
+    }
+    if !weights.iter().any(|(p, _)| p == to) {
+        weights.push((to.to_string(), i64::from(percent) * 100));
+    }
+    Split::new(weights.iter().map(|(p, w)| (p.clone(), *w)))
+        .map(|s| reduce(&s))
+        .unwrap_or_else(|_| start.clone())
+}
+
+/// The same split with weights divided by their greatest common divisor,
+/// so a canary at 25 % reads `blue=3 green=1`, not `blue=7500 green=2500`.
+fn reduce(split: &Split) -> Split {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let g = split.iter().fold(0, |g, (_, w)| gcd(g, w)).max(1);
+    Split::new(split.iter().map(|(p, w)| (p, i64::from(w / g)))).unwrap_or_else(|_| split.clone())
+}
+
+/// Durations in the state file as humantime strings (`"30s"`).
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(pairs: &[(&str, i64)]) -> Split {
+        Split::new(pairs.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn steps_move_the_target_share_and_keep_baseline_proportions() {
+        let start = split(&[("blue", 100), ("green", 0)]);
+        assert_eq!(split_at(&start, "green", 25).to_string(), "blue=3 green=1");
+        assert_eq!(split_at(&start, "green", 100).to_string(), "blue=0 green=1");
+        assert_eq!(split_at(&start, "green", 0).to_string(), "blue=1 green=0");
+        let two = split(&[("a", 1), ("b", 3)]);
+        let s = split_at(&two, "c", 50);
+        assert_eq!(s.weight_of("c") * 2, s.iter().map(|(_, w)| w).sum::<u32>());
+        assert_eq!(s.weight_of("b"), 3 * s.weight_of("a"));
+    }
+}

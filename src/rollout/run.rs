@@ -1,0 +1,340 @@
+//! What a running rollout keeps in memory between checks — snapshots of
+//! the target's and the baseline's traffic since the step began, failing
+//! checks in a row, the webhook gate — and the decision each tick makes.
+//! Lost at a restart on purpose: the step and its time are persisted, the
+//! figures are gathered afresh.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::analysis::{Figures, Verdict, judge};
+use super::{RolloutRecord, RolloutState};
+use crate::traffic::Snapshot;
+
+/// Snapshots kept per step; older ones are folded away.
+const MARKS: usize = 512;
+
+/// A webhook that gates progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    Pre,
+    Step,
+    Rollback,
+    Done,
+}
+
+impl Hook {
+    pub fn word(self) -> &'static str {
+        match self {
+            Hook::Pre => "pre",
+            Hook::Step => "step",
+            Hook::Rollback => "rollback",
+            Hook::Done => "done",
+        }
+    }
+}
+
+/// The state of a gating webhook for one step.
+#[derive(Debug, Clone, PartialEq)]
+enum Gate {
+    Open,
+    Pending { step: usize },
+    Passed { step: usize },
+    Failed { step: usize, retry_ms: u64 },
+}
+
+/// What the driver does after a tick.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Nothing,
+    /// The `pre` webhook passed: shift to the first step.
+    Begin,
+    Advance,
+    Promote,
+    Rollback(String),
+    /// Call a gating webhook (`pre` or `step`) for `step`.
+    Call(Hook, usize),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastCheck {
+    /// Unix ms.
+    pub at_ms: u64,
+    pub target: Figures,
+    pub baseline: Figures,
+    /// `pass`, `fail` or `no_data`.
+    pub verdict: &'static str,
+    pub breaches: Vec<String>,
+}
+
+struct Mark {
+    target: Snapshot,
+    baseline: Snapshot,
+}
+
+/// One running rollout's memory.
+pub struct Run {
+    /// The step the marks belong to; `None` until the first tick.
+    step: Option<usize>,
+    marks: VecDeque<Mark>,
+    next_check_ms: u64,
+    failures: u32,
+    gate: Gate,
+    pub last: Option<LastCheck>,
+    /// Why the rollout waits, if it does.
+    pub hold: Option<String>,
+}
+
+impl Default for Run {
+    fn default() -> Self {
+        Run {
+            step: None,
+            marks: VecDeque::new(),
+            next_check_ms: 0,
+            failures: 0,
+            gate: Gate::Open,
+            last: None,
+            hold: None,
+        }
+    }
+}
+
+impl Run {
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The answer of a gating webhook called for `step`.
+    pub fn answered(&mut self, step: usize, ok: Result<(), String>, now_ms: u64, retry: Duration) {
+        match ok {
+            Ok(()) => {
+                self.gate = Gate::Passed { step };
+                self.hold = None;
+            }
+            Err(reason) => {
+                let retry_ms = now_ms.saturating_add(retry.as_millis() as u64);
+                self.gate = Gate::Failed { step, retry_ms };
+                self.hold = Some(reason);
+            }
+        }
+    }
+
+    /// One tick at `now_ms` with the current counters of the target and the
+    /// baseline (all its pools summed).
+    pub fn tick(
+        &mut self,
+        record: &RolloutRecord,
+        now_ms: u64,
+        target: Snapshot,
+        baseline: Snapshot,
+    ) -> Action {
+        if record.state != RolloutState::Running {
+            return Action::Nothing;
+        }
+        let check_every = record.spec.analysis.check_every;
+        if !record.started {
+            return self.gated(0, now_ms, Action::Begin, Hook::Pre, "pre");
+        }
+        if self.step != Some(record.step) {
+            // A new step (or a fresh start): figures from here.
+            self.step = Some(record.step);
+            self.marks.clear();
+            self.marks.push_back(Mark { target, baseline });
+            self.failures = 0;
+            self.next_check_ms = now_ms.saturating_add(check_every.as_millis() as u64);
+            self.hold = None;
+            if !matches!(self.gate, Gate::Passed { step } if step > record.step) {
+                self.gate = Gate::Open;
+            }
+            return Action::Nothing;
+        }
+        if now_ms < self.next_check_ms {
+            return Action::Nothing;
+        }
+        self.next_check_ms = now_ms.saturating_add(check_every.as_millis() as u64);
+        let verdict = self.check(record, now_ms, target, baseline);
+        match verdict {
+            Verdict::NoData(reason) => {
+                self.hold = Some(reason);
+                Action::Nothing
+            }
+            Verdict::Fail(breaches) => {
+                self.failures += 1;
+                let limit = record.spec.analysis.failure_limit;
+                let text = breaches.join("; ");
+                if self.failures >= limit {
+                    return Action::Rollback(format!(
+                        "{} failing check(s) in a row at step {} ({}%): {text}",
+                        self.failures,
+                        record.step + 1,
+                        record.weight()
+                    ));
+                }
+                self.hold = Some(format!(
+                    "check failed ({} of {limit}): {text}",
+                    self.failures
+                ));
+                Action::Nothing
+            }
+            Verdict::Pass => {
+                self.failures = 0;
+                self.hold = None;
+                if record.step_elapsed(now_ms) < record.spec.interval {
+                    return Action::Nothing;
+                }
+                self.next_move(record, now_ms)
+            }
+        }
+    }
+
+    /// The step's time is up and its checks pass: promote, wait for
+    /// approval, ask the step webhook, or advance.
+    fn next_move(&mut self, record: &RolloutRecord, now_ms: u64) -> Action {
+        let next = record.step + 1;
+        let Some(next_weight) = record.spec.steps.get(next) else {
+            return Action::Promote;
+        };
+        if *next_weight == 100 && record.spec.approval_before_100 && !record.approved {
+            self.hold =
+                Some("waiting for approval: cutover ctl promote (POST …/rollout/promote)".into());
+            return Action::Nothing;
+        }
+        if record.spec.webhooks.step.is_none() {
+            return Action::Advance;
+        }
+        self.gated(next, now_ms, Action::Advance, Hook::Step, "step")
+    }
+
+    /// Goes on with `then` once the gating webhook passed for `step`;
+    /// otherwise asks it (again after a failure, once its retry time came).
+    fn gated(&mut self, step: usize, now_ms: u64, then: Action, hook: Hook, name: &str) -> Action {
+        match self.gate {
+            Gate::Passed { step: s } if s == step => then,
+            Gate::Pending { step: s } if s == step => {
+                self.hold = Some(format!("waiting for the {name} webhook"));
+                Action::Nothing
+            }
+            Gate::Failed { step: s, retry_ms } if s == step && now_ms < retry_ms => Action::Nothing,
+            _ => {
+                self.gate = Gate::Pending { step };
+                self.hold = Some(format!("waiting for the {name} webhook"));
+                Action::Call(hook, step)
+            }
+        }
+    }
+
+    /// Judges the window ending now: back from the newest mark to the first
+    /// one that gives the target `min_requests`, never before the step.
+    fn check(
+        &mut self,
+        record: &RolloutRecord,
+        now_ms: u64,
+        target: Snapshot,
+        baseline: Snapshot,
+    ) -> Verdict {
+        let min = record.spec.analysis.min_requests;
+        let from = self
+            .marks
+            .iter()
+            .rev()
+            .find(|m| target.requests.saturating_sub(m.target.requests) >= min)
+            .or(self.marks.front());
+        let (t, b) = match from {
+            Some(m) => (target.since(&m.target), baseline.since(&m.baseline)),
+            None => (target.since(&target), baseline.since(&baseline)),
+        };
+        let verdict = judge(&record.spec.analysis, &t, &b);
+        let (word, breaches) = match &verdict {
+            Verdict::Pass => ("pass", Vec::new()),
+            Verdict::Fail(b) => ("fail", b.clone()),
+            Verdict::NoData(_) => ("no_data", Vec::new()),
+        };
+        self.last = Some(LastCheck {
+            at_ms: now_ms,
+            target: Figures::from(&t),
+            baseline: Figures::from(&b),
+            verdict: word,
+            breaches,
+        });
+        if self.marks.len() >= MARKS {
+            // Keep the step's first mark; drop the oldest after it.
+            self.marks.remove(1);
+        }
+        self.marks.push_back(Mark { target, baseline });
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Split;
+    use crate::rollout::{Analysis, RolloutSpec, Webhooks};
+    use crate::traffic::TrafficStats;
+
+    fn record(failure_limit: u32) -> RolloutRecord {
+        let spec = RolloutSpec {
+            to: "green".into(),
+            steps: vec![50, 100],
+            interval: Duration::from_secs(10),
+            analysis: Analysis {
+                min_requests: 10,
+                failure_limit,
+                check_every: Duration::from_secs(1),
+                ..Analysis::default()
+            },
+            approval_before_100: false,
+            webhooks: Webhooks::default(),
+        };
+        let start = Split::new([("blue", 1), ("green", 0)]).unwrap();
+        RolloutRecord::new(spec, start.clone(), start, 0)
+    }
+
+    /// Ticks once a second, serving `errors` failures out of 100 requests
+    /// on the target before each tick.
+    fn run_checks(record: &RolloutRecord, errors_per_check: &[u64]) -> Vec<Action> {
+        let (target, baseline) = (TrafficStats::default(), TrafficStats::default());
+        let mut run = Run::default();
+        let mut actions = vec![run.tick(record, 0, target.snapshot(), baseline.snapshot())];
+        for (i, errors) in errors_per_check.iter().enumerate() {
+            for n in 0..100 {
+                target.record(Duration::from_millis(5), n < *errors);
+                baseline.record(Duration::from_millis(5), false);
+            }
+            let now = (i as u64 + 1) * 1000;
+            actions.push(run.tick(record, now, target.snapshot(), baseline.snapshot()));
+        }
+        actions
+    }
+
+    #[test]
+    fn one_bad_sample_does_not_roll_back_with_a_limit_of_two() {
+        let actions = run_checks(&record(2), &[0, 30, 0, 0]);
+        assert!(actions.iter().all(|a| *a == Action::Nothing), "{actions:?}");
+        let actions = run_checks(&record(2), &[0, 30, 30]);
+        assert!(
+            matches!(actions.last(), Some(Action::Rollback(r)) if r.contains("2 failing")),
+            "{actions:?}"
+        );
+        let actions = run_checks(&record(1), &[30]);
+        assert!(
+            matches!(actions.last(), Some(Action::Rollback(_))),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn a_passing_step_advances_once_its_interval_is_spent() {
+        let actions = run_checks(&record(2), &[0; 10]);
+        assert_eq!(actions.last(), Some(&Action::Advance), "{actions:?}");
+        assert!(
+            actions[..10].iter().all(|a| *a == Action::Nothing),
+            "{actions:?}"
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! Live traffic figures of one route's pool, for rollout analysis: request
+//! and error counts and a latency histogram, all atomics the hot path bumps
+//! once per request. Readers take snapshots and compare two of them to get
+//! a window's request count, error rate and p99. Imports nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Below this many microseconds each microsecond has its own bucket.
+const LINEAR: u64 = 16;
+/// Sub-buckets per power of two above that: ~12 % resolution.
+const SUB_BITS: u32 = 3;
+/// Powers of two from 16 µs up to ~9.5 hours.
+const OCTAVES: usize = 32;
+const BUCKETS: usize = LINEAR as usize + OCTAVES * (1 << SUB_BITS);
+
+/// Counts for one (route, pool).
+pub struct TrafficStats {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    /// Responses by duration bucket (see [`bucket_of`]).
+    latency: Box<[AtomicU64]>,
+}
+
+impl std::fmt::Debug for TrafficStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrafficStats")
+            .field("requests", &self.requests.load(Ordering::Relaxed))
+            .field("errors", &self.errors.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Default for TrafficStats {
+    fn default() -> Self {
+        TrafficStats {
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// The bucket of a duration of `micros` µs: linear below 16 µs, then 8
+/// buckets per power of two.
+fn bucket_of(micros: u64) -> usize {
+    if micros < LINEAR {
+        return micros as usize;
+    }
+    let octave = 63 - micros.leading_zeros(); // >= 4
+    let sub = (micros >> (octave - SUB_BITS)) & ((1 << SUB_BITS) - 1);
+    let index = LINEAR as usize + (octave as usize - 4) * (1 << SUB_BITS) + sub as usize;
+    index.min(BUCKETS - 1)
+}
+
+/// The largest duration (µs) a bucket holds.
+fn bucket_upper(index: usize) -> u64 {
+    if index < LINEAR as usize {
+        return index as u64;
+    }
+    let i = index - LINEAR as usize;
+    let octave = (i >> SUB_BITS) as u32 + 4;
+    let sub = (i & ((1 << SUB_BITS) - 1)) as u64;
+    let width = 1u64 << (octave - SUB_BITS);
+    (1u64 << octave) + (sub + 1) * width - 1
+}
+
+impl TrafficStats {
+    /// One finished response: how long it took and whether it failed (a 5xx
+    /// from the upstream, or cutover's own 502/504 for it).
+    pub fn record(&self, elapsed: Duration, failed: bool) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            latency: self
+                .latency
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+}
+
+/// The counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub requests: u64,
+    pub errors: u64,
+    latency: Vec<u64>,
+}
+
+/// What happened between two snapshots.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    pub requests: u64,
+    pub errors: u64,
+    /// The 99th percentile duration; `None` without requests.
+    pub p99: Option<Duration>,
+}
+
+impl Window {
+    /// Errors per request; 0 without requests.
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.requests as f64
+        }
+    }
+}
+
+impl Snapshot {
+    /// Two pools' counters as one.
+    pub fn plus(&self, other: &Snapshot) -> Snapshot {
+        let len = self.latency.len().max(other.latency.len());
+        let at = |v: &Vec<u64>, i: usize| v.get(i).copied().unwrap_or(0);
+        Snapshot {
+            requests: self.requests + other.requests,
+            errors: self.errors + other.errors,
+            latency: (0..len)
+                .map(|i| at(&self.latency, i) + at(&other.latency, i))
+                .collect(),
+        }
+    }
+
+    /// The window from `earlier` to this snapshot. Counters only grow; a
+    /// smaller one (stats replaced) counts as zero.
+    pub fn since(&self, earlier: &Snapshot) -> Window {
+        let requests = self.requests.saturating_sub(earlier.requests);
+        let errors = self.errors.saturating_sub(earlier.errors);
+        let counts: Vec<u64> = self
+            .latency
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.saturating_sub(earlier.latency.get(i).copied().unwrap_or(0)))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let p99 = (total > 0).then(|| {
+            // The smallest bucket with at least 99 % of responses at or below it.
+            let wanted = total - total / 100;
+            let mut seen = 0;
+            let index = counts
+                .iter()
+                .position(|n| {
+                    seen += n;
+                    seen >= wanted
+                })
+                .unwrap_or(BUCKETS - 1);
+            Duration::from_micros(bucket_upper(index))
+        });
+        Window {
+            requests,
+            errors,
+            p99,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_ordered_and_hold_their_values() {
+        let mut last = 0;
+        for micros in (0..2_000_000u64).step_by(7).chain([u64::MAX / 2]) {
+            let b = bucket_of(micros);
+            assert!(b >= last, "{micros}");
+            last = b;
+            if b < BUCKETS - 1 {
+                assert!(micros <= bucket_upper(b), "{micros} above bucket {b}");
+                assert!(b == 0 || micros > bucket_upper(b - 1), "{micros} below {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn window_error_rate_and_p99() {
+        let stats = TrafficStats::default();
+        let start = stats.snapshot();
+        for i in 0..1000u64 {
+            // 1 % at 800 ms, the rest at 10 ms; one in ten fails.
+            let ms = if i % 100 == 0 { 800 } else { 10 };
+            stats.record(Duration::from_millis(ms), i % 10 == 0);
+        }
+        let w = stats.snapshot().since(&start);
+        assert_eq!((w.requests, w.errors), (1000, 100));
+        assert!((w.error_rate() - 0.1).abs() < 1e-9);
+        let p99 = w.p99.unwrap();
+        // 99 % are at 10 ms: the p99 is 10 ms within a bucket's width.
+        assert!(
+            p99 >= Duration::from_millis(10) && p99 < Duration::from_micros(11_300),
+            "{p99:?}"
+        );
+        for _ in 0..20 {
+            stats.record(Duration::from_millis(800), false);
+        }
+        let w = stats.snapshot().since(&start);
+        assert!(w.p99.unwrap() >= Duration::from_millis(800), "{w:?}");
+        assert_eq!(stats.snapshot().since(&stats.snapshot()).p99, None);
+    }
+}

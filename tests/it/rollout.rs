@@ -1,0 +1,587 @@
+//! Progressive rollouts through the admin API with real upstreams and load:
+//! promotion step by step, rollback on errors and latency, holds on too
+//! little data, approval and webhook gates, abort, restart mid-rollout,
+//! sticky clients following the steps. Intervals are short (sub-second
+//! checks) so each test takes seconds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// Client traffic that tells the proxy's failures (anything but a 200 or
+/// the canary's own 500) from the app's, and counts answers by upstream.
+struct Traffic {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<Mutex<HashMap<String, usize>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(url: String, clients: usize) -> Traffic {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let tasks = (0..clients)
+            .map(|i| {
+                let (stop, seen, url) = (stop.clone(), seen.clone(), url.clone());
+                let client = if i % 2 == 0 {
+                    http1_client()
+                } else {
+                    http2_client()
+                };
+                tokio::spawn(async move {
+                    for _ in 0..100_000 {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let (status, body) = get(&client, &url).await;
+                        let key = match status {
+                            200 | 500 => format!("{status} {}", body.trim()),
+                            other => format!("proxy failure {other}"),
+                        };
+                        *seen.lock().unwrap().entry(key).or_default() += 1;
+                    }
+                })
+            })
+            .collect();
+        Traffic { stop, seen, tasks }
+    }
+
+    fn count(&self, key: &str) -> usize {
+        self.seen.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+
+    /// Stops; returns every answer by kind.
+    async fn finish(self) -> HashMap<String, usize> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn proxy_failures(seen: &HashMap<String, usize>) -> usize {
+    seen.iter()
+        .filter(|(k, _)| k.starts_with("proxy failure"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+async fn rollout_of(proxy: &TestProxy) -> Value {
+    let (_, status) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+    status["routes"][0]["rollout"].clone()
+}
+
+async fn split_of(proxy: &TestProxy) -> Value {
+    let (_, status) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+    status["routes"][0]["split"].clone()
+}
+
+/// Waits until the rollout's state is `state`.
+async fn wait_state(proxy: &TestProxy, state: &str) -> Value {
+    let mut last = Value::Null;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        last = rollout_of(proxy).await;
+        if last["state"] == state {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("rollout never reached {state}: {last:#}");
+}
+
+async fn start_rollout(proxy: &TestProxy, body: Value) -> (u16, Value) {
+    admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/app/rollout"),
+        Some(body),
+        None,
+    )
+    .await
+}
+
+fn audit(proxy: &TestProxy) -> String {
+    std::fs::read_to_string(proxy.state_dir.path().join("audit.log")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_canary_is_promoted_through_every_step_with_zero_failures() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let proxy = start_proxy(&split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    ))
+    .await;
+    let traffic = Traffic::start(format!("http://{}/", proxy.addrs()[0]), 4);
+    let (s, v) = start_rollout(
+        &proxy,
+        json!({"to": "green", "steps": [10, 50, 100], "interval": "600ms",
+               "analysis": {"check_every": "200ms", "min_requests": 20}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["rollout"]["weight"], 10, "{v}");
+    assert_eq!(v["split"], json!({"blue": 9, "green": 1}), "{v}");
+    let done = wait_state(&proxy, "promoted").await;
+    assert_eq!(done["weight"], 100);
+    assert_eq!(split_of(&proxy).await, json!({"blue": 0, "green": 1}));
+    let before = traffic.count("200 green");
+    wait_until("more traffic on green", || async {
+        traffic.count("200 green") > before + 50
+    })
+    .await;
+    let seen = traffic.finish().await;
+    assert_eq!(proxy_failures(&seen), 0, "{seen:?}");
+    assert_eq!(seen.get("500 green"), None, "{seen:?}");
+    let log = audit(&proxy);
+    for action in ["start_rollout", "rollout_advance", "rollout_promoted"] {
+        assert!(log.contains(action), "{action} not audited:\n{log}");
+    }
+    // A second rollout on a route whose split is all green: nothing to
+    // roll out from.
+    let (s, v) = start_rollout(&proxy, json!({"to": "green", "steps": [100]})).await;
+    assert_eq!(
+        (s, &v["detail"]["code"]),
+        (409, &json!("nothing_to_roll_out_from")),
+        "{v}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_with_errors_is_rolled_back_within_one_check() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    green.fail_every(5); // 20 % 500s
+    let proxy = start_proxy(&split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    ))
+    .await;
+    let traffic = Traffic::start(format!("http://{}/", proxy.addrs()[0]), 4);
+    let (s, v) = start_rollout(
+        &proxy,
+        json!({"to": "green", "steps": [30, 100], "interval": "30s",
+               "analysis": {"check_every": "300ms", "min_requests": 30, "failure_limit": 1}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let done = wait_state(&proxy, "rolled_back").await;
+    assert!(
+        done["reason"].as_str().unwrap().contains("error rate"),
+        "{done:#}"
+    );
+    assert!(
+        done["analysis"]["target"]["error_rate"].as_f64().unwrap() > 0.1,
+        "{done:#}"
+    );
+    assert_eq!(split_of(&proxy).await, json!({"blue": 100, "green": 0}));
+    // After the rollback every answer comes from blue.
+    let green_after = traffic.count("200 green") + traffic.count("500 green");
+    let blue_after = traffic.count("200 blue");
+    wait_until("traffic after the rollback", || async {
+        traffic.count("200 blue") > blue_after + 100
+    })
+    .await;
+    let seen = traffic.finish().await;
+    let green_total = seen.get("200 green").unwrap_or(&0) + seen.get("500 green").unwrap_or(&0);
+    // Requests already in flight at the rollback may still end on green.
+    assert!(green_total <= green_after + 8, "{seen:?}");
+    assert_eq!(proxy_failures(&seen), 0, "{seen:?}");
+    let log = audit(&proxy);
+    assert!(log.contains("rollout_rolled_back"), "{log}");
+    assert!(
+        metric_text(&proxy)
+            .await
+            .contains("cutover_rollout_state{route=\"app\",state=\"rolled_back\"} 1")
+    );
+    proxy.stop().await;
+}
+
+async fn metric_text(proxy: &TestProxy) -> String {
+    let (_, v) = admin_call("GET", &proxy.admin_url("/metrics"), None, None).await;
+    v.as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_canary_is_rolled_back_on_p99() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    green.delay(120);
+    let proxy = start_proxy(&split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    ))
+    .await;
+    let traffic = Traffic::start(format!("http://{}/", proxy.addrs()[0]), 8);
+    let (s, v) = start_rollout(
+        &proxy,
+        json!({"to": "green", "steps": [50, 100], "interval": "30s",
+               "analysis": {"check_every": "500ms", "min_requests": 10, "max_p99_ms": 80}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let done = wait_state(&proxy, "rolled_back").await;
+    assert!(done["reason"].as_str().unwrap().contains("p99"), "{done:#}");
+    let seen = traffic.finish().await;
+    assert_eq!(proxy_failures(&seen), 0, "{seen:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn too_little_traffic_holds_the_step() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let proxy = start_proxy(&split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    ))
+    .await;
+    let (s, v) = start_rollout(
+        &proxy,
+        json!({"to": "green", "steps": [20, 100], "interval": "200ms",
+               "analysis": {"check_every": "100ms", "min_requests": 50}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let waiting = wait_state(&proxy, "waiting").await;
+    assert!(
+        waiting["reason"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for data"),
+        "{waiting:#}"
+    );
+    // Several intervals later it still holds at step 1: no data, no verdict.
+    let client = http1_client();
+    for _ in 0..10 {
+        get(&client, &format!("http://{}/", proxy.addrs()[0])).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let still = rollout_of(&proxy).await;
+    assert_eq!(
+        (still["state"].as_str(), still["step"].as_u64()),
+        (Some("waiting"), Some(1)),
+        "{still:#}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn abort_restores_the_start_split_and_bad_calls_are_refused() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let dead = closed_port();
+    let proxy = start_proxy(&format!(
+        "[[route]]\nname = \"app\"\nsplit = {{ blue = 90, green = 10, red = 0 }}\n\
+         [pool.blue]\nupstreams = [{{ addr = \"{}\" }}]\n[pool.green]\nupstreams = [{{ addr = \"{}\" }}]\n\
+         [pool.red]\nupstreams = [{{ addr = \"{dead}\" }}]\nhealth = {{ path = \"/healthz\", interval = \"1s\" }}\n",
+        blue.addr, green.addr
+    ))
+    .await;
+    for (body, status, field) in [
+        (json!({"to": "purple"}), 404, None),
+        (
+            json!({"to": "green", "steps": [50, 10, 100]}),
+            400,
+            Some("steps[1]"),
+        ),
+        (
+            json!({"to": "green", "steps": [10, 50]}),
+            400,
+            Some("steps"),
+        ),
+        (
+            json!({"to": "green", "analysis": {"max_error_rate": 7}}),
+            400,
+            Some("analysis.max_error_rate"),
+        ),
+        (json!({"to": "red"}), 409, None),
+    ] {
+        let (s, v) = start_rollout(&proxy, body.clone()).await;
+        assert_eq!(s, status, "{body} → {v}");
+        if let Some(field) = field {
+            assert_eq!(v["detail"]["field"], field, "{v}");
+        }
+    }
+    assert_eq!(
+        split_of(&proxy).await,
+        json!({"blue": 90, "green": 10, "red": 0})
+    );
+    let (s, v) = start_rollout(
+        &proxy,
+        json!({"to": "green", "steps": [50, 100], "interval": "1m"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        split_of(&proxy).await,
+        json!({"blue": 1, "green": 1, "red": 0})
+    );
+    let (s, v) = start_rollout(&proxy, json!({"to": "green"})).await;
+    assert_eq!(
+        (s, &v["detail"]["code"]),
+        (409, &json!("rollout_running")),
+        "{v}"
+    );
+    let (s, v) = admin_call(
+        "PUT",
+        &proxy.admin_url("/api/v1/routes/app/split"),
+        Some(json!({"blue": 1})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 409, "a manual split during a rollout: {v}");
+    let (s, v) = admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/app/rollout/abort"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["rollout"]["state"], "aborted");
+    assert_eq!(
+        split_of(&proxy).await,
+        json!({"blue": 90, "green": 10, "red": 0})
+    );
+    let (s, _) = admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/app/rollout/abort"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 409);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_gate_holds_until_promote() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let proxy = start_proxy(&split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    ))
+    .await;
+    let traffic = Traffic::start(format!("http://{}/", proxy.addrs()[0]), 4);
+    let (s, v) = start_rollout(
+        &proxy,
+        json!({"to": "green", "steps": [50, 100], "interval": "300ms", "approval": "before-100",
+               "analysis": {"check_every": "100ms", "min_requests": 10}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let held = wait_state(&proxy, "waiting").await;
+    wait_until("the approval hold", || async {
+        rollout_of(&proxy).await["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("approval"))
+    })
+    .await;
+    assert_eq!(held["step"], 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(rollout_of(&proxy).await["step"], 1, "held at step 1");
+    let (s, v) = admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/app/rollout/promote"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["rollout"]["weight"], 100, "{v}");
+    wait_state(&proxy, "promoted").await;
+    let seen = traffic.finish().await;
+    assert_eq!(proxy_failures(&seen), 0, "{seen:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_pre_webhook_holds_until_it_passes() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let hook = TestUpstream::start("hook").await;
+    hook.set_health_status(503);
+    let proxy = start_proxy(&split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    ))
+    .await;
+    let (s, v) = start_rollout(
+        &proxy,
+        json!({"to": "green", "steps": [100], "interval": "10m",
+               "analysis": {"check_every": "100ms"},
+               "webhooks": {"pre": format!("http://{}/healthz", hook.addr), "timeout": "2s"}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        v["rollout"]["weight"], 0,
+        "nothing moves before the pre hook: {v}"
+    );
+    wait_until("the pre webhook's refusal", || async {
+        rollout_of(&proxy).await["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("pre webhook") && r.contains("503"))
+    })
+    .await;
+    assert_eq!(split_of(&proxy).await, json!({"blue": 100, "green": 0}));
+    hook.set_health_status(200);
+    wait_until("the rollout to begin", || async {
+        rollout_of(&proxy).await["weight"] == 100
+    })
+    .await;
+    assert_eq!(split_of(&proxy).await, json!({"blue": 0, "green": 1}));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_resumes_at_the_same_step_and_a_changed_file_aborts() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let state = tempfile::tempdir().unwrap();
+    let config = |blue_weight: u32| {
+        split_config(
+            &[
+                ("blue", blue_weight, &[blue.addr]),
+                ("green", 0, &[green.addr]),
+            ],
+            &format!("[state]\ndir = \"{}\"\n", state.path().display()),
+        )
+    };
+    let proxy = start_proxy(&config(100)).await;
+    let (s, v) = start_rollout(
+        &proxy,
+        json!({"to": "green", "steps": [10, 40, 100], "interval": "1h"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/app/rollout/promote"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((s, v["rollout"]["step"].as_u64()), (200, Some(2)), "{v}");
+    let before = rollout_of(&proxy).await;
+    proxy.stop().await;
+
+    let proxy = start_proxy(&config(100)).await;
+    let after = rollout_of(&proxy).await;
+    assert_eq!(after["step"], 2, "{after:#}");
+    assert_eq!(after["weight"], 40);
+    assert_eq!(
+        after["step_started_ms"], before["step_started_ms"],
+        "time spent is kept"
+    );
+    assert_eq!(split_of(&proxy).await, json!({"blue": 3, "green": 2}));
+    proxy.stop().await;
+
+    // The file now says blue = 50: the rollout's base is gone.
+    let proxy = start_proxy(&config(50)).await;
+    let after = rollout_of(&proxy).await;
+    assert_eq!(after["state"], "aborted", "{after:#}");
+    assert!(
+        after["reason"].as_str().unwrap().contains("config file"),
+        "{after:#}"
+    );
+    assert_eq!(split_of(&proxy).await, json!({"blue": 50, "green": 0}));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn sticky_clients_follow_the_steps_and_return_at_rollback() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let proxy = start_proxy(&format!(
+        "[[route]]\nname = \"app\"\nsplit = {{ blue = 100, green = 0 }}\nsticky = {{ cookie = \"s\" }}\n\
+         [pool.blue]\nupstreams = [{{ addr = \"{}\" }}]\n[pool.green]\nupstreams = [{{ addr = \"{}\" }}]\n",
+        blue.addr, green.addr
+    ))
+    .await;
+    let url = format!("http://{}/", proxy.addrs()[0]);
+    // 400 clients, each pinned to blue by its first answer.
+    let client = http1_client();
+    let mut cookies = Vec::new();
+    for _ in 0..400 {
+        let resp = client.get(url.parse().unwrap()).await.unwrap();
+        let cookie = resp.headers()["set-cookie"].to_str().unwrap();
+        cookies.push(cookie.split(';').next().unwrap().to_string());
+    }
+    // Where each client lands now, keeping the cookie it is given.
+    let round = |cookies: Vec<String>| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let mut green = 0;
+            let mut next = Vec::new();
+            for c in cookies {
+                let req = http::Request::get(&url)
+                    .header("cookie", &c)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap();
+                let resp = client.request(req).await.unwrap();
+                let fresh = resp
+                    .headers()
+                    .get("set-cookie")
+                    .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string());
+                let body = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                if body.starts_with(b"green") {
+                    green += 1;
+                }
+                next.push(fresh.unwrap_or(c));
+            }
+            (green, next)
+        }
+    };
+    let (on_green, cookies) = round(cookies).await;
+    assert_eq!(on_green, 0);
+    let (s, v) = start_rollout(
+        &proxy,
+        json!({"to": "green", "steps": [25, 60, 100], "interval": "1h"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (on_green, cookies) = round(cookies).await;
+    // 400 clients: binomial sd at 25 % is ~2.2 points; allow 8.
+    assert!(
+        (68..=132).contains(&on_green),
+        "{on_green} of 400 on green at 25 %"
+    );
+    let (again, cookies) = round(cookies).await;
+    assert_eq!(again, on_green, "pins hold within a step");
+    admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/app/rollout/promote"),
+        None,
+        None,
+    )
+    .await;
+    let (on_green, cookies) = round(cookies).await;
+    assert!(
+        (208..=272).contains(&on_green),
+        "{on_green} of 400 on green at 60 %"
+    );
+    admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/app/rollout/abort"),
+        None,
+        None,
+    )
+    .await;
+    let (on_green, _) = round(cookies).await;
+    assert_eq!(on_green, 0, "every client pinned to green goes back");
+    proxy.stop().await;
+}
