@@ -94,7 +94,7 @@ fn ctl(args: cutover::admin::ctl::CtlArgs) -> ExitCode {
         }
     };
     match runtime.block_on(cutover::admin::ctl::run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("cutover ctl: {e}");
             ExitCode::from(1)

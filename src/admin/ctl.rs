@@ -47,16 +47,16 @@ enum Verb {
         #[arg(long)]
         force: bool,
     },
-    /// Progressive shift to a pool with automatic rollback.
-    Rollout {
-        route: String,
-        #[arg(long)]
-        to: String,
-        #[arg(long, default_value = "5,25,50,100", value_delimiter = ',')]
-        steps: Vec<u32>,
-        #[arg(long, default_value = "30s")]
-        interval: String,
-    },
+    /// Progressive shift to a pool, judged on live traffic, rolled back by
+    /// itself on a breach. With --wait: one line per event; exit 0 promoted,
+    /// 2 rolled back, 3 aborted, 1 error.
+    Rollout(RolloutArgs),
+    /// Approve a rollout waiting for approval, or skip the rest of its step.
+    Promote { route: String },
+    /// Hold a rollout at its step (analysis stops; the split stays).
+    Pause { route: String },
+    /// Go on with a paused rollout.
+    Resume { route: String },
     /// Stop a rollout and return to the split it started from.
     Abort { route: String },
     /// No new requests to an upstream; in-flight ones finish.
@@ -87,6 +87,87 @@ enum Verb {
     /// Binary upgrade.
     Upgrade,
 }
+
+#[derive(clap::Args, Debug)]
+pub struct RolloutArgs {
+    /// The route to roll out.
+    route: String,
+    /// The pool traffic moves to.
+    #[arg(long)]
+    to: String,
+    /// The target's percent at each step, ending at 100 (default 5,25,50,100).
+    #[arg(long, value_delimiter = ',', conflicts_with = "preset")]
+    steps: Option<Vec<u32>>,
+    /// all-at-once, canary-10-5m or linear-10-1m.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Time at each step, e.g. 30s (default 30s, or the preset's).
+    #[arg(long)]
+    interval: Option<String>,
+    /// Roll back when the target's error rate passes this (0 to 1).
+    #[arg(long)]
+    max_error_rate: Option<f64>,
+    /// Roll back when the target's p99 passes this, e.g. 500ms.
+    #[arg(long)]
+    max_p99: Option<String>,
+    /// Requests the target must serve before a step is judged.
+    #[arg(long)]
+    min_requests: Option<u64>,
+    /// How often the step is judged, e.g. 5s.
+    #[arg(long)]
+    check_every: Option<String>,
+    /// Hold before the step to 100 % until `cutover ctl promote ROUTE`.
+    #[arg(long)]
+    approve_before_100: bool,
+    /// Start even if the target has no healthy upstream.
+    #[arg(long)]
+    force: bool,
+    /// Follow the rollout to its end; the exit code says how it ended.
+    #[arg(long)]
+    wait: bool,
+}
+
+impl RolloutArgs {
+    fn body(&self) -> Result<Value, CtlError> {
+        let mut body = json!({"to": self.to});
+        if let Some(steps) = &self.steps {
+            body["steps"] = json!(steps);
+        }
+        if let Some(preset) = &self.preset {
+            body["preset"] = json!(preset);
+        }
+        if let Some(interval) = &self.interval {
+            body["interval"] = json!(interval);
+        }
+        let mut analysis = serde_json::Map::new();
+        if let Some(r) = self.max_error_rate {
+            analysis.insert("max_error_rate".into(), json!(r));
+        }
+        if let Some(p99) = &self.max_p99 {
+            let d = humantime::parse_duration(p99).map_err(|e| {
+                CtlError::Usage(format!("--max-p99 {p99:?}: {e} (write e.g. 500ms)"))
+            })?;
+            analysis.insert("max_p99_ms".into(), json!(d.as_millis() as u64));
+        }
+        if let Some(n) = self.min_requests {
+            analysis.insert("min_requests".into(), json!(n));
+        }
+        if let Some(c) = &self.check_every {
+            analysis.insert("check_every".into(), json!(c));
+        }
+        if !analysis.is_empty() {
+            body["analysis"] = Value::Object(analysis);
+        }
+        if self.approve_before_100 {
+            body["approval"] = json!("before-100");
+        }
+        Ok(body)
+    }
+}
+
+/// How `cutover ctl rollout --wait` ended, as its exit code.
+pub const EXIT_ROLLED_BACK: u8 = 2;
+pub const EXIT_ABORTED: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -175,8 +256,9 @@ fn encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// Runs one `cutover ctl` command; the exit code is 0 on success, 1 on any error.
-pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
+/// Runs one `cutover ctl` command: `Ok` with its exit code (0, or how a
+/// waited rollout ended), or the error (exit 1).
+pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
     let token = match &args.token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -230,32 +312,26 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             let line = format!("{route}: {}", split_text(v.get("split")));
             (v, line)
         }
-        Verb::Rollout {
-            route,
-            to,
-            steps,
-            interval,
-        } => {
-            let body = json!({"to": to, "steps": steps, "interval": interval});
+        Verb::Rollout(r) => {
+            let query = if r.force { "?force=true" } else { "" };
             let v = api
                 .call(
                     Method::POST,
-                    &format!("/api/v1/routes/{}/rollout", encode(&route)),
-                    Some(body),
+                    &format!("/api/v1/routes/{}/rollout{query}", encode(&r.route)),
+                    Some(r.body()?),
                 )
                 .await?;
-            (v, format!("{route}: rollout to {to} started"))
+            let line = format!("{}: {}", r.route, rollout_line(&v["rollout"]));
+            if r.wait {
+                println!("{line}");
+                return wait_rollout(&api, &r.route, &v["rollout"]).await;
+            }
+            (v, line)
         }
-        Verb::Abort { route } => {
-            let v = api
-                .call(
-                    Method::POST,
-                    &format!("/api/v1/routes/{}/rollout/abort", encode(&route)),
-                    None,
-                )
-                .await?;
-            (v, format!("{route}: rollout aborted"))
-        }
+        Verb::Promote { route } => rollout_action(&api, &route, "promote").await?,
+        Verb::Pause { route } => rollout_action(&api, &route, "pause").await?,
+        Verb::Resume { route } => rollout_action(&api, &route, "resume").await?,
+        Verb::Abort { route } => rollout_action(&api, &route, "abort").await?,
         Verb::Drain {
             pool,
             addr,
@@ -344,7 +420,62 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
     } else {
         println!("{line}");
     }
-    Ok(())
+    Ok(0)
+}
+
+/// `POST …/rollout/{action}` and its one-line summary.
+async fn rollout_action(api: &Api, route: &str, action: &str) -> Result<(Value, String), CtlError> {
+    let path = format!("/api/v1/routes/{}/rollout/{action}", encode(route));
+    let v = api.call(Method::POST, &path, None).await?;
+    let line = format!("{route}: {}", rollout_line(&v["rollout"]));
+    Ok((v, line))
+}
+
+/// A rollout in one line: state, step and weight, reason.
+fn rollout_line(r: &Value) -> String {
+    let steps = r["steps"].as_array().map_or(0, Vec::len);
+    let mut line = format!(
+        "rollout to {} {} at step {}/{steps} ({}%)",
+        r["to"].as_str().unwrap_or("?"),
+        r["state"].as_str().unwrap_or("?").replace('_', " "),
+        r["step"],
+        r["weight"]
+    );
+    if let Some(reason) = r["reason"].as_str() {
+        line.push_str(": ");
+        line.push_str(reason);
+    }
+    line
+}
+
+/// Follows a rollout until it ends, a line per change; the exit code says
+/// how it ended.
+async fn wait_rollout(api: &Api, route: &str, first: &Value) -> Result<u8, CtlError> {
+    let mut last = rollout_line(first);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let status = api.call(Method::GET, "/api/v1/status", None).await?;
+        let Some(r) = status["routes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["name"] == route)
+        else {
+            return Err(CtlError::Usage(format!("route {route} is gone")));
+        };
+        let rollout = &r["rollout"];
+        let line = rollout_line(rollout);
+        if line != last {
+            println!("{route}: {line}");
+            last = line;
+        }
+        match rollout["state"].as_str() {
+            Some("promoted") => return Ok(0),
+            Some("rolled_back") => return Ok(EXIT_ROLLED_BACK),
+            Some("aborted") => return Ok(EXIT_ABORTED),
+            _ => {}
+        }
+    }
 }
 
 async fn wait_drained(api: &Api, pool: &str, addr: &str) -> Result<(), CtlError> {

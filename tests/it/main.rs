@@ -14,6 +14,7 @@ mod nginx;
 pub mod process;
 mod resilience;
 mod rollout;
+mod rollout_ctl;
 mod routing;
 mod status_page;
 mod streaming;

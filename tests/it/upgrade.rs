@@ -508,3 +508,56 @@ async fn in_process_proxies_refuse_upgrade_with_a_reason() {
     );
     proxy.stop().await;
 }
+
+/// A rollout in progress survives a binary upgrade: the new process
+/// resumes it at the same step, with the time already spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_resumes_at_its_step_after_an_upgrade() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let (process, _) = start_from_copy(
+        &split_config(
+            &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+            "",
+        ),
+        &[],
+    );
+    let admin = format!("http://{}", admin_addr_of(&process));
+    let mut pids = Pids(Vec::new());
+    let (code, body) = admin_call(
+        "POST",
+        &format!("{admin}/api/v1/routes/app/rollout"),
+        Some(json!({"to": "green", "steps": [10, 40, 100], "interval": "1h"})),
+        None,
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = admin_call(
+        "POST",
+        &format!("{admin}/api/v1/routes/app/rollout/promote"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let before = status(&admin).await["routes"][0].clone();
+    assert_eq!(before["rollout"]["step"], 2, "{before:#}");
+    let load = load_mixed(format!("http://{}/", process.addr), 4);
+    wait_until("load is flowing", || async { load.sent() > 100 }).await;
+
+    let old_pid = process.child.id();
+    let new_pid = trigger_upgrade(0, &admin, old_pid).await;
+    pids.0.push(new_pid);
+    assert_eq!(pid_of(&admin).await, new_pid);
+    let after = status(&admin).await["routes"][0].clone();
+    assert_eq!(after["rollout"]["step"], 2, "{after:#}");
+    assert_eq!(after["rollout"]["weight"], 40);
+    assert_eq!(
+        after["rollout"]["step_started_ms"],
+        before["rollout"]["step_started_ms"]
+    );
+    assert_eq!(after["split"], before["split"]);
+    let (sent, failed) = load.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed");
+    kill("TERM", new_pid);
+}

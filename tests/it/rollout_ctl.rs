@@ -1,0 +1,105 @@
+//! `cutover ctl rollout --wait` against the real binary: a pipeline step
+//! whose exit code says how the rollout ended (0 promoted, 2 rolled back,
+//! 3 aborted).
+
+use std::process::{Command, Stdio};
+
+use crate::process::{Process, admin_addr_of};
+use crate::support::*;
+
+fn ctl(admin: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
+    c.args(["ctl", "--admin", admin]);
+    c
+}
+
+/// Runs `ctl` with `args` off the async threads; returns (code, stdout).
+async fn run(admin: &str, args: &[&str]) -> (Option<i32>, String) {
+    let mut command = ctl(admin);
+    command.args(args);
+    let out = tokio::task::spawn_blocking(move || command.output().expect("run cutover ctl"))
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_wait_exit_codes_say_promoted_rolled_back_aborted() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let process = Process::start(&split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    ));
+    let admin = format!("http://{}", admin_addr_of(&process));
+    let load = load(format!("http://{}/", process.addr), 4);
+    let quick = [
+        "--interval",
+        "400ms",
+        "--check-every",
+        "100ms",
+        "--min-requests",
+        "5",
+        "--wait",
+    ];
+
+    let mut args = vec!["rollout", "app", "--to", "green", "--steps", "50,100"];
+    args.extend(quick);
+    let (code, out) = run(&admin, &args).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("promoted"), "{out}");
+
+    // Back to blue, which now fails half its requests: rolled back.
+    blue.fail_every(2);
+    let mut args = vec!["rollout", "app", "--to", "blue", "--steps", "50,100"];
+    args.extend(quick);
+    args.extend(["--max-error-rate", "0.1"]);
+    let (code, out) = run(&admin, &args).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("rolled back") && out.contains("error rate"),
+        "{out}"
+    );
+
+    // A long rollout, aborted from another ctl while one waits on it.
+    blue.fail_every(0);
+    let mut waiting = ctl(&admin);
+    waiting
+        .args([
+            "rollout",
+            "app",
+            "--to",
+            "blue",
+            "--interval",
+            "1h",
+            "--wait",
+        ])
+        .stdout(Stdio::piped());
+    let waiting = waiting.spawn().unwrap();
+    wait_until("the long rollout to start", || async {
+        let (_, v) = admin_call("GET", &format!("{admin}/api/v1/status"), None, None).await;
+        v["routes"][0]["rollout"]["to"] == "blue"
+            && v["routes"][0]["rollout"]["state"] != "rolled_back"
+    })
+    .await;
+    let (code, out) = run(&admin, &["abort", "app"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let out = tokio::task::spawn_blocking(move || waiting.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    load.finish().await;
+
+    // Refused by the proxy: an unknown pool.
+    let (code, out) = run(&admin, &["rollout", "app", "--to", "purple"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no pool named \"purple\""), "{out}");
+}
