@@ -278,10 +278,21 @@ impl Admin {
                     .await
             }
             (["routes", route, "rollout"], &M::POST) => {
+                // The route's defaults from the file, under the body.
+                let defaults = self
+                    .instance
+                    .lock()
+                    .await
+                    .plane
+                    .file()
+                    .routes
+                    .iter()
+                    .find(|r| r.name == *route)
+                    .and_then(|r| r.rollout.clone());
                 let change = parse_json(&body).and_then(|v| {
                     Ok(Change::StartRollout {
                         route: route.to_string(),
-                        spec: Box::new(crate::rollout::parse_spec(&v)?),
+                        spec: Box::new(crate::rollout::parse_spec(&v, defaults.as_ref())?),
                         now_ms: crate::clock::unix_ms(),
                         force,
                     })

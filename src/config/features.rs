@@ -1,7 +1,11 @@
 //! Reading the optional per-pool and per-route features: active health
-//! checks, outlier ejection, slow start and sticky sessions.
+//! checks, outlier ejection, slow start, sticky sessions and rollout
+//! defaults.
 
 use std::time::Duration;
+
+use serde_json::{Map, Value as Json, json};
+use toml::de::DeValue;
 
 use super::reader::Table;
 use super::reader::Value;
@@ -171,4 +175,98 @@ pub fn read_tls(listener: &mut Table<'_>, problems: &mut Problems) -> Vec<TlsFil
             .collect(),
         _ => one(value, path, problems).into_iter().collect(),
     }
+}
+
+/// Keys of a route's `rollout` table that go under the body's `analysis`.
+const ANALYSIS_KEYS: [&str; 7] = [
+    "max_error_rate",
+    "max_error_rate_increase",
+    "max_p99_ms",
+    "max_p99_ratio",
+    "min_requests",
+    "failure_limit",
+    "check_every",
+];
+
+/// `rollout = { steps, interval, max_error_rate, … }` on a route: defaults
+/// for `ctl rollout`, checked by the same parser as the API's body.
+pub fn read_rollout(route: &mut Table<'_>, problems: &mut Problems) -> Option<Json> {
+    let value = route.get("rollout")?;
+    let path = route.child("rollout");
+    let DeValue::Table(table) = value.get_ref() else {
+        problems.push(
+            value.span(),
+            &path,
+            "expected a table like { steps = [10, 100], interval = \"5m\" }",
+        );
+        return None;
+    };
+    let (mut body, mut analysis) = (Map::new(), Map::new());
+    for (key, v) in table.iter() {
+        let name: &str = key.get_ref().as_ref();
+        let Some(j) = to_json(v.get_ref()) else {
+            problems.push(v.span(), &format!("{path}.{name}"), "unsupported value");
+            continue;
+        };
+        if name == "to" {
+            problems.push(
+                key.span(),
+                &format!("{path}.to"),
+                "unknown key (name the pool in each rollout)",
+            );
+        } else if ANALYSIS_KEYS.contains(&name) {
+            analysis.insert(name.to_string(), j);
+        } else {
+            body.insert(name.to_string(), j);
+        }
+    }
+    if !analysis.is_empty() {
+        body.insert("analysis".into(), Json::Object(analysis));
+    }
+    let defaults = Json::Object(body);
+    match super::parse_spec(&json!({"to": "-"}), Some(&defaults)) {
+        Ok(_) => Some(defaults),
+        Err(e) => {
+            // The file writes analysis limits flat.
+            let field = e.field.strip_prefix("analysis.").unwrap_or(&e.field);
+            let top = field.split(['.', '[']).next().unwrap_or(field);
+            let index = field
+                .split_once('[')
+                .and_then(|(_, rest)| rest.trim_end_matches(']').parse::<usize>().ok());
+            let span = table
+                .iter()
+                .find(|(k, _)| k.get_ref().as_ref() == top)
+                .map_or_else(
+                    || value.span(),
+                    |(_, v)| match (v.get_ref(), index) {
+                        (DeValue::Array(items), Some(i)) if i < items.len() => items[i].span(),
+                        _ => v.span(),
+                    },
+                );
+            problems.push(span, &format!("{path}.{field}"), e.reason);
+            None
+        }
+    }
+}
+
+/// A TOML value as JSON (datetimes have no JSON form).
+fn to_json(v: &DeValue<'_>) -> Option<Json> {
+    Some(match v {
+        DeValue::String(s) => json!(s.as_ref()),
+        DeValue::Integer(i) => json!(i64::from_str_radix(i.as_str(), i.radix()).ok()?),
+        DeValue::Float(f) => json!(f.as_str().replace('_', "").parse::<f64>().ok()?),
+        DeValue::Boolean(b) => json!(b),
+        DeValue::Array(items) => Json::Array(
+            items
+                .iter()
+                .map(|i| to_json(i.get_ref()))
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        DeValue::Table(t) => Json::Object(
+            t.iter()
+                .map(|(k, v)| Some((k.get_ref().to_string(), to_json(v.get_ref())?)))
+                .collect::<Option<Map<_, _>>>()?,
+        ),
+        DeValue::Datetime(_) => return None,
+    })
 }

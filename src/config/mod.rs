@@ -6,6 +6,7 @@
 
 mod features;
 mod reader;
+mod rollout_spec;
 mod sections;
 mod split;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 
+pub use rollout_spec::{Analysis, RolloutSpec, SpecError, Webhooks, parse_spec};
 pub use split::{MAX_WEIGHT, Split, SplitError, WeightError, weight};
 
 /// A validated configuration.
@@ -124,6 +126,9 @@ pub struct RouteConfig {
     /// Pool name → relative weight, in file order.
     pub split: Split,
     pub sticky: Option<StickyConfig>,
+    /// `rollout = { … }`: defaults for rollouts of this route, in the shape
+    /// of the API's request body (limits under `analysis`), already checked.
+    pub rollout: Option<serde_json::Value>,
     /// Never from the file: set in the effective config while a rollout
     /// moves sticky clients (see [`StickyShift`]).
     pub sticky_shift: Option<StickyShift>,

@@ -341,6 +341,7 @@ fn read_routes(
         };
         let split = read_split(&mut t, pools, problems);
         let sticky = features::read_sticky(&mut t, problems);
+        let rollout = features::read_rollout(&mut t, problems);
         let span = t.span();
         let path = t.path().to_string();
         t.finish(problems);
@@ -366,6 +367,7 @@ fn read_routes(
             path_prefix,
             split,
             sticky,
+            rollout,
             sticky_shift: None,
         });
     }

@@ -2,10 +2,11 @@
 //! record of one rollout's progress, and the splits each step sets.
 //! `analysis` judges a window of live traffic against the limits; `run`
 //! holds what a running rollout keeps in memory and decides the next move.
-//! Pure: no I/O, no clock (times come in). Imports `config`, `traffic`.
+//! The spec itself and its parsing live in `config` (the file can carry a
+//! route's defaults). Pure: no I/O, no clock (times come in). Imports
+//! `config`, `traffic`.
 
 pub mod analysis;
-mod parse;
 pub mod run;
 
 use std::time::Duration;
@@ -14,79 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Split;
 
-pub use parse::{SpecError, parse_spec};
+pub use crate::config::{Analysis, RolloutSpec, SpecError, Webhooks, parse_spec};
 
 /// How many finished rollouts a route keeps in its history.
 pub const HISTORY: usize = 5;
-
-/// What an operator asked for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RolloutSpec {
-    /// The pool traffic moves to.
-    pub to: String,
-    /// The target's percent at each step, increasing, ending at 100.
-    pub steps: Vec<u32>,
-    /// Time at each step, the last one included (the watch window).
-    #[serde(with = "humantime_serde_compat")]
-    pub interval: Duration,
-    pub analysis: Analysis,
-    /// Hold before the step to 100 % until `promote`.
-    #[serde(default)]
-    pub approval_before_100: bool,
-    #[serde(default)]
-    pub webhooks: Webhooks,
-}
-
-/// The limits a step is judged by.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Analysis {
-    /// Errors per request on the target, absolute.
-    pub max_error_rate: Option<f64>,
-    /// Target error rate minus baseline error rate over the same window.
-    pub max_error_rate_increase: Option<f64>,
-    pub max_p99_ms: Option<u64>,
-    /// Target p99 / baseline p99.
-    pub max_p99_ratio: Option<f64>,
-    /// Requests the target must have served in a window before any verdict.
-    pub min_requests: u64,
-    /// Failing checks in a row that roll back.
-    pub failure_limit: u32,
-    #[serde(with = "humantime_serde_compat")]
-    pub check_every: Duration,
-}
-
-impl Default for Analysis {
-    fn default() -> Self {
-        Analysis {
-            max_error_rate: Some(0.05),
-            max_error_rate_increase: Some(0.02),
-            max_p99_ms: None,
-            max_p99_ratio: Some(2.0),
-            min_requests: 50,
-            failure_limit: 2,
-            check_every: Duration::from_secs(5),
-        }
-    }
-}
-
-/// URLs POSTed a JSON event; `pre` and `step` answering non-2xx hold the
-/// rollout.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Webhooks {
-    pub pre: Option<String>,
-    pub step: Option<String>,
-    pub rollback: Option<String>,
-    pub done: Option<String>,
-    #[serde(with = "humantime_serde_compat", default = "default_webhook_timeout")]
-    pub timeout: Duration,
-}
-
-fn default_webhook_timeout() -> Duration {
-    Duration::from_secs(10)
-}
 
 /// Where a rollout is. `waiting` (for data, approval or a webhook) is not
 /// persisted: it is a running rollout's hold, shown in status.
@@ -245,22 +177,6 @@ fn reduce(split: &Split) -> Split {
     }
     let g = split.iter().fold(0, |g, (_, w)| gcd(g, w)).max(1);
     Split::new(split.iter().map(|(p, w)| (p, i64::from(w / g)))).unwrap_or_else(|_| split.clone())
-}
-
-/// Durations in the state file as humantime strings (`"30s"`).
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
 }
 
 #[cfg(test)]

@@ -585,3 +585,33 @@ async fn sticky_clients_follow_the_steps_and_return_at_rollback() {
     assert_eq!(on_green, 0, "every client pinned to green goes back");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_route_s_rollout_defaults_from_the_file_sit_under_the_body() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let proxy = start_proxy(&format!(
+        "[[route]]\nname = \"app\"\nsplit = {{ blue = 100, green = 0 }}\n\
+         rollout = {{ steps = [20, 100], interval = \"2h\", min_requests = 7 }}\n\
+         [pool.blue]\nupstreams = [{{ addr = \"{}\" }}]\n[pool.green]\nupstreams = [{{ addr = \"{}\" }}]\n",
+        blue.addr, green.addr
+    ))
+    .await;
+    let (s, v) = start_rollout(
+        &proxy,
+        json!({"to": "green", "analysis": {"failure_limit": 3}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let r = &v["rollout"];
+    assert_eq!(r["steps"], json!([20, 100]), "{r:#}");
+    assert_eq!(r["interval"], "2h");
+    assert_eq!(
+        (
+            r["limits"]["min_requests"].as_u64(),
+            r["limits"]["failure_limit"].as_u64()
+        ),
+        (Some(7), Some(3))
+    );
+    proxy.stop().await;
+}

@@ -289,8 +289,11 @@ fn remove_then_reap_then_add_back_restores_the_file() {
 #[test]
 fn a_rollout_sets_the_sticky_shift() {
     let f = file(0);
-    let spec = crate::rollout::parse_spec(&serde_json::json!({"to": "green", "steps": [25, 100]}))
-        .unwrap();
+    let spec = crate::rollout::parse_spec(
+        &serde_json::json!({"to": "green", "steps": [25, 100]}),
+        None,
+    )
+    .unwrap();
     let start = Change::StartRollout {
         route: "app".into(),
         spec: Box::new(spec),

@@ -1,13 +1,98 @@
-//! A rollout request body (`POST …/rollout`) → a checked [`RolloutSpec`],
-//! each problem naming its field. Presets give the shapes of AWS
-//! CodeDeploy's AllAtOnce, Canary10Percent5Minutes and
-//! Linear10PercentEvery1Minute.
+//! A rollout: what an operator asks for ([`RolloutSpec`]) and the one
+//! parser of it — from a request body (`POST …/rollout`) laid over the
+//! route's defaults in the file — each problem naming its field. Presets
+//! give the shapes of AWS CodeDeploy's AllAtOnce, Canary10Percent5Minutes
+//! and Linear10PercentEvery1Minute.
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Analysis, RolloutSpec, Webhooks};
+/// What an operator asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    /// The pool traffic moves to.
+    pub to: String,
+    /// The target's percent at each step, increasing, ending at 100.
+    pub steps: Vec<u32>,
+    /// Time at each step, the last one included (the watch window).
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+    pub analysis: Analysis,
+    /// Hold before the step to 100 % until `promote`.
+    #[serde(default)]
+    pub approval_before_100: bool,
+    #[serde(default)]
+    pub webhooks: Webhooks,
+}
+
+/// The limits a step is judged by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis {
+    /// Errors per request on the target, absolute.
+    pub max_error_rate: Option<f64>,
+    /// Target error rate minus baseline error rate over the same window.
+    pub max_error_rate_increase: Option<f64>,
+    pub max_p99_ms: Option<u64>,
+    /// Target p99 / baseline p99.
+    pub max_p99_ratio: Option<f64>,
+    /// Requests the target must have served in a window before any verdict.
+    pub min_requests: u64,
+    /// Failing checks in a row that roll back.
+    pub failure_limit: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub check_every: Duration,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            max_error_rate: Some(0.05),
+            max_error_rate_increase: Some(0.02),
+            max_p99_ms: None,
+            max_p99_ratio: Some(2.0),
+            min_requests: 50,
+            failure_limit: 2,
+            check_every: Duration::from_secs(5),
+        }
+    }
+}
+
+/// URLs POSTed a JSON event; `pre` and `step` answering non-2xx hold the
+/// rollout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhooks {
+    pub pre: Option<String>,
+    pub step: Option<String>,
+    pub rollback: Option<String>,
+    pub done: Option<String>,
+    #[serde(with = "humantime_serde_compat", default = "default_webhook_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Durations in the state file as humantime strings (`"30s"`).
+pub(crate) mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
 
 /// A field of the body that is wrong, and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -27,9 +112,18 @@ fn err(field: &str, reason: impl Into<String>) -> SpecError {
 const SHORTEST: Duration = Duration::from_millis(100);
 const LONGEST: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Parses `body`; `None` fields fall back to the preset's, then to
-/// defaults.
-pub fn parse_spec(body: &Value) -> Result<RolloutSpec, SpecError> {
+/// Parses `body` laid over `defaults` (a route's `rollout` table from the
+/// file, in the same shape); fields neither gives fall back to the
+/// preset's, then to built-in defaults.
+pub fn parse_spec(body: &Value, defaults: Option<&Value>) -> Result<RolloutSpec, SpecError> {
+    let merged;
+    let body = match defaults {
+        Some(d) => {
+            merged = laid_over(body, d);
+            &merged
+        }
+        None => body,
+    };
     let Value::Object(map) = body else {
         return Err(err(
             "body",
@@ -100,6 +194,32 @@ pub fn parse_spec(body: &Value) -> Result<RolloutSpec, SpecError> {
         approval_before_100,
         webhooks,
     })
+}
+
+/// `body` over `defaults`: the body's fields win, `analysis` and
+/// `webhooks` key by key; steps in one replace a preset in the other.
+fn laid_over(body: &Value, defaults: &Value) -> Value {
+    let (Value::Object(b), Value::Object(d)) = (body, defaults) else {
+        return body.clone();
+    };
+    let mut out = d.clone();
+    if b.contains_key("steps") || b.contains_key("preset") {
+        out.remove("steps");
+        out.remove("preset");
+    }
+    for (k, v) in b {
+        match (out.get_mut(k), v) {
+            (Some(Value::Object(inner)), Value::Object(over))
+                if k == "analysis" || k == "webhooks" =>
+            {
+                inner.extend(over.clone());
+            }
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(out)
 }
 
 fn known(map: &Map<String, Value>, prefix: &str, fields: &[&str]) -> Result<(), SpecError> {
@@ -291,22 +411,47 @@ mod tests {
     use serde_json::json;
 
     fn field(body: Value) -> String {
-        parse_spec(&body).unwrap_err().field
+        parse_spec(&body, None).unwrap_err().field
+    }
+
+    #[test]
+    fn the_body_wins_over_the_route_defaults() {
+        let defaults = json!({"steps": [20, 100], "interval": "2m", "analysis": {"max_error_rate": 0.01, "min_requests": 7}});
+        let s = parse_spec(
+            &json!({"to": "g", "analysis": {"min_requests": 9}}),
+            Some(&defaults),
+        )
+        .unwrap();
+        assert_eq!(
+            (s.steps, s.interval),
+            (vec![20, 100], Duration::from_secs(120))
+        );
+        assert_eq!(
+            (s.analysis.max_error_rate, s.analysis.min_requests),
+            (Some(0.01), 9)
+        );
+        let s = parse_spec(
+            &json!({"to": "g", "preset": "all-at-once"}),
+            Some(&defaults),
+        )
+        .unwrap();
+        assert_eq!(s.steps, vec![100]);
     }
 
     #[test]
     fn presets_defaults_and_fields() {
-        let s = parse_spec(&json!({"to": "green", "preset": "canary-10-5m"})).unwrap();
+        let s = parse_spec(&json!({"to": "green", "preset": "canary-10-5m"}), None).unwrap();
         assert_eq!(
             (s.steps.clone(), s.interval),
             (vec![10, 100], Duration::from_secs(300))
         );
         assert_eq!(s.analysis.check_every, Duration::from_secs(5));
-        let s = parse_spec(&json!({"to": "g", "steps": [100], "interval": "1s"})).unwrap();
+        let s = parse_spec(&json!({"to": "g", "steps": [100], "interval": "1s"}), None).unwrap();
         assert_eq!(s.analysis.check_every, Duration::from_secs(1));
         let s = parse_spec(
             &json!({"to": "g", "preset": "linear-10-1m", "interval": "2s",
             "analysis": {"max_p99_ms": 300, "max_p99_ratio": null, "min_requests": 10}}),
+            None,
         )
         .unwrap();
         assert_eq!(s.steps.len(), 10);
