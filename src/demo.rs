@@ -1,9 +1,14 @@
 //! `cutover demo`: two embedded apps ("blue" and "green") on loopback and the
 //! proxy in front of them, from an embedded config that goes through the
-//! same validation as a file.
+//! same validation as a file. The green app can be made to fail a share of
+//! its requests (a bad release), and the demo sends light traffic of its
+//! own, so an automatic rollback can be watched within a minute.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, header};
@@ -40,13 +45,31 @@ upstreams = [ { addr = "{BLUE}" } ]
 upstreams = [ { addr = "{GREEN}" } ]
 "#;
 
+/// `cutover demo`'s options.
+pub struct Options {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    /// Percent of the green app's requests answered 500.
+    pub bad_green: u8,
+    /// Requests per second the demo sends through the proxy.
+    pub traffic: u32,
+    /// The state directory.
+    pub state: std::path::PathBuf,
+}
+
 /// Runs the demo until Ctrl-C (or SIGTERM). Runtime changes go to
-/// `cutover-demo` under the system temp dir, so a restarted demo keeps
-/// them, as a real deployment does.
-pub async fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), Error> {
-    let blue = spawn_app("blue").await?;
-    let green = spawn_app("green").await?;
-    let state = std::env::temp_dir().join("cutover-demo");
+/// `options.state`, so a restarted demo keeps them, as a real deployment
+/// does.
+pub async fn run(options: Options) -> Result<(), Error> {
+    let Options {
+        listen,
+        admin,
+        bad_green,
+        traffic,
+        state,
+    } = options;
+    let blue = spawn_app("blue", Arc::new(AtomicU8::new(0))).await?;
+    let green = spawn_app("green", Arc::new(AtomicU8::new(bad_green))).await?;
     let text = DEMO_CONFIG
         .replace("{LISTEN}", &listen.to_string())
         .replace("{ADMIN}", &admin.to_string())
@@ -57,6 +80,23 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), Error> {
     let running = lifecycle::start(config, None).await?;
     let proxy = running.addrs()[0];
     let admin = running.admin_addr();
+    if traffic > 0 {
+        tokio::spawn(send_traffic(proxy, traffic));
+    }
+    // What traffic does now, after any runtime change a restart kept.
+    let live: Vec<String> = {
+        let table = running.routing().load();
+        table
+            .route("app")
+            .map(|r| {
+                table
+                    .split(r)
+                    .iter()
+                    .map(|(p, w)| format!("{p}={w}"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let ctl = if admin.to_string() == "127.0.0.1:9090" {
         "cutover ctl".to_string()
     } else {
@@ -65,7 +105,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), Error> {
     println!(
         "cutover demo is running.
 
-  proxy  http://{proxy}   route \"app\": blue=100 green=0
+  proxy  http://{proxy}   route \"app\": {split}
   admin  http://{admin}   status, metrics, runtime changes
   blue   http://{blue}   answers \"blue\"
   green  http://{green}   answers \"green\"
@@ -79,9 +119,19 @@ Try (in another terminal; with cargo, `cutover` is `cargo run --release --`):
   {ctl} split app blue=100 green=0     # and back
   curl http://{admin}/metrics | grep cutover_requests_total
 
+A rollout that judges itself (the demo sends {traffic} requests/s through the proxy):
+  {ctl} rollout app --to green --steps 10,50,100 --interval 15s --check-every 3s --min-requests 20 --wait
+  {ctl} split app blue=100 green=0     # back to blue
+  curl 'http://{green}/demo/fail?percent=30'    # green goes bad: 30 % of its answers are 500
+  {ctl} rollout app --to green --steps 10,50,100 --interval 15s --check-every 3s --min-requests 20 --wait
+                                       # rolled back by itself within seconds (exit code 2)
+  curl 'http://{green}/demo/fail?percent=0'     # green is fixed
+  open http://{admin}/                          # the status page, with the rollout panel
+
 Runtime changes are kept in {state} (delete it to start from blue again).
 Ctrl-C stops everything.",
-        state = state.display()
+        state = state.display(),
+        split = live.join(" "),
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(Error::Signal)?;
@@ -93,9 +143,34 @@ Ctrl-C stops everything.",
     Ok(())
 }
 
+/// Sends `rps` GETs a second to the proxy, forever; failures are the
+/// demo's point, so they are not reported.
+async fn send_traffic(proxy: SocketAddr, rps: u32) {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<http_body_util::Empty<Bytes>>();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rps);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let Ok(uri) = format!("http://{proxy}/").parse::<http::Uri>() else {
+        return;
+    };
+    loop {
+        tick.tick().await;
+        let (client, uri) = (client.clone(), uri.clone());
+        tokio::spawn(async move {
+            if let Ok(resp) = client.get(uri).await {
+                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+            }
+        });
+    }
+}
+
 /// Starts an app on an ephemeral loopback port that answers every request
-/// with its name.
-pub async fn spawn_app(name: &'static str) -> Result<SocketAddr, Error> {
+/// with its name, and `fail_percent` of them with a 500;
+/// `/demo/fail?percent=N` sets that percent.
+pub async fn spawn_app(
+    name: &'static str,
+    fail_percent: Arc<AtomicU8>,
+) -> Result<SocketAddr, Error> {
     let any: SocketAddr = ([127, 0, 0, 1], 0).into();
     let listener = TcpListener::bind(any)
         .await
@@ -108,14 +183,11 @@ pub async fn spawn_app(name: &'static str) -> Result<SocketAddr, Error> {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let fail_percent = Arc::clone(&fail_percent);
             tokio::spawn(async move {
-                let service = service_fn(move |_req| async move {
-                    let mut response = Response::new(Full::new(Bytes::from(format!("{name}\n"))));
-                    response.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        header::HeaderValue::from_static("text/plain"),
-                    );
-                    Ok::<_, Infallible>(response)
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let fail_percent = Arc::clone(&fail_percent);
+                    async move { Ok::<_, Infallible>(answer(name, &fail_percent, &req)) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -124,4 +196,49 @@ pub async fn spawn_app(name: &'static str) -> Result<SocketAddr, Error> {
         }
     });
     Ok(addr)
+}
+
+fn answer(
+    name: &str,
+    fail_percent: &AtomicU8,
+    req: &http::Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/demo/fail" {
+        let percent = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("percent="))
+            .and_then(|p| p.parse::<u8>().ok())
+            .filter(|p| *p <= 100);
+        return match percent {
+            Some(p) => {
+                fail_percent.store(p, Ordering::Relaxed);
+                text(
+                    http::StatusCode::OK,
+                    format!("{name} now fails {p} % of requests\n"),
+                )
+            }
+            None => text(
+                http::StatusCode::BAD_REQUEST,
+                "use /demo/fail?percent=N with N from 0 to 100\n".into(),
+            ),
+        };
+    }
+    if fastrand::u8(0..100) < fail_percent.load(Ordering::Relaxed) {
+        return text(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{name}: failing on purpose (cutover demo --bad-green)\n"),
+        );
+    }
+    text(http::StatusCode::OK, format!("{name}\n"))
+}
+
+fn text(status: http::StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    response
 }

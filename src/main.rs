@@ -53,6 +53,19 @@ enum Command {
         /// Where the admin API listens.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
+        /// Make the green app fail this percent of its requests (a bad
+        /// release, to watch a rollout roll back); change it later with
+        /// `curl GREEN/demo/fail?percent=N`.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        bad_green: u8,
+        /// Requests per second the demo sends through the proxy itself, so
+        /// rollouts have traffic to judge (0: none).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        traffic: u32,
+        /// Where the demo keeps its runtime changes (default: cutover-demo
+        /// under the system temp dir).
+        #[arg(long)]
+        state: Option<PathBuf>,
     },
 }
 
@@ -77,7 +90,22 @@ fn main() -> ExitCode {
             };
             serve(workers, async move { lifecycle::run(&path, launch).await })
         }
-        Command::Demo { listen, admin } => serve(0, demo::run(listen, admin)),
+        Command::Demo {
+            listen,
+            admin,
+            bad_green,
+            traffic,
+            state,
+        } => serve(
+            0,
+            demo::run(demo::Options {
+                listen,
+                admin,
+                bad_green,
+                traffic,
+                state: state.unwrap_or_else(|| std::env::temp_dir().join("cutover-demo")),
+            }),
+        ),
         Command::Ctl(args) => ctl(args),
     }
 }

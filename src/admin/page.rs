@@ -81,6 +81,11 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
 .healthy{{background:#dcfce7;color:#166534}} .unhealthy{{background:#fee2e2;color:#991b1b}}
 .draining{{background:#fef3c7;color:#92400e}} .drained{{background:#e5e7eb;color:#374151}}
 .disabled{{background:#e5e7eb;color:#374151}} .num{{text-align:right;font-variant-numeric:tabular-nums}}
+.rollout{{background:#fff;border:1px solid #ddd;padding:.6rem .8rem;margin:.8rem 0;max-width:52rem}}
+.steps{{display:flex;gap:.3rem;margin:.4rem 0}} .steps span{{padding:.1rem .5rem;border-radius:.3rem;background:#e5e7eb}}
+.steps .done{{background:#bbf7d0}} .steps .now{{background:#2563eb;color:#fff}}
+.running,.promoted{{background:#dcfce7;color:#166534}} .waiting,.paused{{background:#fef3c7;color:#92400e}}
+.rolled_back,.aborted{{background:#fee2e2;color:#991b1b}} .breach{{color:#991b1b;font-weight:600}}
 </style></head><body>
 <h1>cutover {version}</h1><div class="meta">pid {pid} · refreshes every 2 s · <a href="/api/v1/status">JSON</a> · <a href="/metrics">metrics</a></div>
 <h2>Routes</h2><table><tr><th>route</th><th>match</th><th>split</th><th>from</th></tr>"#,
@@ -129,7 +134,13 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
             esc(&r.split_source)
         );
     }
-    h.push_str("</table>\n<h2>Pools</h2><table><tr><th>pool</th><th>upstream</th><th>weight</th><th>state</th><th>health</th><th class=\"num\">in flight</th><th class=\"num\">req/s</th><th class=\"num\">errors/s</th><th>drain</th></tr>");
+    h.push_str("</table>\n");
+    for r in &status.routes {
+        if let Some(rollout) = &r.rollout {
+            rollout_panel(&mut h, &r.name, rollout);
+        }
+    }
+    h.push_str("<h2>Pools</h2><table><tr><th>pool</th><th>upstream</th><th>weight</th><th>state</th><th>health</th><th class=\"num\">in flight</th><th class=\"num\">req/s</th><th class=\"num\">errors/s</th><th>drain</th></tr>");
     let now_ms = crate::clock::unix_ms();
     let mut drains = 0;
     for p in &status.pools {
@@ -170,4 +181,73 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
         "</table>\n<p class=\"meta\">{drains} drain(s) in progress.</p></body></html>\n"
     );
     h
+}
+
+/// A route's rollout: state, steps, the last check's figures for target
+/// and baseline next to their limits, and why it holds or ended.
+fn rollout_panel(h: &mut String, route: &str, r: &serde_json::Value) {
+    let state = r["state"].as_str().unwrap_or("?");
+    let step = r["step"].as_u64().unwrap_or(0);
+    let _ = write!(
+        h,
+        "<div class=\"rollout\" id=\"rollout-{route}\"><b>Rollout of {route} to {to}</b> <span class=\"st {state}\">{state_text}</span> · step {step} of {n} · {weight}% on {to} · every {interval}",
+        route = esc(route),
+        to = esc(r["to"].as_str().unwrap_or("?")),
+        state = esc(state),
+        state_text = esc(&state.replace('_', " ")),
+        n = r["steps"].as_array().map_or(0, Vec::len),
+        weight = r["weight"],
+        interval = esc(r["interval"].as_str().unwrap_or("?")),
+    );
+    h.push_str("<div class=\"steps\">");
+    for (i, s) in r["steps"].as_array().into_iter().flatten().enumerate() {
+        let class = match (i as u64 + 1).cmp(&step) {
+            std::cmp::Ordering::Less => "done",
+            std::cmp::Ordering::Equal => "now",
+            std::cmp::Ordering::Greater => "",
+        };
+        let _ = write!(h, "<span class=\"{class}\">{s}%</span>");
+    }
+    h.push_str("</div>");
+    if let Some(reason) = r["reason"].as_str() {
+        let _ = write!(h, "<p class=\"reason\">{}</p>", esc(reason));
+    }
+    let a = &r["analysis"];
+    let limits = &r["limits"];
+    let num = |v: &serde_json::Value, digits: usize| {
+        v.as_f64()
+            .map_or_else(|| "–".to_string(), |n| format!("{n:.digits$}"))
+    };
+    let _ = write!(
+        h,
+        "<table class=\"analysis\"><tr><th>last check</th><th class=\"num\">target</th><th class=\"num\">baseline</th><th class=\"num\">limit</th></tr>\
+         <tr><td>requests</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">min {}</td></tr>\
+         <tr><td>error rate</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">max {} (+{} over baseline)</td></tr>\
+         <tr><td>p99 ms</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">max {} ({}x baseline)</td></tr></table>",
+        num(&a["target"]["requests"], 0),
+        num(&a["baseline"]["requests"], 0),
+        limits["min_requests"],
+        num(&a["target"]["error_rate"], 4),
+        num(&a["baseline"]["error_rate"], 4),
+        num(&limits["max_error_rate"], 4),
+        num(&limits["max_error_rate_increase"], 4),
+        num(&a["target"]["p99_ms"], 1),
+        num(&a["baseline"]["p99_ms"], 1),
+        num(&limits["max_p99_ms"], 0),
+        num(&limits["max_p99_ratio"], 1),
+    );
+    for b in a["breaches"].as_array().into_iter().flatten() {
+        let _ = write!(
+            h,
+            "<p class=\"breach\">{}</p>",
+            esc(b.as_str().unwrap_or(""))
+        );
+    }
+    let _ = writeln!(
+        h,
+        "<p class=\"meta\">failing checks in a row: {} of {} · checks every {}</p></div>",
+        r["failures"],
+        limits["failure_limit"],
+        esc(limits["check_every"].as_str().unwrap_or("?"))
+    );
 }

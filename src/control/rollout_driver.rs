@@ -33,9 +33,11 @@ impl ControlPlane {
             .filter(|(_, r)| r.state == RolloutState::Running)
             .map(|(route, r)| (route.clone(), r.clone()))
             .collect();
+        // Finished rollouts keep their last figures for status.
+        let rollouts = &self.overrides.rollouts;
         self.runs
             .by_route
-            .retain(|route, _| active.iter().any(|(r, _)| r == route));
+            .retain(|route, _| rollouts.contains_key(route));
         for (route, record) in active {
             let Some(r) = table.route(&route) else {
                 continue;

@@ -103,3 +103,66 @@ async fn rollout_wait_exit_codes_say_promoted_rolled_back_aborted() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("no pool named \"purple\""), "{out}");
 }
+
+/// Kills the demo however the test ends.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `cutover demo --bad-green`: a newcomer's rollout to the bad green app is
+/// rolled back by itself, with the demo's own traffic to judge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_s_bad_green_is_rolled_back() {
+    use std::io::BufRead;
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--bad-green", "40", "--traffic", "100", "--state"])
+        .arg(state.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start cutover demo");
+    let stdout = child.stdout.take().unwrap();
+    let demo = Demo(child);
+    let admin = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.trim_start()
+                    .strip_prefix("admin  ")
+                    .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+            })
+    })
+    .await
+    .unwrap()
+    .expect("the demo prints its admin address");
+    let (code, out) = run(
+        &admin,
+        &[
+            "rollout",
+            "app",
+            "--to",
+            "green",
+            "--steps",
+            "10,100",
+            "--interval",
+            "10s",
+            "--check-every",
+            "300ms",
+            "--min-requests",
+            "10",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("rolled back"), "{out}");
+    drop(demo);
+}

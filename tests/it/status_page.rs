@@ -66,39 +66,8 @@ async fn status_page_shows_routes_upstreams_rates_and_drains() {
         .expect("a req/s cell for blue");
     assert!(rate_cell > 0.0, "blue req/s: {rate_cell}");
 
-    if let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|c| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {c}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }) {
-        let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
-        let profile = tempfile::tempdir().unwrap();
-        let out = tokio::task::spawn_blocking({
-            let (shot, page_url) = (shot.clone(), page_url.clone());
-            let profile = profile.path().to_path_buf();
-            move || {
-                Command::new(chromium)
-                    .args([
-                        "--headless",
-                        "--no-sandbox",
-                        "--disable-gpu",
-                        "--disable-quic",
-                        "--no-first-run",
-                        "--disable-background-networking",
-                        "--disable-component-update",
-                        "--disable-sync",
-                        "--window-size=1200,700",
-                    ])
-                    .arg(format!("--user-data-dir={}", profile.display()))
-                    .arg(format!("--screenshot={}", shot.display()))
-                    .arg(&page_url)
-                    .output()
-                    .expect("run chromium")
-            }
-        })
-        .await
-        .unwrap();
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    if let Some(out) = chromium(&[format!("--screenshot={}", shot.display())], &page_url).await {
         let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
         assert!(
             size > 10_000,
@@ -106,12 +75,114 @@ async fn status_page_shows_routes_upstreams_rates_and_drains() {
             String::from_utf8_lossy(&out.stderr)
         );
         eprintln!("status page screenshot: {}", shot.display());
-    } else {
+    }
+    proxy.stop().await;
+}
+
+/// Runs headless Chromium on `url` with `args`; `None` (and a note) where
+/// it is not installed, which CI does not allow.
+async fn chromium(args: &[String], url: &str) -> Option<std::process::Output> {
+    let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {c}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
         assert!(
             std::env::var("CI").is_err(),
             "chromium must be installed in CI (.ci/run does it)"
         );
-        eprintln!("SKIPPED screenshot: chromium not installed");
+        eprintln!("SKIPPED: chromium not installed");
+        return None;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let (args, url) = (args.to_vec(), url.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1200,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(&args)
+            .arg(&url)
+            .output()
+            .expect("run chromium")
+    })
+    .await
+    .unwrap();
+    Some(out)
+}
+
+/// The rollout panel, as a browser renders it: steps, state, the last
+/// check's figures beside their limits, and the rollback's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_a_rollback_with_its_figures_and_limits() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    green.fail_every(4);
+    let proxy = start_proxy(&split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    ))
+    .await;
+    let load = load(format!("http://{}/", proxy.addrs()[0]), 4);
+    let (s, v) = admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/app/rollout"),
+        Some(json!({"to": "green", "steps": [25, 100], "interval": "1m",
+                    "analysis": {"check_every": "200ms", "min_requests": 20, "failure_limit": 1}})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    wait_until("the rollback", || async {
+        let (_, v) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+        v["routes"][0]["rollout"]["state"] == "rolled_back"
+    })
+    .await;
+    load.finish().await;
+    let page_url = proxy.admin_url("/");
+    let (_, page) = admin_call("GET", &page_url, None, None).await;
+    let page = page.as_str().unwrap().to_string();
+    assert!(page.contains("id=\"rollout-app\""), "{page}");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page-rollout.png");
+    let Some(out) = chromium(&["--dump-dom".to_string()], &page_url).await else {
+        proxy.stop().await;
+        return;
+    };
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The last check's target figures, beside the limit they broke.
+    let error_row = dom
+        .split("<td>error rate</td>")
+        .nth(1)
+        .expect("an error-rate row");
+    let target_rate: f64 = error_row
+        .split("<td class=\"num\">")
+        .nth(1)
+        .and_then(|c| c.split('<').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the target's error rate");
+    assert!(target_rate > 0.1, "target error rate shown: {target_rate}");
+    for needle in [
+        "Rollout of app to green",
+        "rolled back",
+        "<span class=\"now\">25%</span>",
+        "error rate",
+        "max 0.0500",
+        "failing check(s) in a row",
+        "failing checks in a row: 1 of 1",
+    ] {
+        assert!(dom.contains(needle), "{needle:?} not rendered:\n{dom}");
     }
+    chromium(&[format!("--screenshot={}", shot.display())], &page_url).await;
+    eprintln!("rollout panel screenshot: {}", shot.display());
     proxy.stop().await;
 }
