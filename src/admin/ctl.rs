@@ -110,6 +110,10 @@ pub struct RolloutArgs {
     /// Roll back when the target's p99 passes this, e.g. 500ms.
     #[arg(long)]
     max_p99: Option<String>,
+    /// Roll back when the target's p99 is this many times the baseline's;
+    /// `off` turns the comparison off.
+    #[arg(long)]
+    max_p99_ratio: Option<String>,
     /// Requests the target must serve before a step is judged.
     #[arg(long)]
     min_requests: Option<u64>,
@@ -148,6 +152,15 @@ impl RolloutArgs {
                 CtlError::Usage(format!("--max-p99 {p99:?}: {e} (write e.g. 500ms)"))
             })?;
             analysis.insert("max_p99_ms".into(), json!(d.as_millis() as u64));
+        }
+        if let Some(r) = &self.max_p99_ratio {
+            let ratio = match r.as_str() {
+                "off" => Value::Null,
+                n => json!(n.parse::<f64>().map_err(|_| {
+                    CtlError::Usage(format!("--max-p99-ratio {n:?}: a number like 1.5, or off"))
+                })?),
+            };
+            analysis.insert("max_p99_ratio".into(), ratio);
         }
         if let Some(n) = self.min_requests {
             analysis.insert("min_requests".into(), json!(n));

@@ -43,6 +43,8 @@ async fn rollout_wait_exit_codes_say_promoted_rolled_back_aborted() {
         "100ms",
         "--min-requests",
         "5",
+        "--max-p99-ratio",
+        "off",
         "--wait",
     ];
 
@@ -77,6 +79,8 @@ async fn rollout_wait_exit_codes_say_promoted_rolled_back_aborted() {
             "1h",
             "--wait",
         ])
+        // Nothing judged: only the abort ends it.
+        .args(["--min-requests", "1000000000"])
         .stdout(Stdio::piped());
     let waiting = waiting.spawn().unwrap();
     wait_until("the long rollout to start", || async {

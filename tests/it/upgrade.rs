@@ -527,7 +527,10 @@ async fn a_rollout_resumes_at_its_step_after_an_upgrade() {
     let (code, body) = admin_call(
         "POST",
         &format!("{admin}/api/v1/routes/app/rollout"),
-        Some(json!({"to": "green", "steps": [10, 40, 100], "interval": "1h"})),
+        Some(
+            json!({"to": "green", "steps": [10, 40, 100], "interval": "1h",
+                    "analysis": {"min_requests": 1_000_000_000}}),
+        ),
         None,
     )
     .await;
