@@ -5,6 +5,7 @@
 //! own, so an automatic rollback can be watched within a minute.
 
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -102,7 +103,9 @@ pub async fn run(options: Options) -> Result<(), Error> {
     } else {
         format!("cutover ctl --admin http://{admin}")
     };
-    println!(
+    // Ignoring a closed stdout (`cutover demo | head`): the demo serves on.
+    let _ = writeln!(
+        std::io::stdout().lock(),
         "cutover demo is running.
 
   proxy  http://{proxy}   route \"app\": {split}

@@ -447,13 +447,17 @@ async fn rollout_action(api: &Api, route: &str, action: &str) -> Result<(Value, 
 /// A rollout in one line: state, step and weight, reason.
 fn rollout_line(r: &Value) -> String {
     let steps = r["steps"].as_array().map_or(0, Vec::len);
+    let state = r["state"].as_str().unwrap_or("?");
     let mut line = format!(
-        "rollout to {} {} at step {}/{steps} ({}%)",
+        "rollout to {} {} at step {}/{steps}",
         r["to"].as_str().unwrap_or("?"),
-        r["state"].as_str().unwrap_or("?").replace('_', " "),
+        state.replace('_', " "),
         r["step"],
-        r["weight"]
     );
+    // A finished rollout's weight is where it left the target, not a step's.
+    if matches!(state, "running" | "waiting" | "paused") {
+        line.push_str(&format!(" ({}%)", r["weight"]));
+    }
     if let Some(reason) = r["reason"].as_str() {
         line.push_str(": ");
         line.push_str(reason);

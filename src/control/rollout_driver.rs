@@ -157,7 +157,10 @@ impl ControlPlane {
     pub fn rollout_view(&self, route: &str) -> Option<Value> {
         let record = self.overrides.rollouts.get(route)?;
         let run = self.runs.by_route.get(route);
-        let hold = run.and_then(|r| r.hold.clone());
+        // A finished rollout's run may still hold its last check's words.
+        let hold = run
+            .filter(|_| record.state == RolloutState::Running)
+            .and_then(|r| r.hold.clone());
         let state = match (record.state, &hold) {
             (RolloutState::Running, Some(_)) => "waiting",
             (s, _) => s.word(),

@@ -135,14 +135,17 @@ async fn the_demo_s_bad_green_is_rolled_back() {
     let stdout = child.stdout.take().unwrap();
     let demo = Demo(child);
     let admin = tokio::task::spawn_blocking(move || {
-        std::io::BufReader::new(stdout)
+        let mut lines = std::io::BufReader::new(stdout)
             .lines()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.trim_start()
-                    .strip_prefix("admin  ")
-                    .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
-            })
+            .map_while(Result::ok);
+        let admin = lines.find_map(|l| {
+            l.trim_start()
+                .strip_prefix("admin  ")
+                .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+        });
+        // Reads the rest of the banner so the demo never writes to a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        admin
     })
     .await
     .unwrap()
