@@ -9,6 +9,7 @@ use toml::de::DeValue;
 
 use super::reader::Table;
 use super::reader::Value;
+use super::rollout_spec::ANALYSIS_KEYS;
 use super::{HealthConfig, OutlierConfig, Problems, StickyConfig, TlsFiles};
 
 fn positive(
@@ -176,17 +177,6 @@ pub fn read_tls(listener: &mut Table<'_>, problems: &mut Problems) -> Vec<TlsFil
         _ => one(value, path, problems).into_iter().collect(),
     }
 }
-
-/// Keys of a route's `rollout` table that go under the body's `analysis`.
-const ANALYSIS_KEYS: [&str; 7] = [
-    "max_error_rate",
-    "max_error_rate_increase",
-    "max_p99_ms",
-    "max_p99_ratio",
-    "min_requests",
-    "failure_limit",
-    "check_every",
-];
 
 /// `rollout = { steps, interval, max_error_rate, … }` on a route: defaults
 /// for `ctl rollout`, checked by the same parser as the API's body.

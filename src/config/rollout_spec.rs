@@ -109,6 +109,18 @@ fn err(field: &str, reason: impl Into<String>) -> SpecError {
     }
 }
 
+/// The `analysis` object's keys (in a route's file `rollout` table they
+/// stand beside `steps` and `interval`).
+pub const ANALYSIS_KEYS: [&str; 7] = [
+    "max_error_rate",
+    "max_error_rate_increase",
+    "max_p99_ms",
+    "max_p99_ratio",
+    "min_requests",
+    "failure_limit",
+    "check_every",
+];
+
 const SHORTEST: Duration = Duration::from_millis(100);
 const LONGEST: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -312,19 +324,7 @@ fn analysis(v: Option<&Value>, interval: Duration) -> Result<Analysis, SpecError
         Some(Value::Object(m)) => m,
         Some(v) => return Err(err("analysis", format!("expected an object, got {v}"))),
     };
-    known(
-        map,
-        "analysis.",
-        &[
-            "max_error_rate",
-            "max_error_rate_increase",
-            "max_p99_ms",
-            "max_p99_ratio",
-            "min_requests",
-            "failure_limit",
-            "check_every",
-        ],
-    )?;
+    known(map, "analysis.", &ANALYSIS_KEYS)?;
     let mut a = defaults;
     // A limit given as null turns that check off.
     let set = |key: &str, current: Option<f64>, min, max| -> Result<Option<f64>, SpecError> {

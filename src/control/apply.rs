@@ -11,7 +11,7 @@ use crate::state::Overrides;
 
 use super::error::ControlError;
 use super::reconcile::{effective, put_split, reconcile};
-use super::rollout_changes::{RolloutStep, move_rollout, start_rollout};
+use super::rollout_changes::{RolloutStep, move_rollout, no_active_rollout, start_rollout};
 use crate::rollout::RolloutSpec;
 
 /// One runtime change, as an admin call (or the drain reaper) asks for it.
@@ -215,13 +215,7 @@ fn set_split(
     let Some(base) = file.routes.iter().find(|r| r.name == route) else {
         return Err(ControlError::UnknownRoute(route.to_string()));
     };
-    if next
-        .rollouts
-        .get(route)
-        .is_some_and(|r| r.state.is_active())
-    {
-        return Err(ControlError::RolloutRunning(route.to_string()));
-    }
+    no_active_rollout(next, route)?;
     for (pool, weight) in split.iter() {
         pool_exists(file, pool)?;
         if weight > 0 && !force && !in_rotation(pool) {

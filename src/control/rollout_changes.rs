@@ -58,13 +58,7 @@ pub(super) fn start_rollout(
     let Some(r) = eff.routes.iter().find(|r| r.name == route) else {
         return Err(ControlError::UnknownRoute(route.to_string()));
     };
-    if next
-        .rollouts
-        .get(route)
-        .is_some_and(|r| r.state.is_active())
-    {
-        return Err(ControlError::RolloutRunning(route.to_string()));
-    }
+    no_active_rollout(next, route)?;
     if file.pool(&spec.to).is_none() {
         return Err(ControlError::UnknownPool(spec.to.clone()));
     }
@@ -158,6 +152,14 @@ pub(super) fn move_rollout(
     let (split, file_split) = (record.split(), record.file_split.clone());
     put_split(next, route, &split, &file_split);
     Ok(())
+}
+
+/// Refuses a change to a route's split while a rollout moves it.
+pub(super) fn no_active_rollout(o: &Overrides, route: &str) -> Result<(), ControlError> {
+    match o.rollouts.get(route) {
+        Some(r) if r.state.is_active() => Err(ControlError::RolloutRunning(route.to_string())),
+        _ => Ok(()),
+    }
 }
 
 fn finish(record: &mut RolloutRecord, state: RolloutState, reason: Option<String>, now_ms: u64) {

@@ -105,12 +105,8 @@ async fn start_rollout(proxy: &TestProxy, body: Value) -> (u16, Value) {
     .await
 }
 
-fn audit(proxy: &TestProxy) -> String {
-    std::fs::read_to_string(proxy.state_dir.path().join("audit.log")).unwrap_or_default()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthy_canary_is_promoted_through_every_step_with_zero_failures() {
+/// Blue serving everything, green standing by, and a proxy in front.
+async fn blue_green() -> (TestUpstream, TestUpstream, TestProxy) {
     let blue = TestUpstream::start("blue").await;
     let green = TestUpstream::start("green").await;
     let proxy = start_proxy(&split_config(
@@ -118,6 +114,16 @@ async fn healthy_canary_is_promoted_through_every_step_with_zero_failures() {
         "",
     ))
     .await;
+    (blue, green, proxy)
+}
+
+fn audit(proxy: &TestProxy) -> String {
+    std::fs::read_to_string(proxy.state_dir.path().join("audit.log")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_canary_is_promoted_through_every_step_with_zero_failures() {
+    let (_blue, _green, proxy) = blue_green().await;
     let traffic = Traffic::start(format!("http://{}/", proxy.addrs()[0]), 4);
     let (s, v) = start_rollout(
         &proxy,
@@ -201,14 +207,8 @@ async fn canary_with_errors_is_rolled_back_within_one_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_canary_is_rolled_back_on_p99() {
-    let blue = TestUpstream::start("blue").await;
-    let green = TestUpstream::start("green").await;
+    let (_blue, green, proxy) = blue_green().await;
     green.delay(120);
-    let proxy = start_proxy(&split_config(
-        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
-        "",
-    ))
-    .await;
     let traffic = Traffic::start(format!("http://{}/", proxy.addrs()[0]), 8);
     let (s, v) = start_rollout(
         &proxy,
@@ -226,13 +226,7 @@ async fn slow_canary_is_rolled_back_on_p99() {
 
 #[tokio::test]
 async fn too_little_traffic_holds_the_step() {
-    let blue = TestUpstream::start("blue").await;
-    let green = TestUpstream::start("green").await;
-    let proxy = start_proxy(&split_config(
-        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
-        "",
-    ))
-    .await;
+    let (_blue, _green, proxy) = blue_green().await;
     let (s, v) = start_rollout(
         &proxy,
         json!({"to": "green", "steps": [20, 100], "interval": "200ms",
@@ -354,13 +348,7 @@ async fn abort_restores_the_start_split_and_bad_calls_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approval_gate_holds_until_promote() {
-    let blue = TestUpstream::start("blue").await;
-    let green = TestUpstream::start("green").await;
-    let proxy = start_proxy(&split_config(
-        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
-        "",
-    ))
-    .await;
+    let (_blue, _green, proxy) = blue_green().await;
     let traffic = Traffic::start(format!("http://{}/", proxy.addrs()[0]), 4);
     let (s, v) = start_rollout(
         &proxy,
@@ -611,14 +599,8 @@ async fn a_route_s_rollout_defaults_from_the_file_sit_under_the_body() {
 /// sends everything back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_watch_window_rolls_back_a_bad_switch() {
-    let blue = TestUpstream::start("blue").await;
-    let green = TestUpstream::start("green").await;
+    let (_blue, green, proxy) = blue_green().await;
     green.fail_every(3);
-    let proxy = start_proxy(&split_config(
-        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
-        "",
-    ))
-    .await;
     let traffic = Traffic::start(format!("http://{}/", proxy.addrs()[0]), 4);
     let (s, v) = start_rollout(
         &proxy,
