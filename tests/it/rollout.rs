@@ -624,3 +624,106 @@ async fn blue_green_watch_window_rolls_back_a_bad_switch() {
     assert_eq!(proxy_failures(&seen), 0, "{seen:?}");
     proxy.stop().await;
 }
+
+/// Receives webhook events and keeps their JSON bodies, answering 200.
+struct HookReceiver {
+    url: String,
+    events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl HookReceiver {
+    async fn start() -> HookReceiver {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/events", listener.local_addr().unwrap());
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let kept = events.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let kept = kept.clone();
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let kept = kept.clone();
+                        async move {
+                            let body = req.into_body().collect().await?.to_bytes();
+                            let event = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            kept.lock().unwrap().push(event);
+                            Ok::<_, hyper::Error>(http::Response::new(http_body_util::Empty::<
+                                bytes::Bytes,
+                            >::new(
+                            )))
+                        }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        HookReceiver { url, events }
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+/// `step`, `done` and `rollback` webhooks each receive their event with the
+/// route, target, step and (for a rollback) the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_done_and_rollback_webhooks_receive_their_events() {
+    let (_blue, green, proxy) = blue_green().await;
+    let hooks = HookReceiver::start().await;
+    let traffic = Traffic::start(format!("http://{}/", proxy.addrs()[0]), 4);
+    let webhooks = json!({"step": hooks.url, "done": hooks.url, "rollback": hooks.url});
+    let (s, v) = start_rollout(
+        &proxy,
+        json!({"to": "green", "steps": [50, 100], "interval": "300ms",
+               "analysis": {"check_every": "100ms", "min_requests": 5, "max_p99_ratio": null},
+               "webhooks": webhooks}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    wait_state(&proxy, "promoted").await;
+    wait_until("the done event", || async { hooks.events().len() >= 2 }).await;
+    let events = hooks.events();
+    assert_eq!(events[0]["event"], "step", "{events:#?}");
+    assert_eq!(events[0]["step"], 2, "{events:#?}");
+    assert_eq!(events[0]["weight"], 100, "{events:#?}");
+    assert_eq!(events[1]["event"], "done", "{events:#?}");
+    assert_eq!(events[1]["state"], "promoted", "{events:#?}");
+    assert_eq!(events[1]["route"], "app", "{events:#?}");
+
+    // Back to blue, then a green that fails every other request.
+    let (s, v) = admin_call(
+        "PUT",
+        &proxy.admin_url("/api/v1/routes/app/split"),
+        Some(json!({"blue": 100, "green": 0})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    green.fail_every(2);
+    let (s, v) = start_rollout(
+        &proxy,
+        json!({"to": "green", "steps": [50, 100], "interval": "1m",
+               "analysis": {"check_every": "100ms", "min_requests": 5},
+               "webhooks": webhooks}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    wait_state(&proxy, "rolled_back").await;
+    wait_until("the rollback event", || async { hooks.events().len() >= 3 }).await;
+    let rollback = &hooks.events()[2];
+    assert_eq!(rollback["event"], "rollback", "{rollback:#}");
+    assert_eq!(rollback["to"], "green", "{rollback:#}");
+    assert!(
+        rollback["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("error rate")),
+        "{rollback:#}"
+    );
+    let seen = traffic.finish().await;
+    assert_eq!(proxy_failures(&seen), 0, "{seen:?}");
+    proxy.stop().await;
+}
