@@ -14,6 +14,11 @@ use cutover::config::Config;
 use cutover::routing::RouteTable;
 
 fn table(upstreams: usize) -> RouteTable {
+    table_with(upstreams, "")
+}
+
+/// `extra_routes` go before the rest of the file's routes.
+fn table_with(upstreams: usize, extra_routes: &str) -> RouteTable {
     let ups: Vec<String> = (0..upstreams)
         .map(|i| {
             format!(
@@ -27,6 +32,7 @@ fn table(upstreams: usize) -> RouteTable {
         r#"
 [[listener]]
 bind = "127.0.0.1:8080"
+{extra_routes}
 [[route]]
 name = "api"
 path_prefix = "/api"
@@ -56,13 +62,73 @@ upstreams = [{{ addr = "127.0.0.1:9999" }}]
     table
 }
 
+/// Route matching for a browser-like request: on a table without matchers
+/// (the cost every route pays), on one whose more specific routes carry
+/// header, cookie and query matchers the request does not meet (it falls
+/// through to the same route), and for a request those matchers take.
 fn route_match(c: &mut Criterion) {
-    let t = table(2);
+    use http::{HeaderMap, HeaderValue, Uri, header};
+    let mut headers = HeaderMap::new();
+    headers.insert(header::HOST, HeaderValue::from_static("app.example.com"));
+    headers.insert(header::USER_AGENT, HeaderValue::from_static("Mozilla/5.0"));
+    headers.insert(
+        header::COOKIE,
+        HeaderValue::from_static("session=abc123; theme=dark"),
+    );
+    let uri: Uri = "/index.html?page=2".parse().expect("uri");
+    let plain = table(2);
     c.bench_function("route_match/host+path", |b| {
         b.iter(|| {
-            black_box(t.match_route(
+            black_box(plain.match_route(
                 black_box(Some("App.Example.com:443")),
-                black_box("/index.html"),
+                black_box(&uri),
+                black_box(&headers),
+            ))
+        })
+    });
+    let ruled = table_with(
+        2,
+        r#"
+[[route]]
+name = "canary"
+hosts = ["app.example.com"]
+headers = { "x-canary" = "always" }
+split = { q = 1 }
+[[route]]
+name = "beta"
+hosts = ["app.example.com"]
+cookies = { beta = "1" }
+query = { preview = { regex = "^(1|yes)$" } }
+split = { q = 1 }
+"#,
+    );
+    c.bench_function("route_match/host+path_past_matchers", |b| {
+        b.iter(|| {
+            black_box(ruled.match_route(
+                black_box(Some("App.Example.com:443")),
+                black_box(&uri),
+                black_box(&headers),
+            ))
+        })
+    });
+    let mut flagged = headers.clone();
+    flagged.insert(
+        header::COOKIE,
+        HeaderValue::from_static("session=abc123; beta=1"),
+    );
+    let preview: Uri = "/index.html?preview=yes".parse().expect("uri");
+    let name = |t: &RouteTable, uri: &Uri, h: &HeaderMap| {
+        t.match_route(Some("app.example.com"), uri, h)
+            .map(|r| r.name.to_string())
+    };
+    assert_eq!(name(&ruled, &uri, &headers).as_deref(), Some("app"));
+    assert_eq!(name(&ruled, &preview, &flagged).as_deref(), Some("beta"));
+    c.bench_function("route_match/cookie+query_matchers", |b| {
+        b.iter(|| {
+            black_box(ruled.match_route(
+                black_box(Some("App.Example.com:443")),
+                black_box(&preview),
+                black_box(&flagged),
             ))
         })
     });

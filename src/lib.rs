@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod rollout;
 pub mod routing;
 pub mod server;
+pub mod shadow;
 pub mod state;
 pub mod systemd;
 pub mod telemetry;

@@ -11,18 +11,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use http::{HeaderMap, Uri};
 use tokio::sync::watch;
 
 use crate::balance;
 use crate::balance::sticky::{StickyId, StickyKey};
-use crate::config::{Config, HealthConfig, StickyConfig};
+use crate::config::{Config, HealthConfig, Matchers, MirrorConfig, StickyConfig};
+use crate::shadow::ShadowStats;
 use crate::traffic::TrafficStats;
 use crate::upstream::{OutlierRule, UpstreamState};
 
 #[derive(Debug)]
 pub struct RouteTable {
-    /// In match priority order: longest `path_prefix` first, and among equal
-    /// prefixes, routes that name hosts before any-host routes.
+    /// In match priority order: longest `path_prefix` first; among equal
+    /// prefixes, routes that name hosts before any-host routes; then routes
+    /// with more matchers first.
     routes: Vec<Route>,
     pools: Vec<Pool>,
     sticky_key: Arc<StickyKey>,
@@ -33,11 +36,26 @@ pub struct Route {
     pub name: Arc<str>,
     hosts: Vec<HostPattern>,
     pub path_prefix: String,
+    /// `None` for a route without matchers: nothing to check per request.
+    matchers: Option<Matchers>,
     split: Vec<Share>,
     pub sticky: Option<StickyConfig>,
+    /// Shadow traffic, when the route copies requests.
+    pub mirror: Option<RouteMirror>,
+    /// The route's shadow figures, kept across rebuilds.
+    pub shadow: Arc<ShadowStats>,
     /// Index into `split` of the pool a rollout moves sticky clients to,
     /// and its percent.
     sticky_shift: Option<(usize, u32)>,
+}
+
+/// Where a route's copies go.
+#[derive(Debug, Clone)]
+pub struct RouteMirror {
+    /// Index into `RouteTable::pools`.
+    pub pool_index: usize,
+    pub pool: Arc<str>,
+    pub settings: Arc<MirrorConfig>,
 }
 
 #[derive(Debug)]
@@ -122,6 +140,7 @@ impl RouteTable {
     ) -> RouteTable {
         let mut reuse: HashMap<(&str, SocketAddr), &Arc<UpstreamState>> = HashMap::new();
         let mut reuse_stats: HashMap<(&str, &str), &Arc<TrafficStats>> = HashMap::new();
+        let mut reuse_shadow: HashMap<&str, &Arc<ShadowStats>> = HashMap::new();
         if let Some(prev) = previous {
             for pool in &prev.pools {
                 for u in &pool.upstreams {
@@ -129,6 +148,7 @@ impl RouteTable {
                 }
             }
             for route in &prev.routes {
+                reuse_shadow.insert(&route.name, &route.shadow);
                 for share in &route.split {
                     reuse_stats.insert((&route.name, &prev.pools[share.pool].name), &share.stats);
                 }
@@ -188,12 +208,25 @@ impl RouteTable {
                         .position(|s| *pools[s.pool].name == *shift.pool)?;
                     Some((at, shift.percent))
                 });
+                let mirror = r.mirror.as_ref().filter(|m| m.percent > 0).and_then(|m| {
+                    let pool_index = pools.iter().position(|p| *p.name == *m.pool)?;
+                    Some(RouteMirror {
+                        pool_index,
+                        pool: Arc::clone(&pools[pool_index].name),
+                        settings: Arc::new(m.clone()),
+                    })
+                });
                 Route {
                     name: Arc::from(r.name.as_str()),
                     hosts: r.hosts.iter().map(|h| HostPattern::new(h)).collect(),
                     path_prefix: r.path_prefix.clone(),
+                    matchers: (!r.matchers.is_empty()).then(|| r.matchers.clone()),
                     split,
                     sticky: r.sticky.clone(),
+                    mirror,
+                    shadow: reuse_shadow
+                        .get(r.name.as_str())
+                        .map_or_else(Default::default, |s| Arc::clone(s)),
                     sticky_shift,
                 }
             })
@@ -203,6 +236,7 @@ impl RouteTable {
                 .len()
                 .cmp(&a.path_prefix.len())
                 .then_with(|| a.hosts.is_empty().cmp(&b.hosts.is_empty()))
+                .then_with(|| b.matcher_count().cmp(&a.matcher_count()))
         });
         RouteTable {
             routes,
@@ -211,14 +245,24 @@ impl RouteTable {
         }
     }
 
-    /// The route for a request: `host` is the Host header or `:authority`,
-    /// with or without port, any case.
-    pub fn match_route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+    /// The route for a request: the most specific one whose host, path
+    /// prefix and matchers all match. `host` is the Host header or
+    /// `:authority`, with or without port, any case.
+    pub fn match_route(
+        &self,
+        host: Option<&str>,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Option<&Route> {
         let host = host.map(bare_host);
+        let path = uri.path();
         self.routes.iter().find(|r| {
             path.starts_with(r.path_prefix.as_str())
                 && (r.hosts.is_empty()
                     || host.is_some_and(|h| r.hosts.iter().any(|p| p.matches(h))))
+                && r.matchers
+                    .as_ref()
+                    .is_none_or(|m| m.matches(headers, uri.query()))
         })
     }
 
@@ -246,6 +290,23 @@ impl RouteTable {
         let pool_index = share.pool;
         let stats = &share.stats;
         let pool = &self.pools[pool_index];
+        let upstream = self.pick_upstream(pool_index, exclude)?;
+        Some(Pick {
+            pool: Arc::clone(&pool.name),
+            pool_index,
+            upstream: Arc::clone(&upstream.state),
+            sticky_id: upstream.sticky_id,
+            stats: Arc::clone(stats),
+        })
+    }
+
+    /// An upstream of pool `pool_index` that can take traffic, by weight.
+    pub fn pick_upstream(
+        &self,
+        pool_index: usize,
+        exclude: &[Arc<UpstreamState>],
+    ) -> Option<&Upstream> {
+        let pool = self.pools.get(pool_index)?;
         let index = balance::pick(
             &pool.upstreams,
             |u| {
@@ -257,14 +318,7 @@ impl RouteTable {
             },
             fastrand::u64(..),
         )?;
-        let upstream = &pool.upstreams[index];
-        Some(Pick {
-            pool: Arc::clone(&pool.name),
-            pool_index,
-            upstream: Arc::clone(&upstream.state),
-            sticky_id: upstream.sticky_id,
-            stats: Arc::clone(stats),
-        })
+        pool.upstreams.get(index)
     }
 
     /// The upstream a sticky cookie pins the client to, if the cookie is
@@ -354,6 +408,17 @@ impl RouteTable {
             .iter()
             .map(|u| &u.state)
             .find(|s| s.addr() == addr)
+    }
+}
+
+impl Route {
+    fn matcher_count(&self) -> usize {
+        self.matchers.as_ref().map_or(0, Matchers::count)
+    }
+
+    /// The route's `headers`, `cookies` and `query` matchers, for status.
+    pub fn matchers(&self) -> Option<&Matchers> {
+        self.matchers.as_ref()
     }
 }
 
@@ -484,7 +549,9 @@ upstreams = [{{ addr = "127.0.0.1:9003" }}]
     }
 
     fn name<'a>(t: &'a RouteTable, host: Option<&str>, path: &str) -> Option<&'a str> {
-        t.match_route(host, path).map(|r| &*r.name)
+        let uri: Uri = path.parse().unwrap();
+        t.match_route(host, &uri, &HeaderMap::new())
+            .map(|r| &*r.name)
     }
 
     #[test]

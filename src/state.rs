@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Split;
+use crate::config::{MirrorTarget, Split};
 use crate::rollout::RolloutRecord;
 
 const OVERRIDES_FILE: &str = "runtime.json";
@@ -69,6 +69,9 @@ pub struct Overrides {
     /// Pool → upstreams to remove once drained (`DELETE`).
     #[serde(default)]
     pub removing: BTreeMap<String, BTreeSet<SocketAddr>>,
+    /// Route → shadow traffic set at runtime.
+    #[serde(default)]
+    pub mirrors: BTreeMap<String, MirrorOverride>,
     /// Route → its latest rollout (running, paused or finished).
     #[serde(default)]
     pub rollouts: BTreeMap<String, RolloutRecord>,
@@ -84,6 +87,16 @@ pub struct SplitOverride {
     /// The file's split when the override was made; a reload whose file
     /// split differs drops the override (the file is the newer intent).
     pub file_split: Split,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorOverride {
+    /// Where copies go and how many; `None` stops the file's mirror.
+    pub mirror: Option<MirrorTarget>,
+    /// The file's pool and percent when the override was made; a reload
+    /// whose file differs drops the override.
+    pub file_mirror: Option<MirrorTarget>,
 }
 
 impl Overrides {

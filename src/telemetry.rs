@@ -38,6 +38,8 @@ pub mod names {
     /// Health verdict changes.
     pub const UPSTREAM_HEALTH_TRANSITIONS_TOTAL: &str = "cutover_upstream_health_transitions_total";
     pub const ROUTE_WEIGHT: &str = "cutover_route_weight";
+    /// Shadow copies by outcome: `same`, `differs`, `failed`, `skipped`.
+    pub const MIRROR_TOTAL: &str = "cutover_mirror_total";
     /// Extra: client connections open now.
     pub const CLIENT_CONNECTIONS: &str = "cutover_client_connections";
     /// Extra: idle HTTP/1.1 client connections parked (holding no buffers).
@@ -158,6 +160,10 @@ fn describe() {
     describe_counter!(
         names::UPSTREAM_HEALTH_TRANSITIONS_TOTAL,
         "Health verdict changes from active checks"
+    );
+    describe_counter!(
+        names::MIRROR_TOTAL,
+        "Shadow copies of mirrored requests, by how their answer compared with the client's"
     );
 }
 

@@ -47,6 +47,13 @@ enum Verb {
         #[arg(long)]
         force: bool,
     },
+    /// Copy a share of a route's requests to a pool and compare its answers
+    /// with the clients': `cutover ctl mirror app green=10` (0 stops it).
+    Mirror {
+        route: String,
+        #[arg(value_name = "POOL=PERCENT")]
+        target: String,
+    },
     /// Progressive shift to a pool, judged on live traffic, rolled back by
     /// itself on a breach. With --wait: one line per event; exit 0 promoted,
     /// 2 rolled back, 3 aborted, 1 error.
@@ -325,6 +332,25 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
             let line = format!("{route}: {}", split_text(v.get("split")));
             (v, line)
         }
+        Verb::Mirror { route, target } => {
+            let (pool, percent) = target
+                .split_once('=')
+                .and_then(|(p, n)| Some((p, n.parse::<u32>().ok()?)))
+                .ok_or_else(|| {
+                    CtlError::Usage(format!(
+                        "{target:?}: write POOL=PERCENT, e.g. green=10 (green=0 stops the mirror)"
+                    ))
+                })?;
+            let v = api
+                .call(
+                    Method::PUT,
+                    &format!("/api/v1/routes/{}/mirror", encode(&route)),
+                    Some(json!({"pool": pool, "percent": percent})),
+                )
+                .await?;
+            let line = format!("{route}: {}", mirror_text(&v["mirror"]));
+            (v, line)
+        }
         Verb::Rollout(r) => {
             let query = if r.force { "?force=true" } else { "" };
             let v = api
@@ -554,6 +580,41 @@ fn split_text(split: Option<&Value>) -> String {
         .unwrap_or_default()
 }
 
+/// A route's mirror in one line: where, how much, and how copies compared.
+fn mirror_text(m: &Value) -> String {
+    if m.is_null() {
+        return "no mirror".to_string();
+    }
+    let counts = ["same", "differs", "failed", "skipped"]
+        .iter()
+        .map(|k| format!("{k} {}", m["counts"][k]))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "mirror {}% to {} ({counts})",
+        m["percent"],
+        m["pool"].as_str().unwrap_or("?")
+    )
+}
+
+/// A route's matchers, compact: `header x-canary="always"`.
+fn matchers_text(m: Option<&Value>) -> String {
+    let Some(m) = m.and_then(Value::as_object) else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    for (kind, word) in [
+        ("headers", "header"),
+        ("cookies", "cookie"),
+        ("query", "query"),
+    ] {
+        for (name, how) in m.get(kind).and_then(Value::as_object).into_iter().flatten() {
+            parts.push(format!("{word} {name}={}", how.as_str().unwrap_or("?")));
+        }
+    }
+    format!(" [{}]", parts.join(", "))
+}
+
 fn upstream_line(pool: &str, v: &Value) -> String {
     format!(
         "{pool} {}: {} (weight {}, {} in flight)",
@@ -584,7 +645,11 @@ pub fn status_table(s: &Status) -> String {
                 .join(" ");
             [
                 r.name.clone(),
-                format!("{hosts}{}", r.path_prefix),
+                format!(
+                    "{hosts}{}{}",
+                    r.path_prefix,
+                    matchers_text(r.matchers.as_ref())
+                ),
                 split,
                 r.split_source.clone(),
             ]
@@ -592,6 +657,24 @@ pub fn status_table(s: &Status) -> String {
         .collect();
     out.push_str(&table(&["ROUTE", "MATCH", "SPLIT", "FROM"], &rows));
     out.push('\n');
+    for r in &s.routes {
+        let Some(m) = r.mirror.as_ref().filter(|m| !m.is_null()) else {
+            continue;
+        };
+        out.push_str(&format!("{}: {}\n", r.name, mirror_text(m)));
+        for d in m["differences"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  differs: {} {}: {} {} vs shadow {} {}\n",
+                d["method"].as_str().unwrap_or("?"),
+                d["path"].as_str().unwrap_or("?"),
+                d["primary"]["status"],
+                short_digest(&d["primary"]),
+                d["shadow"]["status"],
+                short_digest(&d["shadow"]),
+            ));
+        }
+        out.push('\n');
+    }
     let rows: Vec<[String; 6]> = s
         .pools
         .iter()
@@ -613,6 +696,19 @@ pub fn status_table(s: &Status) -> String {
         &rows,
     ));
     out.trim_end().to_string()
+}
+
+/// An answer's body as `(12 bytes sha256:ab12cd34)`, or nothing when
+/// bodies were not compared.
+fn short_digest(answer: &Value) -> String {
+    match answer["body_sha256"].as_str() {
+        Some(sha) => format!(
+            "({} bytes sha256:{})",
+            answer["body_bytes"],
+            sha.get(..8).unwrap_or(sha)
+        ),
+        None => String::new(),
+    }
 }
 
 fn table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> String {

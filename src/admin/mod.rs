@@ -277,6 +277,15 @@ impl Admin {
                 self.change(caller, "set_split", route, change, StatusCode::OK)
                     .await
             }
+            (["routes", route, "mirror"], &M::PUT) => {
+                let change = parse_mirror(&body).map(|(pool, percent)| Change::SetMirror {
+                    route: route.to_string(),
+                    pool,
+                    percent,
+                });
+                self.change(caller, "set_mirror", route, change, StatusCode::OK)
+                    .await
+            }
             (["routes", route, "rollout"], &M::POST) => {
                 // The route's defaults from the file, under the body.
                 let defaults = self
@@ -442,6 +451,7 @@ impl Admin {
         let status = plane.status();
         let view = match &change {
             Change::SetSplit { route, .. }
+            | Change::SetMirror { route, .. }
             | Change::StartRollout { route, .. }
             | Change::Rollout { route, .. } => {
                 json!(status.routes.into_iter().find(|r| r.name == *route))
@@ -489,7 +499,7 @@ impl Admin {
 fn allowed_methods(parts: &[&str]) -> Option<&'static str> {
     Some(match parts {
         ["status"] => "GET",
-        ["routes", _, "split"] => "PUT",
+        ["routes", _, "split" | "mirror"] => "PUT",
         ["routes", _, "rollout"]
         | [
             "routes",
@@ -557,6 +567,51 @@ fn parse_split(body: &Bytes) -> Result<Split, ControlError> {
         weights.push((pool.clone(), w));
     }
     Ok(Split::new(weights)?)
+}
+
+/// `{"pool": "green", "percent": 10}`; the pool may be left out to change
+/// the percent of the route's current mirror, or to stop it with 0.
+fn parse_mirror(body: &Bytes) -> Result<(Option<String>, u32), ControlError> {
+    let Value::Object(map) = parse_json(body)? else {
+        return Err(ControlError::invalid(
+            "body",
+            "must be a JSON object, e.g. {\"pool\": \"green\", \"percent\": 10}",
+        ));
+    };
+    if let Some(k) = map
+        .keys()
+        .find(|k| !["pool", "percent"].contains(&k.as_str()))
+    {
+        return Err(ControlError::invalid(
+            k.as_str(),
+            "unknown field (expected pool, percent)",
+        ));
+    }
+    let pool = match map.get("pool") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(v) => {
+            return Err(ControlError::invalid(
+                "pool",
+                format!("expected a pool name, got {v}"),
+            ));
+        }
+    };
+    let percent = match map.get("percent") {
+        None => {
+            return Err(ControlError::invalid(
+                "percent",
+                "missing (0 to 100; 0 stops the mirror)",
+            ));
+        }
+        Some(v) => v.as_u64().filter(|p| *p <= 100).ok_or_else(|| {
+            ControlError::invalid(
+                "percent",
+                format!("must be an integer from 0 to 100, got {v}"),
+            )
+        })?,
+    };
+    Ok((pool, percent as u32))
 }
 
 /// `{"addr": "127.0.0.1:9003", "weight": 1}`.

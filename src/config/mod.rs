@@ -5,6 +5,8 @@
 //! never half-apply. Imports no sibling module.
 
 mod features;
+mod matchers;
+mod mirror;
 mod reader;
 mod rollout_spec;
 mod sections;
@@ -18,6 +20,8 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 
+pub use matchers::{Matchers, ValueMatch};
+pub use mirror::{Compare, MirrorConfig, MirrorTarget};
 pub use rollout_spec::{Analysis, RolloutSpec, SpecError, Webhooks, parse_spec};
 pub use split::{MAX_WEIGHT, Split, SplitError, WeightError, weight};
 
@@ -123,9 +127,14 @@ pub struct RouteConfig {
     /// Lower-cased; empty = any host. `*.example.com` matches subdomains.
     pub hosts: Vec<String>,
     pub path_prefix: String,
+    /// `headers`, `cookies`, `query`: what else a request must carry.
+    pub matchers: Matchers,
     /// Pool name → relative weight, in file order.
     pub split: Split,
     pub sticky: Option<StickyConfig>,
+    /// `mirror = { … }`: shadow traffic (with a runtime change laid over it
+    /// in the effective config).
+    pub mirror: Option<MirrorConfig>,
     /// `rollout = { … }`: defaults for rollouts of this route, in the shape
     /// of the API's request body (limits under `analysis`), already checked.
     pub rollout: Option<serde_json::Value>,
@@ -427,9 +436,68 @@ upstreams = [ { addr = "127.0.0.1:9002" } ]
         );
         assert!(
             p.iter()
-                .any(|l| l.contains("route[2]: route \"other\" matches the same hosts")),
+                .any(|l| l.contains("route[2]: route \"other\" ties with route \"app\"")),
             "{p:#?}"
         );
+    }
+
+    /// A route with matchers: the catch-all and `canary` header route for
+    /// the same prefix do not tie; `beta` ties with `canary` unless their
+    /// exact values differ.
+    fn with_matchers(extra: &str) -> String {
+        format!(
+            "{GOOD}\n[[route]]\nname = \"canary\"\nhosts = [\"app.example.com\"]\nheaders = {{ \"X-Canary\" = \"always\" }}\nsplit = {{ green = 1 }}\n{extra}"
+        )
+    }
+
+    #[test]
+    fn matchers_are_read_and_more_matchers_do_not_tie() {
+        let c = Config::parse("t.toml", &with_matchers(
+            "[[route]]\nname = \"beta\"\nhosts = [\"app.example.com\"]\ncookies = { beta = { present = true } }\nquery = { preview = { regex = \"^(1|yes)$\" } }\nsplit = { green = 1 }\n",
+        ))
+        .unwrap();
+        let canary = c.routes.iter().find(|r| r.name == "canary").unwrap();
+        assert_eq!(canary.matchers.headers[0].0, "x-canary");
+        assert_eq!(
+            canary.matchers.headers[0].1,
+            ValueMatch::Exact("always".into())
+        );
+        let beta = c.routes.iter().find(|r| r.name == "beta").unwrap();
+        assert_eq!(beta.matchers.count(), 2);
+        assert_eq!(beta.matchers.cookies[0].1, ValueMatch::Present);
+    }
+
+    #[test]
+    fn routes_that_tie_are_an_error_unless_an_exact_value_tells_them_apart() {
+        let tie = problems(&with_matchers(
+            "[[route]]\nname = \"beta\"\nhosts = [\"app.example.com\"]\ncookies = { beta = \"1\" }\nsplit = { green = 1 }\n",
+        ));
+        assert!(
+            tie.iter()
+                .any(|l| l.contains("route \"beta\" ties with route \"canary\"")),
+            "{tie:#?}"
+        );
+        let apart = with_matchers(
+            "[[route]]\nname = \"never\"\nhosts = [\"app.example.com\"]\nheaders = { \"x-canary\" = \"never\" }\nsplit = { green = 1 }\n",
+        );
+        assert!(Config::parse("t.toml", &apart).is_ok());
+    }
+
+    #[test]
+    fn bad_matchers_are_named_with_their_position() {
+        let p = problems(&with_matchers(
+            "[[route]]\nname = \"bad\"\npath_prefix = \"/bad\"\nheaders = { \"bad header\" = \"1\", x-a = { regex = \"(\" }, x-b = { present = false }, x-c = 3 }\ncookies = { x = { present = true, regex = \"a\" } }\nsplit = { green = 1 }\n",
+        ));
+        for want in [
+            "route[2].headers.bad header: invalid header name",
+            "route[2].headers.x-a.regex: invalid regex \"(\"",
+            "route[2].headers.x-b.present: must be true",
+            "route[2].headers.x-c: expected a string, { present = true } or { regex",
+            "route[2].cookies.x: write exactly one of",
+        ] {
+            assert!(p.iter().any(|l| l.contains(want)), "{want}: {p:#?}");
+        }
+        assert!(p.iter().all(|l| l.starts_with("f.toml:")), "{p:#?}");
     }
 
     #[test]

@@ -8,6 +8,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::features;
+use super::matchers::{self, Matchers};
+use super::mirror;
 use super::reader::{Table, int_value, str_value};
 use super::split::{self, Split, SplitError};
 use super::{
@@ -309,7 +311,7 @@ fn read_routes(
     };
     let mut routes: Vec<RouteConfig> = Vec::new();
     // Every named route, valid split or not, for the checks across routes.
-    let mut seen: Vec<(String, Vec<String>, String)> = Vec::new();
+    let mut seen: Vec<Seen> = Vec::new();
     for mut t in table_items(items, "route", problems) {
         let name = t.required_str("name", problems).and_then(|n| {
             if !valid_name(n.get_ref()) {
@@ -320,7 +322,7 @@ fn read_routes(
                 );
                 return None;
             }
-            if seen.iter().any(|(name, _, _)| name == n.get_ref()) {
+            if seen.iter().any(|r| r.name == *n.get_ref()) {
                 problems.push(
                     n.span(),
                     &t.child("name"),
@@ -339,39 +341,73 @@ fn read_routes(
             }
             None => "/".to_string(),
         };
+        let matchers = matchers::read_matchers(&mut t, problems);
         let split = read_split(&mut t, pools, problems);
         let sticky = features::read_sticky(&mut t, problems);
+        let pool_exists = |name: &str| pools.iter().any(|(p, _)| p.name == name);
+        let mirror = mirror::read_mirror(&mut t, &pool_exists, problems);
         let rollout = features::read_rollout(&mut t, problems);
         let span = t.span();
         let path = t.path().to_string();
         t.finish(problems);
         let Some(name) = name else { continue };
-        if let Some((other, _, _)) = seen
-            .iter()
-            .find(|(_, h, p)| *p == path_prefix && hosts_overlap(h, &hosts))
-        {
+        let this = Seen {
+            name,
+            hosts,
+            path_prefix,
+            matchers,
+        };
+        if let Some(other) = seen.iter().find(|other| other.ties(&this)) {
             problems.push(
                 span,
                 &path,
                 format!(
-                    "route {name:?} matches the same hosts and path_prefix {path_prefix:?} as route {:?}",
-                    other
+                    "route {:?} ties with route {:?}: the same path_prefix {:?}, hosts and number of matchers, so a request could match both equally (add a matcher or an exact value that tells them apart)",
+                    this.name, other.name, this.path_prefix
                 ),
             );
         }
-        seen.push((name.clone(), hosts.clone(), path_prefix.clone()));
+        seen.push(this.clone());
+        let Seen {
+            name,
+            hosts,
+            path_prefix,
+            matchers,
+        } = this;
         let Some(split) = split else { continue };
         routes.push(RouteConfig {
             name,
             hosts,
             path_prefix,
+            matchers,
             split,
             sticky,
+            mirror,
             rollout,
             sticky_shift: None,
         });
     }
     routes
+}
+
+/// What the checks across routes need of each route.
+#[derive(Clone)]
+struct Seen {
+    name: String,
+    hosts: Vec<String>,
+    path_prefix: String,
+    matchers: Matchers,
+}
+
+impl Seen {
+    /// Could a request match both routes with neither more specific (longest
+    /// path prefix, then named hosts, then more matchers)?
+    fn ties(&self, other: &Seen) -> bool {
+        self.path_prefix == other.path_prefix
+            && hosts_overlap(&self.hosts, &other.hosts)
+            && self.matchers.count() == other.matchers.count()
+            && !self.matchers.excludes(&other.matchers)
+    }
 }
 
 fn hosts_overlap(a: &[String], b: &[String]) -> bool {

@@ -6,11 +6,11 @@
 
 use std::net::SocketAddr;
 
-use crate::config::{Config, Split};
+use crate::config::{Config, MirrorTarget, Split};
 use crate::state::Overrides;
 
 use super::error::ControlError;
-use super::reconcile::{effective, put_split, reconcile};
+use super::reconcile::{effective, put_mirror, put_split, reconcile};
 use super::rollout_changes::{RolloutStep, move_rollout, no_active_rollout, start_rollout};
 use crate::rollout::RolloutSpec;
 
@@ -58,6 +58,13 @@ pub enum Change {
         pool: String,
         drain_until: u64,
     },
+    /// Shadow traffic of a route; percent 0 stops it. Without `pool`, the
+    /// route's current mirror pool.
+    SetMirror {
+        route: String,
+        pool: Option<String>,
+        percent: u32,
+    },
     StartRollout {
         route: String,
         spec: Box<RolloutSpec>,
@@ -77,6 +84,7 @@ impl Change {
     pub fn action(&self) -> &'static str {
         match self {
             Change::SetSplit { .. } => "set_split",
+            Change::SetMirror { .. } => "set_mirror",
             Change::AddUpstream { .. } => "add_upstream",
             Change::RemoveUpstream { .. } => "remove_upstream",
             Change::RemoveDrained { .. } => "remove_drained_upstream",
@@ -93,6 +101,7 @@ impl Change {
     pub fn target(&self) -> String {
         match self {
             Change::SetSplit { route, .. }
+            | Change::SetMirror { route, .. }
             | Change::StartRollout { route, .. }
             | Change::Rollout { route, .. } => route.clone(),
             Change::DrainPool { pool, .. } => pool.clone(),
@@ -115,6 +124,7 @@ impl Change {
             | Change::EnableUpstream { pool, addr }
             | Change::DrainUpstream { pool, addr, .. } => Some((pool, *addr)),
             Change::SetSplit { .. }
+            | Change::SetMirror { .. }
             | Change::DrainPool { .. }
             | Change::StartRollout { .. }
             | Change::Rollout { .. } => None,
@@ -137,6 +147,11 @@ pub fn apply(
             split,
             force,
         } => set_split(&mut next, file, route, split, *force, in_rotation)?,
+        Change::SetMirror {
+            route,
+            pool,
+            percent,
+        } => set_mirror(&mut next, file, route, pool.as_deref(), *percent)?,
         Change::AddUpstream { pool, addr, weight } => {
             add_upstream(&mut next, file, pool, *addr, *weight)?
         }
@@ -223,6 +238,51 @@ fn set_split(
         }
     }
     put_split(next, route, split, &base.split);
+    Ok(())
+}
+
+fn set_mirror(
+    next: &mut Overrides,
+    file: &Config,
+    route: &str,
+    pool: Option<&str>,
+    percent: u32,
+) -> Result<(), ControlError> {
+    let Some(base) = file.routes.iter().find(|r| r.name == route) else {
+        return Err(ControlError::UnknownRoute(route.to_string()));
+    };
+    if percent > 100 {
+        return Err(ControlError::invalid(
+            "percent",
+            format!("must be from 0 to 100, got {percent}"),
+        ));
+    }
+    if percent == 0 {
+        put_mirror(next, route, None, base.mirror.as_ref());
+        return Ok(());
+    }
+    let current = effective(file, next)
+        .routes
+        .into_iter()
+        .find(|r| r.name == route)
+        .and_then(|r| r.mirror);
+    let pool = match (pool, current) {
+        (Some(p), _) => p.to_string(),
+        (None, Some(m)) => m.pool,
+        (None, None) => {
+            return Err(ControlError::invalid(
+                "pool",
+                "the route has no mirror yet: name the pool to copy requests to",
+            ));
+        }
+    };
+    pool_exists(file, &pool)?;
+    put_mirror(
+        next,
+        route,
+        Some(MirrorTarget { pool, percent }),
+        base.mirror.as_ref(),
+    );
     Ok(())
 }
 

@@ -168,6 +168,12 @@ impl ControlPlane {
             Change::SetSplit { route, .. } => table
                 .route(route)
                 .map_or(Value::Null, |r| split_json(&table, r)),
+            Change::SetMirror { route, .. } => {
+                table.route(route).and_then(|r| r.mirror.as_ref()).map_or(
+                    Value::Null,
+                    |m| json!({"pool": m.pool.as_ref(), "percent": m.settings.percent}),
+                )
+            }
             Change::DrainPool { pool, .. } => table.pool(pool).map_or(Value::Null, |p| {
                 json!(status::pool_view(&table, &self.overrides, &self.file, p))
             }),

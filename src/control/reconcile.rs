@@ -4,9 +4,9 @@
 //! for the same thing changes (the file is then the newer intent), the file
 //! wins and the override is dropped, with a reason for the audit log.
 
-use crate::config::{Config, Split, StickyShift};
+use crate::config::{Config, MirrorConfig, MirrorTarget, Split, StickyShift};
 use crate::rollout::RolloutState;
-use crate::state::{Overrides, SplitOverride};
+use crate::state::{MirrorOverride, Overrides, SplitOverride};
 
 /// The file's split of `route`, if the route exists.
 fn file_split<'a>(file: &'a Config, route: &str) -> Option<&'a Split> {
@@ -34,6 +34,32 @@ pub fn reconcile(file: &Config, mut o: Overrides) -> (Overrides, Vec<String>) {
             false
         }
         Some(_) => true,
+    });
+
+    o.mirrors.retain(|route, m| {
+        let Some(r) = file.routes.iter().find(|r| r.name == *route) else {
+            dropped.push(format!(
+                "mirror of route {route}: the route is no longer in the file"
+            ));
+            return false;
+        };
+        let now = file_mirror(r.mirror.as_ref());
+        if now != m.file_mirror {
+            dropped.push(format!(
+                "mirror of route {route}: the file changed it, so the file's mirror is back"
+            ));
+            return false;
+        }
+        if let Some(t) = &m.mirror
+            && file.pool(&t.pool).is_none()
+        {
+            dropped.push(format!(
+                "mirror of route {route}: pool {} is no longer in the file",
+                t.pool
+            ));
+            return false;
+        }
+        true
     });
 
     o.rollout_history
@@ -132,6 +158,34 @@ pub fn put_split(o: &mut Overrides, route: &str, split: &Split, file_split: &Spl
     }
 }
 
+/// A mirror's pool and percent, `None` when it copies nothing.
+pub fn file_mirror(m: Option<&MirrorConfig>) -> Option<MirrorTarget> {
+    m.map(MirrorConfig::target).filter(|t| t.percent > 0)
+}
+
+/// Makes `mirror` (`None`: off) the route's shadow traffic: an override, or
+/// none when it is the file's.
+pub fn put_mirror(
+    o: &mut Overrides,
+    route: &str,
+    mirror: Option<MirrorTarget>,
+    file: Option<&MirrorConfig>,
+) {
+    let file_mirror = file_mirror(file);
+    let mirror = mirror.filter(|t| t.percent > 0);
+    if mirror == file_mirror {
+        o.mirrors.remove(route);
+    } else {
+        o.mirrors.insert(
+            route.to_string(),
+            MirrorOverride {
+                mirror,
+                file_mirror,
+            },
+        );
+    }
+}
+
 /// The config the table is built from: the file with overrides applied.
 pub fn effective(file: &Config, o: &Overrides) -> Config {
     let mut config = file.clone();
@@ -139,6 +193,17 @@ pub fn effective(file: &Config, o: &Overrides) -> Config {
         let file_split = route.split.clone();
         if let Some(s) = o.splits.get(&route.name) {
             route.split = s.split.over(&route.split);
+        }
+        if let Some(m) = o.mirrors.get(&route.name) {
+            route.mirror = m.mirror.as_ref().map(|t| match &route.mirror {
+                // The file's other settings (max_body, compare, …) stay.
+                Some(file) => MirrorConfig {
+                    pool: t.pool.clone(),
+                    percent: t.percent,
+                    ..file.clone()
+                },
+                None => MirrorConfig::with_defaults(t.pool.clone(), t.percent),
+            });
         }
         // Sticky clients follow a rollout while the split is the one it set.
         if let Some(r) = o.rollouts.get(&route.name)

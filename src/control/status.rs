@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::config::Config;
-use crate::routing::{Pool, RouteTable};
+use crate::routing::{Pool, Route, RouteTable};
 use crate::state::Overrides;
 use crate::upstream::{Health, UpstreamState};
 
@@ -27,6 +28,12 @@ pub struct RouteView {
     pub split: BTreeMap<String, u32>,
     /// `file` or `runtime`.
     pub split_source: String,
+    /// `headers`, `cookies`, `query` matchers as the file writes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matchers: Option<serde_json::Value>,
+    /// Shadow traffic: settings, copies by outcome, last differences.
+    #[serde(default)]
+    pub mirror: Option<serde_json::Value>,
     pub rollout: Option<serde_json::Value>,
 }
 
@@ -134,6 +141,30 @@ pub fn pool_view(table: &RouteTable, o: &Overrides, file: &Config, p: &Pool) -> 
     }
 }
 
+/// A route's mirror in status, `None` when it copies nothing.
+fn mirror_view(r: &Route, runtime: bool) -> Option<serde_json::Value> {
+    let m = r.mirror.as_ref()?;
+    let s = &m.settings;
+    let counts: serde_json::Map<String, serde_json::Value> = r
+        .shadow
+        .counts()
+        .iter()
+        .map(|(o, n)| (o.word().to_string(), (*n).into()))
+        .collect();
+    Some(json!({
+        "pool": m.pool.as_ref(),
+        "percent": s.percent,
+        "max_body": s.max_body,
+        "compare": s.compare.words(),
+        "timeout": humantime::format_duration(s.timeout).to_string(),
+        "max_in_flight": s.max_in_flight,
+        "source": if runtime { "runtime" } else { "file" },
+        "in_flight": r.shadow.in_flight(),
+        "counts": counts,
+        "differences": r.shadow.recent(),
+    }))
+}
+
 pub fn status(table: &RouteTable, o: &Overrides, file: &Config) -> Status {
     // Routes in file order, not match order.
     let routes = file
@@ -156,6 +187,8 @@ pub fn status(table: &RouteTable, o: &Overrides, file: &Config) -> Status {
                     "file"
                 }
                 .into(),
+                matchers: r.matchers().map(|m| m.to_json()),
+                mirror: mirror_view(r, o.mirrors.contains_key(&rc.name)),
                 rollout: None,
             })
         })

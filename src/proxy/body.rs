@@ -11,6 +11,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::activity::ActiveRequest;
+use super::mirror::PrimaryTap;
 use super::pools::PooledConnection;
 use crate::traffic::TrafficStats;
 use crate::upstream::InFlight;
@@ -27,6 +28,9 @@ pub struct ResponseBody {
     in_flight: Option<InFlight>,
     active: Option<ActiveRequest>,
     timer: Option<RequestTimer>,
+    /// A mirrored request's answer, for the comparison with its shadow's.
+    /// Boxed: most responses have none.
+    tap: Option<Box<PrimaryTap>>,
 }
 
 /// Records the request's duration when the response ends (or is dropped).
@@ -71,6 +75,7 @@ impl ResponseBody {
             in_flight: None,
             active: None,
             timer: None,
+            tap: None,
         }
     }
 
@@ -81,6 +86,7 @@ impl ResponseBody {
             in_flight: None,
             active: None,
             timer: None,
+            tap: None,
         }
     }
 
@@ -98,6 +104,12 @@ impl ResponseBody {
         self.active = Some(active);
         self.timer = timer;
     }
+
+    /// Gives the client's answer to a shadow comparison: now if only the
+    /// status is compared, at the body's end otherwise.
+    pub fn tap(&mut self, tap: PrimaryTap, status: u16) {
+        self.tap = tap.head(status).map(Box::new);
+    }
 }
 
 impl Drop for ResponseBody {
@@ -105,10 +117,16 @@ impl Drop for ResponseBody {
         // A body with nothing left (e.g. `Content-Length: 0`, a HEAD
         // response) may never be polled to its end: its connection is
         // still reusable. Any other unfinished body closes it.
+        let ended = self.is_end_stream();
         if let Some(c) = self.connection.take()
-            && self.is_end_stream()
+            && ended
         {
             c.release();
+        }
+        if let Some(tap) = self.tap.take()
+            && ended
+        {
+            tap.finish();
         }
     }
 }
@@ -126,10 +144,15 @@ impl Body for ResponseBody {
             ResponseInner::Upstream(b) => Pin::new(b).poll_frame(cx),
             ResponseInner::Full(f) => Pin::new(f).poll_frame(cx).map_err(|never| match never {}),
         };
-        if let (Poll::Ready(Some(Ok(frame))), Some(timer)) = (&polled, &mut this.timer)
+        if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            timer.bytes += data.len() as u64;
+            if let Some(timer) = &mut this.timer {
+                timer.bytes += data.len() as u64;
+            }
+            if let Some(tap) = &mut this.tap {
+                tap.data(data);
+            }
         }
         // The upstream's last byte is in: its connection can take the next
         // request now, not only once the client side is done with this one.
@@ -146,6 +169,9 @@ impl Body for ResponseBody {
             this.in_flight = None;
             this.active = None;
             this.timer = None;
+            if let Some(tap) = this.tap.take() {
+                tap.finish();
+            }
         }
         polled
     }

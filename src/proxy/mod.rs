@@ -10,6 +10,7 @@ mod body;
 mod error;
 pub mod headers;
 mod max_forwards;
+mod mirror;
 mod pools;
 mod request_body;
 mod request_metrics;
@@ -42,7 +43,8 @@ use request_metrics::RequestMetricsCache;
 /// Everything a request needs, shared by all connections.
 pub struct Proxy {
     routing: Arc<Routing>,
-    pools: ConnectionPools,
+    /// Shared with shadow copies' tasks.
+    pools: Arc<ConnectionPools>,
     settings: ProxySettings,
     /// Upgraded (WebSocket) tunnels, so a graceful stop can wait for them.
     tunnels: TaskTracker,
@@ -79,7 +81,7 @@ impl Proxy {
     ) -> Proxy {
         Proxy {
             routing,
-            pools: ConnectionPools::new(&settings),
+            pools: Arc::new(ConnectionPools::new(&settings)),
             settings,
             tunnels,
             access_log,
@@ -157,6 +159,9 @@ impl Proxy {
             entry.status = status;
             line
         });
+        if let Some(tap) = labels.shadow.take() {
+            response.body_mut().tap(tap, status);
+        }
         let mut timer = labels.record(&self.request_metrics, status, start);
         timer.log = line;
         response.body_mut().hold(in_flight, active, Some(timer));
@@ -180,7 +185,7 @@ impl Proxy {
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
         });
-        let Some(route) = table.match_route(host, parts.uri.path()) else {
+        let Some(route) = table.match_route(host, &parts.uri, &parts.headers) else {
             return Err(ProxyError::NoRoute {
                 host: host.map(str::to_string),
                 path: parts.uri.path().to_string(),
@@ -214,11 +219,24 @@ impl Proxy {
         } else {
             0
         };
+        let mut tee = None;
+        if route.mirror.is_some() && !upgrade {
+            let original = mirror::Original {
+                method: &parts.method,
+                path: &path,
+                headers: &parts.headers,
+                body: &body,
+            };
+            if let Some((body_tee, tap)) = mirror::sample(&table, route, &self.pools, original) {
+                tee = body_tee;
+                labels.shadow = Some(tap);
+            }
+        }
         let out = Outbound {
             method: parts.method,
             path,
             headers: parts.headers,
-            body: BodySlot::new(body),
+            body: BodySlot::new(body, tee),
             client_version,
             client_upgrade,
             now_unix,
@@ -521,6 +539,8 @@ struct Labels {
     upstream: Option<Arc<str>>,
     addr: Option<SocketAddr>,
     traffic: Option<Arc<TrafficStats>>,
+    /// A mirrored request's side of the comparison with its shadow.
+    shadow: Option<mirror::PrimaryTap>,
 }
 
 impl Labels {

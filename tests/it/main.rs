@@ -20,5 +20,6 @@ mod status_page;
 mod streaming;
 mod systemd;
 mod tls;
+mod traffic_rules;
 mod upgrade;
 mod websocket;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use proptest::prelude::*;
 
 use super::*;
+use crate::control::reconcile;
 
 /// One of a few files: the split of `app` and the upstreams of `green`
 /// vary, as an operator's edits would.
@@ -18,8 +19,14 @@ fn file(variant: u8) -> Config {
         ),
         _ => ("blue = 1", r#"{ addr = "127.0.0.1:9002", weight = 2 }"#),
     };
+    // Variants 1 and 2 copy a share of requests to green.
+    let mirror = match variant % 4 {
+        1 => "mirror = { pool = \"green\", percent = 10 }\n",
+        2 => "mirror = { pool = \"green\", percent = 50, compare = [\"body\"] }\n",
+        _ => "",
+    };
     let text = format!(
-        "[[listener]]\nbind = \"127.0.0.1:1\"\n[[route]]\nname = \"app\"\nsplit = {{ {split} }}\n\
+        "[[listener]]\nbind = \"127.0.0.1:1\"\n[[route]]\nname = \"app\"\nsplit = {{ {split} }}\n{mirror}\
          [pool.blue]\nupstreams = [{{ addr = \"127.0.0.1:9001\" }}, {{ addr = \"127.0.0.1:9003\" }}]\n\
          [pool.green]\nupstreams = [{green}]\n"
     );
@@ -69,6 +76,16 @@ fn a_change() -> impl Strategy<Value = Change> {
             addr,
             drain_until: d
         }),
+        (
+            prop_oneof!["app", "nope"],
+            proptest::option::of(a_pool()),
+            prop_oneof![Just(0u32), Just(10), Just(50), Just(101)]
+        )
+            .prop_map(|(route, pool, percent)| Change::SetMirror {
+                route: route.to_string(),
+                pool,
+                percent
+            }),
         (a_pool(), 1u64..3).prop_map(|(pool, d)| Change::DrainPool {
             pool,
             drain_until: d
@@ -103,6 +120,15 @@ fn check_invariants(o: &Overrides, file: &Config) -> Result<(), TestCaseError> {
         let r = file.routes.iter().find(|r| r.name == *route);
         prop_assert!(r.is_some_and(|r| r.split == s.file_split), "{route}: {o:?}");
     }
+    // The same rule for mirrors, and a mirror copies to a pool that exists.
+    for (route, m) in &o.mirrors {
+        let r = file.routes.iter().find(|r| r.name == *route);
+        prop_assert!(
+            r.is_some_and(|r| reconcile::file_mirror(r.mirror.as_ref()) == m.file_mirror),
+            "{route}: {o:?}"
+        );
+        prop_assert!(m.mirror != m.file_mirror, "a no-op override is kept: {o:?}");
+    }
     // Flags and removals name only upstreams the effective pools have.
     let eff = effective(file, o);
     let has = |pool: &str, a: &SocketAddr| {
@@ -124,6 +150,9 @@ fn check_invariants(o: &Overrides, file: &Config) -> Result<(), TestCaseError> {
     // Every route still sends traffic somewhere.
     for r in &eff.routes {
         prop_assert!(r.split.iter().any(|(_, w)| w > 0));
+        if let Some(m) = &r.mirror {
+            prop_assert!(eff.pool(&m.pool).is_some() && m.percent <= 100, "{m:?}");
+        }
     }
     Ok(())
 }
@@ -152,6 +181,9 @@ proptest! {
                     let splits_dropped = o.splits.keys().filter(|r| !next.splits.contains_key(*r)).count();
                     let split_lines = dropped.iter().filter(|d| d.starts_with("split of route")).count();
                     prop_assert_eq!(splits_dropped, split_lines, "{:?}", dropped);
+                    let mirrors_dropped = o.mirrors.keys().filter(|r| !next.mirrors.contains_key(*r)).count();
+                    let mirror_lines = dropped.iter().filter(|d| d.starts_with("mirror of route")).count();
+                    prop_assert_eq!(mirrors_dropped, mirror_lines, "{:?}", dropped);
                     o = next;
                 }
             }
@@ -305,4 +337,53 @@ fn a_rollout_sets_the_sticky_shift() {
     assert_eq!(eff.routes[0].split.to_string(), "blue=3 green=1");
     let shift = eff.routes[0].sticky_shift.clone().expect("a shift");
     assert_eq!((shift.pool.as_str(), shift.percent), ("green", 25));
+}
+
+#[test]
+fn a_runtime_mirror_keeps_the_file_s_settings_and_percent_0_stops_it() {
+    let f = file(2);
+    let o = Overrides::default();
+    let to_blue = Change::SetMirror {
+        route: "app".into(),
+        pool: Some("blue".into()),
+        percent: 5,
+    };
+    let o = apply(&to_blue, &o, &f, &|_| true).unwrap();
+    let m = effective(&f, &o).routes[0].mirror.clone().unwrap();
+    assert_eq!((m.pool.as_str(), m.percent), ("blue", 5));
+    assert!(m.compare.body, "the file's compare stays: {m:?}");
+    // Without a pool: the current one, another percent.
+    let more = Change::SetMirror {
+        route: "app".into(),
+        pool: None,
+        percent: 20,
+    };
+    let o = apply(&more, &o, &f, &|_| true).unwrap();
+    assert_eq!(
+        effective(&f, &o).routes[0].mirror.as_ref().unwrap().pool,
+        "blue"
+    );
+    let stop = Change::SetMirror {
+        route: "app".into(),
+        pool: None,
+        percent: 0,
+    };
+    let o = apply(&stop, &o, &f, &|_| true).unwrap();
+    assert!(effective(&f, &o).routes[0].mirror.is_none());
+    let bad = |pool: &str, percent| {
+        apply(
+            &Change::SetMirror {
+                route: "app".into(),
+                pool: Some(pool.into()),
+                percent,
+            },
+            &Overrides::default(),
+            &f,
+            &|_| true,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    assert_eq!(bad("red", 10), "no pool named \"red\"");
+    assert_eq!(bad("blue", 101), "percent: must be from 0 to 100, got 101");
 }

@@ -43,6 +43,8 @@ struct State {
     /// Status `/healthz` answers; 0 = 200.
     health_status: std::sync::atomic::AtomicU16,
     hits: AtomicUsize,
+    /// Requests marked `x-cutover-shadow: 1`.
+    shadows: AtomicUsize,
     connections: AtomicUsize,
     open: AtomicUsize,
     in_flight: AtomicUsize,
@@ -121,6 +123,11 @@ impl TestUpstream {
 
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests that came marked as shadow copies.
+    pub fn shadows(&self) -> usize {
+        self.state.shadows.load(Ordering::SeqCst)
     }
 
     /// TCP connections open now.
@@ -216,6 +223,13 @@ impl Drop for InFlight {
 
 async fn handle(name: &'static str, state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     state.hits.fetch_add(1, Ordering::SeqCst);
+    if req
+        .headers()
+        .get("x-cutover-shadow")
+        .is_some_and(|v| v == "1")
+    {
+        state.shadows.fetch_add(1, Ordering::SeqCst);
+    }
     state.in_flight.fetch_add(1, Ordering::SeqCst);
     let _in_flight = InFlight(Arc::clone(&state));
     match req.uri().path() {
