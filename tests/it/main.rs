@@ -10,6 +10,7 @@ mod config_check;
 mod connections;
 mod failures;
 mod load;
+mod mirror;
 mod nginx;
 pub mod process;
 mod resilience;
