@@ -118,11 +118,11 @@ pub fn read_mirror(
         match size.get_ref().parse::<bytesize::ByteSize>() {
             Ok(b) if b.as_u64() <= 64 * 1024 * 1024 => mirror.max_body = b.as_u64(),
             Ok(_) => problems.push(size.span(), &t.child("max_body"), "must be at most 64MiB"),
-            Err(e) => problems.push(
+            Err(_) => problems.push(
                 size.span(),
                 &t.child("max_body"),
                 format!(
-                    "invalid size {:?}: {e} (write e.g. \"64KiB\", \"1MiB\")",
+                    "invalid size {:?}: write a number and a unit, e.g. \"64KiB\", \"1MiB\"",
                     size.get_ref()
                 ),
             ),

@@ -501,6 +501,37 @@ upstreams = [ { addr = "127.0.0.1:9002" } ]
     }
 
     #[test]
+    fn mirror_is_read_with_defaults_and_checked() {
+        let c = Config::parse(
+            "f.toml",
+            &GOOD.replace(
+                "split = { blue = 70, green = 30 }",
+                "split = { blue = 70, green = 30 }\nmirror = { pool = \"green\", percent = 10, compare = [\"status_class\", \"body\"] }",
+            ),
+        )
+        .unwrap();
+        let m = c.routes[0].mirror.clone().unwrap();
+        assert_eq!(
+            (m.pool.as_str(), m.percent, m.max_body),
+            ("green", 10, 65536)
+        );
+        assert_eq!(m.compare.words(), ["status_class", "body"]);
+        let p = problems(&GOOD.replace(
+            "split = { blue = 70, green = 30 }",
+            "split = { blue = 70, green = 30 }\nmirror = { pool = \"red\", percent = 101, max_body = \"lots\", compare = [], timeout = \"0s\" }",
+        ));
+        for want in [
+            "route[0].mirror.pool: no pool named \"red\"",
+            "route[0].mirror.percent: must be an integer from 0 to 100, got 101",
+            "route[0].mirror.max_body: invalid size \"lots\"",
+            "route[0].mirror.compare: name at least one of",
+            "route[0].mirror.timeout: must be longer than zero",
+        ] {
+            assert!(p.iter().any(|l| l.contains(want)), "{want}: {p:#?}");
+        }
+    }
+
+    #[test]
     fn syntax_error_has_position() {
         let p = problems("[[listener]]\nbind = \n");
         assert!(p[0].starts_with("f.toml:2:"), "{p:#?}");
