@@ -597,24 +597,6 @@ fn mirror_text(m: &Value) -> String {
     )
 }
 
-/// A route's matchers, compact: `header x-canary="always"`.
-fn matchers_text(m: Option<&Value>) -> String {
-    let Some(m) = m.and_then(Value::as_object) else {
-        return String::new();
-    };
-    let mut parts = Vec::new();
-    for (kind, word) in [
-        ("headers", "header"),
-        ("cookies", "cookie"),
-        ("query", "query"),
-    ] {
-        for (name, how) in m.get(kind).and_then(Value::as_object).into_iter().flatten() {
-            parts.push(format!("{word} {name}={}", how.as_str().unwrap_or("?")));
-        }
-    }
-    format!(" [{}]", parts.join(", "))
-}
-
 fn upstream_line(pool: &str, v: &Value) -> String {
     format!(
         "{pool} {}: {} (weight {}, {} in flight)",
@@ -645,11 +627,7 @@ pub fn status_table(s: &Status) -> String {
                 .join(" ");
             [
                 r.name.clone(),
-                format!(
-                    "{hosts}{}{}",
-                    r.path_prefix,
-                    matchers_text(r.matchers.as_ref())
-                ),
+                format!("{hosts}{}{}", r.path_prefix, r.matchers_text()),
                 split,
                 r.split_source.clone(),
             ]

@@ -81,7 +81,8 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
 .healthy{{background:#dcfce7;color:#166534}} .unhealthy{{background:#fee2e2;color:#991b1b}}
 .draining{{background:#fef3c7;color:#92400e}} .drained{{background:#e5e7eb;color:#374151}}
 .disabled{{background:#e5e7eb;color:#374151}} .num{{text-align:right;font-variant-numeric:tabular-nums}}
-.rollout{{background:#fff;border:1px solid #ddd;padding:.6rem .8rem;margin:.8rem 0;max-width:52rem}}
+.rollout,.mirror{{background:#fff;border:1px solid #ddd;padding:.6rem .8rem;margin:.8rem 0;max-width:52rem}}
+.same{{background:#dcfce7;color:#166534}} .differs{{background:#fee2e2;color:#991b1b}}
 .steps{{display:flex;gap:.3rem;margin:.4rem 0}} .steps span{{padding:.1rem .5rem;border-radius:.3rem;background:#e5e7eb}}
 .steps .done{{background:#bbf7d0}} .steps .now{{background:#2563eb;color:#fff}}
 .running,.promoted{{background:#dcfce7;color:#166534}} .waiting,.paused{{background:#fef3c7;color:#92400e}}
@@ -105,10 +106,11 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
         };
         let _ = write!(
             h,
-            "<tr><td><b>{}</b></td><td>{}{}</td><td><div class=\"bar\" title=\"split\">",
+            "<tr><td><b>{}</b></td><td>{}{}{}</td><td><div class=\"bar\" title=\"split\">",
             esc(&r.name),
             esc(&hosts),
-            esc(&r.path_prefix)
+            esc(&r.path_prefix),
+            esc(&r.matchers_text())
         );
         for (pool, w) in &r.split {
             if *w == 0 || total == 0 {
@@ -138,6 +140,9 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
     for r in &status.routes {
         if let Some(rollout) = &r.rollout {
             rollout_panel(&mut h, &r.name, rollout);
+        }
+        if let Some(mirror) = r.mirror.as_ref().filter(|m| !m.is_null()) {
+            mirror_panel(&mut h, &r.name, mirror);
         }
     }
     h.push_str("<h2>Pools</h2><table><tr><th>pool</th><th>upstream</th><th>weight</th><th>state</th><th>health</th><th class=\"num\">in flight</th><th class=\"num\">req/s</th><th class=\"num\">errors/s</th><th>drain</th></tr>");
@@ -250,4 +255,62 @@ fn rollout_panel(h: &mut String, route: &str, r: &serde_json::Value) {
         limits["failure_limit"],
         esc(limits["check_every"].as_str().unwrap_or("?"))
     );
+}
+
+/// A route's shadow traffic: where copies go, how they compared, and the
+/// last differences.
+fn mirror_panel(h: &mut String, route: &str, m: &serde_json::Value) {
+    let _ = write!(
+        h,
+        "<div class=\"mirror\" id=\"mirror-{route}\"><b>Shadow traffic of {route}</b> · {percent}% copied to {pool} · comparing {compare} · {in_flight} in flight",
+        route = esc(route),
+        percent = m["percent"],
+        pool = esc(m["pool"].as_str().unwrap_or("?")),
+        compare = esc(&m["compare"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")),
+        in_flight = m["in_flight"],
+    );
+    h.push_str("<p>");
+    for outcome in ["same", "differs", "failed", "skipped"] {
+        let _ = write!(
+            h,
+            "<span class=\"st {outcome}\">{outcome} {}</span> ",
+            m["counts"][outcome]
+        );
+    }
+    h.push_str("</p>");
+    let differences = m["differences"].as_array().filter(|d| !d.is_empty());
+    if let Some(differences) = differences {
+        h.push_str("<table class=\"analysis\"><tr><th>last differences</th><th class=\"num\">client</th><th class=\"num\">shadow</th></tr>");
+        for d in differences.iter().rev() {
+            let answer = |a: &serde_json::Value| {
+                let body = a["body_sha256"]
+                    .as_str()
+                    .map(|sha| {
+                        format!(
+                            " · {} B sha256:{}",
+                            a["body_bytes"],
+                            sha.get(..8).unwrap_or(sha)
+                        )
+                    })
+                    .unwrap_or_default();
+                format!("{}{body}", a["status"])
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{} {}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                esc(d["method"].as_str().unwrap_or("?")),
+                esc(d["path"].as_str().unwrap_or("?")),
+                esc(&answer(&d["primary"])),
+                esc(&answer(&d["shadow"])),
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</div>\n");
 }

@@ -37,6 +37,32 @@ pub struct RouteView {
     pub rollout: Option<serde_json::Value>,
 }
 
+impl RouteView {
+    /// The route's matchers, compact: ` [header x-canary="always"]`;
+    /// empty for a route without any.
+    pub fn matchers_text(&self) -> String {
+        let Some(m) = self
+            .matchers
+            .as_ref()
+            .and_then(serde_json::Value::as_object)
+        else {
+            return String::new();
+        };
+        let mut parts = Vec::new();
+        for (kind, word) in [
+            ("headers", "header"),
+            ("cookies", "cookie"),
+            ("query", "query"),
+        ] {
+            let items = m.get(kind).and_then(serde_json::Value::as_object);
+            for (name, how) in items.into_iter().flatten() {
+                parts.push(format!("{word} {name}={}", how.as_str().unwrap_or("?")));
+            }
+        }
+        format!(" [{}]", parts.join(", "))
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PoolView {
     pub name: String,

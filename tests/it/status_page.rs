@@ -186,3 +186,62 @@ async fn status_page_shows_a_rollback_with_its_figures_and_limits() {
     eprintln!("rollout panel screenshot: {}", shot.display());
     proxy.stop().await;
 }
+
+/// The shadow-traffic panel and a route's matchers, as a browser renders
+/// them: copies by outcome and the last difference with both statuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_shadow_traffic_and_matchers() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    green.fail_every(2);
+    let config = format!(
+        r#"
+[[route]]
+name = "app"
+split = {{ blue = 1 }}
+mirror = {{ pool = "green", percent = 100 }}
+[[route]]
+name = "testers"
+headers = {{ "x-canary" = "always" }}
+split = {{ green = 1 }}
+[pool.blue]
+upstreams = [{{ addr = "{}" }}]
+[pool.green]
+upstreams = [{{ addr = "{}" }}]
+"#,
+        blue.addr, green.addr
+    );
+    let proxy = start_proxy(&config).await;
+    let client = http1_client();
+    for _ in 0..20 {
+        let (status, _) = get(&client, &format!("http://{}/cart", proxy.addrs()[0])).await;
+        assert_eq!(status, 200);
+    }
+    wait_until("every copy judged", || async {
+        let (_, v) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+        let c = &v["routes"][0]["mirror"]["counts"];
+        c["same"].as_u64().unwrap_or(0) + c["differs"].as_u64().unwrap_or(0) == 20
+    })
+    .await;
+    let page_url = proxy.admin_url("/");
+    let Some(out) = chromium(&["--dump-dom".to_string()], &page_url).await else {
+        proxy.stop().await;
+        return;
+    };
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    for needle in [
+        "id=\"mirror-app\"",
+        "Shadow traffic of app",
+        "100% copied to green",
+        "<span class=\"st same\">same 10</span>",
+        "<span class=\"st differs\">differs 10</span>",
+        "<td>GET /cart</td><td class=\"num\">200</td><td class=\"num\">500</td>",
+        "*/ [header x-canary=\"always\"]",
+    ] {
+        assert!(dom.contains(needle), "{needle:?} not rendered:\n{dom}");
+    }
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page-mirror.png");
+    chromium(&[format!("--screenshot={}", shot.display())], &page_url).await;
+    eprintln!("shadow panel screenshot: {}", shot.display());
+    proxy.stop().await;
+}
