@@ -219,19 +219,22 @@ impl Proxy {
         } else {
             0
         };
-        let mut tee = None;
-        if route.mirror.is_some() && !upgrade {
-            let original = mirror::Original {
-                method: &parts.method,
-                path: &path,
-                headers: &parts.headers,
-                body: &body,
-            };
-            if let Some((body_tee, tap)) = mirror::sample(&table, route, &self.pools, original) {
-                tee = body_tee;
-                labels.shadow = Some(tap);
+        // Upgraded connections are never copied.
+        let tee = match (&route.mirror, upgrade) {
+            (Some(_), false) => {
+                let original = mirror::Original {
+                    method: &parts.method,
+                    path: &path,
+                    headers: &parts.headers,
+                    body: &body,
+                };
+                mirror::sample(&table, route, &self.pools, original).and_then(|(tee, tap)| {
+                    labels.shadow = Some(tap);
+                    tee
+                })
             }
-        }
+            _ => None,
+        };
         let out = Outbound {
             method: parts.method,
             path,
