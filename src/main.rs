@@ -43,7 +43,8 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
-    /// Admin client: status, split, drain, enable, disable, add, remove, reload…
+    /// Admin client: status, split, rollout, mirror, drain, enable, disable, add, remove, reload…
+    #[command(after_help = cutover::admin::ctl::EXIT_CODES)]
     Ctl(cutover::admin::ctl::CtlArgs),
     /// Zero-setup tour: two demo apps and the proxy on loopback.
     Demo {
@@ -125,7 +126,7 @@ fn ctl(args: cutover::admin::ctl::CtlArgs) -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("cutover ctl: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -36,11 +36,14 @@ pub struct CtlArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum Verb {
-    /// Routes with their split, and every upstream's state and in-flight count.
+    /// Routes with their configured and effective split, mirrors, and
+    /// every upstream's state and in-flight count.
     Status,
     /// Set a route's split: `cutover ctl split app blue=90 green=10`.
     Split {
+        /// The route, as named in the config file.
         route: String,
+        /// Relative weights; pools not named get 0.
         #[arg(required = true, value_name = "POOL=WEIGHT")]
         weights: Vec<String>,
         /// Send traffic even to a pool with no healthy upstream.
@@ -50,7 +53,9 @@ enum Verb {
     /// Copy a share of a route's requests to a pool and compare its answers
     /// with the clients': `cutover ctl mirror app green=10` (0 stops it).
     Mirror {
+        /// The route whose requests are copied.
         route: String,
+        /// Where copies go and the percent of requests copied (0 to 100).
         #[arg(value_name = "POOL=PERCENT")]
         target: String,
     },
@@ -59,39 +64,76 @@ enum Verb {
     /// 2 rolled back, 3 aborted, 1 error.
     Rollout(RolloutArgs),
     /// Approve a rollout waiting for approval, or skip the rest of its step.
-    Promote { route: String },
+    Promote {
+        /// The route whose rollout to promote.
+        route: String,
+    },
     /// Hold a rollout at its step (analysis stops; the split stays).
-    Pause { route: String },
+    Pause {
+        /// The route whose rollout to pause.
+        route: String,
+    },
     /// Go on with a paused rollout.
-    Resume { route: String },
+    Resume {
+        /// The route whose rollout to resume.
+        route: String,
+    },
     /// Stop a rollout and return to the split it started from.
-    Abort { route: String },
-    /// No new requests to an upstream; in-flight ones finish.
+    Abort {
+        /// The route whose rollout to abort.
+        route: String,
+    },
+    /// No new requests to an upstream (or every upstream of a pool);
+    /// in-flight ones finish.
     Drain {
+        /// The pool.
         pool: String,
-        addr: String,
+        /// One upstream, IP:PORT; without it the whole pool drains.
+        addr: Option<String>,
+        /// How long sticky clients may still reach it, e.g. 10m (default 30s).
         #[arg(long)]
         timeout: Option<String>,
-        /// Wait, showing progress, until the upstream is drained.
+        /// Wait, showing progress, until drained.
         #[arg(long)]
         wait: bool,
     },
     /// Back into rotation (clears disable and drain).
-    Enable { pool: String, addr: String },
+    Enable {
+        /// The upstream's pool.
+        pool: String,
+        /// The upstream, IP:PORT.
+        addr: String,
+    },
     /// Out of rotation now.
-    Disable { pool: String, addr: String },
+    Disable {
+        /// The upstream's pool.
+        pool: String,
+        /// The upstream, IP:PORT.
+        addr: String,
+    },
     /// Add an upstream to a pool.
     Add {
+        /// The pool to add to.
         pool: String,
+        /// The new upstream, IP:PORT.
         addr: String,
+        /// Its weight within the pool.
         #[arg(long, default_value_t = 1)]
         weight: u32,
     },
-    /// Remove an upstream from a pool.
-    Remove { pool: String, addr: String },
+    /// Remove an upstream from a pool: it drains first, then leaves.
+    Remove {
+        /// The upstream's pool.
+        pool: String,
+        /// The upstream, IP:PORT.
+        addr: String,
+        /// Wait, showing progress, until it is gone.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Re-read the config file.
     Reload,
-    /// Binary upgrade.
+    /// Binary upgrade: a new process takes the listening sockets.
     Upgrade,
 }
 
@@ -189,17 +231,60 @@ impl RolloutArgs {
 pub const EXIT_ROLLED_BACK: u8 = 2;
 pub const EXIT_ABORTED: u8 = 3;
 
+/// The exit codes, as `cutover ctl --help` prints them.
+pub const EXIT_CODES: &str = "Exit codes: 0 ok; 1 usage error or an answer that is not the admin API's; \
+2 refused by the proxy (a 4xx answer: bad input, unknown name, conflict); \
+3 the admin API cannot be reached; 4 not authorized (--token-file). \
+rollout --wait: 0 promoted, 2 rolled back, 3 aborted. Errors go to stderr.";
+
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
-    #[error("cannot reach the admin API at {url}: {reason}")]
+    #[error(
+        "cannot reach the admin API at {url}: {reason} (is the proxy running, and is --admin its [admin] bind?)"
+    )]
     Unreachable { url: String, reason: String },
+    /// The proxy refused the call (4xx).
     #[error("{status}: {message}")]
-    Api {
+    Refused {
         status: http::StatusCode,
         message: String,
     },
+    #[error(
+        "{status}: {message} (give the admin token with --token-file FILE or CUTOVER_TOKEN_FILE)"
+    )]
+    Unauthorized {
+        status: http::StatusCode,
+        message: String,
+    },
+    /// An answer that is not what the admin API gives: a 5xx, or a body
+    /// of another shape (e.g. --admin pointed at a proxy listener).
+    #[error("unexpected answer from {url}: {what}")]
+    Unexpected { url: String, what: String },
     #[error("{0}")]
     Usage(String),
+    /// Any error of `rollout --wait`, whose 2 and 3 mean rolled back and
+    /// aborted.
+    #[error("{0}")]
+    WhileWaiting(Box<CtlError>),
+}
+
+impl CtlError {
+    /// The process exit code for this error (see [`EXIT_CODES`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Usage(_) | CtlError::Unexpected { .. } | CtlError::WhileWaiting(_) => 1,
+            CtlError::Refused { .. } => 2,
+            CtlError::Unreachable { .. } => 3,
+            CtlError::Unauthorized { .. } => 4,
+        }
+    }
+}
+
+/// The API's words for its query flags, in the CLI's.
+fn in_cli_words(message: &str) -> String {
+    message
+        .replace("add ?force=true to insist", "add --force to insist")
+        .replace("?force=true", "--force")
 }
 
 struct Api {
@@ -252,23 +337,49 @@ impl Api {
             .await
             .map_err(|e| unreachable(e.to_string()))?
             .to_bytes();
-        let value: Value =
-            serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body)));
+        let unexpected = |what: String| CtlError::Unexpected {
+            url: url.clone(),
+            what,
+        };
+        let value: Value = serde_json::from_slice(&body).map_err(|_| {
+            let text = String::from_utf8_lossy(&body);
+            let start: String = text.chars().take(80).collect();
+            unexpected(format!(
+                "{status} with a body that is not JSON ({start:?}); is --admin the admin listener, not a proxy listener?"
+            ))
+        })?;
         if status.is_success() {
             return Ok(value);
         }
-        let mut message = value
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("request failed")
-            .to_string();
-        if let Some(problems) = value.get("problems").and_then(Value::as_array) {
-            for p in problems.iter().filter_map(Value::as_str) {
-                message.push_str("\n  ");
-                message.push_str(p);
-            }
+        // The admin API's errors are `{"error": …, "detail": {"code": …}}`.
+        let Some(error) = value.get("error").and_then(Value::as_str) else {
+            return Err(unexpected(format!("{status}: {value}")));
+        };
+        let mut message = in_cli_words(error);
+        let problems = value
+            .get("problems")
+            .or_else(|| value.pointer("/detail/problems"))
+            .and_then(Value::as_array);
+        for p in problems.into_iter().flatten().filter_map(Value::as_str) {
+            message.push_str("\n  ");
+            message.push_str(p);
         }
-        Err(CtlError::Api { status, message })
+        Err(match status.as_u16() {
+            401 | 403 => CtlError::Unauthorized { status, message },
+            400..=499 => CtlError::Refused { status, message },
+            _ => unexpected(format!("{status}: {message}")),
+        })
+    }
+
+    /// The status JSON, checked for its shape.
+    async fn status(&self) -> Result<(Value, Status), CtlError> {
+        let v = self.call(Method::GET, "/api/v1/status", None).await?;
+        let parsed =
+            serde_json::from_value::<Status>(v.clone()).map_err(|e| CtlError::Unexpected {
+                url: self.base.clone(),
+                what: format!("not the admin API's status: {e}"),
+            })?;
+        Ok((v, parsed))
     }
 }
 
@@ -300,11 +411,8 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
     };
     let (value, line) = match args.verb {
         Verb::Status => {
-            let v = api.call(Method::GET, "/api/v1/status", None).await?;
-            let table = serde_json::from_value::<Status>(v.clone())
-                .map(|s| status_table(&s))
-                .unwrap_or_else(|e| format!("unexpected status shape: {e}"));
-            (v, table)
+            let (v, status) = api.status().await?;
+            (v, status_table(&status))
         }
         Verb::Split {
             route,
@@ -351,20 +459,19 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
             let line = format!("{route}: {}", mirror_text(&v["mirror"]));
             (v, line)
         }
+        Verb::Rollout(r) if r.wait => {
+            // Its exit codes 2 and 3 say how the rollout ended: every
+            // error is 1 here.
+            let started = start_rollout(&api, &r).await;
+            let v = started.map_err(|e| CtlError::WhileWaiting(Box::new(e)))?;
+            println!("{}: {}", r.route, rollout_line(&v["rollout"]));
+            return wait_rollout(&api, &r.route, &v["rollout"])
+                .await
+                .map_err(|e| CtlError::WhileWaiting(Box::new(e)));
+        }
         Verb::Rollout(r) => {
-            let query = if r.force { "?force=true" } else { "" };
-            let v = api
-                .call(
-                    Method::POST,
-                    &format!("/api/v1/routes/{}/rollout{query}", encode(&r.route)),
-                    Some(r.body()?),
-                )
-                .await?;
+            let v = start_rollout(&api, &r).await?;
             let line = format!("{}: {}", r.route, rollout_line(&v["rollout"]));
-            if r.wait {
-                println!("{line}");
-                return wait_rollout(&api, &r.route, &v["rollout"]).await;
-            }
             (v, line)
         }
         Verb::Promote { route } => rollout_action(&api, &route, "promote").await?,
@@ -378,18 +485,25 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
             wait,
         } => {
             let body = timeout.map(|t| json!({"timeout": t}));
-            let v = api
-                .call(
-                    Method::POST,
-                    &format!("{}/drain", upstream_path(&pool, &addr)),
-                    body,
-                )
-                .await?;
+            let path = match &addr {
+                Some(addr) => format!("{}/drain", upstream_path(&pool, addr)),
+                None => format!("/api/v1/pools/{}/drain", encode(&pool)),
+            };
+            let v = api.call(Method::POST, &path, body).await?;
+            let what = addr
+                .as_deref()
+                .map_or_else(|| pool.clone(), |a| format!("{pool} {a}"));
             let line = if wait {
-                wait_drained(&api, &pool, &addr).await?;
-                format!("{pool} {addr}: drained")
+                follow(&api, &pool, addr.as_deref(), Until::Drained).await?;
+                format!("{what}: drained")
             } else {
-                upstream_line(&pool, &v)
+                match &addr {
+                    Some(_) => upstream_line(&pool, &v),
+                    None => format!(
+                        "{what}: draining {} upstream(s)",
+                        v["upstreams"].as_array().map_or(0, Vec::len)
+                    ),
+                }
             };
             (v, line)
         }
@@ -406,11 +520,17 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
             let line = upstream_line(&pool, &v);
             (v, line)
         }
-        Verb::Remove { pool, addr } => {
+        Verb::Remove { pool, addr, wait } => {
             let v = api
                 .call(Method::DELETE, &upstream_path(&pool, &addr), None)
                 .await?;
-            (v, format!("{pool} {addr}: removed"))
+            let line = if wait {
+                follow(&api, &pool, Some(&addr), Until::Gone).await?;
+                format!("{pool} {addr}: removed")
+            } else {
+                format!("{pool} {addr}: draining, removed when done")
+            };
+            (v, line)
         }
         Verb::Reload => {
             let v = api.call(Method::POST, "/api/v1/reload", None).await?;
@@ -460,6 +580,12 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
         println!("{line}");
     }
     Ok(0)
+}
+
+async fn start_rollout(api: &Api, r: &RolloutArgs) -> Result<Value, CtlError> {
+    let query = if r.force { "?force=true" } else { "" };
+    let path = format!("/api/v1/routes/{}/rollout{query}", encode(&r.route));
+    api.call(Method::POST, &path, Some(r.body()?)).await
 }
 
 /// `POST …/rollout/{action}` and its one-line summary.
@@ -521,30 +647,48 @@ async fn wait_rollout(api: &Api, route: &str, first: &Value) -> Result<u8, CtlEr
     }
 }
 
-async fn wait_drained(api: &Api, pool: &str, addr: &str) -> Result<(), CtlError> {
-    let mut last = None;
+/// What `follow` waits for.
+#[derive(Clone, Copy, PartialEq)]
+enum Until {
+    /// No longer `draining` (`drained`, or enabled again).
+    Drained,
+    /// Gone from the pool.
+    Gone,
+}
+
+/// Follows the upstream at `addr` of `pool` (every upstream of the pool
+/// without it), a line on stderr per change, until each is as `until` says.
+async fn follow(api: &Api, pool: &str, addr: Option<&str>, until: Until) -> Result<(), CtlError> {
+    let mut last: Vec<String> = Vec::new();
     loop {
-        let status = api.call(Method::GET, "/api/v1/status", None).await?;
-        let upstream = status["pools"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["name"] == pool)
-            .flat_map(|p| p["upstreams"].as_array().into_iter().flatten())
-            .find(|u| u["addr"] == addr)
-            .cloned();
-        let Some(u) = upstream else {
-            return Err(CtlError::Usage(format!(
-                "{pool} {addr}: no longer in the pool"
-            )));
+        let (_, status) = api.status().await?;
+        let Some(p) = status.pools.iter().find(|p| p.name == pool) else {
+            return Err(CtlError::Usage(format!("pool {pool} is gone")));
         };
-        let state = u["state"].as_str().unwrap_or("?").to_string();
-        let in_flight = u["in_flight"].as_u64().unwrap_or(0);
-        if last != Some((state.clone(), in_flight)) {
-            eprintln!("{pool} {addr}: {state}, {in_flight} in flight");
-            last = Some((state.clone(), in_flight));
+        let watched: Vec<_> = p
+            .upstreams
+            .iter()
+            .filter(|u| addr.is_none_or(|a| u.addr.to_string() == a))
+            .collect();
+        if watched.is_empty() && until == Until::Drained {
+            return Err(CtlError::Usage(format!(
+                "{pool} {}: no longer in the pool",
+                addr.unwrap_or("")
+            )));
         }
-        if state != "draining" {
+        let lines: Vec<String> = watched
+            .iter()
+            .map(|u| format!("{pool} {}: {}, {} in flight", u.addr, u.state, u.in_flight))
+            .collect();
+        for line in lines.iter().filter(|l| !last.contains(l)) {
+            eprintln!("{line}");
+        }
+        last = lines;
+        let done = match until {
+            Until::Drained => watched.iter().all(|u| u.state != "draining"),
+            Until::Gone => watched.is_empty(),
+        };
+        if done {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

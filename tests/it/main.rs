@@ -8,6 +8,7 @@ mod admin;
 mod architecture;
 mod config_check;
 mod connections;
+mod ctl;
 mod failures;
 mod load;
 mod mirror;

@@ -359,7 +359,7 @@ async fn ctl_split_survives_restart() {
         "{out}"
     );
     let (code, _, err) = ctl(&["split", "nope", "blue=1"]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2), "refused by the proxy");
     assert_eq!(
         err.trim(),
         "cutover ctl: 404 Not Found: no route named \"nope\""

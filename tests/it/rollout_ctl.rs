@@ -102,10 +102,13 @@ async fn rollout_wait_exit_codes_say_promoted_rolled_back_aborted() {
     );
     load.finish().await;
 
-    // Refused by the proxy: an unknown pool.
+    // Refused by the proxy: an unknown pool; 2 like every refusal, but 1
+    // with --wait, whose 2 means rolled back.
     let (code, out) = run(&admin, &["rollout", "app", "--to", "purple"]).await;
-    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("no pool named \"purple\""), "{out}");
+    let (code, out) = run(&admin, &["rollout", "app", "--to", "purple", "--wait"]).await;
+    assert_eq!(code, Some(1), "{out}");
 }
 
 /// Kills the demo however the test ends.

@@ -1,0 +1,162 @@
+//! `cutover ctl` as scripts use it, through the real binary against an
+//! in-process proxy: one exit code per class of failure (1 usage or an
+//! answer that is not the admin API's, 2 refused, 3 unreachable, 4 auth),
+//! errors on stderr in CLI words, nothing on stdout; drain and remove
+//! waiting for their end.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::support::*;
+
+/// Runs `cutover ctl --admin ADMIN ARGS…`; (code, stdout, stderr).
+async fn ctl(admin: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cutover"));
+    command
+        .args(["ctl", "--admin", admin])
+        .args(args)
+        .env_remove("CUTOVER_TOKEN_FILE")
+        .env_remove("CUTOVER_ADMIN");
+    let out = tokio::task::spawn_blocking(move || command.output().expect("run cutover ctl"))
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_class_of_failure_has_its_exit_code() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let proxy = start_proxy(&split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    ))
+    .await;
+    let admin = proxy.admin_url("");
+
+    let (code, out, err) = ctl(&admin, &["status"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("ROUTE") && err.is_empty(), "{out}{err}");
+
+    // 1: usage.
+    let (code, out, err) = ctl(&admin, &["split", "app", "green"]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        out.is_empty() && err.contains("write POOL=WEIGHT"),
+        "{out}{err}"
+    );
+
+    // 1: pointed at a proxy listener, whose answer is the app's.
+    let wrong = format!("http://{}", proxy.addrs()[0]);
+    let (code, out, err) = ctl(&wrong, &["status"]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("is --admin the admin listener"), "{err}");
+
+    // 2: refused, in CLI words.
+    let disable = format!("/api/v1/pools/green/upstreams/{}/disable", green.addr);
+    admin_call("POST", &proxy.admin_url(&disable), None, None).await;
+    let (code, out, err) = ctl(&admin, &["split", "app", "blue=0", "green=100"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("409") && err.contains("add --force"), "{err}");
+    assert!(!err.contains("?force"), "{err}");
+    let (code, _, err) = ctl(&admin, &["split", "nope", "blue=1"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("404") && err.contains("no route named \"nope\""),
+        "{err}"
+    );
+
+    // 3: nothing listens there.
+    let (code, out, err) = ctl(&format!("http://{}", closed_port()), &["status"]).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        out.is_empty() && err.contains("cannot reach the admin API"),
+        "{out}{err}"
+    );
+    proxy.stop().await;
+
+    // 4: a token is needed.
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "s3cret-token-for-tests\n").unwrap();
+    let proxy = start_proxy(&split_config(
+        &[("blue", 100, &[blue.addr])],
+        &format!(
+            "[admin]\nbind = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+            token.display()
+        ),
+    ))
+    .await;
+    let admin = proxy.admin_url("");
+    let (code, out, err) = ctl(&admin, &["status"]).await;
+    assert_eq!(code, Some(4), "{err}");
+    assert!(out.is_empty() && err.contains("--token-file"), "{out}{err}");
+    let token = token.display().to_string();
+    let (code, _, err) = ctl(&admin, &["--token-file", &token, "status"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    proxy.stop().await;
+}
+
+/// `--json` on a verb prints the API's answer; `drain POOL` drains every
+/// upstream and `--wait` returns once drained; `remove` says it drains
+/// first, and with `--wait` returns once the upstream is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_a_pool_and_remove_with_wait() {
+    let blue = TestUpstream::start("blue").await;
+    let green1 = TestUpstream::start("green").await;
+    let green2 = TestUpstream::start("green").await;
+    let proxy = start_proxy(&split_config(
+        &[
+            ("blue", 100, &[blue.addr]),
+            ("green", 0, &[green1.addr, green2.addr]),
+        ],
+        "",
+    ))
+    .await;
+    let admin = proxy.admin_url("");
+    let (code, out, err) = ctl(
+        &admin,
+        &["--json", "drain", "green", "--timeout", "0s", "--wait"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!(v["name"], "green", "{v}");
+    assert!(
+        err.contains(&format!("green {}: drained", green2.addr)),
+        "{err}"
+    );
+    let (_, status) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+    let states: Vec<_> = status["pools"][1]["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["state"].clone())
+        .collect();
+    assert_eq!(states, [json!("drained"), json!("drained")]);
+
+    let addr = green1.addr.to_string();
+    let (code, out, err) = ctl(&admin, &["remove", "green", &addr]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("green {addr}: draining, removed when done")
+    );
+    let addr = green2.addr.to_string();
+    let (code, out, err) = ctl(&admin, &["remove", "green", &addr, "--wait"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), format!("green {addr}: removed"));
+    let (_, status) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+    assert!(
+        !status["pools"][1]["upstreams"].to_string().contains(&addr),
+        "{status}"
+    );
+    proxy.stop().await;
+}
