@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use cutover::config::Config;
 use cutover::{Error, demo, lifecycle, telemetry};
@@ -68,6 +68,14 @@ enum Command {
         #[arg(long)]
         state: Option<PathBuf>,
     },
+    /// Print a shell completion script: `cutover completions bash >
+    /// /etc/bash_completion.d/cutover`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `cutover manpage > cutover.1`.
+    Manpage,
 }
 
 fn main() -> ExitCode {
@@ -108,6 +116,40 @@ fn main() -> ExitCode {
             }),
         ),
         Command::Ctl(args) => ctl(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "cutover",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Manpage => manpage(),
+    }
+}
+
+/// The man page of `cutover` and its subcommands, one roff document.
+fn manpage() -> ExitCode {
+    let command = Cli::command();
+    let mut out = Vec::new();
+    let rendered = clap_mangen::Man::new(command.clone())
+        .render(&mut out)
+        .and_then(|()| {
+            for sub in command.get_subcommands().filter(|c| c.get_name() != "help") {
+                let name = format!("cutover-{}", sub.get_name());
+                clap_mangen::Man::new(sub.clone())
+                    .title(name)
+                    .render(&mut out)?;
+            }
+            Ok(())
+        });
+    match rendered.and_then(|()| std::io::Write::write_all(&mut std::io::stdout(), &out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cutover manpage: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

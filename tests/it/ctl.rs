@@ -160,3 +160,41 @@ async fn drain_a_pool_and_remove_with_wait() {
     );
     proxy.stop().await;
 }
+
+/// Completions and the man page come from the same clap definitions as
+/// the CLI, so they name every verb; `ctl --help` lists the exit codes.
+#[test]
+fn completions_man_page_and_help_name_every_verb() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(args)
+            .output()
+            .expect("run cutover");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let verbs = [
+        "status", "split", "mirror", "rollout", "promote", "pause", "resume", "abort", "drain",
+        "enable", "disable", "add", "remove", "reload", "upgrade",
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for verb in verbs {
+            assert!(script.contains(verb), "{shell} completions miss {verb}");
+        }
+    }
+    let man = run(&["manpage"]);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH cutover "),
+        "{man}"
+    );
+    assert!(man.contains(".TH cutover-ctl "), "a page for ctl");
+    for verb in verbs {
+        assert!(man.contains(verb), "the man page misses {verb}");
+    }
+    let help = run(&["ctl", "--help"]);
+    assert!(
+        help.contains("2 refused by the proxy") && help.contains("4 not authorized"),
+        "{help}"
+    );
+}
