@@ -754,15 +754,10 @@ fn upstream_line(pool: &str, v: &Value) -> String {
 /// The human table of `cutover ctl status`.
 pub fn status_table(s: &Status) -> String {
     let mut out = format!("cutover {} (pid {})\n\n", s.version, s.pid);
-    let rows: Vec<[String; 4]> = s
+    let rows: Vec<[String; 5]> = s
         .routes
         .iter()
         .map(|r| {
-            let hosts = if r.hosts.is_empty() {
-                "*".to_string()
-            } else {
-                r.hosts.join(",")
-            };
             let split = r
                 .split
                 .iter()
@@ -771,13 +766,17 @@ pub fn status_table(s: &Status) -> String {
                 .join(" ");
             [
                 r.name.clone(),
-                format!("{hosts}{}{}", r.path_prefix, r.matchers_text()),
+                r.match_text(),
                 split,
+                r.effective_text(),
                 r.split_source.clone(),
             ]
         })
         .collect();
-    out.push_str(&table(&["ROUTE", "MATCH", "SPLIT", "FROM"], &rows));
+    out.push_str(&table(
+        &["ROUTE", "MATCH", "SPLIT", "EFFECTIVE", "FROM"],
+        &rows,
+    ));
     out.push('\n');
     for r in &s.routes {
         let Some(m) = r.mirror.as_ref().filter(|m| !m.is_null()) else {

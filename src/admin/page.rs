@@ -89,7 +89,7 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
 .rolled_back,.aborted{{background:#fee2e2;color:#991b1b}} .breach{{color:#991b1b;font-weight:600}}
 </style></head><body>
 <h1>cutover {version}</h1><div class="meta">pid {pid} · refreshes every 2 s · <a href="/api/v1/status">JSON</a> · <a href="/metrics">metrics</a></div>
-<h2>Routes</h2><table><tr><th>route</th><th>match</th><th>split</th><th>from</th></tr>"#,
+<h2>Routes</h2><table><tr><th>route</th><th>match</th><th>split</th><th>effective now</th><th>from</th></tr>"#,
         version = esc(&status.version),
         pid = status.pid
     );
@@ -99,18 +99,11 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
     }
     for r in &status.routes {
         let total: u64 = r.split.values().map(|w| u64::from(*w)).sum();
-        let hosts = if r.hosts.is_empty() {
-            "*".to_string()
-        } else {
-            r.hosts.join(", ")
-        };
         let _ = write!(
             h,
-            "<tr><td><b>{}</b></td><td>{}{}{}</td><td><div class=\"bar\" title=\"split\">",
+            "<tr><td><b>{}</b></td><td>{}</td><td><div class=\"bar\" title=\"split\">",
             esc(&r.name),
-            esc(&hosts),
-            esc(&r.path_prefix),
-            esc(&r.matchers_text())
+            esc(&r.match_text()),
         );
         for (pool, w) in &r.split {
             if *w == 0 || total == 0 {
@@ -131,8 +124,9 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
             .collect();
         let _ = write!(
             h,
-            "</div>{}</td><td>{}</td></tr>",
+            "</div>{}</td><td>{}</td><td>{}</td></tr>",
             weights.join(" "),
+            esc(&r.effective_text()),
             esc(&r.split_source)
         );
     }

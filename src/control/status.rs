@@ -28,6 +28,11 @@ pub struct RouteView {
     pub split: BTreeMap<String, u32>,
     /// `file` or `runtime`.
     pub split_source: String,
+    /// What new requests do now: each pool's percent once pools with no
+    /// upstream in rotation (unhealthy, disabled, drained) are left out.
+    /// Empty when no pool can take traffic (requests get 503).
+    #[serde(default)]
+    pub effective_split: BTreeMap<String, f64>,
     /// `headers`, `cookies`, `query` matchers as the file writes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matchers: Option<serde_json::Value>,
@@ -38,9 +43,35 @@ pub struct RouteView {
 }
 
 impl RouteView {
+    /// The effective split as `blue 90% green 10%`, only pools that get
+    /// traffic; `none (503)` when no pool can take it.
+    pub fn effective_text(&self) -> String {
+        let parts: Vec<String> = self
+            .effective_split
+            .iter()
+            .filter(|(_, p)| **p > 0.0)
+            .map(|(pool, p)| format!("{pool} {p}%"))
+            .collect();
+        if parts.is_empty() {
+            "none (503)".to_string()
+        } else {
+            parts.join(" ")
+        }
+    }
+
+    /// What the route matches: `any host, /api [header x-canary="always"]`.
+    pub fn match_text(&self) -> String {
+        let hosts = if self.hosts.is_empty() {
+            "any host".to_string()
+        } else {
+            self.hosts.join(" ")
+        };
+        format!("{hosts}, {}{}", self.path_prefix, self.matchers_text())
+    }
+
     /// The route's matchers, compact: ` [header x-canary="always"]`;
     /// empty for a route without any.
-    pub fn matchers_text(&self) -> String {
+    fn matchers_text(&self) -> String {
         let Some(m) = self
             .matchers
             .as_ref()
@@ -167,6 +198,29 @@ pub fn pool_view(table: &RouteTable, o: &Overrides, file: &Config, p: &Pool) -> 
     }
 }
 
+/// Each pool's percent of the route's new requests given which pools
+/// have an upstream in rotation now, to one decimal.
+fn effective_split(table: &RouteTable, r: &Route) -> BTreeMap<String, f64> {
+    let live: Vec<(String, u32)> = table
+        .split(r)
+        .into_iter()
+        .map(|(pool, w)| {
+            let on = table.pool(&pool).is_some_and(|p| p.in_rotation());
+            (pool.to_string(), if on { w } else { 0 })
+        })
+        .collect();
+    let total: u64 = live.iter().map(|(_, w)| u64::from(*w)).sum();
+    if total == 0 {
+        return BTreeMap::new();
+    }
+    live.into_iter()
+        .map(|(pool, w)| {
+            let percent = (u64::from(w) as f64 * 1000.0 / total as f64).round() / 10.0;
+            (pool, percent)
+        })
+        .collect()
+}
+
 /// A route's mirror in status, `None` when it copies nothing.
 fn mirror_view(r: &Route, runtime: bool) -> Option<serde_json::Value> {
     let m = r.mirror.as_ref()?;
@@ -213,6 +267,7 @@ pub fn status(table: &RouteTable, o: &Overrides, file: &Config) -> Status {
                     "file"
                 }
                 .into(),
+                effective_split: effective_split(table, r),
                 matchers: r.matchers().map(|m| m.to_json()),
                 mirror: mirror_view(r, o.mirrors.contains_key(&rc.name)),
                 rollout: None,

@@ -66,6 +66,21 @@ async fn each_class_of_failure_has_its_exit_code() {
     assert!(out.is_empty(), "{out}");
     assert!(err.contains("409") && err.contains("add --force"), "{err}");
     assert!(!err.contains("?force"), "{err}");
+    // What traffic does now beside what the split says.
+    let (code, out, err) = ctl(&admin, &["split", "app", "blue=50", "green=50"]).await;
+    assert_eq!(code, Some(2), "{out}{err}");
+    let (_, out, _) = ctl(&admin, &["split", "app", "blue=50", "green=50", "--force"]).await;
+    assert_eq!(out.trim(), "app: blue=50 green=50");
+    let (_, out, _) = ctl(&admin, &["status"]).await;
+    assert!(
+        out.contains("blue=50 green=50  blue 100%  runtime"),
+        "{out}"
+    );
+    let (_, v) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+    assert_eq!(
+        v["routes"][0]["effective_split"],
+        json!({"blue": 100.0, "green": 0.0})
+    );
     let (code, _, err) = ctl(&admin, &["split", "nope", "blue=1"]).await;
     assert_eq!(code, Some(2), "{err}");
     assert!(

@@ -353,7 +353,10 @@ async fn ctl_split_survives_restart() {
     assert_eq!(out.trim(), "app: blue=0 green=100");
     let (code, out, _) = ctl(&["status"]);
     assert_eq!(code, Some(0));
-    assert!(out.contains("blue=0 green=100  runtime"), "{out}");
+    assert!(
+        out.contains("blue=0 green=100  green 100%  runtime"),
+        "{out}"
+    );
     assert!(
         out.contains(&format!("green  {}  1       healthy", green.addr)),
         "{out}"

@@ -236,7 +236,9 @@ upstreams = [{{ addr = "{}" }}]
         "<span class=\"st same\">same 10</span>",
         "<span class=\"st differs\">differs 10</span>",
         "<td>GET /cart</td><td class=\"num\">200</td><td class=\"num\">500</td>",
-        "*/ [header x-canary=\"always\"]",
+        "any host, / [header x-canary=\"always\"]",
+        // The effective split, next to the configured one.
+        "<td>blue 100%</td>",
     ] {
         assert!(dom.contains(needle), "{needle:?} not rendered:\n{dom}");
     }
