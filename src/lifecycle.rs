@@ -443,14 +443,23 @@ async fn wait_for_stop(running: &Running, signals: &mut Signals) -> Stop {
     }
 }
 
-/// `-c FILE` if given, else `./cutover.toml`, else `/etc/cutover/cutover.toml`.
-pub fn default_config_path(given: Option<PathBuf>) -> PathBuf {
-    given.unwrap_or_else(|| {
-        let local = PathBuf::from("cutover.toml");
-        if local.exists() {
-            local
-        } else {
-            PathBuf::from("/etc/cutover/cutover.toml")
-        }
-    })
+/// Where `run` and `check` look for the config file when none is named.
+pub const DEFAULT_CONFIG_PATHS: [&str; 2] = ["cutover.toml", "/etc/cutover/cutover.toml"];
+
+/// The config file: the one named, else the first of
+/// [`DEFAULT_CONFIG_PATHS`] that exists; `Err` says what was tried.
+pub fn find_config(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(path) = given {
+        return Ok(path);
+    }
+    DEFAULT_CONFIG_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            format!(
+                "no config file: tried ./{} and {} (name one with --config FILE)",
+                DEFAULT_CONFIG_PATHS[0], DEFAULT_CONFIG_PATHS[1]
+            )
+        })
 }

@@ -81,7 +81,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(lifecycle::default_config_path(config)),
+        Command::Check { config } => match lifecycle::find_config(config) {
+            Ok(path) => check(path),
+            Err(e) => no_config(&e),
+        },
         Command::Run { config } => {
             // Before anything else: a binary upgrade re-runs exactly this.
             let launch = match cutover::upgrade::Launch::of_this_process() {
@@ -91,7 +94,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let path = lifecycle::default_config_path(config);
+            let path = match lifecycle::find_config(config) {
+                Ok(path) => path,
+                Err(e) => return no_config(&e),
+            };
             // Read the config before building the runtime: `workers` sizes it.
             let workers = match Config::load(&path) {
                 Ok(c) => c.proxy.workers,
@@ -171,6 +177,11 @@ fn ctl(args: cutover::admin::ctl::CtlArgs) -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+fn no_config(why: &str) -> ExitCode {
+    eprintln!("cutover: {why}");
+    ExitCode::from(1)
 }
 
 fn check(path: PathBuf) -> ExitCode {

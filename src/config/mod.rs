@@ -236,17 +236,19 @@ impl Config {
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         let mut problems = Problems::default();
         let (root, syntax) = DeTable::parse_recoverable(text);
-        if !syntax.is_empty() {
-            // What the parser recovered after a syntax error is a guess;
-            // checking it would add confusing follow-on problems.
-            for e in syntax {
-                problems.push(
-                    e.span().unwrap_or(0..0),
-                    "",
-                    e.message().trim_end().to_string(),
-                );
-            }
-            return Err(problems.into_error(file, text));
+        if let Some(e) = syntax.first() {
+            // Only the first: what the parser recovered after a syntax
+            // error is a guess, and later errors are often its echoes.
+            let span = e.span().unwrap_or(0..0);
+            let (line, col) = line_col(text, span.start);
+            let source = text.lines().nth(line - 1).unwrap_or("");
+            let caret = format!("{}^", " ".repeat(col - 1));
+            return Err(ConfigError {
+                problems: vec![format!(
+                    "{file}:{line}:{col}: {}\n    {source}\n    {caret}",
+                    e.message().trim_end()
+                )],
+            });
         }
         let config = sections::read_root(&root, &mut problems);
         if problems.list.is_empty() {

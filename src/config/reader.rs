@@ -135,6 +135,20 @@ impl<'a> Table<'a> {
     }
 
     pub fn duration(&mut self, key: &'a str, problems: &mut Problems) -> Option<Spanned<Duration>> {
+        if let Some(value) = self.table.get(key)
+            && let DeValue::Integer(n) = value.get_ref()
+        {
+            self.used.push(key);
+            problems.push(
+                value.span(),
+                &self.child(key),
+                format!(
+                    "write durations as strings like \"30s\" or \"250ms\", not a bare number ({})",
+                    n.as_str()
+                ),
+            );
+            return None;
+        }
         let s = self.str(key, problems)?;
         match humantime::parse_duration(s.get_ref()) {
             Ok(d) => Some(Spanned::new(s.span(), d)),
@@ -177,13 +191,19 @@ impl<'a> Table<'a> {
         Table::from_value(value, path, problems)
     }
 
-    /// Reports every key that no reader asked for.
+    /// Reports every key that no reader asked for, with the known key it
+    /// most likely meant.
     pub fn finish(self, problems: &mut Problems) {
         for (key, _) in self.table.iter() {
             let name: &str = key.get_ref().as_ref();
-            if !self.used.contains(&name) {
-                problems.push(key.span(), &self.child(name), "unknown key");
+            if self.used.contains(&name) {
+                continue;
             }
+            let message = match closest(name, &self.used) {
+                Some(known) => format!("unknown key; did you mean `{known}`?"),
+                None => "unknown key".to_string(),
+            };
+            problems.push(key.span(), &self.child(name), message);
         }
     }
 }
@@ -241,4 +261,16 @@ pub fn str_value<'a>(value: Value<'a>, path: &str, problems: &mut Problems) -> O
             None
         }
     }
+}
+
+/// The known key closest to a misspelt one, if one is close enough to be
+/// what was meant.
+fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    let name = name.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(&name, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4) && *d < k.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
 }

@@ -51,7 +51,8 @@ fn bad_fixtures_name_file_line_col_and_key() {
         let (code, stdout, stderr) = check(&path);
         assert_eq!(code, 1, "{name}: exit code; stderr:\n{stderr}");
         assert!(stdout.is_empty(), "{name}: {stdout}");
-        let lines: Vec<&str> = stderr.lines().collect();
+        // A syntax error's source line and caret are indented below it.
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("    ")).collect();
         assert_eq!(lines.len(), expected.len(), "{name}: got\n{stderr}");
         for (line, want) in lines.iter().zip(&expected) {
             assert!(
@@ -62,6 +63,46 @@ fn bad_fixtures_name_file_line_col_and_key() {
         }
     }
     assert!(seen >= 4, "fixtures missing");
+}
+
+/// A syntax error is reported once, with its line and a caret under the
+/// spot; misspelt keys get the key meant; durations say how to write them.
+#[test]
+fn problems_say_what_to_write() {
+    let (_, _, stderr) = check(&fixtures().join("bad_syntax.toml"));
+    assert!(
+        stderr.ends_with(": unclosed array table, expected `]`\n    [[route]\n            ^\n"),
+        "{stderr}"
+    );
+    let (_, _, stderr) = check(&fixtures().join("bad_spelling.toml"));
+    for want in [
+        "proxy.connect_timeout: write durations as strings like \"30s\"",
+        "route[0].splt: unknown key; did you mean `split`?",
+        "pool.p.upstreams[0].wieght: unknown key; did you mean `weight`?",
+    ] {
+        assert!(stderr.contains(want), "{want}: {stderr}");
+    }
+}
+
+/// With no file named and none at either default path, `check` says
+/// which paths it tried.
+#[test]
+fn check_names_the_default_paths_it_tried() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .arg("check")
+        .current_dir(empty.path())
+        .output()
+        .expect("run cutover check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if Path::new("/etc/cutover/cutover.toml").exists() {
+        return; // This machine has a real one; nothing to learn here.
+    }
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("tried ./cutover.toml and /etc/cutover/cutover.toml"),
+        "{stderr}"
+    );
 }
 
 #[test]
