@@ -9,6 +9,7 @@ mod architecture;
 mod config_check;
 mod connections;
 mod ctl;
+mod docs;
 mod failures;
 mod load;
 mod mirror;
