@@ -18,7 +18,7 @@ use crate::balance;
 use crate::balance::sticky::{StickyId, StickyKey};
 use crate::config::{Config, HealthConfig, Matchers, MirrorConfig, StickyConfig};
 use crate::shadow::ShadowStats;
-use crate::traffic::TrafficStats;
+use crate::traffic::{Snapshot, TrafficStats};
 use crate::upstream::{OutlierRule, UpstreamState};
 
 #[derive(Debug)]
@@ -361,6 +361,15 @@ impl RouteTable {
             .iter()
             .find(|s| &*self.pools[s.pool].name == pool)
             .map(|s| &s.stats)
+    }
+
+    /// Every route's traffic to `pool`, as one snapshot.
+    pub fn pool_traffic(&self, pool: &str) -> Snapshot {
+        self.routes
+            .iter()
+            .flat_map(|r| r.split.iter())
+            .filter(|s| &*self.pools[s.pool].name == pool)
+            .fold(Snapshot::default(), |acc, s| acc.plus(&s.stats.snapshot()))
     }
 
     /// A sealed cookie value pinning a client to `pick` until `expires_unix`.

@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod ctl;
+mod history;
 mod metrics_page;
 mod page;
 
@@ -52,6 +53,10 @@ pub struct Admin {
     ready: AtomicBool,
     /// Last sample for the status page's rates.
     rates: Mutex<page::Rates>,
+    /// Each pool's last 15 minutes, for the status page's charts.
+    history: history::History,
+    /// For the status page's uptime.
+    started: std::time::Instant,
     /// None when started in-process: no command to re-run.
     upgrader: Option<Arc<Upgrader>>,
 }
@@ -97,6 +102,8 @@ impl Admin {
             token_id,
             ready: AtomicBool::new(false),
             rates: Mutex::new(page::Rates::default()),
+            history: history::History::default(),
+            started: std::time::Instant::now(),
             upgrader,
         }))
     }
@@ -115,6 +122,17 @@ impl Admin {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) {
+        let sampler = Arc::clone(&self);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(history::SAMPLE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => sampler.history.sample(&sampler.routing.load()),
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
         loop {
             let (stream, peer) = tokio::select! {
                 a = listener.accept() => match a {
@@ -191,7 +209,11 @@ impl Admin {
         match segs.as_slice() {
             [""] if req.method() == Method::GET => {
                 let status = self.instance.lock().await.plane.status();
-                let html = page::render(&status, &mut *self.rates.lock().await);
+                let charts = page::Charts {
+                    series: self.history.series(),
+                    uptime: self.started.elapsed(),
+                };
+                let html = page::render(&status, &mut *self.rates.lock().await, &charts);
                 let mut reply = Response::new(Full::new(Bytes::from(html)));
                 reply.headers_mut().insert(
                     header::CONTENT_TYPE,

@@ -1,15 +1,23 @@
 //! `GET /` on the admin listener: one self-contained HTML page (no external
-//! assets, no JavaScript) with routes and their split as bars, every pool
-//! and upstream with state, in-flight, request and error rates, and drains
-//! in progress. It refreshes itself every 2 s; rates are measured between
-//! two consecutive page loads.
+//! assets, no JavaScript) with routes and their split as bars, each pool's
+//! last 15 minutes as inline SVG charts, every pool and upstream with
+//! state, in-flight, request and error rates, and drains in progress. It
+//! refreshes itself every 2 s; rates are measured between two consecutive
+//! page loads.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::history::{KEPT, Point, SAMPLE_EVERY};
 use crate::control::status::Status;
+
+/// What the page shows beside the status: each pool's history and uptime.
+pub struct Charts {
+    pub series: BTreeMap<String, Vec<Point>>,
+    pub uptime: std::time::Duration,
+}
 
 /// (pool, upstream) → a pair of numbers: counters or rates.
 type PerUpstream<T> = HashMap<(String, SocketAddr), (T, T)>;
@@ -63,7 +71,7 @@ const COLOURS: [&str; 6] = [
     "#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2",
 ];
 
-pub fn render(status: &Status, rates: &mut Rates) -> String {
+pub fn render(status: &Status, rates: &mut Rates, charts: &Charts) -> String {
     let rates = rates.update(status);
     let mut h = String::with_capacity(8 * 1024);
     let _ = write!(
@@ -83,15 +91,32 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
 .disabled{{background:#e5e7eb;color:#374151}} .num{{text-align:right;font-variant-numeric:tabular-nums}}
 .rollout,.mirror{{background:#fff;border:1px solid #ddd;padding:.6rem .8rem;margin:.8rem 0;max-width:52rem}}
 .same{{background:#dcfce7;color:#166534}} .differs{{background:#fee2e2;color:#991b1b}}
+.chart{{background:#fff;border:1px solid #ddd}} .chart polyline{{fill:none;stroke-width:1.5}}
 .steps{{display:flex;gap:.3rem;margin:.4rem 0}} .steps span{{padding:.1rem .5rem;border-radius:.3rem;background:#e5e7eb}}
 .steps .done{{background:#bbf7d0}} .steps .now{{background:#2563eb;color:#fff}}
 .running,.promoted{{background:#dcfce7;color:#166534}} .waiting,.paused{{background:#fef3c7;color:#92400e}}
 .rolled_back,.aborted{{background:#fee2e2;color:#991b1b}} .breach{{color:#991b1b;font-weight:600}}
 </style></head><body>
-<h1>cutover {version}</h1><div class="meta">pid {pid} · refreshes every 2 s · <a href="/api/v1/status">JSON</a> · <a href="/metrics">metrics</a></div>
+<h1>cutover {version}</h1><div class="meta">pid {pid} · up {uptime} · {total} requests served, {errors} failed · refreshes every 2 s · <a href="/api/v1/status">JSON</a> · <a href="/metrics">metrics</a></div>
 <h2>Routes</h2><table><tr><th>route</th><th>match</th><th>split</th><th>effective now</th><th>from</th></tr>"#,
         version = esc(&status.version),
-        pid = status.pid
+        pid = status.pid,
+        uptime = esc(&humantime::format_duration(std::time::Duration::from_secs(
+            charts.uptime.as_secs()
+        ))
+        .to_string()),
+        total = status
+            .pools
+            .iter()
+            .flat_map(|p| &p.upstreams)
+            .map(|u| u.requests_total)
+            .sum::<u64>(),
+        errors = status
+            .pools
+            .iter()
+            .flat_map(|p| &p.upstreams)
+            .map(|u| u.errors_total)
+            .sum::<u64>(),
     );
     let mut colour: HashMap<&str, &str> = HashMap::new();
     for (i, p) in status.pools.iter().enumerate() {
@@ -139,6 +164,7 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
             mirror_panel(&mut h, &r.name, mirror);
         }
     }
+    pool_charts(&mut h, &charts.series, &colour);
     h.push_str("<h2>Pools</h2><table><tr><th>pool</th><th>upstream</th><th>weight</th><th>state</th><th>health</th><th class=\"num\">in flight</th><th class=\"num\">req/s</th><th class=\"num\">errors/s</th><th>drain</th></tr>");
     let now_ms = crate::clock::unix_ms();
     let mut drains = 0;
@@ -307,4 +333,80 @@ fn mirror_panel(h: &mut String, route: &str, m: &serde_json::Value) {
         h.push_str("</table>");
     }
     h.push_str("</div>\n");
+}
+
+/// A chart's name, the value it draws of a point, and how it writes one.
+type ChartKind = (&'static str, fn(&Point) -> f32, fn(f32) -> String);
+
+/// Per pool, requests/s, error rate and p99 over the last 15 minutes, as
+/// three inline SVG line charts (newest point on the right).
+fn pool_charts(
+    h: &mut String,
+    series: &BTreeMap<String, Vec<Point>>,
+    colour: &HashMap<&str, &str>,
+) {
+    let minutes = SAMPLE_EVERY.as_secs() * KEPT as u64 / 60;
+    let _ = write!(
+        h,
+        "<h2>Last {minutes} minutes</h2><table><tr><th>pool</th><th>requests/s</th><th>error rate</th><th>p99 ms</th></tr>"
+    );
+    for (pool, points) in series {
+        let stroke = colour.get(pool.as_str()).copied().unwrap_or("#666");
+        let _ = write!(h, "<tr><td>{}</td>", esc(pool));
+        let charts: [ChartKind; 3] = [
+            ("rps", |p| p.requests_per_second, |v| format!("{v:.1}")),
+            ("errors", |p| p.error_rate, |v| format!("{:.2}%", v * 100.0)),
+            ("p99", |p| p.p99_ms, |v| format!("{v:.1}")),
+        ];
+        for (name, value, text) in charts {
+            let values: Vec<f32> = points.iter().map(value).collect();
+            chart(h, &format!("chart-{pool}-{name}"), &values, stroke, text);
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>\n");
+}
+
+/// One line chart of `values` (NaN: a gap) scaled to its maximum, with
+/// the latest and the largest value beside it.
+fn chart(h: &mut String, id: &str, values: &[f32], stroke: &str, text: fn(f32) -> String) {
+    const W: f32 = KEPT as f32;
+    const H: f32 = 40.0;
+    let max = values
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0f32, f32::max);
+    let scale = if max > 0.0 { (H - 4.0) / max } else { 0.0 };
+    let start = W - values.len() as f32;
+    let mut lines: Vec<String> = vec![String::new()];
+    for (i, v) in values.iter().enumerate() {
+        if !v.is_finite() {
+            lines.push(String::new());
+            continue;
+        }
+        let (x, y) = (start + i as f32, H - 2.0 - v * scale);
+        if let Some(line) = lines.last_mut() {
+            let _ = write!(line, "{x:.0},{y:.1} ");
+        }
+    }
+    let _ = write!(
+        h,
+        "<td><svg class=\"chart\" id=\"{}\" viewBox=\"0 0 {W} {H}\" width=\"270\" height=\"48\" preserveAspectRatio=\"none\">",
+        esc(id)
+    );
+    for line in lines.iter().filter(|l| !l.is_empty()) {
+        let _ = write!(
+            h,
+            "<polyline stroke=\"{stroke}\" points=\"{}\"/>",
+            line.trim_end()
+        );
+    }
+    let last = values.iter().rev().find(|v| v.is_finite()).copied();
+    let _ = write!(
+        h,
+        "</svg><div class=\"meta\">now {} · max {}</div></td>",
+        last.map_or_else(|| "–".to_string(), text),
+        text(max)
+    );
 }

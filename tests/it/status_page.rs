@@ -247,3 +247,88 @@ upstreams = [{{ addr = "{}" }}]
     eprintln!("shadow panel screenshot: {}", shot.display());
     proxy.stop().await;
 }
+
+/// The charts, as a browser renders them: after a few samples under load,
+/// each pool's requests/s chart is a line with data, and the page says how
+/// long the proxy has been up and how many requests it served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_charts_each_pool_s_last_minutes() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    green.fail_every(5);
+    let proxy = start_proxy(&split_config(
+        &[("blue", 50, &[blue.addr]), ("green", 50, &[green.addr])],
+        "",
+    ))
+    .await;
+    let load = load_any_status(format!("http://{}/", proxy.addrs()[0]));
+    let page_url = proxy.admin_url("/");
+    // Samples come every 5 s: three give two points.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let (_, page) = admin_call("GET", &page_url, None, None).await;
+        let page = page.as_str().unwrap_or("").to_string();
+        let drawn = page
+            .split("id=\"chart-green-errors\"")
+            .nth(1)
+            .and_then(|rest| rest.split("points=\"").nth(1))
+            .and_then(|points| points.split('"').next())
+            .is_some_and(|points| points.split(' ').count() >= 2);
+        if drawn {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no chart drawn:\n{page}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    load.abort();
+    let Some(out) = chromium(&["--dump-dom".to_string()], &page_url).await else {
+        proxy.stop().await;
+        return;
+    };
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    for id in [
+        "chart-blue-rps",
+        "chart-green-rps",
+        "chart-green-errors",
+        "chart-blue-p99",
+    ] {
+        let points = dom
+            .split(&format!("id=\"{id}\""))
+            .nth(1)
+            .and_then(|rest| rest.split("</svg>").next())
+            .and_then(|svg| svg.split("points=\"").nth(1))
+            .and_then(|p| p.split('"').next())
+            .unwrap_or_else(|| panic!("{id} has no line:\n{dom}"));
+        let ys: Vec<f32> = points
+            .split(' ')
+            .filter_map(|xy| xy.split(',').nth(1)?.parse().ok())
+            .collect();
+        assert!(ys.len() >= 2, "{id}: {points}");
+        // Some point above the baseline (y = 38): data, not a flat zero.
+        assert!(ys.iter().any(|y| *y < 37.0), "{id}: {points}");
+    }
+    assert!(dom.contains("requests served"), "{dom}");
+    assert!(dom.contains(" · up "), "{dom}");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page-charts.png");
+    chromium(&[format!("--screenshot={}", shot.display())], &page_url).await;
+    eprintln!("charts screenshot: {}", shot.display());
+    proxy.stop().await;
+}
+
+/// Clients sending GETs until aborted, whatever the status (green's 500s
+/// are the point here).
+fn load_any_status(url: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = http1_client();
+        for _ in 0..1_000_000 {
+            let _ = client
+                .get(url.parse().unwrap())
+                .await
+                .map(|r| r.into_body());
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    })
+}
