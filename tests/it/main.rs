@@ -14,6 +14,7 @@ mod failures;
 mod load;
 mod mirror;
 mod nginx;
+mod package;
 pub mod process;
 mod resilience;
 mod rollout;

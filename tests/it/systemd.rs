@@ -128,7 +128,7 @@ fn unit_files_pass_systemd_analyze_verify() {
     // verify checks that ExecStart's program exists: point it at this build.
     let service = std::fs::read_to_string(root.join("config/cutover.service"))
         .unwrap()
-        .replace("/usr/local/bin/cutover", env!("CARGO_BIN_EXE_cutover"))
+        .replace("/usr/bin/cutover", env!("CARGO_BIN_EXE_cutover"))
         .replace(
             "/etc/cutover/cutover.toml",
             &root.join("config/cutover.toml").display().to_string(),

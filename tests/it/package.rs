@@ -1,0 +1,131 @@
+//! The Debian package: `cargo deb` builds it (in a target directory of its
+//! own, so it never waits on this test run's), and `dpkg-deb` shows what
+//! it installs and what its maintainer scripts do. Skipped where cargo-deb
+//! is not installed, except in CI (.ci/run installs it).
+
+use std::path::Path;
+use std::process::Command;
+
+fn have_cargo_deb() -> bool {
+    Command::new("cargo")
+        .args(["deb", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn dpkg_deb(args: &[&str], deb: &Path) -> String {
+    let out = Command::new("dpkg-deb")
+        .args(args)
+        .arg(deb)
+        .output()
+        .expect("run dpkg-deb");
+    assert!(out.status.success(), "dpkg-deb {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_deb_installs_binary_units_config_user_and_docs() {
+    if !have_cargo_deb() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "cargo-deb must be installed in CI (.ci/run does it)"
+        );
+        eprintln!("SKIPPED: cargo-deb not installed (cargo install cargo-deb)");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = tempfile::tempdir().unwrap();
+    let built = Command::new("cargo")
+        .args(["deb", "--output"])
+        .arg(out_dir.path())
+        .current_dir(root)
+        .env("CARGO_TARGET_DIR", root.join("target/package"))
+        .output()
+        .expect("run cargo deb");
+    assert!(
+        built.status.success(),
+        "cargo deb failed:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let deb = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("a .deb");
+    assert!(
+        deb.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("cutover_"),
+        "{deb:?}"
+    );
+
+    let files = dpkg_deb(&["--contents"], &deb);
+    let service = std::fs::read_to_string(root.join("config/cutover.service")).unwrap();
+    let documentation = service
+        .lines()
+        .find_map(|l| l.strip_prefix("Documentation=file://"))
+        .expect("the unit names its documentation");
+    let exec = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("ExecStart");
+    for path in [
+        exec,
+        "/etc/cutover/cutover.toml",
+        "/usr/lib/systemd/system/cutover.service",
+        "/usr/lib/systemd/system/cutover.socket",
+        documentation,
+        "/usr/share/doc/cutover/configuration.md",
+        "/usr/share/doc/cutover/copyright",
+    ] {
+        assert!(
+            files.lines().any(|l| l.ends_with(&format!(".{path}"))),
+            "{path} is not in the package:\n{files}"
+        );
+    }
+    assert!(
+        files.contains("-rwxr-xr-x") && files.contains("./usr/bin/cutover"),
+        "{files}"
+    );
+
+    let control = tempfile::tempdir().unwrap();
+    let out = Command::new("dpkg-deb")
+        .arg("--control")
+        .arg(&deb)
+        .arg(control.path())
+        .output()
+        .expect("run dpkg-deb --control");
+    assert!(out.status.success(), "{out:?}");
+    let read = |name: &str| std::fs::read_to_string(control.path().join(name)).unwrap_or_default();
+    assert_eq!(read("conffiles").trim(), "/etc/cutover/cutover.toml");
+    assert!(
+        read("control").contains("Depends: adduser"),
+        "{}",
+        read("control")
+    );
+    let postinst = read("postinst");
+    for want in [
+        "adduser --system --group --home /var/lib/cutover",
+        "install -d -o cutover -g cutover -m 0700 /var/lib/cutover",
+        "systemctl kill --signal=USR2",
+        "deb-systemd-helper",
+    ] {
+        assert!(
+            postinst.contains(want),
+            "postinst lacks {want:?}:\n{postinst}"
+        );
+    }
+    assert!(
+        !postinst.contains("try-restart"),
+        "an upgrade hands over, never restarts:\n{postinst}"
+    );
+    assert!(read("postrm").contains("rm -rf /var/lib/cutover"));
+    let sh = Command::new("sh")
+        .arg("-n")
+        .arg(control.path().join("postinst"))
+        .status()
+        .unwrap();
+    assert!(sh.success(), "postinst is not valid sh");
+}
