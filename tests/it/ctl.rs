@@ -213,3 +213,50 @@ fn completions_man_page_and_help_name_every_verb() {
         "{help}"
     );
 }
+
+/// Every argument and flag of every command says what it is for.
+#[test]
+fn every_argument_has_help_text() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .expect("run cutover --help");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut commands: Vec<Vec<&str>> = ["run", "check", "demo", "completions", "manpage", "ctl"]
+        .iter()
+        .map(|c| vec![*c])
+        .collect();
+    for verb in [
+        "status", "split", "mirror", "rollout", "promote", "pause", "resume", "abort", "drain",
+        "enable", "disable", "add", "remove", "reload", "upgrade",
+    ] {
+        commands.push(vec!["ctl", verb]);
+    }
+    let mut bare = Vec::new();
+    for command in commands {
+        let text = help(&command);
+        for section in ["Arguments:", "Options:"] {
+            let Some(rest) = text.split(section).nth(1) else {
+                continue;
+            };
+            // Entries start with `-` or `<`; clap puts help on the same
+            // line after two spaces, or (when long) on deeper lines below.
+            let lines: Vec<&str> = rest.lines().skip(1).take_while(|l| !l.is_empty()).collect();
+            let entry = |l: &str| l.trim_start().starts_with(['-', '<']);
+            let indent = |l: &str| l.len() - l.trim_start().len();
+            for (i, line) in lines.iter().enumerate().filter(|(_, l)| entry(l)) {
+                let inline = line.trim().contains("  ");
+                let below = lines
+                    .get(i + 1)
+                    .is_some_and(|next| !entry(next) && indent(next) > indent(line));
+                if !inline && !below {
+                    bare.push(format!("{command:?}: {}", line.trim()));
+                }
+            }
+        }
+    }
+    assert!(bare.is_empty(), "arguments without help: {bare:#?}");
+}
