@@ -20,6 +20,8 @@ impl Instance {
         let listeners = &mut self.listeners;
         self.plane
             .reload(caller, async |file: &Config| {
+                // Upstream TLS files first: a bad one changes nothing.
+                crate::upstream_tls::check(&file.pools).map_err(|p| p.join("; "))?;
                 listeners.reload(&file.listeners).await
             })
             .await

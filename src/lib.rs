@@ -26,6 +26,7 @@ pub mod tls;
 pub mod traffic;
 pub mod upgrade;
 pub mod upstream;
+pub mod upstream_tls;
 pub mod webhook;
 
 pub use error::Error;

@@ -89,6 +89,7 @@ pub async fn start_upgradable(
     let listener_configs = config.listeners.clone();
     let certs =
         crate::tls::load_listeners(&listener_configs).map_err(|p| Error::Tls(p.join("\n")))?;
+    crate::upstream_tls::check(&config.pools).map_err(|p| Error::Tls(p.join("\n")))?;
     let admin_bind = config.admin.bind;
     let token_file = config.admin.token_file.clone();
     let proxy_settings = config.proxy.clone();

@@ -188,7 +188,10 @@ fn check(path: PathBuf) -> ExitCode {
     match Config::load(&path) {
         Ok(config) => {
             // Certificates are part of a valid config: check them too.
-            if let Err(problems) = cutover::tls::load_listeners(&config.listeners) {
+            let tls = cutover::tls::load_listeners(&config.listeners)
+                .map(|_| ())
+                .and_then(|()| cutover::upstream_tls::check(&config.pools));
+            if let Err(problems) = tls {
                 for p in problems {
                     eprintln!("{}: {p}", path.display());
                 }

@@ -16,7 +16,9 @@ use tokio::sync::watch;
 
 use crate::balance;
 use crate::balance::sticky::{StickyId, StickyKey};
-use crate::config::{Config, HealthConfig, Matchers, MirrorConfig, StickyConfig};
+use crate::config::{
+    Config, HealthConfig, Matchers, MirrorConfig, StickyConfig, UpstreamProtocol, UpstreamTls,
+};
 use crate::shadow::ShadowStats;
 use crate::traffic::{Snapshot, TrafficStats};
 use crate::upstream::{OutlierRule, UpstreamState};
@@ -81,6 +83,9 @@ pub struct Pool {
     pub outlier: OutlierRule,
     pub max_ejected_percent: u32,
     pub slow_start: Option<std::time::Duration>,
+    /// How to speak to the upstreams.
+    pub tls: Option<UpstreamTls>,
+    pub protocol: UpstreamProtocol,
 }
 
 #[derive(Debug)]
@@ -180,6 +185,8 @@ impl RouteTable {
                 },
                 max_ejected_percent: p.outlier.max_ejected_percent,
                 slow_start: p.slow_start,
+                tls: p.tls.clone(),
+                protocol: p.protocol,
             })
             .collect();
         let mut routes: Vec<Route> = config

@@ -11,6 +11,7 @@ mod reader;
 mod rollout_spec;
 mod sections;
 mod split;
+mod transport;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ pub use matchers::{Matchers, ValueMatch};
 pub use mirror::{Compare, MirrorConfig, MirrorTarget};
 pub use rollout_spec::{Analysis, RolloutSpec, SpecError, Webhooks, parse_spec};
 pub use split::{MAX_WEIGHT, Split, SplitError, WeightError, weight};
+pub use transport::{UpstreamProtocol, UpstreamTls};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +207,9 @@ pub struct PoolConfig {
     pub outlier: OutlierConfig,
     /// Ramp a newly healthy upstream's share up over this long.
     pub slow_start: Option<Duration>,
+    /// TLS to the upstreams, if they speak it.
+    pub tls: Option<UpstreamTls>,
+    pub protocol: UpstreamProtocol,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -227,6 +232,11 @@ impl Config {
             for files in &mut l.tls {
                 files.cert = base.join(&files.cert);
                 files.key = base.join(&files.key);
+            }
+        }
+        for p in &mut config.pools {
+            if let Some(tls) = &mut p.tls {
+                tls.resolve_paths(base);
             }
         }
         Ok(config)

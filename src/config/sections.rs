@@ -12,6 +12,7 @@ use super::matchers::{self, Matchers};
 use super::mirror;
 use super::reader::{Table, int_value, str_value};
 use super::split::{self, Split, SplitError};
+use super::transport;
 use super::{
     AdminConfig, Config, ListenerConfig, PoolConfig, Problems, ProxySettings, RouteConfig,
     StateConfig, UpstreamConfig,
@@ -238,6 +239,7 @@ fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
         let outlier = features::read_outlier(&mut t, problems);
         let slow_start = features::read_slow_start(&mut t, problems);
         let upstreams = read_upstreams(&mut t, problems);
+        let (tls, protocol) = transport::read_transport(&mut t, problems);
         t.finish(problems);
         pools.push((
             PoolConfig {
@@ -246,6 +248,8 @@ fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
                 health,
                 outlier,
                 slow_start,
+                tls,
+                protocol,
             },
             name.span(),
         ));

@@ -74,6 +74,11 @@ impl ProxyError {
         }
     }
 
+    /// The HTTP status of this failure (what a client other than gRPC sees).
+    pub fn status(&self) -> StatusCode {
+        self.status_and_text().0
+    }
+
     /// The status and body the client sees.
     fn status_and_text(&self) -> (StatusCode, &'static str) {
         match self {
@@ -107,6 +112,30 @@ impl ProxyError {
                 "the upstream closed the connection or sent an invalid response",
             ),
         }
+    }
+
+    /// The answer for a gRPC client: HTTP 200 with only headers
+    /// (`grpc-status`, `grpc-message`), as gRPC clients expect (gRPC over
+    /// HTTP/2, "Trailers-Only"). 504s are `DEADLINE_EXCEEDED` (4), other
+    /// upstream and routing failures `UNAVAILABLE` (14); a request refused
+    /// as malformed keeps its HTTP status.
+    pub fn into_grpc_response(self) -> Response<ResponseBody> {
+        let (status, text) = self.status_and_text();
+        let code = match status {
+            StatusCode::GATEWAY_TIMEOUT => "4",
+            StatusCode::BAD_REQUEST => return self.into_response(),
+            StatusCode::NOT_IMPLEMENTED => "12",
+            _ => "14",
+        };
+        let mut response = Response::new(ResponseBody::empty());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from_static(code));
+        headers.insert("grpc-message", HeaderValue::from_static(text));
+        response
     }
 
     pub fn into_response(self) -> Response<ResponseBody> {

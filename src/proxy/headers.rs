@@ -120,7 +120,18 @@ pub fn prepare_request(
     proto: &'static str,
     upgrade: bool,
 ) {
+    // `TE: trailers` says the client takes trailers (gRPC needs it to reach
+    // the server, and HTTP/2 allows no other TE): it is kept, alone.
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     remove_hop_by_hop(headers, upgrade);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     // An absolute-form target (HTTP/1.1) or :authority (HTTP/2) is the host
     // the client asked for (RFC 9112 §3.2.2); the upstream sees it as Host.
     if let Some(authority) = uri.authority()

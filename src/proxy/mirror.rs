@@ -247,7 +247,12 @@ impl Copy {
             headers.insert(http::header::HOST, upstream.state.host_header().clone());
         }
         *request.headers_mut() = headers;
-        let (response, connection) = self.pools.send(upstream.state.addr(), request).await.ok()?;
+        let pool = self.table.pools().get(self.mirror.pool_index)?;
+        let (response, connection) = self
+            .pools
+            .send(pool, upstream.state.addr(), request)
+            .await
+            .ok()?;
         let status = response.status().as_u16();
         let mut body = response.into_body();
         let settings = &self.mirror.settings;

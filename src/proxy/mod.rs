@@ -7,6 +7,7 @@
 
 mod activity;
 mod body;
+mod connector;
 mod error;
 pub mod headers;
 mod max_forwards;
@@ -138,19 +139,29 @@ impl Proxy {
             // Boxed: the response carries it, and is moved several times.
             Box::new((log.clone(), entry))
         });
+        let grpc = is_grpc(&req);
+        // A failure's HTTP status, for metrics and rollout analysis even
+        // when a gRPC client is answered 200 with a grpc-status.
+        let mut failed = None;
         let (mut response, in_flight) = match self.forward(req, &conn, &mut labels).await {
             Ok(ok) => ok,
             Err(e) => {
+                failed = Some(e.status().as_u16());
                 match e.side() {
                     Side::Client => {
                         tracing::debug!(peer = %conn.peer, error = %e, "request refused")
                     }
                     _ => tracing::warn!(peer = %conn.peer, error = %e, "request failed"),
                 }
-                (e.into_response(), None)
+                let response = if grpc {
+                    e.into_grpc_response()
+                } else {
+                    e.into_response()
+                };
+                (response, None)
             }
         };
-        let status = response.status().as_u16();
+        let status = failed.unwrap_or(response.status().as_u16());
         let line = line.map(|mut line| {
             let entry = &mut line.1;
             entry.route = labels.route.as_ref().map(|r| r.to_string());
@@ -313,9 +324,14 @@ impl Proxy {
         labels.addr = Some(addr);
         labels.traffic = Some(Arc::clone(&pick.stats));
         let in_flight = pick.upstream.start_request();
+        let Some(pool) = table.pools().get(pick.pool_index) else {
+            return Err(ProxyError::NoEligibleUpstream {
+                route: labels.route.as_deref().unwrap_or("").to_string(),
+            });
+        };
         let sent = tokio::time::timeout(
             self.settings.response_header_timeout,
-            self.pools.send(addr, request),
+            self.pools.send(pool, addr, request),
         )
         .await;
         let ok = matches!(&sent, Ok(Ok((r, _))) if !r.status().is_server_error());
@@ -468,6 +484,14 @@ fn check_host(req: &Request<Incoming>) -> Result<(), ProxyError> {
         }
         (None, _) => Ok(()),
     }
+}
+
+/// A gRPC call (`content-type: application/grpc…`): its errors are
+/// answered as gRPC statuses.
+fn is_grpc(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.

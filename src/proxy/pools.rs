@@ -2,7 +2,8 @@
 //! that a drain can close an upstream's idle pooled connections at once.
 //!
 //! Built on hyper's connection API rather than hyper-util's pooled client:
-//! a pool is a stack of idle HTTP/1.1 senders behind a lock held for a
+//! a pool is a stack of idle HTTP/1.1 senders (or one shared HTTP/2
+//! sender) behind a lock held for a
 //! push or a pop, so a request costs no checkout futures, no connector
 //! service and no extra channel hops (see docs/benchmarks.md). The most
 //! recently used connection is reused first, which keeps few connections
@@ -21,15 +22,15 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use foldhash::HashMap;
-use http::{Request, Response};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper::client::conn::{http1, http2};
 
+use super::connector::{Conn, ConnectError, Connector};
 use super::request_body::RequestBody;
 use crate::config::ProxySettings;
-use crate::routing::RouteTable;
+use crate::routing::{Pool, RouteTable};
 
 type Sender = http1::SendRequest<RequestBody>;
 
@@ -38,7 +39,7 @@ type Sender = http1::SendRequest<RequestBody>;
 pub enum SendError {
     /// No connection could be made; nothing was sent.
     #[error("{0}")]
-    Connect(#[source] std::io::Error),
+    Connect(#[source] ConnectError),
     /// The connection failed after (part of) the request may have been
     /// sent, or the upstream sent an invalid response.
     #[error("{0}")]
@@ -51,7 +52,7 @@ impl SendError {
     }
 
     pub fn is_timeout(&self) -> bool {
-        matches!(self, SendError::Connect(e) if e.kind() == std::io::ErrorKind::TimedOut)
+        matches!(self, SendError::Connect(ConnectError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut)
     }
 }
 
@@ -67,28 +68,48 @@ impl Idle {
     }
 }
 
-/// The idle connections to one upstream.
+/// The connections to one upstream of one pool: idle HTTP/1.1 ones, or
+/// the one multiplexed HTTP/2 connection.
 struct UpstreamPool {
     addr: SocketAddr,
+    pool: Arc<str>,
+    connector: Connector,
     idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     draining: bool,
 }
 
 impl UpstreamPool {
-    fn new(addr: SocketAddr, draining: bool) -> Arc<UpstreamPool> {
+    fn new(pool: &Pool, addr: SocketAddr, draining: bool) -> Arc<UpstreamPool> {
         Arc::new(UpstreamPool {
             addr,
+            pool: Arc::clone(&pool.name),
+            connector: Connector::new(&pool.name, pool.tls.as_ref(), pool.protocol),
             idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
             draining,
         })
+    }
+
+    /// The shared HTTP/2 connection, if it is still open.
+    fn shared_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
+        let mut h2 = self.h2.lock().ok()?;
+        match &*h2 {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            _ => {
+                *h2 = None;
+                None
+            }
+        }
     }
 }
 
 /// A connection lent to one request; back to its pool on [`release`].
+/// (An HTTP/2 stream lends nothing: its connection stays shared.)
 ///
 /// [`release`]: PooledConnection::release
 pub struct PooledConnection {
-    sender: Sender,
+    sender: Option<Sender>,
     pool: Weak<UpstreamPool>,
     max_idle: usize,
 }
@@ -97,23 +118,27 @@ impl PooledConnection {
     /// The response was read to its end: the connection may carry another
     /// request. Dropping it without this closes it.
     pub fn release(self) {
-        let Some(pool) = self.pool.upgrade() else {
+        let (Some(sender), Some(pool)) = (self.sender, self.pool.upgrade()) else {
             return;
         };
         if let Ok(mut idle) = pool.idle.lock()
             && idle.len() < self.max_idle
         {
             idle.push(Idle {
-                sender: self.sender,
+                sender,
                 since: Instant::now(),
             });
         }
     }
 }
 
+/// Upstream address → its pools (one per config pool listing it; nearly
+/// always one).
+type ByAddr = HashMap<SocketAddr, Vec<Arc<UpstreamPool>>>;
+
 pub struct ConnectionPools {
     settings: ProxySettings,
-    by_addr: ArcSwap<HashMap<SocketAddr, Arc<UpstreamPool>>>,
+    by_addr: ArcSwap<ByAddr>,
 }
 
 impl ConnectionPools {
@@ -124,27 +149,37 @@ impl ConnectionPools {
         }
     }
 
-    /// Sends `request` to `addr` over an idle pooled connection, or a new
-    /// one. A pooled connection that turns out closed before the request
-    /// went out is skipped, so a stale keep-alive costs the client nothing.
+    /// Sends `request` to `addr` of `pool`: over the shared HTTP/2
+    /// connection, an idle pooled HTTP/1.1 one, or a new one. A pooled
+    /// connection that turns out closed before the request went out is
+    /// skipped, so a stale keep-alive costs the client nothing.
     pub async fn send(
         &self,
+        pool: &Pool,
         addr: SocketAddr,
         mut request: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, PooledConnection), SendError> {
-        let pool = self.by_addr.load().get(&addr).cloned();
-        // An upstream not in the table yet (a race with a rebuild): a pool
-        // of its own that nothing keeps, so nothing is reused.
-        let pool = pool.unwrap_or_else(|| UpstreamPool::new(addr, false));
+        let found = self.by_addr.load().get(&addr).and_then(|pools| {
+            pools
+                .iter()
+                .find(|p| Arc::ptr_eq(&p.pool, &pool.name) || p.pool == pool.name)
+                .cloned()
+        });
+        // An upstream not in the synced pools yet (a race with a rebuild):
+        // a pool of its own that nothing keeps, so nothing is reused.
+        let upstream = found.unwrap_or_else(|| UpstreamPool::new(pool, addr, false));
+        if let Some(h2) = upstream.shared_h2() {
+            return self.send_h2(&upstream, h2, request).await;
+        }
         loop {
-            let Some(mut sender) = self.take_idle(&pool) else {
+            let Some(mut sender) = self.take_idle(&upstream) else {
                 break;
             };
             if sender.ready().await.is_err() {
                 continue;
             }
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, self.lend(sender, &pool))),
+                Ok(response) => return Ok((response, self.lend(Some(sender), &upstream))),
                 Err(mut e) => match e.take_message() {
                     // Not sent: the connection closed under us. Try another.
                     Some(back) => request = back,
@@ -153,12 +188,64 @@ impl ConnectionPools {
             }
         }
         // Boxed: connecting is the rare path and its future is large.
-        let mut sender = Box::pin(self.connect(pool.addr)).await?;
+        let conn = Box::pin(
+            upstream
+                .connector
+                .connect(addr, self.settings.connect_timeout),
+        )
+        .await
+        .map_err(SendError::Connect)?;
+        match conn {
+            Conn::H1(mut sender) => {
+                let response = sender
+                    .send_request(request)
+                    .await
+                    .map_err(SendError::Failed)?;
+                Ok((response, self.lend(Some(sender), &upstream)))
+            }
+            Conn::H2(sender) => {
+                if let Ok(mut shared) = upstream.h2.lock() {
+                    *shared = Some(sender.clone());
+                }
+                self.send_h2(&upstream, sender, request).await
+            }
+        }
+    }
+
+    /// One stream on the shared HTTP/2 connection. The request goes in
+    /// absolute form (`:scheme`, `:authority` from its Host).
+    async fn send_h2(
+        &self,
+        upstream: &Arc<UpstreamPool>,
+        mut sender: http2::SendRequest<RequestBody>,
+        mut request: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, PooledConnection), SendError> {
+        let scheme = if upstream.connector.is_tls() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let authority = request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<Authority>().ok())
+            .or_else(|| upstream.addr.to_string().parse().ok());
+        let mut parts = request.uri().clone().into_parts();
+        parts.scheme = Some(scheme);
+        parts.authority = authority;
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+        *request.version_mut() = Version::HTTP_2;
+        // HTTP/2 carries the host in :authority (RFC 9113 §8.3.1).
+        request.headers_mut().remove(http::header::HOST);
+        sender.ready().await.map_err(SendError::Failed)?;
         let response = sender
             .send_request(request)
             .await
             .map_err(SendError::Failed)?;
-        Ok((response, self.lend(sender, &pool)))
+        Ok((response, self.lend(None, upstream)))
     }
 
     fn take_idle(&self, pool: &UpstreamPool) -> Option<Sender> {
@@ -171,7 +258,7 @@ impl ConnectionPools {
         None
     }
 
-    fn lend(&self, sender: Sender, pool: &Arc<UpstreamPool>) -> PooledConnection {
+    fn lend(&self, sender: Option<Sender>, pool: &Arc<UpstreamPool>) -> PooledConnection {
         PooledConnection {
             sender,
             pool: Arc::downgrade(pool),
@@ -179,50 +266,28 @@ impl ConnectionPools {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<Sender, SendError> {
-        let timeout = self.settings.connect_timeout;
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(SendError::Connect(e)),
-            Err(_) => {
-                return Err(SendError::Connect(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no connection within {timeout:?}"),
-                )));
-            }
-        };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(%addr, error = %e, "set_nodelay on an upstream connection failed");
-        }
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Failed)?;
-        tokio::spawn(async move {
-            // Upgrades: a 101 hands the connection to a WebSocket tunnel.
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(%addr, error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
-    }
-
-    /// Makes the pools match `table`: one per upstream, a fresh one for an
-    /// upstream that has just started draining. Called by the control
-    /// plane only, after each table swap.
+    /// Makes the pools match `table`: one per upstream of each pool, a
+    /// fresh one for an upstream that has just started draining or whose
+    /// pool's `tls` or `protocol` changed. Called after each table swap.
     pub fn sync(&self, table: &RouteTable) {
         let old = self.by_addr.load_full();
-        let mut next = HashMap::default();
+        let mut next = ByAddr::default();
         for pool in table.pools() {
             for u in &pool.upstreams {
                 let addr = u.state.addr();
                 let draining = u.state.is_draining();
-                let entry = match old.get(&addr) {
-                    // Keep the pool unless this sync is the drain's start.
-                    Some(p) if !draining || p.draining => Arc::clone(p),
-                    _ => UpstreamPool::new(addr, draining),
+                let kept = old.get(&addr).and_then(|pools| {
+                    pools.iter().find(|p| {
+                        p.pool == pool.name
+                            && (!draining || p.draining)
+                            && p.connector.is_for(pool.tls.as_ref(), pool.protocol)
+                    })
+                });
+                let entry = match kept {
+                    Some(p) => Arc::clone(p),
+                    None => UpstreamPool::new(pool, addr, draining),
                 };
-                next.insert(addr, entry);
+                next.entry(addr).or_default().push(entry);
             }
         }
         self.by_addr.store(Arc::new(next));
@@ -232,7 +297,7 @@ impl ConnectionPools {
     /// forgets those the upstream closed. Run every second or so.
     pub fn sweep(&self) {
         let limit = self.settings.upstream_idle_timeout;
-        for pool in self.by_addr.load().values() {
+        for pool in self.by_addr.load().values().flatten() {
             if let Ok(mut idle) = pool.idle.lock() {
                 idle.retain(|i| i.usable(limit));
             }

@@ -13,12 +13,18 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::support::*;
 
-struct Ca {
+pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
+impl Default for Ca {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Ca {
-    fn new() -> Ca {
+    pub fn new() -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name = rcgen::DistinguishedName::new();
@@ -30,8 +36,13 @@ impl Ca {
         }
     }
 
+    /// Writes the CA's own certificate to `path` (PEM), for a client to trust.
+    pub fn write_ca(&self, path: &Path) {
+        std::fs::write(path, self.issuer.pem()).unwrap();
+    }
+
     /// Writes a certificate for `name` signed by this CA to DIR/name.{pem,key}.
-    fn issue(&self, dir: &Path, name: &str) -> CertificateDer<'static> {
+    pub fn issue(&self, dir: &Path, name: &str) -> CertificateDer<'static> {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
         // A subject unlike the CA's, or OpenSSL takes the leaf for self-signed.

@@ -3,6 +3,7 @@
 //!
 //! - `/slow?ms=N`       answers after N ms
 //! - `/headers`         the request headers, one `name: value` per line
+//! - `/version`         the HTTP version the request came in (`HTTP/2.0`)
 //! - `/upload`          reads the body; answers `LEN CHECKSUM`; counts bytes in `received`
 //! - `/download?mib=N`  streams N MiB (half, then waits for `release`, then the rest)
 
@@ -245,6 +246,7 @@ async fn handle(name: &'static str, state: Arc<State>, req: Request<Incoming>) -
             }
             r
         }
+        "/version" => text(format!("{:?}\n", req.version())),
         "/headers" => {
             let mut out = String::new();
             for (k, v) in req.headers() {

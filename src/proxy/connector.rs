@@ -1,0 +1,146 @@
+//! Making one connection to an upstream, as its pool says: TCP, then TLS
+//! when the pool has `tls` (rustls; SNI and verification by its settings),
+//! then HTTP/1.1 or HTTP/2 (prior knowledge in cleartext, ALPN over TLS).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::request_body::RequestBody;
+use crate::config::{UpstreamProtocol, UpstreamTls};
+
+/// A connection's request side.
+pub enum Conn {
+    H1(http1::SendRequest<RequestBody>),
+    /// Multiplexed: clones share the connection.
+    H2(http2::SendRequest<RequestBody>),
+}
+
+/// How to connect to one pool's upstreams. Built when a table is
+/// published; a TLS config that cannot be built makes every connect fail
+/// (a 502 naming why), never a fall back to cleartext.
+pub struct Connector {
+    tls: Result<Option<Arc<rustls::ClientConfig>>, String>,
+    settings: Option<UpstreamTls>,
+    pub protocol: UpstreamProtocol,
+}
+
+impl Connector {
+    pub fn new(pool: &str, tls: Option<&UpstreamTls>, protocol: UpstreamProtocol) -> Connector {
+        let built = match tls {
+            None => Ok(None),
+            Some(t) => crate::upstream_tls::client_config(pool, t, protocol).map(Some),
+        };
+        if let Err(e) = &built {
+            tracing::error!(%pool, error = %e, "upstream TLS cannot be set up: connections to this pool will fail");
+        }
+        Connector {
+            tls: built,
+            settings: tls.cloned(),
+            protocol,
+        }
+    }
+
+    /// Is this the connector for these settings?
+    pub fn is_for(&self, tls: Option<&UpstreamTls>, protocol: UpstreamProtocol) -> bool {
+        self.settings.as_ref() == tls && self.protocol == protocol
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.settings.is_some()
+    }
+
+    /// A new connection to `addr`, within `timeout` for TCP (and TLS).
+    pub async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<Conn, ConnectError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ConnectError::Io(e)),
+            Err(_) => return Err(ConnectError::Io(timed_out(timeout))),
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%addr, error = %e, "set_nodelay on an upstream connection failed");
+        }
+        let config = match &self.tls {
+            Ok(None) => {
+                let h2 = self.protocol == UpstreamProtocol::H2;
+                return handshake(stream, h2, addr).await;
+            }
+            Ok(Some(config)) => Arc::clone(config),
+            Err(e) => return Err(ConnectError::Tls(e.clone())),
+        };
+        let settings = self.settings.clone().unwrap_or_default();
+        let name: ServerName<'static> =
+            crate::upstream_tls::server_name(&settings, addr).map_err(ConnectError::Tls)?;
+        let tls = tokio::time::timeout(timeout, TlsConnector::from(config).connect(name, stream))
+            .await
+            .map_err(|_| ConnectError::Io(timed_out(timeout)))?
+            .map_err(|e| ConnectError::Tls(format!("TLS handshake with {addr}: {e}")))?;
+        let alpn_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let h2 = match self.protocol {
+            UpstreamProtocol::H2 if !alpn_h2 => {
+                return Err(ConnectError::Tls(format!(
+                    "{addr} did not agree to HTTP/2 by ALPN (protocol = \"h2\")"
+                )));
+            }
+            UpstreamProtocol::H2 => true,
+            UpstreamProtocol::Auto => alpn_h2,
+            UpstreamProtocol::Http1 => false,
+        };
+        handshake(tls, h2, addr).await
+    }
+}
+
+fn timed_out(timeout: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no connection within {timeout:?}"),
+    )
+}
+
+/// Why no connection was made; nothing was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
+    #[error("{0}")]
+    Tls(String),
+    #[error("{0}")]
+    Handshake(#[source] hyper::Error),
+}
+
+async fn handshake<I>(io: I, h2: bool, addr: SocketAddr) -> Result<Conn, ConnectError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if h2 {
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        return Ok(Conn::H2(sender));
+    }
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(ConnectError::Handshake)?;
+    tokio::spawn(async move {
+        // Upgrades: a 101 hands the connection to a WebSocket tunnel.
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(%addr, error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(Conn::H1(sender))
+}

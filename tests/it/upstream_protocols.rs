@@ -1,0 +1,180 @@
+//! Upstreams spoken to as real fleets need: HTTP/2 in cleartext (h2c,
+//! prior knowledge) over one multiplexed connection, TLS with a CA the test
+//! makes (HTTP/1.1, or HTTP/2 chosen by ALPN), and a wrong certificate
+//! refused with a 502 — never a silent fall back.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::support::*;
+use crate::tls::Ca;
+
+fn one_pool(addr: SocketAddr, pool_settings: &str) -> String {
+    format!(
+        "[[route]]\nname = \"app\"\nsplit = {{ app = 1 }}\n[pool.app]\nupstreams = [{{ addr = \"{addr}\" }}]\n{pool_settings}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upstream_carries_concurrent_requests_on_one_connection() {
+    let up = TestUpstream::start("app").await;
+    let proxy = start_proxy(&one_pool(up.addr, "protocol = \"h2\"")).await;
+    let base = format!("http://{}", proxy.addrs()[0]);
+    let client = http1_client();
+    assert_eq!(
+        get(&client, &format!("{base}/version")).await,
+        (200, "HTTP/2.0\n".into())
+    );
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let url = format!("{base}/slow?ms=5");
+            tokio::spawn(async move {
+                let client = http1_client();
+                for _ in 0..25 {
+                    assert_eq!(get(&client, &url).await.0, 200);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(up.connections(), 1, "one multiplexed connection");
+    proxy.stop().await;
+}
+
+/// A TLS upstream (rustls, ALPN h2 and http/1.1) answering each request
+/// with the HTTP version it came in.
+struct TlsUpstream {
+    addr: SocketAddr,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsUpstream {
+    async fn start(dir: &Path, ca: &Ca) -> TlsUpstream {
+        ca.issue(dir, "localhost");
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(dir.join("localhost.pem"))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let key = PrivateKeyDer::from_pem_file(dir.join("localhost.key")).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service =
+                        service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                            let body = format!("{:?}\n", req.version());
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(body)),
+                            ))
+                        });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        TlsUpstream { addr, _task: task }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_upstreams_verify_the_certificate_and_choose_the_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let ca_path = dir.path().join("ca.pem");
+    ca.write_ca(&ca_path);
+    let up = TlsUpstream::start(dir.path(), &ca).await;
+    let ca_file = ca_path.display();
+    let client = http1_client();
+    for (settings, want) in [
+        (
+            format!("tls = {{ ca = \"{ca_file}\", sni = \"localhost\" }}"),
+            (200, "HTTP/1.1\n"),
+        ),
+        (
+            format!("tls = {{ ca = \"{ca_file}\", sni = \"localhost\" }}\nprotocol = \"auto\""),
+            (200, "HTTP/2.0\n"),
+        ),
+        (
+            format!("tls = {{ ca = \"{ca_file}\", sni = \"localhost\" }}\nprotocol = \"h2\""),
+            (200, "HTTP/2.0\n"),
+        ),
+        // The system's roots do not know the test CA; a name the
+        // certificate does not carry fails with the right CA too.
+        ("tls = true".to_string(), (502, "")),
+        (
+            format!("tls = {{ ca = \"{ca_file}\", sni = \"other.test\" }}"),
+            (502, ""),
+        ),
+        // Explicitly insecure: anything goes (and a warning is logged).
+        (
+            "tls = { insecure_skip_verify = true }".to_string(),
+            (200, "HTTP/1.1\n"),
+        ),
+    ] {
+        let proxy = start_proxy(&one_pool(up.addr, &settings)).await;
+        let (status, body) = get(&client, &format!("http://{}/", proxy.addrs()[0])).await;
+        assert_eq!(status, want.0, "{settings}: {body}");
+        if status == 200 {
+            assert_eq!(body, want.1, "{settings}");
+        } else {
+            assert!(body.contains("could not be reached"), "{settings}: {body}");
+        }
+        proxy.stop().await;
+    }
+}
+
+/// A pool's TLS files are checked with the rest of the config: a missing
+/// CA file is a problem naming the pool, and the proxy does not start.
+#[test]
+fn check_names_a_missing_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cutover.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\n{}",
+            dir.path().display(),
+            one_pool(
+                "127.0.0.1:1".parse().unwrap(),
+                "tls = { ca = \"missing-ca.pem\" }\nprotocol = \"auto\""
+            )
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("pool.app.tls: ") && stderr.contains("missing-ca.pem"),
+        "{stderr}"
+    );
+}
