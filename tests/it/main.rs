@@ -11,6 +11,7 @@ mod connections;
 mod ctl;
 mod docs;
 mod failures;
+mod grpc;
 mod load;
 mod mirror;
 mod nginx;
