@@ -13,14 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, header};
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::uri::{Authority, Scheme};
+use http::{Method, Request, Uri, Version, header};
+use http_body_util::{BodyExt, Full};
 use tokio::task::JoinHandle;
 
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, UpstreamProtocol, UpstreamTls};
+use crate::connector::{Conn, Connector};
 use crate::routing::RouteTable;
 use crate::telemetry::names;
 use crate::upstream::{Health, UpstreamState};
@@ -61,39 +60,25 @@ impl Hysteresis {
     }
 }
 
-type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+/// How a pool's upstreams are spoken to; a change restarts their checks.
+type Transport = (Option<UpstreamTls>, UpstreamProtocol);
 
 struct Task {
     state: Arc<UpstreamState>,
     config: HealthConfig,
+    transport: Transport,
     handle: JoinHandle<()>,
 }
 
 /// The running checks, kept in step with the routing table.
+#[derive(Default)]
 pub struct HealthChecks {
-    client: ProbeClient,
     tasks: HashMap<(String, SocketAddr), Task>,
-}
-
-impl Default for HealthChecks {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl HealthChecks {
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(1)
-            .build(connector);
-        HealthChecks {
-            client,
-            tasks: HashMap::new(),
-        }
+        Self::default()
     }
 
     /// Starts checks for new upstreams of checked pools and stops those of
@@ -102,28 +87,32 @@ impl HealthChecks {
         let mut wanted = HashMap::new();
         for pool in table.pools() {
             let Some(config) = &pool.health else { continue };
+            let transport: Transport = (pool.tls.clone(), pool.protocol);
             for u in &pool.upstreams {
                 wanted.insert(
                     (pool.name.to_string(), u.state.addr()),
-                    (Arc::clone(&u.state), config.clone()),
+                    (Arc::clone(&u.state), config.clone(), transport.clone()),
                 );
             }
         }
         self.tasks.retain(|key, task| {
-            let keep = wanted.get(key).is_some_and(|(state, config)| {
-                Arc::ptr_eq(state, &task.state) && *config == task.config
+            let keep = wanted.get(key).is_some_and(|(state, config, transport)| {
+                Arc::ptr_eq(state, &task.state)
+                    && *config == task.config
+                    && *transport == task.transport
             });
             if !keep {
                 task.handle.abort();
             }
             keep
         });
-        for (key, (state, config)) in wanted {
+        for (key, (state, config, transport)) in wanted {
             if self.tasks.contains_key(&key) {
                 continue;
             }
+            let connector = Connector::new(&key.0, transport.0.as_ref(), transport.1);
             let handle = tokio::spawn(run(
-                self.client.clone(),
+                connector,
                 key.0.clone(),
                 Arc::clone(&state),
                 config.clone(),
@@ -133,6 +122,7 @@ impl HealthChecks {
                 Task {
                     state,
                     config,
+                    transport,
                     handle,
                 },
             );
@@ -163,14 +153,20 @@ impl Drop for HealthChecks {
     }
 }
 
-async fn run(client: ProbeClient, pool: String, state: Arc<UpstreamState>, config: HealthConfig) {
+async fn run(connector: Connector, pool: String, state: Arc<UpstreamState>, config: HealthConfig) {
     let mut hysteresis = Hysteresis::default();
     let addr = state.addr();
-    let uri = format!("http://{addr}{}", config.path);
+    let mut probe = Probe {
+        connector,
+        addr,
+        config,
+        conn: None,
+    };
     loop {
-        let passed = probe(&client, &uri, &addr.to_string(), config.timeout).await;
+        let passed = probe.once().await;
         let current = state.health();
-        if let Some(next) = hysteresis.observe(current, passed.is_ok(), config.rise, config.fall) {
+        let (rise, fall) = (probe.config.rise, probe.config.fall);
+        if let Some(next) = hysteresis.observe(current, passed.is_ok(), rise, fall) {
             state.set_health(next);
             let to = if next == Health::Healthy {
                 "healthy"
@@ -190,30 +186,153 @@ async fn run(client: ProbeClient, pool: String, state: Arc<UpstreamState>, confi
             state.set_health(Health::Healthy);
         }
         let jitter = 0.9 + fastrand::f64() * 0.2;
-        tokio::time::sleep(config.interval.mul_f64(jitter)).await;
+        tokio::time::sleep(probe.config.interval.mul_f64(jitter)).await;
     }
 }
 
-async fn probe(
-    client: &ProbeClient,
-    uri: &str,
-    host: &str,
-    timeout: Duration,
-) -> Result<(), String> {
-    let request = Request::get(uri)
-        .header(header::HOST, host)
-        .header(header::USER_AGENT, "cutover-health-check")
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(timeout, client.request(request)).await {
-        Err(_) => Err(format!("no answer within {timeout:?}")),
-        Ok(Err(e)) => Err(format!("request failed: {e}")),
-        Ok(Ok(response))
-            if response.status().is_success() || response.status().is_redirection() =>
-        {
-            Ok(())
+/// One upstream's probes, over a connection kept between them (made as
+/// the pool makes its connections: TLS, HTTP/2).
+struct Probe {
+    connector: Connector,
+    addr: SocketAddr,
+    config: HealthConfig,
+    conn: Option<Conn<Full<Bytes>>>,
+}
+
+impl Probe {
+    /// One probe within the check's timeout. A kept connection the
+    /// upstream closed meanwhile costs one retry on a new one, not a
+    /// failed probe.
+    async fn once(&mut self) -> Result<(), String> {
+        let timeout = self.config.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let reused = self.conn.is_some();
+        let first = tokio::time::timeout_at(deadline, self.ask()).await;
+        let outcome = match first {
+            Ok(Err(_)) if reused => {
+                self.conn = None;
+                tokio::time::timeout_at(deadline, self.ask()).await
+            }
+            other => other,
+        };
+        match outcome {
+            Err(_) => {
+                self.conn = None;
+                Err(format!("no answer within {timeout:?}"))
+            }
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Ok(Ok(())) => Ok(()),
         }
-        Ok(Ok(response)) => Err(format!("status {}", response.status())),
+    }
+
+    async fn ask(&mut self) -> Result<(), String> {
+        if self.conn.as_ref().is_none_or(|c| match c {
+            Conn::H1(s) => s.is_closed(),
+            Conn::H2(s) => s.is_closed(),
+        }) {
+            let conn = self
+                .connector
+                .connect(self.addr, self.config.timeout)
+                .await
+                .map_err(|e| format!("connect failed: {e}"))?;
+            self.conn = Some(conn);
+        }
+        let request = self.request()?;
+        let response = match self.conn.as_mut() {
+            Some(Conn::H1(s)) => {
+                s.ready().await.map_err(|e| e.to_string())?;
+                s.send_request(request).await
+            }
+            Some(Conn::H2(s)) => {
+                s.ready().await.map_err(|e| e.to_string())?;
+                s.send_request(request).await
+            }
+            None => return Err("no connection".into()),
+        }
+        .map_err(|e| format!("request failed: {e}"))?;
+        let status = response.status();
+        let grpc_in_head = response.headers().get("grpc-status").cloned();
+        // Read to the end: the connection is reused, and gRPC's verdict
+        // comes in the trailers.
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?;
+        if !self.config.grpc {
+            return if status.is_success() || status.is_redirection() {
+                Ok(())
+            } else {
+                Err(format!("status {status}"))
+            };
+        }
+        let grpc_status = body
+            .trailers()
+            .and_then(|t| t.get("grpc-status").cloned())
+            .or(grpc_in_head);
+        match grpc_status.as_ref().map(|v| v.as_bytes()) {
+            Some(b"0") => {}
+            Some(code) => {
+                return Err(format!("grpc-status {}", String::from_utf8_lossy(code)));
+            }
+            None => return Err(format!("status {status} without grpc-status")),
+        }
+        // HealthCheckResponse { status = 1 (SERVING) }, after the 5-byte
+        // gRPC message prefix.
+        match body.to_bytes().get(5..) {
+            Some([0x08, 0x01]) => Ok(()),
+            Some(other) => Err(format!("not SERVING (message {other:02x?})")),
+            None => Err("no message".into()),
+        }
+    }
+
+    fn request(&self) -> Result<Request<Full<Bytes>>, String> {
+        let h2 = matches!(self.conn, Some(Conn::H2(_)));
+        let authority: Authority = self.addr.to_string().parse().map_err(|e| format!("{e}"))?;
+        let (method, body) = if self.config.grpc {
+            // An empty HealthCheckRequest (service ""), framed.
+            (Method::POST, Bytes::from_static(&[0, 0, 0, 0, 0]))
+        } else {
+            (Method::GET, Bytes::new())
+        };
+        let uri = if h2 {
+            let scheme = if self.connector.is_tls() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            };
+            Uri::builder()
+                .scheme(scheme)
+                .authority(authority.clone())
+                .path_and_query(self.config.path.as_str())
+                .build()
+        } else {
+            Uri::builder()
+                .path_and_query(self.config.path.as_str())
+                .build()
+        }
+        .map_err(|e| e.to_string())?;
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .version(if h2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            })
+            .header(header::USER_AGENT, "cutover-health-check");
+        if !h2 {
+            request = request.header(header::HOST, authority.as_str());
+        }
+        if self.config.grpc {
+            request = request
+                .header(header::CONTENT_TYPE, "application/grpc")
+                .header(header::TE, "trailers");
+        }
+        request.body(Full::new(body)).map_err(|e| e.to_string())
     }
 }
 

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod balance;
 pub mod clock;
 pub mod config;
+pub mod connector;
 pub mod control;
 pub mod demo;
 pub mod error;

@@ -41,16 +41,38 @@ fn count(
         .map_or(default, |n| n as u32)
 }
 
-/// `health = { path, interval, timeout, rise, fall }`.
+/// The method a gRPC health check calls (grpc.health.v1).
+pub const GRPC_HEALTH_PATH: &str = "/grpc.health.v1.Health/Check";
+
+/// `health = { path, interval, timeout, rise, fall }`, or `{ grpc = true, … }`.
 pub fn read_health(pool: &mut Table<'_>, problems: &mut Problems) -> Option<HealthConfig> {
     let mut t = pool.table("health", problems)?;
-    let path = match t.required_str("path", problems) {
-        Some(p) if p.get_ref().starts_with('/') => p.get_ref().to_string(),
-        Some(p) => {
-            problems.push(p.span(), &t.child("path"), "must start with '/'");
-            "/".to_string()
+    let grpc = match t.get("grpc") {
+        None => false,
+        Some(v) => match v.get_ref() {
+            DeValue::Boolean(b) => *b,
+            other => {
+                problems.push(
+                    v.span(),
+                    &t.child("grpc"),
+                    format!("expected true or false, found {}", other.type_str()),
+                );
+                false
+            }
+        },
+    };
+    // A gRPC check calls grpc.health.v1.Health/Check: no path to give.
+    let path = if grpc {
+        GRPC_HEALTH_PATH.to_string()
+    } else {
+        match t.required_str("path", problems) {
+            Some(p) if p.get_ref().starts_with('/') => p.get_ref().to_string(),
+            Some(p) => {
+                problems.push(p.span(), &t.child("path"), "must start with '/'");
+                "/".to_string()
+            }
+            None => "/".to_string(),
         }
-        None => "/".to_string(),
     };
     let interval = positive(&mut t, "interval", Duration::from_secs(2), problems);
     let timeout = positive(&mut t, "timeout", Duration::from_secs(1), problems);
@@ -70,6 +92,7 @@ pub fn read_health(pool: &mut Table<'_>, problems: &mut Problems) -> Option<Heal
         timeout,
         rise,
         fall,
+        grpc,
     })
 }
 

@@ -173,6 +173,8 @@ pub struct HealthConfig {
     pub rise: u32,
     /// Failures in a row that make a healthy upstream unhealthy.
     pub fall: u32,
+    /// A grpc.health.v1 check (`path` is its method) instead of a GET.
+    pub grpc: bool,
 }
 
 /// `outlier = { … }` on a pool: passive ejection from live traffic.

@@ -12,7 +12,7 @@ use super::matchers::{self, Matchers};
 use super::mirror;
 use super::reader::{Table, int_value, str_value};
 use super::split::{self, Split, SplitError};
-use super::transport;
+use super::transport::{self, UpstreamProtocol};
 use super::{
     AdminConfig, Config, ListenerConfig, PoolConfig, Problems, ProxySettings, RouteConfig,
     StateConfig, UpstreamConfig,
@@ -240,6 +240,13 @@ fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
         let slow_start = features::read_slow_start(&mut t, problems);
         let upstreams = read_upstreams(&mut t, problems);
         let (tls, protocol) = transport::read_transport(&mut t, problems);
+        if health.as_ref().is_some_and(|h| h.grpc) && protocol == UpstreamProtocol::Http1 {
+            problems.push(
+                t.span(),
+                &t.child("health.grpc"),
+                "a gRPC health check needs HTTP/2: set protocol = \"h2\" (or \"auto\" with tls)",
+            );
+        }
         t.finish(problems);
         pools.push((
             PoolConfig {

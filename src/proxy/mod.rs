@@ -7,7 +7,6 @@
 
 mod activity;
 mod body;
-mod connector;
 mod error;
 pub mod headers;
 mod max_forwards;

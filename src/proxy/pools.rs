@@ -27,9 +27,9 @@ use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 
-use super::connector::{Conn, ConnectError, Connector};
 use super::request_body::RequestBody;
 use crate::config::ProxySettings;
+use crate::connector::{Conn, ConnectError, Connector};
 use crate::routing::{Pool, RouteTable};
 
 type Sender = http1::SendRequest<RequestBody>;

@@ -110,3 +110,31 @@ async fn cutover_s_own_failures_are_grpc_statuses() {
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     proxy.stop().await;
 }
+
+/// `health = { grpc = true }` asks grpc.health.v1 over the pool's HTTP/2:
+/// SERVING is healthy, NOT_SERVING takes the upstream out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_checks_follow_the_serving_status() {
+    let (server, reporter, _task) = health_server().await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let config = h2_pool(server, "").replace(
+        "protocol = \"h2\"",
+        "protocol = \"h2\"\nhealth = { grpc = true, interval = \"500ms\", timeout = \"500ms\", rise = 1, fall = 1 }",
+    );
+    let proxy = start_proxy(&config).await;
+    let state = || async {
+        let (_, v) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+        v["pools"][0]["upstreams"][0]["health"].clone()
+    };
+    wait_until("healthy by gRPC", || async { state().await == "healthy" }).await;
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    wait_until("unhealthy once NOT_SERVING", || async {
+        state().await == "unhealthy"
+    })
+    .await;
+    proxy.stop().await;
+}

@@ -148,6 +148,27 @@ async fn tls_upstreams_verify_the_certificate_and_choose_the_protocol() {
     }
 }
 
+/// Health checks speak to a TLS pool the way requests do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_use_the_pool_s_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let ca_path = dir.path().join("ca.pem");
+    ca.write_ca(&ca_path);
+    let up = TlsUpstream::start(dir.path(), &ca).await;
+    let settings = format!(
+        "tls = {{ ca = \"{}\", sni = \"localhost\" }}\nprotocol = \"auto\"\nhealth = {{ path = \"/\", interval = \"500ms\", timeout = \"500ms\" }}",
+        ca_path.display()
+    );
+    let proxy = start_proxy(&one_pool(up.addr, &settings)).await;
+    wait_until("healthy over TLS", || async {
+        let (_, v) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+        v["pools"][0]["upstreams"][0]["health"] == "healthy"
+    })
+    .await;
+    proxy.stop().await;
+}
+
 /// A pool's TLS files are checked with the rest of the config: a missing
 /// CA file is a problem naming the pool, and the proxy does not start.
 #[test]

@@ -1,6 +1,8 @@
 //! Making one connection to an upstream, as its pool says: TCP, then TLS
 //! when the pool has `tls` (rustls; SNI and verification by its settings),
 //! then HTTP/1.1 or HTTP/2 (prior knowledge in cleartext, ALPN over TLS).
+//! Used by the proxy's connection pools and by health checks, so a probe
+//! speaks to an upstream the way client requests do.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,14 +15,29 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::request_body::RequestBody;
+use hyper::body::Body;
+
 use crate::config::{UpstreamProtocol, UpstreamTls};
 
-/// A connection's request side.
-pub enum Conn {
-    H1(http1::SendRequest<RequestBody>),
+/// A connection's request side, sending bodies of type `B`.
+pub enum Conn<B> {
+    H1(http1::SendRequest<B>),
     /// Multiplexed: clones share the connection.
-    H2(http2::SendRequest<RequestBody>),
+    H2(http2::SendRequest<B>),
+}
+
+/// What a request body must be for both protocols.
+pub trait RequestBodyType:
+    Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin + 'static
+{
+}
+
+impl<B> RequestBodyType for B where
+    B: Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
 }
 
 /// How to connect to one pool's upstreams. Built when a table is
@@ -58,7 +75,11 @@ impl Connector {
     }
 
     /// A new connection to `addr`, within `timeout` for TCP (and TLS).
-    pub async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<Conn, ConnectError> {
+    pub async fn connect<B: RequestBodyType>(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Conn<B>, ConnectError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(ConnectError::Io(e)),
@@ -115,9 +136,10 @@ pub enum ConnectError {
     Handshake(#[source] hyper::Error),
 }
 
-async fn handshake<I>(io: I, h2: bool, addr: SocketAddr) -> Result<Conn, ConnectError>
+async fn handshake<I, B>(io: I, h2: bool, addr: SocketAddr) -> Result<Conn<B>, ConnectError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: RequestBodyType,
 {
     if h2 {
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
