@@ -11,6 +11,7 @@ pub mod config;
 pub mod connector;
 pub mod control;
 pub mod demo;
+pub mod dns;
 pub mod error;
 pub mod health;
 pub mod instance;

@@ -68,7 +68,7 @@ pub enum Stopped {
 /// reload (none for an embedded config). Binary upgrade is refused: see
 /// [`start_upgradable`].
 pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Error> {
-    start_upgradable(config, path, None).await
+    start_with(config, path, None, crate::dns::system()).await
 }
 
 /// As [`start`]; with `launch`, a binary upgrade re-runs that command.
@@ -76,6 +76,17 @@ pub async fn start_upgradable(
     config: Config,
     path: Option<PathBuf>,
     launch: Option<Launch>,
+) -> Result<Running, Error> {
+    start_with(config, path, launch, crate::dns::system()).await
+}
+
+/// As [`start_upgradable`], with DNS names looked up by `resolver` (tests
+/// give one whose answers they change).
+pub async fn start_with(
+    config: Config,
+    path: Option<PathBuf>,
+    launch: Option<Launch>,
+    resolver: crate::dns::Resolver,
 ) -> Result<Running, Error> {
     telemetry::metrics();
     let shutdown = CancellationToken::new();
@@ -103,8 +114,11 @@ pub async fn start_upgradable(
         .max()
         .map(|t| t + Duration::from_secs(1));
 
+    // DNS names resolved before the first table: an upstream whose name
+    // does not resolve yet has no address (status says why).
+    let names = resolve_all(&config, &resolver).await;
     // Runtime changes are applied before any listener accepts a request.
-    let plane = ControlPlane::start(config, path, store)?;
+    let plane = ControlPlane::start(config, names, path, store)?;
     let routing = plane.routing();
     let proxy = Arc::new(Proxy::new(
         Arc::clone(&routing),
@@ -149,6 +163,7 @@ pub async fn start_upgradable(
         }
     });
     drive_rollouts(Arc::clone(&instance), shutdown.clone());
+    follow_dns(Arc::clone(&instance), resolver, shutdown.clone());
     // Upstreams removed with DELETE go once drained.
     tokio::spawn({
         let instance = Arc::clone(&instance);
@@ -349,6 +364,67 @@ fn drive_rollouts(instance: Arc<Mutex<Instance>>, shutdown: CancellationToken) {
                     let answer = crate::webhook::post(&call).await;
                     instance.lock().await.plane.webhook_answered(&call, answer);
                 });
+            }
+        }
+    });
+}
+
+/// Every DNS name of `config`, looked up at once (each bounded by
+/// `dns::LOOKUP_TIMEOUT`).
+async fn resolve_all(config: &Config, resolver: &crate::dns::Resolver) -> crate::dns::Names {
+    let mut lookups = tokio::task::JoinSet::new();
+    for (host, port) in crate::dns::names_of(config).into_keys() {
+        let resolver = Arc::clone(resolver);
+        lookups.spawn(async move {
+            let outcome = crate::dns::lookup(&resolver, &host, port).await;
+            (host, port, outcome)
+        });
+    }
+    let mut names = crate::dns::Names::new();
+    while let Some(Ok((host, port, outcome))) = lookups.join_next().await {
+        if let Err(e) = &outcome {
+            tracing::warn!(name = %format!("{host}:{port}"), error = %e, "DNS name does not resolve at start: no address for now");
+        }
+        crate::dns::record(
+            names.entry((host, port)).or_default(),
+            outcome,
+            crate::clock::unix_ms(),
+        );
+    }
+    names
+}
+
+/// How often due DNS names are looked for; each is looked up at its
+/// pool's `dns_refresh`.
+const DNS_TICK: Duration = Duration::from_secs(1);
+
+/// Looks DNS names up again when due, outside the instance lock, and hands
+/// each outcome to the control plane.
+fn follow_dns(
+    instance: Arc<Mutex<Instance>>,
+    resolver: crate::dns::Resolver,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(DNS_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            let due = instance
+                .lock()
+                .await
+                .plane
+                .names_due(crate::clock::unix_ms());
+            for (host, port) in due {
+                let outcome = crate::dns::lookup(&resolver, &host, port).await;
+                instance
+                    .lock()
+                    .await
+                    .plane
+                    .name_resolved(&host, port, outcome);
             }
         }
     });

@@ -42,6 +42,10 @@ enum Command {
         /// Config file [default: ./cutover.toml, else /etc/cutover/cutover.toml]
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Also look up every upstream given by DNS name; one that does not
+        /// resolve is a problem.
+        #[arg(long)]
+        resolve: bool,
     },
     /// Admin client: status, split, rollout, mirror, drain, enable, disable, add, remove, reload…
     #[command(after_help = cutover::admin::ctl::EXIT_CODES)]
@@ -81,8 +85,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match lifecycle::find_config(config) {
-            Ok(path) => check(path),
+        Command::Check { config, resolve } => match lifecycle::find_config(config) {
+            Ok(path) => check(path, resolve),
             Err(e) => no_config(&e),
         },
         Command::Run { config } => {
@@ -184,9 +188,18 @@ fn no_config(why: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn check(path: PathBuf) -> ExitCode {
+fn check(path: PathBuf, resolve: bool) -> ExitCode {
     match Config::load(&path) {
         Ok(config) => {
+            if resolve {
+                let unresolved = unresolved_names(&config);
+                for problem in &unresolved {
+                    eprintln!("{}: {problem}", path.display());
+                }
+                if !unresolved.is_empty() {
+                    return ExitCode::from(1);
+                }
+            }
             // Certificates are part of a valid config: check them too.
             let tls = cutover::tls::load_listeners(&config.listeners)
                 .map(|_| ())
@@ -202,6 +215,28 @@ fn check(path: PathBuf) -> ExitCode {
         }
         Err(e) => fail(&Error::from(e)),
     }
+}
+
+/// `check --resolve`: each DNS-named upstream that does not resolve, as
+/// `pool.NAME: host:port does not resolve: why`.
+fn unresolved_names(config: &Config) -> Vec<String> {
+    use std::net::ToSocketAddrs;
+    let mut problems = Vec::new();
+    for pool in &config.pools {
+        for n in &pool.named {
+            let name = n.name();
+            let why = match (n.host.as_str(), n.port).to_socket_addrs() {
+                Ok(addrs) if addrs.len() > 0 => continue,
+                Ok(_) => "no addresses".to_string(),
+                Err(e) => e.to_string(),
+            };
+            problems.push(format!(
+                "pool.{}: {name} does not resolve: {why}",
+                pool.name
+            ));
+        }
+    }
+    problems
 }
 
 fn serve(workers: usize, main: impl Future<Output = Result<(), Error>>) -> ExitCode {

@@ -142,6 +142,11 @@ pub fn read_slow_start(pool: &mut Table<'_>, problems: &mut Problems) -> Option<
     Some(d.into_inner())
 }
 
+/// `dns_refresh`: how often a pool's DNS-named upstreams are resolved.
+pub fn read_dns_refresh(pool: &mut Table<'_>, problems: &mut Problems) -> Duration {
+    positive(pool, "dns_refresh", Duration::from_secs(30), problems)
+}
+
 /// `sticky = { cookie, max_age }`.
 pub fn read_sticky(route: &mut Table<'_>, problems: &mut Problems) -> Option<StickyConfig> {
     let mut t = route.table("sticky", problems)?;

@@ -212,12 +212,34 @@ pub struct PoolConfig {
     /// TLS to the upstreams, if they speak it.
     pub tls: Option<UpstreamTls>,
     pub protocol: UpstreamProtocol,
+    /// Upstreams given by DNS name; each address a name resolves to is an
+    /// upstream of `upstreams` in the config the table is built from.
+    pub named: Vec<NamedUpstream>,
+    /// How often `named` are resolved again.
+    pub dns_refresh: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     pub addr: SocketAddr,
     pub weight: u32,
+}
+
+/// `addr = "app-3.internal:8000"`: every address the name resolves to is an
+/// upstream with this weight.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NamedUpstream {
+    /// Lower-case, without a trailing dot.
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+impl NamedUpstream {
+    /// `host:port`, as written in the file.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
 }
 
 impl Config {

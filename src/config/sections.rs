@@ -14,8 +14,8 @@ use super::reader::{Table, int_value, str_value};
 use super::split::{self, Split, SplitError};
 use super::transport::{self, UpstreamProtocol};
 use super::{
-    AdminConfig, Config, ListenerConfig, PoolConfig, Problems, ProxySettings, RouteConfig,
-    StateConfig, UpstreamConfig,
+    AdminConfig, Config, ListenerConfig, NamedUpstream, PoolConfig, Problems, ProxySettings,
+    RouteConfig, StateConfig, UpstreamConfig,
 };
 
 const DEFAULT_ADMIN_BIND: ([u8; 4], u16) = ([127, 0, 0, 1], 9090);
@@ -238,7 +238,8 @@ fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
         let health = features::read_health(&mut t, problems);
         let outlier = features::read_outlier(&mut t, problems);
         let slow_start = features::read_slow_start(&mut t, problems);
-        let upstreams = read_upstreams(&mut t, problems);
+        let (upstreams, named) = read_upstreams(&mut t, problems);
+        let dns_refresh = features::read_dns_refresh(&mut t, problems);
         let (tls, protocol) = transport::read_transport(&mut t, problems);
         if health.as_ref().is_some_and(|h| h.grpc) && protocol == UpstreamProtocol::Http1 {
             problems.push(
@@ -257,6 +258,8 @@ fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
                 slow_start,
                 tls,
                 protocol,
+                named,
+                dns_refresh,
             },
             name.span(),
         ));
@@ -265,28 +268,86 @@ fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
     pools
 }
 
-fn read_upstreams(pool: &mut Table<'_>, problems: &mut Problems) -> Vec<UpstreamConfig> {
+/// `host:port` with a DNS name: `None` if `s` is not one.
+fn parse_named(s: &str) -> Option<NamedUpstream> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    valid.then_some(NamedUpstream {
+        host,
+        port,
+        weight: 1,
+    })
+}
+
+/// An upstream's address: `IP:PORT`, or `name:PORT` resolved by DNS.
+enum Addr {
+    Ip(SocketAddr),
+    Named(NamedUpstream),
+}
+
+fn read_addr(s: Spanned<&str>, path: &str, problems: &mut Problems) -> Option<Addr> {
+    if let Ok(a) = s.get_ref().parse::<SocketAddr>() {
+        return Some(Addr::Ip(a));
+    }
+    if let Some(n) = parse_named(s.get_ref()) {
+        return Some(Addr::Named(n));
+    }
+    problems.push(
+        s.span(),
+        path,
+        format!(
+            "invalid address {:?}: expected IP:PORT or NAME:PORT, e.g. \"127.0.0.1:8080\", \"[::1]:8080\" or \"app-3.internal:8000\"",
+            s.get_ref()
+        ),
+    );
+    None
+}
+
+/// A pool's upstreams: those given by IP, and those given by DNS name.
+fn read_upstreams(
+    pool: &mut Table<'_>,
+    problems: &mut Problems,
+) -> (Vec<UpstreamConfig>, Vec<NamedUpstream>) {
     let path = pool.child("upstreams");
     let Some(items) = pool.array("upstreams", problems) else {
         if pool.get("upstreams").is_none() {
             problems.push(pool.span(), &path, "missing required key");
         }
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     if items.is_empty() {
         problems.push(pool.span(), &path, "a pool needs at least one upstream");
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+    let mut named: Vec<NamedUpstream> = Vec::new();
     for mut t in table_items(items, &path, problems) {
         let addr = t.required_str("addr", problems).and_then(|s| {
             let span = s.span();
-            let addr = parse_addr(s, &t.child("addr"), problems)?;
-            if upstreams.iter().any(|u| u.addr == addr) {
+            let text = *s.get_ref();
+            let addr = read_addr(s, &t.child("addr"), problems)?;
+            let twice = match &addr {
+                Addr::Ip(a) => upstreams.iter().any(|u| u.addr == *a),
+                Addr::Named(n) => named.iter().any(|m| m.host == n.host && m.port == n.port),
+            };
+            if twice {
                 problems.push(
                     span,
                     &t.child("addr"),
-                    format!("{addr} is listed twice in this pool"),
+                    format!("{text} is listed twice in this pool"),
                 );
                 return None;
             }
@@ -297,18 +358,24 @@ fn read_upstreams(pool: &mut Table<'_>, problems: &mut Problems) -> Vec<Upstream
             None => Some(1),
         };
         t.finish(problems);
-        if let (Some(addr), Some(weight)) = (addr, weight) {
-            upstreams.push(UpstreamConfig { addr, weight });
+        match (addr, weight) {
+            (Some(Addr::Ip(addr)), Some(weight)) => upstreams.push(UpstreamConfig { addr, weight }),
+            (Some(Addr::Named(n)), Some(weight)) => named.push(NamedUpstream { weight, ..n }),
+            _ => {}
         }
     }
-    if !upstreams.is_empty() && upstreams.iter().all(|u| u.weight == 0) {
+    let weights = upstreams
+        .iter()
+        .map(|u| u.weight)
+        .chain(named.iter().map(|n| n.weight));
+    if (!upstreams.is_empty() || !named.is_empty()) && weights.clone().all(|w| w == 0) {
         problems.push(
             pool.span(),
             &path,
             "every upstream has weight 0: at least one must be above 0",
         );
     }
-    upstreams
+    (upstreams, named)
 }
 
 fn read_routes(

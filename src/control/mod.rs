@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use crate::balance::sticky::StickyKey;
 use crate::clock::{now_rfc3339, unix_ms};
 use crate::config::Config;
+use crate::dns;
 use crate::routing::{Control, RouteTable, Routing};
 use crate::state::{AuditEntry, Caller, Overrides, StateError, Store};
 use crate::upstream::now_ms;
@@ -31,7 +32,13 @@ pub use reconcile::{effective, reconcile};
 pub use rollout_changes::{RolloutStep, WebhookCall};
 
 pub struct ControlPlane {
+    /// The config file as read: pools may name upstreams by DNS name.
+    raw_file: Config,
+    /// `raw_file` with names replaced by their current addresses: what
+    /// every change, reload and table is made from.
     file: Config,
+    /// What each DNS name resolves to now.
+    names: dns::Names,
     config_path: Option<PathBuf>,
     overrides: Overrides,
     store: Store,
@@ -47,16 +54,20 @@ impl ControlPlane {
     /// Opens the state, re-applies persisted runtime changes that the file
     /// has not superseded, and builds the first table (once).
     pub fn start(
-        file: Config,
+        raw_file: Config,
+        names: dns::Names,
         config_path: Option<PathBuf>,
         store: Store,
     ) -> Result<ControlPlane, StateError> {
+        let file = dns::expand(&raw_file, &names);
         let sticky_key = std::sync::Arc::new(StickyKey::new(store.sticky_key()?));
         let (overrides, dropped) = reconcile(&file, store.load()?);
         let table = RouteTable::build(&effective(&file, &overrides), None, &sticky_key);
         set_runtime_flags(&table, &overrides);
         let plane = ControlPlane {
+            raw_file,
             file,
+            names,
             config_path,
             overrides,
             store,
@@ -92,7 +103,68 @@ impl ControlPlane {
         for route in &mut status.routes {
             route.rollout = self.rollout_view(&route.name);
         }
+        for pool in &mut status.pools {
+            let Some(raw) = self.raw_file.pool(&pool.name) else {
+                continue;
+            };
+            pool.names = raw
+                .named
+                .iter()
+                .map(|n| {
+                    let state = self.names.get(&(n.host.clone(), n.port)).cloned();
+                    json!({"name": n.name(), "weight": n.weight, "state": state.unwrap_or_default()})
+                })
+                .collect();
+        }
         status
+    }
+
+    /// The DNS names to look up now: never looked up, or looked up longer
+    /// ago than their pools' `dns_refresh`.
+    pub fn names_due(&self, now_ms: u64) -> Vec<(String, u16)> {
+        dns::names_of(&self.raw_file)
+            .into_iter()
+            .filter(|(name, every)| {
+                self.names.get(name).is_none_or(|s| {
+                    now_ms.saturating_sub(s.resolved_ms) >= every.as_millis() as u64
+                })
+            })
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// A lookup's outcome. When a name's addresses change, the table is
+    /// rebuilt at once: new requests go to the new addresses, requests in
+    /// flight to removed ones finish there (their connections close after),
+    /// and runtime flags on removed addresses are dropped.
+    pub fn name_resolved(
+        &mut self,
+        host: &str,
+        port: u16,
+        outcome: Result<Vec<std::net::SocketAddr>, String>,
+    ) {
+        let state = self.names.entry((host.to_string(), port)).or_default();
+        if let Err(e) = &outcome {
+            tracing::warn!(name = %format!("{host}:{port}"), error = %e, kept = ?state.addresses, "DNS lookup failed; keeping the last addresses");
+        }
+        if !dns::record(state, outcome, unix_ms()) {
+            return;
+        }
+        tracing::info!(name = %format!("{host}:{port}"), addresses = ?state.addresses, "DNS name resolves to new addresses");
+        self.file = dns::expand(&self.raw_file, &self.names);
+        let (next, dropped) = reconcile(&self.file, self.overrides.clone());
+        if next != self.overrides {
+            if let Err(e) = self.store.save(&next) {
+                tracing::error!(error = %e, "cannot save runtime state after a DNS change");
+            }
+            self.overrides = next;
+        }
+        let caller = Caller {
+            peer: "dns".into(),
+            token: None,
+        };
+        self.audit_dropped(&caller, &dropped);
+        self.publish();
     }
 
     /// After a binary upgrade handed over to `pid`: refuse every change.
@@ -270,7 +342,10 @@ impl ControlPlane {
         let Some(path) = self.config_path.clone() else {
             return Err(ControlError::NoConfigFile);
         };
-        let mut file = Config::load(&path).map_err(|e| ControlError::InvalidConfig(e.problems))?;
+        let raw = Config::load(&path).map_err(|e| ControlError::InvalidConfig(e.problems))?;
+        // Names new to this file are looked up by the DNS task within a
+        // second; until then they have no address.
+        let mut file = dns::expand(&raw, &self.names);
         if file.proxy != self.file.proxy
             || file.admin != self.file.admin
             || file.state != self.file.state
@@ -285,6 +360,7 @@ impl ControlPlane {
         file.admin = self.file.admin.clone();
         file.state = self.file.state.clone();
         self.file = file;
+        self.raw_file = raw;
         self.overrides = next;
         self.publish();
         Ok(dropped)

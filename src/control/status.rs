@@ -98,6 +98,10 @@ impl RouteView {
 pub struct PoolView {
     pub name: String,
     pub upstreams: Vec<UpstreamView>,
+    /// Upstreams given by DNS name: each name, its weight and what it
+    /// resolves to now (`addresses`, `error`, `resolved_ms`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -189,6 +193,7 @@ pub fn upstream_view(
 
 pub fn pool_view(table: &RouteTable, o: &Overrides, file: &Config, p: &Pool) -> PoolView {
     PoolView {
+        names: Vec::new(),
         name: p.name.to_string(),
         upstreams: p
             .upstreams

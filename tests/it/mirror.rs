@@ -176,6 +176,11 @@ async fn a_slow_mirror_does_not_delay_clients() {
         format!("http://{}/", plain.addrs()[0]),
         format!("http://{}/", mirrored.addrs()[0]),
     ];
+    // Warm up both: connections made, and the mirror's first 100 copies
+    // (its max_in_flight) sent and waiting on the slow upstream.
+    for url in &urls {
+        send(url.trim_end_matches('/'), "/", 120, 4).await;
+    }
     let tasks: Vec<_> = (0..2)
         .map(|c| {
             let urls = urls.clone();
@@ -209,10 +214,11 @@ async fn a_slow_mirror_does_not_delay_clients() {
         "a client waited {slowest:?}"
     );
     let (p99_without, p99_with) = (p99(&mut without), p99(&mut with));
-    // 10 %, plus 2 ms for the scheduling noise of a small shared machine;
-    // waiting on a copy would add 5 s.
+    // 10 %, plus 10 ms for the scheduling noise of a small shared machine
+    // running the other tests (a package build among them); waiting on a
+    // copy would add 5 s.
     assert!(
-        p99_with <= p99_without.mul_f64(1.10) + Duration::from_millis(2),
+        p99_with <= p99_without.mul_f64(1.10) + Duration::from_millis(10),
         "p99 with a slow mirror {p99_with:?}, without {p99_without:?}"
     );
     let m = mirror_of(&mirrored).await;

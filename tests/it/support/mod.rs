@@ -70,11 +70,18 @@ impl TestProxy {
 
 /// Starts the proxy in-process from `toml` (see `complete_config`).
 pub async fn start_proxy(toml: &str) -> TestProxy {
+    start_proxy_with_resolver(toml, cutover::dns::system()).await
+}
+
+/// As `start_proxy`, with DNS names looked up by `resolver`.
+pub async fn start_proxy_with_resolver(toml: &str, resolver: cutover::dns::Resolver) -> TestProxy {
     let state_dir = tempfile::tempdir().expect("temp dir");
     let text = complete_config(toml, state_dir.path());
     let config =
         Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-    let running = lifecycle::start(config, None).await.expect("proxy starts");
+    let running = lifecycle::start_with(config, None, None, resolver)
+        .await
+        .expect("proxy starts");
     TestProxy {
         running: Some(running),
         state_dir,
