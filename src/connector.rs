@@ -46,6 +46,8 @@ impl<B> RequestBodyType for B where
 pub struct Connector {
     tls: Result<Option<Arc<rustls::ClientConfig>>, String>,
     settings: Option<UpstreamTls>,
+    /// The TLS files' modification times when they were read.
+    stamp: Vec<Option<std::time::SystemTime>>,
     pub protocol: UpstreamProtocol,
 }
 
@@ -61,13 +63,22 @@ impl Connector {
         Connector {
             tls: built,
             settings: tls.cloned(),
+            stamp: tls
+                .map(crate::upstream_tls::files_stamp)
+                .unwrap_or_default(),
             protocol,
         }
     }
 
-    /// Is this the connector for these settings?
+    /// Is this the connector for these settings, and are its files as they
+    /// were read?
     pub fn is_for(&self, tls: Option<&UpstreamTls>, protocol: UpstreamProtocol) -> bool {
-        self.settings.as_ref() == tls && self.protocol == protocol
+        self.settings.as_ref() == tls
+            && self.protocol == protocol
+            && tls
+                .map(crate::upstream_tls::files_stamp)
+                .unwrap_or_default()
+                == self.stamp
     }
 
     pub fn is_tls(&self) -> bool {
@@ -134,6 +145,10 @@ pub enum ConnectError {
     Tls(String),
     #[error("{0}")]
     Handshake(#[source] hyper::Error),
+    /// An HTTP/2 stream the upstream refused or never opened (GOAWAY):
+    /// like a failed connect, nothing was processed.
+    #[error("not processed by the upstream: {0}")]
+    NotProcessed(String),
 }
 
 async fn handshake<I, B>(io: I, h2: bool, addr: SocketAddr) -> Result<Conn<B>, ConnectError>

@@ -60,8 +60,13 @@ impl Hysteresis {
     }
 }
 
-/// How a pool's upstreams are spoken to; a change restarts their checks.
-type Transport = (Option<UpstreamTls>, UpstreamProtocol);
+/// How a pool's upstreams are spoken to, with its TLS files' modification
+/// times; a change restarts their checks.
+type Transport = (
+    Option<UpstreamTls>,
+    UpstreamProtocol,
+    Vec<Option<std::time::SystemTime>>,
+);
 
 struct Task {
     state: Arc<UpstreamState>,
@@ -87,7 +92,12 @@ impl HealthChecks {
         let mut wanted = HashMap::new();
         for pool in table.pools() {
             let Some(config) = &pool.health else { continue };
-            let transport: Transport = (pool.tls.clone(), pool.protocol);
+            let stamp = pool
+                .tls
+                .as_ref()
+                .map(crate::upstream_tls::files_stamp)
+                .unwrap_or_default();
+            let transport: Transport = (pool.tls.clone(), pool.protocol, stamp);
             for u in &pool.upstreams {
                 wanted.insert(
                     (pool.name.to_string(), u.state.addr()),

@@ -52,6 +52,17 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// When each of the files `tls` names last changed: a config reload that
+/// finds a different stamp builds the client config again, so replaced
+/// CA or client certificate files take effect with the reload.
+pub fn files_stamp(tls: &UpstreamTls) -> Vec<Option<std::time::SystemTime>> {
+    [&tls.ca, &tls.client_cert, &tls.client_key]
+        .into_iter()
+        .flatten()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
 /// The name to send as SNI and verify: `sni`, else the address's IP.
 pub fn server_name(
     tls: &UpstreamTls,

@@ -91,6 +91,12 @@ impl UpstreamPool {
         })
     }
 
+    fn forget_h2(&self) {
+        if let Ok(mut h2) = self.h2.lock() {
+            *h2 = None;
+        }
+    }
+
     /// The shared HTTP/2 connection, if it is still open.
     fn shared_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
         let mut h2 = self.h2.lock().ok()?;
@@ -102,6 +108,20 @@ impl UpstreamPool {
             }
         }
     }
+}
+
+/// Did the upstream refuse the stream before processing it (RFC 9113
+/// §8.7: REFUSED_STREAM, or a stream above a GOAWAY's last stream id)?
+fn not_processed(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR));
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A connection lent to one request; back to its pool on [`release`].
@@ -240,12 +260,25 @@ impl ConnectionPools {
         *request.version_mut() = Version::HTTP_2;
         // HTTP/2 carries the host in :authority (RFC 9113 §8.3.1).
         request.headers_mut().remove(http::header::HOST);
-        sender.ready().await.map_err(SendError::Failed)?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(SendError::Failed)?;
-        Ok((response, self.lend(None, upstream)))
+        // A connection that closed (a GOAWAY, the upstream going away)
+        // before this stream opened sent nothing: the request may go
+        // elsewhere, and the next one opens a new connection.
+        if let Err(e) = sender.ready().await {
+            upstream.forget_h2();
+            return Err(SendError::Connect(ConnectError::NotProcessed(
+                e.to_string(),
+            )));
+        }
+        match sender.send_request(request).await {
+            Ok(response) => Ok((response, self.lend(None, upstream))),
+            Err(e) if not_processed(&e) => {
+                upstream.forget_h2();
+                Err(SendError::Connect(ConnectError::NotProcessed(
+                    e.to_string(),
+                )))
+            }
+            Err(e) => Err(SendError::Failed(e)),
+        }
     }
 
     fn take_idle(&self, pool: &UpstreamPool) -> Option<Sender> {

@@ -199,3 +199,91 @@ fn check_names_a_missing_ca_file() {
         "{stderr}"
     );
 }
+
+/// An h2c upstream whose connections can be told to go away (GOAWAY, then
+/// close once their streams finish), as a restarting server does.
+struct GoingAway {
+    addr: SocketAddr,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+    away: Arc<tokio::sync::Notify>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl GoingAway {
+    async fn start() -> GoingAway {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let away = Arc::new(tokio::sync::Notify::new());
+        let (h, a) = (Arc::clone(&hits), Arc::clone(&away));
+        let task = tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    // Going away: no new connections either.
+                    _ = a.notified() => break,
+                };
+                let Ok((stream, _)) = accepted else { break };
+                let (h, a) = (Arc::clone(&h), Arc::clone(&a));
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                        h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n")),
+                            ))
+                        }
+                    });
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = a.notified() => conn.as_mut().graceful_shutdown(),
+                    }
+                    let _ = conn.await;
+                });
+            }
+        });
+        GoingAway {
+            addr,
+            hits,
+            away,
+            _task: task,
+        }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Every connection sends GOAWAY; the listener closes.
+    fn go_away(&self) {
+        self.away.notify_waiters();
+    }
+}
+
+/// An h2 upstream that goes away (GOAWAY) under load: requests it did not
+/// process go to the other upstream, and none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_upstream_going_away_fails_no_request() {
+    let a = GoingAway::start().await;
+    let b = GoingAway::start().await;
+    let config = format!(
+        "[[route]]\nname = \"app\"\nsplit = {{ app = 1 }}\n[pool.app]\nprotocol = \"h2\"\nupstreams = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\n",
+        a.addr, b.addr
+    );
+    let proxy = start_proxy(&config).await;
+    let run = load(format!("http://{}/", proxy.addrs()[0]), 8);
+    wait_until("both upstreams serve", || async {
+        a.hits() > 200 && b.hits() > 200
+    })
+    .await;
+    a.go_away();
+    let after = b.hits();
+    wait_until("b carries on", || async { b.hits() > after + 500 }).await;
+    let (sent, failed) = run.finish().await;
+    assert!(sent > 500, "{sent}");
+    assert_eq!(failed, 0, "requests failed when an upstream went away");
+    proxy.stop().await;
+}
