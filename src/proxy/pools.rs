@@ -17,6 +17,7 @@
 //! of returning to a pool that is gone.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 
 use super::request_body::RequestBody;
-use crate::config::ProxySettings;
+use crate::config::{ProxySettings, UpstreamProtocol};
 use crate::connector::{Conn, ConnectError, Connector};
 use crate::routing::{Pool, RouteTable};
 
@@ -68,14 +69,38 @@ impl Idle {
     }
 }
 
+/// Streams cutover opens on one HTTP/2 connection before it opens another
+/// to the same upstream: the smallest `SETTINGS_MAX_CONCURRENT_STREAMS` a
+/// server should allow (RFC 9113 §6.5.2); hyper does not tell the peer's.
+pub const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// One multiplexed HTTP/2 connection and the streams open on it.
+struct H2Conn {
+    sender: http2::SendRequest<RequestBody>,
+    streams: Arc<AtomicUsize>,
+}
+
+/// A stream counted on its connection until its response ends.
+struct OpenStream(Arc<AtomicUsize>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The connections to one upstream of one pool: idle HTTP/1.1 ones, or
-/// the one multiplexed HTTP/2 connection.
+/// multiplexed HTTP/2 ones (one; another once each carries
+/// [`H2_STREAMS_PER_CONNECTION`] streams).
 struct UpstreamPool {
     addr: SocketAddr,
     pool: Arc<str>,
     connector: Connector,
     idle: Mutex<Vec<Idle>>,
-    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    h2: Mutex<Vec<H2Conn>>,
+    /// Held while an HTTP/2 (or ALPN-decided) connection is being made, so
+    /// a burst of requests waits for it rather than each opening its own.
+    connecting: tokio::sync::Mutex<()>,
     draining: bool,
 }
 
@@ -86,27 +111,40 @@ impl UpstreamPool {
             pool: Arc::clone(&pool.name),
             connector: Connector::new(&pool.name, pool.tls.as_ref(), pool.protocol),
             idle: Mutex::new(Vec::new()),
-            h2: Mutex::new(None),
+            h2: Mutex::new(Vec::new()),
+            connecting: tokio::sync::Mutex::new(()),
             draining,
         })
     }
 
-    fn forget_h2(&self) {
-        if let Ok(mut h2) = self.h2.lock() {
-            *h2 = None;
+    fn forget_h2(&self, stream: &OpenStream) {
+        if let Ok(mut conns) = self.h2.lock() {
+            conns.retain(|c| !Arc::ptr_eq(&c.streams, &stream.0));
         }
     }
 
-    /// The shared HTTP/2 connection, if it is still open.
-    fn shared_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
-        let mut h2 = self.h2.lock().ok()?;
-        match &*h2 {
-            Some(s) if !s.is_closed() => Some(s.clone()),
-            _ => {
-                *h2 = None;
-                None
-            }
+    /// An open HTTP/2 connection with room for one more stream, the
+    /// stream counted.
+    fn shared_h2(&self) -> Option<(http2::SendRequest<RequestBody>, OpenStream)> {
+        let mut conns = self.h2.lock().ok()?;
+        conns.retain(|c| !c.sender.is_closed());
+        let conn = conns
+            .iter()
+            .find(|c| c.streams.load(Ordering::Acquire) < H2_STREAMS_PER_CONNECTION)?;
+        conn.streams.fetch_add(1, Ordering::AcqRel);
+        Some((conn.sender.clone(), OpenStream(Arc::clone(&conn.streams))))
+    }
+
+    /// A new HTTP/2 connection, shared from now on; its first stream counted.
+    fn add_h2(&self, sender: &http2::SendRequest<RequestBody>) -> OpenStream {
+        let streams = Arc::new(AtomicUsize::new(1));
+        if let Ok(mut conns) = self.h2.lock() {
+            conns.push(H2Conn {
+                sender: sender.clone(),
+                streams: Arc::clone(&streams),
+            });
         }
+        OpenStream(streams)
     }
 }
 
@@ -130,6 +168,8 @@ fn not_processed(e: &hyper::Error) -> bool {
 /// [`release`]: PooledConnection::release
 pub struct PooledConnection {
     sender: Option<Sender>,
+    /// An HTTP/2 stream, counted on its connection until this is dropped.
+    stream: Option<OpenStream>,
     pool: Weak<UpstreamPool>,
     max_idle: usize,
 }
@@ -188,8 +228,8 @@ impl ConnectionPools {
         // An upstream not in the synced pools yet (a race with a rebuild):
         // a pool of its own that nothing keeps, so nothing is reused.
         let upstream = found.unwrap_or_else(|| UpstreamPool::new(pool, addr, false));
-        if let Some(h2) = upstream.shared_h2() {
-            return self.send_h2(&upstream, h2, request).await;
+        if let Some((h2, stream)) = upstream.shared_h2() {
+            return self.send_h2(&upstream, h2, stream, request).await;
         }
         loop {
             let Some(mut sender) = self.take_idle(&upstream) else {
@@ -207,6 +247,19 @@ impl ConnectionPools {
                 },
             }
         }
+        // A multiplexed connection may be on its way: wait for it, then
+        // use it if it has room.
+        let gate = match upstream.connector.protocol {
+            UpstreamProtocol::Http1 => None,
+            _ => {
+                let gate = upstream.connecting.lock().await;
+                if let Some((h2, stream)) = upstream.shared_h2() {
+                    drop(gate);
+                    return self.send_h2(&upstream, h2, stream, request).await;
+                }
+                Some(gate)
+            }
+        };
         // Boxed: connecting is the rare path and its future is large.
         let conn = Box::pin(
             upstream
@@ -217,6 +270,7 @@ impl ConnectionPools {
         .map_err(SendError::Connect)?;
         match conn {
             Conn::H1(mut sender) => {
+                drop(gate);
                 let response = sender
                     .send_request(request)
                     .await
@@ -224,10 +278,9 @@ impl ConnectionPools {
                 Ok((response, self.lend(Some(sender), &upstream)))
             }
             Conn::H2(sender) => {
-                if let Ok(mut shared) = upstream.h2.lock() {
-                    *shared = Some(sender.clone());
-                }
-                self.send_h2(&upstream, sender, request).await
+                let stream = upstream.add_h2(&sender);
+                drop(gate);
+                self.send_h2(&upstream, sender, stream, request).await
             }
         }
     }
@@ -238,6 +291,7 @@ impl ConnectionPools {
         &self,
         upstream: &Arc<UpstreamPool>,
         mut sender: http2::SendRequest<RequestBody>,
+        stream: OpenStream,
         mut request: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, PooledConnection), SendError> {
         let scheme = if upstream.connector.is_tls() {
@@ -264,15 +318,19 @@ impl ConnectionPools {
         // before this stream opened sent nothing: the request may go
         // elsewhere, and the next one opens a new connection.
         if let Err(e) = sender.ready().await {
-            upstream.forget_h2();
+            upstream.forget_h2(&stream);
             return Err(SendError::Connect(ConnectError::NotProcessed(
                 e.to_string(),
             )));
         }
         match sender.send_request(request).await {
-            Ok(response) => Ok((response, self.lend(None, upstream))),
+            Ok(response) => {
+                let mut lent = self.lend(None, upstream);
+                lent.stream = Some(stream);
+                Ok((response, lent))
+            }
             Err(e) if not_processed(&e) => {
-                upstream.forget_h2();
+                upstream.forget_h2(&stream);
                 Err(SendError::Connect(ConnectError::NotProcessed(
                     e.to_string(),
                 )))
@@ -294,6 +352,7 @@ impl ConnectionPools {
     fn lend(&self, sender: Option<Sender>, pool: &Arc<UpstreamPool>) -> PooledConnection {
         PooledConnection {
             sender,
+            stream: None,
             pool: Arc::downgrade(pool),
             max_idle: self.settings.upstream_max_idle,
         }

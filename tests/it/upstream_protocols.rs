@@ -49,6 +49,26 @@ async fn h2c_upstream_carries_concurrent_requests_on_one_connection() {
     proxy.stop().await;
 }
 
+/// Past 100 streams open on its connection, an upstream gets a second
+/// HTTP/2 connection rather than a queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upstream_gets_another_connection_past_100_open_streams() {
+    let up = TestUpstream::start("app").await;
+    let proxy = start_proxy(&one_pool(up.addr, "protocol = \"h2\"")).await;
+    let url = format!("http://{}/slow?ms=1500", proxy.addrs()[0]);
+    let tasks: Vec<_> = (0..150)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&http1_client(), &url).await.0 })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(up.connections(), 2, "150 streams: two connections");
+    proxy.stop().await;
+}
+
 /// A TLS upstream (rustls, ALPN h2 and http/1.1) answering each request
 /// with the HTTP version it came in.
 struct TlsUpstream {
