@@ -47,20 +47,7 @@ pub const GRPC_HEALTH_PATH: &str = "/grpc.health.v1.Health/Check";
 /// `health = { path, interval, timeout, rise, fall }`, or `{ grpc = true, … }`.
 pub fn read_health(pool: &mut Table<'_>, problems: &mut Problems) -> Option<HealthConfig> {
     let mut t = pool.table("health", problems)?;
-    let grpc = match t.get("grpc") {
-        None => false,
-        Some(v) => match v.get_ref() {
-            DeValue::Boolean(b) => *b,
-            other => {
-                problems.push(
-                    v.span(),
-                    &t.child("grpc"),
-                    format!("expected true or false, found {}", other.type_str()),
-                );
-                false
-            }
-        },
-    };
+    let grpc = t.bool("grpc", problems).unwrap_or(false);
     // A gRPC check calls grpc.health.v1.Health/Check: no path to give.
     let path = if grpc {
         GRPC_HEALTH_PATH.to_string()

@@ -134,7 +134,7 @@ impl Matchers {
 }
 
 /// The `name=value` pairs of every `Cookie` header (HTTP/2 may send several).
-fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+pub fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(http::header::COOKIE)
         .iter()

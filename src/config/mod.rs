@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 
-pub use matchers::{Matchers, ValueMatch};
+pub use matchers::{Matchers, ValueMatch, cookies};
 pub use mirror::{Compare, MirrorConfig, MirrorTarget};
 pub use rollout_spec::{Analysis, RolloutSpec, SpecError, Webhooks, parse_spec};
 pub use split::{MAX_WEIGHT, Split, SplitError, WeightError, weight};

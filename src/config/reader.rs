@@ -116,6 +116,21 @@ impl<'a> Table<'a> {
         self.str(key, problems)
     }
 
+    pub fn bool(&mut self, key: &'a str, problems: &mut Problems) -> Option<bool> {
+        let value = self.get(key)?;
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                problems.push(
+                    value.span(),
+                    &self.child(key),
+                    format!("expected true or false, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
     pub fn int(&mut self, key: &'a str, problems: &mut Problems) -> Option<Spanned<i64>> {
         let value = self.get(key)?;
         int_value(value, &self.child(key), problems)

@@ -114,20 +114,7 @@ fn read_tls(pool: &mut Table<'_>, problems: &mut Problems) -> Option<UpstreamTls
     let ca = file(&mut t, "ca", problems);
     let client_cert = file(&mut t, "client_cert", problems);
     let client_key = file(&mut t, "client_key", problems);
-    let insecure_skip_verify = match t.get("insecure_skip_verify") {
-        None => false,
-        Some(v) => match v.get_ref() {
-            DeValue::Boolean(b) => *b,
-            other => {
-                problems.push(
-                    v.span(),
-                    &t.child("insecure_skip_verify"),
-                    format!("expected true or false, found {}", other.type_str()),
-                );
-                false
-            }
-        },
-    };
+    let insecure_skip_verify = t.bool("insecure_skip_verify", problems).unwrap_or(false);
     if client_cert.is_some() != client_key.is_some() {
         problems.push(
             t.span(),

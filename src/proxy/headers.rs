@@ -44,7 +44,9 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 /// Removes hop-by-hop headers. With `upgrade`, keeps `Upgrade` and sends
 /// `Connection: upgrade`, so the upgrade handshake reaches the other side.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+/// Returns whether a `TE` header named `trailers` (then the request's
+/// sender takes trailers, which gRPC needs said to its server).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) -> bool {
     // One pass over the names finds which fixed hop-by-hop headers are
     // there (usually just `Connection`): cheaper than eight removals that
     // each hash a name.
@@ -56,8 +58,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         }
     }
     if present == 0 {
-        return;
+        return false;
     }
+    // Index 3 of `fixed_hop_by_hop` is TE.
+    let trailers = present & (1 << 3) != 0
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     let upgrade_value = if upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
@@ -90,6 +100,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         headers.insert(header::UPGRADE, value);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    trailers
 }
 
 fn via_value(version: Version) -> HeaderValue {
@@ -122,14 +133,7 @@ pub fn prepare_request(
 ) {
     // `TE: trailers` says the client takes trailers (gRPC needs it to reach
     // the server, and HTTP/2 allows no other TE): it is kept, alone.
-    let trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    remove_hop_by_hop(headers, upgrade);
-    if trailers {
+    if remove_hop_by_hop(headers, upgrade) {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     // An absolute-form target (HTTP/1.1) or :authority (HTTP/2) is the host
@@ -207,9 +211,25 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("x-kept", "yes"),
         ]);
-        remove_hop_by_hop(&mut h, false);
+        assert!(remove_hop_by_hop(&mut h, false), "TE named trailers");
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn te_trailers_alone_reaches_the_upstream() {
+        let uri: Uri = "/x".parse().unwrap();
+        let ip = forwarded_for_value("127.0.0.2".parse().unwrap());
+        for (te, kept) in [
+            ("trailers", true),
+            ("gzip, Trailers", true),
+            ("gzip", false),
+        ] {
+            let mut h = map(&[("te", te), ("connection", "te")]);
+            prepare_request(&mut h, &uri, Version::HTTP_11, &ip, "http", false);
+            assert_eq!(h.get("te").is_some_and(|v| v == "trailers"), kept, "{te}");
+            assert!(h.get("connection").is_none());
+        }
     }
 
     #[test]

@@ -495,14 +495,9 @@ fn is_grpc(req: &Request<Incoming>) -> bool {
 
 /// The value of cookie `name` in the request's `Cookie` headers.
 fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
+    crate::config::cookies(headers)
         .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
+        .map(|(_, v)| v)
 }
 
 /// The request as it goes to upstreams: prepared once, sent on each attempt.

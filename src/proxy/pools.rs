@@ -228,7 +228,10 @@ impl ConnectionPools {
         // An upstream not in the synced pools yet (a race with a rebuild):
         // a pool of its own that nothing keeps, so nothing is reused.
         let upstream = found.unwrap_or_else(|| UpstreamPool::new(pool, addr, false));
-        if let Some((h2, stream)) = upstream.shared_h2() {
+        // HTTP/1.1 pools (most) skip the HTTP/2 lock entirely.
+        if upstream.connector.protocol != UpstreamProtocol::Http1
+            && let Some((h2, stream)) = upstream.shared_h2()
+        {
             return self.send_h2(&upstream, h2, stream, request).await;
         }
         loop {
