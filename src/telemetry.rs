@@ -6,8 +6,14 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+/// The log filter without `CUTOVER_LOG`. rustls warns for things any
+/// client can do on every connection (an IP address as SNI, as wrk, curl
+/// to an IP and many health checkers send): only its errors are kept, so
+/// clients cannot flood the log.
+const DEFAULT_LOG: &str = "info,rustls=error";
+
 pub fn init_logging() {
-    let filter = EnvFilter::try_from_env("CUTOVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("CUTOVER_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

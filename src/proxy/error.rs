@@ -16,6 +16,10 @@ pub enum ProxyError {
     /// and the connection closed.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The client's request body could not be read: a malformed chunk,
+    /// a body cut short. Answered 400 and the connection closed.
+    #[error("malformed request body: {0}")]
+    ClientBody(String),
     #[error("no route matches host {host:?} and path {path:?}")]
     NoRoute { host: Option<String>, path: String },
     #[error("route {route}: no eligible upstream")]
@@ -51,9 +55,10 @@ pub enum Side {
 impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::NoRoute { .. } | ProxyError::ConnectMethod | ProxyError::BadRequest(_) => {
-                Side::Client
-            }
+            ProxyError::NoRoute { .. }
+            | ProxyError::ConnectMethod
+            | ProxyError::BadRequest(_)
+            | ProxyError::ClientBody(_) => Side::Client,
             ProxyError::NoEligibleUpstream { .. } => Side::Proxy,
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
@@ -90,6 +95,10 @@ impl ProxyError {
                 "CONNECT is not supported: this is a reverse proxy",
             ),
             ProxyError::BadRequest(why) => (StatusCode::BAD_REQUEST, why),
+            ProxyError::ClientBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "the request body is malformed (e.g. a bad chunk)",
+            ),
             ProxyError::NoEligibleUpstream { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy upstream is available for this route",

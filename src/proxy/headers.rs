@@ -11,6 +11,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Headers that describe one connection, never forwarded.
 fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
@@ -26,11 +27,47 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
     ]
 }
 
-/// Is this an HTTP/1.1 protocol upgrade request (e.g. WebSocket)?
+/// Is this an HTTP/1.1 WebSocket upgrade request? Only WebSocket is
+/// forwarded: any other `Upgrade` (`h2c` above all, a known way to tunnel
+/// past a proxy) is removed with the other hop-by-hop headers.
 pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
     version == Version::HTTP_11
-        && headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
         && connection_has(headers, "upgrade")
+}
+
+/// A `Host` (or authority) a server may accept: `host[:port]` with a
+/// reg-name, IPv4 or bracketed IPv6 host and no userinfo (RFC 9110 §7.2,
+/// RFC 3986 §3.2.2).
+pub fn valid_host(value: &str) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((ip, after)) => {
+                if ip.parse::<std::net::Ipv6Addr>().is_err() {
+                    return false;
+                }
+                ("", after.strip_prefix(':'))
+            }
+            None => return false,
+        }
+    } else {
+        match value.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (value, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit()) && p.len() <= 5);
+    // reg-name: unreserved / pct-encoded / sub-delims (no '@', no ':').
+    let host_ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b))
+        && (value.starts_with('[') || !host.is_empty());
+    port_ok && host_ok
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -99,6 +136,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) -> bool {
     if let Some(value) = upgrade_value {
         headers.insert(header::UPGRADE, value);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else if present & (1 << 6) != 0 {
+        // An upgrade not forwarded (h2c): its settings go too, named in
+        // Connection or not.
+        headers.remove(&HTTP2_SETTINGS);
     }
     trailers
 }
@@ -230,6 +271,48 @@ mod tests {
             assert_eq!(h.get("te").is_some_and(|v| v == "trailers"), kept, "{te}");
             assert!(h.get("connection").is_none());
         }
+    }
+
+    #[test]
+    fn hosts_with_userinfo_or_odd_characters_are_invalid() {
+        for ok in [
+            "app.test",
+            "app.test:8080",
+            "127.0.0.1:80",
+            "[::1]:8443",
+            "[::1]",
+            "a-b_c~d",
+        ] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in [
+            "user@app.test",
+            "a b",
+            "app.test:80x",
+            "[::1",
+            "[zz]:80",
+            "",
+            ":80",
+            "a/b",
+            "a\\b",
+        ] {
+            assert!(!valid_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_websocket_upgrades_go_through() {
+        let mut h = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+        ]);
+        assert!(!is_upgrade_request(Version::HTTP_11, &h));
+        remove_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = map(&[("upgrade", "h2c"), ("http2-settings", "AAMA")]);
+        remove_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "unnamed HTTP2-Settings go too: {h:?}");
     }
 
     #[test]

@@ -333,6 +333,13 @@ impl Proxy {
             self.pools.send(pool, addr, request),
         )
         .await;
+        // The client's own body failing (a malformed chunk) is no
+        // upstream's fault: a 400, not counted against the upstream.
+        if let Ok(Err(SendError::Failed(e))) = &sent
+            && e.is_user()
+        {
+            return Err(ProxyError::ClientBody(e.to_string()));
+        }
         let ok = matches!(&sent, Ok(Ok((r, _))) if !r.status().is_server_error());
         self.record_outcome(table, pick, ok);
         match sent {
@@ -451,16 +458,21 @@ fn answer_locally(
 /// hyper frames by Transfer-Encoding, drops Content-Length and closes the
 /// connection after the response (§6.1; tested in failures.rs).
 fn check_host(req: &Request<Incoming>) -> Result<(), ProxyError> {
+    if req
+        .uri()
+        .authority()
+        .is_some_and(|a| !headers::valid_host(a.as_str()))
+    {
+        return Err(ProxyError::BadRequest(
+            "invalid authority (userinfo, or characters a host cannot have)",
+        ));
+    }
     let headers = req.headers();
     let mut hosts = headers.get_all(http::header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err(ProxyError::BadRequest("more than one Host header")),
         (Some(h), None) => {
-            let Some(host) = h
-                .to_str()
-                .ok()
-                .filter(|h| h.parse::<http::uri::Authority>().is_ok())
-            else {
+            let Some(host) = h.to_str().ok().filter(|h| headers::valid_host(h)) else {
                 return Err(ProxyError::BadRequest("invalid Host header"));
             };
             // HTTP/2: a Host naming another server than :authority makes

@@ -204,3 +204,50 @@ async fn hostile_requests_get_4xx_and_others_are_unaffected() {
     assert_eq!(up.hits(), 2);
     proxy.stop().await;
 }
+
+/// A Host with userinfo is 400; an h2c upgrade is stripped (no tunnel
+/// opens, the upstream sees a plain request); a malformed chunk from the
+/// client is its 400, not the upstream's 502.
+#[tokio::test]
+async fn userinfo_hosts_h2c_upgrades_and_bad_chunks() {
+    let up = TestUpstream::start("up").await;
+    let proxy = start_proxy(&split_config(&[("p", 1, &[up.addr])], "")).await;
+    let addr = proxy.addrs()[0];
+    for bad in [
+        &b"GET / HTTP/1.1\r\nHost: user@app.test\r\n\r\n"[..],
+        b"GET http://user@app.test/ HTTP/1.1\r\nHost: app.test\r\n\r\n",
+    ] {
+        let (head, closed) = raw(addr, bad).await;
+        assert!(
+            head.starts_with("HTTP/1.1 400") && closed,
+            "{:?} → {head}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    assert_eq!(up.hits(), 0);
+
+    let h2c = b"GET /headers HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(h2c).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&out).contains("x-forwarded-proto") {
+        let n = tokio::time::timeout(DEADLINE, s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(
+        !answer.contains("upgrade: h2c") && !answer.contains("http2-settings"),
+        "the upstream saw the upgrade: {answer}"
+    );
+
+    let bad_chunk = b"POST /upload HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
+    let (head, closed) = raw(addr, bad_chunk).await;
+    assert!(head.starts_with("HTTP/1.1 400") && closed, "{head}");
+    proxy.stop().await;
+}
