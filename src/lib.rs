@@ -13,6 +13,8 @@ pub mod control;
 pub mod demo;
 pub mod dns;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod health;
 pub mod instance;
 pub mod lifecycle;

@@ -13,7 +13,8 @@ use tracing_subscriber::EnvFilter;
 const DEFAULT_LOG: &str = "info,rustls=error";
 
 pub fn init_logging() {
-    let filter = EnvFilter::try_from_env("CUTOVER_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
+    let filter =
+        EnvFilter::try_from_env("CUTOVER_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

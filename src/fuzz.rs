@@ -1,0 +1,176 @@
+//! Property tests that throw arbitrary input at every parser a user, peer
+//! or file can reach — the config reader, admin JSON bodies (split, mirror,
+//! rollout), the sticky-cookie opener, the Host check and header rewriting
+//! — and assert they answer with an error, never a panic, and that what
+//! they accept keeps their rules. Bounded for CI (`PROPTEST_CASES`, 256 by
+//! default, ~10 s in all); a longer run: `PROPTEST_CASES=200000 cargo test
+//! --lib fuzz::` (docs/conformance.md). A case a run finds goes in as a
+//! regression test beside the code it broke.
+
+use proptest::prelude::*;
+
+use crate::balance::sticky::StickyKey;
+use crate::config::{Config, parse_spec};
+use crate::proxy::headers::{forwarded_for_value, prepare_request, valid_host};
+
+/// TOML-shaped text: real section and key names with arbitrary values,
+/// and some noise, so the reader gets far past the syntax check.
+fn toml_like() -> impl Strategy<Value = String> {
+    let key = prop_oneof![
+        "bind",
+        "name",
+        "split",
+        "upstreams",
+        "addr",
+        "weight",
+        "health",
+        "path",
+        "interval",
+        "timeout",
+        "hosts",
+        "path_prefix",
+        "sticky",
+        "mirror",
+        "pool",
+        "percent",
+        "headers",
+        "cookies",
+        "query",
+        "regex",
+        "present",
+        "tls",
+        "protocol",
+        "dns_refresh",
+        "rollout",
+        "steps",
+        "max_body",
+        "compare",
+        "token_file",
+        "dir",
+        "workers",
+        "retries",
+    ];
+    let value = prop_oneof![
+        Just("\"127.0.0.1:1\"".to_string()),
+        Just("\"app.internal:80\"".to_string()),
+        Just("true".to_string()),
+        Just("{ a = 1 }".to_string()),
+        Just("[1, 2, 100]".to_string()),
+        Just("\"30s\"".to_string()),
+        Just("{ regex = \"(\" }".to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        "\"[ -~]{0,12}\"",
+        "[ -~]{0,8}",
+    ];
+    let line = (key, value).prop_map(|(k, v)| format!("{k} = {v}"));
+    let section = prop_oneof![
+        Just("[[listener]]"),
+        Just("[[route]]"),
+        Just("[pool.a]"),
+        Just("[pool.b]"),
+        Just("[admin]"),
+        Just("[state]"),
+        Just("[proxy]"),
+    ];
+    proptest::collection::vec((section, proptest::collection::vec(line, 0..5)), 0..6).prop_map(
+        |sections| {
+            sections
+                .into_iter()
+                .map(|(s, lines)| format!("{s}\n{}\n", lines.join("\n")))
+                .collect()
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn fuzz_config_reader_never_panics(text in prop_oneof![toml_like(), "\\PC{0,300}"]) {
+        match Config::parse("f.toml", &text) {
+            Ok(_) => {}
+            Err(e) => {
+                prop_assert!(!e.problems.is_empty());
+                for p in &e.problems {
+                    prop_assert!(p.starts_with("f.toml:"), "{p}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fuzz_rollout_bodies_never_panic(body in json_value()) {
+        if let Err(e) = parse_spec(&body, None) {
+            prop_assert!(!e.field.is_empty(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn fuzz_sticky_cookies_never_open_unless_sealed(value in "\\PC{0,120}", now in any::<u64>()) {
+        let key = StickyKey::new([3; 32]);
+        prop_assert!(key.open(&value, now).is_none());
+    }
+
+    #[test]
+    fn fuzz_accepted_hosts_are_authorities_without_userinfo(value in "\\PC{0,40}") {
+        if valid_host(&value) {
+            prop_assert!(!value.contains('@'));
+            prop_assert!(value.parse::<http::uri::Authority>().is_ok(), "{value}");
+        }
+    }
+
+    #[test]
+    fn fuzz_request_rewriting_leaves_no_hop_by_hop_header(
+        headers in proptest::collection::vec(("[a-zA-Z-]{1,16}", "[ -~]{0,24}"), 0..12),
+    ) {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in &headers {
+            if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+                map.append(k, v);
+            }
+        }
+        let uri: http::Uri = "/".parse().unwrap();
+        let ip = forwarded_for_value("10.0.0.1".parse().unwrap());
+        prepare_request(&mut map, &uri, http::Version::HTTP_11, &ip, "http", false);
+        for name in ["connection", "keep-alive", "proxy-connection", "trailer", "transfer-encoding", "upgrade", "proxy-authorization", "http2-settings"] {
+            prop_assert!(!map.contains_key(name), "{name} left in {map:?}");
+        }
+        prop_assert!(map.get("te").is_none_or(|v| v == "trailers"));
+    }
+}
+
+/// Arbitrary JSON, nested a little, with the rollout body's field names.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        "[ -~]{0,10}".prop_map(Value::from),
+        Just(Value::from("green")),
+        Just(Value::from("30s")),
+        Just(Value::from("canary-10-5m")),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        let field = prop_oneof![
+            "to",
+            "steps",
+            "preset",
+            "interval",
+            "analysis",
+            "max_error_rate",
+            "min_requests",
+            "check_every",
+            "approval",
+            "webhooks",
+            "pre",
+            "timeout",
+            "max_p99_ratio",
+        ];
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map(field, inner, 0..6).prop_map(|m| {
+                serde_json::Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            }),
+        ]
+    })
+}
