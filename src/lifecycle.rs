@@ -103,6 +103,7 @@ pub async fn start_with(
     crate::upstream_tls::check(&config.pools).map_err(|p| Error::Tls(p.join("\n")))?;
     let admin_bind = config.admin.bind;
     let token_file = config.admin.token_file.clone();
+    let read_token_file = config.admin.read_token_file.clone();
     let proxy_settings = config.proxy.clone();
     let shutdown_timeout = config.proxy.shutdown_timeout;
     let upgrade_timeout = config.proxy.upgrade_timeout;
@@ -214,6 +215,7 @@ pub async fn start_with(
         Arc::clone(&instance),
         Arc::clone(&routing),
         token_file.as_deref(),
+        read_token_file.as_deref(),
         upgrader.clone(),
     )?;
     tracing::info!(addr = %admin_addr, "admin API listening");

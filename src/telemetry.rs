@@ -45,6 +45,9 @@ pub mod names {
     /// Health verdict changes.
     pub const UPSTREAM_HEALTH_TRANSITIONS_TOTAL: &str = "cutover_upstream_health_transitions_total";
     pub const ROUTE_WEIGHT: &str = "cutover_route_weight";
+    /// Admin API calls refused for a missing or wrong token (or over the
+    /// failure limit).
+    pub const ADMIN_AUTH_FAILURES_TOTAL: &str = "cutover_admin_auth_failures_total";
     /// Shadow copies by outcome: `same`, `differs`, `failed`, `skipped`.
     pub const MIRROR_TOTAL: &str = "cutover_mirror_total";
     /// Extra: client connections open now.
@@ -167,6 +170,10 @@ fn describe() {
     describe_counter!(
         names::UPSTREAM_HEALTH_TRANSITIONS_TOTAL,
         "Health verdict changes from active checks"
+    );
+    describe_counter!(
+        names::ADMIN_AUTH_FAILURES_TOTAL,
+        "Admin API calls refused for a missing or wrong token"
     );
     describe_counter!(
         names::MIRROR_TOTAL,

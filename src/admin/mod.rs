@@ -8,6 +8,7 @@
 // so the size of that `Err` costs nothing worth boxing for.
 #![allow(clippy::result_large_err)]
 
+mod auth;
 pub mod ctl;
 mod history;
 mod metrics_page;
@@ -48,8 +49,7 @@ pub struct Admin {
     instance: Arc<Mutex<Instance>>,
     /// For scrapes, which need no lock.
     routing: Arc<crate::routing::Routing>,
-    token: Option<Vec<u8>>,
-    token_id: Option<String>,
+    auth: auth::Auth,
     ready: AtomicBool,
     /// Last sample for the status page's rates.
     rates: Mutex<page::Rates>,
@@ -63,43 +63,22 @@ pub struct Admin {
 
 type Reply = Response<Full<Bytes>>;
 
-#[derive(Debug, thiserror::Error)]
-#[error("admin token file {path}: {reason}")]
-pub struct TokenError {
-    path: String,
-    reason: String,
-}
+pub use auth::TokenError;
 
 impl Admin {
     pub fn new(
         instance: Arc<Mutex<Instance>>,
         routing: Arc<crate::routing::Routing>,
         token_file: Option<&std::path::Path>,
+        read_token_file: Option<&std::path::Path>,
         upgrader: Option<Arc<Upgrader>>,
     ) -> Result<Arc<Admin>, TokenError> {
-        let (token, token_id) = match token_file {
-            None => (None, None),
-            Some(path) => {
-                let err = |reason: String| TokenError {
-                    path: path.display().to_string(),
-                    reason,
-                };
-                let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-                let token = text.trim();
-                if token.is_empty() {
-                    return Err(err("the file is empty".into()));
-                }
-                (
-                    Some(token.as_bytes().to_vec()),
-                    Some(path.display().to_string()),
-                )
-            }
-        };
+        let operate = token_file.map(auth::Token::load).transpose()?;
+        let read = read_token_file.map(auth::Token::load).transpose()?;
         Ok(Arc::new(Admin {
             instance,
             routing,
-            token,
-            token_id,
+            auth: auth::Auth::new(operate, read),
             ready: AtomicBool::new(false),
             rates: Mutex::new(page::Rates::default()),
             history: history::History::default(),
@@ -226,12 +205,21 @@ impl Admin {
             ["readyz"] => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
             ["metrics"] => metrics_page::render(&self.routing.load()),
             ["api", "v1", rest @ ..] => {
-                if let Err(reply) = self.authorize(&req) {
-                    return reply;
+                let role = match self.authorize(&req, peer).await {
+                    Ok(role) => role,
+                    Err(reply) => return reply,
+                };
+                // A read token sees state; changing it needs an operate one.
+                if role.0 == auth::Role::Read && req.method() != Method::GET {
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        "this token may only read (GET /api/v1/status); changes need the admin.token_file token",
+                    );
                 }
                 let caller = Caller {
                     peer: peer.to_string(),
-                    token: self.token_id.clone(),
+                    token: role.1,
                 };
                 let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
                 self.api(req, &rest, &caller).await
@@ -240,37 +228,59 @@ impl Admin {
         }
     }
 
-    fn authorize(&self, req: &Request<Incoming>) -> Result<(), Reply> {
-        let Some(token) = &self.token else {
-            return Ok(());
-        };
+    /// The caller's role and token file, or the 401/429 answer. Each
+    /// refusal is counted and audited (a peer over the limit is answered
+    /// 429 without more audit lines).
+    async fn authorize(
+        &self,
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<(auth::Role, Option<String>), Reply> {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match presented {
-            None => Err(error(
+            .and_then(|v| v.to_str().ok());
+        let denied = match self.auth.check(peer.ip(), presented) {
+            Ok((role, file)) => return Ok((role, file.map(str::to_string))),
+            Err(denied) => denied,
+        };
+        metrics::counter!(crate::telemetry::names::ADMIN_AUTH_FAILURES_TOTAL).increment(1);
+        let reply = match denied {
+            auth::Denied::Limited(wait) => {
+                let mut reply = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_failures",
+                    format!(
+                        "too many failed attempts from {}: try again in {wait} s",
+                        peer.ip()
+                    ),
+                );
+                if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                    reply.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return Err(reply);
+            }
+            auth::Denied::Missing => error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "missing \"Authorization: Bearer <token>\" header",
-            )),
-            // Constant time, so the token cannot be guessed byte by byte.
-            Some(p)
-                if bool::from(subtle::ConstantTimeEq::ct_eq(
-                    p.as_bytes(),
-                    token.as_slice(),
-                )) =>
-            {
-                Ok(())
-            }
-            Some(_) => Err(error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "wrong token",
-            )),
-        }
+            ),
+            auth::Denied::Wrong => error(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token"),
+        };
+        let caller = Caller {
+            peer: peer.to_string(),
+            token: None,
+        };
+        let why = match denied {
+            auth::Denied::Missing => "refused: no token",
+            _ => "refused: wrong token",
+        };
+        self.instance
+            .lock()
+            .await
+            .plane
+            .audit_auth_failure(&caller, req.uri().path(), why);
+        Err(reply)
     }
 
     async fn api(&self, req: Request<Incoming>, rest: &[String], caller: &Caller) -> Reply {

@@ -57,7 +57,10 @@ pub struct TlsFiles {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub bind: SocketAddr,
+    /// The operate token: every call.
     pub token_file: Option<PathBuf>,
+    /// A read-only token: `GET /api/v1/status`.
+    pub read_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -107,6 +107,7 @@ fn read_admin(top: &mut Table<'_>, problems: &mut Problems) -> AdminConfig {
     let mut admin = AdminConfig {
         bind: DEFAULT_ADMIN_BIND.into(),
         token_file: None,
+        read_token_file: None,
     };
     let Some(mut t) = top.table("admin", problems) else {
         return admin;
@@ -116,6 +117,9 @@ fn read_admin(top: &mut Table<'_>, problems: &mut Problems) -> AdminConfig {
         .and_then(|s| Some((s.span(), parse_addr(s, &t.child("bind"), problems)?)));
     admin.token_file = t
         .str("token_file", problems)
+        .map(|s| PathBuf::from(*s.get_ref()));
+    admin.read_token_file = t
+        .str("read_token_file", problems)
         .map(|s| PathBuf::from(*s.get_ref()));
     if let Some((span, addr)) = bind {
         admin.bind = addr;

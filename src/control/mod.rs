@@ -366,6 +366,11 @@ impl ControlPlane {
         Ok(dropped)
     }
 
+    /// A refused admin call (no or wrong token), in the audit log.
+    pub fn audit_auth_failure(&self, caller: &Caller, path: &str, why: &str) {
+        self.audit(caller, "auth_failed", path, Value::Null, Value::Null, why);
+    }
+
     fn audit_dropped(&self, caller: &Caller, dropped: &[String]) {
         for reason in dropped {
             tracing::warn!(%reason, "runtime change dropped: the config file changed the same value");

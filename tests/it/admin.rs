@@ -235,6 +235,57 @@ async fn token_is_required_when_configured() {
     proxy.stop().await;
 }
 
+/// A read token sees status and changes nothing; failed attempts are
+/// audited and, past a burst, answered 429 for that peer — even with the
+/// right token — until the window ends.
+#[tokio::test]
+async fn read_tokens_and_the_failure_limit() {
+    let blue = TestUpstream::start("blue").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (operate, read) = (dir.path().join("operate"), dir.path().join("read"));
+    std::fs::write(&operate, "operate-secret\n").unwrap();
+    std::fs::write(&read, "read-secret\n").unwrap();
+    let admin = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\ntoken_file = \"{}\"\nread_token_file = \"{}\"\n",
+        operate.display(),
+        read.display()
+    );
+    let proxy = start_proxy(&split_config(&[("blue", 1, &[blue.addr])], &admin)).await;
+    let status = proxy.admin_url("/api/v1/status");
+    let split = proxy.admin_url("/api/v1/routes/app/split");
+    assert_eq!(
+        admin_call("GET", &status, None, Some("read-secret"))
+            .await
+            .0,
+        200
+    );
+    let (s, v) = admin_call("PUT", &split, Some(json!({"blue": 2})), Some("read-secret")).await;
+    assert_eq!(s, 403, "{v}");
+    let (s, _) = admin_call(
+        "PUT",
+        &split,
+        Some(json!({"blue": 2})),
+        Some("operate-secret"),
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    for _ in 0..10 {
+        assert_eq!(admin_call("GET", &status, None, Some("guess")).await.0, 401);
+    }
+    let (s, v) = admin_call("GET", &status, None, Some("operate-secret")).await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["detail"]["code"], "too_many_failures", "{v}");
+    let audit = std::fs::read_to_string(proxy.state_dir.path().join("audit.log")).unwrap();
+    assert_eq!(
+        audit.matches("\"action\":\"auth_failed\"").count(),
+        10,
+        "one line per refused attempt, none past the limit: {audit}"
+    );
+    assert!(!audit.contains("guess"), "tokens are never logged");
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn reload_keeps_runtime_changes_unless_the_file_changed_them() {
     let blue = TestUpstream::start("blue").await;
