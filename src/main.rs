@@ -36,6 +36,10 @@ enum Command {
         /// Config file [default: ./cutover.toml, else /etc/cutover/cutover.toml]
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// If the runtime state file in [state] dir does not parse, move it
+        /// aside and start from the config file alone (a valid one is kept).
+        #[arg(long)]
+        discard_state: bool,
     },
     /// Validate a config file and exit: 0 if valid, 1 with every problem.
     Check {
@@ -89,7 +93,10 @@ fn main() -> ExitCode {
             Ok(path) => check(path, resolve),
             Err(e) => no_config(&e),
         },
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            discard_state,
+        } => {
             // Before anything else: a binary upgrade re-runs exactly this.
             let launch = match cutover::upgrade::Launch::of_this_process() {
                 Ok(l) => l,
@@ -103,10 +110,23 @@ fn main() -> ExitCode {
                 Err(e) => return no_config(&e),
             };
             // Read the config before building the runtime: `workers` sizes it.
-            let workers = match Config::load(&path) {
-                Ok(c) => c.proxy.workers,
+            let config = match Config::load(&path) {
+                Ok(c) => c,
                 Err(e) => return fail(&Error::from(e)),
             };
+            if discard_state {
+                let aside = cutover::state::Store::open(&config.state.dir)
+                    .and_then(|store| store.set_aside_if_corrupt());
+                match aside {
+                    Ok(Some(aside)) => eprintln!(
+                        "cutover: the runtime state did not parse; moved to {} (starting from the config file alone)",
+                        aside.display()
+                    ),
+                    Ok(None) => {}
+                    Err(e) => return fail(&Error::from(e)),
+                }
+            }
+            let workers = config.proxy.workers;
             serve(workers, async move { lifecycle::run(&path, launch).await })
         }
         Command::Demo {

@@ -36,7 +36,7 @@ pub enum StateError {
         source: std::io::Error,
     },
     #[error(
-        "{path} is not a valid runtime state file: {source} (move it away to start from the config file alone)"
+        "{path} is not a valid runtime state file: {source} (cutover run --discard-state moves it aside and starts from the config file alone)"
     )]
     Corrupt {
         path: PathBuf,
@@ -210,6 +210,28 @@ impl Store {
                 .map_err(|source| StateError::Corrupt { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Overrides::default()),
             Err(source) => Err(StateError::Dir { dir: path, source }),
+        }
+    }
+
+    /// `--discard-state`: a runtime state file that does not parse is
+    /// renamed aside (`runtime.json.corrupt-<unix ms>`) so the proxy can
+    /// start from the config file alone; a valid one is left as it is.
+    /// Returns where a corrupt file went.
+    pub fn set_aside_if_corrupt(&self) -> Result<Option<PathBuf>, StateError> {
+        match self.load() {
+            Err(StateError::Corrupt { path, .. }) => {
+                let aside = self.dir.join(format!(
+                    "{OVERRIDES_FILE}.corrupt-{}",
+                    crate::clock::unix_ms()
+                ));
+                fs::rename(&path, &aside).map_err(|source| StateError::Write {
+                    path: aside.clone(),
+                    source,
+                })?;
+                Ok(Some(aside))
+            }
+            Err(e) => Err(e),
+            Ok(_) => Ok(None),
         }
     }
 

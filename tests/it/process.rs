@@ -487,3 +487,52 @@ async fn sigkill_during_changes_leaves_a_valid_acknowledged_state() {
     let (_, status) = admin_call("GET", &format!("{admin}/api/v1/status"), None, None).await;
     assert_eq!(status["routes"][0]["split"]["green"], green_w);
 }
+
+/// A runtime state file that does not parse stops a start with the file
+/// and the reason; `--discard-state` moves it aside and starts from the
+/// config file alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_state_file_refuses_to_start_unless_discarded() {
+    let up = TestUpstream::start("up").await;
+    let config = split_config(&[("p", 1, &[up.addr])], "");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("runtime.json"), "{ not json").unwrap();
+    let path = dir.path().join("cutover.toml");
+    std::fs::write(&path, complete_config(&config, &state)).unwrap();
+    let out = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_cutover"))
+                .args(["run", "-c"])
+                .arg(&path)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("runtime.json is not a valid runtime state file")
+            && stderr.contains("--discard-state"),
+        "{stderr}"
+    );
+
+    let process = Process::start_with(
+        &config,
+        dir,
+        &["sh", "-c", "exec \"$@\" --discard-state", "sh"],
+        &[],
+    );
+    let (status, body) = get(&http1_client(), &format!("http://{}/", process.addr)).await;
+    assert_eq!((status, body.as_str()), (200, "up\n"));
+    let aside: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("runtime.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+}
