@@ -251,3 +251,99 @@ async fn userinfo_hosts_h2c_upgrades_and_bad_chunks() {
     assert!(head.starts_with("HTTP/1.1 400") && closed, "{head}");
     proxy.stop().await;
 }
+
+/// A raw upstream that answers every connection with `answer`, then
+/// closes (or, with `None`, reads and never answers).
+async fn raw_upstream(answer: Option<&'static [u8]>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                match answer {
+                    Some(bytes) => {
+                        let _ = s.write_all(bytes).await;
+                        // Abrupt: a reset, not a clean FIN.
+                        let _ =
+                            socket2::SockRef::from(&s).set_linger(Some(std::time::Duration::ZERO));
+                    }
+                    None => tokio::time::sleep(std::time::Duration::from_secs(30)).await,
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends a GET and reads until the proxy closes the connection.
+async fn read_to_close(addr: std::net::SocketAddr) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("the proxy closes the connection");
+    out
+}
+
+/// An upstream that dies mid-body: the client sees the body cut short and
+/// the connection closed — never a response that looks complete.
+#[tokio::test]
+async fn an_upstream_dying_mid_body_is_never_a_clean_short_response() {
+    let sized = raw_upstream(Some(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789",
+    ))
+    .await;
+    let proxy = start_proxy(&split_config(&[("p", 1, &[sized])], "")).await;
+    let out = read_to_close(proxy.addrs()[0]).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("content-length: 1000"), "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert!(body.len() < 1000, "the body looks complete: {text}");
+    proxy.stop().await;
+
+    let chunked = raw_upstream(Some(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n",
+    ))
+    .await;
+    let proxy = start_proxy(&split_config(&[("p", 1, &[chunked])], "")).await;
+    let out = read_to_close(proxy.addrs()[0]).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "a last chunk was made up for a body that never ended: {text:?}"
+    );
+    proxy.stop().await;
+}
+
+/// An upstream that takes the request and never answers: 504 at
+/// `response_header_timeout`.
+#[tokio::test]
+async fn an_upstream_that_never_answers_is_504_at_the_timeout() {
+    let mute = raw_upstream(None).await;
+    let proxy = start_proxy(&split_config(
+        &[("p", 1, &[mute])],
+        "[proxy]\nresponse_header_timeout = \"300ms\"\n",
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let (status, _) = get(&http1_client(), &format!("http://{}/", proxy.addrs()[0])).await;
+    assert_eq!(status, 504);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    proxy.stop().await;
+}
