@@ -26,6 +26,9 @@ fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
+  # Only the script itself: a subshell (a command substitution) that runs
+  # the EXIT trap must not stop the processes or remove the work directory.
+  [[ $BASHPID == "$$" ]] || return 0
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
