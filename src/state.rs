@@ -4,7 +4,7 @@
 //! directory) before an admin call returns, so after a crash the file is
 //! either the state before a change or after it, never a mix. The audit log
 //! is JSON lines, appended and fsynced per mutating call.
-//! Imports only `config` and `rollout` (the types it persists).
+//! Imports only `config` and `rollout` (the types it persists) and `clock`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
