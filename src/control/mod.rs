@@ -355,10 +355,14 @@ impl ControlPlane {
         listeners(&file).await.map_err(ControlError::Listener)?;
         let (next, dropped) = reconcile(&file, self.overrides.clone());
         self.store.save(&next)?;
-        // Keep settings that only apply at start, so status stays truthful.
-        file.proxy = self.file.proxy.clone();
-        file.admin = self.file.admin.clone();
-        file.state = self.file.state.clone();
+        // Keep settings that only apply at start, so status stays truthful
+        // (in both: a DNS change expands the raw file again).
+        let mut raw = raw;
+        for f in [&mut file, &mut raw] {
+            f.proxy = self.file.proxy.clone();
+            f.admin = self.file.admin.clone();
+            f.state = self.file.state.clone();
+        }
         self.file = file;
         self.raw_file = raw;
         self.overrides = next;

@@ -142,7 +142,7 @@ pub fn sample(
     let (answer, primary) = oneshot::channel();
     let mut headers = request.headers.clone();
     headers.insert(SHADOW_HEADER.clone(), HeaderValue::from_static("1"));
-    let copy = Copy {
+    let copy = ShadowCopy {
         table: Arc::clone(table),
         route: Arc::clone(&route.name),
         mirror: mirror.clone(),
@@ -179,7 +179,7 @@ fn count(stats: &ShadowStats, route: &Arc<str>, pool: &Arc<str>, outcome: Outcom
 }
 
 /// One shadow copy, in its own task.
-struct Copy {
+struct ShadowCopy {
     table: Arc<RouteTable>,
     route: Arc<str>,
     mirror: RouteMirror,
@@ -196,7 +196,7 @@ struct Copy {
     _place: InFlightCopy,
 }
 
-impl Copy {
+impl ShadowCopy {
     async fn run(mut self) {
         let outcome = self.judge().await;
         count(&self.stats, &self.route, &self.mirror.pool, outcome);
