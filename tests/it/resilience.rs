@@ -314,7 +314,8 @@ async fn delete_drains_then_removes() {
     let b = TestUpstream::start("b").await;
     let proxy = start_proxy(&split_config(&[("p", 1, &[a.addr, b.addr])], "")).await;
     let base = proxy.addrs()[0];
-    let slow: Vec<_> = (0..8)
+    // 24, not 8: with 8, all of them went to b one run in 256.
+    let slow: Vec<_> = (0..24)
         .map(|_| {
             tokio::spawn(async move {
                 get(&http1_client(), &format!("http://{base}/slow?ms=2500")).await
