@@ -161,6 +161,22 @@ impl Store {
         self.dir.join(OVERRIDES_FILE)
     }
 
+    /// The last `n` lines of the audit log, oldest first (lines that do
+    /// not parse are skipped).
+    pub fn audit_tail(&self, n: usize) -> Result<Vec<serde_json::Value>, StateError> {
+        let path = self.audit_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(StateError::Dir { dir: path, source }),
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        Ok(lines[lines.len().saturating_sub(n)..]
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
     pub fn audit_path(&self) -> PathBuf {
         self.dir.join(AUDIT_FILE)
     }

@@ -131,6 +131,12 @@ enum Verb {
         #[arg(long)]
         wait: bool,
     },
+    /// The last entries of the audit log: who changed what, and how it ended.
+    Audit {
+        /// How many entries, newest last.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Re-read the config file.
     Reload,
     /// Binary upgrade: a new process takes the listening sockets.
@@ -532,6 +538,27 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
             };
             (v, line)
         }
+        Verb::Audit { limit } => {
+            let v = api
+                .call(Method::GET, &format!("/api/v1/audit?limit={limit}"), None)
+                .await?;
+            let lines: Vec<String> = v["entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    format!(
+                        "{}  {}  {} {}  {}",
+                        e["time"].as_str().unwrap_or("?"),
+                        e["caller"]["peer"].as_str().unwrap_or("?"),
+                        e["action"].as_str().unwrap_or("?"),
+                        e["target"].as_str().unwrap_or("?"),
+                        e["result"].as_str().unwrap_or("?"),
+                    )
+                })
+                .collect();
+            (v, lines.join("\n"))
+        }
         Verb::Reload => {
             let v = api.call(Method::POST, "/api/v1/reload", None).await?;
             let mut line = format!(
@@ -754,7 +781,7 @@ fn upstream_line(pool: &str, v: &Value) -> String {
 /// The human table of `cutover ctl status`.
 pub fn status_table(s: &Status) -> String {
     let mut out = format!("cutover {} (pid {})\n\n", s.version, s.pid);
-    let rows: Vec<[String; 5]> = s
+    let rows: Vec<[String; 6]> = s
         .routes
         .iter()
         .map(|r| {
@@ -770,11 +797,22 @@ pub fn status_table(s: &Status) -> String {
                 split,
                 r.effective_text(),
                 r.split_source.clone(),
+                r.rollout.as_ref().map_or_else(
+                    || "-".to_string(),
+                    |ro| {
+                        format!(
+                            "{} {}% {}",
+                            ro["to"].as_str().unwrap_or("?"),
+                            ro["weight"],
+                            ro["state"].as_str().unwrap_or("?").replace('_', " ")
+                        )
+                    },
+                ),
             ]
         })
         .collect();
     out.push_str(&table(
-        &["ROUTE", "MATCH", "SPLIT", "EFFECTIVE", "FROM"],
+        &["ROUTE", "MATCH", "SPLIT", "EFFECTIVE", "FROM", "ROLLOUT"],
         &rows,
     ));
     out.push('\n');
@@ -796,7 +834,7 @@ pub fn status_table(s: &Status) -> String {
         }
         out.push('\n');
     }
-    let rows: Vec<[String; 6]> = s
+    let rows: Vec<[String; 7]> = s
         .pools
         .iter()
         .flat_map(|p| {
@@ -806,6 +844,7 @@ pub fn status_table(s: &Status) -> String {
                     u.addr.to_string(),
                     u.weight.to_string(),
                     u.state.clone(),
+                    u.health.clone(),
                     u.in_flight.to_string(),
                     u.source.clone(),
                 ]
@@ -813,7 +852,15 @@ pub fn status_table(s: &Status) -> String {
         })
         .collect();
     out.push_str(&table(
-        &["POOL", "UPSTREAM", "WEIGHT", "STATE", "IN-FLIGHT", "FROM"],
+        &[
+            "POOL",
+            "UPSTREAM",
+            "WEIGHT",
+            "STATE",
+            "HEALTH",
+            "IN-FLIGHT",
+            "FROM",
+        ],
         &rows,
     ));
     out.trim_end().to_string()

@@ -214,7 +214,7 @@ impl Admin {
                     return error(
                         StatusCode::FORBIDDEN,
                         "forbidden",
-                        "this token may only read (GET /api/v1/status); changes need the admin.token_file token",
+                        "this token may only read (GET /api/v1/status, /api/v1/audit); changes need the admin.token_file token",
                     );
                 }
                 let caller = Caller {
@@ -285,10 +285,10 @@ impl Admin {
 
     async fn api(&self, req: Request<Incoming>, rest: &[String], caller: &Caller) -> Reply {
         let method = req.method().clone();
-        let force = req
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|kv| kv == "force=true" || kv == "force=1"));
+        let query = req.uri().query().unwrap_or("").to_string();
+        let force = query
+            .split('&')
+            .any(|kv| kv == "force=true" || kv == "force=1");
         let parts: Vec<&str> = rest.iter().map(String::as_str).collect();
         let body = match read_body(req).await {
             Ok(b) => b,
@@ -296,6 +296,13 @@ impl Admin {
         };
         use Method as M;
         match (parts.as_slice(), &method) {
+            (["audit"], &M::GET) => {
+                let limit = query_number(&query, "limit").unwrap_or(50).clamp(1, 1000);
+                match self.instance.lock().await.plane.audit_tail(limit) {
+                    Ok(entries) => json_reply(StatusCode::OK, &json!({"entries": entries})),
+                    Err(e) => control_error(&e),
+                }
+            }
             (["status"], &M::GET) => {
                 let status = self.instance.lock().await.plane.status();
                 json_reply(StatusCode::OK, &json!(status))
@@ -530,7 +537,7 @@ impl Admin {
 
 fn allowed_methods(parts: &[&str]) -> Option<&'static str> {
     Some(match parts {
-        ["status"] => "GET",
+        ["status"] | ["audit"] => "GET",
         ["routes", _, "split" | "mirror"] => "PUT",
         ["routes", _, "rollout"]
         | [
@@ -599,6 +606,15 @@ fn parse_split(body: &Bytes) -> Result<Split, ControlError> {
         weights.push((pool.clone(), w));
     }
     Ok(Split::new(weights)?)
+}
+
+/// The number `key=N` in a query string, if there is one.
+fn query_number(query: &str, key: &str) -> Option<usize> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 /// `{"pool": "green", "percent": 10}`; the pool may be left out to change

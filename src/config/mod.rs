@@ -59,7 +59,7 @@ pub struct AdminConfig {
     pub bind: SocketAddr,
     /// The operate token: every call.
     pub token_file: Option<PathBuf>,
-    /// A read-only token: `GET /api/v1/status`.
+    /// A read-only token: `GET /api/v1/status` and `/api/v1/audit`.
     pub read_token_file: Option<PathBuf>,
 }
 
@@ -568,6 +568,36 @@ upstreams = [ { addr = "127.0.0.1:9002" } ]
         ] {
             assert!(p.iter().any(|l| l.contains(want)), "{want}: {p:#?}");
         }
+    }
+
+    #[test]
+    fn upstream_transport_problems_are_named() {
+        let p = problems(&GOOD.replace(
+            "upstreams = [ { addr = \"127.0.0.1:9002\" } ]",
+            "upstreams = [ { addr = \"127.0.0.1:9002\" } ]\ntls = { client_cert = \"c.pem\" }\nhealth = { grpc = true }",
+        ));
+        for want in [
+            "pool.green.tls: client_cert and client_key go together",
+            "pool.green.health.grpc: a gRPC health check needs HTTP/2",
+        ] {
+            assert!(p.iter().any(|l| l.contains(want)), "{want}: {p:#?}");
+        }
+        let p = problems(&GOOD.replace(
+            "upstreams = [ { addr = \"127.0.0.1:9002\" } ]",
+            "upstreams = [ { addr = \"127.0.0.1:9002\" } ]\nprotocol = \"auto\"\ntls = 1",
+        ));
+        for want in [
+            "pool.green.protocol: \"auto\" chooses by ALPN, which needs tls",
+            "pool.green.tls: expected true or {",
+        ] {
+            assert!(p.iter().any(|l| l.contains(want)), "{want}: {p:#?}");
+        }
+        let p = problems(&GOOD.replace("127.0.0.1:9002", "not a host:80"));
+        assert!(
+            p.iter()
+                .any(|l| l.contains("expected IP:PORT or NAME:PORT")),
+            "{p:#?}"
+        );
     }
 
     #[test]

@@ -370,6 +370,11 @@ impl ControlPlane {
         Ok(dropped)
     }
 
+    /// The audit log's last `n` entries, oldest first.
+    pub fn audit_tail(&self, n: usize) -> Result<Vec<Value>, ControlError> {
+        Ok(self.store.audit_tail(n)?)
+    }
+
     /// A refused admin call (no or wrong token), in the audit log.
     pub fn audit_auth_failure(&self, caller: &Caller, path: &str, why: &str) {
         self.audit(caller, "auth_failed", path, Value::Null, Value::Null, why);

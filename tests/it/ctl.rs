@@ -260,3 +260,38 @@ fn every_argument_has_help_text() {
     }
     assert!(bare.is_empty(), "arguments without help: {bare:#?}");
 }
+
+/// `ctl audit` shows the last changes with who made them; `ctl mirror`
+/// with a malformed target is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_shows_the_last_changes_and_mirror_checks_its_argument() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let proxy = start_proxy(&split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    ))
+    .await;
+    let admin = proxy.admin_url("");
+    let (code, _, err) = ctl(&admin, &["split", "app", "blue=50", "green=50"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = ctl(&admin, &["split", "nope", "blue=1"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    let (code, out, err) = ctl(&admin, &["audit", "--limit", "2"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains("set_split app  ok"), "{out}");
+    assert!(
+        lines[1].contains("set_split nope  refused: no route"),
+        "{out}"
+    );
+    let (_, out, _) = ctl(&admin, &["--json", "audit"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["entries"].as_array().map(Vec::len), Some(2), "{v}");
+
+    let (code, out, err) = ctl(&admin, &["mirror", "app", "green"]).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("write POOL=PERCENT"), "{err}");
+    proxy.stop().await;
+}

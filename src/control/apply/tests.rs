@@ -1,5 +1,9 @@
 //! Property tests of the pure core over sequences of changes and reloads.
 
+// Test code only (its `mod` line is `#[cfg(test)]` too): its unwrap()s
+// and expect()s never reach the proxy.
+#![cfg(test)]
+
 use std::net::SocketAddr;
 
 use proptest::prelude::*;
