@@ -608,6 +608,17 @@ fn parse_split(body: &Bytes) -> Result<Split, ControlError> {
     Ok(Split::new(weights)?)
 }
 
+/// Refuses a body field the call does not take, naming it.
+fn only_fields(map: &serde_json::Map<String, Value>, known: &[&str]) -> Result<(), ControlError> {
+    match map.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ControlError::invalid(
+            k.as_str(),
+            format!("unknown field (expected {})", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The number `key=N` in a query string, if there is one.
 fn query_number(query: &str, key: &str) -> Option<usize> {
     query
@@ -626,15 +637,7 @@ fn parse_mirror(body: &Bytes) -> Result<(Option<String>, u32), ControlError> {
             "must be a JSON object, e.g. {\"pool\": \"green\", \"percent\": 10}",
         ));
     };
-    if let Some(k) = map
-        .keys()
-        .find(|k| !["pool", "percent"].contains(&k.as_str()))
-    {
-        return Err(ControlError::invalid(
-            k.as_str(),
-            "unknown field (expected pool, percent)",
-        ));
-    }
+    only_fields(&map, &["pool", "percent"])?;
     let pool = match map.get("pool") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -670,15 +673,7 @@ fn parse_new_upstream(body: &Bytes) -> Result<(SocketAddr, u32), ControlError> {
             "must be a JSON object, e.g. {\"addr\": \"127.0.0.1:9003\", \"weight\": 1}",
         ));
     };
-    if let Some(k) = map
-        .keys()
-        .find(|k| !["addr", "weight"].contains(&k.as_str()))
-    {
-        return Err(ControlError::invalid(
-            k.as_str(),
-            "unknown field (expected addr, weight)",
-        ));
-    }
+    only_fields(&map, &["addr", "weight"])?;
     let addr = match map.get("addr") {
         Some(Value::String(s)) => s.parse().map_err(|_| {
             ControlError::invalid("addr", format!("invalid address {s:?}: expected IP:PORT"))
@@ -705,12 +700,7 @@ fn parse_drain(body: &Bytes) -> Result<Option<std::time::Duration>, ControlError
     match parse_json(body)? {
         Value::Null => Ok(None),
         Value::Object(map) => {
-            if let Some(k) = map.keys().find(|k| k.as_str() != "timeout") {
-                return Err(ControlError::invalid(
-                    k.as_str(),
-                    "unknown field (expected timeout)",
-                ));
-            }
+            only_fields(&map, &["timeout"])?;
             match map.get("timeout") {
                 None => Ok(None),
                 Some(Value::String(s)) => humantime::parse_duration(s).map(Some).map_err(|e| {

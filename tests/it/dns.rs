@@ -100,25 +100,8 @@ async fn a_name_that_does_not_resolve_at_start_has_no_address_until_it_does() {
 /// `cutover check` takes names as they are; `--resolve` looks them up.
 #[test]
 fn check_resolves_names_only_when_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cutover.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[[listener]]\nbind = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\n{}",
-            dir.path().display(),
-            config("").replace("app.internal", "no-such-host.invalid")
-        ),
-    )
-    .unwrap();
-    let check = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .args(["check", "-c"])
-            .arg(&path)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let config = config("").replace("app.internal", "no-such-host.invalid");
+    let check = |extra: &[&str]| check_config(&config, extra);
     let out = check(&[]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let out = check(&["--resolve"]);

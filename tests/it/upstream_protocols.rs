@@ -193,25 +193,13 @@ async fn health_checks_use_the_pool_s_tls() {
 /// CA file is a problem naming the pool, and the proxy does not start.
 #[test]
 fn check_names_a_missing_ca_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cutover.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[[listener]]\nbind = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\n{}",
-            dir.path().display(),
-            one_pool(
-                "127.0.0.1:1".parse().unwrap(),
-                "tls = { ca = \"missing-ca.pem\" }\nprotocol = \"auto\""
-            )
+    let out = check_config(
+        &one_pool(
+            "127.0.0.1:1".parse().unwrap(),
+            "tls = { ca = \"missing-ca.pem\" }\nprotocol = \"auto\"",
         ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+        &[],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

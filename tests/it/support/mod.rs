@@ -384,3 +384,17 @@ pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// `cutover check -c FILE ARGS…` on `toml` completed by `complete_config`
+/// (written to a temporary directory that is its state dir too).
+pub fn check_config(toml: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cutover.toml");
+    std::fs::write(&path, complete_config(toml, dir.path())).expect("write config");
+    std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run cutover check")
+}
