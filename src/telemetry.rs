@@ -58,6 +58,9 @@ pub mod names {
     pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "cutover_upstream_connect_errors_total";
     /// Extra: passive outlier ejections.
     pub const UPSTREAM_EJECTIONS_TOTAL: &str = "cutover_upstream_ejections_total";
+    /// Extra: HTTP/1.1 request heads not complete within
+    /// `request_header_timeout` (answered 408).
+    pub const REQUEST_HEAD_TIMEOUTS_TOTAL: &str = "cutover_request_head_timeouts_total";
 }
 
 static METRICS: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
@@ -162,6 +165,10 @@ fn describe() {
     describe_counter!(
         names::UPSTREAM_CONNECT_ERRORS_TOTAL,
         "Failed connects to an upstream"
+    );
+    describe_counter!(
+        names::REQUEST_HEAD_TIMEOUTS_TOTAL,
+        "HTTP/1.1 request heads not complete in time (408)"
     );
     describe_counter!(
         names::UPSTREAM_EJECTIONS_TOTAL,

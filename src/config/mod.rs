@@ -78,7 +78,7 @@ pub struct ProxySettings {
     /// From sending the request until the upstream's response head arrives.
     pub response_header_timeout: Duration,
     /// A client must send a whole request head within this time.
-    pub client_header_timeout: Duration,
+    pub request_header_timeout: Duration,
     /// A client connection with no request in flight is closed after this.
     pub idle_timeout: Duration,
     /// How long a graceful stop waits for in-flight requests.
@@ -105,7 +105,7 @@ impl Default for ProxySettings {
             workers: 0,
             connect_timeout: Duration::from_secs(2),
             response_header_timeout: Duration::from_secs(30),
-            client_header_timeout: Duration::from_secs(30),
+            request_header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             upgrade_timeout: Duration::from_secs(30),
@@ -444,6 +444,23 @@ upstreams = [ { addr = "127.0.0.1:9002" } ]
             p[3].starts_with(
                 "f.toml:23:51: pool.blue.upstreams[0].weight: must be an integer from 0"
             ),
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn client_header_timeout_is_read_as_request_header_timeout() {
+        let old = GOOD.replace("retries = 1", "retries = 1\nclient_header_timeout = \"7s\"");
+        let c = Config::parse("f.toml", &old).expect("valid");
+        assert_eq!(c.proxy.request_header_timeout, Duration::from_secs(7));
+        let both = old.replace(
+            "retries = 1",
+            "retries = 1\nrequest_header_timeout = \"5s\"",
+        );
+        let p = problems(&both);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(
+            p[0].contains("proxy.client_header_timeout: set request_header_timeout only"),
             "{p:#?}"
         );
     }

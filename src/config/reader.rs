@@ -72,6 +72,11 @@ impl<'a> Table<'a> {
         }
     }
 
+    /// Whether `key` is set, without marking it used.
+    pub fn has(&self, key: &str) -> bool {
+        self.table.get(key).is_some()
+    }
+
     /// Returns the raw value under `key` and marks the key used.
     pub fn get(&mut self, key: &'a str) -> Option<Value<'a>> {
         self.used.push(key);

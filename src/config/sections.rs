@@ -162,7 +162,7 @@ fn read_proxy(top: &mut Table<'_>, problems: &mut Problems) -> ProxySettings {
     for (key, slot) in [
         ("connect_timeout", &mut s.connect_timeout),
         ("response_header_timeout", &mut s.response_header_timeout),
-        ("client_header_timeout", &mut s.client_header_timeout),
+        ("request_header_timeout", &mut s.request_header_timeout),
         ("idle_timeout", &mut s.idle_timeout),
         ("shutdown_timeout", &mut s.shutdown_timeout),
         ("upgrade_timeout", &mut s.upgrade_timeout),
@@ -174,6 +174,24 @@ fn read_proxy(top: &mut Table<'_>, problems: &mut Problems) -> ProxySettings {
             } else {
                 *slot = d.into_inner();
             }
+        }
+    }
+    // The older name of request_header_timeout, still read.
+    if let Some(d) = t.duration("client_header_timeout", problems) {
+        if t.has("request_header_timeout") {
+            problems.push(
+                d.span(),
+                &t.child("client_header_timeout"),
+                "set request_header_timeout only (client_header_timeout is its older name)",
+            );
+        } else if d.get_ref().is_zero() {
+            problems.push(
+                d.span(),
+                &t.child("client_header_timeout"),
+                "must be longer than zero",
+            );
+        } else {
+            s.request_header_timeout = d.into_inner();
         }
     }
     for (key, min, max, slot) in [

@@ -27,6 +27,9 @@ use crate::proxy::{ClientConn, ConnActivity, ResponseBody};
 trait Graceful: Future<Output = Result<(), Self::Error>> {
     type Error: std::fmt::Display;
     fn shut_down(self: Pin<&mut Self>);
+    /// Whether the connection ended because a request head took longer
+    /// than `request_header_timeout`.
+    fn head_timed_out(error: &Self::Error) -> bool;
 }
 
 impl<S> Graceful
@@ -38,6 +41,9 @@ where
     fn shut_down(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
+    fn head_timed_out(error: &hyper::Error) -> bool {
+        error.is_timeout()
+    }
 }
 
 impl<S> Graceful
@@ -48,6 +54,10 @@ where
     type Error = Box<dyn std::error::Error + Send + Sync>;
     fn shut_down(self: Pin<&mut Self>) {
         self.graceful_shutdown();
+    }
+    fn head_timed_out(_: &Self::Error) -> bool {
+        // Only HTTP/2 is served through this builder: no head timer.
+        false
     }
 }
 
@@ -63,7 +73,14 @@ enum Ended {
     Closed,
     /// Shut down to park: the socket is still open.
     Parked,
+    /// hyper gave up waiting for a request head; the socket is still open.
+    HeadTimeout,
 }
+
+/// Sent when a request head is begun but not finished in time. hyper
+/// itself would close without a word.
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
 
 /// The service hyper calls for each request on one connection.
 #[derive(Clone)]
@@ -267,7 +284,21 @@ impl Server {
                 io: returned,
                 read_buf,
                 ..
-            } = parts.filter(|_| matches!(ended, Ended::Parked))?;
+            } = parts?;
+            match ended {
+                Ended::Parked => {}
+                // Bytes of a head came but not all of them: tell the
+                // client why it is cut off. (Nothing came: an idle
+                // keep-alive connection, closed silently.)
+                Ended::HeadTimeout if !read_buf.is_empty() => {
+                    metrics::counter!(crate::telemetry::names::REQUEST_HEAD_TIMEOUTS_TOTAL)
+                        .increment(1);
+                    tracing::debug!(%peer, "request head not complete in time; 408");
+                    answer_and_close(returned.into_inner(), REQUEST_TIMEOUT).await;
+                    return None;
+                }
+                Ended::HeadTimeout | Ended::Closed => return None,
+            }
             io = returned.into_inner();
             io.unpark(read_buf);
             if !io.has_unread() {
@@ -276,11 +307,10 @@ impl Server {
         }
     }
 
-    /// When a parked connection is closed: hyper's header timer also
-    /// bounds an idle HTTP/1.1 connection.
+    /// When a parked connection is closed. The head timer does not run
+    /// while parked: a resumed connection's starts at its first new byte.
     fn parked_deadline(&self, activity: &ConnActivity) -> Instant {
-        let limit = self.idle_timeout.min(self.header_timeout);
-        activity.idle_since().unwrap_or_else(Instant::now) + limit
+        activity.idle_since().unwrap_or_else(Instant::now) + self.idle_timeout
     }
 
     /// The lot, started with the first plain HTTP/1.1 connection; `None`
@@ -427,6 +457,9 @@ impl Server {
             tokio::select! {
                 done = conn.as_mut() => {
                     if let Err(e) = done {
+                        if C::head_timed_out(&e) {
+                            return Ended::HeadTimeout;
+                        }
                         tracing::debug!(%peer, error = %e, "client connection ended with an error");
                     }
                     let parked = park.is_some_and(|p| p.load(Ordering::Acquire))
@@ -472,4 +505,18 @@ impl Server {
             }
         }
     }
+}
+
+/// Writes `response` (a complete one) and closes, giving up after a
+/// second: the client may not be reading.
+async fn answer_and_close<S>(mut io: S, response: &[u8])
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let write = async {
+        io.write_all(response).await?;
+        io.shutdown().await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
 }

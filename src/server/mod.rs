@@ -96,7 +96,7 @@ impl Server {
             // hyper starts this timer whenever it waits for a request head,
             // so it also bounds how long an HTTP/1.1 keep-alive connection
             // may sit idle (see docs/configuration.md).
-            .header_read_timeout(settings.client_header_timeout)
+            .header_read_timeout(settings.request_header_timeout)
             // A request head that does not fit the read buffer is answered
             // with 431; bodies stream through it in pieces. Config keeps
             // this at or above hyper's minimum of 8 KiB.
@@ -104,7 +104,7 @@ impl Server {
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(TokioTimer::new())
-            .header_read_timeout(settings.client_header_timeout)
+            .header_read_timeout(settings.request_header_timeout)
             .max_buf_size(settings.max_header_bytes)
             // The buffer limit alone let a head up to twice as large
             // through when it arrived in one read; this checks the head.
@@ -118,7 +118,7 @@ impl Server {
             http1,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             idle_timeout: settings.idle_timeout,
-            header_timeout: settings.client_header_timeout,
+            header_timeout: settings.request_header_timeout,
             shutdown,
             retire,
             tracker,

@@ -68,12 +68,12 @@ async fn connection_limit_queues_extra_clients() {
 #[tokio::test]
 async fn idle_client_connections_are_closed() {
     let up = TestUpstream::start("up").await;
-    let config = "[proxy]\nidle_timeout = \"300ms\"\nclient_header_timeout = \"120s\"\n";
+    let config = "[proxy]\nidle_timeout = \"300ms\"\nrequest_header_timeout = \"120s\"\n";
     let proxy = start_proxy(&split_config(&[("p", 1, &[up.addr])], config)).await;
     let mut s = TcpStream::connect(proxy.addrs()[0]).await.unwrap();
     s.write_all(REQUEST).await.unwrap();
     read_response(&mut s).await;
-    // Well before client_header_timeout, the idle timer closes the connection.
+    // Well before request_header_timeout, the idle timer closes the connection.
     let mut byte = [0u8; 1];
     let n = tokio::time::timeout(DEADLINE, s.read(&mut byte))
         .await
@@ -279,6 +279,97 @@ async fn http10_request_without_host_gets_one_upstream() {
     assert!(
         answer.contains(&format!("\nhost: {}\n", up.addr)),
         "{answer}"
+    );
+    proxy.stop().await;
+}
+
+/// Sends a request head one byte at a time, never finishing it, until the
+/// proxy answers or closes; returns the answer and how long after the
+/// first byte it came.
+async fn trickle_head(stream: TcpStream) -> (String, Duration) {
+    let (mut read, mut write) = stream.into_split();
+    let trickle = async move {
+        let head = format!("GET / HTTP/1.1\r\nhost: a\r\nx-pad: {}", "a".repeat(400));
+        for byte in head.bytes() {
+            if write.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let started = std::time::Instant::now();
+    let answer = async move {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, read.read_to_end(&mut out)).await;
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            started.elapsed(),
+        )
+    };
+    tokio::select! {
+        () = trickle => panic!("the whole trickled head was taken without an answer"),
+        answered = answer => answered,
+    }
+}
+
+/// A head trickled a byte at a time is cut off at `request_header_timeout`
+/// counted from its first byte — each byte does not buy more time — with
+/// a 408 before the close.
+#[tokio::test]
+async fn a_trickled_request_head_gets_408_at_the_deadline() {
+    let up = TestUpstream::start("up").await;
+    let config = "[proxy]\nrequest_header_timeout = \"2s\"\n";
+    let proxy = start_proxy(&split_config(&[("p", 1, &[up.addr])], config)).await;
+    let stream = TcpStream::connect(proxy.addrs()[0]).await.unwrap();
+    let (answer, after) = trickle_head(stream).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 408 ") && answer.contains("connection: close"),
+        "{answer:?}"
+    );
+    assert!(
+        after >= Duration::from_millis(1900),
+        "cut off early: {after:?}"
+    );
+    // 40 s of trickle if each byte refreshed the timer; generous for CI.
+    assert!(
+        after < Duration::from_secs(12),
+        "not cut off in time: {after:?}"
+    );
+    assert_eq!(up.hits(), 0);
+    // Other clients never noticed.
+    let client = http1_client();
+    assert_eq!(
+        get(&client, &format!("http://{}/", proxy.addrs()[0]))
+            .await
+            .0,
+        200
+    );
+    proxy.stop().await;
+}
+
+/// On a keep-alive connection the head deadline starts at the next
+/// request's first byte: time spent idle before it (here longer than the
+/// deadline itself) is the idle timeout's business, not the head's.
+#[tokio::test]
+async fn the_head_deadline_on_a_keep_alive_connection_starts_at_its_first_byte() {
+    let up = TestUpstream::start("up").await;
+    let config = "[proxy]\nrequest_header_timeout = \"3s\"\nidle_timeout = \"60s\"\n";
+    let proxy = start_proxy(&split_config(&[("p", 1, &[up.addr])], config)).await;
+    let mut stream = TcpStream::connect(proxy.addrs()[0]).await.unwrap();
+    stream.write_all(REQUEST).await.unwrap();
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    // Idle for longer than the head deadline: the subject of the test, not
+    // a synchronisation.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (answer, after) = trickle_head(stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    assert!(
+        after >= Duration::from_millis(2900),
+        "cut off early: {after:?}"
+    );
+    assert!(
+        after < Duration::from_secs(15),
+        "not cut off in time: {after:?}"
     );
     proxy.stop().await;
 }

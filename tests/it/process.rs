@@ -204,7 +204,7 @@ async fn sigterm_finishes_in_flight_and_refuses_new_connections() {
 
 /// Connections with nothing in flight do not hold up a stop: one that has
 /// sent nothing yet, and one idle (parked) after a request. Either would
-/// otherwise wait out `client_header_timeout` (30 s, past the deadline).
+/// otherwise wait out `request_header_timeout` (30 s, past the deadline).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_does_not_wait_for_silent_or_idle_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
