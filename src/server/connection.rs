@@ -161,6 +161,9 @@ impl Server {
             FirstBytes::Http2 => {
                 return Box::pin(self.serve_http2(stream, peer, permit, "http")).await;
             }
+            FirstBytes::BadPreface => {
+                return answer_and_close(stream, park::GOAWAY_BAD_PREFACE).await;
+            }
             FirstBytes::Http1 => {}
         }
         self.open_gauge.increment(1.0);
@@ -405,6 +408,19 @@ impl Server {
                 tracing::debug!(%peer, error = %e, "cannot resume parked connection; closed");
                 self.open_gauge.decrement(1.0);
             }
+        }
+    }
+
+    /// Serves HTTP/2 negotiated by ALPN, once its preface is right.
+    pub(super) async fn serve_tls_http2(
+        self: Arc<Self>,
+        stream: tokio_rustls::server::TlsStream<TcpStream>,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
+        match park::check_preface(stream, self.header_timeout).await {
+            Some(io) => self.serve_http2(io, peer, permit, "https").await,
+            None => tracing::debug!(%peer, "no HTTP/2 preface; closed"),
         }
     }
 

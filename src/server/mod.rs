@@ -170,7 +170,7 @@ impl Server {
                                     Ok(Ok(tls))
                                         if tls.get_ref().1.alpn_protocol() == Some(b"h2") =>
                                     {
-                                        server.serve_http2(tls, peer, permit, "https").await
+                                        server.serve_tls_http2(tls, peer, permit).await
                                     }
                                     Ok(Ok(tls)) => server.serve_tls_http1(tls, peer, permit).await,
                                     Ok(Err(e)) => {

@@ -133,11 +133,27 @@ pub enum FirstBytes {
     /// The HTTP/2 connection preface (h2c with prior knowledge).
     Http2,
     Http1,
+    /// The start of the HTTP/2 preface, then something else: answered
+    /// with [`GOAWAY_BAD_PREFACE`].
+    BadPreface,
     /// Closed, failed or silent past the deadline before sending anything.
     Nothing,
 }
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Its first line and blank line: a client that sent these meant HTTP/2.
+const PREFACE_START: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
+
+/// GOAWAY, last stream 0, PROTOCOL_ERROR: the answer to a bad preface.
+/// The RFC lets a server close without it; a client debugging its HTTP/2
+/// learns more with it (the `h2` crate closes silently).
+pub const GOAWAY_BAD_PREFACE: &[u8] = &[
+    0, 0, 8, 0x7, 0, 0, 0, 0, 0, // length 8, GOAWAY, no flags, stream 0
+    0, 0, 0, 0, // last stream id
+    0, 0, 0, 0x1, // PROTOCOL_ERROR
+];
 
 /// Looks at a new connection's first bytes without consuming them.
 pub async fn sniff(stream: &TcpStream, deadline: Duration) -> FirstBytes {
@@ -149,6 +165,9 @@ pub async fn sniff(stream: &TcpStream, deadline: Duration) -> FirstBytes {
                 Ok(n) => n,
             };
             if buf[..n] != PREFACE[..n] {
+                if buf.starts_with(PREFACE_START) {
+                    return FirstBytes::BadPreface;
+                }
                 return FirstBytes::Http1;
             }
             if n == PREFACE.len() {
@@ -162,4 +181,32 @@ pub async fn sniff(stream: &TcpStream, deadline: Duration) -> FirstBytes {
     tokio::time::timeout(deadline, look)
         .await
         .unwrap_or(FirstBytes::Nothing)
+}
+
+/// Reads the preface of an HTTP/2 connection negotiated by ALPN, where
+/// peeking is not possible, and hands the stream back with the preface to
+/// be read again; `None` after a wrong preface (answered with
+/// [`GOAWAY_BAD_PREFACE`]), a close or the deadline.
+pub async fn check_preface<S>(mut stream: S, deadline: Duration) -> Option<ParkableIo<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; PREFACE.len()];
+    match tokio::time::timeout(deadline, stream.read_exact(&mut buf)).await {
+        Ok(Ok(_)) if buf == PREFACE => {
+            let mut io = ParkableIo::new(stream);
+            io.unpark(Bytes::from_static(PREFACE));
+            Some(io)
+        }
+        Ok(Ok(_)) => {
+            let answer = async {
+                stream.write_all(GOAWAY_BAD_PREFACE).await?;
+                stream.shutdown().await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+            None
+        }
+        Ok(Err(_)) | Err(_) => None,
+    }
 }

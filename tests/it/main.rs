@@ -13,6 +13,7 @@ mod dns;
 mod docs;
 mod failures;
 mod grpc;
+mod h2_frames;
 mod load;
 mod mirror;
 mod nginx;

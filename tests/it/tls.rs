@@ -59,7 +59,7 @@ impl Ca {
 
 /// A test CA, a certificate it issued for app.test (in the returned
 /// directory), and the config of a TLS listener on `bind` serving it.
-fn app_test_listener(bind: &str) -> (Ca, tempfile::TempDir, String) {
+pub fn app_test_listener(bind: &str) -> (Ca, tempfile::TempDir, String) {
     let ca = Ca::new();
     let certs = tempfile::tempdir().unwrap();
     ca.issue(certs.path(), "app.test");
@@ -76,6 +76,16 @@ async fn tls_connect(
     ca: &Ca,
     sni: &str,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_connect_alpn(addr, ca, sni, &[]).await
+}
+
+/// The same, offering `alpn` protocols.
+pub async fn tls_connect_alpn(
+    addr: std::net::SocketAddr,
+    ca: &Ca,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.issuer.der().clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -84,6 +94,8 @@ async fn tls_connect(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    let mut config = config;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     connector
