@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::control::ControlPlane;
 use crate::error::Error;
 use crate::health::HealthChecks;
+use crate::instance::AdminTls;
 use crate::instance::Instance;
 use crate::proxy::Proxy;
 use crate::routing::Routing;
@@ -101,6 +102,7 @@ pub async fn start_with(
     let certs =
         crate::tls::load_listeners(&listener_configs).map_err(|p| Error::Tls(p.join("\n")))?;
     crate::upstream_tls::check(&config.pools).map_err(|p| Error::Tls(p.join("\n")))?;
+    let admin_tls = AdminTls::load(&config.admin.tls).map_err(Error::Tls)?;
     let admin_bind = config.admin.bind;
     let token_file = config.admin.token_file.clone();
     let read_token_file = config.admin.read_token_file.clone();
@@ -147,7 +149,14 @@ pub async fn start_with(
     listeners.inherit(inherited.listeners);
     listeners.reconcile(&listener_configs, &certs).await?;
     let addrs = listeners.addrs();
-    let instance = Arc::new(Mutex::new(Instance { plane, listeners }));
+    let admin_acceptor = admin_tls
+        .as_ref()
+        .map(|t| tokio_rustls::TlsAcceptor::from(crate::tls::server_config(Arc::clone(&t.store))));
+    let instance = Arc::new(Mutex::new(Instance {
+        plane,
+        listeners,
+        admin_tls,
+    }));
     // Idle upstream connections past `upstream_idle_timeout` close even
     // when no request comes to notice.
     tokio::spawn({
@@ -219,8 +228,12 @@ pub async fn start_with(
         upgrader.clone(),
     )?;
     tracing::info!(addr = %admin_addr, "admin API listening");
-    let admin_task =
-        tokio::spawn(Arc::clone(&admin).serve(admin_listener, admin_stop, tracker.clone()));
+    let admin_task = tokio::spawn(Arc::clone(&admin).serve(
+        admin_listener,
+        admin_acceptor,
+        admin_stop,
+        tracker.clone(),
+    ));
     admin.set_ready();
 
     Ok(Running {

@@ -223,7 +223,12 @@ fn check(path: PathBuf, resolve: bool) -> ExitCode {
             // Certificates are part of a valid config: check them too.
             let tls = cutover::tls::load_listeners(&config.listeners)
                 .map(|_| ())
-                .and_then(|()| cutover::upstream_tls::check(&config.pools));
+                .and_then(|()| cutover::upstream_tls::check(&config.pools))
+                .and_then(|()| {
+                    cutover::instance::AdminTls::load(&config.admin.tls)
+                        .map(|_| ())
+                        .map_err(|e| vec![e])
+                });
             if let Err(problems) = tls {
                 for p in problems {
                     eprintln!("{}: {p}", path.display());

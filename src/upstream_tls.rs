@@ -111,7 +111,8 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
+/// The CA certificates of `ca`, or the system's.
+pub fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     match ca {
         Some(path) => {
@@ -126,7 +127,7 @@ fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
             let (added, _) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
                 return Err(
-                    "no system CA certificates found (install ca-certificates, or give tls.ca)"
+                    "no system CA certificates found (install ca-certificates, or name a CA file)"
                         .into(),
                 );
             }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
@@ -27,6 +29,10 @@ pub struct CtlArgs {
     /// File holding the admin bearer token.
     #[arg(long, env = "CUTOVER_TOKEN_FILE", global = true)]
     token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify an `https://` admin API against;
+    /// without it, the system's CAs.
+    #[arg(long, env = "CUTOVER_CA", global = true)]
+    ca: Option<PathBuf>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -286,6 +292,18 @@ impl CtlError {
     }
 }
 
+/// An error and what caused it, down the chain: "client error (Connect)"
+/// alone does not say that a certificate was refused.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 /// The API's words for its query flags, in the CLI's.
 fn in_cli_words(message: &str) -> String {
     message
@@ -293,10 +311,35 @@ fn in_cli_words(message: &str) -> String {
         .replace("?force=true", "--force")
 }
 
+/// An HTTP client for the admin API: plain, or TLS verified against `ca`
+/// (or the system's CAs) when `admin` is an `https://` URL.
+fn admin_client(
+    admin: &str,
+    ca: Option<&std::path::Path>,
+) -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, CtlError> {
+    let roots = if admin.starts_with("https://") {
+        crate::upstream_tls::roots(ca).map_err(CtlError::Usage)?
+    } else {
+        rustls::RootCertStore::empty()
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CtlError::Usage(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
 struct Api {
     base: String,
     token: Option<String>,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Api {
@@ -335,7 +378,7 @@ impl Api {
         let resp = tokio::time::timeout(limit, self.client.request(req))
             .await
             .map_err(|_| unreachable(format!("no answer within {limit:?}")))?
-            .map_err(|e| unreachable(format!("{e}")))?;
+            .map_err(|e| unreachable(with_causes(&e)))?;
         let status = resp.status();
         let body = resp
             .into_body()
@@ -410,7 +453,7 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
     let api = Api {
         base: args.admin.clone(),
         token,
-        client: Client::builder(TokioExecutor::new()).build_http(),
+        client: admin_client(&args.admin, args.ca.as_deref())?,
     };
     let upstream_path = |pool: &str, addr: &str| {
         format!("/api/v1/pools/{}/upstreams/{}", encode(pool), encode(addr))

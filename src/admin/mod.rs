@@ -42,6 +42,10 @@ use crate::upgrade::{UpgradeError, Upgrader};
 /// take to send its request.
 const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a client may take over its TLS handshake, and over each
+/// request head.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Largest admin request body accepted.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -98,6 +102,7 @@ impl Admin {
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) {
@@ -126,50 +131,72 @@ impl Admin {
             };
             let admin = Arc::clone(&self);
             let shutdown = shutdown.clone();
+            let tls = tls.clone();
             tracker.spawn(async move {
-                // Woken (or left a permit) when the first request arrives.
-                let first_request = Arc::new(tokio::sync::Notify::new());
-                let arrived = Arc::clone(&first_request);
-                let stopping = shutdown.clone();
-                let service = service_fn(move |req| {
-                    arrived.notify_one();
-                    let admin = Arc::clone(&admin);
-                    let stopping = stopping.clone();
-                    async move {
-                        let mut reply = admin.handle(req, peer).await;
-                        if stopping.is_cancelled() {
-                            // The connection ends after this answer: say so.
-                            reply
-                                .headers_mut()
-                                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                        }
-                        Ok::<_, Infallible>(reply)
-                    }
-                });
-                let mut http = auto::Builder::new(TokioExecutor::new());
-                http.http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(std::time::Duration::from_secs(10));
-                let conn = http.serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = shutdown.cancelled() => {
-                        // A connection accepted just before the stop (at a
-                        // handover the socket stays open for the new
-                        // process) has its request on the way: shutting it
-                        // down now would drop that request unanswered. It
-                        // gets its answer, with `Connection: close`.
-                        tokio::select! {
-                            _ = conn.as_mut() => return,
-                            () = first_request.notified() => {}
-                            () = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
-                        }
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
+                let Some(tls) = tls else {
+                    return admin.serve_connection(stream, peer, shutdown).await;
+                };
+                // The handshake gets the same bound as a request head.
+                match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => admin.serve_connection(stream, peer, shutdown).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "admin TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "admin TLS handshake timed out"),
                 }
             });
+        }
+    }
+
+    /// Serves one admin connection (HTTP/1.1 or HTTP/2, plain or TLS).
+    async fn serve_connection<S>(
+        self: Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        // Woken (or left a permit) when the first request arrives.
+        let first_request = Arc::new(tokio::sync::Notify::new());
+        let arrived = Arc::clone(&first_request);
+        let stopping = shutdown.clone();
+        let admin = self;
+        let service = service_fn(move |req| {
+            arrived.notify_one();
+            let admin = Arc::clone(&admin);
+            let stopping = stopping.clone();
+            async move {
+                let mut reply = admin.handle(req, peer).await;
+                if stopping.is_cancelled() {
+                    // The connection ends after this answer: say so.
+                    reply
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(reply)
+            }
+        });
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEAD_TIMEOUT);
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = shutdown.cancelled() => {
+                // A connection accepted just before the stop (at a
+                // handover the socket stays open for the new
+                // process) has its request on the way: shutting it
+                // down now would drop that request unanswered. It
+                // gets its answer, with `Connection: close`.
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    () = first_request.notified() => {}
+                    () = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+                }
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
         }
     }
 

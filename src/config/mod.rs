@@ -61,6 +61,8 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
     /// A read-only token: `GET /api/v1/status` and `/api/v1/audit`.
     pub read_token_file: Option<PathBuf>,
+    /// Serve the admin API over TLS with these certificates.
+    pub tls: Vec<TlsFiles>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -260,6 +262,10 @@ impl Config {
                 files.cert = base.join(&files.cert);
                 files.key = base.join(&files.key);
             }
+        }
+        for files in &mut config.admin.tls {
+            files.cert = base.join(&files.cert);
+            files.key = base.join(&files.key);
         }
         for p in &mut config.pools {
             if let Some(tls) = &mut p.tls {

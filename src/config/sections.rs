@@ -108,6 +108,7 @@ fn read_admin(top: &mut Table<'_>, problems: &mut Problems) -> AdminConfig {
         bind: DEFAULT_ADMIN_BIND.into(),
         token_file: None,
         read_token_file: None,
+        tls: Vec::new(),
     };
     let Some(mut t) = top.table("admin", problems) else {
         return admin;
@@ -121,6 +122,7 @@ fn read_admin(top: &mut Table<'_>, problems: &mut Problems) -> AdminConfig {
     admin.read_token_file = t
         .str("read_token_file", problems)
         .map(|s| PathBuf::from(*s.get_ref()));
+    admin.tls = features::read_tls(&mut t, problems);
     if let Some((span, addr)) = bind {
         admin.bind = addr;
         if !addr.ip().is_loopback() && admin.token_file.is_none() {

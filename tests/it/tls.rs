@@ -305,3 +305,82 @@ async fn idle_tls_connections_are_parked_and_served_again() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert_eq!(up.hits(), 3);
 }
+
+/// `[admin] tls`: the admin API speaks only TLS, `cutover ctl` reaches it
+/// with `--ca` (and refuses a certificate it cannot verify, exit 3), and a
+/// renewed certificate is served after a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_over_tls() {
+    let up = TestUpstream::start("up").await;
+    let ca = Ca::new();
+    let certs = tempfile::tempdir().unwrap();
+    let first = ca.issue(certs.path(), "localhost");
+    ca.write_ca(&certs.path().join("ca.pem"));
+    let d = certs.path().display().to_string();
+    let config = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"{d}/localhost.pem\", key = \"{d}/localhost.key\" }}\n{}",
+        split_config(&[("p", 1, &[up.addr])], "")
+    );
+    let (proxy, _path) = start_proxy_from_file(&config).await;
+    let admin = proxy.admin_addr();
+
+    // HTTP/1.1 over TLS.
+    let mut tls = tls_connect(admin, &ca, "localhost").await;
+    tls.write_all(b"GET /api/v1/status HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Plain HTTP gets no answer: the bytes are not a TLS handshake.
+    let mut plain = tokio::net::TcpStream::connect(admin).await.unwrap();
+    plain
+        .write_all(b"GET /api/v1/status HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, plain.read_to_end(&mut answer))
+        .await
+        .expect("closed");
+    assert!(!answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+
+    // ctl over https, with the CA; without it, a verification failure.
+    let url = format!("https://localhost:{}", admin.port());
+    let ca_file = format!("{d}/ca.pem");
+    let out = ctl_output(&["--admin", &url, "--ca", &ca_file, "status"]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("app"),
+        "{out:?}"
+    );
+    let out = ctl_output(&["--admin", &url, "split", "app", "p=1"]).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("certificate"),
+        "{out:?}"
+    );
+
+    // A renewed certificate (same files) is served after a reload.
+    let renewed = ca.issue(certs.path(), "localhost");
+    assert_ne!(renewed, first);
+    assert_eq!(presented(admin, &ca, "localhost").await, first);
+    let out = ctl_output(&["--admin", &url, "--ca", &ca_file, "reload"]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(presented(admin, &ca, "localhost").await, renewed);
+    proxy.stop().await;
+}
+
+/// Runs `cutover ctl ARGS…` with no admin settings from the environment.
+async fn ctl_output(args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cutover"));
+    command
+        .arg("ctl")
+        .args(args)
+        .env_remove("CUTOVER_TOKEN_FILE")
+        .env_remove("CUTOVER_ADMIN")
+        .env_remove("CUTOVER_CA");
+    tokio::task::spawn_blocking(move || command.output().expect("run cutover ctl"))
+        .await
+        .unwrap()
+}
