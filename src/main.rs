@@ -53,7 +53,7 @@ enum Command {
     },
     /// Admin client: status, split, rollout, mirror, drain, enable, disable, add, remove, reload…
     #[command(after_help = cutover::admin::ctl::EXIT_CODES)]
-    Ctl(cutover::admin::ctl::CtlArgs),
+    Ctl(Box<cutover::admin::ctl::CtlArgs>),
     /// Zero-setup tour: two demo apps and the proxy on loopback.
     Demo {
         /// Where the proxy listens.
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
                 state: state.unwrap_or_else(|| std::env::temp_dir().join("cutover-demo")),
             }),
         ),
-        Command::Ctl(args) => ctl(args),
+        Command::Ctl(args) => ctl(*args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
