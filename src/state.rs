@@ -261,11 +261,16 @@ impl Store {
         };
         let json = serde_json::to_vec_pretty(overrides)
             .map_err(|e| write_err(std::io::Error::other(e)))?;
-        let mut file = File::create(&tmp).map_err(write_err)?;
-        file.write_all(&json).map_err(write_err)?;
-        file.sync_all().map_err(write_err)?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(write_err)?;
+        let written = File::create(&tmp).and_then(|mut file| {
+            file.write_all(&json)?;
+            file.sync_all()
+        });
+        if let Err(e) = written.and_then(|()| fs::rename(&tmp, &path)) {
+            // A full disk leaves part of the new state in the temporary
+            // file: gone, so only the last complete state remains.
+            let _ = fs::remove_file(&tmp);
+            return Err(write_err(e));
+        }
         // The rename is durable only once the directory entry is synced.
         File::open(&self.dir)
             .and_then(|d| d.sync_all())

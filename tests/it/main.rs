@@ -12,6 +12,7 @@ mod ctl;
 mod dns;
 mod docs;
 mod failures;
+mod faults;
 mod grpc;
 mod h2_frames;
 mod load;

@@ -1,0 +1,238 @@
+//! Faults through the real binary: the state directory filling up or
+//! mounted read-only (small tmpfs mounts; the tests run as root, as CI
+//! does), and upstreams that half-close.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::process::{Process, admin_addr_of};
+use crate::support::*;
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: &Path, options: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CAP_SYS_ADMIN); these tests need it"
+        );
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Writes zeros to `path` until the file system is full; bounded.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 16 * 1024];
+    for _ in 0..10_000 {
+        if file
+            .write_all(&chunk)
+            .and_then(|()| file.sync_all())
+            .is_err()
+        {
+            return;
+        }
+    }
+    panic!("{} never filled up", path.display());
+}
+
+fn saved_split(state: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(state.join("runtime.json")).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&text).expect("runtime.json stays valid");
+    saved["splits"]["app"]["split"].clone()
+}
+
+/// A full state directory: the change is refused with a 5xx naming the
+/// problem, is not applied, leaves no partial file, and the last state
+/// still loads after a restart; traffic never notices. With room again,
+/// changes work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_directory_refuses_the_change_and_keeps_the_last_state() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let config = split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mount = Tmpfs::mount(&state, "size=512k");
+    let process = Process::start_in(&config, dir);
+    let admin = format!("http://{}", admin_addr_of(&process));
+    let split_url = format!("{admin}/api/v1/routes/app/split");
+    let run = load(format!("http://{}/", process.addr), 4);
+
+    let (status, body) = admin_call(
+        "PUT",
+        &split_url,
+        Some(json!({"blue": 50, "green": 50})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    fill(&state.join("filler"));
+    let (status, body) = admin_call(
+        "PUT",
+        &split_url,
+        Some(json!({"blue": 0, "green": 100})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("runtime.json") && error.contains("No space left on device"),
+        "{body}"
+    );
+    assert_eq!(saved_split(&state), json!({"blue": 50, "green": 50}));
+    assert!(
+        !state.join("runtime.json.tmp").exists(),
+        "a partial file was left"
+    );
+    let (_, status_now) = admin_call("GET", &format!("{admin}/api/v1/status"), None, None).await;
+    assert_eq!(
+        status_now["routes"][0]["split"],
+        json!({"blue": 50, "green": 50})
+    );
+
+    std::fs::remove_file(state.join("filler")).unwrap();
+    let (status, body) = admin_call(
+        "PUT",
+        &split_url,
+        Some(json!({"blue": 0, "green": 100})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (sent, failed) = run.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed");
+    assert!(sent > 0);
+
+    // The state the restart loads is the last acknowledged one.
+    let dir = process.into_dir();
+    let process = Process::start_in(&config, dir);
+    let (status, body) = get(&http1_client(), &format!("http://{}/", process.addr)).await;
+    assert_eq!((status, body.as_str()), (200, "green\n"));
+    let dir = process.into_dir();
+    drop(mount);
+    drop(dir);
+}
+
+/// A state directory that cannot be written at start: a clear error
+/// naming it, and a non-zero exit — never a proxy that would lose every
+/// change it acknowledges.
+#[tokio::test]
+async fn a_read_only_state_directory_stops_the_start() {
+    let up = TestUpstream::start("up").await;
+    let config = split_config(&[("p", 1, &[up.addr])], "");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mount = Tmpfs::mount(&state, "ro,size=64k");
+    let path = dir.path().join("cutover.toml");
+    std::fs::write(&path, complete_config(&config, &state)).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("state directory {}", state.display()))
+            && stderr.contains("Read-only file system"),
+        "{stderr}"
+    );
+    drop(mount);
+}
+
+/// A raw upstream: reads each connection's request head, then does what
+/// `answer` says, then half-closes (FIN) and keeps reading until the proxy
+/// closes its side.
+async fn half_closing_upstream(answer: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(answer).await;
+                let _ = s.shutdown().await;
+                // Half-closed: still reading, until the proxy hangs up.
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An upstream that answers with a close-delimited body and half-closes:
+/// the client gets the whole body, framed, and the next request works (on
+/// a new upstream connection). One that half-closes without answering is
+/// a 502 at once — not a wait for `response_header_timeout` (504).
+#[tokio::test]
+async fn upstreams_that_half_close() {
+    let answers = half_closing_upstream(b"HTTP/1.1 200 OK\r\n\r\nall of the body\n").await;
+    let silent = half_closing_upstream(b"").await;
+    let config = format!(
+        "[proxy]\nresponse_header_timeout = \"60s\"\nretries = 0\n{}",
+        split_config(&[("p", 1, &[answers])], "")
+    );
+    let proxy = start_proxy(&config).await;
+    let client = http1_client();
+    let url = format!("http://{}/", proxy.addrs()[0]);
+    for _ in 0..3 {
+        assert_eq!(
+            get(&client, &url).await,
+            (200, "all of the body\n".to_string())
+        );
+    }
+    proxy.stop().await;
+
+    let config = format!(
+        "[proxy]\nresponse_header_timeout = \"60s\"\nretries = 0\n{}",
+        split_config(&[("p", 1, &[silent])], "")
+    );
+    let proxy = start_proxy(&config).await;
+    let url = format!("http://{}/", proxy.addrs()[0]);
+    let started = std::time::Instant::now();
+    let (status, _) = get(&http1_client(), &url).await;
+    assert_eq!(status, 502);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    proxy.stop().await;
+}
