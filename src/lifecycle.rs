@@ -90,6 +90,9 @@ pub async fn start_with(
     resolver: crate::dns::Resolver,
 ) -> Result<Running, Error> {
     telemetry::metrics();
+    if let Some(limit) = crate::server::fd_limit::raise() {
+        crate::server::fd_limit::check(config.proxy.max_connections, limit);
+    }
     let shutdown = CancellationToken::new();
     let retire = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -3,6 +3,7 @@
 //! `CUTOVER_LOG_FORMAT=json`.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
@@ -13,8 +14,10 @@ use tracing_subscriber::EnvFilter;
 const DEFAULT_LOG: &str = "info,rustls=error";
 
 pub fn init_logging() {
-    let filter =
-        EnvFilter::try_from_env("CUTOVER_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
+    let filter = std::env::var("CUTOVER_LOG")
+        .ok()
+        .and_then(|spec| EnvFilter::try_new(with_quiet_rustls(&spec)).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -26,6 +29,60 @@ pub fn init_logging() {
     } else {
         builder.try_init()
     };
+}
+
+/// `CUTOVER_LOG=info` must not let rustls's per-connection warnings back
+/// in: unless the filter names rustls itself, it gets `rustls=error`.
+fn with_quiet_rustls(spec: &str) -> String {
+    if spec.contains("rustls") {
+        spec.to_string()
+    } else {
+        format!("{spec},rustls=error")
+    }
+}
+
+/// Lets through at most [`LINES_PER_SECOND`] of one kind of log line per
+/// second — for lines a client can cause on every request — and counts
+/// the rest, to be reported with the next line let through.
+pub struct LogLimit {
+    second: AtomicU64,
+    this_second: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+pub const LINES_PER_SECOND: u64 = 10;
+
+impl LogLimit {
+    pub const fn new() -> LogLimit {
+        LogLimit {
+            second: AtomicU64::new(0),
+            this_second: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines suppressed since the last one let through)` if this
+    /// line may be logged.
+    pub fn allow(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.second.swap(now, Ordering::Relaxed) != now {
+            self.this_second.store(0, Ordering::Relaxed);
+        }
+        if self.this_second.fetch_add(1, Ordering::Relaxed) < LINES_PER_SECOND {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Default for LogLimit {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Metric names (SPEC.md). Labels are bounded by config: routes, pools,

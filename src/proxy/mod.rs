@@ -40,6 +40,9 @@ use pools::ConnectionPools;
 use request_body::BodySlot;
 use request_metrics::RequestMetricsCache;
 
+/// "request failed" lines: see `telemetry::LogLimit`.
+static FAILED_REQUEST_LOG: crate::telemetry::LogLimit = crate::telemetry::LogLimit::new();
+
 /// Everything a request needs, shared by all connections.
 pub struct Proxy {
     routing: Arc<Routing>,
@@ -150,7 +153,13 @@ impl Proxy {
                     Side::Client => {
                         tracing::debug!(peer = %conn.peer, error = %e, "request refused")
                     }
-                    _ => tracing::warn!(peer = %conn.peer, error = %e, "request failed"),
+                    // An upstream down, or a client that makes it slow,
+                    // fails every request: a few lines a second say so.
+                    _ => {
+                        if let Some(suppressed) = FAILED_REQUEST_LOG.allow() {
+                            tracing::warn!(peer = %conn.peer, error = %e, suppressed, "request failed");
+                        }
+                    }
                 }
                 let response = if grpc {
                     e.into_grpc_response()

@@ -15,6 +15,7 @@
 //! runtime, until their clients send again.
 
 mod connection;
+pub mod fd_limit;
 mod lot;
 mod park;
 
@@ -70,6 +71,8 @@ pub struct Server {
     /// HTTP/1.1 connections, plain and TLS, which are parked when idle.
     http1: hyper::server::conn::http1::Builder,
     connections: Arc<Semaphore>,
+    max_connections: usize,
+    accept_errors: fd_limit::AcceptErrors,
     idle_timeout: Duration,
     header_timeout: Duration,
     shutdown: CancellationToken,
@@ -117,6 +120,8 @@ impl Server {
             http,
             http1,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
+            max_connections: settings.max_connections,
+            accept_errors: fd_limit::AcceptErrors::default(),
             idle_timeout: settings.idle_timeout,
             header_timeout: settings.request_header_timeout,
             shutdown,
@@ -185,7 +190,8 @@ impl Server {
                 Err(e) => {
                     // Usually EMFILE/ENFILE: back off briefly instead of
                     // spinning on a listener that cannot accept.
-                    tracing::warn!(listener = ?local, error = %e, "accept failed");
+                    let open = self.max_connections - self.connections.available_permits();
+                    self.accept_errors.report(local, &e, open);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }

@@ -236,3 +236,107 @@ async fn upstreams_that_half_close() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     proxy.stop().await;
 }
+
+/// 10,000 idle keep-alive client connections, then load: every load
+/// request is served, and the idle connections are all still usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_and_load() {
+    use tokio::io::AsyncWriteExt;
+    const IDLE: usize = 10_000;
+    let up = TestUpstream::start("up").await;
+    let config = split_config(
+        &[("p", 1, &[up.addr])],
+        "[proxy]\nmax_connections = 11000\n",
+    );
+    let process = Process::start(&config);
+    let admin = format!("http://{}", admin_addr_of(&process));
+    let addr = process.addr;
+
+    // 100 tasks open 100 keep-alive connections each, one request apiece.
+    let openers: Vec<_> = (0..100)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut conns = Vec::new();
+                for _ in 0..IDLE / 100 {
+                    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                    s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+                        .await
+                        .unwrap();
+                    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+                    conns.push(s);
+                }
+                conns
+            })
+        })
+        .collect();
+    let mut idle = Vec::with_capacity(IDLE);
+    for opener in openers {
+        idle.extend(opener.await.unwrap());
+    }
+    assert!(gauge(&admin, "cutover_client_connections").await >= IDLE as f64);
+
+    let run = load(format!("http://{addr}/"), 8);
+    wait_until("the load sends 3,000 requests", || async {
+        run.sent() > 3_000
+    })
+    .await;
+    let (sent, failed) = run.finish().await;
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed beside {IDLE} idle connections"
+    );
+
+    // Every 100th idle connection still answers.
+    for s in idle.iter_mut().step_by(100) {
+        s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_response(s).await.starts_with("HTTP/1.1 200"));
+    }
+    assert_eq!(process.logged("out of file descriptors"), 0);
+}
+
+/// At the open-files limit new connections wait in the kernel's accept
+/// queue (none is refused), the log says why once per 10 s rather than
+/// once per try, and they are served once connections close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_is_logged_once_and_recovers() {
+    let up = TestUpstream::start("up").await;
+    let config = split_config(&[("p", 1, &[up.addr])], "");
+    let dir = tempfile::tempdir().unwrap();
+    let process = Process::start_with(
+        &config,
+        dir,
+        &["sh", "-c", "ulimit -n 128 && exec \"$@\"", "sh"],
+        &[],
+    );
+    assert!(process.logged("open-files limit is below what max_connections may need") >= 1);
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        held.push(
+            tokio::net::TcpStream::connect(process.addr)
+                .await
+                .expect("the kernel queues it"),
+        );
+    }
+    wait_until("the limit is logged", || async {
+        process.logged("out of file descriptors") >= 1
+    })
+    .await;
+    // A request made now waits in the queue, and is served once the held
+    // connections close.
+    let url = format!("http://{}/", process.addr);
+    let waiting = tokio::spawn(async move { get(&fresh_connection_client(), &url).await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    drop(held);
+    let (status, body) = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .expect("served after the held connections closed")
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, "up\n"));
+    assert!(
+        process.logged("out of file descriptors") <= 2,
+        "{} lines",
+        process.logged("out of file descriptors")
+    );
+}

@@ -16,6 +16,7 @@ mod faults;
 mod grpc;
 mod h2_frames;
 mod load;
+mod log_flood;
 mod mirror;
 mod nginx;
 mod package;
