@@ -15,6 +15,7 @@ mod failures;
 mod faults;
 mod grpc;
 mod h2_frames;
+mod h2c_smuggling;
 mod load;
 mod log_flood;
 mod mirror;
