@@ -2,21 +2,36 @@
 # Load comparison: cutover against nginx and HAProxy as reverse proxies, on
 # the same core, in the same run. See docs/benchmarks.md.
 #
-# Two nginx backends answer a 96-byte body. Each proxy gets one worker
-# (thread or process), keep-alive to the backends, and is pinned with the
-# backends to PROXY_CPU; wrk runs alone on LOAD_CPU. Targets are
-# interleaved over ROUNDS rounds (the order rotates each round) and the
-# table shows medians. Loopback only; every run is bounded by DURATION.
+# Two nginx backends answer a 96-byte body (and a 1 MiB one at /big). Each
+# proxy gets one worker (thread or process), keep-alive to the backends,
+# and is pinned with the backends to PROXY_CPU; the load tool (wrk, h2load)
+# runs alone on LOAD_CPU. Every row shows the proxy's CPU per request:
+# user + kernel time of all its processes (from /proc) over the measured
+# window, divided by the requests done in it. Scenarios:
+#   h1     HTTP/1.1 keep-alive (wrk)
+#   h2c    HTTP/2 cleartext, prior knowledge, 10 streams per connection (h2load)
+#   h2tls  HTTP/2 over TLS (ALPN), 10 streams per connection (h2load)
+#   tls    HTTPS/1.1 keep-alive, ECDSA P-256 certificate (wrk)
+#   tls-new-ecdsa, tls-new-rsa
+#          full TLS handshakes, no request (openssl s_time -new, C clients
+#          each handshaking one at a time): CPU per handshake, with an
+#          ECDSA P-256 / RSA-2048 certificate
+#   big    1 MiB responses (wrk): CPU per MiB
+# Targets are interleaved over ROUNDS rounds (the order rotates each round)
+# and the table (benches/compare_report.py) shows medians, then one line
+# per target of the performance issue: cutover, the best peer, the ratio.
 # cutover runs twice: plain, and as cutover-full with a sticky route and
-# active health checks (wrk sends the sticky cookie on every request).
+# active health checks (wrk sends the sticky cookie; h1 rows only).
+# Loopback only; every run is bounded by DURATION.
 #
-#   benches/compare.sh                       # 3 rounds x c50,c200 x 10s
+#   benches/compare.sh                       # 3 rounds x every scenario x 10s
 #   ROUNDS=1 DURATION=3s benches/compare.sh  # a quick look
+#   SCENARIOS="h1:50 h1:200" benches/compare.sh   # some rows only
 #
 # Then, for each proxy, the resident memory of IDLE_CONNECTIONS idle
 # keep-alive client connections, per 10,000 (benches/idle_memory.py;
 # IDLE_CONNECTIONS=0 skips it), and of IDLE_TLS_CONNECTIONS idle ones over
-# TLS (a self-signed certificate; IDLE_TLS_CONNECTIONS=0 skips it).
+# TLS (IDLE_TLS_CONNECTIONS=0 skips it).
 #
 # Needs root (or the packages already installed) for apt-get.
 set -euo pipefail
@@ -24,7 +39,8 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
-CONNECTIONS=${CONNECTIONS:-"50 200"}
+# SCENARIO:CONNECTIONS pairs (see above).
+SCENARIOS=${SCENARIOS:-"h1:50 h1:200 h2c:50 h2tls:50 tls:50 tls-new-ecdsa:4 tls-new-rsa:4 big:10"}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 # cutover-full: cutover with a sticky route (every request carries a
@@ -39,7 +55,7 @@ IDLE_TLS_CONNECTIONS=${IDLE_TLS_CONNECTIONS:-3000}
 # The work directory, process cleanup, free_port and the cutover build.
 source benches/common.sh
 install_missing nginx=nginx-light haproxy=haproxy wrk=wrk taskset=util-linux \
-  openssl=openssl curl=curl
+  openssl=openssl curl=curl h2load=nghttp2-client
 
 # Room for the idle connections: as many descriptors as we may have.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -56,11 +72,20 @@ wait_port() {
   exit 1
 }
 
-# One self-signed certificate for every proxy's TLS listener.
+# Self-signed certificates for every proxy's TLS listeners: RSA-2048
+# (cert.pem) and ECDSA P-256 (ec-cert.pem).
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench \
   -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=bench -keyout "$work/ec-key.pem" -out "$work/ec-cert.pem" 2>/dev/null
 cat "$work/cert.pem" "$work/key.pem" >"$work/bundle.pem"
-declare -A tls_port_of
+cat "$work/ec-cert.pem" "$work/ec-key.pem" >"$work/ec-bundle.pem"
+# Ports besides port_of (plain HTTP/1.1): h2c, TLS with the RSA
+# certificate, TLS with the ECDSA one. cutover's plain port takes h2c too.
+declare -A tls_port_of h2c_port_of ec_port_of
+head -c 1048576 /dev/urandom >"$work/big.bin"
+# nginx's workers run as nobody: let them read it.
+chmod 755 "$work" && chmod 644 "$work/big.bin"
 
 # 96 bytes of body.
 BODY=$(printf 'x%.0s' $(seq 1 95))
@@ -89,6 +114,7 @@ http {
     listen 127.0.0.1:$port reuseport backlog=4096;
     location / { default_type text/plain; return 200 \"$BODY
 \"; }
+    location = /big { default_type application/octet-stream; alias $work/big.bin; }
   }
 }"
   wait_port "$port"
@@ -99,12 +125,20 @@ declare -A port_of pid_of
 if [[ " $TARGETS " == *" nginx "* ]]; then
   port_of[nginx]=$(free_port)
   tls_port_of[nginx]=$(free_port)
+  h2c_port_of[nginx]=$(free_port)
+  ec_port_of[nginx]=$(free_port)
+  to_backends='location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }'
   start_nginx proxy-nginx "${nginx_common//PIDNAME/proxy-nginx}
 http {
   access_log off;
   client_body_temp_path $work/proxy-nginx;
   proxy_temp_path $work/proxy-nginx;
   keepalive_requests 1000000;
+  http2_max_requests 1000000;
   upstream backends {
     server 127.0.0.1:${backend_ports[0]};
     server 127.0.0.1:${backend_ports[1]};
@@ -113,21 +147,23 @@ http {
   }
   server {
     listen 127.0.0.1:${port_of[nginx]} backlog=4096;
-    location / {
-      proxy_pass http://backends;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-    }
+    $to_backends
   }
   server {
-    listen 127.0.0.1:${tls_port_of[nginx]} ssl backlog=4096;
+    listen 127.0.0.1:${h2c_port_of[nginx]} http2 backlog=4096;
+    $to_backends
+  }
+  server {
+    listen 127.0.0.1:${tls_port_of[nginx]} ssl http2 backlog=4096;
     ssl_certificate $work/cert.pem;
     ssl_certificate_key $work/key.pem;
-    location / {
-      proxy_pass http://backends;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-    }
+    $to_backends
+  }
+  server {
+    listen 127.0.0.1:${ec_port_of[nginx]} ssl http2 backlog=4096;
+    ssl_certificate $work/ec-cert.pem;
+    ssl_certificate_key $work/ec-key.pem;
+    $to_backends
   }
 }"
   wait_port "${port_of[nginx]}"
@@ -138,6 +174,8 @@ fi
 if [[ " $TARGETS " == *" haproxy "* ]]; then
   port_of[haproxy]=$(free_port)
   tls_port_of[haproxy]=$(free_port)
+  h2c_port_of[haproxy]=$(free_port)
+  ec_port_of[haproxy]=$(free_port)
   cat >"$work/haproxy.cfg" <<EOF
 global
   nbthread 1
@@ -152,8 +190,14 @@ defaults
 frontend fe
   bind 127.0.0.1:${port_of[haproxy]}
   default_backend be
+frontend fe_h2c
+  bind 127.0.0.1:${h2c_port_of[haproxy]} proto h2
+  default_backend be
 frontend fe_tls
-  bind 127.0.0.1:${tls_port_of[haproxy]} ssl crt $work/bundle.pem
+  bind 127.0.0.1:${tls_port_of[haproxy]} ssl crt $work/bundle.pem alpn h2,http/1.1
+  default_backend be
+frontend fe_ec
+  bind 127.0.0.1:${ec_port_of[haproxy]} ssl crt $work/ec-bundle.pem alpn h2,http/1.1
   default_backend be
 backend be
   balance roundrobin
@@ -197,11 +241,16 @@ EOF
 if [[ " $TARGETS " == *" cutover "* ]]; then
   port_of[cutover]=$(free_port)
   tls_port_of[cutover]=$(free_port)
+  h2c_port_of[cutover]=${port_of[cutover]}
+  ec_port_of[cutover]=$(free_port)
   start_cutover cutover "[[listener]]
 bind = \"127.0.0.1:${port_of[cutover]}\"
 [[listener]]
 bind = \"127.0.0.1:${tls_port_of[cutover]}\"
-tls = { cert = \"$work/cert.pem\", key = \"$work/key.pem\" }" "" ""
+tls = { cert = \"$work/cert.pem\", key = \"$work/key.pem\" }
+[[listener]]
+bind = \"127.0.0.1:${ec_port_of[cutover]}\"
+tls = { cert = \"$work/ec-cert.pem\", key = \"$work/ec-key.pem\" }" "" ""
 fi
 
 # Extra wrk arguments per target (cutover-full's sticky cookie).
@@ -228,6 +277,50 @@ bind = \"127.0.0.1:${port_of[cutover-full]}\"" \
   wrk_args_of[cutover-full]="-H Cookie:$cookie"
 fi
 
+# User + kernel CPU ticks of TARGET's process (all its threads).
+cpu_ticks() {
+  local -a f
+  # Fields 14 and 15 of /proc/PID/stat; the name (field 2) has no spaces.
+  read -r -a f <"/proc/${pid_of[$1]}/stat"
+  echo $((f[13] + f[14]))
+}
+
+# Full TLS handshakes against ADDR from C `openssl s_time -new` clients
+# (each one handshake at a time, never resuming a session: wrk would
+# resume) for SECONDS; prints their outputs.
+new_tls() {
+  local addr=$1 clients=$2 seconds=$3 i
+  local -a running=()
+  for i in $(seq 1 "$clients"); do
+    taskset -c "$LOAD_CPU" openssl s_time -connect "$addr" -new -time "$seconds" \
+      >"$work/s_time.$i" 2>&1 &
+    running+=($!)
+  done
+  wait "${running[@]}" || true
+  cat "$work"/s_time.*
+  rm -f "$work"/s_time.*
+}
+
+# Runs SCENARIO with C connections against TARGET for DURATION and prints
+# the load tool's output.
+drive() {
+  local target=$1 scenario=$2 c=$3 duration=$4
+  local -a extra
+  read -r -a extra <<<"${wrk_args_of[$target]:-}"
+  local wrk=(taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d"$duration" --latency)
+  local h2load=(taskset -c "$LOAD_CPU" h2load -t1 -c"$c" -m10 -D"${duration%s}")
+  case $scenario in
+    h1) "${wrk[@]}" "${extra[@]}" "http://127.0.0.1:${port_of[$target]}/" ;;
+    big) "${wrk[@]}" "http://127.0.0.1:${port_of[$target]}/big" ;;
+    h2c) "${h2load[@]}" "http://127.0.0.1:${h2c_port_of[$target]}/" ;;
+    h2tls) "${h2load[@]}" "https://127.0.0.1:${ec_port_of[$target]}/" ;;
+    tls) "${wrk[@]}" "https://127.0.0.1:${ec_port_of[$target]}/" ;;
+    tls-new-ecdsa) new_tls "127.0.0.1:${ec_port_of[$target]}" "$c" "${duration%s}" ;;
+    tls-new-rsa) new_tls "127.0.0.1:${tls_port_of[$target]}" "$c" "${duration%s}" ;;
+    *) echo "unknown scenario: $scenario" >&2; exit 1 ;;
+  esac
+}
+
 results="$work/results.tsv"
 : >"$results"
 read -r -a targets <<<"$TARGETS"
@@ -236,14 +329,18 @@ for round in $(seq 1 "$ROUNDS"); do
   shift_by=$(((round - 1) % ${#targets[@]}))
   order=("${targets[@]:shift_by}" "${targets[@]:0:shift_by}")
   for target in "${order[@]}"; do
-    for c in $CONNECTIONS; do
-      url="http://127.0.0.1:${port_of[$target]}/"
+    for pair in $SCENARIOS; do
+      scenario=${pair%%:*} c=${pair#*:}
+      # cutover-full differs from cutover in routing only: h1 rows.
+      [[ $target == cutover-full && $scenario != h1 ]] && continue
       # Warm up connections and caches; not measured.
-      read -r -a extra <<<"${wrk_args_of[$target]:-}"
-      taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d1s "${extra[@]}" "$url" >/dev/null
-      out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d"$DURATION" --latency "${extra[@]}" "$url")
-      printf '%s\t%s\t%s\t%s\n' "$round" "$target" "$c" "$(printf '%s' "$out" | base64 -w0)" >>"$results"
-      echo "round $round: $target c$c done" >&2
+      drive "$target" "$scenario" "$c" 1s >/dev/null 2>&1 || true
+      before=$(cpu_ticks "$target")
+      out=$(drive "$target" "$scenario" "$c" "$DURATION" 2>&1 || true)
+      after=$(cpu_ticks "$target")
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$scenario" "$c" \
+        "$((after - before))" "$(printf '%s' "$out" | base64 -w0)" >>"$results"
+      echo "round $round: $target $scenario c$c done" >&2
     done
   done
 done
@@ -270,63 +367,4 @@ idle_round() {
 idle_round "" port_of "$IDLE_CONNECTIONS"
 idle_round " (TLS)" tls_port_of "$IDLE_TLS_CONNECTIONS" --tls
 
-python3 - "$results" "$memory" <<'EOF'
-import base64, re, statistics, sys
-
-def ms(text):
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-runs = {}
-for line in open(sys.argv[1]):
-    _, target, c, out = line.rstrip("\n").split("\t")
-    out = base64.b64decode(out).decode()
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
-    p99 = ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
-    errors = 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        errors += sum(int(x) for x in m.groups())
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        errors += int(m.group(1))
-    runs.setdefault((target, int(c)), []).append((rps, p50, p99, errors))
-
-targets = []
-for target, _ in runs:
-    if target not in targets:
-        targets.append(target)
-conns = sorted({c for _, c in runs})
-print()
-print("| proxy (1 core) | conns | rps (median) | p50 ms | p99 ms | errors | cutover rps / this |")
-print("|---|---|---|---|---|---|---|")
-for c in conns:
-    med = {}
-    for t in targets:
-        r = runs.get((t, c))
-        if not r:
-            continue
-        med[t] = (
-            statistics.median(x[0] for x in r),
-            statistics.median(x[1] for x in r),
-            statistics.median(x[2] for x in r),
-            sum(x[3] for x in r),
-        )
-    base = med.get("cutover")
-    for t, (rps, p50, p99, errors) in med.items():
-        ratio = f"{base[0] / rps:.2f}x" if base else "-"
-        print(f"| {t} | {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errors} | {ratio} |")
-print()
-print(f"rounds: {max(len(v) for v in runs.values())}; medians per target and concurrency")
-
-lines = [l.rstrip("\n").split("\t", 1) for l in open(sys.argv[2]) if l.strip()]
-if lines:
-    print()
-    print("| proxy | idle keep-alive connections | failed | RSS before | RSS after | MiB per 10k |")
-    print("|---|---|---|---|---|---|")
-    for target, fields in lines:
-        f = dict(kv.split("=") for kv in fields.split())
-        print(f"| {target} | {f['connections']} | {f['failed']} | {int(f['rss_before_kib']) / 1024:.1f} MiB "
-              f"| {int(f['rss_after_kib']) / 1024:.1f} MiB | {f['mib_per_10k']} |")
-EOF
+python3 benches/compare_report.py "$results" "$memory" "$(getconf CLK_TCK)"
