@@ -15,6 +15,7 @@
 #   CONNECTIONS=200 benches/instructions.sh
 #   TOP=30 TARGETS=cutover benches/instructions.sh    # and cutover's top functions
 #   CUTOVER_BIN=/path/to/other/cutover benches/instructions.sh
+#   KEEP_DUMP=/tmp TARGETS=cutover benches/instructions.sh   # keep the dump
 #
 # Under callgrind a proxy runs ~50x slower, so it is the bottleneck and
 # handles many ready connections per wake-up: compare builds and proxies
@@ -150,6 +151,8 @@ for target in $TARGETS; do
   # The dump after the zeroing is the newest file of its prefix.
   dump=$(ls -t "$work/$target.cg".* | head -n 1)
   total=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
+  # KEEP_DUMP=DIR keeps the callgrind dump, for callgrind_annotate --tree.
+  [[ -n "${KEEP_DUMP:-}" ]] && cp "$dump" "$KEEP_DUMP/$target.callgrind"
   printf '| %s | %s | %s | %s |\n' "$target" "$CONNECTIONS" "$requests" "$((total / requests))"
   if ((TOP > 0)) && [[ $target == cutover ]]; then
     callgrind_annotate --inclusive=no --threshold=100 "$dump" >"$work/annotated" 2>/dev/null
