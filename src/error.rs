@@ -18,13 +18,15 @@ pub enum Error {
     Tls(String),
     #[error("cannot open the access log: {0}")]
     AccessLog(#[source] std::io::Error),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 impl Error {
     /// Process exit code: 1 for a bad config (SPEC.md), 2 for anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Tls(_) => 1,
+            Error::Config(_) | Error::Tls(_) | Error::Cluster(_) => 1,
             _ => 2,
         }
     }

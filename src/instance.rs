@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
+use crate::cluster::{Cluster, WriteError};
 use crate::config::Config;
-use crate::control::{ControlError, ControlPlane};
+use crate::control::{Change, ControlError, ControlPlane};
 use crate::server::Listeners;
 use crate::state::Caller;
 use crate::tls::CertStore;
@@ -15,7 +16,13 @@ pub struct Instance {
     pub plane: ControlPlane,
     pub listeners: Listeners,
     pub admin_tls: Option<AdminTls>,
+    /// In a fleet: the etcd link every change goes through.
+    pub cluster: Option<Arc<Cluster>>,
 }
+
+/// How many times a change is made again on a newer fleet state before
+/// the caller is told to retry.
+const FLEET_TRIES: usize = 3;
 
 /// The admin API's certificates: the files `[admin] tls` named at start
 /// (`[admin]` changes take effect at the next start), read again at every
@@ -42,6 +49,78 @@ impl AdminTls {
 }
 
 impl Instance {
+    /// One runtime change, from an admin call or the lifecycle (drained
+    /// removals, rollout moves). Alone: the control plane's. In a fleet:
+    /// written to etcd guarded by the revision it was made from, then
+    /// applied here; a concurrent change by another instance means making
+    /// it again on the new state (the change may then be refused by it).
+    pub async fn change(&mut self, caller: &Caller, change: &Change) -> Result<(), ControlError> {
+        let Some(cluster) = self.cluster.clone() else {
+            return self.plane.change(caller, change);
+        };
+        let before = self.plane.audit_view(change);
+        let outcome = self.share(&cluster, change).await;
+        match outcome {
+            Ok((next, revision)) => {
+                self.plane
+                    .commit_change(caller, change, before, next, Some(revision))
+            }
+            Err(e) => {
+                self.plane.refused(caller, change, before, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes `change` to the fleet's state; returns it and its revision.
+    async fn share(
+        &mut self,
+        cluster: &Cluster,
+        change: &Change,
+    ) -> Result<(crate::state::Overrides, i64), ControlError> {
+        // Tried even while the link looks down: one etcd member gone only
+        // moves the write to another, and the revision guard keeps a
+        // change made from a stale state from landing.
+        for _ in 0..FLEET_TRIES {
+            let next = self.plane.propose(change)?;
+            match cluster.write(self.plane.shared_revision(), &next).await {
+                Ok(revision) => return Ok((next, revision)),
+                Err(WriteError::Conflict { doc, revision }) => {
+                    tracing::debug!(
+                        revision,
+                        "the fleet's state moved on: making the change again"
+                    );
+                    self.plane.adopt(*doc, revision);
+                }
+                Err(WriteError::Unavailable(why)) => {
+                    return Err(ControlError::FleetUnavailable(why));
+                }
+            }
+        }
+        Err(ControlError::FleetBusy(FLEET_TRIES))
+    }
+
+    /// The status, with the fleet link in a fleet.
+    pub fn status(&self) -> crate::control::status::Status {
+        let mut status = self.plane.status();
+        status.cluster = self
+            .cluster
+            .as_ref()
+            .map(|c| c.view(self.plane.shared_revision()));
+        status
+    }
+
+    /// What this instance tells the fleet about itself every heartbeat.
+    pub fn fleet_record(&self) -> serde_json::Value {
+        serde_json::json!({
+            "revision": self.plane.shared_revision(),
+            "heartbeat_ms": crate::clock::unix_ms(),
+            "pid": std::process::id(),
+            "in_flight": self.plane.in_flight_by_upstream(),
+            "traffic": self.plane.rollout_traffic(),
+        })
+    }
+
     /// Re-reads the config file: listeners first, then routes and pools.
     /// An invalid file or a listener that cannot bind changes nothing.
     pub async fn reload(&mut self, caller: &Caller) -> Result<Vec<String>, ControlError> {

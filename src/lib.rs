@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod connector;
 pub mod control;

@@ -106,6 +106,10 @@ pub async fn start_with(
         crate::tls::load_listeners(&listener_configs).map_err(|p| Error::Tls(p.join("\n")))?;
     crate::upstream_tls::check(&config.pools).map_err(|p| Error::Tls(p.join("\n")))?;
     let admin_tls = AdminTls::load(&config.admin.tls).map_err(Error::Tls)?;
+    let cluster = match &config.cluster {
+        Some(c) => Some(crate::cluster::Cluster::new(c).await?),
+        None => None,
+    };
     let admin_bind = config.admin.bind;
     let token_file = config.admin.token_file.clone();
     let read_token_file = config.admin.read_token_file.clone();
@@ -159,7 +163,11 @@ pub async fn start_with(
         plane,
         listeners,
         admin_tls,
+        cluster: cluster.clone(),
     }));
+    if let Some(cluster) = cluster {
+        crate::cluster::follow::follow(cluster, Arc::clone(&instance), shutdown.clone());
+    }
     // Idle upstream connections past `upstream_idle_timeout` close even
     // when no request comes to notice.
     tokio::spawn({
@@ -184,7 +192,7 @@ pub async fn start_with(
         async move {
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => instance.lock().await.plane.reap(),
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => remove_drained(&instance).await,
                     _ = shutdown.cancelled() => break,
                 }
             }
@@ -375,7 +383,7 @@ fn drive_rollouts(instance: Arc<Mutex<Instance>>, shutdown: CancellationToken) {
                 _ = tick.tick() => {}
                 _ = shutdown.cancelled() => break,
             }
-            let calls = instance.lock().await.plane.tick_rollouts();
+            let calls = tick_rollouts(&instance).await;
             for call in calls {
                 let instance = Arc::clone(&instance);
                 tokio::spawn(async move {
@@ -385,6 +393,58 @@ fn drive_rollouts(instance: Arc<Mutex<Instance>>, shutdown: CancellationToken) {
             }
         }
     });
+}
+
+/// Removes the upstreams `DELETE` marked that have drained.
+async fn remove_drained(instance: &Mutex<Instance>) {
+    let mut instance = instance.lock().await;
+    let caller = Caller {
+        peer: "drain".into(),
+        token: None,
+    };
+    for change in instance.plane.drained_removals() {
+        match instance.change(&caller, &change).await {
+            Ok(()) => tracing::info!(target = %change.target(), "drained upstream removed"),
+            Err(e) => {
+                tracing::error!(target = %change.target(), error = %e, "cannot remove drained upstream")
+            }
+        }
+    }
+}
+
+/// One tick of the rollout driver: the moves it decides, made like any
+/// other change; returns the webhooks to call. In a fleet only the
+/// instance holding the driver's lease ticks.
+async fn tick_rollouts(instance: &Mutex<Instance>) -> Vec<crate::control::WebhookCall> {
+    let mut instance = instance.lock().await;
+    let mut elsewhere = crate::control::FleetTraffic::new();
+    if let Some(cluster) = instance.cluster.clone()
+        && instance.plane.has_running_rollouts()
+    {
+        if !cluster.drives_rollouts().await {
+            return Vec::new();
+        }
+        // The fleet's traffic, as the other instances last published it.
+        match cluster.others().await {
+            Ok(records) => elsewhere = crate::control::fleet_traffic(records.iter()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the fleet's traffic: rollouts wait");
+                return Vec::new();
+            }
+        }
+    }
+    let (moves, mut calls) = instance.plane.tick_rollouts(&elsewhere);
+    let caller = Caller {
+        peer: "rollout".into(),
+        token: None,
+    };
+    for change in moves {
+        if let Err(e) = instance.change(&caller, &change).await {
+            tracing::error!(target = %change.target(), error = %e, "rollout move failed");
+        }
+    }
+    calls.append(&mut instance.plane.after_rollout_moves());
+    calls
 }
 
 /// Every DNS name of `config`, looked up at once (each bounded by

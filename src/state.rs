@@ -20,6 +20,8 @@ use crate::rollout::RolloutRecord;
 const OVERRIDES_FILE: &str = "runtime.json";
 const AUDIT_FILE: &str = "audit.log";
 const STICKY_KEY_FILE: &str = "sticky.key";
+/// In a fleet: which fleet and revision `runtime.json` holds.
+const FLEET_FILE: &str = "fleet.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -276,6 +278,28 @@ impl Store {
             .and_then(|d| d.sync_all())
             .map_err(write_err)?;
         Ok(())
+    }
+
+    /// In a fleet: the revision of the shared state `runtime.json` holds,
+    /// if it was saved for `prefix` (0 otherwise: any state in etcd is newer).
+    pub fn load_revision(&self, prefix: &str) -> i64 {
+        let text = fs::read_to_string(self.dir.join(FLEET_FILE)).unwrap_or_default();
+        let saved: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if saved["prefix"] == prefix {
+            saved["revision"].as_i64().unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// Saves the revision of the shared state just saved (after `save`).
+    pub fn save_revision(&self, prefix: &str, revision: i64) -> Result<(), StateError> {
+        let path = self.dir.join(FLEET_FILE);
+        let tmp = self.dir.join(format!("{FLEET_FILE}.tmp"));
+        let text = serde_json::json!({"prefix": prefix, "revision": revision}).to_string();
+        fs::write(&tmp, text)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|source| StateError::Write { path, source })
     }
 
     /// Appends one line to the audit log.

@@ -115,6 +115,10 @@ pub mod names {
     pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "cutover_upstream_connect_errors_total";
     /// Extra: passive outlier ejections.
     pub const UPSTREAM_EJECTIONS_TOTAL: &str = "cutover_upstream_ejections_total";
+    /// In a fleet: 1 while etcd is reachable (changes can be made).
+    pub const CLUSTER_CONNECTED: &str = "cutover_cluster_connected";
+    /// In a fleet: the revision of the shared state this instance serves.
+    pub const CLUSTER_REVISION: &str = "cutover_cluster_revision";
     /// Extra: HTTP/1.1 request heads not complete within
     /// `request_header_timeout` (answered 408).
     pub const REQUEST_HEAD_TIMEOUTS_TOTAL: &str = "cutover_request_head_timeouts_total";
@@ -222,6 +226,14 @@ fn describe() {
     describe_counter!(
         names::UPSTREAM_CONNECT_ERRORS_TOTAL,
         "Failed connects to an upstream"
+    );
+    describe_gauge!(
+        names::CLUSTER_CONNECTED,
+        "1 while the fleet's etcd is reachable"
+    );
+    describe_gauge!(
+        names::CLUSTER_REVISION,
+        "Revision of the fleet state this instance serves"
     );
     describe_counter!(
         names::REQUEST_HEAD_TIMEOUTS_TOTAL,

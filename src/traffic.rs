@@ -90,8 +90,9 @@ impl TrafficStats {
     }
 }
 
-/// The counters at one moment.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The counters at one moment. In a fleet, each instance publishes those
+/// of running rollouts, and the rollout driver adds them up.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub requests: u64,
     pub errors: u64,

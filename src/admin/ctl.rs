@@ -44,7 +44,12 @@ pub struct CtlArgs {
 enum Verb {
     /// Routes with their configured and effective split, mirrors, and
     /// every upstream's state and in-flight count.
-    Status,
+    Status {
+        /// Also every instance of the fleet (`[cluster]`): its revision,
+        /// last heartbeat and requests in flight.
+        #[arg(long)]
+        fleet: bool,
+    },
     /// Set a route's split: `cutover ctl split app blue=90 green=10`.
     Split {
         /// The route, as named in the config file.
@@ -459,9 +464,20 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
         format!("/api/v1/pools/{}/upstreams/{}", encode(pool), encode(addr))
     };
     let (value, line) = match args.verb {
-        Verb::Status => {
+        Verb::Status { fleet: false } => {
             let (v, status) = api.status().await?;
             (v, status_table(&status))
+        }
+        Verb::Status { fleet: true } => {
+            let (v, status) = api.status().await?;
+            let fleet = api.call(Method::GET, "/api/v1/fleet", None).await?;
+            let text = format!(
+                "{}
+{}",
+                status_table(&status),
+                fleet_table(&fleet)
+            );
+            (json!({"status": v, "fleet": fleet}), text)
         }
         Verb::Split {
             route,
@@ -822,6 +838,66 @@ fn upstream_line(pool: &str, v: &Value) -> String {
 }
 
 /// The human table of `cutover ctl status`.
+/// `status --fleet`: one line per instance of the fleet.
+fn fleet_table(fleet: &Value) -> String {
+    let this = &fleet["this"];
+    let mut out = format!(
+        "fleet {} (etcd {}), this instance {}: {}, revision {}\n\n",
+        this["prefix"].as_str().unwrap_or("?"),
+        this["etcd"]
+            .as_array()
+            .map(|e| e
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","))
+            .unwrap_or_default(),
+        this["instance"].as_str().unwrap_or("?"),
+        if this["connected"] == true {
+            "connected"
+        } else {
+            "NOT CONNECTED"
+        },
+        this["revision"],
+    );
+    let now = crate::clock::unix_ms();
+    let rows: Vec<[String; 5]> = fleet["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let in_flight: u64 = i["in_flight"]
+                .as_object()
+                .into_iter()
+                .flat_map(|pools| pools.values())
+                .filter_map(Value::as_object)
+                .flat_map(|ups| ups.values())
+                .filter_map(Value::as_u64)
+                .sum();
+            let ago = i["heartbeat_ms"].as_u64().map_or("?".to_string(), |t| {
+                format!("{:.1}s ago", now.saturating_sub(t) as f64 / 1000.0)
+            });
+            [
+                i["name"].as_str().unwrap_or("?").to_string(),
+                i["revision"].to_string(),
+                if i["behind"] == true {
+                    "behind"
+                } else {
+                    "current"
+                }
+                .to_string(),
+                ago,
+                in_flight.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["INSTANCE", "REVISION", "STATE", "HEARTBEAT", "IN-FLIGHT"],
+        &rows,
+    ));
+    out
+}
+
 pub fn status_table(s: &Status) -> String {
     let mut out = format!("cutover {} (pid {})\n\n", s.version, s.pid);
     let rows: Vec<[String; 6]> = s

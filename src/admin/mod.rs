@@ -228,7 +228,17 @@ impl Admin {
                 reply
             }
             ["healthz"] => text(StatusCode::OK, "ok\n"),
-            ["readyz"] if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+            ["readyz"] if self.ready.load(Ordering::Acquire) => {
+                // Serving either way; in a fleet, say whether changes can
+                // be made.
+                let detail = match &self.instance.lock().await.cluster {
+                    Some(c) if !c.connected() => {
+                        "ready (etcd unreachable: serving the last fleet state; changes refused)\n"
+                    }
+                    _ => "ready\n",
+                };
+                text(StatusCode::OK, detail)
+            }
             ["readyz"] => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
             ["metrics"] => metrics_page::render(&self.routing.load()),
             ["api", "v1", rest @ ..] => {
@@ -241,7 +251,7 @@ impl Admin {
                     return error(
                         StatusCode::FORBIDDEN,
                         "forbidden",
-                        "this token may only read (GET /api/v1/status, /api/v1/audit); changes need the admin.token_file token",
+                        "this token may only read (GET /api/v1/status, /api/v1/audit, /api/v1/fleet); changes need the admin.token_file token",
                     );
                 }
                 let caller = Caller {
@@ -331,9 +341,10 @@ impl Admin {
                 }
             }
             (["status"], &M::GET) => {
-                let status = self.instance.lock().await.plane.status();
+                let status = self.instance.lock().await.status();
                 json_reply(StatusCode::OK, &json!(status))
             }
+            (["fleet"], &M::GET) => self.fleet().await,
             (["routes", route, "split"], &M::PUT) => {
                 let change = parse_split(&body).map(|split| Change::SetSplit {
                     route: route.to_string(),
@@ -503,17 +514,17 @@ impl Admin {
         ok: StatusCode,
     ) -> Reply {
         let mut instance = self.instance.lock().await;
-        let plane = &mut instance.plane;
         let change = match change {
             Ok(c) => c,
             Err(e) => {
-                plane.audit_refusal(caller, action, target, &e);
+                instance.plane.audit_refusal(caller, action, target, &e);
                 return control_error(&e);
             }
         };
-        if let Err(e) = plane.change(caller, &change) {
+        if let Err(e) = instance.change(caller, &change).await {
             return control_error(&e);
         }
+        let plane = &instance.plane;
         let status = plane.status();
         let view = match &change {
             Change::SetSplit { route, .. }
@@ -531,6 +542,39 @@ impl Admin {
             },
         };
         json_reply(ok, &view)
+    }
+
+    /// `GET /api/v1/fleet`: every instance that announced itself under its
+    /// lease in etcd (a dead one drops out within the lease's 5 s), with
+    /// its revision, last heartbeat and in-flight requests per upstream.
+    async fn fleet(&self) -> Reply {
+        let (cluster, me, revision) = {
+            let instance = self.instance.lock().await;
+            let Some(cluster) = instance.cluster.clone() else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "no_fleet",
+                    "this instance is not in a fleet (no [cluster] in its config)",
+                );
+            };
+            let me = cluster.view(instance.plane.shared_revision());
+            (cluster, me, instance.plane.shared_revision())
+        };
+        match cluster.instances().await {
+            Ok(list) => {
+                let instances: Vec<Value> = list
+                    .into_iter()
+                    .map(|(name, mut record)| {
+                        record["name"] = json!(name);
+                        record["connected"] = json!(true);
+                        record["behind"] = json!(record["revision"].as_i64().map(|r| r < revision));
+                        record
+                    })
+                    .collect();
+                json_reply(StatusCode::OK, &json!({"this": me, "instances": instances}))
+            }
+            Err(e) => control_error(&ControlError::FleetUnavailable(e)),
+        }
     }
 
     /// `POST /api/v1/upgrade`: answers once the new process serves (200,
@@ -564,7 +608,7 @@ impl Admin {
 
 fn allowed_methods(parts: &[&str]) -> Option<&'static str> {
     Some(match parts {
-        ["status"] | ["audit"] => "GET",
+        ["status"] | ["audit"] | ["fleet"] => "GET",
         ["routes", _, "split" | "mirror"] => "PUT",
         ["routes", _, "rollout"]
         | [

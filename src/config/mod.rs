@@ -4,6 +4,7 @@
 //! message`; a file with any problem yields no `Config` at all, so a bad file can
 //! never half-apply. Imports no sibling module.
 
+mod cluster;
 mod features;
 mod matchers;
 mod mirror;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 
+pub use cluster::ClusterConfig;
 pub use matchers::{Matchers, ValueMatch, cookies};
 pub use mirror::{Compare, MirrorConfig, MirrorTarget};
 pub use rollout_spec::{Analysis, RolloutSpec, SpecError, Webhooks, parse_spec};
@@ -37,6 +39,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// In file order.
     pub pools: Vec<PoolConfig>,
+    /// A fleet sharing its runtime state through etcd.
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -263,6 +267,9 @@ impl Config {
                 files.key = base.join(&files.key);
             }
         }
+        if let Some(cluster) = &mut config.cluster {
+            cluster.resolve_paths(base);
+        }
         for files in &mut config.admin.tls {
             files.cert = base.join(&files.cert);
             files.key = base.join(&files.key);
@@ -468,6 +475,40 @@ upstreams = [ { addr = "127.0.0.1:9002" } ]
         assert!(
             p[0].contains("proxy.client_header_timeout: set request_header_timeout only"),
             "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn cluster_section_is_checked() {
+        let good = format!(
+            "{GOOD}\n[cluster]\netcd = [\"http://10.0.0.5:2379\"]\nprefix = \"/cutover/prod\"\ninstance = \"lb-1\"\n"
+        );
+        let c = Config::parse("f.toml", &good).expect("valid");
+        let cluster = c.cluster.expect("cluster");
+        assert_eq!(cluster.etcd, ["http://10.0.0.5:2379"]);
+        assert_eq!(
+            (cluster.prefix.as_str(), cluster.instance.as_str()),
+            ("/cutover/prod", "lb-1")
+        );
+        let bad = format!(
+            "{GOOD}\n[cluster]\netcd = [\"10.0.0.5:2379\"]\nprefix = \"cutover/\"\netcd_cert = \"c.pem\"\nbogus = 1\n"
+        );
+        let p = problems(&bad);
+        for expected in [
+            "cluster.etcd[0]: expected an etcd URL",
+            "cluster.prefix: expected a key prefix",
+            "cluster.etcd_cert: etcd_cert and etcd_key go together",
+            "cluster.bogus: unknown key",
+        ] {
+            assert!(p.iter().any(|l| l.contains(expected)), "{expected}: {p:#?}");
+        }
+        let missing = format!("{GOOD}\n[cluster]\nprefix = \"/x\"\n");
+        assert!(
+            problems(&missing)
+                .iter()
+                .any(|l| l.contains("cluster.etcd: missing required key")),
+            "{:#?}",
+            problems(&missing)
         );
     }
 

@@ -30,6 +30,7 @@ pub fn read_root(root: &Spanned<DeTable<'_>>, problems: &mut Problems) -> Config
     let proxy = read_proxy(&mut top, problems);
     let pools = read_pools(&mut top, problems);
     let routes = read_routes(&mut top, &pools, problems);
+    let cluster = super::cluster::read_cluster(&mut top, problems);
     top.finish(problems);
 
     let pools = pools.into_iter().map(|(p, _)| p).collect();
@@ -40,6 +41,7 @@ pub fn read_root(root: &Spanned<DeTable<'_>>, problems: &mut Problems) -> Config
         proxy,
         routes,
         pools,
+        cluster,
     }
 }
 

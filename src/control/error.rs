@@ -50,6 +50,17 @@ pub enum ControlError {
     Listener(String),
     #[error("{0}")]
     State(#[from] StateError),
+    /// In a fleet, etcd cannot be reached: a change made here alone would
+    /// leave this instance out of step with the others.
+    #[error(
+        "the fleet's state store (etcd) is unreachable ({0}): changes are refused until it is back; traffic is served from the last state"
+    )]
+    FleetUnavailable(String),
+    /// Other instances' changes kept landing first.
+    #[error(
+        "other instances changed the fleet's state {0} times while this change was being made; send it again"
+    )]
+    FleetBusy(usize),
 }
 
 impl ControlError {
@@ -81,6 +92,8 @@ impl ControlError {
             | E::InvalidConfig(_)
             | E::Listener(_) => StatusCode::BAD_REQUEST,
             E::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::FleetUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::FleetBusy(_) => StatusCode::CONFLICT,
         }
     }
 
@@ -126,6 +139,8 @@ impl ControlError {
             E::InvalidConfig(problems) => json!({"code": "invalid_config", "problems": problems}),
             E::Listener(m) => json!({"code": "listener", "problems": [m]}),
             E::State(e) => json!({"code": "state", "reason": e.to_string()}),
+            E::FleetUnavailable(why) => json!({"code": "fleet_unavailable", "reason": why}),
+            E::FleetBusy(tries) => json!({"code": "fleet_busy", "tries": tries}),
         }
     }
 }

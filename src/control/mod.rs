@@ -30,6 +30,7 @@ pub use apply::{Change, apply};
 pub use error::ControlError;
 pub use reconcile::{effective, reconcile};
 pub use rollout_changes::{RolloutStep, WebhookCall};
+pub use rollout_driver::{FleetTraffic, fleet_traffic};
 
 pub struct ControlPlane {
     /// The config file as read: pools may name upstreams by DNS name.
@@ -48,6 +49,16 @@ pub struct ControlPlane {
     retired_for: Option<u32>,
     /// Running rollouts' memory between checks.
     runs: rollout_changes::Runs,
+    /// In a fleet (`[cluster]`): the state as etcd holds it.
+    shared: Option<Shared>,
+}
+
+/// The runtime state a fleet shares: the document as etcd holds it (before
+/// this instance's file reconciles it into `overrides`) and its revision.
+struct Shared {
+    prefix: String,
+    doc: Overrides,
+    revision: i64,
 }
 
 impl ControlPlane {
@@ -61,7 +72,15 @@ impl ControlPlane {
     ) -> Result<ControlPlane, StateError> {
         let file = dns::expand(&raw_file, &names);
         let sticky_key = std::sync::Arc::new(StickyKey::new(store.sticky_key()?));
-        let (overrides, dropped) = reconcile(&file, store.load()?);
+        let loaded = store.load()?;
+        // In a fleet, the saved state is the fleet's last document: kept
+        // whole, reconciled with this file only in memory.
+        let shared = raw_file.cluster.as_ref().map(|c| Shared {
+            revision: store.load_revision(&c.prefix),
+            prefix: c.prefix.clone(),
+            doc: loaded.clone(),
+        });
+        let (overrides, dropped) = reconcile(&file, loaded);
         let table = RouteTable::build(&effective(&file, &overrides), None, &sticky_key);
         set_runtime_flags(&table, &overrides);
         let plane = ControlPlane {
@@ -74,8 +93,11 @@ impl ControlPlane {
             control: Control::new(table, sticky_key),
             retired_for: None,
             runs: rollout_changes::Runs::default(),
+            shared,
         };
-        if !dropped.is_empty() {
+        if let Some(shared) = &plane.shared {
+            metrics::gauge!(crate::telemetry::names::CLUSTER_REVISION).set(shared.revision as f64);
+        } else if !dropped.is_empty() {
             plane.store.save(&plane.overrides)?;
             let caller = Caller {
                 peer: "startup".into(),
@@ -119,6 +141,25 @@ impl ControlPlane {
         status
     }
 
+    /// Requests in flight per pool and upstream, for the fleet view.
+    pub fn in_flight_by_upstream(&self) -> Value {
+        let table = self.routing().load();
+        let status = status::status(&table, &self.overrides, &self.file);
+        let pools: serde_json::Map<String, Value> = status
+            .pools
+            .iter()
+            .map(|p| {
+                let ups: serde_json::Map<String, Value> = p
+                    .upstreams
+                    .iter()
+                    .map(|u| (u.addr.to_string(), json!(u.in_flight)))
+                    .collect();
+                (p.name.clone(), Value::Object(ups))
+            })
+            .collect();
+        Value::Object(pools)
+    }
+
     /// The DNS names to look up now: never looked up, or looked up longer
     /// ago than their pools' `dns_refresh`.
     pub fn names_due(&self, now_ms: u64) -> Vec<(String, u16)> {
@@ -152,9 +193,9 @@ impl ControlPlane {
         }
         tracing::info!(name = %format!("{host}:{port}"), addresses = ?state.addresses, "DNS name resolves to new addresses");
         self.file = dns::expand(&self.raw_file, &self.names);
-        let (next, dropped) = reconcile(&self.file, self.overrides.clone());
+        let (next, dropped) = self.reconciled();
         if next != self.overrides {
-            if let Err(e) = self.store.save(&next) {
+            if let Err(e) = self.save_local(&next) {
                 tracing::error!(error = %e, "cannot save runtime state after a DNS change");
             }
             self.overrides = next;
@@ -184,24 +225,83 @@ impl ControlPlane {
     }
 
     /// One runtime change: apply → persist → publish → audit. Nothing
-    /// changes if it is refused or cannot be persisted.
+    /// changes if it is refused or cannot be persisted. Alone, not in a
+    /// fleet: there `Instance::change` shares it through etcd.
     pub fn change(&mut self, caller: &Caller, change: &Change) -> Result<(), ControlError> {
         let before = self.audit_view(change);
-        let result = self.refuse_if_retired().and_then(|()| {
-            let table = self.routing().load();
-            let in_rotation = |pool: &str| table.pool(pool).is_some_and(|p| p.in_rotation());
-            let next = apply(change, &self.overrides, &self.file, &in_rotation)?;
-            self.commit(next)
-        });
-        if let (Ok(()), Change::Rollout { route, step, .. }) = (&result, change) {
+        let result = self
+            .propose(change)
+            .and_then(|next| self.commit(next, None));
+        self.finish(caller, change, before, result.as_ref().err());
+        result
+    }
+
+    /// What the runtime state would be after `change`, or why it is
+    /// refused; nothing changes yet. In a fleet, made from the shared state.
+    pub fn propose(&self, change: &Change) -> Result<Overrides, ControlError> {
+        self.refuse_if_retired()?;
+        let table = self.routing().load();
+        let in_rotation = |pool: &str| table.pool(pool).is_some_and(|p| p.in_rotation());
+        let base = self.shared.as_ref().map_or(&self.overrides, |s| &s.doc);
+        apply(change, base, &self.file, &in_rotation)
+    }
+
+    /// The revision of the shared state proposals are made from (0: none).
+    pub fn shared_revision(&self) -> i64 {
+        self.shared.as_ref().map_or(0, |s| s.revision)
+    }
+
+    /// What a new fleet starts from: this instance's state.
+    pub fn overrides_to_share(&self) -> Overrides {
+        self.shared
+            .as_ref()
+            .map_or_else(|| self.overrides.clone(), |s| s.doc.clone())
+    }
+
+    /// Makes a proposal live: written to etcd at `revision` (in a fleet)
+    /// or not (alone); then persisted, published and audited.
+    pub fn commit_change(
+        &mut self,
+        caller: &Caller,
+        change: &Change,
+        before: Value,
+        next: Overrides,
+        revision: Option<i64>,
+    ) -> Result<(), ControlError> {
+        let result = self.commit(next, revision);
+        self.finish(caller, change, before, result.as_ref().err());
+        result
+    }
+
+    /// Audits a change refused before it could be committed.
+    pub fn refused(
+        &mut self,
+        caller: &Caller,
+        change: &Change,
+        before: Value,
+        error: &ControlError,
+    ) {
+        self.finish(caller, change, before, Some(error));
+    }
+
+    /// After a change (`error`: refused): the rollout hooks, then the
+    /// audit line.
+    fn finish(
+        &mut self,
+        caller: &Caller,
+        change: &Change,
+        before: Value,
+        error: Option<&ControlError>,
+    ) {
+        if let (None, Change::Rollout { route, step, .. }) = (error, change) {
             self.after_move(route, step);
         }
-        if let (Ok(()), Change::StartRollout { route, spec, .. }) = (&result, change) {
+        if let (None, Change::StartRollout { route, spec, .. }) = (error, change) {
             tracing::info!(%route, to = %spec.to, steps = ?spec.steps, interval = ?spec.interval, "rollout started");
         }
-        let (after, outcome) = match &result {
-            Ok(()) => (self.audit_view(change), "ok".to_string()),
-            Err(e) => (before.clone(), format!("refused: {e}")),
+        let (after, outcome) = match error {
+            None => (self.audit_view(change), "ok".to_string()),
+            Some(e) => (before.clone(), format!("refused: {e}")),
         };
         self.audit(
             caller,
@@ -211,15 +311,66 @@ impl ControlPlane {
             after,
             &outcome,
         );
-        result
     }
 
-    /// Persists `next`, then makes it live.
-    fn commit(&mut self, next: Overrides) -> Result<(), ControlError> {
+    /// A newer fleet state from etcd (another instance's change, or this
+    /// one's coming back through the watch): saved, reconciled with this
+    /// file, published. Older or equal revisions are ignored.
+    pub fn adopt(&mut self, doc: Overrides, revision: i64) {
+        if self.shared.is_none() || revision <= self.shared_revision() {
+            return;
+        }
+        if let Err(e) = self.commit(doc.clone(), Some(revision)) {
+            // Served anyway: the fleet decided. Only a restart before the
+            // disk is fixed would start from the older state.
+            tracing::error!(revision, error = %e, "cannot save the fleet's state; serving it");
+            self.take_shared(doc, revision);
+            self.publish();
+        } else {
+            tracing::info!(revision, "applied the fleet's state");
+        }
+    }
+
+    /// Persists `next`, then makes it live; in a fleet `next` is the shared
+    /// document at `revision`.
+    fn commit(&mut self, next: Overrides, revision: Option<i64>) -> Result<(), ControlError> {
         self.store.save(&next)?;
-        self.overrides = next;
+        match (revision, &self.shared) {
+            (Some(revision), Some(shared)) => {
+                self.store.save_revision(&shared.prefix, revision)?;
+                self.take_shared(next, revision);
+            }
+            _ => self.overrides = next,
+        }
         self.publish();
         Ok(())
+    }
+
+    /// The runtime state (alone) or the fleet's (in a fleet) reconciled
+    /// with the file as it is now.
+    fn reconciled(&self) -> (Overrides, Vec<String>) {
+        let base = self.shared.as_ref().map_or(&self.overrides, |s| &s.doc);
+        reconcile(&self.file, base.clone())
+    }
+
+    /// Saves what reconciling the file made of the runtime state — alone.
+    /// In a fleet `runtime.json` keeps the fleet's document whole: what a
+    /// file drops here is dropped in memory only.
+    fn save_local(&self, next: &Overrides) -> Result<(), StateError> {
+        match self.shared {
+            Some(_) => Ok(()),
+            None => self.store.save(next),
+        }
+    }
+
+    /// Takes `doc` as the fleet's state at `revision`.
+    fn take_shared(&mut self, doc: Overrides, revision: i64) {
+        self.overrides = reconcile(&self.file, doc.clone()).0;
+        if let Some(shared) = &mut self.shared {
+            shared.doc = doc;
+            shared.revision = revision;
+        }
+        metrics::gauge!(crate::telemetry::names::CLUSTER_REVISION).set(revision as f64);
     }
 
     /// Builds the table for the file and overrides, sets each upstream's
@@ -231,7 +382,7 @@ impl ControlPlane {
     }
 
     /// What the audit log shows of the thing a change touches.
-    fn audit_view(&self, change: &Change) -> Value {
+    pub fn audit_view(&self, change: &Change) -> Value {
         let table = self.routing().load();
         match change {
             Change::StartRollout { route, .. } | Change::Rollout { route, .. } => {
@@ -267,11 +418,11 @@ impl ControlPlane {
         .map_or(Value::Null, |u| json!(u))
     }
 
-    /// Removes the upstreams `DELETE` marked once they are drained. Called
-    /// periodically by the lifecycle.
-    pub fn reap(&mut self) {
+    /// The removals of upstreams `DELETE` marked that are now drained, for
+    /// the lifecycle to make (`Instance::change`) every 250 ms.
+    pub fn drained_removals(&self) -> Vec<Change> {
         if self.retired_for.is_some() {
-            return;
+            return Vec::new();
         }
         let table = self.routing().load();
         let mut done = Vec::new();
@@ -289,18 +440,7 @@ impl ControlPlane {
                 }
             }
         }
-        let caller = Caller {
-            peer: "drain".into(),
-            token: None,
-        };
-        for change in done {
-            match self.change(&caller, &change) {
-                Ok(()) => tracing::info!(target = %change.target(), "drained upstream removed"),
-                Err(e) => {
-                    tracing::error!(target = %change.target(), error = %e, "cannot remove drained upstream")
-                }
-            }
-        }
+        done
     }
 
     /// `POST /api/v1/reload` and SIGHUP: re-read the file. `listeners` is the
@@ -353,8 +493,9 @@ impl ControlPlane {
             tracing::warn!("[proxy], [admin] and [state] changes take effect at the next start");
         }
         listeners(&file).await.map_err(ControlError::Listener)?;
-        let (next, dropped) = reconcile(&file, self.overrides.clone());
-        self.store.save(&next)?;
+        let base = self.shared.as_ref().map_or(&self.overrides, |s| &s.doc);
+        let (next, dropped) = reconcile(&file, base.clone());
+        self.save_local(&next)?;
         // Keep settings that only apply at start, so status stays truthful
         // (in both: a DNS change expands the raw file again).
         let mut raw = raw;

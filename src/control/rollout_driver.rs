@@ -12,15 +12,19 @@ use super::rollout_changes::{RolloutStep, WebhookCall};
 use crate::clock::unix_ms;
 use crate::rollout::run::{Action, Hook};
 use crate::rollout::{RolloutRecord, RolloutState};
-use crate::state::Caller;
 use crate::telemetry::names;
 use crate::traffic::Snapshot;
 
 impl ControlPlane {
-    /// One tick of every running rollout; returns the webhooks to call.
-    pub fn tick_rollouts(&mut self) -> Vec<WebhookCall> {
+    /// One tick of every running rollout: the moves to make (through
+    /// `Instance::change`, then `after_rollout_moves`) and the webhooks to
+    /// call.
+    ///
+    /// `elsewhere`: in a fleet, the other instances' counters by route and
+    /// pool, added to this one's so the analysis judges the fleet's traffic.
+    pub fn tick_rollouts(&mut self, elsewhere: &FleetTraffic) -> (Vec<Change>, Vec<WebhookCall>) {
         if self.retired_for().is_some() {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let now = unix_ms();
         let table = self.routing().load();
@@ -42,7 +46,13 @@ impl ControlPlane {
             let Some(r) = table.route(&route) else {
                 continue;
             };
-            let snapshot = |pool: &str| table.traffic(r, pool).map(|s| s.snapshot());
+            let snapshot = |pool: &str| {
+                let here = table.traffic(r, pool).map(|s| s.snapshot())?;
+                Some(match elsewhere.get(&(route.clone(), pool.to_string())) {
+                    Some(there) => here.plus(there),
+                    None => here,
+                })
+            };
             let target = snapshot(&record.spec.to).unwrap_or_default();
             let baseline = sum(record.baseline().into_iter().filter_map(snapshot));
             let run = self.runs.by_route.entry(route.clone()).or_default();
@@ -70,23 +80,53 @@ impl ControlPlane {
                 }
             }
         }
-        let caller = Caller {
-            peer: "rollout".into(),
-            token: None,
-        };
-        for (route, step) in moves {
-            let change = Change::Rollout {
-                route: route.clone(),
-                step: step.clone(),
+        let changes = moves
+            .into_iter()
+            .map(|(route, step)| Change::Rollout {
+                route,
+                step,
                 now_ms: now,
-            };
-            if let Err(e) = self.change(&caller, &change) {
-                tracing::error!(%route, error = %e, "rollout move failed");
+            })
+            .collect();
+        (changes, calls)
+    }
+
+    pub fn has_running_rollouts(&self) -> bool {
+        self.overrides
+            .rollouts
+            .values()
+            .any(|r| r.state == RolloutState::Running)
+    }
+
+    /// What this instance publishes to the fleet's rollout driver: the
+    /// counters of every running rollout's pools, by route and pool.
+    pub fn rollout_traffic(&self) -> Value {
+        let table = self.routing().load();
+        let mut routes = serde_json::Map::new();
+        for (route, record) in &self.overrides.rollouts {
+            if record.state != RolloutState::Running {
+                continue;
             }
+            let Some(r) = table.route(route) else {
+                continue;
+            };
+            let mut pools = serde_json::Map::new();
+            let mut wanted = record.baseline();
+            wanted.push(&record.spec.to);
+            for pool in wanted {
+                if let Some(stats) = table.traffic(r, pool) {
+                    pools.insert(pool.to_string(), json!(stats.snapshot()));
+                }
+            }
+            routes.insert(route.clone(), Value::Object(pools));
         }
+        Value::Object(routes)
+    }
+
+    /// After a tick's moves: the metrics, and the webhooks the moves fire.
+    pub fn after_rollout_moves(&mut self) -> Vec<WebhookCall> {
         self.export_rollout_metrics();
-        calls.append(&mut self.runs.notify);
-        calls
+        std::mem::take(&mut self.runs.notify)
     }
 
     /// Logs a move with its figures, and queues the notifying webhook it
@@ -239,6 +279,29 @@ impl ControlPlane {
 }
 
 /// The counters of several pools as one.
+/// Other instances' rollout counters, summed, by (route, pool).
+pub type FleetTraffic = std::collections::HashMap<(String, String), Snapshot>;
+
+/// Adds up the `traffic` objects of instance records (`rollout_traffic`).
+pub fn fleet_traffic<'a>(records: impl Iterator<Item = &'a Value>) -> FleetTraffic {
+    let mut total = FleetTraffic::new();
+    for record in records {
+        let Some(routes) = record["traffic"].as_object() else {
+            continue;
+        };
+        for (route, pools) in routes {
+            for (pool, snapshot) in pools.as_object().into_iter().flatten() {
+                let Ok(snapshot) = serde_json::from_value::<Snapshot>(snapshot.clone()) else {
+                    continue;
+                };
+                let slot = total.entry((route.clone(), pool.clone())).or_default();
+                *slot = slot.plus(&snapshot);
+            }
+        }
+    }
+    total
+}
+
 fn sum(snapshots: impl Iterator<Item = Snapshot>) -> Snapshot {
     snapshots.fold(Snapshot::default(), |acc, s| acc.plus(&s))
 }

@@ -18,6 +18,9 @@ pub struct Status {
     pub version: String,
     pub routes: Vec<RouteView>,
     pub pools: Vec<PoolView>,
+    /// In a fleet: this instance's name, etcd, connected, revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -289,5 +292,6 @@ pub fn status(table: &RouteTable, o: &Overrides, file: &Config) -> Status {
         version: env!("CARGO_PKG_VERSION").to_string(),
         routes,
         pools,
+        cluster: None,
     }
 }

@@ -62,6 +62,9 @@ async fn answer_to_upgrade(stream: &mut TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_h2c_tunnel_opens_through_the_proxy() {
+    if !tool_present("nghttpx", "nghttp2-proxy") {
+        return;
+    }
     let up = TestUpstream::start("up").await;
     let origin_addr = free_port();
     let _origin = Nghttpx::start(origin_addr, up.addr).await;

@@ -13,6 +13,7 @@ mod dns;
 mod docs;
 mod failures;
 mod faults;
+mod fleet;
 mod grpc;
 mod h2_frames;
 mod h2c_smuggling;

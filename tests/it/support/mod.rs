@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod h2_client;
 pub mod upstream;
 
@@ -397,4 +398,22 @@ pub fn check_config(toml: &str, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run cutover check")
+}
+
+/// Whether `program` (from Debian's `package`) is installed. Under CI (`CI`
+/// set) a missing one fails the test — .ci/run installs it; elsewhere the
+/// test says SKIPPED and passes.
+pub fn tool_present(program: &str, package: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{program} must be installed in CI (.ci/run installs {package})"
+        );
+        eprintln!("SKIPPED: {program} not installed (apt-get install {package})");
+    }
+    found
 }

@@ -1,0 +1,156 @@
+//! Keeping one instance in step with the fleet: catch up, then watch the
+//! shared state and apply each newer document; heartbeats under a lease.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use etcd_client::WatchOptions;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::{CALL_TIMEOUT, Cluster, HEARTBEAT, RETRY_AFTER, WriteError, parse};
+use crate::instance::Instance;
+
+/// Follows the shared state until shutdown: catches up (or seeds etcd with
+/// this instance's state if the fleet has none yet), then watches, applying
+/// every newer document; on any error, reconnects and catches up again.
+pub fn follow(cluster: Arc<Cluster>, instance: Arc<Mutex<Instance>>, shutdown: CancellationToken) {
+    tokio::spawn({
+        let cluster = Arc::clone(&cluster);
+        let instance = Arc::clone(&instance);
+        let shutdown = shutdown.clone();
+        async move {
+            let mut failures = 0u32;
+            loop {
+                let started = std::time::Instant::now();
+                let ended = tokio::select! {
+                    ended = watch_once(&cluster, &instance) => ended,
+                    () = shutdown.cancelled() => return,
+                };
+                cluster.set_watching(false);
+                // A watch that ran a while ended for a reason of its own
+                // (a member stopped): follow again at once, through
+                // another member. Repeated failures wait between tries.
+                failures = if started.elapsed() > RETRY_AFTER {
+                    0
+                } else {
+                    failures + 1
+                };
+                if let Err(e) = ended
+                    && failures == 1
+                {
+                    tracing::warn!(error = %e, "lost the fleet's state in etcd; serving the last one applied, changes refused until it is back");
+                }
+                if failures > 0 {
+                    // 50 ms, doubling to RETRY_AFTER: a member gone is
+                    // routed around at once; etcd gone is not hammered.
+                    let wait = Duration::from_millis(50)
+                        .saturating_mul(1 << failures.min(5))
+                        .min(RETRY_AFTER);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let record = instance.lock().await.fleet_record();
+            match cluster.heartbeat(record).await {
+                Ok(()) => cluster.set_beating(true),
+                Err(e) => {
+                    if cluster.beating.load(Ordering::Acquire) {
+                        tracing::warn!(error = %e, "etcd unreachable");
+                    }
+                    cluster.set_beating(false);
+                }
+            }
+        }
+    });
+}
+
+/// One catch-up and watch, until the watch ends or fails.
+async fn watch_once(cluster: &Cluster, instance: &Mutex<Instance>) -> Result<(), String> {
+    let from = match cluster.fetch().await? {
+        Some((doc, revision)) => {
+            instance.lock().await.plane.adopt(doc, revision);
+            revision
+        }
+        None => {
+            // The first instance of a fleet brings its own state.
+            let mut instance = instance.lock().await;
+            let doc = instance.plane.overrides_to_share();
+            match cluster.write(0, &doc).await {
+                Ok(revision) => {
+                    tracing::info!(
+                        revision,
+                        "the fleet had no state in etcd: seeded it with this instance's"
+                    );
+                    instance.plane.adopt(doc, revision);
+                    revision
+                }
+                Err(WriteError::Conflict { doc, revision }) => {
+                    instance.plane.adopt(*doc, revision);
+                    revision
+                }
+                Err(WriteError::Unavailable(e)) => return Err(e),
+            }
+        }
+    };
+    let (i, mut client) = cluster.client();
+    let options = WatchOptions::new().with_start_revision(from + 1);
+    let watched = tokio::time::timeout(
+        CALL_TIMEOUT,
+        client.watch(cluster.state_key.as_str(), Some(options)),
+    )
+    .await
+    .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))
+    .and_then(|w| w.map_err(|e| e.to_string()));
+    let mut stream = match watched {
+        Ok(stream) => stream,
+        Err(e) => {
+            cluster.failed(i);
+            return Err(e);
+        }
+    };
+    cluster.set_watching(true);
+    tracing::info!(revision = from, instance = %cluster.instance(), "following the fleet's state in etcd");
+    loop {
+        let answer = match stream.message().await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => {
+                cluster.failed(i);
+                return Err("the watch ended".into());
+            }
+            Err(e) => {
+                cluster.failed(i);
+                return Err(e.to_string());
+            }
+        };
+        if answer.canceled() {
+            // Compacted past our revision: fetch the whole state again.
+            return Err(format!("watch canceled: {}", answer.cancel_reason()));
+        }
+        for event in answer.events() {
+            let Some(kv) = event.kv() else { continue };
+            if event.event_type() != etcd_client::EventType::Put {
+                continue;
+            }
+            match parse(kv.value()) {
+                Ok(doc) => instance.lock().await.plane.adopt(doc, kv.mod_revision()),
+                Err(e) => {
+                    tracing::error!(revision = kv.mod_revision(), error = %e, "ignoring a fleet state that does not parse")
+                }
+            }
+        }
+    }
+}

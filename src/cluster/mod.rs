@@ -1,0 +1,426 @@
+//! A fleet of instances sharing one runtime state through etcd
+//! (docs/fleet.md). The state — the same `Overrides` document a single
+//! instance keeps in `state.dir` — lives at `PREFIX/runtime`; a change is
+//! written with a transaction guarded by the revision it was made from,
+//! and every instance follows the key with a watch, applying documents in
+//! revision order. Each instance keeps the last one it applied (and its
+//! revision) in `state.dir`, so it starts and serves without etcd.
+//! Instances announce themselves under `PREFIX/instances/NAME`, attached
+//! to a lease: the fleet view, and how a dead instance disappears.
+//! `follow` keeps an instance in step.
+
+pub mod follow;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, Identity, TlsOptions, Txn, TxnOp,
+    TxnOpResponse,
+};
+use serde_json::{Value, json};
+
+use crate::config::ClusterConfig;
+use crate::state::Overrides;
+use crate::telemetry::names;
+
+/// Every call to etcd gives up after this: an admin call then answers 503.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an instance renews its lease and announces itself.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// An instance silent this long is gone from the fleet (its lease ends).
+const LEASE_TTL_SECONDS: i64 = 5;
+/// Between attempts to reach etcd again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("etcd: {0}")]
+    Etcd(String),
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// Why a shared write did not happen.
+#[derive(Debug)]
+pub enum WriteError {
+    /// Another instance changed the state first: here is the state now.
+    Conflict { doc: Box<Overrides>, revision: i64 },
+    /// etcd could not be reached, or did not answer in time.
+    Unavailable(String),
+}
+
+pub struct Cluster {
+    /// One client per endpoint, used one at a time: a member that goes
+    /// away is left for the next at the first failure (a client balancing
+    /// over all of them kept sending to a dead member).
+    clients: Vec<Client>,
+    current: AtomicUsize,
+    config: ClusterConfig,
+    state_key: String,
+    /// The watch is established (set by `follow`).
+    watching: AtomicBool,
+    /// The last heartbeat reached etcd.
+    beating: AtomicBool,
+    lease: AtomicI64,
+    /// Whether it drove them at the last look (for status).
+    driving: AtomicBool,
+    /// When this instance last asked whether it drives rollouts, and the
+    /// answer.
+    driver: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
+    /// The other instances' last announcements, and when they were read.
+    others: tokio::sync::Mutex<Option<(std::time::Instant, Vec<Value>)>>,
+}
+
+impl Cluster {
+    /// A client for the configured endpoints. No connection is made yet:
+    /// an instance starts whether etcd answers or not.
+    pub async fn new(config: &ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(CALL_TIMEOUT)
+            .with_timeout(CALL_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(1), CALL_TIMEOUT)
+            .with_keep_alive_while_idle(true);
+        if let Some(tls) = tls_options(config)? {
+            options = options.with_tls(tls);
+        }
+        if let (Some(user), Some(file)) = (&config.etcd_user, &config.etcd_password_file) {
+            let password = read(file)?;
+            options = options.with_user(user.clone(), password.trim().to_string());
+        }
+        let mut clients = Vec::new();
+        for endpoint in &config.etcd {
+            let client = Client::connect([endpoint], Some(options.clone()))
+                .await
+                .map_err(|e| ClusterError::Etcd(format!("{endpoint}: {e}")))?;
+            clients.push(client);
+        }
+        metrics::gauge!(names::CLUSTER_CONNECTED).set(0.0);
+        Ok(Arc::new(Cluster {
+            clients,
+            current: AtomicUsize::new(0),
+            state_key: format!("{}/runtime", config.prefix),
+            config: config.clone(),
+            watching: AtomicBool::new(false),
+            beating: AtomicBool::new(false),
+            lease: AtomicI64::new(0),
+            driving: AtomicBool::new(false),
+            driver: tokio::sync::Mutex::new(None),
+            others: tokio::sync::Mutex::new(None),
+        }))
+    }
+
+    /// The client in use, and its index.
+    fn client(&self) -> (usize, Client) {
+        let i = self.current.load(Ordering::Acquire) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// Client `i` failed: the next one is used from now on.
+    fn failed(&self, i: usize) {
+        let next = (i + 1) % self.clients.len();
+        let _ = self
+            .current
+            .compare_exchange(i, next, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Tries every endpoint (at least twice over one) until one answers.
+    fn attempts(&self) -> usize {
+        self.clients.len().max(2)
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.config.instance
+    }
+
+    /// Whether changes can be shared now: watching, and heard by etcd.
+    pub fn connected(&self) -> bool {
+        self.watching.load(Ordering::Acquire) && self.beating.load(Ordering::Acquire)
+    }
+
+    fn set_watching(&self, on: bool) {
+        self.watching.store(on, Ordering::Release);
+        self.export_connected();
+    }
+
+    fn set_beating(&self, on: bool) {
+        self.beating.store(on, Ordering::Release);
+        self.export_connected();
+    }
+
+    fn export_connected(&self) {
+        let value = if self.connected() { 1.0 } else { 0.0 };
+        metrics::gauge!(names::CLUSTER_CONNECTED).set(value);
+    }
+
+    /// Writes `doc` if the shared state is still at `base` (0: no state
+    /// yet); returns the new revision.
+    pub async fn write(&self, base: i64, doc: &Overrides) -> Result<i64, WriteError> {
+        let value = serde_json::to_vec(doc).map_err(|e| WriteError::Unavailable(e.to_string()))?;
+        let mut unanswered = None;
+        for _ in 0..self.attempts() {
+            let (i, client) = self.client();
+            match self.write_with(client, base, &value).await {
+                Ok(revision) => return Ok(revision),
+                // An unanswered write may have landed all the same: then
+                // the state found is this very document.
+                Err(WriteError::Conflict {
+                    doc: found,
+                    revision,
+                }) if unanswered.is_some() && *found == *doc => {
+                    return Ok(revision);
+                }
+                Err(conflict @ WriteError::Conflict { .. }) => return Err(conflict),
+                Err(WriteError::Unavailable(why)) => {
+                    tracing::debug!(error = %why, "etcd did not take a change: trying the next endpoint");
+                    self.failed(i);
+                    unanswered = Some(why);
+                }
+            }
+        }
+        Err(WriteError::Unavailable(unanswered.unwrap_or_default()))
+    }
+
+    async fn write_with(
+        &self,
+        mut client: Client,
+        base: i64,
+        value: &[u8],
+    ) -> Result<i64, WriteError> {
+        let unavailable = |e: String| WriteError::Unavailable(e);
+        let key = self.state_key.as_str();
+        let unchanged = if base == 0 {
+            Compare::create_revision(key, CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(key, CompareOp::Equal, base)
+        };
+        let txn = Txn::new()
+            .when([unchanged])
+            .and_then([TxnOp::put(key, value, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let answer = tokio::time::timeout(CALL_TIMEOUT, client.txn(txn))
+            .await
+            .map_err(|_| unavailable(format!("no answer within {CALL_TIMEOUT:?}")))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        let revision = answer.header().map_or(0, |h| h.revision());
+        if answer.succeeded() {
+            return Ok(revision);
+        }
+        for op in answer.op_responses() {
+            if let TxnOpResponse::Get(get) = op
+                && let Some(kv) = get.kvs().first()
+            {
+                let doc = parse(kv.value()).map_err(unavailable)?;
+                return Err(WriteError::Conflict {
+                    doc: Box::new(doc),
+                    revision: kv.mod_revision(),
+                });
+            }
+        }
+        // The state was deleted by hand: start it again from ours.
+        Err(WriteError::Conflict {
+            doc: Box::new(Overrides::default()),
+            revision: 0,
+        })
+    }
+
+    /// The shared state now and its revision; `None` if there is none.
+    async fn fetch(&self) -> Result<Option<(Overrides, i64)>, String> {
+        let mut last = String::new();
+        for _ in 0..self.attempts() {
+            let (i, mut client) = self.client();
+            let answer =
+                tokio::time::timeout(CALL_TIMEOUT, client.get(self.state_key.as_str(), None))
+                    .await
+                    .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))
+                    .and_then(|a| a.map_err(|e| e.to_string()));
+            match answer {
+                Ok(answer) => {
+                    return match answer.kvs().first() {
+                        Some(kv) => Ok(Some((parse(kv.value())?, kv.mod_revision()))),
+                        None => Ok(None),
+                    };
+                }
+                Err(e) => {
+                    self.failed(i);
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Announces this instance under its lease every [`HEARTBEAT`]: its
+    /// applied revision and in-flight requests, for the fleet view.
+    async fn heartbeat(&self, record: Value) -> Result<(), String> {
+        let (i, client) = self.client();
+        let beat = self.heartbeat_with(client, record).await;
+        if beat.is_err() {
+            self.failed(i);
+        }
+        beat
+    }
+
+    async fn heartbeat_with(&self, mut client: Client, record: Value) -> Result<(), String> {
+        let mut lease = self.lease.load(Ordering::Acquire);
+        if lease != 0 {
+            let kept = tokio::time::timeout(CALL_TIMEOUT, async {
+                let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                answers.message().await
+            })
+            .await;
+            // A TTL of 0 in the answer: the lease expired meanwhile.
+            match kept {
+                Ok(Ok(Some(answer))) if answer.ttl() > 0 => {}
+                _ => lease = 0,
+            }
+        }
+        if lease == 0 {
+            let granted =
+                tokio::time::timeout(CALL_TIMEOUT, client.lease_grant(LEASE_TTL_SECONDS, None))
+                    .await
+                    .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))?
+                    .map_err(|e| e.to_string())?;
+            lease = granted.id();
+            self.lease.store(lease, Ordering::Release);
+        }
+        let key = format!("{}/instances/{}", self.config.prefix, self.config.instance);
+        let options = etcd_client::PutOptions::new().with_lease(lease);
+        tokio::time::timeout(
+            CALL_TIMEOUT,
+            client.put(key, record.to_string(), Some(options)),
+        )
+        .await
+        .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Whether this instance drives the fleet's rollouts (asked of etcd at
+    /// most once per [`HEARTBEAT`]; see `claim_driver`).
+    pub async fn drives_rollouts(&self) -> bool {
+        let mut cached = self.driver.lock().await;
+        if let Some((at, answer)) = *cached
+            && at.elapsed() < HEARTBEAT
+        {
+            return answer;
+        }
+        let answer = self.claim_driver().await;
+        *cached = Some((std::time::Instant::now(), answer));
+        self.driving.store(answer, Ordering::Release);
+        answer
+    }
+
+    /// The other instances' announcements, read at most once per
+    /// [`HEARTBEAT`] (they change no faster).
+    pub async fn others(&self) -> Result<Vec<Value>, String> {
+        let mut cached = self.others.lock().await;
+        if let Some((at, list)) = &*cached
+            && at.elapsed() < HEARTBEAT
+        {
+            return Ok(list.clone());
+        }
+        let list: Vec<Value> = self
+            .instances()
+            .await?
+            .into_iter()
+            .filter(|(name, _)| *name != self.config.instance)
+            .map(|(_, record)| record)
+            .collect();
+        *cached = Some((std::time::Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    /// Holds (or now takes) `PREFIX/driver`, attached to this instance's
+    /// lease: a dead driver's key goes with its lease, and another
+    /// instance takes over.
+    async fn claim_driver(&self) -> bool {
+        let lease = self.lease.load(Ordering::Acquire);
+        if lease == 0 || !self.connected() {
+            return false;
+        }
+        let key = format!("{}/driver", self.config.prefix);
+        let me = self.config.instance.as_str();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                me,
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let (i, mut client) = self.client();
+        let Ok(Ok(answer)) = tokio::time::timeout(CALL_TIMEOUT, client.txn(txn)).await else {
+            self.failed(i);
+            return false;
+        };
+        if answer.succeeded() {
+            tracing::info!(instance = %me, "this instance now drives the fleet's rollouts");
+            return true;
+        }
+        answer.op_responses().iter().any(|op| {
+            matches!(op, TxnOpResponse::Get(get)
+                if get.kvs().first().is_some_and(|kv| kv.value() == me.as_bytes() && kv.lease() == lease))
+        })
+    }
+
+    /// Every instance's last announcement, by name.
+    pub async fn instances(&self) -> Result<Vec<(String, Value)>, String> {
+        let prefix = format!("{}/instances/", self.config.prefix);
+        let (_, mut client) = self.client();
+        let options = etcd_client::GetOptions::new().with_prefix();
+        let answer = tokio::time::timeout(CALL_TIMEOUT, client.get(prefix.as_str(), Some(options)))
+            .await
+            .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())?;
+        Ok(answer
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let name = kv.key_str().ok()?.strip_prefix(&prefix)?.to_string();
+                let value = serde_json::from_slice(kv.value()).ok()?;
+                Some((name, value))
+            })
+            .collect())
+    }
+
+    /// What status shows of the fleet link.
+    pub fn view(&self, revision: i64) -> Value {
+        json!({
+            "instance": self.config.instance,
+            "prefix": self.config.prefix,
+            "etcd": self.config.etcd,
+            "connected": self.connected(),
+            "revision": revision,
+            "drives_rollouts": self.driving.load(Ordering::Acquire),
+        })
+    }
+}
+
+fn parse(bytes: &[u8]) -> Result<Overrides, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("the shared state is not valid: {e}"))
+}
+
+fn read(path: &std::path::Path) -> Result<String, ClusterError> {
+    std::fs::read_to_string(path).map_err(|e| ClusterError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn tls_options(config: &ClusterConfig) -> Result<Option<TlsOptions>, ClusterError> {
+    let uses_tls = config.etcd.iter().any(|e| e.starts_with("https://"));
+    if !uses_tls && config.etcd_ca.is_none() && config.etcd_cert.is_none() {
+        return Ok(None);
+    }
+    let mut tls = TlsOptions::new();
+    if let Some(ca) = &config.etcd_ca {
+        tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&config.etcd_cert, &config.etcd_key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
+}

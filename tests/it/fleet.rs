@@ -1,0 +1,401 @@
+//! A fleet: several cutover processes sharing their runtime state through
+//! a real etcd (docs/fleet.md).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::process::{Process, admin_addr_of};
+use crate::support::etcd::Etcd;
+use crate::support::*;
+
+/// One instance of the fleet: the process and its admin base URL.
+struct Member {
+    process: Process,
+    admin: String,
+}
+
+impl Member {
+    fn start(config: &str) -> Member {
+        Self::start_in(config, tempfile::tempdir().unwrap())
+    }
+
+    fn start_in(config: &str, dir: tempfile::TempDir) -> Member {
+        let process = Process::start_in(config, dir);
+        let admin = format!("http://{}", admin_addr_of(&process));
+        Member { process, admin }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.process.addr)
+    }
+
+    async fn status(&self) -> Value {
+        admin_call("GET", &format!("{}/api/v1/status", self.admin), None, None)
+            .await
+            .1
+    }
+
+    async fn split(&self, split: Value) -> (u16, Value) {
+        admin_call(
+            "PUT",
+            &format!("{}/api/v1/routes/app/split", self.admin),
+            Some(split),
+            None,
+        )
+        .await
+    }
+
+    async fn connected(&self) -> bool {
+        self.status().await["cluster"]["connected"] == true
+    }
+}
+
+fn fleet_config(etcd: &Etcd, instance: &str, blue: &TestUpstream, green: &TestUpstream) -> String {
+    split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        &format!(
+            "[cluster]\netcd = {}\nprefix = \"/cutover/test\"\ninstance = \"{instance}\"\n",
+            etcd.config_list()
+        ),
+    )
+}
+
+async fn all_connected(members: &[&Member]) {
+    for m in members {
+        wait_until("the instance follows the fleet's state", || m.connected()).await;
+    }
+}
+
+/// The pool a fresh request through `member` lands on.
+async fn served_by(member: &Member) -> String {
+    let (status, body) = get(&fresh_connection_client(), &member.url()).await;
+    assert_eq!(status, 200, "{body}");
+    body.trim().to_string()
+}
+
+/// A 3-member etcd and three instances under load: 20 splits, each sent
+/// to instance A, are served by B and C within 1 s of A's answer (the
+/// figure is printed); no request fails. One etcd member killed midway
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_through_one_instance_is_served_by_every_instance() {
+    if !tool_present("etcd", "etcd-server") {
+        return;
+    }
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let mut etcd = Etcd::start(3).await;
+    let a = Member::start(&fleet_config(&etcd, "a", &blue, &green));
+    let b = Member::start(&fleet_config(&etcd, "b", &blue, &green));
+    let c = Member::start(&fleet_config(&etcd, "c", &blue, &green));
+    all_connected(&[&a, &b, &c]).await;
+    let loads: Vec<Load> = [&a, &b, &c].iter().map(|m| load(m.url(), 3)).collect();
+
+    let mut lags = Vec::new();
+    for round in 0..20 {
+        if round == 10 {
+            // Quorum stays: nothing is noticed.
+            etcd.kill(2);
+        }
+        let to = if round % 2 == 0 { "green" } else { "blue" };
+        let split = if to == "green" {
+            json!({"blue": 0, "green": 100})
+        } else {
+            json!({"blue": 100, "green": 0})
+        };
+        let (status, body) = a.split(split).await;
+        assert_eq!(status, 200, "round {round}: {body}");
+        let acknowledged = Instant::now();
+        for member in [&b, &c] {
+            wait_until("the other instances serve the new split", || async {
+                served_by(member).await == to
+            })
+            .await;
+            lags.push(acknowledged.elapsed());
+        }
+    }
+    for run in loads {
+        let (sent, failed) = run.finish().await;
+        assert_eq!(failed, 0, "{failed} of {sent} requests failed");
+        assert!(sent > 0);
+    }
+    lags.sort();
+    let p99 = lags[lags.len() * 99 / 100 - 1];
+    let max = lags[lags.len() - 1];
+    println!(
+        "fleet propagation over {} samples: p50 {:?}, p99 {p99:?}, max {max:?}",
+        lags.len(),
+        lags[lags.len() / 2]
+    );
+    assert!(max < Duration::from_secs(1), "slowest propagation {max:?}");
+    // Every instance holds the same state at the same revision.
+    let revisions: Vec<Value> = [&a, &b, &c]
+        .iter()
+        .map(|m| async { m.status().await["cluster"]["revision"].clone() })
+        .collect::<futures_util::future::JoinAll<_>>()
+        .await;
+    assert!(revisions.windows(2).all(|w| w[0] == w[1]), "{revisions:?}");
+}
+
+/// Changes sent at once to two instances: each is either made (on the
+/// state the other left) or refused with 409, never lost silently, and
+/// every instance ends with the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_on_two_instances_agree() {
+    if !tool_present("etcd", "etcd-server") {
+        return;
+    }
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let etcd = Etcd::start(1).await;
+    let a = Member::start(&fleet_config(&etcd, "a", &blue, &green));
+    let b = Member::start(&fleet_config(&etcd, "b", &blue, &green));
+    all_connected(&[&a, &b]).await;
+    for round in 0..10u32 {
+        let (ra, rb) = tokio::join!(
+            a.split(json!({"blue": 90 - round, "green": 10 + round})),
+            b.split(json!({"blue": 10 + round, "green": 90 - round})),
+        );
+        for (status, body) in [&ra, &rb] {
+            assert!(*status == 200 || *status == 409, "{status}: {body}");
+        }
+        assert!(ra.0 == 200 || rb.0 == 200, "both refused: {ra:?} {rb:?}");
+    }
+    wait_until("both instances hold the same state", || async {
+        let (sa, sb) = (a.status().await, b.status().await);
+        sa["cluster"]["revision"] == sb["cluster"]["revision"]
+            && sa["routes"][0]["split"] == sb["routes"][0]["split"]
+    })
+    .await;
+
+    // The fleet view lists both, from either; so does ctl status --fleet.
+    let (status, fleet) = admin_call("GET", &format!("{}/api/v1/fleet", b.admin), None, None).await;
+    assert_eq!(status, 200, "{fleet}");
+    let mut names: Vec<&str> = fleet["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"], "{fleet}");
+    assert_eq!(fleet["this"]["instance"], "b");
+    let admin = a.admin.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["ctl", "--admin", &admin, "status", "--fleet"])
+            .env_remove("CUTOVER_TOKEN_FILE")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("this instance a: connected") && text.contains("INSTANCE"),
+        "{text}"
+    );
+}
+
+/// Without `[cluster]`, the fleet view says there is no fleet.
+#[tokio::test]
+async fn without_a_cluster_there_is_no_fleet_view() {
+    let up = TestUpstream::start("up").await;
+    let proxy = start_proxy(&split_config(&[("p", 1, &[up.addr])], "")).await;
+    let (status, body) = admin_call("GET", &proxy.admin_url("/api/v1/fleet"), None, None).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["detail"]["code"], "no_fleet");
+    proxy.stop().await;
+}
+
+/// etcd down: every instance keeps serving its last state, changes are
+/// refused with 503 (never made on one instance only), the metric and
+/// readiness say so, and an instance restarted meanwhile serves the last
+/// state from its state directory. etcd back: changes work again, and an
+/// instance that missed one while it was stopped catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_down_instances_serve_the_last_state_and_refuse_changes() {
+    if !tool_present("etcd", "etcd-server") {
+        return;
+    }
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let mut etcd = Etcd::start(1).await;
+    let config_a = fleet_config(&etcd, "a", &blue, &green);
+    let config_b = fleet_config(&etcd, "b", &blue, &green);
+    let a = Member::start(&config_a);
+    let b = Member::start(&config_b);
+    all_connected(&[&a, &b]).await;
+    let (status, body) = a.split(json!({"blue": 0, "green": 100})).await;
+    assert_eq!(status, 200, "{body}");
+    wait_until("b serves green", || async {
+        served_by(&b).await == "green"
+    })
+    .await;
+
+    etcd.kill(0);
+    wait_until("a notices etcd is gone", || async { !a.connected().await }).await;
+    assert_eq!(gauge(&a.admin, "cutover_cluster_connected").await, 0.0);
+    let (_, ready) = get(&http1_client(), &format!("{}/readyz", a.admin)).await;
+    assert!(ready.contains("etcd unreachable"), "{ready}");
+    let (status, body) = a.split(json!({"blue": 100, "green": 0})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("etcd"),
+        "{body}"
+    );
+    assert_eq!(served_by(&a).await, "green");
+
+    // b restarts while etcd is down: it serves the last state it applied.
+    let dir = b.process.into_dir();
+    let b = Member::start_in(&config_b, dir);
+    assert_eq!(served_by(&b).await, "green");
+    assert!(!b.connected().await);
+
+    // c has never seen the fleet; stop b to let it miss a change.
+    etcd.restart(0).await;
+    all_connected(&[&a, &b]).await;
+    let dir = b.process.into_dir();
+    let (status, body) = a.split(json!({"blue": 100, "green": 0})).await;
+    assert_eq!(status, 200, "{body}");
+    let b = Member::start_in(&config_b, dir);
+    wait_until("b catches up after its restart", || async {
+        served_by(&b).await == "blue"
+    })
+    .await;
+    let revision = gauge(&a.admin, "cutover_cluster_revision").await;
+    wait_until("b reaches a's revision", || async {
+        gauge(&b.admin, "cutover_cluster_revision").await == revision
+    })
+    .await;
+}
+
+async fn start_rollout(member: &Member, body: Value) -> (u16, Value) {
+    admin_call(
+        "POST",
+        &format!("{}/api/v1/routes/app/rollout", member.admin),
+        Some(body),
+        None,
+    )
+    .await
+}
+
+/// The instance that drives the fleet's rollouts, once one does.
+async fn driver<'a>(members: &[&'a Member]) -> &'a Member {
+    let started = Instant::now();
+    loop {
+        for m in members {
+            if m.status().await["cluster"]["drives_rollouts"] == true {
+                return m;
+            }
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no instance drives the rollout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn rollout_state(member: &Member) -> Value {
+    member.status().await["routes"][0]["rollout"]["state"].clone()
+}
+
+/// A canary whose errors are all seen by another instance than the one
+/// driving the rollout: the driver's own traffic is nil, so only the
+/// counters the fleet publishes can show them — and the rollout is
+/// rolled back on every instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_rolled_back_on_the_fleet_s_traffic() {
+    if !tool_present("etcd", "etcd-server") {
+        return;
+    }
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    green.fail_every(5);
+    let etcd = Etcd::start(1).await;
+    let a = Member::start(&fleet_config(&etcd, "a", &blue, &green));
+    let b = Member::start(&fleet_config(&etcd, "b", &blue, &green));
+    all_connected(&[&a, &b]).await;
+    let (status, body) = start_rollout(
+        &a,
+        json!({"to": "green", "steps": [30, 100], "interval": "60s",
+               "analysis": {"check_every": "500ms", "min_requests": 30, "failure_limit": 1}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let driving = driver(&[&a, &b]).await;
+    let other = if std::ptr::eq(driving, &a) { &b } else { &a };
+    // Traffic only through the instance that does not drive.
+    let run = load(other.url(), 4);
+    wait_until("the fleet rolls the canary back", || async {
+        rollout_state(driving).await == "rolled_back"
+    })
+    .await;
+    let rollout = driving.status().await["routes"][0]["rollout"].clone();
+    assert!(
+        rollout["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("error rate"),
+        "{rollout:#}"
+    );
+    wait_until("the other instance has the rollback too", || async {
+        rollout_state(other).await == "rolled_back"
+    })
+    .await;
+    run.finish().await;
+}
+
+/// The driver killed mid-rollout: another instance takes the lease-guarded
+/// driver key once the dead one's lease ends and finishes the rollout from
+/// the step it had reached, under load, without a failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_resumes_a_rollout_whose_driver_died() {
+    if !tool_present("etcd", "etcd-server") {
+        return;
+    }
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let etcd = Etcd::start(1).await;
+    let a = Member::start(&fleet_config(&etcd, "a", &blue, &green));
+    let b = Member::start(&fleet_config(&etcd, "b", &blue, &green));
+    all_connected(&[&a, &b]).await;
+    let (status, body) = start_rollout(
+        &a,
+        json!({"to": "green", "steps": [20, 50, 100], "interval": "1500ms",
+               "analysis": {"check_every": "300ms", "min_requests": 1}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let driving = driver(&[&a, &b]).await;
+    let (dead, survivor) = if std::ptr::eq(driving, &a) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let run = load(survivor.url(), 4);
+    wait_until("the rollout reaches its second step", || async {
+        survivor.status().await["routes"][0]["rollout"]["step"]
+            .as_u64()
+            .is_some_and(|s| s >= 2)
+    })
+    .await;
+    let step_at_death = survivor.status().await["routes"][0]["rollout"]["step"].clone();
+    drop(dead);
+    wait_until(
+        "the survivor drives and the rollout is promoted",
+        || async { rollout_state(&survivor).await == "promoted" },
+    )
+    .await;
+    assert_eq!(survivor.status().await["cluster"]["drives_rollouts"], true);
+    let (sent, failed) = run.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} failed");
+    assert!(
+        step_at_death.as_u64().is_some_and(|s| s < 3),
+        "{step_at_death}"
+    );
+    assert_eq!(served_by(&survivor).await, "green");
+}
