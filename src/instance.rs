@@ -100,13 +100,35 @@ impl Instance {
         Err(ControlError::FleetBusy(FLEET_TRIES))
     }
 
-    /// The status, with the fleet link in a fleet.
-    pub fn status(&self) -> crate::control::status::Status {
+    /// The status; in a fleet, with the link to etcd and each upstream's
+    /// requests in flight across the fleet — a drain is `drained` only
+    /// when no instance has one left.
+    pub async fn status(&self) -> crate::control::status::Status {
         let mut status = self.plane.status();
-        status.cluster = self
-            .cluster
-            .as_ref()
-            .map(|c| c.view(self.plane.shared_revision()));
+        let Some(cluster) = &self.cluster else {
+            return status;
+        };
+        status.cluster = Some(cluster.view(self.plane.shared_revision()));
+        if !cluster.connected() {
+            return status;
+        }
+        let Ok(others) = cluster.others().await else {
+            return status;
+        };
+        for pool in &mut status.pools {
+            for u in &mut pool.upstreams {
+                let addr = u.addr.to_string();
+                let elsewhere: u64 = others
+                    .iter()
+                    .filter_map(|r| r["in_flight"][&pool.name][&addr].as_u64())
+                    .sum();
+                let total = u.in_flight + usize::try_from(elsewhere).unwrap_or(usize::MAX);
+                u.fleet_in_flight = Some(total);
+                if u.state == "drained" && total > 0 {
+                    u.state = "draining".into();
+                }
+            }
+        }
         status
     }
 

@@ -606,8 +606,12 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
                 .into_iter()
                 .flatten()
                 .map(|e| {
+                    // In a fleet, which instance the change went through.
+                    let via = e["instance"]
+                        .as_str()
+                        .map_or(String::new(), |i| format!("{i}  "));
                     format!(
-                        "{}  {}  {} {}  {}",
+                        "{}  {via}{}  {} {}  {}",
                         e["time"].as_str().unwrap_or("?"),
                         e["caller"]["peer"].as_str().unwrap_or("?"),
                         e["action"].as_str().unwrap_or("?"),

@@ -335,13 +335,30 @@ impl Admin {
         match (parts.as_slice(), &method) {
             (["audit"], &M::GET) => {
                 let limit = query_number(&query, "limit").unwrap_or(50).clamp(1, 1000);
+                // In a fleet, every instance's changes (from etcd); this
+                // instance's own log if etcd cannot be read.
+                let cluster = self.instance.lock().await.cluster.clone();
+                if let Some(cluster) = cluster {
+                    match cluster.audit_tail(limit).await {
+                        Ok(entries) => {
+                            return json_reply(
+                                StatusCode::OK,
+                                &json!({"entries": entries, "source": "fleet"}),
+                            );
+                        }
+                        Err(e) => tracing::debug!(error = %e, "fleet audit unreadable; local log"),
+                    }
+                }
                 match self.instance.lock().await.plane.audit_tail(limit) {
-                    Ok(entries) => json_reply(StatusCode::OK, &json!({"entries": entries})),
+                    Ok(entries) => json_reply(
+                        StatusCode::OK,
+                        &json!({"entries": entries, "source": "local"}),
+                    ),
                     Err(e) => control_error(&e),
                 }
             }
             (["status"], &M::GET) => {
-                let status = self.instance.lock().await.status();
+                let status = self.instance.lock().await.status().await;
                 json_reply(StatusCode::OK, &json!(status))
             }
             (["fleet"], &M::GET) => self.fleet().await,
@@ -584,7 +601,7 @@ impl Admin {
             Some(u) => u.upgrade(&self.instance).await,
             None => Err(UpgradeError::Unavailable),
         };
-        let instance = self.instance.lock().await;
+        let mut instance = self.instance.lock().await;
         match result {
             Ok(handover) => {
                 instance.plane.audit_upgrade(caller, &json!(handover), "ok");

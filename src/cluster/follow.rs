@@ -64,7 +64,16 @@ pub fn follow(cluster: Arc<Cluster>, instance: Arc<Mutex<Instance>>, shutdown: C
                 _ = tick.tick() => {}
                 () = shutdown.cancelled() => return,
             }
-            let record = instance.lock().await.fleet_record();
+            let (record, audit) = {
+                let mut instance = instance.lock().await;
+                (instance.fleet_record(), instance.plane.take_audit_outbox())
+            };
+            if !audit.is_empty()
+                && let Err(e) = cluster.write_audit(&audit).await
+            {
+                tracing::debug!(error = %e, "cannot copy audit entries to etcd yet");
+                instance.lock().await.plane.return_audit_outbox(audit);
+            }
             match cluster.heartbeat(record).await {
                 Ok(()) => cluster.set_beating(true),
                 Err(e) => {

@@ -31,6 +31,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// An instance silent this long is gone from the fleet (its lease ends).
 const LEASE_TTL_SECONDS: i64 = 5;
+/// Audit entries the fleet keeps in etcd; older ones are trimmed (each
+/// instance's `audit.log` keeps its own in full).
+const AUDIT_KEEP: i64 = 1000;
 /// Between attempts to reach etcd again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -322,13 +325,20 @@ impl Cluster {
         {
             return Ok(list.clone());
         }
-        let list: Vec<Value> = self
-            .instances()
-            .await?
-            .into_iter()
-            .filter(|(name, _)| *name != self.config.instance)
-            .map(|(_, record)| record)
-            .collect();
+        let fetched = self.instances().await;
+        let list: Vec<Value> = match fetched {
+            Ok(all) => all
+                .into_iter()
+                .filter(|(name, _)| *name != self.config.instance)
+                .map(|(_, record)| record)
+                .collect(),
+            Err(e) => {
+                // Not asked again for a while: callers hold the instance.
+                let last = cached.take().map(|(_, l)| l).unwrap_or_default();
+                *cached = Some((std::time::Instant::now(), last));
+                return Err(e);
+            }
+        };
         *cached = Some((std::time::Instant::now(), list.clone()));
         Ok(list)
     }
@@ -384,6 +394,97 @@ impl Cluster {
                 Some((name, value))
             })
             .collect())
+    }
+
+    /// Copies audit entries to `PREFIX/audit/`, keyed by time and
+    /// instance, and trims the oldest past [`AUDIT_KEEP`].
+    pub async fn write_audit(&self, entries: &[Value]) -> Result<(), String> {
+        let (i, mut client) = self.client();
+        let written = async {
+            let now = crate::clock::unix_ms();
+            for (n, entry) in entries.iter().enumerate() {
+                let key = format!(
+                    "{}/audit/{now:016}-{}-{n:04}",
+                    self.config.prefix, self.config.instance
+                );
+                client.put(key, entry.to_string(), None).await?;
+            }
+            let prefix = format!("{}/audit/", self.config.prefix);
+            let count = client
+                .get(
+                    prefix.as_str(),
+                    Some(
+                        etcd_client::GetOptions::new()
+                            .with_prefix()
+                            .with_count_only(),
+                    ),
+                )
+                .await?
+                .count();
+            let excess = count - AUDIT_KEEP;
+            if excess > 0 {
+                let oldest = client
+                    .get(
+                        prefix.as_str(),
+                        Some(
+                            etcd_client::GetOptions::new()
+                                .with_prefix()
+                                .with_keys_only()
+                                .with_limit(excess),
+                        ),
+                    )
+                    .await?;
+                for kv in oldest.kvs() {
+                    client.delete(kv.key(), None).await?;
+                }
+            }
+            Ok::<(), etcd_client::Error>(())
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, written).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.failed(i);
+                Err(e.to_string())
+            }
+            Err(_) => {
+                self.failed(i);
+                Err(format!("no answer within {CALL_TIMEOUT:?}"))
+            }
+        }
+    }
+
+    /// The fleet's last `limit` audit entries, oldest first, each with the
+    /// instance that wrote it.
+    pub async fn audit_tail(&self, limit: usize) -> Result<Vec<Value>, String> {
+        let prefix = format!("{}/audit/", self.config.prefix);
+        let (_, mut client) = self.client();
+        let options = etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_sort(
+                etcd_client::SortTarget::Key,
+                etcd_client::SortOrder::Descend,
+            )
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let answer = tokio::time::timeout(CALL_TIMEOUT, client.get(prefix.as_str(), Some(options)))
+            .await
+            .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())?;
+        let mut entries: Vec<Value> = answer
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let mut entry: Value = serde_json::from_slice(kv.value()).ok()?;
+                let key = kv.key_str().ok()?.strip_prefix(&prefix)?;
+                // KEY is TIME-INSTANCE-N: the instance lies between the
+                // first '-' and the last (names may contain '-').
+                let instance = key.split_once('-').map(|(_, rest)| rest)?;
+                let instance = instance.rsplit_once('-').map_or(instance, |(name, _)| name);
+                entry["instance"] = json!(instance);
+                Some(entry)
+            })
+            .collect();
+        entries.reverse();
+        Ok(entries)
     }
 
     /// What status shows of the fleet link.

@@ -51,7 +51,14 @@ pub struct ControlPlane {
     runs: rollout_changes::Runs,
     /// In a fleet (`[cluster]`): the state as etcd holds it.
     shared: Option<Shared>,
+    /// In a fleet: audit entries not yet copied to etcd (oldest first,
+    /// at most `AUDIT_OUTBOX`).
+    audit_outbox: std::collections::VecDeque<Value>,
 }
+
+/// Audit entries kept for etcd while it is unreachable; older ones are
+/// left in the local audit log only.
+const AUDIT_OUTBOX: usize = 1000;
 
 /// The runtime state a fleet shares: the document as etcd holds it (before
 /// this instance's file reconciles it into `overrides`) and its revision.
@@ -83,7 +90,7 @@ impl ControlPlane {
         let (overrides, dropped) = reconcile(&file, loaded);
         let table = RouteTable::build(&effective(&file, &overrides), None, &sticky_key);
         set_runtime_flags(&table, &overrides);
-        let plane = ControlPlane {
+        let mut plane = ControlPlane {
             raw_file,
             file,
             names,
@@ -94,6 +101,7 @@ impl ControlPlane {
             retired_for: None,
             runs: rollout_changes::Runs::default(),
             shared,
+            audit_outbox: std::collections::VecDeque::new(),
         };
         if let Some(shared) = &plane.shared {
             metrics::gauge!(crate::telemetry::names::CLUSTER_REVISION).set(shared.revision as f64);
@@ -517,11 +525,11 @@ impl ControlPlane {
     }
 
     /// A refused admin call (no or wrong token), in the audit log.
-    pub fn audit_auth_failure(&self, caller: &Caller, path: &str, why: &str) {
+    pub fn audit_auth_failure(&mut self, caller: &Caller, path: &str, why: &str) {
         self.audit(caller, "auth_failed", path, Value::Null, Value::Null, why);
     }
 
-    fn audit_dropped(&self, caller: &Caller, dropped: &[String]) {
+    fn audit_dropped(&mut self, caller: &Caller, dropped: &[String]) {
         for reason in dropped {
             tracing::warn!(%reason, "runtime change dropped: the config file changed the same value");
             self.audit(
@@ -536,7 +544,7 @@ impl ControlPlane {
     }
 
     fn audit(
-        &self,
+        &mut self,
         caller: &Caller,
         action: &str,
         target: &str,
@@ -556,17 +564,44 @@ impl ControlPlane {
         if let Err(e) = self.store.audit(&entry) {
             tracing::error!(error = %e, action, target, "cannot write the audit log");
         }
+        if self.shared.is_some() {
+            if self.audit_outbox.len() == AUDIT_OUTBOX {
+                self.audit_outbox.pop_front();
+            }
+            self.audit_outbox.push_back(json!(entry));
+        }
+    }
+
+    /// In a fleet: the audit entries to copy to etcd now.
+    pub fn take_audit_outbox(&mut self) -> Vec<Value> {
+        self.audit_outbox.drain(..).collect()
+    }
+
+    /// Entries that could not be copied, back at the front, in order.
+    pub fn return_audit_outbox(&mut self, entries: Vec<Value>) {
+        for entry in entries.into_iter().rev() {
+            if self.audit_outbox.len() == AUDIT_OUTBOX {
+                break;
+            }
+            self.audit_outbox.push_front(entry);
+        }
     }
 
     /// Audits a call refused before it became a change (bad body, bad
     /// address).
-    pub fn audit_refusal(&self, caller: &Caller, action: &str, target: &str, error: &ControlError) {
+    pub fn audit_refusal(
+        &mut self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        error: &ControlError,
+    ) {
         let result = format!("refused: {error}");
         self.audit(caller, action, target, Value::Null, Value::Null, &result);
     }
 
     /// Audits a binary upgrade (which changes no runtime state).
-    pub fn audit_upgrade(&self, caller: &Caller, handover: &Value, result: &str) {
+    pub fn audit_upgrade(&mut self, caller: &Caller, handover: &Value, result: &str) {
         let pid = json!({"pid": std::process::id()});
         self.audit(caller, "upgrade", "process", pid, handover.clone(), result);
     }

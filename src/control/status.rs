@@ -132,6 +132,10 @@ pub struct UpstreamView {
     pub source: String,
     /// `file`, or `runtime` when disabled or drained at runtime.
     pub state_source: String,
+    /// In a fleet: requests in flight on every instance, this one's
+    /// included (the others' as they last announced, up to 1 s old).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_in_flight: Option<usize>,
 }
 
 /// The state word of SPEC.md for one upstream. A draining upstream is
@@ -191,6 +195,7 @@ pub fn upstream_view(
         errors_total: u.state.counts().1,
         source: if runtime_added { "runtime" } else { "file" }.into(),
         state_source: if flagged { "runtime" } else { "file" }.into(),
+        fleet_in_flight: None,
     })
 }
 

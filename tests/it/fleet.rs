@@ -399,3 +399,60 @@ async fn another_instance_resumes_a_rollout_whose_driver_died() {
     );
     assert_eq!(served_by(&survivor).await, "green");
 }
+
+/// `GET /api/v1/audit` on any instance shows the changes made through
+/// every instance, each with the instance it went through; a drain ordered
+/// on one instance stays `draining` while another instance still has a
+/// request in flight on the upstream, then ends `drained`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_and_drains_span_the_fleet() {
+    if !tool_present("etcd", "etcd-server") {
+        return;
+    }
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let etcd = Etcd::start(1).await;
+    let a = Member::start(&fleet_config(&etcd, "a", &blue, &green));
+    let b = Member::start(&fleet_config(&etcd, "b", &blue, &green));
+    all_connected(&[&a, &b]).await;
+    let (status, body) = a.split(json!({"blue": 90, "green": 10})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = b.split(json!({"blue": 100, "green": 0})).await;
+    assert_eq!(status, 200, "{body}");
+    wait_until("b's audit shows both instances' changes", || async {
+        let (_, audit) = admin_call("GET", &format!("{}/api/v1/audit", b.admin), None, None).await;
+        let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+        let by = |instance: &str| {
+            entries
+                .iter()
+                .any(|e| e["instance"] == instance && e["action"] == "set_split")
+        };
+        audit["source"] == "fleet" && by("a") && by("b")
+    })
+    .await;
+
+    // A request in flight on blue through b, then a drain through a.
+    let slow_url = format!("http://{}/slow?ms=3000", b.process.addr);
+    let slow = tokio::spawn(async move { get(&fresh_connection_client(), &slow_url).await });
+    wait_until("b has the request in flight", || async {
+        b.status().await["pools"][0]["upstreams"][0]["in_flight"] == 1
+    })
+    .await;
+    let drain_url = format!(
+        "{}/api/v1/pools/blue/upstreams/{}/drain",
+        a.admin, blue.addr
+    );
+    let (status, body) =
+        admin_call("POST", &drain_url, Some(json!({"timeout": "30s"})), None).await;
+    assert!(status == 200 || status == 202, "{status}: {body}");
+    wait_until("a sees b's request in the fleet's in-flight", || async {
+        let u = a.status().await["pools"][0]["upstreams"][0].clone();
+        u["fleet_in_flight"] == 1 && u["state"] == "draining" && u["in_flight"] == 0
+    })
+    .await;
+    assert_eq!(slow.await.unwrap().0, 200);
+    wait_until("drained once no instance has one in flight", || async {
+        a.status().await["pools"][0]["upstreams"][0]["state"] == "drained"
+    })
+    .await;
+}
