@@ -420,6 +420,9 @@ async fn tick_rollouts(instance: &Mutex<Instance>) -> Vec<crate::control::Webhoo
     let mut elsewhere = crate::control::FleetTraffic::new();
     if let Some(cluster) = instance.cluster.clone()
         && instance.plane.has_running_rollouts()
+        // A process that handed over in an upgrade leaves the driver's key
+        // to its successor.
+        && instance.plane.retired_for().is_none()
     {
         if !cluster.drives_rollouts().await {
             return Vec::new();

@@ -62,7 +62,11 @@ pub fn follow(cluster: Arc<Cluster>, instance: Arc<Mutex<Instance>>, shutdown: C
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    // Entries not copied yet stay in the local audit log.
+                    cluster.leave().await;
+                    return;
+                }
             }
             let (record, audit) = {
                 let mut instance = instance.lock().await;

@@ -456,3 +456,49 @@ async fn audit_and_drains_span_the_fleet() {
     })
     .await;
 }
+
+/// A binary upgrade of one instance in a fleet: the new process follows
+/// the fleet from the state directory it inherits, changes go on working
+/// through it, and the fleet view shows its pid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_upgrade_keeps_the_instance_in_the_fleet() {
+    if !tool_present("etcd", "etcd-server") {
+        return;
+    }
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let etcd = Etcd::start(1).await;
+    let a = Member::start(&fleet_config(&etcd, "a", &blue, &green));
+    let b = Member::start(&fleet_config(&etcd, "b", &blue, &green));
+    all_connected(&[&a, &b]).await;
+    let run = load(a.url(), 4);
+    let (status, body) =
+        admin_call("POST", &format!("{}/api/v1/upgrade", a.admin), None, None).await;
+    assert_eq!(status, 200, "{body}");
+    let new_pid = body["new_pid"].clone();
+    // The new process is not the test's child: killed when the test ends.
+    let _new = crate::upgrade::Pids(vec![
+        u32::try_from(new_pid.as_u64().expect("new pid")).expect("pid"),
+    ]);
+    wait_until("the new process follows the fleet", || async {
+        let s = a.status().await;
+        s["pid"] == new_pid && s["cluster"]["connected"] == true
+    })
+    .await;
+    let (status, body) = a.split(json!({"blue": 0, "green": 100})).await;
+    assert_eq!(status, 200, "{body}");
+    wait_until(
+        "b serves the change made through the new process",
+        || async { served_by(&b).await == "green" },
+    )
+    .await;
+    wait_until("the fleet view shows the new pid", || async {
+        let (_, fleet) = admin_call("GET", &format!("{}/api/v1/fleet", b.admin), None, None).await;
+        fleet["instances"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|i| i["name"] == "a" && i["pid"] == new_pid))
+    })
+    .await;
+    let (sent, failed) = run.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} failed across the upgrade");
+}

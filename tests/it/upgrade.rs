@@ -84,7 +84,7 @@ fn kill(signal: &str, pid: u32) {
 
 /// Processes the test started indirectly (the upgrades' new processes),
 /// killed when the test ends however it ends.
-struct Pids(Vec<u32>);
+pub(crate) struct Pids(pub(crate) Vec<u32>);
 
 impl Drop for Pids {
     fn drop(&mut self) {
