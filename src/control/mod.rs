@@ -328,28 +328,34 @@ impl ControlPlane {
         if self.shared.is_none() || revision <= self.shared_revision() {
             return;
         }
-        if let Err(e) = self.commit(doc.clone(), Some(revision)) {
-            // Served anyway: the fleet decided. Only a restart before the
-            // disk is fixed would start from the older state.
-            tracing::error!(revision, error = %e, "cannot save the fleet's state; serving it");
-            self.take_shared(doc, revision);
-            self.publish();
-        } else {
-            tracing::info!(revision, "applied the fleet's state");
-        }
+        // Never fails in a fleet (see `commit`).
+        let _ = self.commit(doc, Some(revision));
+        tracing::info!(revision, "applied the fleet's state");
     }
 
     /// Persists `next`, then makes it live; in a fleet `next` is the shared
-    /// document at `revision`.
+    /// document at `revision`, already in etcd: it is served even if it
+    /// cannot be saved here (the fleet has it; only a restart before the
+    /// disk is fixed would start from an older copy, and catch up).
     fn commit(&mut self, next: Overrides, revision: Option<i64>) -> Result<(), ControlError> {
-        self.store.save(&next)?;
-        match (revision, &self.shared) {
-            (Some(revision), Some(shared)) => {
-                self.store.save_revision(&shared.prefix, revision)?;
-                self.take_shared(next, revision);
-            }
-            _ => self.overrides = next,
+        let fleet = match (revision, &self.shared) {
+            (Some(revision), Some(shared)) => Some((revision, shared.prefix.clone())),
+            _ => None,
+        };
+        let Some((revision, prefix)) = fleet else {
+            self.store.save(&next)?;
+            self.overrides = next;
+            self.publish();
+            return Ok(());
+        };
+        let saved = self
+            .store
+            .save(&next)
+            .and_then(|()| self.store.save_revision(&prefix, revision));
+        if let Err(e) = saved {
+            tracing::error!(revision, error = %e, "cannot save the fleet's state here; serving it");
         }
+        self.take_shared(next, revision);
         self.publish();
         Ok(())
     }

@@ -502,3 +502,51 @@ async fn a_binary_upgrade_keeps_the_instance_in_the_fleet() {
     let (sent, failed) = run.finish().await;
     assert_eq!(failed, 0, "{failed} of {sent} failed across the upgrade");
 }
+
+/// etcd over TLS with client certificates: instances with `etcd_ca`,
+/// `etcd_cert` and `etcd_key` share changes; one without a client
+/// certificate is never connected and refuses changes (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_client_certificates() {
+    if !tool_present("etcd", "etcd-server") {
+        return;
+    }
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let ca = crate::tls::Ca::new();
+    let certs = tempfile::tempdir().unwrap();
+    ca.issue(certs.path(), "localhost");
+    ca.issue(certs.path(), "cutover-client");
+    ca.write_ca(&certs.path().join("ca.pem"));
+    let etcd = Etcd::start_tls(certs.path()).await;
+    let d = certs.path().display();
+    let tls = format!(
+        "etcd_ca = \"{d}/ca.pem\"\netcd_cert = \"{d}/cutover-client.pem\"\netcd_key = \"{d}/cutover-client.key\"\n"
+    );
+    let with_tls = |name: &str| {
+        fleet_config(&etcd, name, &blue, &green).replace(
+            "prefix = \"/cutover/test\"\n",
+            &format!("prefix = \"/cutover/test\"\n{tls}"),
+        )
+    };
+    let a = Member::start(&with_tls("a"));
+    let b = Member::start(&with_tls("b"));
+    all_connected(&[&a, &b]).await;
+    let (status, body) = a.split(json!({"blue": 0, "green": 100})).await;
+    assert_eq!(status, 200, "{body}");
+    wait_until("b serves green", || async {
+        served_by(&b).await == "green"
+    })
+    .await;
+
+    // Only the CA, no client certificate: etcd refuses it.
+    let no_cert = fleet_config(&etcd, "c", &blue, &green).replace(
+        "prefix = \"/cutover/test\"\n",
+        &format!("prefix = \"/cutover/test\"\netcd_ca = \"{d}/ca.pem\"\n"),
+    );
+    let c = Member::start(&no_cert);
+    let (status, body) = c.split(json!({"blue": 100, "green": 0})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!c.connected().await);
+    assert_eq!(served_by(&c).await, "blue", "c never saw the fleet's state");
+}

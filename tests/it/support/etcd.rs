@@ -11,6 +11,10 @@ pub struct Etcd {
     members: Vec<Member>,
     dir: tempfile::TempDir,
     initial_cluster: String,
+    /// Serving clients over TLS: the directory with `localhost.pem`,
+    /// `localhost.key` and `ca.pem` (clients must present a certificate
+    /// the CA signed).
+    tls: Option<std::path::PathBuf>,
 }
 
 struct Member {
@@ -23,6 +27,17 @@ struct Member {
 impl Etcd {
     /// A cluster of `size` members, each healthy when this returns.
     pub async fn start(size: usize) -> Etcd {
+        Self::start_with(size, None).await
+    }
+
+    /// One member serving clients over TLS with client-certificate auth;
+    /// `certs` holds `localhost.pem`, `localhost.key` and `ca.pem`. Not
+    /// waited for: the caller's client tells when it answers.
+    pub async fn start_tls(certs: &std::path::Path) -> Etcd {
+        Self::start_with(1, Some(certs.to_path_buf())).await
+    }
+
+    async fn start_with(size: usize, tls: Option<std::path::PathBuf>) -> Etcd {
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -40,12 +55,15 @@ impl Etcd {
             members,
             dir: tempfile::tempdir().expect("temp dir"),
             initial_cluster,
+            tls,
         };
         for i in 0..size {
             etcd.spawn(i);
         }
-        for i in 0..size {
-            etcd.wait_healthy(i).await;
+        if etcd.tls.is_none() {
+            for i in 0..size {
+                etcd.wait_healthy(i).await;
+            }
         }
         etcd
     }
@@ -54,7 +72,10 @@ impl Etcd {
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://{}", m.client))
+            .map(|m| match self.tls {
+                Some(_) => format!("https://localhost:{}", m.client.port()),
+                None => format!("http://{}", m.client),
+            })
             .collect()
     }
 
@@ -71,13 +92,31 @@ impl Etcd {
     fn spawn(&mut self, i: usize) {
         let data = self.dir.path().join(&self.members[i].name);
         let m = &mut self.members[i];
-        let child = Command::new("etcd")
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut command = Command::new("etcd");
+        if let Some(certs) = &self.tls {
+            command
+                .arg(format!(
+                    "--cert-file={}",
+                    certs.join("localhost.pem").display()
+                ))
+                .arg(format!(
+                    "--key-file={}",
+                    certs.join("localhost.key").display()
+                ))
+                .arg(format!(
+                    "--trusted-ca-file={}",
+                    certs.join("ca.pem").display()
+                ))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
             .arg(&data)
-            .arg(format!("--listen-client-urls=http://{}", m.client))
-            .arg(format!("--advertise-client-urls=http://{}", m.client))
+            .arg(format!("--listen-client-urls={scheme}://{}", m.client))
+            .arg(format!("--advertise-client-urls={scheme}://{}", m.client))
             .arg(format!("--listen-peer-urls=http://{}", m.peer))
             .arg(format!("--initial-advertise-peer-urls=http://{}", m.peer))
             .arg(format!("--initial-cluster={}", self.initial_cluster))
