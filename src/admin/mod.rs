@@ -119,6 +119,11 @@ impl Admin {
         });
         loop {
             let (stream, peer) = tokio::select! {
+                // Stop first: after a handover, a connection waiting in the
+                // shared socket's queue is the new process's to take (an
+                // unbiased select took it here one time in two).
+                biased;
+                _ = shutdown.cancelled() => break,
                 a = listener.accept() => match a {
                     Ok(a) => a,
                     Err(e) => {
@@ -127,7 +132,6 @@ impl Admin {
                         continue;
                     }
                 },
-                _ = shutdown.cancelled() => break,
             };
             let admin = Arc::clone(&self);
             let shutdown = shutdown.clone();

@@ -151,8 +151,11 @@ impl Server {
                 _ = stop.cancelled() => break,
             };
             let accepted = tokio::select! {
-                a = listener.accept() => a,
+                // Stop first: once handed over, queued connections are
+                // the new process's.
+                biased;
                 _ = stop.cancelled() => break,
+                a = listener.accept() => a,
             };
             match accepted {
                 Ok((stream, peer)) => {
