@@ -119,7 +119,7 @@ async fn watch_once(cluster: &Cluster, instance: &Mutex<Instance>) -> Result<(),
             }
         }
     };
-    let (i, mut client) = cluster.client();
+    let (i, mut client) = cluster.ready_client().await?;
     let options = WatchOptions::new().with_start_revision(from + 1);
     let watched = tokio::time::timeout(
         CALL_TIMEOUT,

@@ -60,6 +60,10 @@ pub struct Cluster {
     /// over all of them kept sending to a dead member).
     clients: Vec<Client>,
     current: AtomicUsize,
+    /// etcd user and password, if etcd wants them; each client logs in
+    /// on first use (`ready_client`).
+    credentials: Option<(String, String)>,
+    logged_in: Vec<AtomicBool>,
     config: ClusterConfig,
     state_key: String,
     /// The watch is established (set by `follow`).
@@ -88,10 +92,12 @@ impl Cluster {
         if let Some(tls) = tls_options(config)? {
             options = options.with_tls(tls);
         }
-        if let (Some(user), Some(file)) = (&config.etcd_user, &config.etcd_password_file) {
-            let password = read(file)?;
-            options = options.with_user(user.clone(), password.trim().to_string());
-        }
+        // Logged in on first use, not here: connecting with a user would
+        // ask etcd at once, and an instance must start without it.
+        let credentials = match (&config.etcd_user, &config.etcd_password_file) {
+            (Some(user), Some(file)) => Some((user.clone(), read(file)?.trim().to_string())),
+            _ => None,
+        };
         let mut clients = Vec::new();
         for endpoint in &config.etcd {
             let client = Client::connect([endpoint], Some(options.clone()))
@@ -101,6 +107,8 @@ impl Cluster {
         }
         metrics::gauge!(names::CLUSTER_CONNECTED).set(0.0);
         Ok(Arc::new(Cluster {
+            logged_in: clients.iter().map(|_| AtomicBool::new(false)).collect(),
+            credentials,
             clients,
             current: AtomicUsize::new(0),
             state_key: format!("{}/runtime", config.prefix),
@@ -118,6 +126,33 @@ impl Cluster {
     fn client(&self) -> (usize, Client) {
         let i = self.current.load(Ordering::Acquire) % self.clients.len();
         (i, self.clients[i].clone())
+    }
+
+    /// The client in use, logged in if etcd wants a user; a client that
+    /// cannot log in counts as failed.
+    async fn ready_client(&self) -> Result<(usize, Client), String> {
+        let (i, mut client) = self.client();
+        let Some(credentials) = &self.credentials else {
+            return Ok((i, client));
+        };
+        if self.logged_in[i].load(Ordering::Acquire) {
+            return Ok((i, client));
+        }
+        let login =
+            tokio::time::timeout(CALL_TIMEOUT, client.update_user(Some(credentials.clone())))
+                .await
+                .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))
+                .and_then(|r| r.map_err(|e| format!("cannot log in to etcd: {e}")));
+        match login {
+            Ok(()) => {
+                self.logged_in[i].store(true, Ordering::Release);
+                Ok((i, client))
+            }
+            Err(e) => {
+                self.failed(i);
+                Err(e)
+            }
+        }
     }
 
     /// Client `i` failed: the next one is used from now on.
@@ -163,7 +198,13 @@ impl Cluster {
         let value = serde_json::to_vec(doc).map_err(|e| WriteError::Unavailable(e.to_string()))?;
         let mut unanswered = None;
         for _ in 0..self.attempts() {
-            let (i, client) = self.client();
+            let (i, client) = match self.ready_client().await {
+                Ok(ready) => ready,
+                Err(e) => {
+                    unanswered = Some(e);
+                    continue;
+                }
+            };
             match self.write_with(client, base, &value).await {
                 Ok(revision) => return Ok(revision),
                 // An unanswered write may have landed all the same: then
@@ -232,7 +273,13 @@ impl Cluster {
     async fn fetch(&self) -> Result<Option<(Overrides, i64)>, String> {
         let mut last = String::new();
         for _ in 0..self.attempts() {
-            let (i, mut client) = self.client();
+            let (i, mut client) = match self.ready_client().await {
+                Ok(ready) => ready,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
             let answer =
                 tokio::time::timeout(CALL_TIMEOUT, client.get(self.state_key.as_str(), None))
                     .await
@@ -257,7 +304,7 @@ impl Cluster {
     /// Announces this instance under its lease every [`HEARTBEAT`]: its
     /// applied revision and in-flight requests, for the fleet view.
     async fn heartbeat(&self, record: Value) -> Result<(), String> {
-        let (i, client) = self.client();
+        let (i, client) = self.ready_client().await?;
         let beat = self.heartbeat_with(client, record).await;
         if beat.is_err() {
             self.failed(i);
@@ -308,7 +355,9 @@ impl Cluster {
         if lease == 0 {
             return;
         }
-        let (_, mut client) = self.client();
+        let Ok((_, mut client)) = self.ready_client().await else {
+            return;
+        };
         let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
     }
 
@@ -372,7 +421,9 @@ impl Cluster {
                 Some(etcd_client::PutOptions::new().with_lease(lease)),
             )])
             .or_else([TxnOp::get(key.as_str(), None)]);
-        let (i, mut client) = self.client();
+        let Ok((i, mut client)) = self.ready_client().await else {
+            return false;
+        };
         let Ok(Ok(answer)) = tokio::time::timeout(CALL_TIMEOUT, client.txn(txn)).await else {
             self.failed(i);
             return false;
@@ -390,7 +441,7 @@ impl Cluster {
     /// Every instance's last announcement, by name.
     pub async fn instances(&self) -> Result<Vec<(String, Value)>, String> {
         let prefix = format!("{}/instances/", self.config.prefix);
-        let (_, mut client) = self.client();
+        let (_, mut client) = self.ready_client().await?;
         let options = etcd_client::GetOptions::new().with_prefix();
         let answer = tokio::time::timeout(CALL_TIMEOUT, client.get(prefix.as_str(), Some(options)))
             .await
@@ -410,7 +461,7 @@ impl Cluster {
     /// Copies audit entries to `PREFIX/audit/`, keyed by time and
     /// instance, and trims the oldest past [`AUDIT_KEEP`].
     pub async fn write_audit(&self, entries: &[Value]) -> Result<(), String> {
-        let (i, mut client) = self.client();
+        let (i, mut client) = self.ready_client().await?;
         let written = async {
             let now = crate::clock::unix_ms();
             for (n, entry) in entries.iter().enumerate() {
@@ -468,7 +519,7 @@ impl Cluster {
     /// instance that wrote it.
     pub async fn audit_tail(&self, limit: usize) -> Result<Vec<Value>, String> {
         let prefix = format!("{}/audit/", self.config.prefix);
-        let (_, mut client) = self.client();
+        let (_, mut client) = self.ready_client().await?;
         let options = etcd_client::GetOptions::new()
             .with_prefix()
             .with_sort(

@@ -550,3 +550,67 @@ async fn etcd_over_tls_with_client_certificates() {
     assert!(!c.connected().await);
     assert_eq!(served_by(&c).await, "blue", "c never saw the fleet's state");
 }
+
+/// etcd with authentication: instances log in with `etcd_user` and
+/// `etcd_password_file` (only on first use: one started while etcd is
+/// down starts and serves, then joins); a wrong password is never
+/// connected and its changes are refused (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_with_authentication() {
+    if !tool_present("etcd", "etcd-server") {
+        return;
+    }
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let mut etcd = Etcd::start(1).await;
+    let mut admin = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    admin.user_add("root", "root-pw", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.role_add("fleet").await.unwrap();
+    admin
+        .role_grant_permission(
+            "fleet",
+            etcd_client::Permission::read_write("/cutover/test").with_prefix(),
+        )
+        .await
+        .unwrap();
+    admin.user_add("cutover", "s3cret", None).await.unwrap();
+    admin.user_grant_role("cutover", "fleet").await.unwrap();
+    admin.auth_enable().await.unwrap();
+
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("good"), "s3cret\n").unwrap();
+    std::fs::write(secrets.path().join("bad"), "guess\n").unwrap();
+    let with_password = |name: &str, file: &str| {
+        fleet_config(&etcd, name, &blue, &green).replace(
+            "prefix = \"/cutover/test\"\n",
+            &format!(
+                "prefix = \"/cutover/test\"\netcd_user = \"cutover\"\netcd_password_file = \"{}/{file}\"\n",
+                secrets.path().display()
+            ),
+        )
+    };
+    let a = Member::start(&with_password("a", "good"));
+    all_connected(&[&a]).await;
+    let (status, body) = a.split(json!({"blue": 0, "green": 100})).await;
+    assert_eq!(status, 200, "{body}");
+
+    let wrong = Member::start(&with_password("w", "bad"));
+    let (status, body) = wrong.split(json!({"blue": 100, "green": 0})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!wrong.connected().await);
+
+    // Started while etcd is down: it serves (its own file's state), then
+    // logs in and catches up once etcd is back.
+    let late_config = with_password("late", "good");
+    etcd.kill(0);
+    let late = Member::start(&late_config);
+    assert_eq!(served_by(&late).await, "blue");
+    etcd.restart(0).await;
+    wait_until("the late instance catches up", || async {
+        served_by(&late).await == "green"
+    })
+    .await;
+}
