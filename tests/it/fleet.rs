@@ -61,6 +61,35 @@ fn fleet_config(etcd: &Etcd, instance: &str, blue: &TestUpstream, green: &TestUp
     )
 }
 
+/// A one-member etcd, instances `a` and `b` following it, and the blue
+/// and green upstreams behind them; `None` (SKIPPED) without etcd.
+struct Pair {
+    blue: TestUpstream,
+    green: TestUpstream,
+    etcd: Etcd,
+    a: Member,
+    b: Member,
+}
+
+async fn pair() -> Option<Pair> {
+    if !tool_present("etcd", "etcd-server") {
+        return None;
+    }
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let etcd = Etcd::start(1).await;
+    let a = Member::start(&fleet_config(&etcd, "a", &blue, &green));
+    let b = Member::start(&fleet_config(&etcd, "b", &blue, &green));
+    all_connected(&[&a, &b]).await;
+    Some(Pair {
+        blue,
+        green,
+        etcd,
+        a,
+        b,
+    })
+}
+
 async fn all_connected(members: &[&Member]) {
     for m in members {
         wait_until("the instance follows the fleet's state", || m.connected()).await;
@@ -143,15 +172,16 @@ async fn a_split_through_one_instance_is_served_by_every_instance() {
 /// every instance ends with the same state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_changes_on_two_instances_agree() {
-    if !tool_present("etcd", "etcd-server") {
+    let Some(Pair {
+        blue: _blue,
+        green: _green,
+        etcd: _etcd,
+        a,
+        b,
+    }) = pair().await
+    else {
         return;
-    }
-    let blue = TestUpstream::start("blue").await;
-    let green = TestUpstream::start("green").await;
-    let etcd = Etcd::start(1).await;
-    let a = Member::start(&fleet_config(&etcd, "a", &blue, &green));
-    let b = Member::start(&fleet_config(&etcd, "b", &blue, &green));
-    all_connected(&[&a, &b]).await;
+    };
     for round in 0..10u32 {
         let (ra, rb) = tokio::join!(
             a.split(json!({"blue": 90 - round, "green": 10 + round})),
@@ -309,16 +339,17 @@ async fn rollout_state(member: &Member) -> Value {
 /// rolled back on every instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_is_rolled_back_on_the_fleet_s_traffic() {
-    if !tool_present("etcd", "etcd-server") {
+    let Some(Pair {
+        blue: _blue,
+        green,
+        etcd: _etcd,
+        a,
+        b,
+    }) = pair().await
+    else {
         return;
-    }
-    let blue = TestUpstream::start("blue").await;
-    let green = TestUpstream::start("green").await;
+    };
     green.fail_every(5);
-    let etcd = Etcd::start(1).await;
-    let a = Member::start(&fleet_config(&etcd, "a", &blue, &green));
-    let b = Member::start(&fleet_config(&etcd, "b", &blue, &green));
-    all_connected(&[&a, &b]).await;
     let (status, body) = start_rollout(
         &a,
         json!({"to": "green", "steps": [30, 100], "interval": "60s",
@@ -354,15 +385,16 @@ async fn a_failing_canary_is_rolled_back_on_the_fleet_s_traffic() {
 /// the step it had reached, under load, without a failed request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_instance_resumes_a_rollout_whose_driver_died() {
-    if !tool_present("etcd", "etcd-server") {
+    let Some(Pair {
+        blue: _blue,
+        green: _green,
+        etcd: _etcd,
+        a,
+        b,
+    }) = pair().await
+    else {
         return;
-    }
-    let blue = TestUpstream::start("blue").await;
-    let green = TestUpstream::start("green").await;
-    let etcd = Etcd::start(1).await;
-    let a = Member::start(&fleet_config(&etcd, "a", &blue, &green));
-    let b = Member::start(&fleet_config(&etcd, "b", &blue, &green));
-    all_connected(&[&a, &b]).await;
+    };
     let (status, body) = start_rollout(
         &a,
         json!({"to": "green", "steps": [20, 50, 100], "interval": "1500ms",
@@ -406,15 +438,16 @@ async fn another_instance_resumes_a_rollout_whose_driver_died() {
 /// request in flight on the upstream, then ends `drained`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_and_drains_span_the_fleet() {
-    if !tool_present("etcd", "etcd-server") {
+    let Some(Pair {
+        blue,
+        green: _green,
+        etcd: _etcd,
+        a,
+        b,
+    }) = pair().await
+    else {
         return;
-    }
-    let blue = TestUpstream::start("blue").await;
-    let green = TestUpstream::start("green").await;
-    let etcd = Etcd::start(1).await;
-    let a = Member::start(&fleet_config(&etcd, "a", &blue, &green));
-    let b = Member::start(&fleet_config(&etcd, "b", &blue, &green));
-    all_connected(&[&a, &b]).await;
+    };
     let (status, body) = a.split(json!({"blue": 90, "green": 10})).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = b.split(json!({"blue": 100, "green": 0})).await;
@@ -462,15 +495,16 @@ async fn audit_and_drains_span_the_fleet() {
 /// through it, and the fleet view shows its pid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_upgrade_keeps_the_instance_in_the_fleet() {
-    if !tool_present("etcd", "etcd-server") {
+    let Some(Pair {
+        blue: _blue,
+        green: _green,
+        etcd: _etcd,
+        a,
+        b,
+    }) = pair().await
+    else {
         return;
-    }
-    let blue = TestUpstream::start("blue").await;
-    let green = TestUpstream::start("green").await;
-    let etcd = Etcd::start(1).await;
-    let a = Member::start(&fleet_config(&etcd, "a", &blue, &green));
-    let b = Member::start(&fleet_config(&etcd, "b", &blue, &green));
-    all_connected(&[&a, &b]).await;
+    };
     let run = load(a.url(), 4);
     let (status, body) =
         admin_call("POST", &format!("{}/api/v1/upgrade", a.admin), None, None).await;

@@ -10,20 +10,6 @@ use std::time::Duration;
 use crate::process::Process;
 use crate::support::*;
 
-fn tool(program: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{program} must be installed in CI (.ci/run does it)"
-        );
-        eprintln!("SKIPPED: {program} not installed");
-    }
-    found
-}
 
 /// Reads notify messages until one contains `want`, within the deadline.
 fn expect_message(socket: &UnixDatagram, seen: &mut Vec<String>, want: &str) {
@@ -80,7 +66,7 @@ async fn notify_ready_reloading_stopping_and_watchdog() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_on_a_socket_passed_by_socket_activation() {
-    if !tool("systemd-socket-activate") {
+    if !tool_present("systemd-socket-activate", "systemd") {
         return;
     }
     let up = TestUpstream::start("activated").await;
@@ -120,7 +106,7 @@ async fn serves_on_a_socket_passed_by_socket_activation() {
 
 #[test]
 fn unit_files_pass_systemd_analyze_verify() {
-    if !tool("systemd-analyze") {
+    if !tool_present("systemd-analyze", "systemd") {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
