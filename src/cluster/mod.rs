@@ -262,11 +262,14 @@ impl Cluster {
                 });
             }
         }
-        // The state was deleted by hand: start it again from ours.
-        Err(WriteError::Conflict {
-            doc: Box::new(Overrides::default()),
-            revision: 0,
-        })
+        // The state was deleted (by hand): this change starts it again.
+        if base != 0 {
+            tracing::warn!(key = %self.state_key, "the fleet's state was deleted from etcd; writing it again");
+            return Box::pin(self.write_with(client, 0, value)).await;
+        }
+        Err(WriteError::Unavailable(
+            "etcd refused to create the fleet's state".into(),
+        ))
     }
 
     /// The shared state now and its revision; `None` if there is none.

@@ -648,3 +648,35 @@ async fn etcd_with_authentication() {
     })
     .await;
 }
+
+/// The fleet's state deleted from etcd by hand: instances keep serving
+/// what they had, and the next change writes the state again for all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_deleted_from_etcd_is_written_again_by_the_next_change() {
+    let Some(Pair {
+        blue: _blue,
+        green: _green,
+        etcd,
+        a,
+        b,
+    }) = pair().await
+    else {
+        return;
+    };
+    let (status, body) = a.split(json!({"blue": 0, "green": 100})).await;
+    assert_eq!(status, 200, "{body}");
+    wait_until("b serves green", || async { served_by(&b).await == "green" }).await;
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    client.delete("/cutover/test/runtime", None).await.unwrap();
+    assert_eq!(served_by(&b).await, "green");
+    let (status, body) = b.split(json!({"blue": 50, "green": 50})).await;
+    assert_eq!(status, 200, "{body}");
+    wait_until("a serves the change written after the deletion", || async {
+        a.status().await["routes"][0]["split"] == json!({"blue": 50, "green": 50})
+    })
+    .await;
+    let stored = client.get("/cutover/test/runtime", None).await.unwrap();
+    assert_eq!(stored.kvs().len(), 1);
+}

@@ -10,7 +10,6 @@ use std::time::Duration;
 use crate::process::Process;
 use crate::support::*;
 
-
 /// Reads notify messages until one contains `want`, within the deadline.
 fn expect_message(socket: &UnixDatagram, seen: &mut Vec<String>, want: &str) {
     let start = std::time::Instant::now();
