@@ -665,7 +665,10 @@ async fn a_state_deleted_from_etcd_is_written_again_by_the_next_change() {
     };
     let (status, body) = a.split(json!({"blue": 0, "green": 100})).await;
     assert_eq!(status, 200, "{body}");
-    wait_until("b serves green", || async { served_by(&b).await == "green" }).await;
+    wait_until("b serves green", || async {
+        served_by(&b).await == "green"
+    })
+    .await;
     let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
         .await
         .unwrap();
