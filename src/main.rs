@@ -228,6 +228,12 @@ fn check(path: PathBuf, resolve: bool) -> ExitCode {
                     cutover::instance::AdminTls::load(&config.admin.tls)
                         .map(|_| ())
                         .map_err(|e| vec![e])
+                })
+                .and_then(|()| {
+                    config
+                        .cluster
+                        .as_ref()
+                        .map_or(Ok(()), cutover::cluster::check)
                 });
             if let Err(problems) = tls {
                 for p in problems {

@@ -576,6 +576,25 @@ fn read(path: &std::path::Path) -> Result<String, ClusterError> {
     })
 }
 
+/// For `cutover check`: the files `[cluster]` names can be read and the
+/// certificates parse (whether etcd answers is not checked).
+pub fn check(config: &ClusterConfig) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    if let Err(e) = tls_options(config) {
+        problems.push(format!("cluster: {e}"));
+    }
+    if let Some(file) = &config.etcd_password_file
+        && let Err(e) = read(file)
+    {
+        problems.push(format!("cluster.etcd_password_file: {e}"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
 fn tls_options(config: &ClusterConfig) -> Result<Option<TlsOptions>, ClusterError> {
     let uses_tls = config.etcd.iter().any(|e| e.starts_with("https://"));
     if !uses_tls && config.etcd_ca.is_none() && config.etcd_cert.is_none() {

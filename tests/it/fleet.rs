@@ -683,3 +683,21 @@ async fn a_state_deleted_from_etcd_is_written_again_by_the_next_change() {
     let stored = client.get("/cutover/test/runtime", None).await.unwrap();
     assert_eq!(stored.kvs().len(), 1);
 }
+
+/// `cutover check` reads the files `[cluster]` names: a missing CA or
+/// password file is an error naming it (no etcd needed).
+#[test]
+fn check_names_a_missing_cluster_file() {
+    let config = "[cluster]\netcd = [\"https://localhost:2379\"]\nprefix = \"/cutover/test\"\netcd_ca = \"/nonexistent/etcd-ca.pem\"\netcd_user = \"cutover\"\netcd_password_file = \"/nonexistent/etcd.password\"\n";
+    let out = check_config(&split_config(&[("p", 1, &[free_port()])], config), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cluster: /nonexistent/etcd-ca.pem: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cluster.etcd_password_file: /nonexistent/etcd.password: "),
+        "{stderr}"
+    );
+}
