@@ -9,7 +9,7 @@ use etcd_client::WatchOptions;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::{CALL_TIMEOUT, Cluster, HEARTBEAT, RETRY_AFTER, WriteError, parse};
+use super::{Cluster, HEARTBEAT, RETRY_AFTER, WriteError, bounded, parse};
 use crate::instance::Instance;
 
 /// Follows the shared state until shutdown: catches up (or seeds etcd with
@@ -121,13 +121,7 @@ async fn watch_once(cluster: &Cluster, instance: &Mutex<Instance>) -> Result<(),
     };
     let (i, mut client) = cluster.ready_client().await?;
     let options = WatchOptions::new().with_start_revision(from + 1);
-    let watched = tokio::time::timeout(
-        CALL_TIMEOUT,
-        client.watch(cluster.state_key.as_str(), Some(options)),
-    )
-    .await
-    .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))
-    .and_then(|w| w.map_err(|e| e.to_string()));
+    let watched = bounded(client.watch(cluster.state_key.as_str(), Some(options))).await;
     let mut stream = match watched {
         Ok(stream) => stream,
         Err(e) => {

@@ -138,11 +138,9 @@ impl Cluster {
         if self.logged_in[i].load(Ordering::Acquire) {
             return Ok((i, client));
         }
-        let login =
-            tokio::time::timeout(CALL_TIMEOUT, client.update_user(Some(credentials.clone())))
-                .await
-                .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))
-                .and_then(|r| r.map_err(|e| format!("cannot log in to etcd: {e}")));
+        let login = bounded(client.update_user(Some(credentials.clone())))
+            .await
+            .map_err(|e| format!("cannot log in to etcd: {e}"));
         match login {
             Ok(()) => {
                 self.logged_in[i].store(true, Ordering::Release);
@@ -243,10 +241,7 @@ impl Cluster {
             .when([unchanged])
             .and_then([TxnOp::put(key, value, None)])
             .or_else([TxnOp::get(key, None)]);
-        let answer = tokio::time::timeout(CALL_TIMEOUT, client.txn(txn))
-            .await
-            .map_err(|_| unavailable(format!("no answer within {CALL_TIMEOUT:?}")))?
-            .map_err(|e| unavailable(e.to_string()))?;
+        let answer = bounded(client.txn(txn)).await.map_err(unavailable)?;
         let revision = answer.header().map_or(0, |h| h.revision());
         if answer.succeeded() {
             return Ok(revision);
@@ -283,11 +278,7 @@ impl Cluster {
                     continue;
                 }
             };
-            let answer =
-                tokio::time::timeout(CALL_TIMEOUT, client.get(self.state_key.as_str(), None))
-                    .await
-                    .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))
-                    .and_then(|a| a.map_err(|e| e.to_string()));
+            let answer = bounded(client.get(self.state_key.as_str(), None)).await;
             match answer {
                 Ok(answer) => {
                     return match answer.kvs().first() {
@@ -318,36 +309,25 @@ impl Cluster {
     async fn heartbeat_with(&self, mut client: Client, record: Value) -> Result<(), String> {
         let mut lease = self.lease.load(Ordering::Acquire);
         if lease != 0 {
-            let kept = tokio::time::timeout(CALL_TIMEOUT, async {
+            let kept = bounded(async {
                 let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
                 keeper.keep_alive().await?;
                 answers.message().await
             })
             .await;
             // A TTL of 0 in the answer: the lease expired meanwhile.
-            match kept {
-                Ok(Ok(Some(answer))) if answer.ttl() > 0 => {}
-                _ => lease = 0,
+            if !matches!(kept, Ok(Some(answer)) if answer.ttl() > 0) {
+                lease = 0;
             }
         }
         if lease == 0 {
-            let granted =
-                tokio::time::timeout(CALL_TIMEOUT, client.lease_grant(LEASE_TTL_SECONDS, None))
-                    .await
-                    .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))?
-                    .map_err(|e| e.to_string())?;
+            let granted = bounded(client.lease_grant(LEASE_TTL_SECONDS, None)).await?;
             lease = granted.id();
             self.lease.store(lease, Ordering::Release);
         }
         let key = format!("{}/instances/{}", self.config.prefix, self.config.instance);
         let options = etcd_client::PutOptions::new().with_lease(lease);
-        tokio::time::timeout(
-            CALL_TIMEOUT,
-            client.put(key, record.to_string(), Some(options)),
-        )
-        .await
-        .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))?
-        .map_err(|e| e.to_string())?;
+        bounded(client.put(key, record.to_string(), Some(options))).await?;
         Ok(())
     }
 
@@ -427,7 +407,7 @@ impl Cluster {
         let Ok((i, mut client)) = self.ready_client().await else {
             return false;
         };
-        let Ok(Ok(answer)) = tokio::time::timeout(CALL_TIMEOUT, client.txn(txn)).await else {
+        let Ok(answer) = bounded(client.txn(txn)).await else {
             self.failed(i);
             return false;
         };
@@ -446,10 +426,7 @@ impl Cluster {
         let prefix = format!("{}/instances/", self.config.prefix);
         let (_, mut client) = self.ready_client().await?;
         let options = etcd_client::GetOptions::new().with_prefix();
-        let answer = tokio::time::timeout(CALL_TIMEOUT, client.get(prefix.as_str(), Some(options)))
-            .await
-            .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))?
-            .map_err(|e| e.to_string())?;
+        let answer = bounded(client.get(prefix.as_str(), Some(options))).await?;
         Ok(answer
             .kvs()
             .iter()
@@ -505,17 +482,11 @@ impl Cluster {
             }
             Ok::<(), etcd_client::Error>(())
         };
-        match tokio::time::timeout(CALL_TIMEOUT, written).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                self.failed(i);
-                Err(e.to_string())
-            }
-            Err(_) => {
-                self.failed(i);
-                Err(format!("no answer within {CALL_TIMEOUT:?}"))
-            }
+        let written = bounded(written).await;
+        if written.is_err() {
+            self.failed(i);
         }
+        written
     }
 
     /// The fleet's last `limit` audit entries, oldest first, each with the
@@ -530,10 +501,7 @@ impl Cluster {
                 etcd_client::SortOrder::Descend,
             )
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let answer = tokio::time::timeout(CALL_TIMEOUT, client.get(prefix.as_str(), Some(options)))
-            .await
-            .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))?
-            .map_err(|e| e.to_string())?;
+        let answer = bounded(client.get(prefix.as_str(), Some(options))).await?;
         let mut entries: Vec<Value> = answer
             .kvs()
             .iter()
@@ -562,6 +530,16 @@ impl Cluster {
             "revision": revision,
             "drives_rollouts": self.driving.load(Ordering::Acquire),
         })
+    }
+}
+
+/// `call`, given up after [`CALL_TIMEOUT`]; etcd's error as text.
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {CALL_TIMEOUT:?}")),
     }
 }
 

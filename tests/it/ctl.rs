@@ -10,33 +10,9 @@ use serde_json::json;
 
 use crate::support::*;
 
-/// Runs `cutover ctl --admin ADMIN ARGS…`; (code, stdout, stderr).
-async fn ctl(admin: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cutover"));
-    command
-        .args(["ctl", "--admin", admin])
-        .args(args)
-        .env_remove("CUTOVER_TOKEN_FILE")
-        .env_remove("CUTOVER_ADMIN");
-    let out = tokio::task::spawn_blocking(move || command.output().expect("run cutover ctl"))
-        .await
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_class_of_failure_has_its_exit_code() {
-    let blue = TestUpstream::start("blue").await;
-    let green = TestUpstream::start("green").await;
-    let proxy = start_proxy(&split_config(
-        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
-        "",
-    ))
-    .await;
+    let (blue, green, proxy) = blue_green().await;
     let admin = proxy.admin_url("");
 
     let (code, out, err) = ctl(&admin, &["status"]).await;
@@ -265,13 +241,7 @@ fn every_argument_has_help_text() {
 /// with a malformed target is a usage error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_shows_the_last_changes_and_mirror_checks_its_argument() {
-    let blue = TestUpstream::start("blue").await;
-    let green = TestUpstream::start("green").await;
-    let proxy = start_proxy(&split_config(
-        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
-        "",
-    ))
-    .await;
+    let (_blue, _green, proxy) = blue_green().await;
     let admin = proxy.admin_url("");
     let (code, _, err) = ctl(&admin, &["split", "app", "blue=50", "green=50"]).await;
     assert_eq!(code, Some(0), "{err}");

@@ -99,24 +99,13 @@ async fn a_full_state_directory_refuses_the_change_and_keeps_the_last_state() {
     let process = Process::start_in(&config, dir);
     let admin = format!("http://{}", admin_addr_of(&process));
     let split_url = format!("{admin}/api/v1/routes/app/split");
+    let set_split = |split| admin_call("PUT", &split_url, Some(split), None);
     let run = load(format!("http://{}/", process.addr), 4);
 
-    let (status, body) = admin_call(
-        "PUT",
-        &split_url,
-        Some(json!({"blue": 50, "green": 50})),
-        None,
-    )
-    .await;
+    let (status, body) = set_split(json!({"blue": 50, "green": 50})).await;
     assert_eq!(status, 200, "{body}");
     fill(&state.join("filler"));
-    let (status, body) = admin_call(
-        "PUT",
-        &split_url,
-        Some(json!({"blue": 0, "green": 100})),
-        None,
-    )
-    .await;
+    let (status, body) = set_split(json!({"blue": 0, "green": 100})).await;
     assert_eq!(status, 500, "{body}");
     let error = body["error"].as_str().unwrap_or_default();
     assert!(
@@ -135,13 +124,7 @@ async fn a_full_state_directory_refuses_the_change_and_keeps_the_last_state() {
     );
 
     std::fs::remove_file(state.join("filler")).unwrap();
-    let (status, body) = admin_call(
-        "PUT",
-        &split_url,
-        Some(json!({"blue": 0, "green": 100})),
-        None,
-    )
-    .await;
+    let (status, body) = set_split(json!({"blue": 0, "green": 100})).await;
     assert_eq!(status, 200, "{body}");
     let (sent, failed) = run.finish().await;
     assert_eq!(failed, 0, "{failed} of {sent} requests failed");
@@ -170,17 +153,7 @@ async fn a_read_only_state_directory_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let mount = Tmpfs::mount(&state, "ro,size=64k");
-    let path = dir.path().join("cutover.toml");
-    std::fs::write(&path, complete_config(&config, &state)).unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .args(["run", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = crate::process::run_expecting_exit(&config, &state, dir.path()).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(

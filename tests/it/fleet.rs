@@ -211,18 +211,8 @@ async fn concurrent_changes_on_two_instances_agree() {
     names.sort();
     assert_eq!(names, ["a", "b"], "{fleet}");
     assert_eq!(fleet["this"]["instance"], "b");
-    let admin = a.admin.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .args(["ctl", "--admin", &admin, "status", "--fleet"])
-            .env_remove("CUTOVER_TOKEN_FILE")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let (code, text, err) = ctl(&a.admin, &["status", "--fleet"]).await;
+    assert_eq!(code, Some(0), "{err}");
     assert!(
         text.contains("this instance a: connected") && text.contains("INSTANCE"),
         "{text}"

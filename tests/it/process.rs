@@ -304,6 +304,26 @@ async fn sighup_reload_moves_traffic_without_failures() {
     assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
+/// Runs `cutover run` on `config` (state in `state`, the file written to
+/// `dir`) for a start that must fail; its output once it exits.
+pub async fn run_expecting_exit(
+    config: &str,
+    state: &std::path::Path,
+    dir: &std::path::Path,
+) -> std::process::Output {
+    let path = dir.join("cutover.toml");
+    std::fs::write(&path, complete_config(config, state)).unwrap();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 pub fn admin_addr_of(process: &Process) -> String {
     let start = std::time::Instant::now();
     loop {
@@ -499,20 +519,7 @@ async fn a_corrupt_state_file_refuses_to_start_unless_discarded() {
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("runtime.json"), "{ not json").unwrap();
-    let path = dir.path().join("cutover.toml");
-    std::fs::write(&path, complete_config(&config, &state)).unwrap();
-    let out = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_cutover"))
-                .args(["run", "-c"])
-                .arg(&path)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = run_expecting_exit(&config, &state, dir.path()).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(

@@ -105,18 +105,6 @@ async fn start_rollout(proxy: &TestProxy, body: Value) -> (u16, Value) {
     .await
 }
 
-/// Blue serving everything, green standing by, and a proxy in front.
-async fn blue_green() -> (TestUpstream, TestUpstream, TestProxy) {
-    let blue = TestUpstream::start("blue").await;
-    let green = TestUpstream::start("green").await;
-    let proxy = start_proxy(&split_config(
-        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
-        "",
-    ))
-    .await;
-    (blue, green, proxy)
-}
-
 fn audit(proxy: &TestProxy) -> String {
     std::fs::read_to_string(proxy.state_dir.path().join("audit.log")).unwrap_or_default()
 }

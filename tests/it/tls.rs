@@ -348,39 +348,19 @@ async fn admin_api_over_tls() {
     // ctl over https, with the CA; without it, a verification failure.
     let url = format!("https://localhost:{}", admin.port());
     let ca_file = format!("{d}/ca.pem");
-    let out = ctl_output(&["--admin", &url, "--ca", &ca_file, "status"]).await;
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("app"),
-        "{out:?}"
-    );
-    let out = ctl_output(&["--admin", &url, "split", "app", "p=1"]).await;
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("certificate"),
-        "{out:?}"
-    );
+    let (code, out, err) = ctl(&url, &["--ca", &ca_file, "status"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("app"), "{out}{err}");
+    let (code, out, err) = ctl(&url, &["split", "app", "p=1"]).await;
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(err.contains("certificate"), "{out}{err}");
 
     // A renewed certificate (same files) is served after a reload.
     let renewed = ca.issue(certs.path(), "localhost");
     assert_ne!(renewed, first);
     assert_eq!(presented(admin, &ca, "localhost").await, first);
-    let out = ctl_output(&["--admin", &url, "--ca", &ca_file, "reload"]).await;
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let (code, out, err) = ctl(&url, &["--ca", &ca_file, "reload"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
     assert_eq!(presented(admin, &ca, "localhost").await, renewed);
     proxy.stop().await;
-}
-
-/// Runs `cutover ctl ARGS…` with no admin settings from the environment.
-async fn ctl_output(args: &[&str]) -> std::process::Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cutover"));
-    command
-        .arg("ctl")
-        .args(args)
-        .env_remove("CUTOVER_TOKEN_FILE")
-        .env_remove("CUTOVER_ADMIN")
-        .env_remove("CUTOVER_CA");
-    tokio::task::spawn_blocking(move || command.output().expect("run cutover ctl"))
-        .await
-        .unwrap()
 }

@@ -417,3 +417,35 @@ pub fn tool_present(program: &str, package: &str) -> bool {
     }
     found
 }
+
+/// Runs `cutover ctl --admin ADMIN ARGS…` with no admin settings from the
+/// environment; (exit code, stdout, stderr).
+pub async fn ctl(admin: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"));
+    command
+        .args(["ctl", "--admin", admin])
+        .args(args)
+        .env_remove("CUTOVER_TOKEN_FILE")
+        .env_remove("CUTOVER_ADMIN")
+        .env_remove("CUTOVER_CA");
+    let out = tokio::task::spawn_blocking(move || command.output().expect("run cutover ctl"))
+        .await
+        .expect("ctl task");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Blue serving everything, green standing by, and a proxy in front.
+pub async fn blue_green() -> (TestUpstream, TestUpstream, TestProxy) {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let proxy = start_proxy(&split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    ))
+    .await;
+    (blue, green, proxy)
+}
