@@ -321,7 +321,7 @@ async fn admin_api_over_tls() {
         "[admin]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"{d}/localhost.pem\", key = \"{d}/localhost.key\" }}\n{}",
         split_config(&[("p", 1, &[up.addr])], "")
     );
-    let (proxy, _path) = start_proxy_from_file(&config).await;
+    let (proxy, path) = start_proxy_from_file(&config).await;
     let admin = proxy.admin_addr();
 
     // HTTP/1.1 over TLS.
@@ -362,5 +362,24 @@ async fn admin_api_over_tls() {
     let (code, out, err) = ctl(&url, &["--ca", &ca_file, "reload"]).await;
     assert_eq!(code, Some(0), "{out}{err}");
     assert_eq!(presented(admin, &ca, "localhost").await, renewed);
+
+    // A broken certificate: the reload is refused naming it, the last good
+    // one serves on, and `cutover check` reports it.
+    std::fs::write(certs.path().join("localhost.pem"), "not a certificate").unwrap();
+    let (code, out, err) = ctl(&url, &["--ca", &ca_file, "reload"]).await;
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("admin.tls: ") && err.contains("localhost.pem"), "{err}");
+    assert_eq!(presented(admin, &ca, "localhost").await, renewed);
+    let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("admin.tls: "),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     proxy.stop().await;
 }
