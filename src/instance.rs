@@ -136,6 +136,7 @@ impl Instance {
     pub fn fleet_record(&self) -> serde_json::Value {
         serde_json::json!({
             "revision": self.plane.shared_revision(),
+            "heartbeat": crate::clock::now_rfc3339(),
             "heartbeat_ms": crate::clock::unix_ms(),
             "pid": std::process::id(),
             "in_flight": self.plane.in_flight_by_upstream(),

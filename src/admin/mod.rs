@@ -592,7 +592,15 @@ impl Admin {
                         record
                     })
                     .collect();
-                json_reply(StatusCode::OK, &json!({"this": me, "instances": instances}))
+                // SPEC.md's fields at the top (this instance's link), the
+                // detail under `this`.
+                let body = json!({
+                    "revision": revision,
+                    "connected": me["connected"],
+                    "this": me,
+                    "instances": instances,
+                });
+                json_reply(StatusCode::OK, &body)
             }
             Err(e) => control_error(&ControlError::FleetUnavailable(e)),
         }

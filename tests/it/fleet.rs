@@ -211,6 +211,13 @@ async fn concurrent_changes_on_two_instances_agree() {
     names.sort();
     assert_eq!(names, ["a", "b"], "{fleet}");
     assert_eq!(fleet["this"]["instance"], "b");
+    // SPEC.md's fields: revision and connected, and each instance's heartbeat.
+    assert_eq!(fleet["connected"], true, "{fleet}");
+    assert_eq!(fleet["revision"], fleet["this"]["revision"], "{fleet}");
+    for instance in fleet["instances"].as_array().unwrap() {
+        assert!(instance["heartbeat"].is_string(), "{fleet}");
+        assert_eq!(instance["connected"], true, "{fleet}");
+    }
     let (code, text, err) = ctl(&a.admin, &["status", "--fleet"]).await;
     assert_eq!(code, Some(0), "{err}");
     assert!(

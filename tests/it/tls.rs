@@ -368,7 +368,10 @@ async fn admin_api_over_tls() {
     std::fs::write(certs.path().join("localhost.pem"), "not a certificate").unwrap();
     let (code, out, err) = ctl(&url, &["--ca", &ca_file, "reload"]).await;
     assert_eq!(code, Some(2), "{out}{err}");
-    assert!(err.contains("admin.tls: ") && err.contains("localhost.pem"), "{err}");
+    assert!(
+        err.contains("admin.tls: ") && err.contains("localhost.pem"),
+        "{err}"
+    );
     assert_eq!(presented(admin, &ca, "localhost").await, renewed);
     let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
         .args(["check", "-c"])
