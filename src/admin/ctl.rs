@@ -864,6 +864,10 @@ fn fleet_table(fleet: &Value) -> String {
         },
         this["revision"],
     );
+    if let Some(error) = fleet["error"].as_str() {
+        out.push_str(&format!("{error}\n"));
+        return out;
+    }
     let now = crate::clock::unix_ms();
     let rows: Vec<[String; 5]> = fleet["instances"]
         .as_array()

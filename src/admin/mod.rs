@@ -602,7 +602,18 @@ impl Admin {
                 });
                 json_reply(StatusCode::OK, &body)
             }
-            Err(e) => control_error(&ControlError::FleetUnavailable(e)),
+            // The others cannot be listed: this instance's own view, which
+            // says it is not connected, and why.
+            Err(e) => json_reply(
+                StatusCode::OK,
+                &json!({
+                    "revision": revision,
+                    "connected": false,
+                    "this": me,
+                    "instances": [],
+                    "error": format!("etcd unreachable: {e}"),
+                }),
+            ),
         }
     }
 

@@ -9,7 +9,7 @@ use etcd_client::WatchOptions;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, HEARTBEAT, RETRY_AFTER, WriteError, bounded, parse};
+use super::{Cluster, HEARTBEAT, RETRY_AFTER, WriteError, bounded, describe, parse};
 use crate::instance::Instance;
 
 /// Follows the shared state until shutdown: catches up (or seeds etcd with
@@ -140,7 +140,7 @@ async fn watch_once(cluster: &Cluster, instance: &Mutex<Instance>) -> Result<(),
             }
             Err(e) => {
                 cluster.failed(i);
-                return Err(e.to_string());
+                return Err(describe(&e));
             }
         };
         if answer.canceled() {

@@ -538,8 +538,25 @@ async fn bounded<T>(
     call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Ok(answer) => answer.map_err(|e| describe(&e)),
         Err(_) => Err(format!("no answer within {CALL_TIMEOUT:?}")),
+    }
+}
+
+/// An etcd error as an operator wants it: a gRPC status's message and its
+/// root cause ("tcp connect error: Connection refused (os error 111)"),
+/// not tonic's nested debug output.
+fn describe(error: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return error.to_string();
+    };
+    let mut cause = std::error::Error::source(status);
+    while let Some(deeper) = cause.and_then(std::error::Error::source) {
+        cause = Some(deeper);
+    }
+    match cause {
+        Some(cause) => format!("{}: {cause}", status.message()),
+        None => status.message().to_string(),
     }
 }
 

@@ -273,7 +273,20 @@ async fn with_etcd_down_instances_serve_the_last_state_and_refuse_changes() {
         body["error"].as_str().unwrap_or_default().contains("etcd"),
         "{body}"
     );
+    // The cause in an operator's words, not tonic's nested debug output.
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("Connection refused") && !error.contains("tonic::"),
+        "{body}"
+    );
     assert_eq!(served_by(&a).await, "green");
+    // The fleet view still answers, saying this instance is not connected.
+    let (code, out, err) = ctl(&a.admin, &["status", "--fleet"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("NOT CONNECTED") && out.contains("etcd unreachable"),
+        "{out}"
+    );
 
     // b restarts while etcd is down: it serves the last state it applied.
     let dir = b.process.into_dir();
