@@ -22,3 +22,26 @@ pub fn unix_seconds() -> u64 {
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
+
+/// Now as an HTTP date (RFC 9110 §5.6.7), for `Date` headers: formatted
+/// at most once a second per thread, as hyper does.
+pub fn http_date() -> [u8; 29] {
+    use std::cell::Cell;
+    thread_local! {
+        static CACHED: Cell<(u64, [u8; 29])> = const { Cell::new((u64::MAX, [b' '; 29])) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let (at, date) = cached.get();
+        if at == second {
+            return date;
+        }
+        let mut date = [b' '; 29];
+        let text = httpdate::fmt_http_date(now);
+        let n = text.len().min(date.len());
+        date[..n].copy_from_slice(&text.as_bytes()[..n]);
+        cached.set((second, date));
+        date
+    })
+}

@@ -273,6 +273,25 @@ impl RouteTable {
         })
     }
 
+    /// For the direct HTTP/1.1 path (see `proxy::direct`): the index of
+    /// the route for `host` and `path` when it takes plain requests — its
+    /// choice needs no header (the first route whose host and path match
+    /// has no matchers), it copies nothing, and each of its pools speaks
+    /// plain HTTP/1.1. `None` sends the request to hyper's path.
+    pub fn direct_route(&self, host: &str, path: &str) -> Option<usize> {
+        let host = bare_host(host);
+        let at = self.routes.iter().position(|r| {
+            path.starts_with(r.path_prefix.as_str())
+                && (r.hosts.is_empty() || r.hosts.iter().any(|p| p.matches(host)))
+        })?;
+        let route = &self.routes[at];
+        let plain_pools = route.split.iter().all(|s| {
+            let pool = &self.pools[s.pool];
+            pool.tls.is_none() && pool.protocol == crate::config::UpstreamProtocol::Http1
+        });
+        (route.matchers.is_none() && route.mirror.is_none() && plain_pools).then_some(at)
+    }
+
     /// Picks a pool by the route's split, then an upstream of it by weight,
     /// passing over ineligible upstreams and those in `exclude` (already
     /// tried). A pool with nothing eligible gets no share. `None` when no pool

@@ -122,6 +122,9 @@ pub mod names {
     /// Extra: HTTP/1.1 request heads not complete within
     /// `request_header_timeout` (answered 408).
     pub const REQUEST_HEAD_TIMEOUTS_TOTAL: &str = "cutover_request_head_timeouts_total";
+    /// Extra: plain HTTP/1.1 connections handed from the direct path to
+    /// hyper's, at a request the direct path does not take.
+    pub const DIRECT_FALLBACKS_TOTAL: &str = "cutover_direct_fallbacks_total";
 }
 
 static METRICS: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
@@ -238,6 +241,10 @@ fn describe() {
     describe_counter!(
         names::REQUEST_HEAD_TIMEOUTS_TOTAL,
         "HTTP/1.1 request heads not complete in time (408)"
+    );
+    describe_counter!(
+        names::DIRECT_FALLBACKS_TOTAL,
+        "HTTP/1.1 connections handed from the direct path to hyper's"
     );
     describe_counter!(
         names::UPSTREAM_EJECTIONS_TOTAL,

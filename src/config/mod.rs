@@ -103,6 +103,8 @@ pub struct ProxySettings {
     pub upstream_idle_timeout: Duration,
     /// One JSON line per request, if set: `"stdout"` or a file path.
     pub access_log: Option<AccessLogTarget>,
+    /// Plain HTTP/1.1 requests take the direct path (`proxy::direct`).
+    pub direct_http1: bool,
 }
 
 impl Default for ProxySettings {
@@ -121,6 +123,7 @@ impl Default for ProxySettings {
             upstream_max_idle: 256,
             upstream_idle_timeout: Duration::from_secs(60),
             access_log: None,
+            direct_http1: true,
         }
     }
 }

@@ -210,6 +210,9 @@ fn read_proxy(top: &mut Table<'_>, problems: &mut Problems) -> ProxySettings {
             *slot = n as usize;
         }
     }
+    if let Some(direct) = t.bool("direct_http1", problems) {
+        s.direct_http1 = direct;
+    }
     if let Some(target) = t.str("access_log", problems) {
         s.access_log = match *target.get_ref() {
             "off" => None,

@@ -147,13 +147,19 @@ impl ProxyError {
         response
     }
 
-    pub fn into_response(self) -> Response<ResponseBody> {
+    /// The plain-text body of the error's answer.
+    pub fn body_text(&self) -> String {
         let (status, text) = self.status_and_text();
-        let body = format!(
+        format!(
             "{} {}: {text}\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or("")
-        );
+        )
+    }
+
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let status = self.status();
+        let body = self.body_text();
         let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
         *response.status_mut() = status;
         response.headers_mut().insert(

@@ -7,6 +7,7 @@
 
 mod activity;
 mod body;
+pub mod direct;
 mod error;
 pub mod headers;
 mod max_forwards;
@@ -149,18 +150,7 @@ impl Proxy {
             Ok(ok) => ok,
             Err(e) => {
                 failed = Some(e.status().as_u16());
-                match e.side() {
-                    Side::Client => {
-                        tracing::debug!(peer = %conn.peer, error = %e, "request refused")
-                    }
-                    // An upstream down, or a client that makes it slow,
-                    // fails every request: a few lines a second say so.
-                    _ => {
-                        if let Some(suppressed) = FAILED_REQUEST_LOG.allow() {
-                            tracing::warn!(peer = %conn.peer, error = %e, suppressed, "request failed");
-                        }
-                    }
-                }
+                direct::log_failure(&e, conn.peer);
                 let response = if grpc {
                     e.into_grpc_response()
                 } else {

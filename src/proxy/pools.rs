@@ -27,6 +27,7 @@ use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
+use tokio::net::TcpStream;
 
 use super::request_body::RequestBody;
 use crate::config::{ProxySettings, UpstreamProtocol};
@@ -45,6 +46,10 @@ pub enum SendError {
     /// sent, or the upstream sent an invalid response.
     #[error("{0}")]
     Failed(#[source] hyper::Error),
+    /// The direct path's exchange failed: the socket, or an answer it
+    /// does not forward.
+    #[error("{0}")]
+    Direct(String),
 }
 
 impl SendError {
@@ -66,6 +71,54 @@ impl Idle {
     /// Still open, and idle for less than `limit`.
     fn usable(&self, limit: Duration) -> bool {
         !self.sender.is_closed() && self.since.elapsed() < limit
+    }
+}
+
+/// A plain socket of the direct path, idle in its pool.
+struct RawIdle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+impl RawIdle {
+    /// Idle for less than `limit`, and nothing to read: readable would
+    /// mean the upstream closed it (or sent bytes no request asked for).
+    /// tokio keeps the socket's readiness from its last epoll event, so
+    /// this asks the kernel nothing.
+    fn usable(&self, limit: Duration) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        self.since.elapsed() < limit && self.stream.poll_read_ready(&mut cx).is_pending()
+    }
+}
+
+/// A plain socket to an upstream, lent to one direct-path request.
+pub struct RawConn {
+    pub stream: TcpStream,
+    /// Taken from the pool (it may turn out closed): not a new connection.
+    pub reused: bool,
+}
+
+/// Where a [`RawConn`] goes back after a complete exchange.
+pub struct RawHome {
+    pool: Weak<UpstreamPool>,
+    max_idle: usize,
+}
+
+impl RawHome {
+    /// The response was read to its end: the socket may carry another
+    /// request. Dropping it instead closes it.
+    pub fn release(&self, conn: RawConn) {
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        if let Ok(mut idle) = pool.raw_idle.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push(RawIdle {
+                stream: conn.stream,
+                since: Instant::now(),
+            });
+        }
     }
 }
 
@@ -97,6 +150,8 @@ struct UpstreamPool {
     pool: Arc<str>,
     connector: Connector,
     idle: Mutex<Vec<Idle>>,
+    /// Idle plain sockets of the direct HTTP/1.1 path (see `direct`).
+    raw_idle: Mutex<Vec<RawIdle>>,
     h2: Mutex<Vec<H2Conn>>,
     /// Held while an HTTP/2 (or ALPN-decided) connection is being made, so
     /// a burst of requests waits for it rather than each opening its own.
@@ -111,6 +166,7 @@ impl UpstreamPool {
             pool: Arc::clone(&pool.name),
             connector: Connector::new(&pool.name, pool.tls.as_ref(), pool.protocol),
             idle: Mutex::new(Vec::new()),
+            raw_idle: Mutex::new(Vec::new()),
             h2: Mutex::new(Vec::new()),
             connecting: tokio::sync::Mutex::new(()),
             draining,
@@ -219,15 +275,7 @@ impl ConnectionPools {
         addr: SocketAddr,
         mut request: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, PooledConnection), SendError> {
-        let found = self.by_addr.load().get(&addr).and_then(|pools| {
-            pools
-                .iter()
-                .find(|p| Arc::ptr_eq(&p.pool, &pool.name) || p.pool == pool.name)
-                .cloned()
-        });
-        // An upstream not in the synced pools yet (a race with a rebuild):
-        // a pool of its own that nothing keeps, so nothing is reused.
-        let upstream = found.unwrap_or_else(|| UpstreamPool::new(pool, addr, false));
+        let upstream = self.upstream_pool(pool, addr);
         // HTTP/1.1 pools (most) skip the HTTP/2 lock entirely.
         if upstream.connector.protocol != UpstreamProtocol::Http1
             && let Some((h2, stream)) = upstream.shared_h2()
@@ -342,6 +390,68 @@ impl ConnectionPools {
         }
     }
 
+    /// The connections to `addr` of `pool`.
+    fn upstream_pool(&self, pool: &Pool, addr: SocketAddr) -> Arc<UpstreamPool> {
+        let found = self.by_addr.load().get(&addr).and_then(|pools| {
+            pools
+                .iter()
+                .find(|p| Arc::ptr_eq(&p.pool, &pool.name) || p.pool == pool.name)
+                .cloned()
+        });
+        // An upstream not in the synced pools yet (a race with a rebuild):
+        // a pool of its own that nothing keeps, so nothing is reused.
+        found.unwrap_or_else(|| UpstreamPool::new(pool, addr, false))
+    }
+
+    /// An idle plain socket to `addr` of `pool` for the direct path, the
+    /// most recently used first; `None` when there is none (then
+    /// [`connect_raw`](Self::connect_raw)).
+    pub fn take_raw(&self, pool: &Pool, addr: SocketAddr) -> (Option<RawConn>, RawHome) {
+        let upstream = self.upstream_pool(pool, addr);
+        let limit = self.settings.upstream_idle_timeout;
+        let mut found = None;
+        if let Ok(mut idle) = upstream.raw_idle.lock() {
+            while let Some(i) = idle.pop() {
+                if i.usable(limit) {
+                    found = Some(RawConn {
+                        stream: i.stream,
+                        reused: true,
+                    });
+                    break;
+                }
+            }
+        }
+        let home = RawHome {
+            pool: Arc::downgrade(&upstream),
+            max_idle: self.settings.upstream_max_idle,
+        };
+        (found, home)
+    }
+
+    /// A new plain socket to `addr` for the direct path.
+    pub async fn connect_raw(&self, addr: SocketAddr) -> Result<RawConn, ConnectError> {
+        let stream =
+            match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(ConnectError::Io(e)),
+                Err(_) => {
+                    return Err(ConnectError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no connection within {:?}", self.settings.connect_timeout),
+                    )));
+                }
+            };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%addr, error = %e, "set_nodelay on an upstream connection failed");
+        }
+        Ok(RawConn {
+            stream,
+            reused: false,
+        })
+    }
+
     fn take_idle(&self, pool: &UpstreamPool) -> Option<Sender> {
         let mut idle = pool.idle.lock().ok()?;
         while let Some(i) = idle.pop() {
@@ -394,6 +504,9 @@ impl ConnectionPools {
         let limit = self.settings.upstream_idle_timeout;
         for pool in self.by_addr.load().values().flatten() {
             if let Ok(mut idle) = pool.idle.lock() {
+                idle.retain(|i| i.usable(limit));
+            }
+            if let Ok(mut idle) = pool.raw_idle.lock() {
                 idle.retain(|i| i.usable(limit));
             }
         }

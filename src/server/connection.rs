@@ -19,8 +19,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::Server;
+use super::direct::DirectEnd;
 use super::lot::Lot;
-use super::park::{self, FirstBytes, PARK_AFTER, ParkableIo};
+use super::park::{self, FirstBytes, PARK_AFTER, ParkableIo, REQUEST_TIMEOUT, answer_and_close};
 use crate::proxy::{ClientConn, ConnActivity, ResponseBody};
 
 /// A hyper connection the loop can ask to finish.
@@ -76,11 +77,6 @@ enum Ended {
     /// hyper gave up waiting for a request head; the socket is still open.
     HeadTimeout,
 }
-
-/// Sent when a request head is begun but not finished in time. hyper
-/// itself would close without a word.
-const REQUEST_TIMEOUT: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
 
 /// The service hyper calls for each request on one connection.
 #[derive(Clone)]
@@ -182,15 +178,36 @@ impl Server {
         let (activity, service) = self.service(peer, "http");
         let mut can_park = self.lot().is_some();
         let mut permit = permit;
-        let mut io = ParkableIo::new(stream);
+        let mut stream = stream;
         loop {
-            let Some(idle) = self
-                .serve_until_idle(io, &service, &activity, peer, can_park)
-                .await
-            else {
-                break;
+            let idle = if self.proxy.direct_enabled() {
+                match self
+                    .serve_direct(stream, &service.client, &activity, can_park)
+                    .await
+                {
+                    DirectEnd::Closed => break,
+                    DirectEnd::Idle(stream) => stream,
+                    DirectEnd::Fallback(io) => {
+                        let served = self
+                            .serve_until_idle(io, &service, &activity, peer, can_park)
+                            .await;
+                        match served {
+                            Some(io) => io.into_inner(),
+                            None => break,
+                        }
+                    }
+                }
+            } else {
+                let io = ParkableIo::new(stream);
+                match self
+                    .serve_until_idle(io, &service, &activity, peer, can_park)
+                    .await
+                {
+                    Some(io) => io.into_inner(),
+                    None => break,
+                }
             };
-            let stream = match idle.into_std() {
+            let idle = match idle.into_std() {
                 Ok(stream) => stream,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "cannot park connection; closed");
@@ -198,15 +215,15 @@ impl Server {
                 }
             };
             let deadline = self.parked_deadline(&activity).into_std();
-            let Err((stream, kept)) = self.park(stream, deadline, permit) else {
+            let Err((parked, kept)) = self.park(idle, deadline, permit) else {
                 return;
             };
             // The lot is closed (the server is stopping, or its thread
             // died): the connection stays with hyper, unparked.
             permit = kept;
             can_park = false;
-            match TcpStream::from_std(stream) {
-                Ok(stream) => io = ParkableIo::new(stream),
+            match TcpStream::from_std(parked) {
+                Ok(taken_back) => stream = taken_back,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "cannot take back connection; closed");
                     break;
@@ -521,18 +538,4 @@ impl Server {
             }
         }
     }
-}
-
-/// Writes `response` (a complete one) and closes, giving up after a
-/// second: the client may not be reading.
-async fn answer_and_close<S>(mut io: S, response: &[u8])
-where
-    S: tokio::io::AsyncWrite + Unpin,
-{
-    use tokio::io::AsyncWriteExt;
-    let write = async {
-        io.write_all(response).await?;
-        io.shutdown().await
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
 }

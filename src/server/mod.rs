@@ -15,6 +15,7 @@
 //! runtime, until their clients send again.
 
 mod connection;
+mod direct;
 pub mod fd_limit;
 mod lot;
 mod park;
@@ -75,6 +76,7 @@ pub struct Server {
     accept_errors: fd_limit::AcceptErrors,
     idle_timeout: Duration,
     header_timeout: Duration,
+    max_header_bytes: usize,
     shutdown: CancellationToken,
     retire: CancellationToken,
     tracker: TaskTracker,
@@ -124,6 +126,7 @@ impl Server {
             accept_errors: fd_limit::AcceptErrors::default(),
             idle_timeout: settings.idle_timeout,
             header_timeout: settings.request_header_timeout,
+            max_header_bytes: settings.max_header_bytes,
             shutdown,
             retire,
             tracker,

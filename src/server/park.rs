@@ -71,11 +71,10 @@ impl<S> ParkableIo<S> {
     }
 }
 
-impl ParkableIo<TcpStream> {
-    /// The socket, to park in the lot (see `lot`), deregistered from the
-    /// runtime. Only ever called with nothing unread.
-    pub fn into_std(self) -> std::io::Result<std::net::TcpStream> {
-        self.io.into_std()
+impl<S> ParkableIo<S> {
+    /// The stream, to park. Only ever called with nothing unread.
+    pub fn into_inner(self) -> S {
+        self.io
     }
 }
 
@@ -209,4 +208,23 @@ where
         }
         Ok(Err(_)) | Err(_) => None,
     }
+}
+
+/// Sent when a request head is begun but not finished in time. hyper
+/// itself would close without a word.
+pub const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+/// Writes `response` (a complete one) and closes, giving up after a
+/// second: the client may not be reading.
+pub async fn answer_and_close<S>(mut io: S, response: &[u8])
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let write = async {
+        io.write_all(response).await?;
+        io.shutdown().await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
 }

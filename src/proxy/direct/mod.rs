@@ -1,0 +1,546 @@
+//! The direct HTTP/1.1 path: plain requests forwarded between two sockets
+//! by the client connection's own task, without hyper.
+//!
+//! Why it exists: on HTTP/1.1 keep-alive, cutover spent ~2x the user-space
+//! CPU per request of nginx and HAProxy, nearly all of it in hyper's and
+//! tokio's per-request machinery — a request parsed into a `HeaderMap`,
+//! cloned and encoded again, a channel hop to the upstream connection's
+//! own task, the response parsed into another `HeaderMap` (see
+//! docs/benchmarks.md). Here a request head is parsed in place
+//! (`httparse`, as hyper does), the upstream head is the client's bytes
+//! with the proxy's edits, the response head likewise, and the body is
+//! copied from one socket to the other.
+//!
+//! It takes only what it can do exactly as hyper's path would (see
+//! `request` for the list and `routing::RouteTable::direct_route` for the
+//! routes); anything else — and the first request that is not plain ends
+//! the direct path for that connection — is handed to hyper with the
+//! bytes read so far, so hyper keeps every check and every feature.
+
+mod chunked;
+pub mod request;
+pub mod response;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::Version;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::activity::ConnActivity;
+use super::pools::{RawConn, RawHome, SendError};
+use super::{ClientConn, FAILED_REQUEST_LOG, Labels, Proxy, ProxyError, Side};
+use crate::access_log;
+use crate::routing::{Pick, RouteTable};
+use chunked::ChunkedScan;
+use request::{Forwarding, RequestHead, Verdict};
+use response::{ClientSide, Framing, Parsed, ResponseHead};
+
+/// What to do with the bytes at the start of a client's buffer.
+pub enum Plan {
+    /// Not a whole request head yet.
+    Partial,
+    /// For hyper's path, from these bytes on.
+    Fallback,
+    Serve(Ticket),
+}
+
+/// A request the direct path serves: its head and its route.
+pub struct Ticket {
+    head: RequestHead,
+    table: Arc<RouteTable>,
+    route: usize,
+}
+
+impl Ticket {
+    /// Bytes of the request: its head (it has no body).
+    pub fn head_len(&self) -> usize {
+        self.head.len
+    }
+}
+
+/// How the client connection goes on after a request.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    KeepAlive,
+    Close,
+}
+
+/// Buffers a client connection keeps between its requests.
+#[derive(Default)]
+pub struct Scratch {
+    upstream_head: Vec<u8>,
+    client_head: Vec<u8>,
+    from_upstream: bytes::BytesMut,
+}
+
+/// Reads from the upstream are at most this large.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Largest upstream response head read (hyper's client takes ~400 KiB).
+const MAX_RESPONSE_HEAD: usize = 256 * 1024;
+
+/// An upstream's answer: its socket, where that goes back, its head.
+struct Answer {
+    upstream: RawConn,
+    home: RawHome,
+    head: ResponseHead,
+}
+
+impl Proxy {
+    /// Whether plain HTTP/1.1 requests take the direct path.
+    pub fn direct_enabled(&self) -> bool {
+        self.settings.direct_http1
+    }
+
+    /// Looks at the start of `buf`: a request the direct path serves, one
+    /// for hyper, or not a whole head yet.
+    pub fn direct_plan(&self, buf: &[u8], conn: &ClientConn, scratch: &mut Scratch) -> Plan {
+        let fwd = Forwarding {
+            client_ip: conn.forwarded_for.as_bytes(),
+            proto: conn.proto.as_bytes(),
+        };
+        let head = match request::classify(buf, &fwd, &mut scratch.upstream_head) {
+            Verdict::Partial => return Plan::Partial,
+            Verdict::Fallback => return Plan::Fallback,
+            Verdict::Take(head) => head,
+        };
+        // `classify` took only a valid Host and a target of ASCII.
+        let host = std::str::from_utf8(&buf[head.host.clone()]).unwrap_or_default();
+        let target = std::str::from_utf8(&buf[head.target.clone()]).unwrap_or_default();
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let table = self.routing.load();
+        match table.direct_route(host, path) {
+            Some(route) => Plan::Serve(Ticket { head, table, route }),
+            None => Plan::Fallback,
+        }
+    }
+
+    /// Serves the request `ticket` found at the start of `buf` to
+    /// `client`: an upstream's response, or cutover's error answer.
+    pub async fn direct_serve<S>(
+        &self,
+        ticket: Ticket,
+        buf: &[u8],
+        client: &mut S,
+        conn: &ClientConn,
+        activity: &Arc<ConnActivity>,
+        scratch: &mut Scratch,
+    ) -> Outcome
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let start = Instant::now();
+        let _active = activity.start(Version::HTTP_11);
+        let Ticket { head, table, route } = ticket;
+        let route = &table.routes()[route];
+        let mut labels = Labels {
+            route: Some(Arc::clone(&route.name)),
+            ..Labels::default()
+        };
+        let close = head.close || activity.closing();
+        let secure = conn.proto == "https";
+        let answer = self
+            .direct_forward(
+                &table,
+                route,
+                &head,
+                buf,
+                (close, secure),
+                scratch,
+                &mut labels,
+            )
+            .await;
+        let log = self.access_log.as_ref().map(|log| {
+            let text = |r: std::ops::Range<usize>| String::from_utf8_lossy(&buf[r]).into_owned();
+            Box::new((
+                log.clone(),
+                access_log::Entry {
+                    time: crate::clock::now_rfc3339(),
+                    client: conn.peer.to_string(),
+                    method: text(head.method.clone()),
+                    host: Some(text(head.host.clone())),
+                    path: text(head.target.clone()),
+                    route: labels.route.as_ref().map(|r| r.to_string()),
+                    pool: labels.pool.as_ref().map(|p| p.to_string()),
+                    upstream: labels.upstream.as_ref().map(|u| u.to_string()),
+                    status: 0,
+                    duration_ms: 0.0,
+                    bytes: 0,
+                },
+            ))
+        });
+        let (answer, in_flight) = match answer {
+            Ok(ok) => ok,
+            Err(e) => {
+                let status = e.status().as_u16();
+                log_failure(&e, conn.peer);
+                let mut timer = labels.record(&self.request_metrics, status, start);
+                let (bytes, closes) = error_response(&e, close, &mut scratch.client_head);
+                let written = client.write_all(bytes).await.is_ok();
+                timer.log = log.map(|mut line| {
+                    line.1.status = status;
+                    line
+                });
+                return if written && !closes {
+                    Outcome::KeepAlive
+                } else {
+                    Outcome::Close
+                };
+            }
+        };
+        let Answer {
+            mut upstream,
+            home,
+            head: response,
+        } = answer;
+        let mut timer = labels.record(&self.request_metrics, response.status, start);
+        timer.log = log.map(|mut line| {
+            line.1.status = response.status;
+            line
+        });
+        let copied = copy_body(
+            &mut upstream,
+            client,
+            &response,
+            &mut scratch.client_head,
+            &mut scratch.from_upstream,
+            &mut timer.bytes,
+        )
+        .await;
+        drop(in_flight);
+        match copied {
+            Ok(true) if response.reusable => home.release(upstream),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "response cut short");
+                return Outcome::Close;
+            }
+        }
+        if close || response.framing == Framing::UntilClose {
+            Outcome::Close
+        } else {
+            Outcome::KeepAlive
+        }
+    }
+
+    /// Picks an upstream and makes attempts, as `proxy_to_upstream` does:
+    /// a failed connect (or a bodiless idempotent request whose upstream
+    /// closed without answering) goes to another, up to `retries` more.
+    #[allow(clippy::too_many_arguments)]
+    async fn direct_forward(
+        &self,
+        table: &RouteTable,
+        route: &crate::routing::Route,
+        head: &RequestHead,
+        buf: &[u8],
+        (close, secure): (bool, bool),
+        scratch: &mut Scratch,
+        labels: &mut Labels,
+    ) -> Result<(Answer, crate::upstream::InFlight), ProxyError> {
+        let now_unix = if route.sticky.is_some() {
+            crate::clock::unix_seconds()
+        } else {
+            0
+        };
+        let mut pinned = route.sticky.as_ref().and_then(|sticky| {
+            let value = cookie_value(buf, &head.cookies, &sticky.cookie)?;
+            table.sticky_pick(route, value, now_unix)
+        });
+        let idempotent = head.idempotent(buf);
+        let mut tried = Vec::new();
+        let mut last_error = None;
+        for _ in 0..=self.settings.retries {
+            let (pick, fresh) = match pinned.take() {
+                Some(pinned) => pinned,
+                None => match table.pick(route, &tried) {
+                    Some(p) => (p, true),
+                    None => break,
+                },
+            };
+            let cookie = match (fresh, &route.sticky) {
+                (true, Some(sticky)) => {
+                    let expires = now_unix.saturating_add(sticky.max_age.as_secs());
+                    let value = table.seal_sticky(&pick, expires);
+                    super::headers::set_cookie(&sticky.cookie, &value, sticky.max_age, secure)
+                }
+                _ => None,
+            };
+            let side = ClientSide {
+                head_request: head.is_head(buf),
+                close,
+                set_cookie: cookie.as_ref().map(http::HeaderValue::as_bytes),
+                date: &crate::clock::http_date(),
+            };
+            let in_flight = pick.upstream.start_request();
+            let attempt = self.direct_attempt(table, &pick, &side, idempotent, scratch, labels);
+            match attempt.await {
+                Ok(answer) => return Ok((answer, in_flight)),
+                Err(e) if e.retryable(idempotent) => {
+                    tracing::debug!(error = %e, "trying another upstream");
+                    tried.push(pick.upstream);
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(
+            last_error.unwrap_or_else(|| ProxyError::NoEligibleUpstream {
+                route: route.name.to_string(),
+            }),
+        )
+    }
+
+    /// One attempt at one upstream: the head sent, the response head read
+    /// (interim ones skipped) and the client's head written into
+    /// `scratch.client_head`; the outcome recorded for outlier ejection.
+    async fn direct_attempt(
+        &self,
+        table: &RouteTable,
+        pick: &Pick,
+        side: &ClientSide<'_>,
+        idempotent: bool,
+        scratch: &mut Scratch,
+        labels: &mut Labels,
+    ) -> Result<Answer, ProxyError> {
+        labels.pool = Some(Arc::clone(&pick.pool));
+        let addr = pick.upstream.addr();
+        labels.upstream = Some(Arc::clone(pick.upstream.label()));
+        labels.addr = Some(addr);
+        labels.traffic = Some(Arc::clone(&pick.stats));
+        let Some(pool) = table.pools().get(pick.pool_index) else {
+            return Err(ProxyError::NoEligibleUpstream {
+                route: labels.route.as_deref().unwrap_or("").to_string(),
+            });
+        };
+        let (mut idle, home) = self.pools.take_raw(pool, addr);
+        let exchange = async {
+            loop {
+                let mut upstream = match idle.take() {
+                    Some(conn) => conn,
+                    None => match self.pools.connect_raw(addr).await {
+                        Ok(conn) => conn,
+                        Err(e) => return Err(Failure::Connect(e)),
+                    },
+                };
+                match exchange_head(&mut upstream, side, scratch).await {
+                    Ok(head) => return Ok((upstream, head)),
+                    // A pooled socket the upstream closed as the request
+                    // went out, unnoticed: a new one, for a request that
+                    // may be sent twice (RFC 9112 §9.3.1).
+                    Err(Failure::Closed(_)) if upstream.reused && idempotent => {
+                        let (next, _) = self.pools.take_raw(pool, addr);
+                        idle = next;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let timeout = self.settings.response_header_timeout;
+        let result = tokio::time::timeout(timeout, exchange).await;
+        let ok = matches!(&result, Ok(Ok((_, head))) if head.status < 500);
+        self.record_outcome(table, pick, ok);
+        match result {
+            Ok(Ok((upstream, head))) => Ok(Answer {
+                upstream,
+                home,
+                head,
+            }),
+            Err(_) => Err(ProxyError::UpstreamTimeout { addr, timeout }),
+            Ok(Err(Failure::Connect(e))) => {
+                metrics::counter!(
+                    crate::telemetry::names::UPSTREAM_CONNECT_ERRORS_TOTAL,
+                    "pool" => Arc::clone(&pick.pool),
+                    "upstream" => Arc::clone(pick.upstream.label())
+                )
+                .increment(1);
+                let timed_out = matches!(&e, crate::connector::ConnectError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut);
+                Err(ProxyError::UpstreamConnect {
+                    addr,
+                    timed_out,
+                    source: SendError::Connect(e),
+                })
+            }
+            Ok(Err(Failure::Closed(why) | Failure::Invalid(why))) => {
+                Err(ProxyError::UpstreamFailed {
+                    addr,
+                    source: SendError::Direct(why),
+                })
+            }
+        }
+    }
+}
+
+/// Why an exchange with an upstream failed.
+enum Failure {
+    Connect(crate::connector::ConnectError),
+    /// The socket failed or closed before a whole response head came.
+    Closed(String),
+    /// A response cutover does not forward.
+    Invalid(String),
+}
+
+/// Sends the request head in `scratch.upstream_head`, reads the response
+/// head into `scratch.from_upstream` and writes the client's head.
+async fn exchange_head(
+    upstream: &mut RawConn,
+    side: &ClientSide<'_>,
+    scratch: &mut Scratch,
+) -> Result<ResponseHead, Failure> {
+    let closed = |e: std::io::Error| Failure::Closed(e.to_string());
+    upstream
+        .stream
+        .write_all(&scratch.upstream_head)
+        .await
+        .map_err(closed)?;
+    let buf = &mut scratch.from_upstream;
+    buf.clear();
+    loop {
+        if !buf.is_empty() {
+            match response::parse(buf, side, &mut scratch.client_head) {
+                Parsed::Ready(head) => {
+                    bytes::Buf::advance(buf, head.len);
+                    return Ok(head);
+                }
+                Parsed::Interim(len) => {
+                    bytes::Buf::advance(buf, len);
+                    continue;
+                }
+                Parsed::Invalid(why) => return Err(Failure::Invalid(why.to_string())),
+                Parsed::Partial if buf.len() >= MAX_RESPONSE_HEAD => {
+                    return Err(Failure::Invalid("response head too large".to_string()));
+                }
+                Parsed::Partial => {}
+            }
+        }
+        buf.reserve(READ_SIZE);
+        match upstream.stream.read_buf(buf).await {
+            Ok(0) => {
+                return Err(Failure::Closed(
+                    "connection closed before a response head".to_string(),
+                ));
+            }
+            Ok(_) => upstream.reused = false,
+            Err(e) => return Err(closed(e)),
+        }
+    }
+}
+
+/// Writes the client's head and the body after it; `Ok(true)` once the
+/// body was read to its end with nothing after it (the upstream socket
+/// may then be reused), `Ok(false)` when it ended with the upstream's
+/// close.
+async fn copy_body<S>(
+    upstream: &mut RawConn,
+    client: &mut S,
+    response: &ResponseHead,
+    client_head: &mut Vec<u8>,
+    buf: &mut bytes::BytesMut,
+    sent: &mut u64,
+) -> std::io::Result<bool>
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut remaining = match response.framing {
+        Framing::Empty => 0,
+        Framing::Length(n) => n,
+        Framing::Chunked | Framing::UntilClose => u64::MAX,
+    };
+    let mut chunked = (response.framing == Framing::Chunked).then(ChunkedScan::default);
+    // The head and the first bytes of the body go out in one write.
+    let mut head_sent = false;
+    loop {
+        let take = match &mut chunked {
+            Some(scan) => scan.scan(buf).map_err(std::io::Error::other)?,
+            None => usize::try_from(remaining)
+                .unwrap_or(usize::MAX)
+                .min(buf.len()),
+        };
+        if !head_sent {
+            client_head.extend_from_slice(&buf[..take]);
+            client.write_all(client_head).await?;
+            head_sent = true;
+        } else if take > 0 {
+            client.write_all(&buf[..take]).await?;
+        }
+        *sent += take as u64;
+        bytes::Buf::advance(buf, take);
+        if chunked.is_none() && remaining != u64::MAX {
+            remaining -= take as u64;
+        }
+        let done = match &chunked {
+            Some(scan) => scan.done(),
+            None => remaining == 0,
+        };
+        if done {
+            // Bytes after the body: the upstream is out of step.
+            return Ok(buf.is_empty());
+        }
+        buf.clear();
+        buf.reserve(READ_SIZE);
+        if upstream.stream.read_buf(buf).await? == 0 {
+            return if response.framing == Framing::UntilClose {
+                Ok(false)
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "upstream closed inside the body",
+                ))
+            };
+        }
+    }
+}
+
+/// cutover's own answer to a failed request, in `out`; and whether the
+/// connection closes after it.
+fn error_response<'a>(e: &ProxyError, close: bool, out: &'a mut Vec<u8>) -> (&'a [u8], bool) {
+    let status = e.status();
+    let body = e.body_text();
+    // A 400's framing cannot be trusted for what follows.
+    let closes = close || status == http::StatusCode::BAD_REQUEST;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\ndate: ");
+    out.extend_from_slice(&crate::clock::http_date());
+    if closes {
+        out.extend_from_slice(b"\r\nconnection: close");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body.as_bytes());
+    (out, closes)
+}
+
+/// The "request failed" log line or a debug line for a client's own
+/// fault. An upstream down, or a client that makes it slow, fails every
+/// request: a few lines a second say so (`telemetry::LogLimit`).
+pub(super) fn log_failure(e: &ProxyError, peer: SocketAddr) {
+    match e.side() {
+        Side::Client => tracing::debug!(%peer, error = %e, "request refused"),
+        _ => {
+            if let Some(suppressed) = FAILED_REQUEST_LOG.allow() {
+                tracing::warn!(%peer, error = %e, suppressed, "request failed");
+            }
+        }
+    }
+}
+
+/// The value of cookie `name` among the request's `Cookie` values.
+fn cookie_value<'a>(
+    buf: &'a [u8],
+    cookies: &[std::ops::Range<usize>],
+    name: &str,
+) -> Option<&'a str> {
+    cookies
+        .iter()
+        .filter_map(|r| std::str::from_utf8(&buf[r.clone()]).ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}

@@ -1,0 +1,310 @@
+//! Reading a client's request head for the direct path: which requests it
+//! takes, and the head it sends upstream.
+//!
+//! The direct path takes only the plainest requests — HTTP/1.1, an
+//! origin-form target of ordinary characters, exactly one valid `Host`, no
+//! body, no header asking for anything a hop must act on. Everything else
+//! (a body, `Upgrade`, `Expect`, `Transfer-Encoding`, `TE`, a `Connection`
+//! option naming a header, `Max-Forwards`, absolute form, a malformed or
+//! oversized head…) is [`Verdict::Fallback`]: the bytes go to hyper
+//! untouched, which answers exactly as it always did, 4xx included. So the
+//! direct path never has to be as careful as hyper about anything it does
+//! not take, and `tests/it/direct.rs` feeds the same bytes to both and
+//! checks that what it takes, hyper would have taken the same way.
+
+use std::ops::Range;
+
+/// Headers of a request head the direct path reads (hyper's default too).
+pub const MAX_HEADERS: usize = 100;
+
+/// What a buffer holding the start of a connection's next request is.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// Not a whole head yet: read more (and check the size limit).
+    Partial,
+    /// For hyper: anything the direct path does not take, well-formed or not.
+    Fallback,
+    /// A request the direct path serves; its upstream head is written.
+    Take(RequestHead),
+}
+
+/// Where the parts of a taken request are in the client's buffer.
+#[derive(Debug, PartialEq)]
+pub struct RequestHead {
+    /// Bytes of the head, blank line included.
+    pub len: usize,
+    pub method: Range<usize>,
+    pub target: Range<usize>,
+    pub host: Range<usize>,
+    /// The client asked to close after this response.
+    pub close: bool,
+    /// `Cookie` header values, for sticky routes.
+    pub cookies: Vec<Range<usize>>,
+}
+
+impl RequestHead {
+    /// Safe to send again after an upstream took it and closed without a
+    /// word (RFC 9110 §9.2.2; the request has no body).
+    pub fn idempotent(&self, buf: &[u8]) -> bool {
+        matches!(
+            &buf[self.method.clone()],
+            b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+        )
+    }
+
+    pub fn is_head(&self, buf: &[u8]) -> bool {
+        &buf[self.method.clone()] == b"HEAD"
+    }
+}
+
+/// What the client connection adds to every forwarded request.
+pub struct Forwarding<'a> {
+    /// The client's address as text, for `X-Forwarded-For`.
+    pub client_ip: &'a [u8],
+    /// `http` or `https`.
+    pub proto: &'a [u8],
+}
+
+/// Headers the direct path drops on the way up: hop-by-hop ones (RFC 9110
+/// §7.6.1) and the `X-Forwarded-*` it writes itself.
+const DROPPED: [&[u8]; 6] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"proxy-authorization",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+];
+
+/// Headers that send a request to hyper: each asks the proxy for
+/// something the direct path does not do (or marks a body).
+const FOR_HYPER: [&[u8]; 8] = [
+    b"transfer-encoding",
+    b"upgrade",
+    b"expect",
+    b"te",
+    b"trailer",
+    b"max-forwards",
+    b"http2-settings",
+    b"content-type",
+];
+
+/// Classifies the head at the start of `buf` and, for a request it takes,
+/// writes the head to send upstream into `upstream` (cleared first).
+pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Verdict {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Verdict::Partial,
+        Err(_) => return Verdict::Fallback,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Verdict::Fallback;
+    };
+    if method == "CONNECT" || !plain_target(target.as_bytes()) {
+        return Verdict::Fallback;
+    }
+    upstream.clear();
+    upstream.extend_from_slice(method.as_bytes());
+    upstream.push(b' ');
+    upstream.extend_from_slice(target.as_bytes());
+    upstream.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut host = None;
+    let mut close = false;
+    let mut cookies = Vec::new();
+    let mut forwarded_for: Option<Range<usize>> = None;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if !plain_name(name) {
+            return Verdict::Fallback;
+        }
+        let value = h.value;
+        if FOR_HYPER.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            // `Content-Type` only matters for gRPC, whose errors are
+            // answered as gRPC statuses (hyper's path does that).
+            if !name.eq_ignore_ascii_case(b"content-type") || value.starts_with(b"application/grpc")
+            {
+                return Verdict::Fallback;
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            // A body, however announced, is hyper's; `0` is no body.
+            if value != b"0" {
+                return Verdict::Fallback;
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            let valid = std::str::from_utf8(value).is_ok_and(super::super::headers::valid_host);
+            if host.is_some() || !valid {
+                return Verdict::Fallback;
+            }
+            host = Some(offset(buf, value));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            match connection_options(value) {
+                Some(c) => close |= c,
+                None => return Verdict::Fallback,
+            }
+            continue;
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            // Several would be one list (RFC 9110 §5.3): rare, hyper's.
+            if forwarded_for.is_some() {
+                return Verdict::Fallback;
+            }
+            forwarded_for = Some(offset(buf, value));
+            continue;
+        } else if name.eq_ignore_ascii_case(b"cookie") {
+            cookies.push(offset(buf, value));
+        }
+        if DROPPED.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            continue;
+        }
+        upstream.extend_from_slice(name);
+        upstream.extend_from_slice(b": ");
+        upstream.extend_from_slice(value);
+        upstream.extend_from_slice(b"\r\n");
+    }
+    let Some(host) = host else {
+        return Verdict::Fallback;
+    };
+    upstream.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(prior) = forwarded_for.clone() {
+        upstream.extend_from_slice(&buf[prior]);
+        upstream.extend_from_slice(b", ");
+    }
+    upstream.extend_from_slice(fwd.client_ip);
+    upstream.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    upstream.extend_from_slice(fwd.proto);
+    upstream.extend_from_slice(b"\r\nx-forwarded-host: ");
+    upstream.extend_from_slice(&buf[host.clone()]);
+    upstream.extend_from_slice(b"\r\nvia: 1.1 cutover\r\n\r\n");
+    Verdict::Take(RequestHead {
+        len,
+        method: offset(buf, method.as_bytes()),
+        target: offset(buf, target.as_bytes()),
+        host,
+        close,
+        cookies,
+    })
+}
+
+/// Where `part` (a slice of `buf`) lies in `buf`.
+fn offset(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// An origin-form target (RFC 9112 §3.2.1) of characters every parser
+/// agrees on: unreserved, sub-delims, `:@/?%`. Anything else (absolute
+/// form, `*`, a raw `"` or `{`) is left to hyper and the `http` crate.
+fn plain_target(target: &[u8]) -> bool {
+    target.first() == Some(&b'/')
+        && target
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b))
+}
+
+/// A header name of letters, digits, `-` and `_`: the `http` crate takes
+/// every token, but names with other characters are rare enough to leave.
+fn plain_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Reads a `Connection` value: `Some(close)` when it holds only `close`
+/// and `keep-alive` options, `None` if it names anything else (a header
+/// to remove: hyper's path does that).
+fn connection_options(value: &[u8]) -> Option<bool> {
+    let mut close = false;
+    for option in value.split(|&b| b == b',') {
+        let option = option.trim_ascii();
+        if option.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if !option.eq_ignore_ascii_case(b"keep-alive") && !option.is_empty() {
+            return None;
+        }
+    }
+    Some(close)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FWD: Forwarding<'static> = Forwarding {
+        client_ip: b"10.0.0.7",
+        proto: b"http",
+    };
+
+    fn take(bytes: &[u8]) -> (RequestHead, String) {
+        let mut up = Vec::new();
+        match classify(bytes, &FWD, &mut up) {
+            Verdict::Take(head) => (head, String::from_utf8(up).unwrap()),
+            other => panic!("not taken: {other:?}"),
+        }
+    }
+
+    fn verdict(bytes: &[u8]) -> Verdict {
+        classify(bytes, &FWD, &mut Vec::new())
+    }
+
+    #[test]
+    fn a_plain_get_is_taken_and_rewritten() {
+        let req = b"GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\r\nGET";
+        let (head, up) = take(req);
+        assert_eq!(head.len, req.len() - 3);
+        assert_eq!(&req[head.target.clone()], b"/a?b=1");
+        assert_eq!(&req[head.host.clone()], b"example.com");
+        assert!(!head.close);
+        assert_eq!(
+            up,
+            "GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\
+             x-forwarded-for: 1.2.3.4, 10.0.0.7\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: example.com\r\nvia: 1.1 cutover\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn connection_close_is_seen() {
+        let (head, _) = take(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n");
+        assert!(head.close);
+    }
+
+    #[test]
+    fn anything_unusual_goes_to_hyper() {
+        for req in [
+            &b"GET / HTTP/1.0\r\nHost: a\r\n\r\n"[..],
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-secret\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            b"TRACE / HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: application/grpc\r\n\r\n",
+            b"GET /{x} HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-F-F: 1\r\nX-Forwarded-For: 1\r\nX-Forwarded-For: 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+            b"\x16\x03\x01\x00",
+        ] {
+            assert!(
+                matches!(verdict(req), Verdict::Fallback | Verdict::Partial),
+                "{:?} taken",
+                String::from_utf8_lossy(req)
+            );
+        }
+    }
+
+    #[test]
+    fn an_unfinished_head_is_partial() {
+        assert_eq!(verdict(b"GET / HTTP/1.1\r\nHost: a\r\n"), Verdict::Partial);
+        assert_eq!(verdict(b"GE"), Verdict::Partial);
+    }
+}

@@ -1,0 +1,294 @@
+//! Reading an upstream's response head on the direct path, and writing the
+//! head the client gets: hop-by-hop headers out (RFC 9110 §7.6.1), `Via`
+//! in, `Date` if the upstream sent none (as hyper does), the framing the
+//! body will really have (RFC 9112 §6.3).
+
+/// Headers of an upstream response head read (hyper's client default).
+const MAX_HEADERS: usize = 100;
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Framing {
+    /// No body: a HEAD request's answer, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes (no length given): the client connection
+    /// closes after it too.
+    UntilClose,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Parsed {
+    Partial,
+    /// An interim (1xx) response of this many bytes: skipped, as hyper's
+    /// client does.
+    Interim(usize),
+    /// Not a response cutover forwards: a 502.
+    Invalid(&'static str),
+    Ready(ResponseHead),
+}
+
+#[derive(Debug, PartialEq)]
+pub struct ResponseHead {
+    /// Bytes of the head, blank line included.
+    pub len: usize,
+    pub status: u16,
+    pub framing: Framing,
+    /// The upstream connection may carry another request after the body.
+    pub reusable: bool,
+}
+
+/// What the client side adds to the head.
+pub struct ClientSide<'a> {
+    /// The request was HEAD: no body follows whatever the head says.
+    pub head_request: bool,
+    /// Send `Connection: close` (the client asked, or cutover is stopping).
+    pub close: bool,
+    /// A sticky cookie to set.
+    pub set_cookie: Option<&'a [u8]>,
+    /// Now, as an HTTP date.
+    pub date: &'a [u8],
+}
+
+/// Hop-by-hop headers never forwarded; framing headers are written anew.
+const DROPPED: [&[u8]; 8] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"transfer-encoding",
+    b"content-length",
+];
+
+/// Reads the response head at the start of `buf` and, once it is whole
+/// and forwardable, writes the client's head into `client` (cleared first).
+pub fn parse(buf: &[u8], side: &ClientSide<'_>, client: &mut Vec<u8>) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut headers);
+    let len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Invalid("malformed response head"),
+    };
+    let (Some(version), Some(status)) = (res.version, res.code) else {
+        return Parsed::Invalid("malformed response head");
+    };
+    match status {
+        101 => return Parsed::Invalid("101 Switching Protocols to a request without Upgrade"),
+        100..=199 => return Parsed::Interim(len),
+        _ => {}
+    }
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut close = version == 0;
+    let mut has_date = false;
+    for h in res.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // Repeated, the values must agree (RFC 9110 §8.6).
+            let Some(n) = parse_length(h.value) else {
+                return Parsed::Invalid("invalid Content-Length");
+            };
+            if length.is_some_and(|l| l != n) {
+                return Parsed::Invalid("conflicting Content-Length values");
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only plain `chunked` is followed; another coding would need
+            // decoding to find the end.
+            if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Parsed::Invalid("unsupported Transfer-Encoding");
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for option in h.value.split(|&b| b == b',') {
+                let option = option.trim_ascii();
+                if option.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if option.eq_ignore_ascii_case(b"keep-alive") && version == 0 {
+                    close = false;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"date") {
+            has_date = true;
+        }
+    }
+    let framing = if side.head_request || status == 204 || status == 304 {
+        Framing::Empty
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .map(str::as_bytes)
+        .or(res.reason.map(str::as_bytes))
+        .unwrap_or_default();
+    client.clear();
+    client.extend_from_slice(b"HTTP/1.1 ");
+    client.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    client.push(b' ');
+    client.extend_from_slice(reason);
+    client.extend_from_slice(b"\r\n");
+    let named = connection_named(res.headers);
+    for h in res.headers.iter() {
+        let name = h.name.as_bytes();
+        if DROPPED.iter().any(|n| name.eq_ignore_ascii_case(n))
+            || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        client.extend_from_slice(name);
+        client.extend_from_slice(b": ");
+        client.extend_from_slice(h.value);
+        client.extend_from_slice(b"\r\n");
+    }
+    match (framing, length) {
+        (Framing::Chunked, _) => client.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        // A HEAD or 304 answer says how long the body would be.
+        (Framing::Length(n), _) | (Framing::Empty, Some(n)) if status != 204 => {
+            client.extend_from_slice(b"content-length: ");
+            client.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            client.extend_from_slice(b"\r\n");
+        }
+        _ => {}
+    }
+    client.extend_from_slice(if version == 0 {
+        b"via: 1.0 cutover\r\n"
+    } else {
+        b"via: 1.1 cutover\r\n"
+    });
+    if !has_date {
+        client.extend_from_slice(b"date: ");
+        client.extend_from_slice(side.date);
+        client.extend_from_slice(b"\r\n");
+    }
+    if let Some(cookie) = side.set_cookie {
+        client.extend_from_slice(b"set-cookie: ");
+        client.extend_from_slice(cookie);
+        client.extend_from_slice(b"\r\n");
+    }
+    if side.close || framing == Framing::UntilClose {
+        client.extend_from_slice(b"connection: close\r\n");
+    }
+    client.extend_from_slice(b"\r\n");
+    Parsed::Ready(ResponseHead {
+        len,
+        status,
+        framing,
+        reusable: !close && framing != Framing::UntilClose,
+    })
+}
+
+/// `Content-Length`: digits only (no sign, no list), at most 19 of them.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Headers the upstream's `Connection` names: hop-by-hop too.
+fn connection_named<'h>(headers: &[httparse::Header<'h>]) -> Vec<&'h [u8]> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|o| !o.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIDE: ClientSide<'static> = ClientSide {
+        head_request: false,
+        close: false,
+        set_cookie: None,
+        date: b"Sat, 05 Dec 2026 12:00:00 GMT",
+    };
+
+    fn ready(bytes: &[u8], side: &ClientSide<'_>) -> (ResponseHead, String) {
+        let mut out = Vec::new();
+        match parse(bytes, side, &mut out) {
+            Parsed::Ready(head) => (head, String::from_utf8(out).unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_response_is_rewritten() {
+        let (head, out) = ready(
+            b"HTTP/1.1 200 Fine\r\nContent-Length: 2\r\nConnection: keep-alive, x-hop\r\nx-hop: 1\r\nServer: up\r\n\r\nok",
+            &SIDE,
+        );
+        assert_eq!(head.framing, Framing::Length(2));
+        assert!(head.reusable);
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nServer: up\r\ncontent-length: 2\r\nvia: 1.1 cutover\r\n\
+             date: Sat, 05 Dec 2026 12:00:00 GMT\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: x\r\n\r\n";
+        let (head, out) = ready(chunked, &SIDE);
+        assert_eq!(head.framing, Framing::Chunked);
+        assert!(out.contains("transfer-encoding: chunked\r\n") && !out.contains("date: Sat"));
+        let (head, out) = ready(b"HTTP/1.1 200 OK\r\n\r\n", &SIDE);
+        assert_eq!(head.framing, Framing::UntilClose);
+        assert!(!head.reusable && out.ends_with("connection: close\r\n\r\n"));
+        let (head, out) = ready(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            &SIDE,
+        );
+        assert_eq!(head.framing, Framing::Empty);
+        assert!(out.contains("content-length: 9\r\n"));
+        let head_side = ClientSide {
+            head_request: true,
+            ..SIDE
+        };
+        let (head, _) = ready(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", &head_side);
+        assert_eq!(head.framing, Framing::Empty);
+        let (head, _) = ready(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx", &SIDE);
+        assert!(!head.reusable, "HTTP/1.0 closes unless it says keep-alive");
+    }
+
+    #[test]
+    fn unforwardable_responses_are_refused() {
+        for bytes in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"SSH-2.0-OpenSSH\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(bytes, &SIDE, &mut Vec::new()), Parsed::Invalid(_)),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        assert_eq!(
+            parse(
+                b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1",
+                &SIDE,
+                &mut Vec::new()
+            ),
+            Parsed::Interim(37)
+        );
+    }
+}
