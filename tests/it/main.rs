@@ -9,6 +9,7 @@ mod architecture;
 mod config_check;
 mod connections;
 mod ctl;
+mod direct;
 mod dns;
 mod docs;
 mod failures;
