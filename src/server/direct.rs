@@ -30,9 +30,9 @@ pub(super) enum DirectEnd {
     Fallback(ParkableIo<TcpStream>),
 }
 
-/// A client's read buffer: the largest head hyper's path accepts, and a
-/// little more so that a too-large head is seen as such.
-const READ_SIZE: usize = 8 * 1024;
+/// What a client's read buffer grows by: most request heads fit in far
+/// less; a larger one grows it up to `max_header_bytes`.
+const READ_SIZE: usize = 4 * 1024;
 
 impl Server {
     /// Serves `stream` on the direct path for as long as it can.
@@ -58,7 +58,15 @@ impl Server {
                         let len = ticket.head_len();
                         let outcome = self
                             .proxy
-                            .direct_serve(ticket, &buf, &mut stream, client, activity, &mut scratch)
+                            .direct_serve(
+                                ticket,
+                                &buf,
+                                &mut stream,
+                                client,
+                                activity,
+                                &self.shutdown,
+                                &mut scratch,
+                            )
                             .await;
                         buf.advance(len);
                         head_began = (!buf.is_empty()).then(Instant::now);
@@ -89,7 +97,7 @@ impl Server {
                     }
                 }
             };
-            if buf.capacity() - buf.len() < 1024 {
+            if buf.capacity() - buf.len() < 512 {
                 buf.reserve(READ_SIZE);
             }
             tokio::select! {

@@ -44,7 +44,9 @@ async fn hyper_parse(bytes: &[u8]) -> Parsed {
     let _ = client.read_to_end(&mut answer).await;
     let _ = serve.await;
     let parsed = seen.lock().unwrap().take();
-    parsed.filter(|_| answer.starts_with(b"HTTP/1.1 200"))
+    parsed
+        .filter(|_| answer.starts_with(b"HTTP/1.1 200"))
+        .map(|(m, t, h)| (m, t, by_name(h)))
 }
 
 /// The same, as the direct path read it: `None` unless taken.
@@ -65,7 +67,14 @@ fn direct_parse(bytes: &[u8]) -> Parsed {
         .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
         .collect();
     let text = |r: std::ops::Range<usize>| String::from_utf8_lossy(&bytes[r]).into_owned();
-    Some((text(head.method), text(head.target), headers))
+    Some((text(head.method), text(head.target), by_name(headers)))
+}
+
+/// Headers grouped by name, each name's values in their order: a
+/// `HeaderMap` iterates them so, whatever order they came in.
+fn by_name(mut headers: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    headers.sort_by(|a, b| a.0.cmp(&b.0));
+    headers
 }
 
 fn method() -> impl Strategy<Value = String> {
@@ -367,4 +376,127 @@ async fn upstreams_closing_idle_connections_fail_no_request() {
         assert_eq!((status, body.as_str()), (200, "stale"), "request {i}");
     }
     proxy.stop().await;
+}
+
+/// A response's status and end-to-end headers (lower-case names).
+type ResponseSeen = Option<(u16, Vec<(String, Vec<u8>)>)>;
+
+/// What hyper's client made of an upstream response, or `None` if it
+/// refused it.
+async fn hyper_client_parse(bytes: &[u8]) -> ResponseSeen {
+    let (client, mut server) = tokio::io::duplex(256 * 1024);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(
+        hyper_util::rt::TokioIo::new(client),
+    )
+    .await
+    .ok()?;
+    tokio::spawn(conn);
+    let answer = bytes.to_vec();
+    tokio::spawn(async move {
+        let mut head = [0u8; 1024];
+        let _ = server.read(&mut head).await;
+        let _ = server.write_all(&answer).await;
+        let _ = server.shutdown().await;
+        // Keep the pipe open until the client is done with it.
+        let _ = server.read(&mut head).await;
+    });
+    let request = http::Request::get("/")
+        .header("host", "a.test")
+        .body(Full::default())
+        .ok()?;
+    let response = sender.send_request(request).await.ok()?;
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .filter(|(n, _)| !HOP.contains(&n.as_str()))
+        .collect();
+    Some((response.status().as_u16(), by_name(headers)))
+}
+
+/// Headers neither side forwards as they came.
+const HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "transfer-encoding",
+    "content-length",
+    "x-hop",
+];
+
+/// The same, as the direct path read it (from the client head it
+/// writes, minus what it adds): `None` unless it forwards it.
+fn direct_response_parse(bytes: &[u8]) -> ResponseSeen {
+    use cutover::proxy::direct::response::{ClientSide, Parsed, parse};
+    let side = ClientSide {
+        head_request: false,
+        close: false,
+        set_cookie: None,
+        date: b"Sat, 05 Dec 2026 12:00:00 GMT",
+    };
+    let mut out = Vec::new();
+    let Parsed::Ready(head) = parse(bytes, &side, &mut out) else {
+        return None;
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut res = httparse::Response::new(&mut headers);
+    res.parse(&out).ok()?;
+    let mut original = [httparse::EMPTY_HEADER; 100];
+    let mut upstream = httparse::Response::new(&mut original);
+    upstream.parse(bytes).ok()?;
+    let had_date = upstream
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("date"));
+    let headers = res
+        .headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+        .filter(|(n, _)| !HOP.contains(&n.as_str()) && n != "via" && (had_date || n != "date"))
+        .collect();
+    Some((head.status, by_name(headers)))
+}
+
+fn response() -> impl Strategy<Value = Vec<u8>> {
+    let status = prop_oneof![
+        4 => Just("200 OK".to_string()),
+        1 => Just("404 Not Found".to_string()),
+        1 => Just("503 Busy".to_string()),
+        1 => Just("299 Custom".to_string()),
+        1 => "[0-9]{1,4} [A-Za-z ]{0,6}",
+    ];
+    let header = prop_oneof![
+        2 => Just("Content-Length: 2\r\n".to_string()),
+        1 => Just("Content-Length: 2\r\nContent-Length: 2\r\n".to_string()),
+        1 => Just("Content-Length: 1\r\nContent-Length: 2\r\n".to_string()),
+        1 => Just("Content-Length: +2\r\n".to_string()),
+        1 => Just("Transfer-Encoding: chunked\r\n".to_string()),
+        1 => Just("Transfer-Encoding: gzip\r\n".to_string()),
+        1 => Just("Connection: close, x-hop\r\nx-hop: 1\r\n".to_string()),
+        1 => Just("Date: Sat, 05 Dec 2026 11:00:00 GMT\r\n".to_string()),
+        6 => "[A-Za-z0-9-]{1,10}: [\\x20-\\x7e]{0,12}\r\n",
+        1 => "[\\x21-\\x7e]{1,6}:[\\x00-\\xff]{0,6}\r\n",
+    ];
+    let version = prop_oneof![6 => Just("HTTP/1.1"), 1 => Just("HTTP/1.0"), 1 => Just("HTTP/2")];
+    (version, status, proptest::collection::vec(header, 0..4))
+        .prop_map(|(v, s, h)| format!("{v} {s}\r\n{}\r\nok0\r\n\r\n", h.concat()).into_bytes())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+
+    /// Whatever upstream response head the direct path forwards, hyper's
+    /// client accepts too, with the same status and end-to-end headers.
+    #[test]
+    fn the_direct_path_forwards_only_responses_hyper_reads_the_same_way(bytes in response()) {
+        let direct = direct_response_parse(&bytes);
+        if direct.is_some() {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let hyper = runtime.block_on(hyper_client_parse(&bytes));
+            prop_assert_eq!(direct, hyper, "{:?}", String::from_utf8_lossy(&bytes));
+        }
+    }
 }

@@ -75,8 +75,13 @@ pub struct Scratch {
     from_upstream: bytes::BytesMut,
 }
 
-/// Reads from the upstream are at most this large.
-const READ_SIZE: usize = 16 * 1024;
+/// Room for an upstream's response head: most fit in far less.
+const HEAD_READ_SIZE: usize = 4 * 1024;
+
+/// Reads of a body that did not come with its head: larger, for large
+/// bodies (taken only by responses that need them, so that connections
+/// serving small answers keep small buffers).
+const BODY_READ_SIZE: usize = 16 * 1024;
 
 /// Largest upstream response head read (hyper's client takes ~400 KiB).
 const MAX_RESPONSE_HEAD: usize = 256 * 1024;
@@ -118,7 +123,10 @@ impl Proxy {
     }
 
     /// Serves the request `ticket` found at the start of `buf` to
-    /// `client`: an upstream's response, or cutover's error answer.
+    /// `client`: an upstream's response, or cutover's error answer. With
+    /// `stopping` set (a graceful stop), the answer says
+    /// `Connection: close`, as hyper's does.
+    #[allow(clippy::too_many_arguments)]
     pub async fn direct_serve<S>(
         &self,
         ticket: Ticket,
@@ -126,6 +134,7 @@ impl Proxy {
         client: &mut S,
         conn: &ClientConn,
         activity: &Arc<ConnActivity>,
+        stopping: &tokio_util::sync::CancellationToken,
         scratch: &mut Scratch,
     ) -> Outcome
     where
@@ -139,7 +148,7 @@ impl Proxy {
             route: Some(Arc::clone(&route.name)),
             ..Labels::default()
         };
-        let close = head.close || activity.closing();
+        let close = head.close || activity.closing() || stopping.is_cancelled();
         let secure = conn.proto == "https";
         let answer = self
             .direct_forward(
@@ -218,7 +227,7 @@ impl Proxy {
                 return Outcome::Close;
             }
         }
-        if close || response.framing == Framing::UntilClose {
+        if close || response.framing == Framing::UntilClose || stopping.is_cancelled() {
             Outcome::Close
         } else {
             Outcome::KeepAlive
@@ -414,7 +423,7 @@ async fn exchange_head(
                 Parsed::Partial => {}
             }
         }
-        buf.reserve(READ_SIZE);
+        buf.reserve(HEAD_READ_SIZE);
         match upstream.stream.read_buf(buf).await {
             Ok(0) => {
                 return Err(Failure::Closed(
@@ -478,7 +487,7 @@ where
             return Ok(buf.is_empty());
         }
         buf.clear();
-        buf.reserve(READ_SIZE);
+        buf.reserve(BODY_READ_SIZE);
         if upstream.stream.read_buf(buf).await? == 0 {
             return if response.framing == Framing::UntilClose {
                 Ok(false)

@@ -98,8 +98,9 @@ pub fn parse(buf: &[u8], side: &ClientSide<'_>, client: &mut Vec<u8>) -> Parsed 
             length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Only plain `chunked` is followed; another coding would need
-            // decoding to find the end.
-            if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            // decoding to find the end. HTTP/1.0 has no transfer codings:
+            // framing that cannot be trusted (RFC 9112 §6.1).
+            if chunked || version == 0 || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 return Parsed::Invalid("unsupported Transfer-Encoding");
             }
             chunked = true;
@@ -272,6 +273,7 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"HTTP/1.1 2000 OK\r\n\r\n",
             b"SSH-2.0-OpenSSH\r\n\r\n",
