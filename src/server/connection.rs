@@ -243,18 +243,38 @@ impl Server {
     ) {
         self.open_gauge.increment(1.0);
         let (activity, service) = self.service(peer, "https");
-        let mut io = ParkableIo::new(stream);
+        let mut stream = stream;
         loop {
-            let Some(idle) = self
-                .serve_until_idle(io, &service, &activity, peer, true)
-                .await
-            else {
-                break;
+            let idle = if self.proxy.direct_enabled() {
+                match self
+                    .serve_direct(stream, &service.client, &activity, true)
+                    .await
+                {
+                    DirectEnd::Closed => break,
+                    DirectEnd::Idle(stream) => stream,
+                    DirectEnd::Fallback(io) => {
+                        let served = self
+                            .serve_until_idle(io, &service, &activity, peer, true)
+                            .await;
+                        match served {
+                            Some(io) => io.into_inner(),
+                            None => break,
+                        }
+                    }
+                }
+            } else {
+                let io = ParkableIo::new(stream);
+                match self
+                    .serve_until_idle(io, &service, &activity, peer, true)
+                    .await
+                {
+                    Some(io) => io.into_inner(),
+                    None => break,
+                }
             };
-            io = idle;
-            // hyper read everything the TLS session had decrypted (what it
-            // did not parse was replayed), so only the socket can wake it.
-            let socket = io.get_ref().get_ref().0;
+            // Everything the TLS session had decrypted was read (what was
+            // not served was replayed), so only the socket can wake it.
+            let socket = idle.get_ref().0;
             self.parked_gauge.increment(1.0);
             let resume = tokio::select! {
                 readable = socket.readable() => readable.is_ok(),
@@ -265,6 +285,7 @@ impl Server {
             if !resume {
                 break;
             }
+            stream = idle;
         }
         self.open_gauge.decrement(1.0);
     }

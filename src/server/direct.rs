@@ -1,4 +1,4 @@
-//! A plain HTTP/1.1 connection on the direct path (see `proxy::direct`):
+//! An HTTP/1.1 connection (plain or TLS) on the direct path (see `proxy::direct`):
 //! reads request heads, has the proxy serve the plain ones, and gives the
 //! connection up — to hyper at the first request it does not take, to the
 //! lot once idle for [`PARK_AFTER`], or closed.
@@ -12,8 +12,7 @@
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::Server;
@@ -22,12 +21,12 @@ use crate::proxy::direct::{Outcome, Plan, Scratch};
 use crate::proxy::{ClientConn, ConnActivity};
 
 /// How a connection left the direct path.
-pub(super) enum DirectEnd {
+pub(super) enum DirectEnd<S> {
     Closed,
     /// Idle with nothing unread: to be parked.
-    Idle(TcpStream),
+    Idle(S),
     /// For hyper, with the bytes read but not served replayed first.
-    Fallback(ParkableIo<TcpStream>),
+    Fallback(ParkableIo<S>),
 }
 
 /// What a client's read buffer grows by: most request heads fit in far
@@ -35,14 +34,18 @@ pub(super) enum DirectEnd {
 const READ_SIZE: usize = 4 * 1024;
 
 impl Server {
-    /// Serves `stream` on the direct path for as long as it can.
-    pub(super) async fn serve_direct(
+    /// Serves `stream` (a plain socket or a TLS stream) on the direct path
+    /// for as long as it can.
+    pub(super) async fn serve_direct<S>(
         &self,
-        mut stream: TcpStream,
+        mut stream: S,
         client: &ClientConn,
         activity: &Arc<ConnActivity>,
         can_park: bool,
-    ) -> DirectEnd {
+    ) -> DirectEnd<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let mut buf = BytesMut::new();
         let mut scratch = Scratch::default();
         // When the first byte of the head being read came.
@@ -134,7 +137,7 @@ impl Server {
 }
 
 /// Hands the connection to hyper with `unread` to be read first.
-fn fallback(stream: TcpStream, unread: &[u8]) -> DirectEnd {
+fn fallback<S>(stream: S, unread: &[u8]) -> DirectEnd<S> {
     metrics::counter!(crate::telemetry::names::DIRECT_FALLBACKS_TOTAL).increment(1);
     let mut io = ParkableIo::new(stream);
     io.unpark(bytes::Bytes::copy_from_slice(unread));

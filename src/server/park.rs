@@ -65,10 +65,6 @@ impl<S> ParkableIo<S> {
     pub fn has_unread(&self) -> bool {
         !self.unread.is_empty()
     }
-
-    pub fn get_ref(&self) -> &S {
-        &self.io
-    }
 }
 
 impl<S> ParkableIo<S> {
