@@ -43,6 +43,9 @@ DURATION=${DURATION:-10s}
 SCENARIOS=${SCENARIOS:-"h1:50 h1:200 h2c:50 h2tls:50 tls:50 tls-new-ecdsa:4 tls-new-rsa:4 big:10"}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+# CUTOVER_PROXY_EXTRA adds lines to cutover's [proxy] section, to compare
+# settings: CUTOVER_PROXY_EXTRA="direct_http1 = false" measures cutover
+# with everything through hyper.
 # cutover-full: cutover with a sticky route (every request carries a
 # cookie to check) and active health checks, to see what they cost.
 TARGETS=${TARGETS:-"cutover cutover-full nginx haproxy"}
@@ -223,6 +226,7 @@ dir = "$work/$name-state"
 [proxy]
 workers = 1
 max_connections = 30000
+${CUTOVER_PROXY_EXTRA:-}
 [[route]]
 name = "app"
 split = { backends = 1 }

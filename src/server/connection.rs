@@ -181,10 +181,12 @@ impl Server {
         let mut stream = stream;
         loop {
             let idle = if self.proxy.direct_enabled() {
-                match self
-                    .serve_direct(stream, &service.client, &activity, can_park)
-                    .await
-                {
+                // Boxed: the direct path's future is several KiB, and
+                // inline it would stay in the task while the connection
+                // idles.
+                let direct =
+                    Box::pin(self.serve_direct(stream, &service.client, &activity, can_park));
+                match direct.await {
                     DirectEnd::Closed => break,
                     DirectEnd::Idle(stream) => stream,
                     DirectEnd::Fallback(io) => {
@@ -246,10 +248,11 @@ impl Server {
         let mut stream = stream;
         loop {
             let idle = if self.proxy.direct_enabled() {
-                match self
-                    .serve_direct(stream, &service.client, &activity, true)
-                    .await
-                {
+                // Boxed: the direct path's future is several KiB, and
+                // inline it would stay in the task while the connection
+                // idles.
+                let direct = Box::pin(self.serve_direct(stream, &service.client, &activity, true));
+                match direct.await {
                     DirectEnd::Closed => break,
                     DirectEnd::Idle(stream) => stream,
                     DirectEnd::Fallback(io) => {
