@@ -58,7 +58,7 @@ impl Server {
                         return fallback(stream, &buf);
                     }
                     Plan::Serve(ticket) => {
-                        let len = ticket.head_len();
+                        let len = ticket.request_len();
                         let outcome = self
                             .proxy
                             .direct_serve(

@@ -13,9 +13,9 @@ use http_body_util::Full;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// What hyper's server made of a request head: method, target and the
-/// headers (lower-case names, raw values), or `None` if it refused it.
-type Parsed = Option<(String, String, Vec<(String, Vec<u8>)>)>;
+/// What hyper's server made of a request: method, target, the headers
+/// (lower-case names, raw values) and the body, or `None` if it refused it.
+type Parsed = Option<(String, String, Vec<(String, Vec<u8>)>, Vec<u8>)>;
 
 /// Feeds `bytes` to a hyper HTTP/1.1 server (as cutover's hyper path
 /// configures it) over an in-memory pipe.
@@ -24,13 +24,29 @@ async fn hyper_parse(bytes: &[u8]) -> Parsed {
     let seen: Arc<Mutex<Parsed>> = Arc::new(Mutex::new(None));
     let record = Arc::clone(&seen);
     let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let headers = req
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
-            .collect();
-        *record.lock().unwrap() = Some((req.method().to_string(), req.uri().to_string(), headers));
-        async { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok")))) }
+        let record = Arc::clone(&record);
+        async move {
+            use http_body_util::BodyExt;
+            let headers = req
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect();
+            let (method, target) = (req.method().to_string(), req.uri().to_string());
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes().to_vec());
+            let mut seen = record.lock().unwrap();
+            // The first request only: the bytes may hold more.
+            if seen.is_none()
+                && let Ok(body) = body
+            {
+                *seen = Some((method, target, headers, body));
+            }
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .half_close(true)
@@ -46,7 +62,7 @@ async fn hyper_parse(bytes: &[u8]) -> Parsed {
     let parsed = seen.lock().unwrap().take();
     parsed
         .filter(|_| answer.starts_with(b"HTTP/1.1 200"))
-        .map(|(m, t, h)| (m, t, by_name(h)))
+        .map(|(m, t, h, b)| (m, t, by_name(h), b))
 }
 
 /// The same, as the direct path read it: `None` unless taken.
@@ -67,7 +83,8 @@ fn direct_parse(bytes: &[u8]) -> Parsed {
         .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
         .collect();
     let text = |r: std::ops::Range<usize>| String::from_utf8_lossy(&bytes[r]).into_owned();
-    Some((text(head.method), text(head.target), by_name(headers)))
+    let body = bytes[head.len..head.len + head.body].to_vec();
+    Some((text(head.method), text(head.target), by_name(headers), body))
 }
 
 /// Headers grouped by name, each name's values in their order: a
@@ -151,15 +168,21 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
         4 => Just("Host: a.test\r\n".to_string()),
         1 => Just(String::new()),
     ];
+    let body = prop_oneof![
+        3 => Just(String::new()),
+        1 => Just("hello".to_string()),
+        1 => "[\\x00-\\xff]{0,12}",
+    ];
     (
         method(),
         target(),
         version(),
         host,
         proptest::collection::vec(header(), 0..4),
+        body,
     )
-        .prop_map(|(m, t, v, host, headers)| {
-            format!("{m} {t} {v}\r\n{host}{}\r\n", headers.concat()).into_bytes()
+        .prop_map(|(m, t, v, host, headers, body)| {
+            format!("{m} {t} {v}\r\n{host}{}\r\n{body}", headers.concat()).into_bytes()
         })
 }
 
@@ -167,7 +190,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
 
     /// Whatever the direct path takes, hyper takes too, and reads the same
-    /// method, target and headers; what hyper refuses never reaches the
+    /// method, target, headers and body; what hyper refuses never reaches the
     /// direct path. (What the direct path leaves, hyper gets: not checked
     /// here, nothing to compare.)
     #[test]
@@ -336,30 +359,73 @@ async fn pipelined_requests_are_answered_in_order_on_one_upstream_connection() {
     proxy.stop().await;
 }
 
+/// Reads one answer with a `Content-Length` body from `stream`.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> String {
+    let mut answer = Vec::new();
+    loop {
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+            if answer.len() >= end + 4 + length {
+                return String::from_utf8_lossy(&answer).into_owned();
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A `Content-Length` body that came with its head goes the direct way
+/// whole; a chunked one hands the connection to hyper, which serves it
+/// and what follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_direct_path_leaves_goes_to_hyper_on_the_same_connection() {
+    use crate::support::upstream::checksum;
     use crate::support::*;
     let up = TestUpstream::start("up").await;
     let proxy = start_proxy(&split_config(&[("p", 1, &[up.addr])], "")).await;
     let admin = format!("http://{}", proxy.admin_addr());
-    let before = gauge(&admin, "cutover_direct_fallbacks_total").await;
+    let fallbacks = || gauge(&admin, "cutover_direct_fallbacks_total");
+    let before = fallbacks().await;
     let mut stream = tokio::net::TcpStream::connect(proxy.addrs()[0])
         .await
         .unwrap();
+    let body = "x".repeat(3000);
+    let expected = format!("3000 {}", checksum(0, body.as_bytes()));
+    stream
+        .write_all(
+            format!("POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3000\r\n\r\n{body}")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let answer = read_answer(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(&expected), "{answer}");
+    assert_eq!(
+        fallbacks().await,
+        before,
+        "a whole body goes the direct way"
+    );
     for request in [
         "GET /one HTTP/1.1\r\nHost: a.test\r\n\r\n",
-        "POST /two HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\nbody",
+        "POST /two HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n",
         "GET /three HTTP/1.1\r\nHost: a.test\r\n\r\n",
     ] {
         stream.write_all(request.as_bytes()).await.unwrap();
         let answer = read_response(&mut stream).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{request}: {answer}");
     }
-    let after = gauge(&admin, "cutover_direct_fallbacks_total").await;
     assert_eq!(
-        after - before,
+        fallbacks().await - before,
         1.0,
-        "the POST handed the connection to hyper"
+        "the chunked POST handed the connection to hyper"
     );
     proxy.stop().await;
 }

@@ -46,7 +46,7 @@ pub enum Plan {
     Serve(Ticket),
 }
 
-/// A request the direct path serves: its head and its route.
+/// A request the direct path serves: where its parts are, and its route.
 pub struct Ticket {
     head: RequestHead,
     table: Arc<RouteTable>,
@@ -54,9 +54,14 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// Bytes of the request: its head (it has no body).
+    /// Bytes of the request's head (`max_header_bytes` applies to it).
     pub fn head_len(&self) -> usize {
         self.head.len
+    }
+
+    /// Bytes of the whole request: its head and its body.
+    pub fn request_len(&self) -> usize {
+        self.head.len + self.head.body
     }
 }
 

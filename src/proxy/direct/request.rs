@@ -3,10 +3,11 @@
 //!
 //! The direct path takes only the plainest requests — HTTP/1.1, an
 //! origin-form target of ordinary characters, exactly one valid `Host`, no
-//! body, no header asking for anything a hop must act on. Everything else
-//! (a body, `Upgrade`, `Expect`, `Transfer-Encoding`, `TE`, a `Connection`
-//! option naming a header, `Max-Forwards`, absolute form, a malformed or
-//! oversized head…) is [`Verdict::Fallback`]: the bytes go to hyper
+//! body or one `Content-Length` body that is already in the buffer with
+//! its head, no header asking for anything a hop must act on. Everything
+//! else (a chunked or larger body, `Upgrade`, `Expect`, `TE`, a
+//! `Connection` option naming a header, `Max-Forwards`, absolute form, a
+//! malformed or oversized head…) is [`Verdict::Fallback`]: the bytes go to hyper
 //! untouched, which answers exactly as it always did, 4xx included. So the
 //! direct path never has to be as careful as hyper about anything it does
 //! not take, and `tests/it/direct.rs` feeds the same bytes to both and
@@ -33,6 +34,9 @@ pub enum Verdict {
 pub struct RequestHead {
     /// Bytes of the head, blank line included.
     pub len: usize,
+    /// Bytes of the body after it (all in the buffer, and in the
+    /// upstream head's buffer after the head).
+    pub body: usize,
     pub method: Range<usize>,
     pub target: Range<usize>,
     pub host: Range<usize>,
@@ -44,7 +48,7 @@ pub struct RequestHead {
 
 impl RequestHead {
     /// Safe to send again after an upstream took it and closed without a
-    /// word (RFC 9110 §9.2.2; the request has no body).
+    /// word (RFC 9110 §9.2.2; a body is in memory, so it can go again).
     pub fn idempotent(&self, buf: &[u8]) -> bool {
         matches!(
             &buf[self.method.clone()],
@@ -77,7 +81,7 @@ const DROPPED: [&[u8]; 6] = [
 ];
 
 /// Headers that send a request to hyper: each asks the proxy for
-/// something the direct path does not do (or marks a body).
+/// something the direct path does not do (or marks a chunked body).
 const FOR_HYPER: [&[u8]; 8] = [
     b"transfer-encoding",
     b"upgrade",
@@ -89,8 +93,8 @@ const FOR_HYPER: [&[u8]; 8] = [
     b"content-type",
 ];
 
-/// Classifies the head at the start of `buf` and, for a request it takes,
-/// writes the head to send upstream into `upstream` (cleared first).
+/// Classifies the request at the start of `buf` and, for one it takes,
+/// writes the request to send upstream into `upstream` (cleared first).
 pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Verdict {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -114,6 +118,7 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
     let mut close = false;
     let mut cookies = Vec::new();
     let mut forwarded_for: Option<Range<usize>> = None;
+    let mut body: Option<usize> = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if !plain_name(name) {
@@ -128,9 +133,10 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
                 return Verdict::Fallback;
             }
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            // A body, however announced, is hyper's; `0` is no body.
-            if value != b"0" {
-                return Verdict::Fallback;
+            // One, of digits only: any other form is hyper's to judge.
+            match (body, content_length(value)) {
+                (None, Some(n)) => body = Some(n),
+                _ => return Verdict::Fallback,
             }
         } else if name.eq_ignore_ascii_case(b"host") {
             let valid = std::str::from_utf8(value).is_ok_and(super::super::headers::valid_host);
@@ -165,6 +171,12 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
     let Some(host) = host else {
         return Verdict::Fallback;
     };
+    // A body still on its way is hyper's: the direct path forwards what
+    // it holds, and never waits for a body under the head's deadline.
+    let body = body.unwrap_or(0);
+    if buf.len() - len < body {
+        return Verdict::Fallback;
+    }
     upstream.extend_from_slice(b"x-forwarded-for: ");
     if let Some(prior) = forwarded_for.clone() {
         upstream.extend_from_slice(&buf[prior]);
@@ -176,14 +188,24 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
     upstream.extend_from_slice(b"\r\nx-forwarded-host: ");
     upstream.extend_from_slice(&buf[host.clone()]);
     upstream.extend_from_slice(b"\r\nvia: 1.1 cutover\r\n\r\n");
+    upstream.extend_from_slice(&buf[len..len + body]);
     Verdict::Take(RequestHead {
         len,
+        body,
         method: offset(buf, method.as_bytes()),
         target: offset(buf, target.as_bytes()),
         host,
         close,
         cookies,
     })
+}
+
+/// A `Content-Length` value: 1 to 19 digits (`httparse` has trimmed it).
+fn content_length(value: &[u8]) -> Option<usize> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// Where `part` (a slice of `buf`) lies in `buf`.
@@ -265,6 +287,15 @@ mod tests {
     }
 
     #[test]
+    fn a_body_in_the_buffer_goes_up_after_the_head() {
+        let req = b"POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET";
+        let (head, up) = take(req);
+        assert_eq!((head.len + head.body, head.body), (req.len() - 3, 3));
+        assert!(up.starts_with("POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"));
+        assert!(up.ends_with("via: 1.1 cutover\r\n\r\nabc"), "{up}");
+    }
+
+    #[test]
     fn connection_close_is_seen() {
         let (head, _) = take(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n");
         assert!(head.close);
@@ -280,7 +311,9 @@ mod tests {
             b"GET / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nab",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc",
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-secret\r\n\r\n",
