@@ -1,7 +1,7 @@
 //! Property tests that throw arbitrary input at every parser a user, peer
 //! or file can reach — the config reader, rollout request bodies, the
-//! sticky-cookie opener, the Host check and header rewriting
-//! — and assert they answer with an error, never a panic, and that what
+//! sticky-cookie opener, the Host check, header rewriting and the direct
+//! HTTP/1.1 path's request and response heads — and assert they answer with an error, never a panic, and that what
 //! they accept keeps their rules. Bounded for CI (`PROPTEST_CASES`, 256 by
 //! default, ~10 s in all); a longer run: `PROPTEST_CASES=200000 cargo test
 //! --lib fuzz::` (docs/conformance.md). A case a run finds goes in as a
@@ -15,6 +15,7 @@ use proptest::prelude::*;
 
 use crate::balance::sticky::StickyKey;
 use crate::config::{Config, parse_spec};
+use crate::proxy::direct::{request, response};
 use crate::proxy::headers::{forwarded_for_value, prepare_request, valid_host};
 
 /// TOML-shaped text: real section and key names with arbitrary values,
@@ -177,4 +178,50 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
             }),
         ]
     })
+}
+
+proptest! {
+    /// Arbitrary bytes as a request: the direct path never panics, and
+    /// what it takes it forwards with no hop-by-hop header and a head it
+    /// can read back (`tests/it/direct.rs` compares it with hyper's).
+    #[test]
+    fn fuzz_direct_request_heads(bytes in prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..200),
+        "GET /[ -~]{0,20} HTTP/1.1\r\nHost: [ -~]{0,12}\r\n([A-Za-z-]{1,12}: [ -~]{0,16}\r\n){0,4}\r\n".prop_map(String::into_bytes),
+    ]) {
+        let fwd = request::Forwarding { client_ip: b"10.0.0.1", proto: b"http" };
+        let mut upstream = Vec::new();
+        if let request::Verdict::Take(head) = request::classify(&bytes, &fwd, &mut upstream) {
+            prop_assert!(head.len + head.body <= bytes.len());
+            let mut headers = [httparse::EMPTY_HEADER; 128];
+            let mut req = httparse::Request::new(&mut headers);
+            prop_assert!(matches!(req.parse(&upstream), Ok(httparse::Status::Complete(_))));
+            for h in req.headers.iter() {
+                for name in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authorization"] {
+                    prop_assert!(!h.name.eq_ignore_ascii_case(name), "{name} forwarded");
+                }
+            }
+        }
+    }
+
+    /// Arbitrary bytes as an upstream's response: never a panic, and a
+    /// forwarded head is one the client can read, framed once. (Found:
+    /// `HTTP/1.0 000`, forwarded as an unreadable `HTTP/1.1 0`; now 502.)
+    #[test]
+    fn fuzz_direct_response_heads(bytes in prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..200),
+        "HTTP/1.[01] [0-9]{3} [ -~]{0,8}\r\n([A-Za-z-]{1,18}: [ -~]{0,12}\r\n){0,5}\r\n".prop_map(String::into_bytes),
+    ], head_request in any::<bool>()) {
+        let side = response::ClientSide { head_request, close: false, set_cookie: None, date: b"Sat, 05 Dec 2026 12:00:00 GMT" };
+        let mut client = Vec::new();
+        if let response::Parsed::Ready(_) = response::parse(&bytes, &side, &mut client) {
+            let mut headers = [httparse::EMPTY_HEADER; 128];
+            let mut res = httparse::Response::new(&mut headers);
+            prop_assert!(matches!(res.parse(&client), Ok(httparse::Status::Complete(_))));
+            let framing = res.headers.iter().filter(|h| {
+                h.name.eq_ignore_ascii_case("content-length") || h.name.eq_ignore_ascii_case("transfer-encoding")
+            }).count();
+            prop_assert!(framing <= 1, "{}", String::from_utf8_lossy(&client));
+        }
+    }
 }

@@ -77,6 +77,8 @@ pub fn parse(buf: &[u8], side: &ClientSide<'_>, client: &mut Vec<u8>) -> Parsed 
         return Parsed::Invalid("malformed response head");
     };
     match status {
+        // Three digits, 100 to 999 (RFC 9110 §15): what hyper's client takes.
+        0..=99 => return Parsed::Invalid("invalid status code"),
         101 => return Parsed::Invalid("101 Switching Protocols to a request without Upgrade"),
         100..=199 => return Parsed::Interim(len),
         _ => {}
@@ -276,6 +278,7 @@ mod tests {
             b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.0 000 \r\n\r\n",
             b"SSH-2.0-OpenSSH\r\n\r\n",
         ] {
             assert!(
