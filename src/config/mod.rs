@@ -465,6 +465,28 @@ upstreams = [ { addr = "127.0.0.1:9002" } ]
     }
 
     #[test]
+    fn the_direct_path_is_on_unless_turned_off() {
+        assert!(
+            Config::parse("f.toml", GOOD)
+                .expect("valid")
+                .proxy
+                .direct_http1
+        );
+        let off = GOOD.replace("retries = 1", "retries = 1\ndirect_http1 = false");
+        assert!(
+            !Config::parse("f.toml", &off)
+                .expect("valid")
+                .proxy
+                .direct_http1
+        );
+        let p = problems(&GOOD.replace("retries = 1", "retries = 1\ndirect_http1 = \"no\""));
+        assert!(
+            p.len() == 1 && p[0].contains("proxy.direct_http1"),
+            "{p:#?}"
+        );
+    }
+
+    #[test]
     fn client_header_timeout_is_read_as_request_header_timeout() {
         let old = GOOD.replace("retries = 1", "retries = 1\nclient_header_timeout = \"7s\"");
         let c = Config::parse("f.toml", &old).expect("valid");

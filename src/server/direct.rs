@@ -1,7 +1,7 @@
-//! An HTTP/1.1 connection (plain or TLS) on the direct path (see `proxy::direct`):
-//! reads request heads, has the proxy serve the plain ones, and gives the
-//! connection up — to hyper at the first request it does not take, to the
-//! lot once idle for [`PARK_AFTER`], or closed.
+//! An HTTP/1.1 connection (plain or TLS) on the direct path (see
+//! `proxy::direct`): reads request heads, has the proxy serve the plain
+//! ones, and gives the connection up — to hyper at the first request it
+//! does not take, to the lot once idle for [`PARK_AFTER`], or closed.
 //!
 //! The connection rules are hyper's path's: a head must be complete within
 //! `request_header_timeout` of its first byte (else 408 and close), an
@@ -74,7 +74,13 @@ impl Server {
                         buf.advance(len);
                         head_began = (!buf.is_empty()).then(Instant::now);
                         if outcome == Outcome::Close {
-                            let _ = stream.shutdown().await;
+                            // Bounded: a TLS close_notify waits on a client
+                            // that may not be reading.
+                            let _ = tokio::time::timeout(
+                                std::time::Duration::from_secs(1),
+                                stream.shutdown(),
+                            )
+                            .await;
                             return DirectEnd::Closed;
                         }
                         continue;

@@ -146,6 +146,8 @@ impl Proxy {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let start = Instant::now();
+        // The access log's time is the request's arrival, as on hyper's path.
+        let arrived = self.access_log.is_some().then(crate::clock::now_rfc3339);
         let _active = activity.start(Version::HTTP_11);
         let Ticket { head, table, route } = ticket;
         let route = &table.routes()[route];
@@ -166,12 +168,12 @@ impl Proxy {
                 &mut labels,
             )
             .await;
-        let log = self.access_log.as_ref().map(|log| {
+        let log = self.access_log.as_ref().zip(arrived).map(|(log, time)| {
             let text = |r: std::ops::Range<usize>| String::from_utf8_lossy(&buf[r]).into_owned();
             Box::new((
                 log.clone(),
                 access_log::Entry {
-                    time: crate::clock::now_rfc3339(),
+                    time,
                     client: conn.peer.to_string(),
                     method: text(head.method.clone()),
                     host: Some(text(head.host.clone())),
