@@ -11,12 +11,14 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::activity::ActiveRequest;
+use super::direct::DirectBody;
 use super::mirror::PrimaryTap;
 use super::pools::PooledConnection;
 use crate::traffic::TrafficStats;
 use crate::upstream::InFlight;
 
-/// The body sent to a client: the upstream's streamed body or a short error
+/// The body sent to a client: the upstream's streamed body (from hyper's
+/// client or a direct-path socket) or a short error
 /// text. It holds the request's upstream in-flight count and its client
 /// connection's activity count, both ended when the body is finished or
 /// dropped.
@@ -64,14 +66,31 @@ impl Drop for RequestTimer {
 
 enum ResponseInner {
     Upstream(Incoming),
+    /// Read from a direct-path socket (see `direct::upstream`).
+    Direct(DirectBody),
     Full(Full<Bytes>),
 }
+
+/// What a response body's frame may fail with: hyper's client or a
+/// direct-path socket.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl ResponseBody {
     pub fn upstream(body: Incoming, connection: PooledConnection) -> Self {
         ResponseBody {
             inner: ResponseInner::Upstream(body),
             connection: Some(connection),
+            in_flight: None,
+            active: None,
+            timer: None,
+            tap: None,
+        }
+    }
+
+    pub fn direct(body: DirectBody) -> Self {
+        ResponseBody {
+            inner: ResponseInner::Direct(body),
+            connection: None,
             in_flight: None,
             active: None,
             timer: None,
@@ -133,15 +152,16 @@ impl Drop for ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        let polled = match &mut this.inner {
-            ResponseInner::Upstream(b) => Pin::new(b).poll_frame(cx),
+        let polled: Poll<Option<Result<Frame<Bytes>, BodyError>>> = match &mut this.inner {
+            ResponseInner::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ResponseInner::Direct(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ResponseInner::Full(f) => Pin::new(f).poll_frame(cx).map_err(|never| match never {}),
         };
         if let Poll::Ready(Some(Ok(frame))) = &polled
@@ -179,6 +199,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             ResponseInner::Upstream(b) => b.is_end_stream(),
+            ResponseInner::Direct(b) => b.is_end_stream(),
             ResponseInner::Full(f) => f.is_end_stream(),
         }
     }
@@ -186,6 +207,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             ResponseInner::Upstream(b) => b.size_hint(),
+            ResponseInner::Direct(b) => b.size_hint(),
             ResponseInner::Full(f) => f.size_hint(),
         }
     }

@@ -37,6 +37,7 @@ use crate::routing::{Pick, Route, RouteTable, Routing};
 use crate::telemetry::{self, names};
 use crate::traffic::TrafficStats;
 use crate::upstream::{InFlight, UpstreamState};
+use direct::UpstreamBody;
 use pools::ConnectionPools;
 use request_body::BodySlot;
 use request_metrics::RequestMetricsCache;
@@ -327,11 +328,17 @@ impl Proxy {
                 route: labels.route.as_deref().unwrap_or("").to_string(),
             });
         };
-        let sent = tokio::time::timeout(
-            self.settings.response_header_timeout,
-            self.pools.send(pool, addr, request),
-        )
-        .await;
+        let timeout = self.settings.response_header_timeout;
+        let sent = if direct::fits(self.settings.direct_http1, pool, &request) {
+            // Boxed: the rare path of the two for most requests' futures.
+            tokio::time::timeout(timeout, Box::pin(self.send_direct(pool, addr, &request))).await
+        } else {
+            let send = async {
+                let (response, connection) = self.pools.send(pool, addr, request).await?;
+                Ok(response.map(|body| UpstreamBody::Hyper(body, connection)))
+            };
+            tokio::time::timeout(timeout, send).await
+        };
         // The client's own body failing (a malformed chunk) is no
         // upstream's fault: a 400, not counted against the upstream.
         if let Ok(Err(SendError::Failed(e))) = &sent
@@ -339,7 +346,7 @@ impl Proxy {
         {
             return Err(ProxyError::ClientBody(e.to_string()));
         }
-        let ok = matches!(&sent, Ok(Ok((r, _))) if !r.status().is_server_error());
+        let ok = matches!(&sent, Ok(Ok(r)) if !r.status().is_server_error());
         self.record_outcome(table, pick, ok);
         match sent {
             Err(_) => Err(ProxyError::UpstreamTimeout {
@@ -360,9 +367,8 @@ impl Proxy {
                 })
             }
             Ok(Err(e)) => Err(ProxyError::UpstreamFailed { addr, source: e }),
-            Ok(Ok((response, connection))) => Ok(Answer {
+            Ok(Ok(response)) => Ok(Answer {
                 response,
-                connection,
                 in_flight,
             }),
         }
@@ -384,7 +390,6 @@ impl Proxy {
     ) -> (Response<ResponseBody>, Option<InFlight>) {
         let Answer {
             mut response,
-            connection,
             in_flight,
         } = answer;
         let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -398,7 +403,14 @@ impl Proxy {
             return (Response::from_parts(head, ResponseBody::empty()), None);
         }
         let (mut head, body) = response.into_parts();
-        headers::prepare_response(&mut head.headers, head.version, false);
+        let body = match body {
+            UpstreamBody::Hyper(body, connection) => {
+                headers::prepare_response(&mut head.headers, head.version, false);
+                ResponseBody::upstream(body, connection)
+            }
+            // Its head was rewritten as it was read.
+            UpstreamBody::Direct(body) => ResponseBody::direct(body),
+        };
         head.version = out.client_version;
         if let (true, Some(sticky)) = (fresh, &route.sticky) {
             let expires = out.now_unix.saturating_add(sticky.max_age.as_secs());
@@ -410,10 +422,7 @@ impl Proxy {
                 head.headers.append(http::header::SET_COOKIE, cookie);
             }
         }
-        (
-            Response::from_parts(head, ResponseBody::upstream(body, connection)),
-            Some(in_flight),
-        )
+        (Response::from_parts(head, body), Some(in_flight))
     }
 
     /// Passive outlier detection: counts failures in a row and ejects.
@@ -554,11 +563,10 @@ impl Outbound {
     }
 }
 
-/// An upstream's answer: its response head and body, the connection it came
-/// on, and the in-flight count held until the body ends.
+/// An upstream's answer: its response head and body (with the connection
+/// it came on), and the in-flight count held until the body ends.
 struct Answer {
-    response: Response<Incoming>,
-    connection: pools::PooledConnection,
+    response: Response<UpstreamBody>,
     in_flight: InFlight,
 }
 

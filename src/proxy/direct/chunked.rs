@@ -72,6 +72,31 @@ impl ChunkedScan {
         Ok(at)
     }
 
+    /// Decodes instead of following: takes the framing from the front of
+    /// `buf` and returns the next piece of chunk data, or `None` when
+    /// `buf` holds no more (or the body ended: see [`done`](Self::done)).
+    /// Trailers are read and dropped.
+    pub fn next_data(
+        &mut self,
+        buf: &mut bytes::BytesMut,
+    ) -> Result<Option<bytes::Bytes>, &'static str> {
+        while !buf.is_empty() && self.state != State::Done {
+            if self.state == State::Data {
+                let take = usize::try_from(self.size)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                self.size -= take as u64;
+                if self.size == 0 {
+                    self.state = State::DataCr;
+                }
+                return Ok(Some(buf.split_to(take).freeze()));
+            }
+            self.step(buf[0])?;
+            bytes::Buf::advance(buf, 1);
+        }
+        Ok(None)
+    }
+
     pub fn done(&self) -> bool {
         self.state == State::Done
     }
@@ -191,6 +216,31 @@ mod tests {
             let end = body.len();
             body.extend_from_slice(b"GET / HTTP/1.1\r\n");
             prop_assert_eq!(scan_in(&body, step), Ok((end, true)));
+        }
+
+        #[test]
+        fn decoding_any_chunking_gives_the_body_back(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..300), 0..8),
+            step in 1usize..64,
+        ) {
+            let mut encoded = Vec::new();
+            for c in &chunks {
+                encoded.extend_from_slice(format!("{:x};x=y\r\n", c.len()).as_bytes());
+                encoded.extend_from_slice(c);
+                encoded.extend_from_slice(b"\r\n");
+            }
+            encoded.extend_from_slice(b"0\r\nx-t: 1\r\n\r\n");
+            let mut scan = ChunkedScan::default();
+            let mut buf = bytes::BytesMut::new();
+            let mut body = Vec::new();
+            for piece in encoded.chunks(step) {
+                buf.extend_from_slice(piece);
+                while let Some(data) = scan.next_data(&mut buf).unwrap() {
+                    body.extend_from_slice(&data);
+                }
+            }
+            prop_assert!(scan.done() && buf.is_empty());
+            prop_assert_eq!(body, chunks.concat());
         }
 
         #[test]

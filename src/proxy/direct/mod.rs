@@ -17,9 +17,12 @@
 //! the direct path for that connection — is handed to hyper with the
 //! bytes read so far, so hyper keeps every check and every feature.
 
+mod body;
 mod chunked;
 pub mod request;
 pub mod response;
+
+pub use body::{DirectBody, UpstreamBody};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,10 +31,15 @@ use std::time::Instant;
 use http::Version;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+
+use super::RequestBody;
 use super::activity::ConnActivity;
 use super::pools::{RawConn, RawHome, SendError};
 use super::{ClientConn, FAILED_REQUEST_LOG, Labels, Proxy, ProxyError, Side};
 use crate::access_log;
+use crate::config::UpstreamProtocol;
+use crate::routing::Pool;
 use crate::routing::{Pick, RouteTable};
 use chunked::ChunkedScan;
 use request::{Forwarding, RequestHead, Verdict};
@@ -330,35 +338,13 @@ impl Proxy {
                 route: labels.route.as_deref().unwrap_or("").to_string(),
             });
         };
-        let (mut idle, home) = self.pools.take_raw(pool, addr);
-        let exchange = async {
-            loop {
-                let mut upstream = match idle.take() {
-                    Some(conn) => conn,
-                    None => match self.pools.connect_raw(addr).await {
-                        Ok(conn) => conn,
-                        Err(e) => return Err(Failure::Connect(e)),
-                    },
-                };
-                match exchange_head(&mut upstream, side, scratch).await {
-                    Ok(head) => return Ok((upstream, head)),
-                    // A pooled socket the upstream closed as the request
-                    // went out, unnoticed: a new one, for a request that
-                    // may be sent twice (RFC 9112 §9.3.1).
-                    Err(Failure::Closed(_)) if upstream.reused && idempotent => {
-                        let (next, _) = self.pools.take_raw(pool, addr);
-                        idle = next;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        };
+        let exchange = self.direct_exchange(pool, addr, side, idempotent, scratch);
         let timeout = self.settings.response_header_timeout;
         let result = tokio::time::timeout(timeout, exchange).await;
-        let ok = matches!(&result, Ok(Ok((_, head))) if head.status < 500);
+        let ok = matches!(&result, Ok(Ok((_, _, head))) if head.status < 500);
         self.record_outcome(table, pick, ok);
         match result {
-            Ok(Ok((upstream, head))) => Ok(Answer {
+            Ok(Ok((upstream, home, head))) => Ok(Answer {
                 upstream,
                 home,
                 head,
@@ -383,6 +369,40 @@ impl Proxy {
                     addr,
                     source: SendError::Direct(why),
                 })
+            }
+        }
+    }
+}
+
+impl Proxy {
+    /// Sends the request head (and body) in `scratch.upstream_head` on an
+    /// idle socket to `addr` of `pool`, or a new one, and reads the
+    /// response head (see [`exchange_head`]). A pooled socket the upstream
+    /// closed as the request went out, unnoticed, is replaced by another
+    /// for a request that may be sent twice (RFC 9112 §9.3.1).
+    async fn direct_exchange(
+        &self,
+        pool: &crate::routing::Pool,
+        addr: SocketAddr,
+        side: &ClientSide<'_>,
+        idempotent: bool,
+        scratch: &mut Scratch,
+    ) -> Result<(RawConn, RawHome, ResponseHead), Failure> {
+        let (mut idle, home) = self.pools.take_raw(pool, addr);
+        loop {
+            let mut upstream = match idle.take() {
+                Some(conn) => conn,
+                None => match self.pools.connect_raw(addr).await {
+                    Ok(conn) => conn,
+                    Err(e) => return Err(Failure::Connect(e)),
+                },
+            };
+            match exchange_head(&mut upstream, side, scratch).await {
+                Ok(head) => return Ok((upstream, home, head)),
+                Err(Failure::Closed(_)) if upstream.reused && idempotent => {
+                    idle = self.pools.take_raw(pool, addr).0;
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -559,4 +579,103 @@ fn cookie_value<'a>(
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// Whether `request` to `pool` goes out on a direct-path socket: not with
+/// a body (streamed, perhaps retried), an upgrade, or `TE: trailers`
+/// (gRPC: trailers must reach the client, and `DirectBody` drops a
+/// chunked body's trailers).
+pub fn fits(direct: bool, pool: &Pool, request: &Request<RequestBody>) -> bool {
+    let headers = request.headers();
+    direct
+        && pool.tls.is_none()
+        && pool.protocol == UpstreamProtocol::Http1
+        && matches!(request.body(), RequestBody::Empty)
+        && !headers.contains_key(http::header::TE)
+        && !headers.contains_key(http::header::UPGRADE)
+}
+
+impl Proxy {
+    /// The direct path's upstream half under hyper's server: sends a
+    /// bodiless `request` that hyper serves (HTTP/2, and HTTP/1.1 the
+    /// direct path left) on a direct-path socket to `addr` of `pool`
+    /// rather than through hyper's client — no upstream connection task,
+    /// no channel hop — and returns the response with its body still to
+    /// be read. What needs more of hyper's client keeps it (see [`fits`]). to `addr` of `pool`, and
+    /// returns the response with its body still to be read.
+    pub(super) async fn send_direct(
+        &self,
+        pool: &Pool,
+        addr: SocketAddr,
+        request: &Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let mut scratch = Scratch::default();
+        write_request_head(request, &mut scratch.upstream_head);
+        let side = ClientSide {
+            head_request: request.method() == http::Method::HEAD,
+            close: false,
+            set_cookie: None,
+            date: &crate::clock::http_date(),
+        };
+        let idempotent = request.method().is_idempotent();
+        let (upstream, home, head) = self
+            .direct_exchange(pool, addr, &side, idempotent, &mut scratch)
+            .await
+            .map_err(|e| match e {
+                Failure::Connect(e) => SendError::Connect(e),
+                Failure::Closed(why) | Failure::Invalid(why) => SendError::Direct(why),
+            })?;
+        let status = StatusCode::from_u16(head.status)
+            .map_err(|_| SendError::Direct("invalid status code".to_string()))?;
+        let body = DirectBody::new(
+            upstream,
+            home,
+            scratch.from_upstream,
+            head.framing,
+            head.reusable,
+        );
+        let mut response = Response::new(UpstreamBody::Direct(body));
+        *response.status_mut() = status;
+        // The head the direct path wrote for a client, read back into a
+        // map: hop-by-hop headers are out and `Via` is in; hyper frames
+        // the body for its own client.
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut parsed = httparse::Response::new(&mut headers);
+        if parsed.parse(&scratch.client_head).is_err() {
+            return Err(SendError::Direct("response head not readable".to_string()));
+        }
+        let map = response.headers_mut();
+        for h in parsed.headers.iter() {
+            if h.name.eq_ignore_ascii_case("connection")
+                || h.name.eq_ignore_ascii_case("transfer-encoding")
+            {
+                continue;
+            }
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(h.name.as_bytes()),
+                HeaderValue::from_bytes(h.value),
+            ) else {
+                return Err(SendError::Direct(format!("invalid header {:?}", h.name)));
+            };
+            map.append(name, value);
+        }
+        Ok(response)
+    }
+}
+
+/// The HTTP/1.1 head of `request` (origin form, its headers as they are).
+fn write_request_head(request: &Request<RequestBody>, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(request.method().as_str().as_bytes());
+    out.push(b' ');
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in request.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
