@@ -174,6 +174,9 @@ pub fn prepare_request(
     proto: &'static str,
     upgrade: bool,
 ) {
+    // Room for the four added below (and Host) at once: a map grown one
+    // insert at a time rehashed ~3 times per request (callgrind, HTTP/2).
+    headers.reserve(5);
     // `TE: trailers` says the client takes trailers (gRPC needs it to reach
     // the server, and HTTP/2 allows no other TE): it is kept, alone.
     if remove_hop_by_hop(headers, upgrade) {

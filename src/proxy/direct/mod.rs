@@ -609,7 +609,13 @@ impl Proxy {
         addr: SocketAddr,
         request: &Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let mut scratch = Scratch::default();
+        // Sized for a usual head up front: grown from empty, the buffers
+        // were reallocated ~7 times each per request (callgrind).
+        let mut scratch = Scratch {
+            upstream_head: Vec::with_capacity(1024),
+            client_head: Vec::with_capacity(1024),
+            from_upstream: bytes::BytesMut::with_capacity(HEAD_READ_SIZE),
+        };
         write_request_head(request, &mut scratch.upstream_head);
         let side = ClientSide {
             head_request: request.method() == http::Method::HEAD,
@@ -645,6 +651,7 @@ impl Proxy {
             return Err(SendError::Direct("response head not readable".to_string()));
         }
         let map = response.headers_mut();
+        map.reserve(parsed.headers.len());
         for h in parsed.headers.iter() {
             if h.name.eq_ignore_ascii_case("connection")
                 || h.name.eq_ignore_ascii_case("transfer-encoding")
