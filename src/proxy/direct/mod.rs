@@ -16,6 +16,9 @@
 //! routes); anything else — and the first request that is not plain ends
 //! the direct path for that connection — is handed to hyper with the
 //! bytes read so far, so hyper keeps every check and every feature.
+//!
+//! Its upstream half (`Proxy::send_direct`) also serves bodiless requests
+//! hyper's server handles, HTTP/2 above all: see [`fits`].
 
 mod body;
 mod chunked;
@@ -28,10 +31,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::Version;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 
 use super::RequestBody;
 use super::activity::ConnActivity;
