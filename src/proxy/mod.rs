@@ -15,6 +15,7 @@ mod mirror;
 mod pools;
 mod request_body;
 mod request_metrics;
+mod retry;
 mod tunnel;
 
 use std::net::SocketAddr;
@@ -36,11 +37,12 @@ use crate::config::ProxySettings;
 use crate::routing::{Pick, Route, RouteTable, Routing};
 use crate::telemetry::{self, names};
 use crate::traffic::TrafficStats;
-use crate::upstream::{InFlight, UpstreamState};
+use crate::upstream::InFlight;
 use direct::UpstreamBody;
 use pools::ConnectionPools;
 use request_body::BodySlot;
 use request_metrics::RequestMetricsCache;
+use retry::Picks;
 
 /// "request failed" lines: see `telemetry::LogLimit`.
 static FAILED_REQUEST_LOG: crate::telemetry::LogLimit = crate::telemetry::LogLimit::new();
@@ -259,7 +261,7 @@ impl Proxy {
     }
 
     /// Picks an upstream and makes an attempt; after a failure the error
-    /// says whether another upstream may be tried, up to `retries` more.
+    /// says whether another upstream may be tried (see `retry`).
     async fn proxy_to_upstream(
         &self,
         table: &RouteTable,
@@ -268,23 +270,16 @@ impl Proxy {
         conn: &ClientConn,
         labels: &mut Labels,
     ) -> Result<(Response<ResponseBody>, Option<InFlight>), ProxyError> {
-        let mut tried: Vec<Arc<UpstreamState>> = Vec::new();
-        let mut last_error = None;
         // A valid sticky cookie pins the first attempt; any other pick
         // (no cookie, a stale one, a retry, a rollout moving the client)
         // sets a fresh cookie.
-        let mut pinned = route.sticky.as_ref().and_then(|sticky| {
+        let pinned = route.sticky.as_ref().and_then(|sticky| {
             let value = cookie_value(&out.headers, &sticky.cookie)?;
             table.sticky_pick(route, value, out.now_unix)
         });
-        for _ in 0..=self.settings.retries {
-            let (pick, fresh) = match pinned.take() {
-                Some(pinned) => pinned,
-                None => match table.pick(route, &tried) {
-                    Some(p) => (p, true),
-                    None => break,
-                },
-            };
+        let resendable = out.resendable();
+        let mut picks = Picks::new(pinned, self.settings.retries);
+        while let Some((pick, fresh)) = picks.next(table, route) {
             // None: the body already went to an upstream and cannot be resent.
             let Some(request) = out.request_for(&pick) else {
                 break;
@@ -293,19 +288,10 @@ impl Proxy {
                 Ok(answer) => {
                     return Ok(self.respond(table, route, &pick, fresh, &mut out, conn, answer));
                 }
-                Err(e) if e.retryable(out.resendable()) => {
-                    tracing::debug!(error = %e, "trying another upstream");
-                    tried.push(pick.upstream);
-                    last_error = Some(e);
-                }
-                Err(e) => return Err(e),
+                Err(e) => picks.failed(pick, e, resendable)?,
             }
         }
-        Err(
-            last_error.unwrap_or_else(|| ProxyError::NoEligibleUpstream {
-                route: route.name.to_string(),
-            }),
-        )
+        Err(picks.exhausted(route))
     }
 
     /// One attempt at one upstream: send, wait for the response head, and
@@ -317,17 +303,8 @@ impl Proxy {
         request: Request<RequestBody>,
         labels: &mut Labels,
     ) -> Result<Answer, ProxyError> {
-        labels.pool = Some(Arc::clone(&pick.pool));
-        let addr = pick.upstream.addr();
-        labels.upstream = Some(Arc::clone(pick.upstream.label()));
-        labels.addr = Some(addr);
-        labels.traffic = Some(Arc::clone(&pick.stats));
+        let (pool, addr) = labels.picked(table, pick)?;
         let in_flight = pick.upstream.start_request();
-        let Some(pool) = table.pools().get(pick.pool_index) else {
-            return Err(ProxyError::NoEligibleUpstream {
-                route: labels.route.as_deref().unwrap_or("").to_string(),
-            });
-        };
         let timeout = self.settings.response_header_timeout;
         let sent = if direct::fits(self.settings.direct_http1, pool, &request) {
             // Boxed: the rare path of the two for most requests' futures.
@@ -349,24 +326,8 @@ impl Proxy {
         let ok = matches!(&sent, Ok(Ok(r)) if !r.status().is_server_error());
         self.record_outcome(table, pick, ok);
         match sent {
-            Err(_) => Err(ProxyError::UpstreamTimeout {
-                addr,
-                timeout: self.settings.response_header_timeout,
-            }),
-            Ok(Err(e)) if e.is_connect() => {
-                metrics::counter!(
-                    names::UPSTREAM_CONNECT_ERRORS_TOTAL,
-                    "pool" => Arc::clone(&pick.pool),
-                    "upstream" => Arc::clone(pick.upstream.label())
-                )
-                .increment(1);
-                Err(ProxyError::UpstreamConnect {
-                    addr,
-                    timed_out: e.is_timeout(),
-                    source: e,
-                })
-            }
-            Ok(Err(e)) => Err(ProxyError::UpstreamFailed { addr, source: e }),
+            Err(_) => Err(ProxyError::UpstreamTimeout { addr, timeout }),
+            Ok(Err(e)) => Err(send_failed(pick, addr, e)),
             Ok(Ok(response)) => Ok(Answer {
                 response,
                 in_flight,
@@ -442,6 +403,25 @@ impl Proxy {
             )
             .increment(1);
         }
+    }
+}
+
+/// What a send that got no response becomes: a failed connect (counted
+/// per upstream) or an upstream that failed after taking the request.
+fn send_failed(pick: &Pick, addr: SocketAddr, e: SendError) -> ProxyError {
+    if !e.is_connect() {
+        return ProxyError::UpstreamFailed { addr, source: e };
+    }
+    metrics::counter!(
+        names::UPSTREAM_CONNECT_ERRORS_TOTAL,
+        "pool" => Arc::clone(&pick.pool),
+        "upstream" => Arc::clone(pick.upstream.label())
+    )
+    .increment(1);
+    ProxyError::UpstreamConnect {
+        addr,
+        timed_out: e.is_timeout(),
+        source: e,
     }
 }
 
@@ -584,6 +564,25 @@ struct Labels {
 }
 
 impl Labels {
+    /// Labels an attempt at `pick`; its pool in `table` and its address.
+    fn picked<'t>(
+        &mut self,
+        table: &'t RouteTable,
+        pick: &Pick,
+    ) -> Result<(&'t crate::routing::Pool, SocketAddr), ProxyError> {
+        let addr = pick.upstream.addr();
+        self.pool = Some(Arc::clone(&pick.pool));
+        self.upstream = Some(Arc::clone(pick.upstream.label()));
+        self.addr = Some(addr);
+        self.traffic = Some(Arc::clone(&pick.stats));
+        match table.pools().get(pick.pool_index) {
+            Some(pool) => Ok((pool, addr)),
+            None => Err(ProxyError::NoEligibleUpstream {
+                route: self.route.as_deref().unwrap_or("").to_string(),
+            }),
+        }
+    }
+
     /// Counts the response and returns the timer that records its duration
     /// when the body ends.
     fn record(

@@ -180,34 +180,11 @@ impl Server {
         let mut permit = permit;
         let mut stream = stream;
         loop {
-            let idle = if self.proxy.direct_enabled() {
-                // Boxed: the direct path's future is several KiB, and
-                // inline it would stay in the task while the connection
-                // idles.
-                let direct =
-                    Box::pin(self.serve_direct(stream, &service.client, &activity, can_park));
-                match direct.await {
-                    DirectEnd::Closed => break,
-                    DirectEnd::Idle(stream) => stream,
-                    DirectEnd::Fallback(io) => {
-                        let served = self
-                            .serve_until_idle(io, &service, &activity, peer, can_park)
-                            .await;
-                        match served {
-                            Some(io) => io.into_inner(),
-                            None => break,
-                        }
-                    }
-                }
-            } else {
-                let io = ParkableIo::new(stream);
-                match self
-                    .serve_until_idle(io, &service, &activity, peer, can_park)
-                    .await
-                {
-                    Some(io) => io.into_inner(),
-                    None => break,
-                }
+            let Some(idle) = self
+                .serve_http1_until_idle(stream, &service, &activity, peer, can_park)
+                .await
+            else {
+                break;
             };
             let idle = match idle.into_std() {
                 Ok(stream) => stream,
@@ -247,33 +224,11 @@ impl Server {
         let (activity, service) = self.service(peer, "https");
         let mut stream = stream;
         loop {
-            let idle = if self.proxy.direct_enabled() {
-                // Boxed: the direct path's future is several KiB, and
-                // inline it would stay in the task while the connection
-                // idles.
-                let direct = Box::pin(self.serve_direct(stream, &service.client, &activity, true));
-                match direct.await {
-                    DirectEnd::Closed => break,
-                    DirectEnd::Idle(stream) => stream,
-                    DirectEnd::Fallback(io) => {
-                        let served = self
-                            .serve_until_idle(io, &service, &activity, peer, true)
-                            .await;
-                        match served {
-                            Some(io) => io.into_inner(),
-                            None => break,
-                        }
-                    }
-                }
-            } else {
-                let io = ParkableIo::new(stream);
-                match self
-                    .serve_until_idle(io, &service, &activity, peer, true)
-                    .await
-                {
-                    Some(io) => io.into_inner(),
-                    None => break,
-                }
+            let Some(idle) = self
+                .serve_http1_until_idle(stream, &service, &activity, peer, true)
+                .await
+            else {
+                break;
             };
             // Everything the TLS session had decrypted was read (what was
             // not served was replayed), so only the socket can wake it.
@@ -291,6 +246,37 @@ impl Server {
             stream = idle;
         }
         self.open_gauge.decrement(1.0);
+    }
+
+    /// Serves HTTP/1.1 on `stream` — the direct path first, hyper from the
+    /// first request the direct path leaves — until it closes (`None`) or,
+    /// with `can_park`, idles for [`PARK_AFTER`] with nothing unread.
+    async fn serve_http1_until_idle<S>(
+        &self,
+        stream: S,
+        service: &ProxyService,
+        activity: &Arc<ConnActivity>,
+        peer: SocketAddr,
+        can_park: bool,
+    ) -> Option<S>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = if self.proxy.direct_enabled() {
+            // Boxed: the direct path's future is several KiB, and inline
+            // it would stay in the task while the connection idles.
+            let direct = Box::pin(self.serve_direct(stream, &service.client, activity, can_park));
+            match direct.await {
+                DirectEnd::Closed => return None,
+                DirectEnd::Idle(stream) => return Some(stream),
+                DirectEnd::Fallback(io) => io,
+            }
+        } else {
+            ParkableIo::new(stream)
+        };
+        self.serve_until_idle(io, service, activity, peer, can_park)
+            .await
+            .map(ParkableIo::into_inner)
     }
 
     /// Serves HTTP/1.1 on `io` until the connection closes (`None`) or,

@@ -37,6 +37,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::RequestBody;
 use super::activity::ConnActivity;
 use super::pools::{RawConn, RawHome, SendError};
+use super::retry::Picks;
 use super::{ClientConn, FAILED_REQUEST_LOG, Labels, Proxy, ProxyError, Side};
 use crate::access_log;
 use crate::config::UpstreamProtocol;
@@ -269,21 +270,13 @@ impl Proxy {
         } else {
             0
         };
-        let mut pinned = route.sticky.as_ref().and_then(|sticky| {
+        let pinned = route.sticky.as_ref().and_then(|sticky| {
             let value = cookie_value(buf, &head.cookies, &sticky.cookie)?;
             table.sticky_pick(route, value, now_unix)
         });
         let idempotent = head.idempotent(buf);
-        let mut tried = Vec::new();
-        let mut last_error = None;
-        for _ in 0..=self.settings.retries {
-            let (pick, fresh) = match pinned.take() {
-                Some(pinned) => pinned,
-                None => match table.pick(route, &tried) {
-                    Some(p) => (p, true),
-                    None => break,
-                },
-            };
+        let mut picks = Picks::new(pinned, self.settings.retries);
+        while let Some((pick, fresh)) = picks.next(table, route) {
             let cookie = match (fresh, &route.sticky) {
                 (true, Some(sticky)) => {
                     let expires = now_unix.saturating_add(sticky.max_age.as_secs());
@@ -302,19 +295,10 @@ impl Proxy {
             let attempt = self.direct_attempt(table, &pick, &side, idempotent, scratch, labels);
             match attempt.await {
                 Ok(answer) => return Ok((answer, in_flight)),
-                Err(e) if e.retryable(idempotent) => {
-                    tracing::debug!(error = %e, "trying another upstream");
-                    tried.push(pick.upstream);
-                    last_error = Some(e);
-                }
-                Err(e) => return Err(e),
+                Err(e) => picks.failed(pick, e, idempotent)?,
             }
         }
-        Err(
-            last_error.unwrap_or_else(|| ProxyError::NoEligibleUpstream {
-                route: route.name.to_string(),
-            }),
-        )
+        Err(picks.exhausted(route))
     }
 
     /// One attempt at one upstream: the head sent, the response head read
@@ -329,16 +313,7 @@ impl Proxy {
         scratch: &mut Scratch,
         labels: &mut Labels,
     ) -> Result<Answer, ProxyError> {
-        labels.pool = Some(Arc::clone(&pick.pool));
-        let addr = pick.upstream.addr();
-        labels.upstream = Some(Arc::clone(pick.upstream.label()));
-        labels.addr = Some(addr);
-        labels.traffic = Some(Arc::clone(&pick.stats));
-        let Some(pool) = table.pools().get(pick.pool_index) else {
-            return Err(ProxyError::NoEligibleUpstream {
-                route: labels.route.as_deref().unwrap_or("").to_string(),
-            });
-        };
+        let (pool, addr) = labels.picked(table, pick)?;
         let exchange = self.direct_exchange(pool, addr, side, idempotent, scratch);
         let timeout = self.settings.response_header_timeout;
         let result = tokio::time::timeout(timeout, exchange).await;
@@ -351,26 +326,7 @@ impl Proxy {
                 head,
             }),
             Err(_) => Err(ProxyError::UpstreamTimeout { addr, timeout }),
-            Ok(Err(Failure::Connect(e))) => {
-                metrics::counter!(
-                    crate::telemetry::names::UPSTREAM_CONNECT_ERRORS_TOTAL,
-                    "pool" => Arc::clone(&pick.pool),
-                    "upstream" => Arc::clone(pick.upstream.label())
-                )
-                .increment(1);
-                let timed_out = matches!(&e, crate::connector::ConnectError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut);
-                Err(ProxyError::UpstreamConnect {
-                    addr,
-                    timed_out,
-                    source: SendError::Connect(e),
-                })
-            }
-            Ok(Err(Failure::Closed(why) | Failure::Invalid(why))) => {
-                Err(ProxyError::UpstreamFailed {
-                    addr,
-                    source: SendError::Direct(why),
-                })
-            }
+            Ok(Err(e)) => Err(super::send_failed(pick, addr, e.into())),
         }
     }
 }
@@ -416,6 +372,15 @@ enum Failure {
     Closed(String),
     /// A response cutover does not forward.
     Invalid(String),
+}
+
+impl From<Failure> for SendError {
+    fn from(failure: Failure) -> SendError {
+        match failure {
+            Failure::Connect(e) => SendError::Connect(e),
+            Failure::Closed(why) | Failure::Invalid(why) => SendError::Direct(why),
+        }
+    }
 }
 
 /// Sends the request head in `scratch.upstream_head`, reads the response
@@ -628,10 +593,7 @@ impl Proxy {
         let (upstream, home, head) = self
             .direct_exchange(pool, addr, &side, idempotent, &mut scratch)
             .await
-            .map_err(|e| match e {
-                Failure::Connect(e) => SendError::Connect(e),
-                Failure::Closed(why) | Failure::Invalid(why) => SendError::Direct(why),
-            })?;
+            .map_err(SendError::from)?;
         let status = StatusCode::from_u16(head.status)
             .map_err(|_| SendError::Direct("invalid status code".to_string()))?;
         let body = DirectBody::new(
