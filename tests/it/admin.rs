@@ -7,13 +7,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_change_under_load_fails_nothing_and_takes_effect() {
-    let blue = TestUpstream::start("blue").await;
-    let green = TestUpstream::start("green").await;
-    let proxy = start_proxy(&split_config(
-        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
-        "",
-    ))
-    .await;
+    let (blue, green, proxy) = blue_green().await;
     let run = load(format!("http://{}/", proxy.addrs()[0]), 8);
     wait_until("load reaches blue", || async { blue.hits() > 500 }).await;
 
