@@ -574,3 +574,36 @@ proptest! {
         }
     }
 }
+
+/// A graceful stop while a request is in flight on the direct path: it
+/// is answered, with `Connection: close` (as hyper's path does), and the
+/// connection then closes rather than waiting for a next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_answers_the_request_in_flight_and_closes() {
+    use crate::support::*;
+    let up = TestUpstream::start("up").await;
+    let proxy = start_proxy(&split_config(&[("p", 1, &[up.addr])], "")).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addrs()[0])
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /slow?ms=500 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until("the request reaches the upstream", || async {
+        up.in_flight() == 1
+    })
+    .await;
+    let stopping = tokio::spawn(proxy.stop());
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("the connection closes after the answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(answer.ends_with("up\n"), "{answer}");
+    stopping.await.unwrap();
+}

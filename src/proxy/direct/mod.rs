@@ -221,6 +221,13 @@ impl Proxy {
             home,
             head: response,
         } = answer;
+        // A stop (or a handover) that began while the upstream answered:
+        // this response is the connection's last, and says so.
+        let stopped_meanwhile = !close && (activity.closing() || stopping.is_cancelled());
+        if stopped_meanwhile && response.framing != Framing::UntilClose {
+            response::add_connection_close(&mut scratch.client_head);
+        }
+        let close = close || stopped_meanwhile;
         let mut timer = labels.record(&self.request_metrics, response.status, start);
         timer.log = log.map(|mut line| {
             line.1.status = response.status;
@@ -244,7 +251,7 @@ impl Proxy {
                 return Outcome::Close;
             }
         }
-        if close || response.framing == Framing::UntilClose || stopping.is_cancelled() {
+        if close || response.framing == Framing::UntilClose {
             Outcome::Close
         } else {
             Outcome::KeepAlive

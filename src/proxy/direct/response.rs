@@ -190,6 +190,13 @@ pub fn parse(buf: &[u8], side: &ClientSide<'_>, client: &mut Vec<u8>) -> Parsed 
     })
 }
 
+/// Adds `Connection: close` to a client head [`parse`] wrote without it.
+pub fn add_connection_close(client: &mut Vec<u8>) {
+    // The head ends with its blank line: the header goes before it.
+    let at = client.len().saturating_sub(2);
+    client.splice(at..at, b"connection: close\r\n".iter().copied());
+}
+
 /// `Content-Length`: digits only (no sign, no list), at most 19 of them.
 fn parse_length(value: &[u8]) -> Option<u64> {
     let value = value.trim_ascii();
@@ -241,6 +248,17 @@ mod tests {
             out,
             "HTTP/1.1 200 OK\r\nServer: up\r\ncontent-length: 2\r\nvia: 1.1 cutover\r\n\
              date: Sat, 05 Dec 2026 12:00:00 GMT\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn connection_close_can_be_added_after_the_fact() {
+        let (_, out) = ready(b"HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n", &SIDE);
+        let mut bytes = out.into_bytes();
+        add_connection_close(&mut bytes);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "HTTP/1.1 204 No Content\r\nDate: x\r\nvia: 1.1 cutover\r\nconnection: close\r\n\r\n"
         );
     }
 
