@@ -203,6 +203,7 @@ impl Proxy {
                 let status = e.status().as_u16();
                 log_failure(&e, conn.peer);
                 let mut timer = labels.record(&self.request_metrics, status, start);
+                let close = close || activity.closing() || stopping.is_cancelled();
                 let (bytes, closes) = error_response(&e, close, &mut scratch.client_head);
                 let written = client.write_all(bytes).await.is_ok();
                 timer.log = log.map(|mut line| {
