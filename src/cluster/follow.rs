@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use etcd_client::WatchOptions;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::etcd::pb::mvccpb::event::EventType;
 use super::{Cluster, HEARTBEAT, RETRY_AFTER, WriteError, bounded, describe, parse};
 use crate::instance::Instance;
 
@@ -119,9 +119,8 @@ async fn watch_once(cluster: &Cluster, instance: &Mutex<Instance>) -> Result<(),
             }
         }
     };
-    let (i, mut client) = cluster.ready_client().await?;
-    let options = WatchOptions::new().with_start_revision(from + 1);
-    let watched = bounded(client.watch(cluster.state_key.as_str(), Some(options))).await;
+    let (i, client) = cluster.ready_client().await?;
+    let watched = bounded(client.watch(&cluster.state_key, from + 1)).await;
     let mut stream = match watched {
         Ok(stream) => stream,
         Err(e) => {
@@ -143,19 +142,19 @@ async fn watch_once(cluster: &Cluster, instance: &Mutex<Instance>) -> Result<(),
                 return Err(describe(&e));
             }
         };
-        if answer.canceled() {
+        if answer.canceled {
             // Compacted past our revision: fetch the whole state again.
-            return Err(format!("watch canceled: {}", answer.cancel_reason()));
+            return Err(format!("watch canceled: {}", answer.cancel_reason));
         }
-        for event in answer.events() {
-            let Some(kv) = event.kv() else { continue };
-            if event.event_type() != etcd_client::EventType::Put {
+        for event in answer.events {
+            if event.r#type() != EventType::Put {
                 continue;
             }
-            match parse(kv.value()) {
-                Ok(doc) => instance.lock().await.plane.adopt(doc, kv.mod_revision()),
+            let Some(kv) = event.kv else { continue };
+            match parse(&kv.value) {
+                Ok(doc) => instance.lock().await.plane.adopt(doc, kv.mod_revision),
                 Err(e) => {
-                    tracing::error!(revision = kv.mod_revision(), error = %e, "ignoring a fleet state that does not parse")
+                    tracing::error!(revision = kv.mod_revision, error = %e, "ignoring a fleet state that does not parse")
                 }
             }
         }

@@ -9,17 +9,22 @@
 //! to a lease: the fleet view, and how a dead instance disappears.
 //! `follow` keeps an instance in step.
 
+pub mod etcd;
 pub mod follow;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, Identity, TlsOptions, Txn, TxnOp,
-    TxnOpResponse,
-};
 use serde_json::{Value, json};
+use tonic::Status;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+use etcd::pb::etcdserverpb::{
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, compare,
+    range_request, request_op, response_op,
+};
+use etcd::{Client, Connect};
 
 use crate::config::ClusterConfig;
 use crate::state::Overrides;
@@ -84,14 +89,11 @@ impl Cluster {
     /// A client for the configured endpoints. No connection is made yet:
     /// an instance starts whether etcd answers or not.
     pub async fn new(config: &ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(CALL_TIMEOUT)
-            .with_timeout(CALL_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(1), CALL_TIMEOUT)
-            .with_keep_alive_while_idle(true);
-        if let Some(tls) = tls_options(config)? {
-            options = options.with_tls(tls);
-        }
+        let how = Connect {
+            timeout: CALL_TIMEOUT,
+            keep_alive: Duration::from_secs(1),
+            tls: tls_options(config)?,
+        };
         // Logged in on first use, not here: connecting with a user would
         // ask etcd at once, and an instance must start without it.
         let credentials = match (&config.etcd_user, &config.etcd_password_file) {
@@ -100,8 +102,7 @@ impl Cluster {
         };
         let mut clients = Vec::new();
         for endpoint in &config.etcd {
-            let client = Client::connect([endpoint], Some(options.clone()))
-                .await
+            let client = Client::connect(endpoint, &how)
                 .map_err(|e| ClusterError::Etcd(format!("{endpoint}: {e}")))?;
             clients.push(client);
         }
@@ -131,14 +132,14 @@ impl Cluster {
     /// The client in use, logged in if etcd wants a user; a client that
     /// cannot log in counts as failed.
     async fn ready_client(&self) -> Result<(usize, Client), String> {
-        let (i, mut client) = self.client();
-        let Some(credentials) = &self.credentials else {
+        let (i, client) = self.client();
+        let Some((user, password)) = &self.credentials else {
             return Ok((i, client));
         };
         if self.logged_in[i].load(Ordering::Acquire) {
             return Ok((i, client));
         }
-        let login = bounded(client.update_user(Some(credentials.clone())))
+        let login = bounded(client.authenticate(user, password))
             .await
             .map_err(|e| format!("cannot log in to etcd: {e}"));
         match login {
@@ -224,38 +225,30 @@ impl Cluster {
         Err(WriteError::Unavailable(unanswered.unwrap_or_default()))
     }
 
-    async fn write_with(
-        &self,
-        mut client: Client,
-        base: i64,
-        value: &[u8],
-    ) -> Result<i64, WriteError> {
+    async fn write_with(&self, client: Client, base: i64, value: &[u8]) -> Result<i64, WriteError> {
         let unavailable = |e: String| WriteError::Unavailable(e);
-        let key = self.state_key.as_str();
+        let key = self.state_key.as_bytes();
         let unchanged = if base == 0 {
-            Compare::create_revision(key, CompareOp::Equal, 0)
+            revision_is(key, compare::TargetUnion::CreateRevision(0))
         } else {
-            Compare::mod_revision(key, CompareOp::Equal, base)
+            revision_is(key, compare::TargetUnion::ModRevision(base))
         };
-        let txn = Txn::new()
-            .when([unchanged])
-            .and_then([TxnOp::put(key, value, None)])
-            .or_else([TxnOp::get(key, None)]);
+        let txn = TxnRequest {
+            compare: vec![unchanged],
+            success: vec![put_op(put(key, value, 0))],
+            failure: vec![get_op(get(key))],
+        };
         let answer = bounded(client.txn(txn)).await.map_err(unavailable)?;
-        let revision = answer.header().map_or(0, |h| h.revision());
-        if answer.succeeded() {
+        let revision = answer.header.as_ref().map_or(0, |h| h.revision);
+        if answer.succeeded {
             return Ok(revision);
         }
-        for op in answer.op_responses() {
-            if let TxnOpResponse::Get(get) = op
-                && let Some(kv) = get.kvs().first()
-            {
-                let doc = parse(kv.value()).map_err(unavailable)?;
-                return Err(WriteError::Conflict {
-                    doc: Box::new(doc),
-                    revision: kv.mod_revision(),
-                });
-            }
+        if let Some(kv) = first_got(&answer.responses) {
+            let doc = parse(&kv.value).map_err(unavailable)?;
+            return Err(WriteError::Conflict {
+                doc: Box::new(doc),
+                revision: kv.mod_revision,
+            });
         }
         // The state was deleted (by hand): this change starts it again.
         if base != 0 {
@@ -271,18 +264,18 @@ impl Cluster {
     async fn fetch(&self) -> Result<Option<(Overrides, i64)>, String> {
         let mut last = String::new();
         for _ in 0..self.attempts() {
-            let (i, mut client) = match self.ready_client().await {
+            let (i, client) = match self.ready_client().await {
                 Ok(ready) => ready,
                 Err(e) => {
                     last = e;
                     continue;
                 }
             };
-            let answer = bounded(client.get(self.state_key.as_str(), None)).await;
+            let answer = bounded(client.range(get(self.state_key.as_bytes()))).await;
             match answer {
                 Ok(answer) => {
-                    return match answer.kvs().first() {
-                        Some(kv) => Ok(Some((parse(kv.value())?, kv.mod_revision()))),
+                    return match answer.kvs.first() {
+                        Some(kv) => Ok(Some((parse(&kv.value)?, kv.mod_revision))),
                         None => Ok(None),
                     };
                 }
@@ -306,28 +299,22 @@ impl Cluster {
         beat
     }
 
-    async fn heartbeat_with(&self, mut client: Client, record: Value) -> Result<(), String> {
+    async fn heartbeat_with(&self, client: Client, record: Value) -> Result<(), String> {
         let mut lease = self.lease.load(Ordering::Acquire);
         if lease != 0 {
-            let kept = bounded(async {
-                let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
-                keeper.keep_alive().await?;
-                answers.message().await
-            })
-            .await;
+            let kept = bounded(client.lease_keep_alive(lease)).await;
             // A TTL of 0 in the answer: the lease expired meanwhile.
-            if !matches!(kept, Ok(Some(answer)) if answer.ttl() > 0) {
+            if !matches!(kept, Ok(ttl) if ttl > 0) {
                 lease = 0;
             }
         }
         if lease == 0 {
-            let granted = bounded(client.lease_grant(LEASE_TTL_SECONDS, None)).await?;
-            lease = granted.id();
+            lease = bounded(client.lease_grant(LEASE_TTL_SECONDS)).await?;
             self.lease.store(lease, Ordering::Release);
         }
         let key = format!("{}/instances/{}", self.config.prefix, self.config.instance);
-        let options = etcd_client::PutOptions::new().with_lease(lease);
-        bounded(client.put(key, record.to_string(), Some(options))).await?;
+        let record = record.to_string();
+        bounded(client.put(put(key.as_bytes(), record.as_bytes(), lease))).await?;
         Ok(())
     }
 
@@ -338,7 +325,7 @@ impl Cluster {
         if lease == 0 {
             return;
         }
-        let Ok((_, mut client)) = self.ready_client().await else {
+        let Ok((_, client)) = self.ready_client().await else {
             return;
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
@@ -395,44 +382,40 @@ impl Cluster {
             return false;
         }
         let key = format!("{}/driver", self.config.prefix);
+        let key = key.as_bytes();
         let me = self.config.instance.as_str();
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.as_str(),
-                me,
-                Some(etcd_client::PutOptions::new().with_lease(lease)),
-            )])
-            .or_else([TxnOp::get(key.as_str(), None)]);
-        let Ok((i, mut client)) = self.ready_client().await else {
+        let txn = TxnRequest {
+            compare: vec![revision_is(key, compare::TargetUnion::CreateRevision(0))],
+            success: vec![put_op(put(key, me.as_bytes(), lease))],
+            failure: vec![get_op(get(key))],
+        };
+        let Ok((i, client)) = self.ready_client().await else {
             return false;
         };
         let Ok(answer) = bounded(client.txn(txn)).await else {
             self.failed(i);
             return false;
         };
-        if answer.succeeded() {
+        if answer.succeeded {
             tracing::info!(instance = %me, "this instance now drives the fleet's rollouts");
             return true;
         }
-        answer.op_responses().iter().any(|op| {
-            matches!(op, TxnOpResponse::Get(get)
-                if get.kvs().first().is_some_and(|kv| kv.value() == me.as_bytes() && kv.lease() == lease))
-        })
+        first_got(&answer.responses)
+            .is_some_and(|kv| kv.value == me.as_bytes() && kv.lease == lease)
     }
 
     /// Every instance's last announcement, by name.
     pub async fn instances(&self) -> Result<Vec<(String, Value)>, String> {
         let prefix = format!("{}/instances/", self.config.prefix);
-        let (_, mut client) = self.ready_client().await?;
-        let options = etcd_client::GetOptions::new().with_prefix();
-        let answer = bounded(client.get(prefix.as_str(), Some(options))).await?;
+        let (_, client) = self.ready_client().await?;
+        let answer = bounded(client.range(get_prefix(&prefix))).await?;
         Ok(answer
-            .kvs()
+            .kvs
             .iter()
             .filter_map(|kv| {
-                let name = kv.key_str().ok()?.strip_prefix(&prefix)?.to_string();
-                let value = serde_json::from_slice(kv.value()).ok()?;
+                let key = std::str::from_utf8(&kv.key).ok()?;
+                let name = key.strip_prefix(&prefix)?.to_string();
+                let value = serde_json::from_slice(&kv.value).ok()?;
                 Some((name, value))
             })
             .collect())
@@ -441,7 +424,7 @@ impl Cluster {
     /// Copies audit entries to `PREFIX/audit/`, keyed by time and
     /// instance, and trims the oldest past [`AUDIT_KEEP`].
     pub async fn write_audit(&self, entries: &[Value]) -> Result<(), String> {
-        let (i, mut client) = self.ready_client().await?;
+        let (i, client) = self.ready_client().await?;
         let written = async {
             let now = crate::clock::unix_ms();
             for (n, entry) in entries.iter().enumerate() {
@@ -449,38 +432,36 @@ impl Cluster {
                     "{}/audit/{now:016}-{}-{n:04}",
                     self.config.prefix, self.config.instance
                 );
-                client.put(key, entry.to_string(), None).await?;
+                let entry = entry.to_string();
+                client.put(put(key.as_bytes(), entry.as_bytes(), 0)).await?;
             }
             let prefix = format!("{}/audit/", self.config.prefix);
             let count = client
-                .get(
-                    prefix.as_str(),
-                    Some(
-                        etcd_client::GetOptions::new()
-                            .with_prefix()
-                            .with_count_only(),
-                    ),
-                )
+                .range(RangeRequest {
+                    count_only: true,
+                    ..get_prefix(&prefix)
+                })
                 .await?
-                .count();
+                .count;
             let excess = count - AUDIT_KEEP;
             if excess > 0 {
                 let oldest = client
-                    .get(
-                        prefix.as_str(),
-                        Some(
-                            etcd_client::GetOptions::new()
-                                .with_prefix()
-                                .with_keys_only()
-                                .with_limit(excess),
-                        ),
-                    )
+                    .range(RangeRequest {
+                        keys_only: true,
+                        limit: excess,
+                        ..get_prefix(&prefix)
+                    })
                     .await?;
-                for kv in oldest.kvs() {
-                    client.delete(kv.key(), None).await?;
+                for kv in oldest.kvs {
+                    client
+                        .delete_range(DeleteRangeRequest {
+                            key: kv.key,
+                            ..Default::default()
+                        })
+                        .await?;
                 }
             }
-            Ok::<(), etcd_client::Error>(())
+            Ok::<(), Status>(())
         };
         let written = bounded(written).await;
         if written.is_err() {
@@ -493,21 +474,20 @@ impl Cluster {
     /// instance that wrote it.
     pub async fn audit_tail(&self, limit: usize) -> Result<Vec<Value>, String> {
         let prefix = format!("{}/audit/", self.config.prefix);
-        let (_, mut client) = self.ready_client().await?;
-        let options = etcd_client::GetOptions::new()
-            .with_prefix()
-            .with_sort(
-                etcd_client::SortTarget::Key,
-                etcd_client::SortOrder::Descend,
-            )
-            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let answer = bounded(client.get(prefix.as_str(), Some(options))).await?;
+        let (_, client) = self.ready_client().await?;
+        let newest_first = RangeRequest {
+            sort_target: range_request::SortTarget::Key.into(),
+            sort_order: range_request::SortOrder::Descend.into(),
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+            ..get_prefix(&prefix)
+        };
+        let answer = bounded(client.range(newest_first)).await?;
         let mut entries: Vec<Value> = answer
-            .kvs()
+            .kvs
             .iter()
             .filter_map(|kv| {
-                let mut entry: Value = serde_json::from_slice(kv.value()).ok()?;
-                let key = kv.key_str().ok()?.strip_prefix(&prefix)?;
+                let mut entry: Value = serde_json::from_slice(&kv.value).ok()?;
+                let key = std::str::from_utf8(&kv.key).ok()?.strip_prefix(&prefix)?;
                 // KEY is TIME-INSTANCE-N: the instance lies between the
                 // first '-' and the last (names may contain '-').
                 let instance = key.split_once('-').map(|(_, rest)| rest)?;
@@ -535,7 +515,7 @@ impl Cluster {
 
 /// `call`, given up after [`CALL_TIMEOUT`]; etcd's error as text.
 async fn bounded<T>(
-    call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    call: impl std::future::Future<Output = Result<T, Status>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(answer) => answer.map_err(|e| describe(&e)),
@@ -546,10 +526,7 @@ async fn bounded<T>(
 /// An etcd error as an operator wants it: a gRPC status's message and its
 /// root cause ("tcp connect error: Connection refused (os error 111)"),
 /// not tonic's nested debug output.
-fn describe(error: &etcd_client::Error) -> String {
-    let etcd_client::Error::GRpcStatus(status) = error else {
-        return error.to_string();
-    };
+fn describe(status: &Status) -> String {
     let mut cause = std::error::Error::source(status);
     while let Some(deeper) = cause.and_then(std::error::Error::source) {
         cause = Some(deeper);
@@ -590,12 +567,12 @@ pub fn check(config: &ClusterConfig) -> Result<(), Vec<String>> {
     }
 }
 
-fn tls_options(config: &ClusterConfig) -> Result<Option<TlsOptions>, ClusterError> {
+fn tls_options(config: &ClusterConfig) -> Result<Option<ClientTlsConfig>, ClusterError> {
     let uses_tls = config.etcd.iter().any(|e| e.starts_with("https://"));
     if !uses_tls && config.etcd_ca.is_none() && config.etcd_cert.is_none() {
         return Ok(None);
     }
-    let mut tls = TlsOptions::new();
+    let mut tls = ClientTlsConfig::new();
     if let Some(ca) = &config.etcd_ca {
         tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
     }
@@ -603,4 +580,72 @@ fn tls_options(config: &ClusterConfig) -> Result<Option<TlsOptions>, ClusterErro
         tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
     }
     Ok(Some(tls))
+}
+
+/// A read of one key.
+fn get(key: &[u8]) -> RangeRequest {
+    RangeRequest {
+        key: key.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A read of every key under `prefix`.
+fn get_prefix(prefix: &str) -> RangeRequest {
+    RangeRequest {
+        key: prefix.as_bytes().to_vec(),
+        range_end: etcd::prefix_end(prefix.as_bytes()),
+        ..Default::default()
+    }
+}
+
+/// A write of `key`, attached to `lease` unless it is 0.
+fn put(key: &[u8], value: &[u8], lease: i64) -> PutRequest {
+    PutRequest {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        lease,
+        ..Default::default()
+    }
+}
+
+fn put_op(put: PutRequest) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(put)),
+    }
+}
+
+fn get_op(get: RangeRequest) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(get)),
+    }
+}
+
+/// A transaction's condition: `key`'s create or mod revision is the one
+/// given (a create revision of 0: the key does not exist).
+fn revision_is(key: &[u8], value: compare::TargetUnion) -> Compare {
+    let target = match value {
+        compare::TargetUnion::CreateRevision(_) => compare::CompareTarget::Create,
+        compare::TargetUnion::ModRevision(_) => compare::CompareTarget::Mod,
+        compare::TargetUnion::Version(_) => compare::CompareTarget::Version,
+        compare::TargetUnion::Value(_) => compare::CompareTarget::Value,
+        compare::TargetUnion::Lease(_) => compare::CompareTarget::Lease,
+    };
+    Compare {
+        result: compare::CompareResult::Equal.into(),
+        target: target.into(),
+        key: key.to_vec(),
+        target_union: Some(value),
+        ..Default::default()
+    }
+}
+
+/// The first key a failed transaction's read found.
+fn first_got(
+    responses: &[etcd::pb::etcdserverpb::ResponseOp],
+) -> Option<&etcd::pb::mvccpb::KeyValue> {
+    responses.iter().find_map(|op| match &op.response {
+        Some(response_op::Response::ResponseRange(got)) => got.kvs.first(),
+        _ => None,
+    })
 }

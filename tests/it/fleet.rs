@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use cutover::cluster::etcd::pb::authpb;
+use cutover::cluster::etcd::pb::etcdserverpb::{self as rpc, auth_client::AuthClient};
+
 use crate::process::{Process, admin_addr_of};
 use crate::support::etcd::Etcd;
 use crate::support::*;
@@ -607,22 +610,7 @@ async fn etcd_with_authentication() {
     let blue = TestUpstream::start("blue").await;
     let green = TestUpstream::start("green").await;
     let mut etcd = Etcd::start(1).await;
-    let mut admin = etcd_client::Client::connect(etcd.endpoints(), None)
-        .await
-        .unwrap();
-    admin.user_add("root", "root-pw", None).await.unwrap();
-    admin.user_grant_role("root", "root").await.unwrap();
-    admin.role_add("fleet").await.unwrap();
-    admin
-        .role_grant_permission(
-            "fleet",
-            etcd_client::Permission::read_write("/cutover/test").with_prefix(),
-        )
-        .await
-        .unwrap();
-    admin.user_add("cutover", "s3cret", None).await.unwrap();
-    admin.user_grant_role("cutover", "fleet").await.unwrap();
-    admin.auth_enable().await.unwrap();
+    enable_auth(&etcd).await;
 
     let secrets = tempfile::tempdir().unwrap();
     std::fs::write(secrets.path().join("good"), "s3cret\n").unwrap();
@@ -679,10 +667,14 @@ async fn a_state_deleted_from_etcd_is_written_again_by_the_next_change() {
         served_by(&b).await == "green"
     })
     .await;
-    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+    let client = etcd_client(&etcd);
+    client
+        .delete_range(rpc::DeleteRangeRequest {
+            key: b"/cutover/test/runtime".to_vec(),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    client.delete("/cutover/test/runtime", None).await.unwrap();
     assert_eq!(served_by(&b).await, "green");
     let (status, body) = b.split(json!({"blue": 50, "green": 50})).await;
     assert_eq!(status, 200, "{body}");
@@ -690,8 +682,14 @@ async fn a_state_deleted_from_etcd_is_written_again_by_the_next_change() {
         a.status().await["routes"][0]["split"] == json!({"blue": 50, "green": 50})
     })
     .await;
-    let stored = client.get("/cutover/test/runtime", None).await.unwrap();
-    assert_eq!(stored.kvs().len(), 1);
+    let stored = client
+        .range(rpc::RangeRequest {
+            key: b"/cutover/test/runtime".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.kvs.len(), 1);
 }
 
 /// `cutover check` reads the files `[cluster]` names: a missing CA or
@@ -710,4 +708,57 @@ fn check_names_a_missing_cluster_file() {
         stderr.contains("cluster.etcd_password_file: /nonexistent/etcd.password: "),
         "{stderr}"
     );
+}
+
+/// cutover's own etcd client, to etcd's first member.
+fn etcd_client(etcd: &Etcd) -> cutover::cluster::etcd::Client {
+    let how = cutover::cluster::etcd::Connect {
+        timeout: Duration::from_secs(5),
+        keep_alive: Duration::from_secs(1),
+        tls: None,
+    };
+    cutover::cluster::etcd::Client::connect(&etcd.endpoints()[0], &how).unwrap()
+}
+
+/// Turns etcd's authentication on: a root user, and a user `cutover`
+/// (password `s3cret`) that may read and write `/cutover/test`.
+async fn enable_auth(etcd: &Etcd) {
+    let channel = tonic::transport::Endpoint::from_shared(etcd.endpoints()[0].clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut auth = AuthClient::new(channel);
+    for (user, password, role) in [("root", "root-pw", "root"), ("cutover", "s3cret", "fleet")] {
+        auth.user_add(rpc::AuthUserAddRequest {
+            name: user.into(),
+            password: password.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        if role == "fleet" {
+            auth.role_add(rpc::AuthRoleAddRequest { name: role.into() })
+                .await
+                .unwrap();
+            let prefix = b"/cutover/test".to_vec();
+            auth.role_grant_permission(rpc::AuthRoleGrantPermissionRequest {
+                name: role.into(),
+                perm: Some(authpb::Permission {
+                    perm_type: authpb::permission::Type::Readwrite.into(),
+                    range_end: cutover::cluster::etcd::prefix_end(&prefix),
+                    key: prefix,
+                }),
+            })
+            .await
+            .unwrap();
+        }
+        auth.user_grant_role(rpc::AuthUserGrantRoleRequest {
+            user: user.into(),
+            role: role.into(),
+        })
+        .await
+        .unwrap();
+    }
+    auth.auth_enable(rpc::AuthEnableRequest {}).await.unwrap();
 }

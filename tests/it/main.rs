@@ -12,6 +12,7 @@ mod ctl;
 mod direct;
 mod dns;
 mod docs;
+mod etcd_generated;
 mod failures;
 mod faults;
 mod fleet;
