@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -54,13 +55,51 @@ pub struct Options {
     pub bad_green: u8,
     /// Requests per second the demo sends through the proxy.
     pub traffic: u32,
-    /// The state directory.
-    pub state: std::path::PathBuf,
+    /// A state directory to keep runtime changes in and resume from;
+    /// `None`: a fresh one, removed at the end.
+    pub state: Option<PathBuf>,
 }
 
-/// Runs the demo until Ctrl-C (or SIGTERM). Runtime changes go to
-/// `options.state`, so a restarted demo keeps them, as a real deployment
-/// does.
+/// Where a demo run keeps its runtime changes.
+struct StateDir {
+    path: PathBuf,
+    /// Made for this run: removed when it ends.
+    fresh: bool,
+}
+
+impl StateDir {
+    /// `given`, or a new directory for this process alone (a second demo
+    /// must start from blue, not from what the first one left).
+    fn new(given: Option<PathBuf>) -> StateDir {
+        match given {
+            Some(path) => StateDir { path, fresh: false },
+            None => {
+                let path =
+                    std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id()));
+                // A directory of a dead process that had this pid.
+                let _ = std::fs::remove_dir_all(&path);
+                StateDir { path, fresh: true }
+            }
+        }
+    }
+
+    /// Whether an earlier run left changes here.
+    fn has_changes(&self) -> bool {
+        std::fs::read_dir(&self.path).is_ok_and(|mut entries| entries.next().is_some())
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        if self.fresh {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Runs the demo until Ctrl-C (or SIGTERM). Without `options.state` every
+/// run starts from the embedded config; with it, runtime changes are kept
+/// there and a restarted demo resumes them, as a real deployment does.
 pub async fn run(options: Options) -> Result<(), Error> {
     let Options {
         listen,
@@ -69,12 +108,14 @@ pub async fn run(options: Options) -> Result<(), Error> {
         traffic,
         state,
     } = options;
+    let state = StateDir::new(state);
+    let resumed = state.has_changes();
     let blue = spawn_app("blue", Arc::new(AtomicU8::new(0))).await?;
     let green = spawn_app("green", Arc::new(AtomicU8::new(bad_green))).await?;
     let text = DEMO_CONFIG
         .replace("{LISTEN}", &listen.to_string())
         .replace("{ADMIN}", &admin.to_string())
-        .replace("{STATE}", &state.display().to_string())
+        .replace("{STATE}", &state.path.display().to_string())
         .replace("{BLUE}", &blue.to_string())
         .replace("{GREEN}", &green.to_string());
     let config = Config::parse("<demo>", &text)?;
@@ -84,8 +125,8 @@ pub async fn run(options: Options) -> Result<(), Error> {
     if traffic > 0 {
         tokio::spawn(send_traffic(proxy, traffic));
     }
-    // What traffic does now, after any runtime change a restart kept.
-    let live: Vec<String> = {
+    // What traffic does now, after any runtime change a resumed state kept.
+    let live: Vec<(String, u32)> = {
         let table = running.routing().load();
         table
             .route("app")
@@ -93,10 +134,31 @@ pub async fn run(options: Options) -> Result<(), Error> {
                 table
                     .split(r)
                     .iter()
-                    .map(|(p, w)| format!("{p}={w}"))
+                    .map(|(p, w)| (p.to_string(), *w))
                     .collect()
             })
             .unwrap_or_default()
+    };
+    let split: Vec<String> = live.iter().map(|(p, w)| format!("{p}={w}")).collect();
+    // The pool most requests go to: what the first curl answers.
+    let serving = live
+        .iter()
+        .max_by_key(|(_, w)| *w)
+        .map_or("blue", |(p, _)| p.as_str());
+    let kept = if resumed {
+        format!(
+            "Resumed the runtime changes kept in {} (route \"app\": {}); start without --state for a fresh demo.",
+            state.path.display(),
+            split.join(" ")
+        )
+    } else if state.fresh {
+        "Runtime changes last until the demo stops (--state DIR keeps them for the next run)."
+            .to_string()
+    } else {
+        format!(
+            "Runtime changes are kept in {} for the next run.",
+            state.path.display()
+        )
     };
     let ctl = if admin.to_string() == "127.0.0.1:9090" {
         "cutover ctl".to_string()
@@ -114,7 +176,7 @@ pub async fn run(options: Options) -> Result<(), Error> {
   green  http://{green}   answers \"green\"
 
 Try (in another terminal; with cargo, `cutover` is `cargo run --release --`):
-  curl http://{proxy}/                          # blue
+  curl http://{proxy}/                          # {serving}
   {ctl} status
   {ctl} split app blue=90 green=10     # canary: 1 in 10 to green
   {ctl} split app blue=0 green=100     # cut over to green
@@ -131,10 +193,9 @@ A rollout that judges itself (the demo sends {traffic} requests/s through the pr
   curl 'http://{green}/demo/fail?percent=0'     # green is fixed
   open http://{admin}/                          # the status page, with the rollout panel
 
-Runtime changes are kept in {state} (delete it to start from blue again).
+{kept}
 Ctrl-C stops everything.",
-        state = state.display(),
-        split = live.join(" "),
+        split = split.join(" "),
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(Error::Signal)?;

@@ -71,8 +71,9 @@ enum Command {
         /// rollouts have traffic to judge (0: none).
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1000))]
         traffic: u32,
-        /// Where the demo keeps its runtime changes (default: cutover-demo
-        /// under the system temp dir).
+        /// Keep the demo's runtime changes in this directory and resume
+        /// from it next time (default: a fresh directory under the system
+        /// temp dir, removed when the demo stops: every run starts on blue).
         #[arg(long)]
         state: Option<PathBuf>,
     },
@@ -142,7 +143,7 @@ fn main() -> ExitCode {
                 admin,
                 bad_green,
                 traffic,
-                state: state.unwrap_or_else(|| std::env::temp_dir().join("cutover-demo")),
+                state,
             }),
         ),
         Command::Ctl(args) => ctl(*args),

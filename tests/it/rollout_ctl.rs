@@ -111,13 +111,79 @@ async fn rollout_wait_exit_codes_say_promoted_rolled_back_aborted() {
     assert_eq!(code, Some(1), "{out}");
 }
 
-/// Kills the demo however the test ends.
-struct Demo(std::process::Child);
+/// A `cutover demo` process, stopped (SIGTERM, then killed) however the
+/// test ends.
+struct Demo {
+    child: std::process::Child,
+    admin: String,
+    proxy: String,
+    /// The banner up to the line that says how runtime changes are kept.
+    banner: String,
+}
+
+impl Demo {
+    /// Starts the demo on ephemeral ports with `args`; returns once its
+    /// banner is printed.
+    async fn start(args: &[&str]) -> Demo {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start cutover demo");
+        let stdout = child.stdout.take().unwrap();
+        let banner = tokio::task::spawn_blocking(move || {
+            let mut lines = std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok);
+            let mut banner = String::new();
+            for line in lines.by_ref() {
+                banner.push_str(&line);
+                banner.push('\n');
+                if line.starts_with("Ctrl-C") {
+                    break;
+                }
+            }
+            // Reads the rest so the demo never writes to a closed pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            banner
+        })
+        .await
+        .unwrap();
+        let address = |label: &str| {
+            banner
+                .lines()
+                .find_map(|l| l.trim_start().strip_prefix(label))
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no {label:?} line in the banner:\n{banner}"))
+                .to_string()
+        };
+        Demo {
+            admin: address("admin  "),
+            proxy: address("proxy  "),
+            banner,
+            child,
+        }
+    }
+
+    /// SIGTERM, and its exit.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        self.child.wait().unwrap()
+    }
+}
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -125,34 +191,8 @@ impl Drop for Demo {
 /// rolled back by itself, with the demo's own traffic to judge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_s_bad_green_is_rolled_back() {
-    use std::io::BufRead;
-    let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(["--bad-green", "40", "--traffic", "100", "--state"])
-        .arg(state.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start cutover demo");
-    let stdout = child.stdout.take().unwrap();
-    let demo = Demo(child);
-    let admin = tokio::task::spawn_blocking(move || {
-        let mut lines = std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok);
-        let admin = lines.find_map(|l| {
-            l.trim_start()
-                .strip_prefix("admin  ")
-                .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
-        });
-        // Reads the rest of the banner so the demo never writes to a closed pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        admin
-    })
-    .await
-    .unwrap()
-    .expect("the demo prints its admin address");
+    let demo = Demo::start(&["--bad-green", "40", "--traffic", "100"]).await;
+    let admin = demo.admin.clone();
     let (code, out) = run(
         &admin,
         &[
@@ -175,4 +215,86 @@ async fn the_demo_s_bad_green_is_rolled_back() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("rolled back"), "{out}");
     drop(demo);
+}
+
+/// What a newcomer does twice: a tour that promoted green, then `cutover
+/// demo --bad-green 30` (docs/rollouts.md's next step). The second run
+/// starts on blue, and its rollout to the bad green is judged and rolled
+/// back, not refused; with `--state` a run resumes and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_demo_run_starts_from_blue() {
+    let client = http1_client();
+    let first = Demo::start(&["--traffic", "0"]).await;
+    let (code, out) = run(&first.admin, &["split", "app", "blue=0", "green=100"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        get(&client, &format!("{}/", first.proxy)).await.1.trim(),
+        "green"
+    );
+    assert!(first.stop().success());
+
+    let second = Demo::start(&["--bad-green", "40", "--traffic", "100"]).await;
+    assert!(
+        second.banner.contains("route \"app\": blue=100 green=0"),
+        "{}",
+        second.banner
+    );
+    assert!(
+        second.banner.contains("/                          # blue"),
+        "{}",
+        second.banner
+    );
+    assert_eq!(
+        get(&client, &format!("{}/", second.proxy)).await.1.trim(),
+        "blue"
+    );
+    let (code, out) = run(
+        &second.admin,
+        &[
+            "rollout",
+            "app",
+            "--to",
+            "green",
+            "--steps",
+            "10,100",
+            "--interval",
+            "10s",
+            "--check-every",
+            "300ms",
+            "--min-requests",
+            "10",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("rolled back"), "{out}");
+    drop(second);
+
+    // Kept on purpose: --state resumes, and the banner says so.
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_str().unwrap();
+    let kept = Demo::start(&["--traffic", "0", "--state", dir]).await;
+    let (code, out) = run(&kept.admin, &["split", "app", "blue=0", "green=100"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(kept.stop().success());
+    let resumed = Demo::start(&["--traffic", "0", "--state", dir]).await;
+    assert!(
+        resumed
+            .banner
+            .contains("Resumed the runtime changes kept in"),
+        "{}",
+        resumed.banner
+    );
+    assert!(
+        resumed
+            .banner
+            .contains("/                          # green"),
+        "{}",
+        resumed.banner
+    );
+    assert_eq!(
+        get(&client, &format!("{}/", resumed.proxy)).await.1.trim(),
+        "green"
+    );
 }
