@@ -88,7 +88,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(&e),
+    };
     match cli.command {
         Command::Check { config, resolve } => match lifecycle::find_config(config) {
             Ok(path) => check(path, resolve),
@@ -201,6 +204,18 @@ fn ctl(args: cutover::admin::ctl::CtlArgs) -> ExitCode {
             eprintln!("cutover ctl: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// A command line clap refused: exit 1, as every usage error does (clap's
+/// own 2 means "rolled back" or "refused" to a pipeline running `ctl`).
+/// `--help` and `--version` print and exit 0.
+fn usage(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -18,7 +18,7 @@ use crate::control::status::Status;
 
 #[derive(clap::Args, Debug)]
 pub struct CtlArgs {
-    /// Admin API base URL.
+    /// Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`).
     #[arg(
         long,
         env = "CUTOVER_ADMIN",
@@ -316,6 +316,34 @@ fn in_cli_words(message: &str) -> String {
         .replace("?force=true", "--force")
 }
 
+/// The admin API's base URL from `--admin`: `HOST:PORT` alone means
+/// `http://HOST:PORT` (as curl reads it); anything but an http(s) URL of a
+/// host is a usage error that shows the expected form.
+fn admin_base(raw: &str) -> Result<String, CtlError> {
+    let raw = raw.trim().trim_end_matches('/');
+    let url = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("http://{raw}")
+    };
+    let bad = |why: &str| {
+        CtlError::Usage(format!(
+            "--admin {raw:?}: {why}; expected the admin listener's URL, like http://127.0.0.1:9090"
+        ))
+    };
+    let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(bad("only http:// and https:// are spoken"));
+    }
+    if uri.authority().is_none_or(|a| a.host().is_empty()) {
+        return Err(bad("no host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad("a base URL has no path"));
+    }
+    Ok(url)
+}
+
 /// An HTTP client for the admin API: plain, or TLS verified against `ca`
 /// (or the system's CAs) when `admin` is an `https://` URL.
 fn admin_client(
@@ -455,10 +483,11 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
         ),
         None => None,
     };
+    let base = admin_base(&args.admin)?;
     let api = Api {
-        base: args.admin.clone(),
+        client: admin_client(&base, args.ca.as_deref())?,
+        base,
         token,
-        client: admin_client(&args.admin, args.ca.as_deref())?,
     };
     let upstream_path = |pool: &str, addr: &str| {
         format!("/api/v1/pools/{}/upstreams/{}", encode(pool), encode(addr))

@@ -27,6 +27,26 @@ async fn each_class_of_failure_has_its_exit_code() {
         "{out}{err}"
     );
 
+    // 1 for what clap refuses too (its own code is 2, which a pipeline
+    // reads as "rolled back"): a typo of a verb or of a flag.
+    for typo in [&["stauts"][..], &["rollout", "app", "--to", "green", "--wiat"]] {
+        let (code, out, err) = ctl(&admin, typo).await;
+        assert_eq!(code, Some(1), "{typo:?}: {err}");
+        assert!(out.is_empty() && err.contains("error:"), "{out}{err}");
+    }
+    let (code, out, _) = ctl(&admin, &["--help"]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("Exit codes"), "{out}");
+
+    // --admin HOST:PORT is read as http://HOST:PORT; another scheme is a
+    // usage error showing the form wanted.
+    let bare = admin.trim_start_matches("http://").trim_end_matches('/');
+    let (code, _, err) = ctl(bare, &["status"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = ctl(&format!("ftp://{bare}"), &["status"]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("like http://127.0.0.1:9090"), "{err}");
+
     // 1: pointed at a proxy listener, whose answer is the app's.
     let wrong = format!("http://{}", proxy.addrs()[0]);
     let (code, out, err) = ctl(&wrong, &["status"]).await;
