@@ -23,10 +23,11 @@ pub enum Error {
 }
 
 impl Error {
-    /// Process exit code: 1 for a bad config (SPEC.md), 2 for anything else.
+    /// Process exit code: 1 for a bad config or a file it names that
+    /// `cutover check` refuses too (SPEC.md), 2 for anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Tls(_) | Error::Cluster(_) => 1,
+            Error::Config(_) | Error::Tls(_) | Error::Cluster(_) | Error::Token(_) => 1,
             _ => 2,
         }
     }

@@ -106,13 +106,14 @@ pub async fn start_with(
         crate::tls::load_listeners(&listener_configs).map_err(|p| Error::Tls(p.join("\n")))?;
     crate::upstream_tls::check(&config.pools).map_err(|p| Error::Tls(p.join("\n")))?;
     let admin_tls = AdminTls::load(&config.admin.tls).map_err(Error::Tls)?;
+    // Read now, not after the listeners are bound: a bad token file must
+    // stop the start before it takes a port.
+    let tokens = crate::admin::Token::load_both(&config.admin)?;
     let cluster = match &config.cluster {
         Some(c) => Some(crate::cluster::Cluster::new(c).await?),
         None => None,
     };
     let admin_bind = config.admin.bind;
-    let token_file = config.admin.token_file.clone();
-    let read_token_file = config.admin.read_token_file.clone();
     let proxy_settings = config.proxy.clone();
     let shutdown_timeout = config.proxy.shutdown_timeout;
     let upgrade_timeout = config.proxy.upgrade_timeout;
@@ -234,10 +235,9 @@ pub async fn start_with(
     let admin = Admin::new(
         Arc::clone(&instance),
         Arc::clone(&routing),
-        token_file.as_deref(),
-        read_token_file.as_deref(),
+        tokens,
         upgrader.clone(),
-    )?;
+    );
     tracing::info!(addr = %admin_addr, "admin API listening");
     let admin_task = tokio::spawn(Arc::clone(&admin).serve(
         admin_listener,
@@ -259,6 +259,34 @@ pub async fn start_with(
         retire,
         upgrader,
     })
+}
+
+/// Every file the config names, read the way `start` reads them: listener,
+/// admin and upstream certificates, admin token files, the fleet's etcd
+/// files. `cutover check` runs exactly this, so a config it passes does
+/// not fail `run` on a file.
+pub fn check_files(config: &Config) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    if let Err(p) = crate::tls::load_listeners(&config.listeners) {
+        problems.extend(p);
+    }
+    if let Err(p) = crate::upstream_tls::check(&config.pools) {
+        problems.extend(p);
+    }
+    if let Err(p) = AdminTls::load(&config.admin.tls) {
+        problems.push(p);
+    }
+    if let Err(e) = crate::admin::Token::load_both(&config.admin) {
+        problems.push(e.to_string());
+    }
+    if let Some(Err(p)) = config.cluster.as_ref().map(crate::cluster::check) {
+        problems.extend(p);
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
 impl Running {

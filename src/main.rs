@@ -236,22 +236,9 @@ fn check(path: PathBuf, resolve: bool) -> ExitCode {
                     return ExitCode::from(1);
                 }
             }
-            // Certificates are part of a valid config: check them too.
-            let tls = cutover::tls::load_listeners(&config.listeners)
-                .map(|_| ())
-                .and_then(|()| cutover::upstream_tls::check(&config.pools))
-                .and_then(|()| {
-                    cutover::instance::AdminTls::load(&config.admin.tls)
-                        .map(|_| ())
-                        .map_err(|e| vec![e])
-                })
-                .and_then(|()| {
-                    config
-                        .cluster
-                        .as_ref()
-                        .map_or(Ok(()), cutover::cluster::check)
-                });
-            if let Err(problems) = tls {
+            // The files it names are part of a valid config: read them as
+            // `run` does.
+            if let Err(problems) = lifecycle::check_files(&config) {
                 for p in problems {
                     eprintln!("{}: {p}", path.display());
                 }

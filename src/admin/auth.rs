@@ -56,6 +56,21 @@ impl Token {
         })
     }
 
+    /// The tokens `[admin]` names: the operate one and the read one.
+    /// `cutover check` and `run` both read them through here, before
+    /// anything is bound, so a file `run` would refuse fails `check` too.
+    pub fn load_both(
+        admin: &crate::config::AdminConfig,
+    ) -> Result<(Option<Token>, Option<Token>), TokenError> {
+        let operate = admin.token_file.as_deref().map(Token::load).transpose()?;
+        let read = admin
+            .read_token_file
+            .as_deref()
+            .map(Token::load)
+            .transpose()?;
+        Ok((operate, read))
+    }
+
     fn matches(&self, presented: &str) -> bool {
         bool::from(presented.as_bytes().ct_eq(self.secret.as_slice()))
     }

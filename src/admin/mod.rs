@@ -67,19 +67,16 @@ pub struct Admin {
 
 type Reply = Response<Full<Bytes>>;
 
-pub use auth::TokenError;
+pub use auth::{Token, TokenError};
 
 impl Admin {
     pub fn new(
         instance: Arc<Mutex<Instance>>,
         routing: Arc<crate::routing::Routing>,
-        token_file: Option<&std::path::Path>,
-        read_token_file: Option<&std::path::Path>,
+        (operate, read): (Option<Token>, Option<Token>),
         upgrader: Option<Arc<Upgrader>>,
-    ) -> Result<Arc<Admin>, TokenError> {
-        let operate = token_file.map(auth::Token::load).transpose()?;
-        let read = read_token_file.map(auth::Token::load).transpose()?;
-        Ok(Arc::new(Admin {
+    ) -> Arc<Admin> {
+        Arc::new(Admin {
             instance,
             routing,
             auth: auth::Auth::new(operate, read),
@@ -88,7 +85,7 @@ impl Admin {
             history: history::History::default(),
             started: std::time::Instant::now(),
             upgrader,
-        }))
+        })
     }
 
     /// `/readyz` answers 200 from now on.

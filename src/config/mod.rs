@@ -262,7 +262,7 @@ impl Config {
             problems: vec![format!("{display}: cannot read config file: {e}")],
         })?;
         let mut config = Config::parse(&display, &text)?;
-        // Certificate paths are relative to the config file's directory.
+        // File paths are relative to the config file's directory.
         let base = path.parent().unwrap_or(Path::new("."));
         for l in &mut config.listeners {
             for files in &mut l.tls {
@@ -276,6 +276,15 @@ impl Config {
         for files in &mut config.admin.tls {
             files.cert = base.join(&files.cert);
             files.key = base.join(&files.key);
+        }
+        for file in [
+            &mut config.admin.token_file,
+            &mut config.admin.read_token_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *file = base.join(&*file);
         }
         for p in &mut config.pools {
             if let Some(tls) = &mut p.tls {

@@ -29,7 +29,10 @@ async fn each_class_of_failure_has_its_exit_code() {
 
     // 1 for what clap refuses too (its own code is 2, which a pipeline
     // reads as "rolled back"): a typo of a verb or of a flag.
-    for typo in [&["stauts"][..], &["rollout", "app", "--to", "green", "--wiat"]] {
+    for typo in [
+        &["stauts"][..],
+        &["rollout", "app", "--to", "green", "--wiat"],
+    ] {
         let (code, out, err) = ctl(&admin, typo).await;
         assert_eq!(code, Some(1), "{typo:?}: {err}");
         assert!(out.is_empty() && err.contains("error:"), "{out}{err}");

@@ -543,3 +543,66 @@ async fn a_corrupt_state_file_refuses_to_start_unless_discarded() {
         .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
 }
+
+/// `cutover check` reads every file the config names as `run` does: an
+/// admin token file that is missing or empty fails both, and `run` stops
+/// before it binds anything (with `ExecStartPre=cutover check` and
+/// `Restart=on-failure`, the two disagreeing was a crash loop). A relative
+/// `token_file` is read beside the config, as certificate paths are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_run_read_admin_token_files_alike() {
+    let blue = TestUpstream::start("blue").await;
+    let config = split_config(
+        &[("blue", 100, &[blue.addr])],
+        "[admin]\nbind = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n",
+    );
+    for (case, token) in [("missing", None), ("empty", Some("\n"))] {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(token) = token {
+            std::fs::write(dir.path().join("admin.token"), token).unwrap();
+        }
+        let path = dir.path().join("cutover.toml");
+        std::fs::write(&path, complete_config(&config, &dir.path().join("state"))).unwrap();
+        let check = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        assert_eq!(check.status.code(), Some(1), "{case}: {stderr}");
+        let named = format!(
+            "admin token file {}",
+            dir.path().join("admin.token").display()
+        );
+        assert!(stderr.contains(&named), "{case}: {stderr}");
+
+        let run = run_expecting_exit(&config, &dir.path().join("state"), dir.path()).await;
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{case}: {stderr}");
+        assert!(stderr.contains(&named), "{case}: {stderr}");
+        assert!(
+            !stderr.contains("listening"),
+            "{case}: bound before failing: {stderr}"
+        );
+    }
+
+    // Present beside the config; the process runs elsewhere (the tests'
+    // working directory is the crate's).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), "s3cret\n").unwrap();
+    let token_path = dir.path().join("admin.token");
+    let process = Process::start_in(&config, dir);
+    let admin = format!("http://{}", admin_addr_of(&process));
+    let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["ctl", "--admin", &admin, "--token-file"])
+        .arg(&token_path)
+        .args(["split", "app", "blue=100"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
