@@ -120,6 +120,7 @@ pub fn expand(raw: &Config, names: &Names) -> Config {
                     pool.upstreams.push(UpstreamConfig {
                         addr: *addr,
                         weight: n.weight,
+                        host: Some(n.host.clone()),
                     });
                 }
             }

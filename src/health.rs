@@ -97,8 +97,8 @@ impl HealthChecks {
                 .as_ref()
                 .map(crate::upstream_tls::files_stamp)
                 .unwrap_or_default();
-            let transport: Transport = (pool.tls.clone(), pool.protocol, stamp);
             for u in &pool.upstreams {
+                let transport: Transport = (u.tls.clone(), pool.protocol, stamp.clone());
                 wanted.insert(
                     (pool.name.to_string(), u.state.addr()),
                     (Arc::clone(&u.state), config.clone(), transport.clone()),

@@ -93,6 +93,10 @@ pub struct Upstream {
     pub state: Arc<UpstreamState>,
     pub weight: u32,
     sticky_id: StickyId,
+    /// The pool's `tls` for this upstream: `sni` defaults to the DNS name
+    /// the address came from, so the name the operator wrote is the one
+    /// verified (the IP only for an upstream given by IP).
+    pub tls: Option<UpstreamTls>,
 }
 
 /// The outcome of a pick: which pool and which upstream.
@@ -108,6 +112,14 @@ pub struct Pick {
 }
 
 impl Pool {
+    /// How to speak TLS to the upstream at `addr` (see [`Upstream::tls`]).
+    pub fn tls_for(&self, addr: SocketAddr) -> Option<&UpstreamTls> {
+        match self.upstreams.iter().find(|u| u.state.addr() == addr) {
+            Some(u) => u.tls.as_ref(),
+            None => self.tls.as_ref(),
+        }
+    }
+
     /// Has the pool an upstream that can take new traffic now?
     pub fn in_rotation(&self) -> bool {
         self.is_eligible(&[])
@@ -174,6 +186,12 @@ impl RouteTable {
                         ),
                         weight: u.weight,
                         sticky_id: sticky_key.upstream_id(&p.name, &u.addr.to_string()),
+                        tls: p.tls.clone().map(|mut tls| {
+                            if tls.sni.is_none() {
+                                tls.sni.clone_from(&u.host);
+                            }
+                            tls
+                        }),
                     })
                     .collect(),
                 health: p.health.clone(),

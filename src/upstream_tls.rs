@@ -63,7 +63,9 @@ pub fn files_stamp(tls: &UpstreamTls) -> Vec<Option<std::time::SystemTime>> {
         .collect()
 }
 
-/// The name to send as SNI and verify: `sni`, else the address's IP.
+/// The name to send as SNI and verify: `sni` (which the routing table sets
+/// to a DNS-named upstream's name when the config leaves it out), else the
+/// address's IP.
 pub fn server_name(
     tls: &UpstreamTls,
     addr: std::net::SocketAddr,

@@ -235,6 +235,9 @@ pub struct PoolConfig {
 pub struct UpstreamConfig {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// The DNS name this address was resolved from (`dns::expand`); over
+    /// TLS, the name verified and sent as SNI unless `tls.sni` is set.
+    pub host: Option<String>,
 }
 
 /// `addr = "app-3.internal:8000"`: every address the name resolves to is an

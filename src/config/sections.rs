@@ -388,7 +388,11 @@ fn read_upstreams(
         };
         t.finish(problems);
         match (addr, weight) {
-            (Some(Addr::Ip(addr)), Some(weight)) => upstreams.push(UpstreamConfig { addr, weight }),
+            (Some(Addr::Ip(addr)), Some(weight)) => upstreams.push(UpstreamConfig {
+                addr,
+                weight,
+                host: None,
+            }),
             (Some(Addr::Named(n)), Some(weight)) => named.push(NamedUpstream { weight, ..n }),
             _ => {}
         }

@@ -224,6 +224,7 @@ pub fn effective(file: &Config, o: &Overrides) -> Config {
                 pool.upstreams.push(crate::config::UpstreamConfig {
                     addr: *addr,
                     weight: *weight,
+                    host: None,
                 });
             }
         }

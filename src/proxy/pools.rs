@@ -164,7 +164,7 @@ impl UpstreamPool {
         Arc::new(UpstreamPool {
             addr,
             pool: Arc::clone(&pool.name),
-            connector: Connector::new(&pool.name, pool.tls.as_ref(), pool.protocol),
+            connector: Connector::new(&pool.name, pool.tls_for(addr), pool.protocol),
             idle: Mutex::new(Vec::new()),
             raw_idle: Mutex::new(Vec::new()),
             h2: Mutex::new(Vec::new()),
@@ -485,7 +485,7 @@ impl ConnectionPools {
                     pools.iter().find(|p| {
                         p.pool == pool.name
                             && (!draining || p.draining)
-                            && p.connector.is_for(pool.tls.as_ref(), pool.protocol)
+                            && p.connector.is_for(u.tls.as_ref(), pool.protocol)
                     })
                 });
                 let entry = match kept {

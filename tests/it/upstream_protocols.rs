@@ -78,13 +78,18 @@ struct TlsUpstream {
 
 impl TlsUpstream {
     async fn start(dir: &Path, ca: &Ca) -> TlsUpstream {
-        ca.issue(dir, "localhost");
+        Self::start_as(dir, ca, "localhost").await
+    }
+
+    /// With a certificate for `name` alone.
+    async fn start_as(dir: &Path, ca: &Ca, name: &str) -> TlsUpstream {
+        ca.issue(dir, name);
         let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(dir.join("localhost.pem"))
+            CertificateDer::pem_file_iter(dir.join(format!("{name}.pem")))
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
-        let key = PrivateKeyDer::from_pem_file(dir.join("localhost.key")).unwrap();
+        let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -164,6 +169,63 @@ async fn tls_upstreams_verify_the_certificate_and_choose_the_protocol() {
         } else {
             assert!(body.contains("could not be reached"), "{settings}: {body}");
         }
+        proxy.stop().await;
+    }
+}
+
+/// An upstream given by DNS name is verified for that name (and gets it
+/// as SNI), as nginx's proxy_ssl_name does by default: the operator wrote
+/// `app.internal:PORT`, its certificate is for `app.internal`, not for the
+/// address it resolved to. Requests and health checks alike; `sni` still
+/// overrides it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_named_tls_upstream_is_verified_for_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let ca_path = dir.path().join("ca.pem");
+    ca.write_ca(&ca_path);
+    let up = TlsUpstream::start_as(dir.path(), &ca, "app.internal").await;
+    let addr = up.addr;
+    let resolver: cutover::dns::Resolver = Arc::new(move |host: String, _port| {
+        Box::pin(async move {
+            match host.as_str() {
+                "app.internal" => Ok(vec![addr]),
+                other => Err(format!("{other}: NXDOMAIN")),
+            }
+        })
+    });
+    let named = |settings: &str| {
+        format!(
+            "[[route]]\nname = \"app\"\nsplit = {{ app = 1 }}\n[pool.app]\nupstreams = [{{ addr = \"app.internal:{}\" }}]\n{settings}\n",
+            addr.port()
+        )
+    };
+    let ca_file = ca_path.display();
+    let client = http1_client();
+    for (settings, want) in [
+        (format!("tls = {{ ca = \"{ca_file}\" }}"), 200),
+        (
+            format!(
+                "tls = {{ ca = \"{ca_file}\" }}\nprotocol = \"auto\"\nhealth = {{ path = \"/\", interval = \"500ms\", timeout = \"500ms\" }}"
+            ),
+            200,
+        ),
+        (
+            format!("tls = {{ ca = \"{ca_file}\", sni = \"other.test\" }}"),
+            502,
+        ),
+    ] {
+        let proxy = start_proxy_with_resolver(&named(&settings), Arc::clone(&resolver)).await;
+        if settings.contains("health") {
+            wait_until("healthy over TLS, checked for the name", || async {
+                let (_, v) =
+                    admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+                v["pools"][0]["upstreams"][0]["health"] == "healthy"
+            })
+            .await;
+        }
+        let (status, body) = get(&client, &format!("http://{}/", proxy.addrs()[0])).await;
+        assert_eq!(status, want, "{settings}: {body}");
         proxy.stop().await;
     }
 }
