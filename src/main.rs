@@ -244,6 +244,9 @@ fn check(path: PathBuf, resolve: bool) -> ExitCode {
                 }
                 return ExitCode::from(1);
             }
+            for note in config.notes() {
+                eprintln!("{}: {note}", path.display());
+            }
             println!("{}: ok: {}", path.display(), config.summary());
             ExitCode::SUCCESS
         }

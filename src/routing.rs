@@ -256,12 +256,15 @@ impl RouteTable {
                 }
             })
             .collect();
+        // Precedence, total and in docs/configuration.md: longest prefix,
+        // then hosts named, then header, then query matchers; a stable sort
+        // leaves the file's order last.
         routes.sort_by(|a, b| {
             b.path_prefix
                 .len()
                 .cmp(&a.path_prefix.len())
                 .then_with(|| a.hosts.is_empty().cmp(&b.hosts.is_empty()))
-                .then_with(|| b.matcher_count().cmp(&a.matcher_count()))
+                .then_with(|| b.precedence().cmp(&a.precedence()))
         });
         RouteTable {
             routes,
@@ -465,8 +468,8 @@ impl RouteTable {
 }
 
 impl Route {
-    fn matcher_count(&self) -> usize {
-        self.matchers.as_ref().map_or(0, Matchers::count)
+    fn precedence(&self) -> (usize, usize) {
+        self.matchers.as_ref().map_or((0, 0), Matchers::precedence)
     }
 
     /// The route's `headers`, `cookies` and `query` matchers, for status.

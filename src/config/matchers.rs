@@ -74,6 +74,13 @@ impl Matchers {
         self.headers.len() + self.cookies.len() + self.query.len()
     }
 
+    /// What ranks routes of the same path and hosts (Gateway API's order):
+    /// header matchers (a cookie is a header), then query matchers; more
+    /// is more specific.
+    pub fn precedence(&self) -> (usize, usize) {
+        (self.headers.len() + self.cookies.len(), self.query.len())
+    }
+
     /// Does the request carry everything listed? `query` is the URI's query
     /// string without `?`.
     pub fn matches(&self, headers: &HeaderMap, query: Option<&str>) -> bool {

@@ -324,6 +324,12 @@ impl Config {
     }
 
     /// One line for `cutover check`.
+    /// What `cutover check` says beside problems: routes that can match a
+    /// request with equal precedence (the earlier one wins; not an error).
+    pub fn notes(&self) -> Vec<String> {
+        sections::route_overlaps(&self.routes)
+    }
+
     pub fn summary(&self) -> String {
         let upstreams: usize = self.pools.iter().map(|p| p.upstreams.len()).sum();
         format!(
@@ -564,7 +570,7 @@ upstreams = [ { addr = "127.0.0.1:9002" } ]
     }
 
     #[test]
-    fn duplicate_route_names_and_same_match_are_errors() {
+    fn duplicate_route_names_are_errors_and_same_match_is_a_note() {
         let text = format!(
             "{GOOD}\n[[route]]\nname = \"app\"\nsplit = {{ blue = 1 }}\n[[route]]\nname = \"other\"\nhosts = [\"app.example.com\"]\nsplit = {{ blue = 1 }}\n"
         );
@@ -574,10 +580,16 @@ upstreams = [ { addr = "127.0.0.1:9002" } ]
                 .any(|l| l.contains("route[1].name: route name \"app\" is used twice")),
             "{p:#?}"
         );
-        assert!(
-            p.iter()
-                .any(|l| l.contains("route[2]: route \"other\" ties with route \"app\"")),
-            "{p:#?}"
+        assert_eq!(p.len(), 1, "{p:#?}");
+        let text = format!(
+            "{GOOD}\n[[route]]\nname = \"other\"\nhosts = [\"app.example.com\"]\nsplit = {{ blue = 1 }}\n"
+        );
+        let notes = Config::parse("t.toml", &text).unwrap().notes();
+        assert_eq!(
+            notes,
+            [
+                "note: routes \"app\" and \"other\" can match the same request with equal precedence (path_prefix \"/\", hosts, matcher counts): \"app\", earlier in the file, serves it"
+            ]
         );
     }
 
@@ -608,19 +620,26 @@ upstreams = [ { addr = "127.0.0.1:9002" } ]
     }
 
     #[test]
-    fn routes_that_tie_are_an_error_unless_an_exact_value_tells_them_apart() {
-        let tie = problems(&with_matchers(
+    fn routes_of_equal_precedence_are_a_note_unless_an_exact_value_tells_them_apart() {
+        let tie = Config::parse("t.toml", &with_matchers(
             "[[route]]\nname = \"beta\"\nhosts = [\"app.example.com\"]\ncookies = { beta = \"1\" }\nsplit = { green = 1 }\n",
-        ));
+        ))
+        .unwrap();
+        let notes = tie.notes();
         assert!(
-            tie.iter()
-                .any(|l| l.contains("route \"beta\" ties with route \"canary\"")),
-            "{tie:#?}"
+            notes.len() == 1 && notes[0].contains("routes \"canary\" and \"beta\""),
+            "{notes:#?}"
         );
+        // A query matcher ranks below a header one: no equal precedence.
+        let ranked = Config::parse("t.toml", &with_matchers(
+            "[[route]]\nname = \"preview\"\nhosts = [\"app.example.com\"]\nquery = { preview = \"1\" }\nsplit = { green = 1 }\n",
+        ))
+        .unwrap();
+        assert!(ranked.notes().is_empty());
         let apart = with_matchers(
             "[[route]]\nname = \"never\"\nhosts = [\"app.example.com\"]\nheaders = { \"x-canary\" = \"never\" }\nsplit = { green = 1 }\n",
         );
-        assert!(Config::parse("t.toml", &apart).is_ok());
+        assert!(Config::parse("t.toml", &apart).unwrap().notes().is_empty());
     }
 
     #[test]

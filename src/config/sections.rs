@@ -8,7 +8,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::features;
-use super::matchers::{self, Matchers};
+use super::matchers;
 use super::mirror;
 use super::reader::{Table, int_value, str_value};
 use super::split::{self, Split, SplitError};
@@ -421,8 +421,8 @@ fn read_routes(
         return Vec::new();
     };
     let mut routes: Vec<RouteConfig> = Vec::new();
-    // Every named route, valid split or not, for the checks across routes.
-    let mut seen: Vec<Seen> = Vec::new();
+    // Every route name, valid split or not: a name is used once.
+    let mut seen: Vec<String> = Vec::new();
     for mut t in table_items(items, "route", problems) {
         let name = t.required_str("name", problems).and_then(|n| {
             if !valid_name(n.get_ref()) {
@@ -433,7 +433,7 @@ fn read_routes(
                 );
                 return None;
             }
-            if seen.iter().any(|r| r.name == *n.get_ref()) {
+            if seen.iter().any(|r| r == n.get_ref()) {
                 problems.push(
                     n.span(),
                     &t.child("name"),
@@ -458,33 +458,9 @@ fn read_routes(
         let pool_exists = |name: &str| pools.iter().any(|(p, _)| p.name == name);
         let mirror = mirror::read_mirror(&mut t, &pool_exists, problems);
         let rollout = features::read_rollout(&mut t, problems);
-        let span = t.span();
-        let path = t.path().to_string();
         t.finish(problems);
         let Some(name) = name else { continue };
-        let this = Seen {
-            name,
-            hosts,
-            path_prefix,
-            matchers,
-        };
-        if let Some(other) = seen.iter().find(|other| other.ties(&this)) {
-            problems.push(
-                span,
-                &path,
-                format!(
-                    "route {:?} ties with route {:?}: the same path_prefix {:?}, hosts and number of matchers, so a request could match both equally (add a matcher or an exact value that tells them apart)",
-                    this.name, other.name, this.path_prefix
-                ),
-            );
-        }
-        seen.push(this.clone());
-        let Seen {
-            name,
-            hosts,
-            path_prefix,
-            matchers,
-        } = this;
+        seen.push(name.clone());
         let Some(split) = split else { continue };
         routes.push(RouteConfig {
             name,
@@ -501,24 +477,28 @@ fn read_routes(
     routes
 }
 
-/// What the checks across routes need of each route.
-#[derive(Clone)]
-struct Seen {
-    name: String,
-    hosts: Vec<String>,
-    path_prefix: String,
-    matchers: Matchers,
-}
-
-impl Seen {
-    /// Could a request match both routes with neither more specific (longest
-    /// path prefix, then named hosts, then more matchers)?
-    fn ties(&self, other: &Seen) -> bool {
-        self.path_prefix == other.path_prefix
-            && hosts_overlap(&self.hosts, &other.hosts)
-            && self.matchers.count() == other.matchers.count()
-            && !self.matchers.excludes(&other.matchers)
+/// Pairs of routes a request could match with neither more specific:
+/// the same path prefix, overlapping hosts, as many header (and cookie)
+/// matchers and as many query matchers, and no name both match exactly
+/// with different values. Not an error — the one earlier in the file wins
+/// (RouteTable's order) — but `cutover check` says so.
+pub fn route_overlaps(routes: &[RouteConfig]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (i, later) in routes.iter().enumerate() {
+        for earlier in &routes[..i] {
+            if later.path_prefix == earlier.path_prefix
+                && hosts_overlap(&later.hosts, &earlier.hosts)
+                && later.matchers.precedence() == earlier.matchers.precedence()
+                && !later.matchers.excludes(&earlier.matchers)
+            {
+                notes.push(format!(
+                    "note: routes {:?} and {:?} can match the same request with equal precedence (path_prefix {:?}, hosts, matcher counts): {:?}, earlier in the file, serves it",
+                    earlier.name, later.name, later.path_prefix, earlier.name
+                ));
+            }
+        }
     }
+    notes
 }
 
 fn hosts_overlap(a: &[String], b: &[String]) -> bool {

@@ -1,6 +1,7 @@
 //! Routes chosen by header, cookie and query matchers, through the real
 //! listener over HTTP/1.1 and HTTP/2: exact values, presence, regexes,
-//! specificity (path prefix, then host, then more matchers) and falling
+//! precedence (path prefix, then host, then header and cookie matchers,
+//! then query matchers, then the file's order) and falling
 //! through to the plain route when nothing matches.
 
 use crate::support::*;
@@ -187,34 +188,61 @@ async fn cookie_rules_see_every_cookie_header_of_an_http2_request() {
     proxy.stop().await;
 }
 
-/// Routes that a request could match equally are refused at load, and the
-/// running config stays.
+/// The most common way to let testers in: independent opt-in rules on
+/// `/`, one by header, one by cookie, one by query parameter. They are
+/// accepted (`cutover check` exits 0 and notes the pair of equal
+/// precedence), and the order is total: header and cookie matchers rank
+/// above query ones, the file's order settles the rest. A reload to such
+/// a file takes effect like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tie_is_refused_on_reload_and_the_running_rules_stay() {
+async fn independent_opt_in_rules_are_accepted_and_ranked() {
     let fleet = Fleet::start().await;
     let (proxy, path) = start_proxy_from_file(&fleet.config()).await;
     let base = format!("http://{}", proxy.addrs()[0]);
-    // Without its host, `beta` is as specific as `canary`.
-    let tie = fleet.config().replace("hosts = [\"app.test\"]\n", "");
-    std::fs::write(&path, tie).unwrap();
-    let (status, v) = admin_call("POST", &proxy.admin_url("/api/v1/reload"), None, None).await;
-    assert_eq!(status, 400, "{v}");
-    let problems = v["detail"]["problems"].to_string();
+    // Without its host, `beta` (a cookie) ranks with `canary` (a header),
+    // and so does `vip` without its cookie; `preview` moves to `/` with its
+    // query matcher.
+    let opt_in = fleet
+        .config()
+        .replace("hosts = [\"app.test\"]\n", "")
+        .replace("cookies = { beta = { present = true } }\n", "")
+        .replace("path_prefix = \"/page\"\n", "");
+    std::fs::write(&path, complete_config(&opt_in, proxy.state_dir.path())).unwrap();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(0), "{stderr}");
     assert!(
-        problems.contains("route \\\"beta\\\" ties with route \\\"canary\\\""),
-        "{v:#}"
+        stderr.contains("note: routes \"canary\" and \"beta\" can match the same request"),
+        "{stderr}"
     );
-    assert!(problems.contains(":1: route[3]: "), "FILE:LINE:COL: {v:#}");
+    let (status, v) = admin_call("POST", &proxy.admin_url("/api/v1/reload"), None, None).await;
+    assert_eq!(status, 200, "{v}");
     let client = http1_client();
-    assert_eq!(
-        route_of(
-            &client,
-            &base,
+    let cases: &[Case] = &[
+        ("/", &[("x-canary", "always")], "canary"),
+        ("/", &[("cookie", "beta=1")], "beta"),
+        ("/?preview=1", &[], "preview"),
+        // Header and cookie, one matcher each: earlier in the file wins.
+        (
             "/",
-            &[("host", "app.test"), ("cookie", "beta=1")]
-        )
-        .await,
-        "beta"
-    );
+            &[("x-canary", "always"), ("cookie", "beta=1")],
+            "canary",
+        ),
+        // Header and cookie matchers rank above a query parameter.
+        ("/?preview=1", &[("cookie", "beta=1")], "beta"),
+        ("/?preview=1", &[("x-canary", "always")], "canary"),
+        ("/", &[], "app"),
+    ];
+    for (path, headers, want) in cases {
+        assert_eq!(
+            route_of(&client, &base, path, headers).await,
+            *want,
+            "GET {path} {headers:?}"
+        );
+    }
     proxy.stop().await;
 }
