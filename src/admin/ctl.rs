@@ -142,6 +142,13 @@ enum Verb {
         #[arg(long)]
         wait: bool,
     },
+    /// Whether every upstream of a pool is healthy (in rotation: not
+    /// unhealthy, ejected, disabled or draining); exit 0 if so, 5 if not —
+    /// a deploy script's guard before it moves traffic.
+    Health {
+        /// The pool, as named in the config file.
+        pool: String,
+    },
     /// The last entries of the audit log: who changed what, and how it ended.
     Audit {
         /// How many entries, newest last.
@@ -248,11 +255,15 @@ impl RolloutArgs {
 pub const EXIT_ROLLED_BACK: u8 = 2;
 pub const EXIT_ABORTED: u8 = 3;
 
+/// `cutover ctl health POOL`: some upstream of the pool is not healthy.
+pub const EXIT_NOT_HEALTHY: u8 = 5;
+
 /// The exit codes, as `cutover ctl --help` prints them.
 pub const EXIT_CODES: &str = "Exit codes: 0 ok; 1 usage error or an answer that is not the admin API's; \
 2 refused by the proxy (a 4xx answer: bad input, unknown name, conflict); \
 3 the admin API cannot be reached; 4 not authorized (--token-file). \
-rollout --wait: 0 promoted, 2 rolled back, 3 aborted. Errors go to stderr.";
+rollout --wait: 0 promoted, 2 rolled back, 3 aborted. health: 5 not every upstream healthy. \
+Errors go to stderr.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -492,6 +503,7 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
     let upstream_path = |pool: &str, addr: &str| {
         format!("/api/v1/pools/{}/upstreams/{}", encode(pool), encode(addr))
     };
+    let mut exit = 0;
     let (value, line) = match args.verb {
         Verb::Status { fleet: false } => {
             let (v, status) = api.status().await?;
@@ -626,6 +638,41 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
             };
             (v, line)
         }
+        Verb::Health { pool } => {
+            let (v, status) = api.status().await?;
+            let Some(found) = status.pools.iter().find(|p| p.name == pool) else {
+                return Err(CtlError::Refused {
+                    status: http::StatusCode::NOT_FOUND,
+                    message: format!("no pool named {pool:?}"),
+                });
+            };
+            let healthy = found
+                .upstreams
+                .iter()
+                .filter(|u| u.state == "healthy")
+                .count();
+            let total = found.upstreams.len();
+            let mut lines: Vec<String> = found
+                .upstreams
+                .iter()
+                .map(|u| format!("{pool} {}  {}", u.addr, u.state))
+                .collect();
+            let verdict = if total > 0 && healthy == total {
+                "healthy"
+            } else {
+                exit = EXIT_NOT_HEALTHY;
+                "NOT healthy"
+            };
+            lines.push(format!(
+                "{pool}: {healthy} of {total} upstreams healthy: {verdict}"
+            ));
+            let pool_json = v["pools"]
+                .as_array()
+                .and_then(|pools| pools.iter().find(|p| p["name"] == pool.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            (pool_json, lines.join("\n"))
+        }
         Verb::Audit { limit } => {
             let v = api
                 .call(Method::GET, &format!("/api/v1/audit?limit={limit}"), None)
@@ -698,7 +745,7 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
     } else {
         println!("{line}");
     }
-    Ok(0)
+    Ok(exit)
 }
 
 async fn start_rollout(api: &Api, r: &RolloutArgs) -> Result<Value, CtlError> {

@@ -189,7 +189,7 @@ fn completions_man_page_and_help_name_every_verb() {
     };
     let verbs = [
         "status", "split", "mirror", "rollout", "promote", "pause", "resume", "abort", "drain",
-        "enable", "disable", "add", "remove", "reload", "upgrade",
+        "enable", "disable", "add", "remove", "reload", "upgrade", "health",
     ];
     for shell in ["bash", "zsh", "fish"] {
         let script = run(&["completions", shell]);
@@ -230,7 +230,7 @@ fn every_argument_has_help_text() {
         .collect();
     for verb in [
         "status", "split", "mirror", "rollout", "promote", "pause", "resume", "abort", "drain",
-        "enable", "disable", "add", "remove", "reload", "upgrade",
+        "enable", "disable", "add", "remove", "reload", "upgrade", "health",
     ] {
         commands.push(vec!["ctl", verb]);
     }

@@ -118,3 +118,96 @@ fn every_ctl_verb_is_documented() {
         );
     }
 }
+
+/// The body of the first ```sh block after `heading` in a doc.
+fn script_after(doc: &str, heading: &str) -> String {
+    let text = read(doc);
+    let after = text
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("{doc}: no {heading:?}"));
+    let block = after
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap_or_else(|| panic!("{doc}: no sh block after {heading:?}"));
+    block.to_string()
+}
+
+/// docs/rollouts.md's CodeDeploy guard, run as written (the admin address
+/// swapped for the test proxy's, `cutover` on PATH) against a real proxy:
+/// it fails while green has an upstream down, though blue is healthy, and
+/// passes once every green upstream is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_codedeploy_guard_in_the_docs_guards() {
+    use crate::support::*;
+    let script = script_after("docs/rollouts.md", "`scripts/before_allow_traffic.sh`");
+    assert!(script.contains("http://10.0.0.5:9090"), "{script}");
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let down = free_port();
+    let health = "health = { path = \"/\", interval = \"200ms\", timeout = \"200ms\", rise = 1, fall = 1 }\n";
+    let config = split_config(
+        &[
+            ("blue", 100, &[blue.addr]),
+            ("green", 0, &[green.addr, down]),
+        ],
+        "",
+    )
+    .replace("[pool.green]\n", &format!("[pool.green]\n{health}"));
+    let proxy = start_proxy(&config).await;
+    let admin = proxy.admin_url("");
+    let admin = admin.trim_end_matches('/').to_string();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_cutover"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let run = |script: String| {
+        let path = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("sh")
+                .args(["-c", &script])
+                .env("PATH", path)
+                .output()
+                .unwrap()
+        })
+    };
+    let here = script.replace("http://10.0.0.5:9090", &admin);
+    let out = run(here.clone()).await.unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "green has a dead upstream: {said}"
+    );
+    assert!(said.contains("1 of 2 upstreams healthy"), "{said}");
+
+    // The dead upstream removed: every green upstream is healthy.
+    let (status, v) = admin_call(
+        "DELETE",
+        &proxy.admin_url(&format!("/api/v1/pools/green/upstreams/{down}")),
+        None,
+        None,
+    )
+    .await;
+    assert!(status == 200 || status == 202, "{v}");
+    wait_until("green's dead upstream is gone", || async {
+        let (_, v) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+        v["pools"][1]["upstreams"].as_array().map(Vec::len) == Some(1)
+            && v["pools"][1]["upstreams"][0]["state"] == "healthy"
+    })
+    .await;
+    let out = run(here).await.unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    proxy.stop().await;
+}
