@@ -86,10 +86,13 @@ impl Connector {
     }
 
     /// A new connection to `addr`, within `timeout` for TCP (and TLS).
+    /// `on_unsolicited` runs if an HTTP/1.1 connection ends because the
+    /// upstream sent bytes no request asked for.
     pub async fn connect<B: RequestBodyType>(
         &self,
         addr: SocketAddr,
         timeout: Duration,
+        on_unsolicited: Option<OnUnsolicited>,
     ) -> Result<Conn<B>, ConnectError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
@@ -102,7 +105,7 @@ impl Connector {
         let config = match &self.tls {
             Ok(None) => {
                 let h2 = self.protocol == UpstreamProtocol::H2;
-                return handshake(stream, h2, addr).await;
+                return handshake(stream, h2, addr, on_unsolicited).await;
             }
             Ok(Some(config)) => Arc::clone(config),
             Err(e) => return Err(ConnectError::Tls(e.clone())),
@@ -125,8 +128,17 @@ impl Connector {
             UpstreamProtocol::Auto => alpn_h2,
             UpstreamProtocol::Http1 => false,
         };
-        handshake(tls, h2, addr).await
+        handshake(tls, h2, addr, on_unsolicited).await
     }
+}
+
+/// Told when an upstream sent bytes no request asked for (see `connect`).
+pub type OnUnsolicited = Box<dyn FnOnce() + Send>;
+
+/// hyper's error for bytes read on an HTTP/1.1 client connection with no
+/// request waiting for them (hyper keeps its error kinds private).
+fn is_unsolicited(e: &hyper::Error) -> bool {
+    e.to_string() == "received unexpected message from connection"
 }
 
 fn timed_out(timeout: Duration) -> std::io::Error {
@@ -151,7 +163,12 @@ pub enum ConnectError {
     NotProcessed(String),
 }
 
-async fn handshake<I, B>(io: I, h2: bool, addr: SocketAddr) -> Result<Conn<B>, ConnectError>
+async fn handshake<I, B>(
+    io: I,
+    h2: bool,
+    addr: SocketAddr,
+    on_unsolicited: Option<OnUnsolicited>,
+) -> Result<Conn<B>, ConnectError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     B: RequestBodyType,
@@ -177,6 +194,9 @@ where
         // Upgrades: a 101 hands the connection to a WebSocket tunnel.
         if let Err(e) = connection.with_upgrades().await {
             tracing::debug!(%addr, error = %e, "upstream connection ended with an error");
+            if let (true, Some(tell)) = (is_unsolicited(&e), on_unsolicited) {
+                tell();
+            }
         }
     });
     Ok(Conn::H1(sender))

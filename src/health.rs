@@ -245,7 +245,7 @@ impl Probe {
         }) {
             let conn = self
                 .connector
-                .connect(self.addr, self.config.timeout)
+                .connect(self.addr, self.config.timeout, None)
                 .await
                 .map_err(|e| format!("connect failed: {e}"))?;
             self.conn = Some(conn);

@@ -113,6 +113,9 @@ pub mod names {
     pub const CLIENT_CONNECTIONS_PARKED: &str = "cutover_client_connections_parked";
     /// Extra: upstream connect failures (each retried elsewhere if possible).
     pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "cutover_upstream_connect_errors_total";
+    /// Extra: upstream connections closed because the upstream sent bytes
+    /// no request asked for (its connections then go unreused a while).
+    pub const UPSTREAM_UNSOLICITED_TOTAL: &str = "cutover_upstream_unsolicited_total";
     /// Extra: passive outlier ejections.
     pub const UPSTREAM_EJECTIONS_TOTAL: &str = "cutover_upstream_ejections_total";
     /// In a fleet: 1 while etcd is reachable (changes can be made).
@@ -245,6 +248,10 @@ fn describe() {
     describe_counter!(
         names::DIRECT_FALLBACKS_TOTAL,
         "HTTP/1.1 connections handed from the direct path to hyper's"
+    );
+    describe_counter!(
+        names::UPSTREAM_UNSOLICITED_TOTAL,
+        "Upstream connections closed for bytes no request asked for"
     );
     describe_counter!(
         names::UPSTREAM_EJECTIONS_TOTAL,

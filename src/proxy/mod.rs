@@ -12,6 +12,7 @@ mod error;
 pub mod headers;
 mod max_forwards;
 mod mirror;
+mod out_of_step;
 mod pools;
 mod request_body;
 mod request_metrics;
@@ -365,7 +366,16 @@ impl Proxy {
         }
         let (mut head, body) = response.into_parts();
         let body = match body {
-            UpstreamBody::Hyper(body, connection) => {
+            UpstreamBody::Hyper(body, mut connection) => {
+                // Both Transfer-Encoding and Content-Length: hyper read the
+                // body by the former; the latter must not reach the client
+                // (RFC 9112 §6.3), and the connection, whose framing is in
+                // doubt, carries nothing more.
+                if head.headers.contains_key(http::header::TRANSFER_ENCODING)
+                    && head.headers.remove(http::header::CONTENT_LENGTH).is_some()
+                {
+                    connection.never_reuse();
+                }
                 headers::prepare_response(&mut head.headers, head.version, false);
                 ResponseBody::upstream(body, connection)
             }

@@ -29,10 +29,13 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use tokio::net::TcpStream;
 
+use super::out_of_step::OutOfStep;
 use super::request_body::RequestBody;
 use crate::config::{ProxySettings, UpstreamProtocol};
 use crate::connector::{Conn, ConnectError, Connector};
 use crate::routing::{Pool, RouteTable};
+use crate::telemetry::names;
+use crate::upstream::now_ms;
 
 type Sender = http1::SendRequest<RequestBody>;
 
@@ -80,14 +83,37 @@ struct RawIdle {
     since: Instant,
 }
 
+/// What an idle plain socket turned out to be.
+#[derive(Debug, PartialEq)]
+enum IdleState {
+    Usable,
+    /// Closed by the upstream, or idle too long.
+    Gone,
+    /// The upstream sent bytes no request asked for.
+    Unsolicited,
+}
+
 impl RawIdle {
-    /// Idle for less than `limit`, and nothing to read: readable would
-    /// mean the upstream closed it (or sent bytes no request asked for).
-    /// tokio keeps the socket's readiness from its last epoll event, so
-    /// this asks the kernel nothing.
-    fn usable(&self, limit: Duration) -> bool {
+    /// Idle for less than `limit`, and nothing to read. tokio keeps the
+    /// socket's readiness from its last epoll event, so the common case
+    /// asks the kernel nothing; a readable socket is read once to tell an
+    /// upstream's close from bytes nobody asked for.
+    fn state(&self, limit: Duration) -> IdleState {
+        if self.since.elapsed() >= limit {
+            return IdleState::Gone;
+        }
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        self.since.elapsed() < limit && self.stream.poll_read_ready(&mut cx).is_pending()
+        if self.stream.poll_read_ready(&mut cx).is_pending() {
+            return IdleState::Usable;
+        }
+        let mut byte = [0u8; 1];
+        match self.stream.try_read(&mut byte) {
+            Ok(0) => IdleState::Gone,
+            Ok(_) => IdleState::Unsolicited,
+            // Readiness was stale: nothing arrived.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => IdleState::Usable,
+            Err(_) => IdleState::Gone,
+        }
     }
 }
 
@@ -111,6 +137,9 @@ impl RawHome {
         let Some(pool) = self.pool.upgrade() else {
             return;
         };
+        if !pool.reuse_allowed() {
+            return;
+        }
         if let Ok(mut idle) = pool.raw_idle.lock()
             && idle.len() < self.max_idle
         {
@@ -118,6 +147,16 @@ impl RawHome {
                 stream: conn.stream,
                 since: Instant::now(),
             });
+        }
+    }
+}
+
+impl RawHome {
+    /// The upstream sent bytes after a complete response: the socket
+    /// (dropped by the caller) closes, and see [`OutOfStep`].
+    pub fn out_of_step(&self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.out_of_step("after a response");
         }
     }
 }
@@ -157,6 +196,8 @@ struct UpstreamPool {
     /// a burst of requests waits for it rather than each opening its own.
     connecting: tokio::sync::Mutex<()>,
     draining: bool,
+    /// Whether connections may be reused, after unsolicited bytes.
+    out_of_step: OutOfStep,
 }
 
 impl UpstreamPool {
@@ -170,7 +211,39 @@ impl UpstreamPool {
             h2: Mutex::new(Vec::new()),
             connecting: tokio::sync::Mutex::new(()),
             draining,
+            out_of_step: OutOfStep::default(),
         })
+    }
+
+    /// The upstream sent bytes no request asked for (`seen`: while idle,
+    /// or after a response): the connection that showed it is closed by
+    /// whoever saw it; here its idle ones close too, and none is reused
+    /// for a while. Counted and logged.
+    fn out_of_step(&self, seen: &'static str) {
+        let period = self.out_of_step.sign(now_ms());
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+        if let Ok(mut idle) = self.raw_idle.lock() {
+            idle.clear();
+        }
+        metrics::counter!(
+            names::UPSTREAM_UNSOLICITED_TOTAL,
+            "pool" => Arc::clone(&self.pool),
+            "upstream" => self.addr.to_string()
+        )
+        .increment(1);
+        tracing::warn!(
+            pool = %self.pool,
+            upstream = %self.addr,
+            seen,
+            no_reuse = ?Duration::from_millis(period),
+            "upstream sent bytes no request asked for: that connection is closed and none is reused for a while"
+        );
+    }
+
+    fn reuse_allowed(&self) -> bool {
+        self.out_of_step.reuse_allowed(now_ms())
     }
 
     fn forget_h2(&self, stream: &OpenStream) {
@@ -231,12 +304,21 @@ pub struct PooledConnection {
 }
 
 impl PooledConnection {
+    /// This connection carries no other request (its response's framing
+    /// cannot be trusted): it closes once the response ends.
+    pub fn never_reuse(&mut self) {
+        self.sender = None;
+    }
+
     /// The response was read to its end: the connection may carry another
     /// request. Dropping it without this closes it.
     pub fn release(self) {
         let (Some(sender), Some(pool)) = (self.sender, self.pool.upgrade()) else {
             return;
         };
+        if !pool.reuse_allowed() {
+            return;
+        }
         if let Ok(mut idle) = pool.idle.lock()
             && idle.len() < self.max_idle
         {
@@ -312,11 +394,20 @@ impl ConnectionPools {
             }
         };
         // Boxed: connecting is the rare path and its future is large.
-        let conn = Box::pin(
-            upstream
-                .connector
-                .connect(addr, self.settings.connect_timeout),
-        )
+        // hyper's connection task ends with an error when the upstream
+        // sends what no request asked for (while idle, or after a
+        // response): that upstream is then out of step.
+        let watched = Arc::downgrade(&upstream);
+        let on_unsolicited = Box::new(move || {
+            if let Some(upstream) = watched.upgrade() {
+                upstream.out_of_step("on a keep-alive connection");
+            }
+        });
+        let conn = Box::pin(upstream.connector.connect(
+            addr,
+            self.settings.connect_timeout,
+            Some(on_unsolicited),
+        ))
         .await
         .map_err(SendError::Connect)?;
         match conn {
@@ -410,16 +501,26 @@ impl ConnectionPools {
         let upstream = self.upstream_pool(pool, addr);
         let limit = self.settings.upstream_idle_timeout;
         let mut found = None;
-        if let Ok(mut idle) = upstream.raw_idle.lock() {
+        let mut unsolicited = false;
+        if upstream.reuse_allowed()
+            && let Ok(mut idle) = upstream.raw_idle.lock()
+        {
             while let Some(i) = idle.pop() {
-                if i.usable(limit) {
-                    found = Some(RawConn {
-                        stream: i.stream,
-                        reused: true,
-                    });
-                    break;
+                match i.state(limit) {
+                    IdleState::Usable => {
+                        found = Some(RawConn {
+                            stream: i.stream,
+                            reused: true,
+                        });
+                        break;
+                    }
+                    IdleState::Unsolicited => unsolicited = true,
+                    IdleState::Gone => {}
                 }
             }
+        }
+        if unsolicited {
+            upstream.out_of_step("while idle");
         }
         let home = RawHome {
             pool: Arc::downgrade(&upstream),
@@ -453,6 +554,9 @@ impl ConnectionPools {
     }
 
     fn take_idle(&self, pool: &UpstreamPool) -> Option<Sender> {
+        if !pool.reuse_allowed() {
+            return None;
+        }
         let mut idle = pool.idle.lock().ok()?;
         while let Some(i) = idle.pop() {
             if i.usable(self.settings.upstream_idle_timeout) {
@@ -506,8 +610,19 @@ impl ConnectionPools {
             if let Ok(mut idle) = pool.idle.lock() {
                 idle.retain(|i| i.usable(limit));
             }
+            let mut unsolicited = false;
             if let Ok(mut idle) = pool.raw_idle.lock() {
-                idle.retain(|i| i.usable(limit));
+                idle.retain(|i| match i.state(limit) {
+                    IdleState::Usable => true,
+                    IdleState::Unsolicited => {
+                        unsolicited = true;
+                        false
+                    }
+                    IdleState::Gone => false,
+                });
+            }
+            if unsolicited {
+                pool.out_of_step("while idle");
             }
         }
     }

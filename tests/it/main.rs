@@ -35,5 +35,6 @@ mod systemd;
 pub mod tls;
 mod traffic_rules;
 mod upgrade;
+mod upstream_misbehaviour;
 mod upstream_protocols;
 mod websocket;

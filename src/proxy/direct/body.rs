@@ -64,14 +64,16 @@ impl DirectBody {
     }
 
     /// The body ended: the socket goes back to its pool if the upstream
-    /// may send another response on it and sent nothing more.
+    /// may send another response on it and sent nothing more; bytes after
+    /// the body mean the upstream is out of step.
     fn finish(&mut self) {
         self.framing = Remaining::Done;
-        if let Some(conn) = self.upstream.take()
-            && self.reusable
-            && self.buf.is_empty()
-        {
-            self.home.release(conn);
+        if let Some(conn) = self.upstream.take() {
+            if !self.buf.is_empty() {
+                self.home.out_of_step();
+            } else if self.reusable {
+                self.home.release(conn);
+            }
         }
     }
 

@@ -3,7 +3,10 @@
 //! the upstream's chunks, extensions and trailers unchanged. As strict as
 //! hyper's decoder on what it checks: hex sizes that fit in 64 bits, CRLF
 //! (not a bare LF) after each size line and each chunk, and no newline in
-//! an extension.
+//! an extension — and, because what it follows reaches the client as it
+//! came, stricter on the rest (RFC 9112 §7.1.1, §7.1.2): an extension holds
+//! no control byte, and a trailer line is a field (`token ":" value`, the
+//! value free of control bytes but tab).
 
 /// Longest size line with its extensions, and longest trailer line: past
 /// these the body is refused rather than followed forever.
@@ -24,7 +27,9 @@ enum State {
     DataLf,
     /// After the last chunk: a trailer line, or the final CRLF.
     LineStart,
-    Trailer,
+    /// A trailer field's name, then its value.
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     EndLf,
     Done,
@@ -120,7 +125,8 @@ impl ChunkedScan {
             (State::Size { .. } | State::SizeSpace | State::Extension, b';') => State::Extension,
             (State::Size { .. } | State::SizeSpace | State::Extension, b'\r') => State::SizeLf,
             (State::Extension, b'\n') => return Err("newline in a chunk extension"),
-            (State::Extension, _) => State::Extension,
+            (State::Extension, _) if field_byte(b) => State::Extension,
+            (State::Extension, _) => return Err("control byte in a chunk extension"),
             (State::SizeLf, b'\n') => {
                 self.line = 0;
                 if self.size == 0 {
@@ -135,9 +141,15 @@ impl ChunkedScan {
                 State::Size { digits: 0 }
             }
             (State::LineStart, b'\r') => State::EndLf,
-            (State::LineStart | State::Trailer, b'\n') => return Err("bare LF in trailers"),
-            (State::Trailer, b'\r') => State::TrailerLf,
-            (State::LineStart | State::Trailer, _) => State::Trailer,
+            (State::LineStart | State::TrailerValue, b'\n') => return Err("bare LF in trailers"),
+            (State::LineStart | State::TrailerName, _) if is_tchar(b) => State::TrailerName,
+            (State::TrailerName, b':') => State::TrailerValue,
+            (State::LineStart | State::TrailerName, _) => {
+                return Err("a trailer line that is not a header field");
+            }
+            (State::TrailerValue, b'\r') => State::TrailerLf,
+            (State::TrailerValue, _) if field_byte(b) => State::TrailerValue,
+            (State::TrailerValue, _) => return Err("control byte in a trailer field"),
             (State::TrailerLf, b'\n') => {
                 self.line = 0;
                 State::LineStart
@@ -147,6 +159,17 @@ impl ChunkedScan {
         };
         Ok(())
     }
+}
+
+/// A token character (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A byte a field value or extension may hold: visible, space, tab, or
+/// obs-text (RFC 9110 §5.5) — no other control byte.
+fn field_byte(b: u8) -> bool {
+    matches!(b, b'\t' | b' '..=b'~' | 0x80..=0xff)
 }
 
 #[cfg(test)]
@@ -170,7 +193,7 @@ mod tests {
 
     #[test]
     fn well_formed_bodies_end_where_they_end() {
-        let body = b"5;ext=1\r\nhello\r\nA \r\n0123456789\r\n0\r\nx-t: 1\r\n\r\nNEXT";
+        let body = b"5;ext=1\r\nhello\r\nA \r\n0123456789\r\n1;q=\"a b\"\r\nx\r\n0\r\nx-t: 1\tz\r\nx-u:\r\n\r\nNEXT";
         for step in 1..body.len() {
             assert_eq!(
                 scan_in(body, step),
@@ -191,6 +214,11 @@ mod tests {
             b"1;a\nb\r\n",
             b"11111111111111111\r\n",
             b"0\r\nx-t: 1\n\r\n",
+            b"1;a=\x01\r\nx\r\n0\r\n\r\n",
+            b"1;a\x7f\r\nx\r\n0\r\n\r\n",
+            b"0\r\nno colon\r\n\r\n",
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\nx-t: a\x00b\r\n\r\n",
         ] {
             assert!(
                 scan_in(body, 1).is_err(),

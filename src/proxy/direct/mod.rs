@@ -245,7 +245,8 @@ impl Proxy {
         .await;
         drop(in_flight);
         match copied {
-            Ok(true) if response.reusable => home.release(upstream),
+            Ok(BodyEnd::Complete) if response.reusable => home.release(upstream),
+            Ok(BodyEnd::ExtraBytes) => home.out_of_step(),
             Ok(_) => {}
             Err(e) => {
                 tracing::debug!(peer = %conn.peer, error = %e, "response cut short");
@@ -437,10 +438,18 @@ async fn exchange_head(
     }
 }
 
-/// Writes the client's head and the body after it; `Ok(true)` once the
-/// body was read to its end with nothing after it (the upstream socket
-/// may then be reused), `Ok(false)` when it ended with the upstream's
-/// close.
+/// How a response body read from the upstream ended.
+#[derive(Debug, PartialEq)]
+enum BodyEnd {
+    /// At its end, with nothing after it: the socket may be reused.
+    Complete,
+    /// At its end, with bytes after it no request asked for.
+    ExtraBytes,
+    /// With the upstream's close.
+    Closed,
+}
+
+/// Writes the client's head and the body after it; how the body ended.
 async fn copy_body<S>(
     upstream: &mut RawConn,
     client: &mut S,
@@ -448,7 +457,7 @@ async fn copy_body<S>(
     client_head: &mut Vec<u8>,
     buf: &mut bytes::BytesMut,
     sent: &mut u64,
-) -> std::io::Result<bool>
+) -> std::io::Result<BodyEnd>
 where
     S: AsyncWrite + Unpin,
 {
@@ -485,13 +494,17 @@ where
         };
         if done {
             // Bytes after the body: the upstream is out of step.
-            return Ok(buf.is_empty());
+            return Ok(if buf.is_empty() {
+                BodyEnd::Complete
+            } else {
+                BodyEnd::ExtraBytes
+            });
         }
         buf.clear();
         buf.reserve(BODY_READ_SIZE);
         if upstream.stream.read_buf(buf).await? == 0 {
             return if response.framing == Framing::UntilClose {
-                Ok(false)
+                Ok(BodyEnd::Closed)
             } else {
                 Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,

@@ -186,7 +186,9 @@ pub fn parse(buf: &[u8], side: &ClientSide<'_>, client: &mut Vec<u8>) -> Parsed 
         len,
         status,
         framing,
-        reusable: !close && framing != Framing::UntilClose,
+        // Both Transfer-Encoding and Content-Length: read by the former,
+        // but framing in doubt (RFC 9112 §6.3): the socket is not reused.
+        reusable: !close && framing != Framing::UntilClose && !(chunked && length.is_some()),
     })
 }
 
