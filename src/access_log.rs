@@ -37,6 +37,7 @@ pub struct AccessLog {
 impl AccessLog {
     /// Opens the target and starts the writer task.
     pub fn start(target: &Target) -> std::io::Result<AccessLog> {
+        metrics::counter!(DROPPED_TOTAL).increment(0);
         let mut out: Box<dyn Write + Send> = match target {
             Target::Stdout => Box::new(std::io::stdout()),
             Target::File(path) => Box::new(

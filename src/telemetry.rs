@@ -151,6 +151,7 @@ pub fn metrics() -> Option<&'static metrics_exporter_prometheus::PrometheusHandl
             match builder.install_recorder() {
                 Ok(handle) => {
                     describe();
+                    start_at_zero();
                     spawn_upkeep(handle.clone());
                     Some(handle)
                 }
@@ -269,6 +270,20 @@ fn describe() {
         names::MIRROR_TOTAL,
         "Shadow copies of mirrored requests, by how their answer compared with the client's"
     );
+}
+
+/// The counters without labels, at 0 from the start: a dashboard or an
+/// alert on them can be built before their first event. (Counters per
+/// upstream start at 0 when the upstream appears, `proxy::pools`; the
+/// access log's when it starts.)
+fn start_at_zero() {
+    for name in [
+        names::REQUEST_HEAD_TIMEOUTS_TOTAL,
+        names::DIRECT_FALLBACKS_TOTAL,
+        names::ADMIN_AUTH_FAILURES_TOTAL,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
 }
 
 /// `2xx` etc. for a status code.

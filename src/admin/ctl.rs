@@ -180,6 +180,10 @@ pub struct RolloutArgs {
     /// Roll back when the target's error rate passes this (0 to 1).
     #[arg(long)]
     max_error_rate: Option<f64>,
+    /// Roll back when the target's error rate is this much above the
+    /// baseline's (0 to 1; `off` turns the comparison off).
+    #[arg(long)]
+    max_error_rate_increase: Option<String>,
     /// Roll back when the target's p99 passes this, e.g. 500ms.
     #[arg(long)]
     max_p99: Option<String>,
@@ -193,6 +197,9 @@ pub struct RolloutArgs {
     /// How often the step is judged, e.g. 5s.
     #[arg(long)]
     check_every: Option<String>,
+    /// Failing checks in a row that roll back (1 to 100; default 2).
+    #[arg(long)]
+    failure_limit: Option<u32>,
     /// Hold before the step to 100 % until `cutover ctl promote ROUTE`.
     #[arg(long)]
     approve_before_100: bool,
@@ -219,6 +226,20 @@ impl RolloutArgs {
         let mut analysis = serde_json::Map::new();
         if let Some(r) = self.max_error_rate {
             analysis.insert("max_error_rate".into(), json!(r));
+        }
+        if let Some(r) = &self.max_error_rate_increase {
+            let increase = match r.as_str() {
+                "off" => Value::Null,
+                n => json!(n.parse::<f64>().map_err(|_| {
+                    CtlError::Usage(format!(
+                        "--max-error-rate-increase {n:?}: a number like 0.02, or off"
+                    ))
+                })?),
+            };
+            analysis.insert("max_error_rate_increase".into(), increase);
+        }
+        if let Some(n) = self.failure_limit {
+            analysis.insert("failure_limit".into(), json!(n));
         }
         if let Some(p99) = &self.max_p99 {
             let d = humantime::parse_duration(p99).map_err(|e| {

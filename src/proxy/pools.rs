@@ -202,6 +202,15 @@ struct UpstreamPool {
 
 impl UpstreamPool {
     fn new(pool: &Pool, addr: SocketAddr, draining: bool) -> Arc<UpstreamPool> {
+        // The upstream's counters exist, at 0, from the moment it does.
+        for name in [
+            names::UPSTREAM_CONNECT_ERRORS_TOTAL,
+            names::UPSTREAM_EJECTIONS_TOTAL,
+            names::UPSTREAM_UNSOLICITED_TOTAL,
+        ] {
+            metrics::counter!(name, "pool" => Arc::clone(&pool.name), "upstream" => addr.to_string())
+                .increment(0);
+        }
         Arc::new(UpstreamPool {
             addr,
             pool: Arc::clone(&pool.name),

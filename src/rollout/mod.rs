@@ -169,13 +169,16 @@ pub fn split_at(start: &Split, to: &str, percent: u32) -> Split {
         .unwrap_or_else(|_| start.clone())
 }
 
-/// The same split with weights divided by their greatest common divisor,
-/// so a canary at 25 % reads `blue=3 green=1`, not `blue=7500 green=2500`.
+/// The same split in percent where it divides evenly, as the operator
+/// typed the steps: a canary at 25 % reads `blue=75 green=25`, not
+/// `blue=7500 green=2500` (nor `blue=3 green=1`, which hides the step).
 fn reduce(split: &Split) -> Split {
     fn gcd(a: u32, b: u32) -> u32 {
         if b == 0 { a } else { gcd(b, a % b) }
     }
-    let g = split.iter().fold(0, |g, (_, w)| gcd(g, w)).max(1);
+    // Weights sum to 10,000; dividing by at most 100 keeps them in
+    // percent, or in finer units when three pools share unevenly.
+    let g = gcd(split.iter().fold(0, |g, (_, w)| gcd(g, w)), 100).max(1);
     Split::new(split.iter().map(|(p, w)| (p, i64::from(w / g)))).unwrap_or_else(|_| split.clone())
 }
 
@@ -190,9 +193,15 @@ mod tests {
     #[test]
     fn steps_move_the_target_share_and_keep_baseline_proportions() {
         let start = split(&[("blue", 100), ("green", 0)]);
-        assert_eq!(split_at(&start, "green", 25).to_string(), "blue=3 green=1");
-        assert_eq!(split_at(&start, "green", 100).to_string(), "blue=0 green=1");
-        assert_eq!(split_at(&start, "green", 0).to_string(), "blue=1 green=0");
+        assert_eq!(
+            split_at(&start, "green", 25).to_string(),
+            "blue=75 green=25"
+        );
+        assert_eq!(
+            split_at(&start, "green", 100).to_string(),
+            "blue=0 green=100"
+        );
+        assert_eq!(split_at(&start, "green", 0).to_string(), "blue=100 green=0");
         let two = split(&[("a", 1), ("b", 3)]);
         let s = split_at(&two, "c", 50);
         assert_eq!(s.weight_of("c") * 2, s.iter().map(|(_, w)| w).sum::<u32>());

@@ -504,3 +504,30 @@ async fn a_connection_accepted_before_a_stop_gets_its_answer() {
     assert!(answer.contains("connection: close"), "{answer:?}");
     stop.await.unwrap();
 }
+
+/// Counters are in /metrics at 0 before their first event — a dashboard
+/// or alert on them can be built on a fresh proxy: those without labels
+/// from the start, those of an upstream from when it appears (here one
+/// that has served nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_are_in_metrics_before_their_first_event() {
+    let idle = free_port();
+    let proxy = start_proxy(&split_config(&[("quiet", 1, &[idle])], "")).await;
+    let (s, text) = admin_call("GET", &proxy.admin_url("/metrics"), None, None).await;
+    assert_eq!(s, 200);
+    let text = text.as_str().unwrap().to_string();
+    for name in [
+        "cutover_request_head_timeouts_total ".to_string(),
+        "cutover_direct_fallbacks_total ".to_string(),
+        "cutover_admin_auth_failures_total ".to_string(),
+        format!("cutover_upstream_connect_errors_total{{pool=\"quiet\",upstream=\"{idle}\"}} 0"),
+        format!("cutover_upstream_ejections_total{{pool=\"quiet\",upstream=\"{idle}\"}} 0"),
+        format!("cutover_upstream_unsolicited_total{{pool=\"quiet\",upstream=\"{idle}\"}} 0"),
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&name)),
+            "no {name:?} in\n{text}"
+        );
+    }
+    proxy.stop().await;
+}

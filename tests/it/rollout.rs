@@ -121,10 +121,10 @@ async fn healthy_canary_is_promoted_through_every_step_with_zero_failures() {
     .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["rollout"]["weight"], 10, "{v}");
-    assert_eq!(v["split"], json!({"blue": 9, "green": 1}), "{v}");
+    assert_eq!(v["split"], json!({"blue": 90, "green": 10}), "{v}");
     let done = wait_state(&proxy, "promoted").await;
     assert_eq!(done["weight"], 100);
-    assert_eq!(split_of(&proxy).await, json!({"blue": 0, "green": 1}));
+    assert_eq!(split_of(&proxy).await, json!({"blue": 0, "green": 100}));
     let before = traffic.count("200 green");
     wait_until("more traffic on green", || async {
         traffic.count("200 green") > before + 50
@@ -294,7 +294,7 @@ async fn abort_restores_the_start_split_and_bad_calls_are_refused() {
     assert_eq!(s, 201, "{v}");
     assert_eq!(
         split_of(&proxy).await,
-        json!({"blue": 1, "green": 1, "red": 0})
+        json!({"blue": 50, "green": 50, "red": 0})
     );
     let (s, v) = start_rollout(&proxy, json!({"to": "green"})).await;
     assert_eq!(
@@ -405,7 +405,7 @@ async fn failing_pre_webhook_holds_until_it_passes() {
         rollout_of(&proxy).await["weight"] == 100
     })
     .await;
-    assert_eq!(split_of(&proxy).await, json!({"blue": 0, "green": 1}));
+    assert_eq!(split_of(&proxy).await, json!({"blue": 0, "green": 100}));
     proxy.stop().await;
 }
 
@@ -449,7 +449,7 @@ async fn a_restart_resumes_at_the_same_step_and_a_changed_file_aborts() {
         after["step_started_ms"], before["step_started_ms"],
         "time spent is kept"
     );
-    assert_eq!(split_of(&proxy).await, json!({"blue": 3, "green": 2}));
+    assert_eq!(split_of(&proxy).await, json!({"blue": 60, "green": 40}));
     proxy.stop().await;
 
     // The file now says blue = 50: the rollout's base is gone.
@@ -599,7 +599,7 @@ async fn blue_green_watch_window_rolls_back_a_bad_switch() {
     assert_eq!(s, 201, "{v}");
     assert_eq!(
         v["split"],
-        json!({"blue": 0, "green": 1}),
+        json!({"blue": 0, "green": 100}),
         "all at once: {v}"
     );
     let done = wait_state(&proxy, "rolled_back").await;

@@ -338,7 +338,7 @@ fn a_rollout_sets_the_sticky_shift() {
     };
     let o = apply(&start, &Overrides::default(), &f, &|_| true).unwrap();
     let eff = effective(&f, &o);
-    assert_eq!(eff.routes[0].split.to_string(), "blue=3 green=1");
+    assert_eq!(eff.routes[0].split.to_string(), "blue=75 green=25");
     let shift = eff.routes[0].sticky_shift.clone().expect("a shift");
     assert_eq!((shift.pool.as_str(), shift.percent), ("green", 25));
 }
