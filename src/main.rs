@@ -83,8 +83,15 @@ enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff): `cutover manpage > cutover.1`.
-    Manpage,
+    /// Print the man pages (roff) as one document: `cutover manpage >
+    /// cutover.1`; with --dir, write one page per command instead
+    /// (cutover.1, cutover-ctl.1, cutover-ctl-rollout.1, …), as the
+    /// Debian package installs them.
+    Manpage {
+        /// Write each page to a file of its own in this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -159,7 +166,15 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Manpage => manpage(),
+        Command::Manpage { dir: None } => manpage(),
+        Command::Manpage { dir: Some(dir) } => match clap_mangen::generate_to(Cli::command(), &dir)
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cutover manpage: {}: {e}", dir.display());
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

@@ -1,9 +1,13 @@
 //! The last 15 minutes of each pool's traffic for the status page's charts:
 //! requests per second, error rate and p99, sampled every
 //! [`SAMPLE_EVERY`] from the routing table's traffic figures and kept in
-//! memory (180 points of 12 bytes per pool).
+//! memory (180 points of 12 bytes per pool); and each upstream's request
+//! and error rates over the last sample interval, for the pools table —
+//! measured here, not between two page loads, so a page's first load
+//! shows them too.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -30,10 +34,14 @@ pub struct History {
     inner: Mutex<Inner>,
 }
 
+/// (pool, upstream) → (requests, errors): counts, or rates per second.
+pub type PerUpstream<T> = HashMap<(String, SocketAddr), (T, T)>;
+
 #[derive(Default)]
 struct Inner {
-    last: Option<(Instant, HashMap<String, Snapshot>)>,
+    last: Option<(Instant, HashMap<String, Snapshot>, PerUpstream<u64>)>,
     series: BTreeMap<String, VecDeque<Point>>,
+    upstream_rates: PerUpstream<f64>,
 }
 
 impl History {
@@ -45,11 +53,31 @@ impl History {
             .iter()
             .map(|p| (p.name.to_string(), table.pool_traffic(&p.name)))
             .collect();
+        let counts: PerUpstream<u64> = table
+            .pools()
+            .iter()
+            .flat_map(|p| {
+                p.upstreams
+                    .iter()
+                    .map(|u| ((p.name.to_string(), u.state.addr()), u.state.counts()))
+            })
+            .collect();
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        if let Some((at, previous)) = &inner.last {
+        if let Some((at, previous, previous_counts)) = &inner.last {
             let secs = now.duration_since(*at).as_secs_f64().max(0.001);
+            let rates: PerUpstream<f64> = counts
+                .iter()
+                .map(|(key, (req, err))| {
+                    let (preq, perr) = previous_counts.get(key).copied().unwrap_or((*req, *err));
+                    let per_second = |n: u64, before: u64| n.saturating_sub(before) as f64 / secs;
+                    (
+                        key.clone(),
+                        (per_second(*req, preq), per_second(*err, perr)),
+                    )
+                })
+                .collect();
             let points: Vec<(String, Point)> = snapshots
                 .iter()
                 .map(|(pool, snap)| {
@@ -64,6 +92,7 @@ impl History {
                     (pool.clone(), point)
                 })
                 .collect();
+            inner.upstream_rates = rates;
             // Pools no longer in the table go with their charts.
             inner.series.retain(|pool, _| snapshots.contains_key(pool));
             for (pool, point) in points {
@@ -74,7 +103,16 @@ impl History {
                 series.push_back(point);
             }
         }
-        inner.last = Some((now, snapshots));
+        inner.last = Some((now, snapshots, counts));
+    }
+
+    /// Each upstream's (requests/s, errors/s) over the last sample
+    /// interval; empty before the second sample.
+    pub fn upstream_rates(&self) -> PerUpstream<f64> {
+        self.inner
+            .lock()
+            .map(|i| i.upstream_rates.clone())
+            .unwrap_or_default()
     }
 
     /// Each pool's points, oldest first.
@@ -120,5 +158,7 @@ mod tests {
         let a = &history.series()["a"];
         assert_eq!(a.len(), KEPT);
         assert!(a[KEPT - 1].p99_ms.is_nan(), "no requests, no p99");
+        let rates = history.upstream_rates();
+        assert_eq!(rates.len(), 1, "one upstream: {rates:?}");
     }
 }

@@ -55,8 +55,6 @@ pub struct Admin {
     routing: Arc<crate::routing::Routing>,
     auth: auth::Auth,
     ready: AtomicBool,
-    /// Last sample for the status page's rates.
-    rates: Mutex<page::Rates>,
     /// Each pool's last 15 minutes, for the status page's charts.
     history: history::History,
     /// For the status page's uptime.
@@ -81,7 +79,6 @@ impl Admin {
             routing,
             auth: auth::Auth::new(operate, read),
             ready: AtomicBool::new(false),
-            rates: Mutex::new(page::Rates::default()),
             history: history::History::default(),
             started: std::time::Instant::now(),
             upgrader,
@@ -218,9 +215,10 @@ impl Admin {
                 let status = self.instance.lock().await.plane.status();
                 let charts = page::Charts {
                     series: self.history.series(),
+                    upstream_rates: self.history.upstream_rates(),
                     uptime: self.started.elapsed(),
                 };
-                let html = page::render(&status, &mut *self.rates.lock().await, &charts);
+                let html = page::render(&status, &charts);
                 let mut reply = Response::new(Full::new(Bytes::from(html)));
                 reply.headers_mut().insert(
                     header::CONTENT_TYPE,

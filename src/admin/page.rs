@@ -2,62 +2,21 @@
 //! assets, no JavaScript) with routes and their split as bars, each pool's
 //! last 15 minutes as inline SVG charts, every pool and upstream with
 //! state, in-flight, request and error rates, and drains in progress. It
-//! refreshes itself every 2 s; rates are measured between two consecutive
-//! page loads.
+//! refreshes itself every 2 s; rates are the history's (measured every
+//! 5 s by the admin API, whoever looks), since start before its first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
-use std::net::SocketAddr;
-use std::time::Instant;
 
-use super::history::{KEPT, Point, SAMPLE_EVERY};
+use super::history::{KEPT, PerUpstream, Point, SAMPLE_EVERY};
 use crate::control::status::Status;
 
-/// What the page shows beside the status: each pool's history and uptime.
+/// What the page shows beside the status: each pool's history, each
+/// upstream's last measured rates, and uptime.
 pub struct Charts {
     pub series: BTreeMap<String, Vec<Point>>,
+    pub upstream_rates: PerUpstream<f64>,
     pub uptime: std::time::Duration,
-}
-
-/// (pool, upstream) → a pair of numbers: counters or rates.
-type PerUpstream<T> = HashMap<(String, SocketAddr), (T, T)>;
-
-/// The previous sample, to turn counters into rates.
-#[derive(Default)]
-pub struct Rates {
-    last: Option<(Instant, PerUpstream<u64>)>,
-}
-
-impl Rates {
-    /// Per-upstream (requests/s, errors/s) since the last call.
-    fn update(&mut self, status: &Status) -> PerUpstream<f64> {
-        let now = Instant::now();
-        let sample: HashMap<_, _> = status
-            .pools
-            .iter()
-            .flat_map(|p| {
-                p.upstreams
-                    .iter()
-                    .map(move |u| ((p.name.clone(), u.addr), (u.requests_total, u.errors_total)))
-            })
-            .collect();
-        let mut rates = HashMap::new();
-        if let Some((at, prev)) = &self.last {
-            let secs = now.duration_since(*at).as_secs_f64().max(0.001);
-            for (key, (req, err)) in &sample {
-                let (preq, perr) = prev.get(key).copied().unwrap_or((*req, *err));
-                rates.insert(
-                    key.clone(),
-                    (
-                        req.saturating_sub(preq) as f64 / secs,
-                        err.saturating_sub(perr) as f64 / secs,
-                    ),
-                );
-            }
-        }
-        self.last = Some((now, sample));
-        rates
-    }
 }
 
 fn esc(s: &str) -> String {
@@ -71,8 +30,7 @@ const COLOURS: [&str; 6] = [
     "#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2",
 ];
 
-pub fn render(status: &Status, rates: &mut Rates, charts: &Charts) -> String {
-    let rates = rates.update(status);
+pub fn render(status: &Status, charts: &Charts) -> String {
     let mut h = String::with_capacity(8 * 1024);
     let _ = write!(
         h,
@@ -95,7 +53,7 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
 .steps{{display:flex;gap:.3rem;margin:.4rem 0}} .steps span{{padding:.1rem .5rem;border-radius:.3rem;background:#e5e7eb}}
 .steps .done{{background:#bbf7d0}} .steps .now{{background:#2563eb;color:#fff}}
 .running,.promoted{{background:#dcfce7;color:#166534}} .waiting,.paused{{background:#fef3c7;color:#92400e}}
-.rolled_back,.aborted{{background:#fee2e2;color:#991b1b}} .breach{{color:#991b1b;font-weight:600}}
+.rolled_back,.aborted,.failing{{background:#fee2e2;color:#991b1b}} .breach{{color:#991b1b;font-weight:600}}
 </style></head><body>
 <h1>cutover {version}</h1><div class="meta">pid {pid} · up {uptime} · {total} requests served, {errors} failed · refreshes every 2 s · <a href="/api/v1/status">JSON</a> · <a href="/metrics">metrics</a></div>
 <h2>Routes</h2><table><tr><th>route</th><th>match</th><th>split</th><th>effective now</th><th>from</th></tr>"#,
@@ -164,16 +122,22 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
             mirror_panel(&mut h, &r.name, mirror);
         }
     }
-    pool_charts(&mut h, &charts.series, &colour);
+    pool_charts(&mut h, status, &charts.series, &colour);
     h.push_str("<h2>Pools</h2><table><tr><th>pool</th><th>upstream</th><th>weight</th><th>state</th><th>health</th><th class=\"num\">in flight</th><th class=\"num\">req/s</th><th class=\"num\">errors/s</th><th>drain</th></tr>");
     let now_ms = crate::clock::unix_ms();
     let mut drains = 0;
     for p in &status.pools {
         for u in &p.upstreams {
-            let (rps, eps) = rates
+            // Before the history's second sample: the rate since start.
+            let since_start = || {
+                let secs = charts.uptime.as_secs_f64().max(1.0);
+                (u.requests_total as f64 / secs, u.errors_total as f64 / secs)
+            };
+            let (rps, eps) = charts
+                .upstream_rates
                 .get(&(p.name.clone(), u.addr))
                 .copied()
-                .unwrap_or((0.0, 0.0));
+                .unwrap_or_else(since_start);
             let drain = match u.drain_deadline_ms {
                 Some(d) if u.state == "draining" => {
                     drains += 1;
@@ -213,16 +177,41 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
 fn rollout_panel(h: &mut String, route: &str, r: &serde_json::Value) {
     let state = r["state"].as_str().unwrap_or("?");
     let step = r["step"].as_u64().unwrap_or(0);
+    let active = matches!(state, "running" | "waiting" | "paused");
+    let failures = r["failures"].as_u64().unwrap_or(0);
+    let limit = r["limits"]["failure_limit"].as_u64().unwrap_or(0);
+    // A failing check is not "waiting for data": say so, in red.
+    let (badge, badge_text) = if active && failures > 0 {
+        (
+            "failing".to_string(),
+            format!("check failing ({failures} of {limit})"),
+        )
+    } else {
+        (state.to_string(), state.replace('_', " "))
+    };
+    let interval = r["interval"].as_str().unwrap_or("?");
+    let left = match (
+        active,
+        humantime::parse_duration(interval),
+        r["step_started_ms"].as_u64(),
+    ) {
+        (true, Ok(interval), Some(started)) => {
+            let spent = crate::clock::unix_ms().saturating_sub(started);
+            let left = (interval.as_millis() as u64).saturating_sub(spent) / 1000;
+            format!(" · {left} s left at this step")
+        }
+        _ => String::new(),
+    };
     let _ = write!(
         h,
-        "<div class=\"rollout\" id=\"rollout-{route}\"><b>Rollout of {route} to {to}</b> <span class=\"st {state}\">{state_text}</span> · step {step} of {n} · {weight}% on {to} · every {interval}",
+        "<div class=\"rollout\" id=\"rollout-{route}\"><b>Rollout of {route} to {to}</b> <span class=\"st {badge}\">{badge_text}</span> · step {step} of {n} · {weight}% on {to} · every {interval}{left}",
         route = esc(route),
         to = esc(r["to"].as_str().unwrap_or("?")),
-        state = esc(state),
-        state_text = esc(&state.replace('_', " ")),
+        badge = esc(&badge),
+        badge_text = esc(&badge_text),
         n = r["steps"].as_array().map_or(0, Vec::len),
         weight = r["weight"],
-        interval = esc(r["interval"].as_str().unwrap_or("?")),
+        interval = esc(interval),
     );
     h.push_str("<div class=\"steps\">");
     for (i, s) in r["steps"].as_array().into_iter().flatten().enumerate() {
@@ -268,11 +257,18 @@ fn rollout_panel(h: &mut String, route: &str, r: &serde_json::Value) {
             esc(b.as_str().unwrap_or(""))
         );
     }
+    // A finished rollout has no checks in a row left to count.
+    let in_a_row = if active {
+        format!(
+            "failing checks in a row: {} of {limit} · ",
+            failures.min(limit)
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         h,
-        "<p class=\"meta\">failing checks in a row: {} of {} · checks every {}</p></div>",
-        r["failures"],
-        limits["failure_limit"],
+        "<p class=\"meta\">{in_a_row}checks every {}</p></div>",
         esc(limits["check_every"].as_str().unwrap_or("?"))
     );
 }
@@ -342,6 +338,7 @@ type ChartKind = (&'static str, fn(&Point) -> f32, fn(f32) -> String);
 /// three inline SVG line charts (newest point on the right).
 fn pool_charts(
     h: &mut String,
+    status: &Status,
     series: &BTreeMap<String, Vec<Point>>,
     colour: &HashMap<&str, &str>,
 ) {
@@ -350,7 +347,11 @@ fn pool_charts(
         h,
         "<h2>Last {minutes} minutes</h2><table><tr><th>pool</th><th>requests/s</th><th>error rate</th><th>p99 ms</th></tr>"
     );
-    for (pool, points) in series {
+    // Every pool has its row from the start; its first point comes after
+    // one sample interval.
+    let none = Vec::new();
+    for pool in status.pools.iter().map(|p| &p.name) {
+        let points = series.get(pool).unwrap_or(&none);
         let stroke = colour.get(pool.as_str()).copied().unwrap_or("#666");
         let _ = write!(h, "<tr><td>{}</td>", esc(pool));
         let charts: [ChartKind; 3] = [
@@ -365,6 +366,13 @@ fn pool_charts(
         h.push_str("</tr>");
     }
     h.push_str("</table>\n");
+    if series.values().all(Vec::is_empty) {
+        let _ = write!(
+            h,
+            "<p class=\"meta\">The first point comes {} s after start.</p>",
+            SAMPLE_EVERY.as_secs()
+        );
+    }
 }
 
 /// One line chart of `values` (NaN: a gap) scaled to its maximum, with

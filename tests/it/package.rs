@@ -79,6 +79,11 @@ fn the_deb_installs_binary_units_config_user_and_docs() {
         documentation,
         "/usr/share/doc/cutover/configuration.md",
         "/usr/share/doc/cutover/copyright",
+        "/usr/share/man/man1/cutover.1.gz",
+        "/usr/share/man/man1/cutover-ctl-rollout.1.gz",
+        "/usr/share/bash-completion/completions/cutover",
+        "/usr/share/zsh/vendor-completions/_cutover",
+        "/usr/share/fish/vendor_completions.d/cutover.fish",
     ] {
         assert!(
             files.lines().any(|l| l.ends_with(&format!(".{path}"))),
@@ -128,4 +133,78 @@ fn the_deb_installs_binary_units_config_user_and_docs() {
         .status()
         .unwrap();
     assert!(sh.success(), "postinst is not valid sh");
+}
+
+/// The man pages (one per command, as `cutover-ctl-rollout.1` and the
+/// like that the top page points to) and the shell completions the
+/// package installs are what the binary generates from its own clap
+/// definitions. They are checked in for `cargo deb` to pick up; after a
+/// change to the CLI, `CUTOVER_REGENERATE=1 cargo test packaged` writes
+/// them.
+#[test]
+fn packaged_man_pages_and_completions_are_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let regenerate = std::env::var_os("CUTOVER_REGENERATE").is_some();
+    let fresh = tempfile::tempdir().unwrap();
+    let man = fresh.path().join("man");
+    std::fs::create_dir(&man).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["manpage", "--dir"])
+        .arg(&man)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut wanted: Vec<(String, Vec<u8>)> = std::fs::read_dir(&man)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let name = format!("man/{}", p.file_name().unwrap().to_string_lossy());
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    assert!(wanted.iter().any(|(n, _)| n == "man/cutover-ctl-rollout.1"));
+    for (shell, file) in [
+        ("bash", "cutover.bash"),
+        ("zsh", "_cutover"),
+        ("fish", "cutover.fish"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        wanted.push((format!("completions/{file}"), out.stdout));
+    }
+    let checked_in = root.join("config");
+    let mut stale = Vec::new();
+    for (name, bytes) in &wanted {
+        let path = checked_in.join(name);
+        if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
+            if regenerate {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, bytes).unwrap();
+            } else {
+                stale.push(name.clone());
+            }
+        }
+    }
+    // A page for a command that is gone.
+    for entry in std::fs::read_dir(checked_in.join("man"))
+        .into_iter()
+        .flatten()
+    {
+        let name = format!("man/{}", entry.unwrap().file_name().to_string_lossy());
+        if !wanted.iter().any(|(n, _)| *n == name) {
+            if regenerate {
+                std::fs::remove_file(checked_in.join(&name)).unwrap();
+            } else {
+                stale.push(name);
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "config/{stale:?} differ from what the binary generates; \
+         run `CUTOVER_REGENERATE=1 cargo test packaged` and commit the result"
+    );
 }
