@@ -95,6 +95,22 @@ fn the_deb_installs_binary_units_config_user_and_docs() {
         "{files}"
     );
 
+    // The binary is stripped: no symbol table (its section's name is in
+    // the section-name table only when the section is there).
+    let unpacked = tempfile::tempdir().unwrap();
+    let out = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(unpacked.path())
+        .output()
+        .expect("run dpkg-deb -x");
+    assert!(out.status.success(), "{out:?}");
+    let binary = std::fs::read(unpacked.path().join("usr/bin/cutover")).unwrap();
+    assert!(
+        !binary.windows(8).any(|w| w == b".symtab\0"),
+        "the packaged binary keeps its symbol table"
+    );
+
     let control = tempfile::tempdir().unwrap();
     let out = Command::new("dpkg-deb")
         .arg("--control")
