@@ -105,10 +105,14 @@ impl Server {
             // A request head that does not fit the read buffer is answered
             // with 431; bodies stream through it in pieces. Config keeps
             // this at or above hyper's minimum of 8 KiB.
-            .max_buf_size(settings.max_header_bytes);
+            .max_buf_size(settings.max_header_bytes)
+            // A client that shuts its write side after a request still
+            // gets the answer, as on the direct path (hyper would drop it).
+            .half_close(true);
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(TokioTimer::new())
+            .half_close(true)
             .header_read_timeout(settings.request_header_timeout)
             .max_buf_size(settings.max_header_bytes)
             // The buffer limit alone let a head up to twice as large

@@ -234,3 +234,40 @@ async fn a_response_with_both_lengths_is_framed_by_its_chunks_and_not_reused() {
         proxy.stop().await;
     }
 }
+
+/// A client that half-closes after its request (shutdown of its write
+/// side, as `nc -N` and some health checkers do) gets its answer on both
+/// engines: hyper's, for a request the direct path hands it (a route with
+/// a matcher), as on the direct path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    let up = TestUpstream::start("blue").await;
+    for direct in [true, false] {
+        let config = format!(
+            "[proxy]\ndirect_http1 = {direct}\n[[route]]\nname = \"app\"\nsplit = {{ blue = 1 }}\n[pool.blue]\nupstreams = [{{ addr = \"{}\" }}]\n",
+            up.addr
+        );
+        let proxy = start_proxy(&config).await;
+        let mut client = tokio::net::TcpStream::connect(proxy.addrs()[0])
+            .await
+            .unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        client.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.read_to_end(&mut answer),
+        )
+        .await
+        .expect("closed within 10 s")
+        .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        let path = if direct { "direct" } else { "hyper" };
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{path}: {answer:?}");
+        assert!(answer.ends_with("blue\n"), "{path}: {answer:?}");
+        proxy.stop().await;
+    }
+}
