@@ -71,7 +71,19 @@ pub(super) fn start_rollout(
         .find(|f| f.name == route)
         .map(|f| f.split.clone())
         .unwrap_or_else(|| r.split.clone());
-    let record = RolloutRecord::new(spec.clone(), r.split.clone(), file_split, now_ms);
+    // `started_ms` is also the rollout's identity (the driver's memory of
+    // a rollout is kept only for it): a retry in the same millisecond as
+    // the last start still gets one of its own.
+    let after_last = next
+        .rollouts
+        .get(route)
+        .map_or(0, |old| old.started_ms.saturating_add(1));
+    let record = RolloutRecord::new(
+        spec.clone(),
+        r.split.clone(),
+        file_split,
+        now_ms.max(after_last),
+    );
     if record.baseline().is_empty() {
         return Err(ControlError::NothingToRollOutFrom {
             route: route.to_string(),
@@ -173,6 +185,9 @@ fn finish(record: &mut RolloutRecord, state: RolloutState, reason: Option<String
 #[derive(Debug, Clone)]
 pub struct WebhookCall {
     pub route: String,
+    /// The rollout it was called for (its `started_ms`): an answer that
+    /// arrives after another rollout of the route began is dropped.
+    pub rollout: u64,
     pub hook: Hook,
     /// The step it gates (`pre`, `step`), else `None`.
     pub gates: Option<usize>,
@@ -184,7 +199,29 @@ pub struct WebhookCall {
 /// What the driver keeps per route, in memory.
 #[derive(Default)]
 pub struct Runs {
+    /// Each route's latest rollout's memory (marks, failures, gate, hold,
+    /// last check), for that rollout alone.
     pub(super) by_route: BTreeMap<String, Run>,
     /// Notifying webhooks of moves made since the last tick.
     pub(super) notify: Vec<WebhookCall>,
+}
+
+impl Runs {
+    /// The memory of `record`, the route's rollout: a new one if what is
+    /// kept belongs to an earlier rollout of the route — a retry judges
+    /// only its own traffic.
+    pub(super) fn of(&mut self, route: &str, record: &RolloutRecord) -> &mut Run {
+        let run = self.by_route.entry(route.to_string()).or_default();
+        if run.rollout() != Some(record.started_ms) {
+            *run = Run::for_rollout(record.started_ms);
+        }
+        run
+    }
+
+    /// The memory of `record`, if any is kept for it.
+    pub(super) fn get(&self, route: &str, record: &RolloutRecord) -> Option<&Run> {
+        self.by_route
+            .get(route)
+            .filter(|run| run.rollout() == Some(record.started_ms))
+    }
 }

@@ -55,7 +55,7 @@ impl ControlPlane {
             };
             let target = snapshot(&record.spec.to).unwrap_or_default();
             let baseline = sum(record.baseline().into_iter().filter_map(snapshot));
-            let run = self.runs.by_route.entry(route.clone()).or_default();
+            let run = self.runs.of(&route, &record);
             match run.tick(&record, now, target, baseline) {
                 Action::Nothing => {}
                 Action::Begin => moves.push((route, RolloutStep::Begin)),
@@ -70,6 +70,7 @@ impl ControlPlane {
                     if let Some(url) = url {
                         calls.push(WebhookCall {
                             event: event(&route, hook.word(), &record, Some(step)),
+                            rollout: record.started_ms,
                             route,
                             hook,
                             gates: Some(step),
@@ -137,8 +138,7 @@ impl ControlPlane {
         };
         let figures = self
             .runs
-            .by_route
-            .get(route)
+            .get(route, &record)
             .and_then(|r| r.last.as_ref())
             .map(|l| json!(l));
         let figures = figures.unwrap_or(Value::Null).to_string();
@@ -169,6 +169,7 @@ impl ControlPlane {
         if let Some((hook, Some(url))) = hook {
             self.runs.notify.push(WebhookCall {
                 event: event(route, hook.word(), &record, None),
+                rollout: record.started_ms,
                 route: route.to_string(),
                 hook,
                 gates: None,
@@ -181,22 +182,27 @@ impl ControlPlane {
     /// A gating webhook's answer.
     pub fn webhook_answered(&mut self, call: &WebhookCall, answer: Result<(), String>) {
         let Some(step) = call.gates else { return };
-        let Some(record) = self.overrides.rollouts.get(&call.route) else {
+        let Some(record) = self.overrides.rollouts.get(&call.route).cloned() else {
             return;
         };
+        if record.started_ms != call.rollout {
+            tracing::debug!(route = %call.route, hook = call.hook.word(), "a webhook answered for an earlier rollout of the route: ignored");
+            return;
+        }
         let retry = record.spec.analysis.check_every;
         if let Err(reason) = &answer {
             tracing::warn!(route = %call.route, hook = call.hook.word(), %reason, "rollout held by its webhook");
         }
         let answer = answer.map_err(|r| format!("held by the {} webhook: {r}", call.hook.word()));
-        let run = self.runs.by_route.entry(call.route.clone()).or_default();
-        run.answered(step, answer, unix_ms(), retry);
+        self.runs
+            .of(&call.route, &record)
+            .answered(step, answer, unix_ms(), retry);
     }
 
     /// The route's `rollout` object in status.
     pub fn rollout_view(&self, route: &str) -> Option<Value> {
         let record = self.overrides.rollouts.get(route)?;
-        let run = self.runs.by_route.get(route);
+        let run = self.runs.get(route, record);
         // A finished rollout's run may still hold its last check's words.
         let hold = run
             .filter(|_| record.state == RolloutState::Running)
@@ -258,7 +264,7 @@ impl ControlPlane {
                 metrics::gauge!(names::ROLLOUT_STATE, "route" => route_label.clone(), "state" => s)
                     .set(on);
             }
-            let Some(last) = self.runs.by_route.get(route).and_then(|r| r.last.as_ref()) else {
+            let Some(last) = self.runs.get(route, record).and_then(|r| r.last.as_ref()) else {
                 continue;
             };
             for (pool, figures) in [("target", &last.target), ("baseline", &last.baseline)] {

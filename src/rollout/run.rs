@@ -77,6 +77,8 @@ struct Mark {
 
 /// One running rollout's memory.
 pub struct Run {
+    /// The rollout it belongs to (its record's `started_ms`).
+    rollout: Option<u64>,
     /// The step the marks belong to; `None` until the first tick.
     step: Option<usize>,
     marks: VecDeque<Mark>,
@@ -91,6 +93,7 @@ pub struct Run {
 impl Default for Run {
     fn default() -> Self {
         Run {
+            rollout: None,
             step: None,
             marks: VecDeque::new(),
             next_check_ms: 0,
@@ -103,6 +106,18 @@ impl Default for Run {
 }
 
 impl Run {
+    /// A fresh memory for the rollout that started at `started_ms`.
+    pub fn for_rollout(started_ms: u64) -> Run {
+        Run {
+            rollout: Some(started_ms),
+            ..Run::default()
+        }
+    }
+
+    pub fn rollout(&self) -> Option<u64> {
+        self.rollout
+    }
+
     pub fn failures(&self) -> u32 {
         self.failures
     }

@@ -193,6 +193,74 @@ async fn canary_with_errors_is_rolled_back_within_one_check() {
     proxy.stop().await;
 }
 
+/// What an operator does after a rollback: fix the release, roll out
+/// again. The retry judges only its own traffic — not the figures, marks
+/// or failure count the rolled-back rollout left — and promotes; green's
+/// counter moves by many requests, not one. Then a third rollout (a bad
+/// release again) is rolled back on its own figures. Before, the retry
+/// replayed the first run's verdict to the digit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_retried_after_a_rollback_judges_only_its_own_traffic() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    green.fail_every(3); // 33 % 500s
+    // One client and 5 ms answers: at most ~200 requests/s, so a check
+    // soon after the retry starts has less than `min_requests` of the
+    // retry's own (the window a stale memory reached back from).
+    blue.delay(5);
+    green.delay(5);
+    let proxy = start_proxy(&split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    ))
+    .await;
+    let traffic = Traffic::start(format!("http://{}/", proxy.addrs()[0]), 1);
+    let body = json!({"to": "green", "steps": [50, 100], "interval": "1s",
+                      "analysis": {"check_every": "200ms", "min_requests": 100, "failure_limit": 2,
+                                   "max_p99_ratio": null}});
+    let (s, v) = start_rollout(&proxy, body.clone()).await;
+    assert_eq!(s, 201, "{v}");
+    let first = wait_state(&proxy, "rolled_back").await;
+    let first_rate = first["analysis"]["target"]["error_rate"].as_f64().unwrap();
+    assert!(first_rate > 0.2, "{first:#}");
+
+    green.fail_every(0); // fixed
+    let green_before = green.hits();
+    let (s, v) = start_rollout(&proxy, body.clone()).await;
+    assert_eq!(s, 201, "{v}");
+    let second = wait_state(&proxy, "promoted").await;
+    assert_eq!(second["weight"], 100, "{second:#}");
+    assert!(
+        green.hits() > green_before + 100,
+        "the retry judged traffic of its own: green served {} more",
+        green.hits() - green_before
+    );
+    let second_rate = second["analysis"]["target"]["error_rate"].as_f64().unwrap();
+    assert!(second_rate < 0.01, "{second:#}");
+
+    // A third rollout, to a release bad again, after a promotion: back to
+    // blue first, then judged on its own figures.
+    let (s, v) = admin_call(
+        "PUT",
+        &proxy.admin_url("/api/v1/routes/app/split"),
+        Some(json!({"blue": 100, "green": 0})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    green.fail_every(3);
+    let (s, v) = start_rollout(&proxy, body).await;
+    assert_eq!(s, 201, "{v}");
+    let third = wait_state(&proxy, "rolled_back").await;
+    assert!(
+        third["analysis"]["target"]["error_rate"].as_f64().unwrap() > 0.2,
+        "{third:#}"
+    );
+    let seen = traffic.finish().await;
+    assert_eq!(proxy_failures(&seen), 0, "{seen:?}");
+    proxy.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_canary_is_rolled_back_on_p99() {
     let (_blue, green, proxy) = blue_green().await;
