@@ -90,9 +90,14 @@ complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_sub
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l min-requests -d 'Requests the target must serve before a step is judged' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l check-every -d 'How often the step is judged, e.g. 5s' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l failure-limit -d 'Failing checks in a row that roll back (1 to 100; default 2)' -r
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l max-error-ratio -d 'Roll back when the target\'s error rate is more than this many times the baseline\'s (and more than --max-error-rate-increase above it); `off` turns the ratio off' -r
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l confidence -d 'The error test\'s confidence, above 0.5 and at most 0.9999 (default 0.99)' -r
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l max-step-wait -d 'The longest a step waits for enough requests, e.g. 5m (default three intervals)' -r
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l on-inconclusive -d 'What a step that waited --max-step-wait without data does: pause, rollback or promote (default pause)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l promote-on-pass -d 'Move on as soon as the error test says the target is within its tolerance, not at the end of the interval'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l approve-before-100 -d 'Hold before the step to 100 % until `cutover ctl promote ROUTE`'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l force -d 'Start even if the target has no healthy upstream'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l wait -d 'Follow the rollout to its end; the exit code says how it ended'

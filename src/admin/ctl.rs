@@ -73,7 +73,7 @@ enum Verb {
     /// Progressive shift to a pool, judged on live traffic, rolled back by
     /// itself on a breach. With --wait: one line per event; exit 0 promoted,
     /// 2 rolled back, 3 aborted, 1 error.
-    Rollout(RolloutArgs),
+    Rollout(Box<RolloutArgs>),
     /// Approve a rollout waiting for approval, or skip the rest of its step.
     Promote {
         /// The route whose rollout to promote.
@@ -200,6 +200,26 @@ pub struct RolloutArgs {
     /// Failing checks in a row that roll back (1 to 100; default 2).
     #[arg(long)]
     failure_limit: Option<u32>,
+    /// Roll back when the target's error rate is more than this many times
+    /// the baseline's (and more than --max-error-rate-increase above it);
+    /// `off` turns the ratio off.
+    #[arg(long)]
+    max_error_ratio: Option<String>,
+    /// The error test's confidence, above 0.5 and at most 0.9999 (default 0.99).
+    #[arg(long)]
+    confidence: Option<f64>,
+    /// The longest a step waits for enough requests, e.g. 5m (default three
+    /// intervals).
+    #[arg(long)]
+    max_step_wait: Option<String>,
+    /// What a step that waited --max-step-wait without data does: pause,
+    /// rollback or promote (default pause).
+    #[arg(long)]
+    on_inconclusive: Option<String>,
+    /// Move on as soon as the error test says the target is within its
+    /// tolerance, not at the end of the interval.
+    #[arg(long)]
+    promote_on_pass: bool,
     /// Hold before the step to 100 % until `cutover ctl promote ROUTE`.
     #[arg(long)]
     approve_before_100: bool,
@@ -240,6 +260,27 @@ impl RolloutArgs {
         }
         if let Some(n) = self.failure_limit {
             analysis.insert("failure_limit".into(), json!(n));
+        }
+        if let Some(r) = &self.max_error_ratio {
+            let ratio = match r.as_str() {
+                "off" => Value::Null,
+                n => json!(n.parse::<f64>().map_err(|_| {
+                    CtlError::Usage(format!("--max-error-ratio {n:?}: a number like 2, or off"))
+                })?),
+            };
+            analysis.insert("max_error_ratio".into(), ratio);
+        }
+        if let Some(c) = self.confidence {
+            analysis.insert("confidence".into(), json!(c));
+        }
+        if let Some(w) = &self.max_step_wait {
+            analysis.insert("max_step_wait".into(), json!(w));
+        }
+        if let Some(o) = &self.on_inconclusive {
+            analysis.insert("on_inconclusive".into(), json!(o));
+        }
+        if self.promote_on_pass {
+            analysis.insert("promote_on_pass".into(), json!(true));
         }
         if let Some(p99) = &self.max_p99 {
             let d = humantime::parse_duration(p99).map_err(|e| {

@@ -250,6 +250,36 @@ fn rollout_panel(h: &mut String, route: &str, r: &serde_json::Value) {
         num(&limits["max_p99_ms"], 0),
         num(&limits["max_p99_ratio"], 1),
     );
+    // The error test over the whole rollout: each rate with its interval,
+    // beside the tolerance and what it decided.
+    let e = &a["errors"];
+    if e.is_object() {
+        let pct = |i: &serde_json::Value| {
+            format!(
+                "{:.2} % [{:.2}, {:.2}]",
+                i["estimate"].as_f64().unwrap_or(0.0) * 100.0,
+                i["low"].as_f64().unwrap_or(0.0) * 100.0,
+                i["high"].as_f64().unwrap_or(1.0) * 100.0
+            )
+        };
+        let _ = write!(
+            h,
+            "<p class=\"meta\" id=\"error-test-{route}\">error test since the start: target {} vs baseline {} · tolerance +{} pp and {}x · {} % confidence: <b>{}</b></p>",
+            pct(&e["target"]),
+            pct(&e["baseline"]),
+            num(
+                &limits["max_error_rate_increase"]
+                    .as_f64()
+                    .map(|d| d * 100.0)
+                    .into(),
+                2
+            ),
+            num(&limits["max_error_ratio"], 1),
+            num(&e["confidence"].as_f64().map(|c| c * 100.0).into(), 2),
+            esc(e["decision"].as_str().unwrap_or("?")),
+            route = esc(route),
+        );
+    }
     for b in a["breaches"].as_array().into_iter().flatten() {
         let _ = write!(
             h,

@@ -25,7 +25,7 @@ use toml::de::DeTable;
 pub use cluster::ClusterConfig;
 pub use matchers::{Matchers, ValueMatch, cookies};
 pub use mirror::{Compare, MirrorConfig, MirrorTarget};
-pub use rollout_spec::{Analysis, RolloutSpec, SpecError, Webhooks, parse_spec};
+pub use rollout_spec::{Analysis, OnInconclusive, RolloutSpec, SpecError, Webhooks, parse_spec};
 pub use split::{MAX_WEIGHT, Split, SplitError, WeightError, weight};
 pub use transport::{UpstreamProtocol, UpstreamTls};
 

@@ -28,36 +28,108 @@ pub struct RolloutSpec {
     pub webhooks: Webhooks,
 }
 
-/// The limits a step is judged by.
+/// The limits a step is judged by. Fields added later carry serde
+/// defaults: a state file written before them still loads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Analysis {
-    /// Errors per request on the target, absolute.
+    /// Errors per request on the target, absolute: a hard guard on the
+    /// last window.
     pub max_error_rate: Option<f64>,
-    /// Target error rate minus baseline error rate over the same window.
+    /// The tolerance of the error test (`rollout::sequential`): how much
+    /// the target's error rate may exceed the baseline's, absolutely…
     pub max_error_rate_increase: Option<f64>,
+    /// …and as a multiple of it. Worse means beyond both.
+    #[serde(default = "default_max_error_ratio")]
+    pub max_error_ratio: Option<f64>,
+    /// The error test's confidence, in (0.5, 0.9999].
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
     pub max_p99_ms: Option<u64>,
     /// Target p99 / baseline p99.
     pub max_p99_ratio: Option<f64>,
+    /// A p99 at most this far above the baseline's is never a regression,
+    /// whatever the ratio (sub-millisecond baselines make ratios noise).
+    #[serde(default = "default_min_p99_increase_ms")]
+    pub min_p99_increase_ms: u64,
     /// Requests the target must have served in a window before any verdict.
     pub min_requests: u64,
     /// Failing checks in a row that roll back.
     pub failure_limit: u32,
     #[serde(with = "humantime_serde_compat")]
     pub check_every: Duration,
+    /// The longest a step waits for `min_requests`; `None`: three times
+    /// the interval.
+    #[serde(default, with = "humantime_serde_option")]
+    pub max_step_wait: Option<Duration>,
+    /// What a step that waited `max_step_wait` without data does.
+    #[serde(default)]
+    pub on_inconclusive: OnInconclusive,
+    /// Move on as soon as the error test says the target is within its
+    /// tolerance, not at the end of the interval.
+    #[serde(default)]
+    pub promote_on_pass: bool,
+}
+
+/// What a step that cannot reach a verdict in `max_step_wait` does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInconclusive {
+    /// Hold, with the reason, until an operator resumes, promotes or aborts.
+    #[default]
+    Pause,
+    Rollback,
+    Promote,
+}
+
+impl OnInconclusive {
+    pub fn word(self) -> &'static str {
+        match self {
+            OnInconclusive::Pause => "pause",
+            OnInconclusive::Rollback => "rollback",
+            OnInconclusive::Promote => "promote",
+        }
+    }
+}
+
+fn default_max_error_ratio() -> Option<f64> {
+    Some(2.0)
+}
+
+fn default_confidence() -> f64 {
+    0.99
+}
+
+fn default_min_p99_increase_ms() -> u64 {
+    5
 }
 
 impl Default for Analysis {
     fn default() -> Self {
         Analysis {
             max_error_rate: Some(0.05),
-            max_error_rate_increase: Some(0.02),
+            // With max_error_ratio 2: a release at 5x a 0.2 % baseline, or
+            // at 1 % over a baseline at 0, is worse; one equal is not.
+            max_error_rate_increase: Some(0.005),
+            max_error_ratio: default_max_error_ratio(),
+            confidence: default_confidence(),
             max_p99_ms: None,
             max_p99_ratio: Some(2.0),
+            min_p99_increase_ms: default_min_p99_increase_ms(),
             min_requests: 50,
             failure_limit: 2,
             check_every: Duration::from_secs(5),
+            max_step_wait: None,
+            on_inconclusive: OnInconclusive::Pause,
+            promote_on_pass: false,
         }
+    }
+}
+
+impl Analysis {
+    /// How long a step may wait for data before `on_inconclusive`.
+    pub fn step_wait(&self, interval: Duration) -> Duration {
+        self.max_step_wait.unwrap_or(interval.saturating_mul(3))
     }
 }
 
@@ -94,6 +166,26 @@ pub(crate) mod humantime_serde_compat {
     }
 }
 
+/// Optional durations in the state file, as humantime strings or null.
+pub(crate) mod humantime_serde_option {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 /// A field of the body that is wrong, and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -111,14 +203,20 @@ fn err(field: &str, reason: impl Into<String>) -> SpecError {
 
 /// The `analysis` object's keys (in a route's file `rollout` table they
 /// stand beside `steps` and `interval`).
-pub const ANALYSIS_KEYS: [&str; 7] = [
+pub const ANALYSIS_KEYS: [&str; 13] = [
     "max_error_rate",
     "max_error_rate_increase",
+    "max_error_ratio",
+    "confidence",
     "max_p99_ms",
     "max_p99_ratio",
+    "min_p99_increase_ms",
     "min_requests",
     "failure_limit",
     "check_every",
+    "max_step_wait",
+    "on_inconclusive",
+    "promote_on_pass",
 ];
 
 const SHORTEST: Duration = Duration::from_millis(100);
@@ -340,7 +438,43 @@ fn analysis(v: Option<&Value>, interval: Duration) -> Result<Analysis, SpecError
         0.0,
         1.0,
     )?;
+    a.max_error_ratio = set("max_error_ratio", a.max_error_ratio, 1.0, 1000.0)?;
+    if let Some(v) = map.get("confidence") {
+        a.confidence = v
+            .as_f64()
+            .filter(|c| *c > 0.5 && *c <= 0.9999)
+            .ok_or_else(|| {
+                err(
+                    "analysis.confidence",
+                    format!("expected a number above 0.5 and at most 0.9999, got {v}"),
+                )
+            })?;
+    }
     a.max_p99_ratio = set("max_p99_ratio", a.max_p99_ratio, 1.0, 1000.0)?;
+    if let Some(n) = number(map, "min_p99_increase_ms", 0.0, 3_600_000.0)? {
+        a.min_p99_increase_ms = n as u64;
+    }
+    if let Some(v) = map.get("on_inconclusive") {
+        a.on_inconclusive = match v.as_str() {
+            Some("pause") => OnInconclusive::Pause,
+            Some("rollback") => OnInconclusive::Rollback,
+            Some("promote") => OnInconclusive::Promote,
+            _ => {
+                return Err(err(
+                    "analysis.on_inconclusive",
+                    format!("expected \"pause\", \"rollback\" or \"promote\", got {v}"),
+                ));
+            }
+        };
+    }
+    if let Some(v) = map.get("promote_on_pass") {
+        a.promote_on_pass = v.as_bool().ok_or_else(|| {
+            err(
+                "analysis.promote_on_pass",
+                format!("expected true or false, got {v}"),
+            )
+        })?;
+    }
     a.max_p99_ms = set(
         "max_p99_ms",
         a.max_p99_ms.map(|n| n as f64),
@@ -361,6 +495,19 @@ fn analysis(v: Option<&Value>, interval: Duration) -> Result<Analysis, SpecError
                 "analysis.check_every",
                 "must not be longer than interval",
             ));
+        }
+    }
+    match map.get("max_step_wait") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            let wait = duration("analysis.max_step_wait", v)?;
+            if wait < a.check_every {
+                return Err(err(
+                    "analysis.max_step_wait",
+                    "must not be shorter than check_every",
+                ));
+            }
+            a.max_step_wait = Some(wait);
         }
     }
     Ok(a)
@@ -491,5 +638,52 @@ mod tests {
             "webhooks.pre"
         );
         assert_eq!(field(json!({"to": "g", "colour": 1})), "colour");
+        // The error test's and the step's fields.
+        for (analysis, named) in [
+            (json!({"confidence": 0.5}), "analysis.confidence"),
+            (json!({"confidence": 0.99999}), "analysis.confidence"),
+            (json!({"confidence": "high"}), "analysis.confidence"),
+            (
+                json!({"max_error_rate_increase": -0.1}),
+                "analysis.max_error_rate_increase",
+            ),
+            (json!({"max_error_ratio": 0.5}), "analysis.max_error_ratio"),
+            (
+                json!({"min_p99_increase_ms": -1}),
+                "analysis.min_p99_increase_ms",
+            ),
+            (
+                json!({"on_inconclusive": "wait"}),
+                "analysis.on_inconclusive",
+            ),
+            (
+                json!({"promote_on_pass": "yes"}),
+                "analysis.promote_on_pass",
+            ),
+            (
+                json!({"check_every": "5s", "max_step_wait": "2s"}),
+                "analysis.max_step_wait",
+            ),
+        ] {
+            assert_eq!(
+                field(json!({"to": "g", "interval": "1m", "analysis": analysis})),
+                named
+            );
+        }
+    }
+
+    /// A state file written before the error test's fields loads, with
+    /// their defaults.
+    #[test]
+    fn an_older_persisted_analysis_loads() {
+        let old = json!({"max_error_rate": 0.05, "max_error_rate_increase": 0.02, "max_p99_ms": null,
+                         "max_p99_ratio": 2.0, "min_requests": 50, "failure_limit": 2, "check_every": "5s"});
+        let a: Analysis = serde_json::from_value(old).unwrap();
+        assert_eq!(a.confidence, 0.99);
+        assert_eq!(a.max_error_ratio, Some(2.0));
+        assert_eq!(a.on_inconclusive, OnInconclusive::Pause);
+        assert_eq!(a.max_step_wait, None);
+        let round = serde_json::to_value(&a).unwrap();
+        assert_eq!(serde_json::from_value::<Analysis>(round).unwrap(), a);
     }
 }

@@ -26,6 +26,10 @@ pub enum RolloutStep {
     Rollback(String),
     Abort,
     Pause,
+    /// The driver pauses a step that found no data within `max_step_wait`
+    /// (`on_inconclusive = "pause"`), saying why; a resume starts the
+    /// step's time again.
+    Hold(String),
     Resume,
 }
 
@@ -39,6 +43,7 @@ impl RolloutStep {
             RolloutStep::Rollback(_) => "rollout_rolled_back",
             RolloutStep::Abort => "abort_rollout",
             RolloutStep::Pause => "pause_rollout",
+            RolloutStep::Hold(_) => "rollout_inconclusive",
             RolloutStep::Resume => "resume_rollout",
         }
     }
@@ -154,10 +159,16 @@ pub(super) fn move_rollout(
             record.paused_elapsed_ms = Some(record.step_elapsed(now_ms).as_millis() as u64);
             record.state = S::Paused;
         }
+        (RolloutStep::Hold(reason), S::Running) => {
+            record.paused_elapsed_ms = Some(0);
+            record.state = S::Paused;
+            record.reason = Some(reason.clone());
+        }
         (RolloutStep::Resume, S::Paused) => {
             let spent = record.paused_elapsed_ms.take().unwrap_or(0);
             record.step_started_ms = now_ms.saturating_sub(spent);
             record.state = S::Running;
+            record.reason = None;
         }
         (_, state) => return Err(refuse(state)),
     }

@@ -62,6 +62,7 @@ impl ControlPlane {
                 Action::Advance => moves.push((route, RolloutStep::Advance { approve: false })),
                 Action::Promote => moves.push((route, RolloutStep::Promote)),
                 Action::Rollback(reason) => moves.push((route, RolloutStep::Rollback(reason))),
+                Action::Hold(reason) => moves.push((route, RolloutStep::Hold(reason))),
                 Action::Call(hook, step) => {
                     let url = match hook {
                         Hook::Pre => record.spec.webhooks.pre.clone(),
@@ -240,11 +241,17 @@ impl ControlPlane {
             "limits": {
                 "max_error_rate": a.max_error_rate,
                 "max_error_rate_increase": a.max_error_rate_increase,
+                "max_error_ratio": a.max_error_ratio,
+                "confidence": a.confidence,
                 "max_p99_ms": a.max_p99_ms,
                 "max_p99_ratio": a.max_p99_ratio,
+                "min_p99_increase_ms": a.min_p99_increase_ms,
                 "min_requests": a.min_requests,
                 "failure_limit": a.failure_limit,
                 "check_every": humantime::format_duration(a.check_every).to_string(),
+                "max_step_wait": humantime::format_duration(a.step_wait(record.spec.interval)).to_string(),
+                "on_inconclusive": a.on_inconclusive.word(),
+                "promote_on_pass": a.promote_on_pass,
             },
             "failures": run.map_or(0, |r| r.failures()),
             "analysis": run.and_then(|r| r.last.as_ref()).map(|l| json!(l)),

@@ -1,11 +1,13 @@
-//! One check of a rollout: the target's and the baseline's traffic over the
-//! same window, against the limits. Too little traffic on the target gives
-//! no verdict at all (never promote or roll back on no data); too little on
-//! the baseline skips only the comparisons with it.
+//! One check of a rollout: the target's and the baseline's traffic against
+//! the limits — hard guards on the latest window, the error test
+//! (`sequential`) on all the rollout's traffic. Too little traffic on the
+//! target gives no verdict at all (never promote or roll back on no data);
+//! too little on the baseline leaves the comparisons undecided.
 
 use serde::Serialize;
 
 use super::Analysis;
+use super::sequential::{Decision, ErrorComparison, Tolerance, compare_error_rates};
 use crate::traffic::Window;
 
 /// What one pool did in the window, as status shows it.
@@ -37,13 +39,40 @@ pub enum Verdict {
     Fail(Vec<String>),
 }
 
-/// Judges `target` against the limits and against `baseline`.
-pub fn judge(limits: &Analysis, target: &Window, baseline: &Window) -> Verdict {
+/// What one check found: the verdict, and the error test's comparison
+/// (`None` without data).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub errors: Option<ErrorComparison>,
+}
+
+impl Judgement {
+    /// The error test says, with its confidence, the target is within its
+    /// tolerance, and nothing else failed (for `promote_on_pass`).
+    pub fn confident_pass(&self) -> bool {
+        self.verdict == Verdict::Pass && self.errors.is_some_and(|c| c.decision == Decision::Within)
+    }
+}
+
+/// Judges the target against the limits and against the baseline: the
+/// hard guards (`max_error_rate`, `max_p99_ms`) and the p99 ratio on the
+/// latest `window` of each pool, the error test on everything `since_start`
+/// of the rollout (an anytime-valid test wants all its data).
+pub fn judge(
+    limits: &Analysis,
+    window: (&Window, &Window),
+    since_start: (&Window, &Window),
+) -> Judgement {
+    let (target, baseline) = window;
     if target.requests < limits.min_requests {
-        return Verdict::NoData(format!(
-            "waiting for data: {} of {} requests on the target",
-            target.requests, limits.min_requests
-        ));
+        return Judgement {
+            verdict: Verdict::NoData(format!(
+                "waiting for data: {} of {} requests on the target",
+                target.requests, limits.min_requests
+            )),
+            errors: None,
+        };
     }
     let mut breaches = Vec::new();
     let rate = target.error_rate();
@@ -58,33 +87,43 @@ pub fn judge(limits: &Analysis, target: &Window, baseline: &Window) -> Verdict {
     {
         breaches.push(format!("p99 {p99:.1} ms > max_p99_ms {max}"));
     }
-    // Comparisons need a baseline with data of its own.
-    if baseline.requests >= limits.min_requests {
-        let increase = rate - baseline.error_rate();
-        if let Some(max) = limits.max_error_rate_increase
-            && increase > max
-        {
+    let tolerance = Tolerance {
+        increase: limits.max_error_rate_increase,
+        ratio: limits.max_error_ratio,
+    };
+    let (all_target, all_baseline) = since_start;
+    let errors = compare_error_rates(
+        (all_target.errors, all_target.requests),
+        (all_baseline.errors, all_baseline.requests),
+        limits.confidence,
+        tolerance,
+    );
+    if errors.decision == Decision::Worse {
+        breaches.push(errors.describe(tolerance));
+    }
+    // The p99 comparison needs a baseline with data of its own.
+    if baseline.requests >= limits.min_requests
+        && let (Some(max), Some(t), Some(b)) = (limits.max_p99_ratio, target.p99, baseline.p99)
+    {
+        let (t_ms, b_ms) = (t.as_secs_f64() * 1000.0, b.as_secs_f64() * 1000.0);
+        // A floor of 1 ms: sub-millisecond p99s make ratios meaningless;
+        // and a few ms more is never a regression, whatever the ratio.
+        let ratio = t_ms.max(1.0) / b_ms.max(1.0);
+        if ratio > max && t_ms - b_ms > limits.min_p99_increase_ms as f64 {
             breaches.push(format!(
-                "error rate {rate:.4} is {increase:.4} above the baseline's {:.4} > max_error_rate_increase {max}",
-                baseline.error_rate()
+                "p99 {t_ms:.1} ms is {ratio:.2}x the baseline's {b_ms:.1} ms > max_p99_ratio {max} (and more than {} ms above it)",
+                limits.min_p99_increase_ms
             ));
         }
-        if let (Some(max), Some(t), Some(b)) = (limits.max_p99_ratio, target.p99, baseline.p99) {
-            // A floor of 1 ms: sub-millisecond p99s make ratios meaningless.
-            let ratio = t.as_secs_f64().max(0.001) / b.as_secs_f64().max(0.001);
-            if ratio > max {
-                breaches.push(format!(
-                    "p99 {:.1} ms is {ratio:.2}x the baseline's {:.1} ms > max_p99_ratio {max}",
-                    t.as_secs_f64() * 1000.0,
-                    b.as_secs_f64() * 1000.0
-                ));
-            }
-        }
     }
-    if breaches.is_empty() {
+    let verdict = if breaches.is_empty() {
         Verdict::Pass
     } else {
         Verdict::Fail(breaches)
+    };
+    Judgement {
+        verdict,
+        errors: Some(errors),
     }
 }
 
@@ -102,25 +141,34 @@ mod tests {
         }
     }
 
+    fn judge_windows(limits: &Analysis, target: Window, baseline: Window) -> Verdict {
+        judge(limits, (&target, &baseline), (&target, &baseline)).verdict
+    }
+
     #[test]
     fn no_verdict_without_data_and_comparisons_need_a_baseline() {
         let limits = Analysis::default();
         assert!(matches!(
-            judge(&limits, &window(10, 10, 5), &window(1000, 0, 5)),
+            judge_windows(&limits, window(10, 10, 5), window(1000, 0, 5)),
             Verdict::NoData(_)
         ));
-        // 3 % errors: under the absolute 5 %, but 3 points over the baseline.
-        let v = judge(&limits, &window(100, 3, 5), &window(1000, 0, 5));
+        // 3 % errors against none, enough data to know it at 99 %.
+        let v = judge_windows(&limits, window(1000, 30, 5), window(10_000, 0, 5));
         assert!(
-            matches!(&v, Verdict::Fail(b) if b.len() == 1 && b[0].contains("increase")),
+            matches!(&v, Verdict::Fail(b) if b.len() == 1 && b[0].contains("worse than +0.50 pp and 2x")),
             "{v:?}"
         );
-        // The same with no baseline traffic: only absolute limits apply.
+        // The same with too little data to know: no breach (yet).
         assert_eq!(
-            judge(&limits, &window(100, 3, 5), &window(0, 0, 0)),
+            judge_windows(&limits, window(100, 3, 5), window(1000, 0, 5)),
             Verdict::Pass
         );
-        let v = judge(&limits, &window(100, 20, 5), &window(1000, 0, 5));
+        // No baseline traffic: only absolute limits can fail.
+        assert_eq!(
+            judge_windows(&limits, window(1000, 30, 5), window(0, 0, 0)),
+            Verdict::Pass
+        );
+        let v = judge_windows(&limits, window(1000, 200, 5), window(10_000, 0, 5));
         assert!(matches!(&v, Verdict::Fail(b) if b.len() == 2), "{v:?}");
     }
 
@@ -131,18 +179,23 @@ mod tests {
             ..Analysis::default()
         };
         assert_eq!(
-            judge(&limits, &window(100, 0, 50), &window(100, 0, 40)),
+            judge_windows(&limits, window(100, 0, 50), window(100, 0, 40)),
             Verdict::Pass
         );
-        let v = judge(&limits, &window(100, 0, 150), &window(100, 0, 140));
+        let v = judge_windows(&limits, window(100, 0, 150), window(100, 0, 140));
         assert!(
             matches!(&v, Verdict::Fail(b) if b[0].contains("max_p99_ms")),
             "{v:?}"
         );
-        let v = judge(&limits, &window(100, 0, 90), &window(100, 0, 20));
+        let v = judge_windows(&limits, window(100, 0, 90), window(100, 0, 20));
         assert!(
             matches!(&v, Verdict::Fail(b) if b[0].contains("max_p99_ratio")),
             "{v:?}"
+        );
+        // 3x the baseline, but 2 ms above it: never a regression.
+        assert_eq!(
+            judge_windows(&limits, window(100, 0, 3), window(100, 0, 1)),
+            Verdict::Pass
         );
     }
 }

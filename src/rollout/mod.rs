@@ -8,6 +8,7 @@
 
 pub mod analysis;
 pub mod run;
+pub mod sequential;
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Split;
 
-pub use crate::config::{Analysis, RolloutSpec, SpecError, Webhooks, parse_spec};
+pub use crate::config::{Analysis, OnInconclusive, RolloutSpec, SpecError, Webhooks, parse_spec};
 
 /// How many finished rollouts a route keeps in its history.
 pub const HISTORY: usize = 5;

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::analysis::{Figures, Verdict, judge};
-use super::{RolloutRecord, RolloutState};
+use super::analysis::{Figures, Judgement, Verdict, judge};
+use super::sequential::ErrorComparison;
+use super::{OnInconclusive, RolloutRecord, RolloutState};
 use crate::traffic::Snapshot;
 
 /// Snapshots kept per step; older ones are folded away.
@@ -55,6 +56,8 @@ pub enum Action {
     Advance,
     Promote,
     Rollback(String),
+    /// Pause the rollout, saying why (no verdict in `max_step_wait`).
+    Hold(String),
     /// Call a gating webhook (`pre` or `step`) for `step`.
     Call(Hook, usize),
 }
@@ -68,6 +71,9 @@ pub struct LastCheck {
     /// `pass`, `fail` or `no_data`.
     pub verdict: &'static str,
     pub breaches: Vec<String>,
+    /// The error test over the whole rollout: each pool's rate with its
+    /// interval, the confidence, and its decision.
+    pub errors: Option<ErrorComparison>,
 }
 
 struct Mark {
@@ -79,6 +85,9 @@ struct Mark {
 pub struct Run {
     /// The rollout it belongs to (its record's `started_ms`).
     rollout: Option<u64>,
+    /// The counters when the rollout's first step began: the error test
+    /// judges everything since.
+    origin: Option<Mark>,
     /// The step the marks belong to; `None` until the first tick.
     step: Option<usize>,
     marks: VecDeque<Mark>,
@@ -94,6 +103,7 @@ impl Default for Run {
     fn default() -> Self {
         Run {
             rollout: None,
+            origin: None,
             step: None,
             marks: VecDeque::new(),
             next_check_ms: 0,
@@ -156,6 +166,12 @@ impl Run {
         if self.step != Some(record.step) {
             // A new step (or a fresh start): figures from here.
             self.step = Some(record.step);
+            if self.origin.is_none() {
+                self.origin = Some(Mark {
+                    target: target.clone(),
+                    baseline: baseline.clone(),
+                });
+            }
             self.marks.clear();
             self.marks.push_back(Mark { target, baseline });
             self.failures = 0;
@@ -170,11 +186,27 @@ impl Run {
             return Action::Nothing;
         }
         self.next_check_ms = now_ms.saturating_add(check_every.as_millis() as u64);
-        let verdict = self.check(record, now_ms, target, baseline);
-        match verdict {
+        let judgement = self.check(record, now_ms, target, baseline);
+        let confident_pass = judgement.confident_pass();
+        match judgement.verdict {
             Verdict::NoData(reason) => {
-                self.hold = Some(reason);
-                Action::Nothing
+                let a = &record.spec.analysis;
+                let wait = a.step_wait(record.spec.interval);
+                if record.step_elapsed(now_ms) < wait {
+                    self.hold = Some(reason);
+                    return Action::Nothing;
+                }
+                let why = format!(
+                    "no verdict within max_step_wait {} ({reason}): on_inconclusive = {}",
+                    humantime::format_duration(wait),
+                    a.on_inconclusive.word()
+                );
+                self.hold = Some(why.clone());
+                match a.on_inconclusive {
+                    OnInconclusive::Pause => Action::Hold(why),
+                    OnInconclusive::Rollback => Action::Rollback(why),
+                    OnInconclusive::Promote => self.next_move(record, now_ms),
+                }
             }
             Verdict::Fail(breaches) => {
                 self.failures += 1;
@@ -197,7 +229,8 @@ impl Run {
             Verdict::Pass => {
                 self.failures = 0;
                 self.hold = None;
-                if record.step_elapsed(now_ms) < record.spec.interval {
+                let early = record.spec.analysis.promote_on_pass && confident_pass;
+                if record.step_elapsed(now_ms) < record.spec.interval && !early {
                     return Action::Nothing;
                 }
                 self.next_move(record, now_ms)
@@ -249,7 +282,7 @@ impl Run {
         now_ms: u64,
         target: Snapshot,
         baseline: Snapshot,
-    ) -> Verdict {
+    ) -> Judgement {
         let min = record.spec.analysis.min_requests;
         let from = self
             .marks
@@ -261,8 +294,12 @@ impl Run {
             Some(m) => (target.since(&m.target), baseline.since(&m.baseline)),
             None => (target.since(&target), baseline.since(&baseline)),
         };
-        let verdict = judge(&record.spec.analysis, &t, &b);
-        let (word, breaches) = match &verdict {
+        let (all_t, all_b) = match &self.origin {
+            Some(o) => (target.since(&o.target), baseline.since(&o.baseline)),
+            None => (t, b),
+        };
+        let judgement = judge(&record.spec.analysis, (&t, &b), (&all_t, &all_b));
+        let (word, breaches) = match &judgement.verdict {
             Verdict::Pass => ("pass", Vec::new()),
             Verdict::Fail(b) => ("fail", b.clone()),
             Verdict::NoData(_) => ("no_data", Vec::new()),
@@ -273,13 +310,14 @@ impl Run {
             baseline: Figures::from(&b),
             verdict: word,
             breaches,
+            errors: judgement.errors,
         });
         if self.marks.len() >= MARKS {
             // Keep the step's first mark; drop the oldest after it.
             self.marks.remove(1);
         }
         self.marks.push_back(Mark { target, baseline });
-        verdict
+        judgement
     }
 }
 

@@ -280,13 +280,18 @@ async fn slow_canary_is_rolled_back_on_p99() {
     proxy.stop().await;
 }
 
+/// Too little traffic gives no verdict: the step waits ("waiting", with
+/// the reason) rather than promote or roll back on nothing — but not
+/// forever: after `max_step_wait` it does what `on_inconclusive` says,
+/// pause by default (with the reason), and a resume gives the step its
+/// time again; `rollback` rolls back.
 #[tokio::test]
-async fn too_little_traffic_holds_the_step() {
+async fn too_little_traffic_holds_the_step_then_pauses_after_max_step_wait() {
     let (_blue, _green, proxy) = blue_green().await;
     let (s, v) = start_rollout(
         &proxy,
-        json!({"to": "green", "steps": [20, 100], "interval": "200ms",
-               "analysis": {"check_every": "100ms", "min_requests": 50}}),
+        json!({"to": "green", "steps": [20, 100], "interval": "300ms",
+               "analysis": {"check_every": "100ms", "min_requests": 50, "max_step_wait": "1500ms"}}),
     )
     .await;
     assert_eq!(s, 201, "{v}");
@@ -298,17 +303,49 @@ async fn too_little_traffic_holds_the_step() {
             .contains("waiting for data"),
         "{waiting:#}"
     );
-    // Several intervals later it still holds at step 1: no data, no verdict.
-    let client = http1_client();
-    for _ in 0..10 {
-        get(&client, &format!("http://{}/", proxy.addrs()[0])).await;
-    }
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let still = rollout_of(&proxy).await;
-    assert_eq!(
-        (still["state"].as_str(), still["step"].as_u64()),
-        (Some("waiting"), Some(1)),
-        "{still:#}"
+    let paused = wait_state(&proxy, "paused").await;
+    assert_eq!(paused["step"], 1, "{paused:#}");
+    let reason = paused["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no verdict within max_step_wait 1s 500ms")
+            && reason.contains("on_inconclusive = pause"),
+        "{paused:#}"
+    );
+    assert!(audit(&proxy).contains("rollout_inconclusive"));
+    // Resumed: the step's time starts again (waiting, not paused at once).
+    let (s, v) = admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/app/rollout/resume"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["rollout"]["state"], "waiting", "{v:#}");
+    let (s, v) = admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/app/rollout/abort"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+
+    let (s, v) = start_rollout(
+        &proxy,
+        json!({"to": "green", "steps": [20, 100], "interval": "300ms",
+               "analysis": {"check_every": "100ms", "min_requests": 50, "max_step_wait": "600ms",
+                            "on_inconclusive": "rollback"}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let done = wait_state(&proxy, "rolled_back").await;
+    assert!(
+        done["reason"]
+            .as_str()
+            .unwrap()
+            .contains("on_inconclusive = rollback"),
+        "{done:#}"
     );
     proxy.stop().await;
 }
