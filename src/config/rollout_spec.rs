@@ -93,7 +93,7 @@ impl OnInconclusive {
 }
 
 fn default_max_error_ratio() -> Option<f64> {
-    Some(2.0)
+    Some(1.5)
 }
 
 fn default_confidence() -> f64 {
@@ -108,9 +108,11 @@ impl Default for Analysis {
     fn default() -> Self {
         Analysis {
             max_error_rate: Some(0.05),
-            // With max_error_ratio 2: a release at 5x a 0.2 % baseline, or
-            // at 1 % over a baseline at 0, is worse; one equal is not.
-            max_error_rate_increase: Some(0.005),
+            // With max_error_ratio 1.5: a release at 2.5x a 0.2 % baseline,
+            // or at 0.2 % over a baseline at 0, is worse; one equal is not
+            // (docs/rollouts.md has the figures, benches/rollout_judge.rs
+            // how they were found).
+            max_error_rate_increase: Some(0.001),
             max_error_ratio: default_max_error_ratio(),
             confidence: default_confidence(),
             max_p99_ms: None,
@@ -680,7 +682,7 @@ mod tests {
                          "max_p99_ratio": 2.0, "min_requests": 50, "failure_limit": 2, "check_every": "5s"});
         let a: Analysis = serde_json::from_value(old).unwrap();
         assert_eq!(a.confidence, 0.99);
-        assert_eq!(a.max_error_ratio, Some(2.0));
+        assert_eq!(a.max_error_ratio, Some(1.5));
         assert_eq!(a.on_inconclusive, OnInconclusive::Pause);
         assert_eq!(a.max_step_wait, None);
         let round = serde_json::to_value(&a).unwrap();

@@ -7,7 +7,9 @@
 use serde::Serialize;
 
 use super::Analysis;
-use super::sequential::{Decision, ErrorComparison, Tolerance, compare_error_rates};
+use super::sequential::{
+    Decision, ErrorComparison, Tolerance, compare_error_rates, error_rate_interval,
+};
 use crate::traffic::Window;
 
 /// What one pool did in the window, as status shows it.
@@ -55,10 +57,11 @@ impl Judgement {
     }
 }
 
-/// Judges the target against the limits and against the baseline: the
-/// hard guards (`max_error_rate`, `max_p99_ms`) and the p99 ratio on the
-/// latest `window` of each pool, the error test on everything `since_start`
-/// of the rollout (an anytime-valid test wants all its data).
+/// Judges the target against the limits and against the baseline:
+/// `max_p99_ms` and the p99 ratio on the latest `window` of each pool; the
+/// error tests — `max_error_rate` on the target's rate, and the comparison
+/// with the baseline's — on everything `since_start` of the rollout (an
+/// anytime-valid test wants all its data), sharing the confidence.
 pub fn judge(
     limits: &Analysis,
     window: (&Window, &Window),
@@ -75,11 +78,21 @@ pub fn judge(
         };
     }
     let mut breaches = Vec::new();
-    let rate = target.error_rate();
-    if let Some(max) = limits.max_error_rate
-        && rate > max
-    {
-        breaches.push(format!("error rate {rate:.4} > max_error_rate {max}"));
+    let (all_target, all_baseline) = since_start;
+    // The allowance 1 − confidence is shared: a tenth for this absolute
+    // guard (meant for releases far beyond it), the rest for the
+    // comparison with the baseline.
+    let alpha = (1.0 - limits.confidence) / 10.0;
+    if let Some(max) = limits.max_error_rate {
+        let rate = error_rate_interval(all_target.errors, all_target.requests, alpha);
+        if rate.low > max {
+            breaches.push(format!(
+                "error rate {:.2} % (at least {:.2} % with {} % confidence) > max_error_rate {max}",
+                rate.estimate * 100.0,
+                rate.low * 100.0,
+                limits.confidence * 100.0
+            ));
+        }
     }
     let p99_ms = target.p99.map(|d| d.as_secs_f64() * 1000.0);
     if let (Some(max), Some(p99)) = (limits.max_p99_ms, p99_ms)
@@ -91,13 +104,14 @@ pub fn judge(
         increase: limits.max_error_rate_increase,
         ratio: limits.max_error_ratio,
     };
-    let (all_target, all_baseline) = since_start;
-    let errors = compare_error_rates(
+    let mut errors = compare_error_rates(
         (all_target.errors, all_target.requests),
         (all_baseline.errors, all_baseline.requests),
-        limits.confidence,
+        limits.confidence + alpha,
         tolerance,
     );
+    // Said as the operator set it: the two tests together hold it.
+    errors.confidence = limits.confidence;
     if errors.decision == Decision::Worse {
         breaches.push(errors.describe(tolerance));
     }
@@ -155,7 +169,7 @@ mod tests {
         // 3 % errors against none, enough data to know it at 99 %.
         let v = judge_windows(&limits, window(1000, 30, 5), window(10_000, 0, 5));
         assert!(
-            matches!(&v, Verdict::Fail(b) if b.len() == 1 && b[0].contains("worse than +0.50 pp and 2x")),
+            matches!(&v, Verdict::Fail(b) if b.len() == 1 && b[0].contains("worse than +0.10 pp and 1.5x")),
             "{v:?}"
         );
         // The same with too little data to know: no breach (yet).

@@ -366,8 +366,8 @@ mod tests {
     }
 
     #[test]
-    fn one_bad_sample_does_not_roll_back_with_a_limit_of_two() {
-        let actions = run_checks(&record(2), &[0, 30, 0, 0]);
+    fn one_failing_check_does_not_roll_back_with_a_limit_of_two() {
+        let actions = run_checks(&record(2), &[0, 0, 30]);
         assert!(actions.iter().all(|a| *a == Action::Nothing), "{actions:?}");
         let actions = run_checks(&record(2), &[0, 30, 30]);
         assert!(
