@@ -847,8 +847,40 @@ fn rollout_line(r: &Value) -> String {
 
 /// Follows a rollout until it ends, a line per change; the exit code says
 /// how it ended.
+/// The error test's last comparison, as `--wait` prints it: each pool's
+/// rate with its interval and what the test says.
+fn error_test_line(r: &Value) -> Option<(String, String)> {
+    let e = &r["analysis"]["errors"];
+    let decision = e["decision"].as_str()?.to_string();
+    let pct = |i: &Value| {
+        format!(
+            "{:.2} % [{:.2}, {:.2}]",
+            i["estimate"].as_f64().unwrap_or(0.0) * 100.0,
+            i["low"].as_f64().unwrap_or(0.0) * 100.0,
+            i["high"].as_f64().unwrap_or(1.0) * 100.0
+        )
+    };
+    let words = match decision.as_str() {
+        "worse" => "worse than",
+        "within" => "within",
+        _ => "not yet known against",
+    };
+    let limits = &r["limits"];
+    let line = format!(
+        "  errors: {} {} vs baseline {}: {words} +{:.2} pp and {}x with {} % confidence",
+        r["to"].as_str().unwrap_or("target"),
+        pct(&e["target"]),
+        pct(&e["baseline"]),
+        limits["max_error_rate_increase"].as_f64().unwrap_or(0.0) * 100.0,
+        limits["max_error_ratio"],
+        e["confidence"].as_f64().unwrap_or(0.0) * 100.0,
+    );
+    Some((decision, line))
+}
+
 async fn wait_rollout(api: &Api, route: &str, first: &Value) -> Result<u8, CtlError> {
     let mut last = rollout_line(first);
+    let mut last_decision = String::new();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let status = api.call(Method::GET, "/api/v1/status", None).await?;
@@ -862,6 +894,17 @@ async fn wait_rollout(api: &Api, route: &str, first: &Value) -> Result<u8, CtlEr
         };
         let rollout = &r["rollout"];
         let line = rollout_line(rollout);
+        let ended = matches!(
+            rollout["state"].as_str(),
+            Some("promoted" | "rolled_back" | "aborted")
+        );
+        // The error test's figures when what it says changes, and at the end.
+        if let Some((decision, errors)) = error_test_line(rollout)
+            && (decision != last_decision || (ended && line != last))
+        {
+            println!("{errors}");
+            last_decision = decision;
+        }
         if line != last {
             println!("{route}: {line}");
             last = line;

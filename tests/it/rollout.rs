@@ -319,7 +319,10 @@ async fn equal_releases_are_promoted_every_time_and_a_5x_regression_is_not() {
     // By the comparison with blue or by max_error_rate (10 % > 5 %),
     // whichever is sure first: both say with what confidence.
     assert!(
-        done["reason"].as_str().unwrap().contains("with 99 % confidence"),
+        done["reason"]
+            .as_str()
+            .unwrap()
+            .contains("with 99 % confidence"),
         "{done:#}"
     );
     let seen = traffic.finish().await;

@@ -65,6 +65,11 @@ async fn rollout_wait_exit_codes_say_promoted_rolled_back_aborted() {
         out.contains("rolled back") && out.contains("error rate"),
         "{out}"
     );
+    // The error test's figures: each rate with its interval, and why.
+    assert!(
+        out.contains("  errors: blue ") && out.contains(" with 99 % confidence"),
+        "{out}"
+    );
 
     // A long rollout, aborted from another ctl while one waits on it.
     blue.fail_every(0);
