@@ -231,6 +231,17 @@ pub struct RolloutArgs {
     wait: bool,
 }
 
+/// A flag's number, or `off` (null: that check turned off).
+fn number_or_off(flag: &str, value: &str, example: &str) -> Result<Value, CtlError> {
+    match value {
+        "off" => Ok(Value::Null),
+        n => n
+            .parse::<f64>()
+            .map(|n| json!(n))
+            .map_err(|_| CtlError::Usage(format!("{flag} {n:?}: a number like {example}, or off"))),
+    }
+}
+
 impl RolloutArgs {
     fn body(&self) -> Result<Value, CtlError> {
         let mut body = json!({"to": self.to});
@@ -248,26 +259,14 @@ impl RolloutArgs {
             analysis.insert("max_error_rate".into(), json!(r));
         }
         if let Some(r) = &self.max_error_rate_increase {
-            let increase = match r.as_str() {
-                "off" => Value::Null,
-                n => json!(n.parse::<f64>().map_err(|_| {
-                    CtlError::Usage(format!(
-                        "--max-error-rate-increase {n:?}: a number like 0.02, or off"
-                    ))
-                })?),
-            };
+            let increase = number_or_off("--max-error-rate-increase", r, "0.001")?;
             analysis.insert("max_error_rate_increase".into(), increase);
         }
         if let Some(n) = self.failure_limit {
             analysis.insert("failure_limit".into(), json!(n));
         }
         if let Some(r) = &self.max_error_ratio {
-            let ratio = match r.as_str() {
-                "off" => Value::Null,
-                n => json!(n.parse::<f64>().map_err(|_| {
-                    CtlError::Usage(format!("--max-error-ratio {n:?}: a number like 2, or off"))
-                })?),
-            };
+            let ratio = number_or_off("--max-error-ratio", r, "1.5")?;
             analysis.insert("max_error_ratio".into(), ratio);
         }
         if let Some(c) = self.confidence {
@@ -289,12 +288,7 @@ impl RolloutArgs {
             analysis.insert("max_p99_ms".into(), json!(d.as_millis() as u64));
         }
         if let Some(r) = &self.max_p99_ratio {
-            let ratio = match r.as_str() {
-                "off" => Value::Null,
-                n => json!(n.parse::<f64>().map_err(|_| {
-                    CtlError::Usage(format!("--max-p99-ratio {n:?}: a number like 1.5, or off"))
-                })?),
-            };
+            let ratio = number_or_off("--max-p99-ratio", r, "1.5")?;
             analysis.insert("max_p99_ratio".into(), ratio);
         }
         if let Some(n) = self.min_requests {

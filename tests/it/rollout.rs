@@ -83,16 +83,7 @@ async fn split_of(proxy: &TestProxy) -> Value {
 
 /// Waits until the rollout's state is `state`.
 async fn wait_state(proxy: &TestProxy, state: &str) -> Value {
-    let mut last = Value::Null;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while tokio::time::Instant::now() < deadline {
-        last = rollout_of(proxy).await;
-        if last["state"] == state {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("rollout never reached {state}: {last:#}");
+    wait_state_of(proxy, &[state]).await
 }
 
 /// Waits for the route's rollout to reach one of `states`.

@@ -116,6 +116,23 @@ async fn rollout_wait_exit_codes_say_promoted_rolled_back_aborted() {
     assert_eq!(code, Some(1), "{out}");
 }
 
+/// The tour's rollout to green, quick, waited on.
+const DEMO_ROLLOUT: [&str; 13] = [
+    "rollout",
+    "app",
+    "--to",
+    "green",
+    "--steps",
+    "10,100",
+    "--interval",
+    "10s",
+    "--check-every",
+    "300ms",
+    "--min-requests",
+    "10",
+    "--wait",
+];
+
 /// A `cutover demo` process, stopped (SIGTERM, then killed) however the
 /// test ends.
 struct Demo {
@@ -198,25 +215,7 @@ impl Drop for Demo {
 async fn the_demo_s_bad_green_is_rolled_back() {
     let demo = Demo::start(&["--bad-green", "40", "--traffic", "100"]).await;
     let admin = demo.admin.clone();
-    let (code, out) = run(
-        &admin,
-        &[
-            "rollout",
-            "app",
-            "--to",
-            "green",
-            "--steps",
-            "10,100",
-            "--interval",
-            "10s",
-            "--check-every",
-            "300ms",
-            "--min-requests",
-            "10",
-            "--wait",
-        ],
-    )
-    .await;
+    let (code, out) = run(&admin, &DEMO_ROLLOUT).await;
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("rolled back"), "{out}");
     drop(demo);
@@ -253,25 +252,7 @@ async fn a_second_demo_run_starts_from_blue() {
         get(&client, &format!("{}/", second.proxy)).await.1.trim(),
         "blue"
     );
-    let (code, out) = run(
-        &second.admin,
-        &[
-            "rollout",
-            "app",
-            "--to",
-            "green",
-            "--steps",
-            "10,100",
-            "--interval",
-            "10s",
-            "--check-every",
-            "300ms",
-            "--min-requests",
-            "10",
-            "--wait",
-        ],
-    )
-    .await;
+    let (code, out) = run(&second.admin, &DEMO_ROLLOUT).await;
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("rolled back"), "{out}");
     drop(second);
