@@ -149,9 +149,7 @@ impl RawHome {
             });
         }
     }
-}
 
-impl RawHome {
     /// The upstream sent bytes after a complete response: the socket
     /// (dropped by the caller) closes, and see [`OutOfStep`].
     pub fn out_of_step(&self) {
