@@ -105,6 +105,14 @@ impl ShadowStats {
         self.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Copies compared with the client's answer so far, and how many of
+    /// them differed (a rollout's `max_shadow_diff_rate`).
+    pub fn compared(&self) -> (u64, u64) {
+        let of = |o: Outcome| self.counts[o as usize].load(Ordering::Relaxed);
+        let differs = of(Outcome::Differs);
+        (of(Outcome::Same) + differs, differs)
+    }
+
     /// Copies so far by outcome.
     pub fn counts(&self) -> [(Outcome, u64); 4] {
         Outcome::ALL.map(|o| (o, self.counts[o as usize].load(Ordering::Relaxed)))

@@ -94,6 +94,7 @@ complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_sub
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l confidence -d 'The error test\'s confidence, above 0.5 and at most 0.9999 (default 0.99)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l max-step-wait -d 'The longest a step waits for enough requests, e.g. 5m (default three intervals)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l on-inconclusive -d 'What a step that waited --max-step-wait without data does: pause, rollback or promote (default pause)' -r
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l max-shadow-diff-rate -d 'When the route mirrors to the target: roll back once more than this share (0 to 1) of the compared shadow copies differ' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F

@@ -220,6 +220,10 @@ pub struct RolloutArgs {
     /// tolerance, not at the end of the interval.
     #[arg(long)]
     promote_on_pass: bool,
+    /// When the route mirrors to the target: roll back once more than this
+    /// share (0 to 1) of the compared shadow copies differ.
+    #[arg(long)]
+    max_shadow_diff_rate: Option<f64>,
     /// Hold before the step to 100 % until `cutover ctl promote ROUTE`.
     #[arg(long)]
     approve_before_100: bool,
@@ -280,6 +284,9 @@ impl RolloutArgs {
         }
         if self.promote_on_pass {
             analysis.insert("promote_on_pass".into(), json!(true));
+        }
+        if let Some(r) = self.max_shadow_diff_rate {
+            analysis.insert("max_shadow_diff_rate".into(), json!(r));
         }
         if let Some(p99) = &self.max_p99 {
             let d = humantime::parse_duration(p99).map_err(|e| {

@@ -69,6 +69,11 @@ pub struct Analysis {
     /// tolerance, not at the end of the interval.
     #[serde(default)]
     pub promote_on_pass: bool,
+    /// When the route mirrors to the target: the most of the compared
+    /// shadow copies that may differ from the client's answer (judged with
+    /// `confidence`, like the error rate); `None`: not a gate.
+    #[serde(default)]
+    pub max_shadow_diff_rate: Option<f64>,
 }
 
 /// What a step that cannot reach a verdict in `max_step_wait` does.
@@ -124,6 +129,7 @@ impl Default for Analysis {
             max_step_wait: None,
             on_inconclusive: OnInconclusive::Pause,
             promote_on_pass: false,
+            max_shadow_diff_rate: None,
         }
     }
 }
@@ -205,7 +211,7 @@ fn err(field: &str, reason: impl Into<String>) -> SpecError {
 
 /// The `analysis` object's keys (in a route's file `rollout` table they
 /// stand beside `steps` and `interval`).
-pub const ANALYSIS_KEYS: [&str; 13] = [
+pub const ANALYSIS_KEYS: [&str; 14] = [
     "max_error_rate",
     "max_error_rate_increase",
     "max_error_ratio",
@@ -219,6 +225,7 @@ pub const ANALYSIS_KEYS: [&str; 13] = [
     "max_step_wait",
     "on_inconclusive",
     "promote_on_pass",
+    "max_shadow_diff_rate",
 ];
 
 const SHORTEST: Duration = Duration::from_millis(100);
@@ -441,6 +448,7 @@ fn analysis(v: Option<&Value>, interval: Duration) -> Result<Analysis, SpecError
         1.0,
     )?;
     a.max_error_ratio = set("max_error_ratio", a.max_error_ratio, 1.0, 1000.0)?;
+    a.max_shadow_diff_rate = set("max_shadow_diff_rate", a.max_shadow_diff_rate, 0.0, 1.0)?;
     if let Some(v) = map.get("confidence") {
         a.confidence = v
             .as_f64()

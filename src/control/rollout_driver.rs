@@ -10,6 +10,7 @@ use super::ControlPlane;
 use super::apply::Change;
 use super::rollout_changes::{RolloutStep, WebhookCall};
 use crate::clock::unix_ms;
+use crate::rollout::analysis::Compared;
 use crate::rollout::run::{Action, Hook};
 use crate::rollout::{RolloutRecord, RolloutState};
 use crate::telemetry::names;
@@ -55,8 +56,17 @@ impl ControlPlane {
             };
             let target = snapshot(&record.spec.to).unwrap_or_default();
             let baseline = sum(record.baseline().into_iter().filter_map(snapshot));
+            // The route's shadow copies, when they go to the target.
+            let shadow = r
+                .mirror
+                .as_ref()
+                .filter(|m| *m.pool == *record.spec.to)
+                .map(|_| {
+                    let (compared, differs) = r.shadow.compared();
+                    Compared { compared, differs }
+                });
             let run = self.runs.of(&route, &record);
-            match run.tick(&record, now, target, baseline) {
+            match run.tick_with_shadow(&record, now, target, baseline, shadow) {
                 Action::Nothing => {}
                 Action::Begin => moves.push((route, RolloutStep::Begin)),
                 Action::Advance => moves.push((route, RolloutStep::Advance { approve: false })),
@@ -252,6 +262,7 @@ impl ControlPlane {
                 "max_step_wait": humantime::format_duration(a.step_wait(record.spec.interval)).to_string(),
                 "on_inconclusive": a.on_inconclusive.word(),
                 "promote_on_pass": a.promote_on_pass,
+                "max_shadow_diff_rate": a.max_shadow_diff_rate,
             },
             "failures": run.map_or(0, |r| r.failures()),
             "analysis": run.and_then(|r| r.last.as_ref()).map(|l| json!(l)),

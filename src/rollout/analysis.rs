@@ -41,6 +41,24 @@ pub enum Verdict {
     Fail(Vec<String>),
 }
 
+/// Shadow copies of the route's requests sent to the target and compared
+/// with the client's answer: how many, and how many differed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compared {
+    pub compared: u64,
+    pub differs: u64,
+}
+
+impl Compared {
+    /// The copies between `earlier` and these counts.
+    pub fn since(self, earlier: Compared) -> Compared {
+        Compared {
+            compared: self.compared.saturating_sub(earlier.compared),
+            differs: self.differs.saturating_sub(earlier.differs),
+        }
+    }
+}
+
 /// What one check found: the verdict, and the error test's comparison
 /// (`None` without data).
 #[derive(Debug, Clone, PartialEq)]
@@ -60,12 +78,14 @@ impl Judgement {
 /// Judges the target against the limits and against the baseline:
 /// `max_p99_ms` and the p99 ratio on the latest `window` of each pool; the
 /// error tests — `max_error_rate` on the target's rate, and the comparison
-/// with the baseline's — on everything `since_start` of the rollout (an
-/// anytime-valid test wants all its data), sharing the confidence.
+/// with the baseline's — and the shadow gate on everything `since_start`
+/// of the rollout (an anytime-valid test wants all its data), sharing the
+/// confidence.
 pub fn judge(
     limits: &Analysis,
     window: (&Window, &Window),
     since_start: (&Window, &Window),
+    shadow_since_start: Option<Compared>,
 ) -> Judgement {
     let (target, baseline) = window;
     if target.requests < limits.min_requests {
@@ -79,9 +99,9 @@ pub fn judge(
     }
     let mut breaches = Vec::new();
     let (all_target, all_baseline) = since_start;
-    // The allowance 1 − confidence is shared: a tenth for this absolute
-    // guard (meant for releases far beyond it), the rest for the
-    // comparison with the baseline.
+    // The allowance 1 − confidence is shared: a tenth each for this
+    // absolute guard (meant for releases far beyond it) and the shadow
+    // gate, the rest for the comparison with the baseline.
     let alpha = (1.0 - limits.confidence) / 10.0;
     if let Some(max) = limits.max_error_rate {
         let rate = error_rate_interval(all_target.errors, all_target.requests, alpha);
@@ -107,13 +127,25 @@ pub fn judge(
     let mut errors = compare_error_rates(
         (all_target.errors, all_target.requests),
         (all_baseline.errors, all_baseline.requests),
-        limits.confidence + alpha,
+        limits.confidence + 2.0 * alpha,
         tolerance,
     );
     // Said as the operator set it: the two tests together hold it.
     errors.confidence = limits.confidence;
     if errors.decision == Decision::Worse {
         breaches.push(errors.describe(tolerance));
+    }
+    if let (Some(max), Some(shadow)) = (limits.max_shadow_diff_rate, shadow_since_start) {
+        let share = error_rate_interval(shadow.differs, shadow.compared, alpha);
+        if share.low > max {
+            breaches.push(format!(
+                "{:.2} % of {} shadow copies differ from the client's answer (at least {:.2} % with {} % confidence) > max_shadow_diff_rate {max}",
+                share.estimate * 100.0,
+                shadow.compared,
+                share.low * 100.0,
+                limits.confidence * 100.0
+            ));
+        }
     }
     // The p99 comparison needs a baseline with data of its own.
     if baseline.requests >= limits.min_requests
@@ -156,7 +188,7 @@ mod tests {
     }
 
     fn judge_windows(limits: &Analysis, target: Window, baseline: Window) -> Verdict {
-        judge(limits, (&target, &baseline), (&target, &baseline)).verdict
+        judge(limits, (&target, &baseline), (&target, &baseline), None).verdict
     }
 
     #[test]
@@ -184,6 +216,31 @@ mod tests {
         );
         let v = judge_windows(&limits, window(1000, 200, 5), window(10_000, 0, 5));
         assert!(matches!(&v, Verdict::Fail(b) if b.len() == 2), "{v:?}");
+    }
+
+    #[test]
+    fn the_shadow_gate_fails_once_the_differing_share_is_sure() {
+        let limits = Analysis {
+            max_shadow_diff_rate: Some(0.01),
+            ..Analysis::default()
+        };
+        let (t, b) = (window(1000, 0, 5), window(1000, 0, 5));
+        let shadow = |compared, differs| Some(Compared { compared, differs });
+        let verdict = |s| judge(&limits, (&t, &b), (&t, &b), s).verdict;
+        assert_eq!(verdict(shadow(1000, 5)), Verdict::Pass);
+        assert_eq!(verdict(shadow(20, 2)), Verdict::Pass, "too few to be sure");
+        let v = verdict(shadow(1000, 100));
+        assert!(
+            matches!(&v, Verdict::Fail(b) if b[0].contains("max_shadow_diff_rate 0.01")),
+            "{v:?}"
+        );
+        // Off unless asked for, and nothing without a mirror to the target.
+        assert_eq!(verdict(None), Verdict::Pass);
+        let off = Analysis::default();
+        assert_eq!(
+            judge(&off, (&t, &b), (&t, &b), shadow(1000, 500)).verdict,
+            Verdict::Pass
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::analysis::{Figures, Judgement, Verdict, judge};
+use super::analysis::{Compared, Figures, Judgement, Verdict, judge};
 use super::sequential::ErrorComparison;
 use super::{OnInconclusive, RolloutRecord, RolloutState};
 use crate::traffic::Snapshot;
@@ -88,6 +88,9 @@ pub struct Run {
     /// The counters when the rollout's first step began: the error test
     /// judges everything since.
     origin: Option<Mark>,
+    /// The route's shadow copies to the target then, and now.
+    shadow_origin: Option<Compared>,
+    shadow_now: Option<Compared>,
     /// The step the marks belong to; `None` until the first tick.
     step: Option<usize>,
     marks: VecDeque<Mark>,
@@ -104,6 +107,8 @@ impl Default for Run {
         Run {
             rollout: None,
             origin: None,
+            shadow_origin: None,
+            shadow_now: None,
             step: None,
             marks: VecDeque::new(),
             next_check_ms: 0,
@@ -156,6 +161,20 @@ impl Run {
         target: Snapshot,
         baseline: Snapshot,
     ) -> Action {
+        self.tick_with_shadow(record, now_ms, target, baseline, None)
+    }
+
+    /// [`tick`](Self::tick), with the route's shadow copies to the target
+    /// so far when it mirrors to it (`max_shadow_diff_rate`).
+    pub fn tick_with_shadow(
+        &mut self,
+        record: &RolloutRecord,
+        now_ms: u64,
+        target: Snapshot,
+        baseline: Snapshot,
+        shadow: Option<Compared>,
+    ) -> Action {
+        self.shadow_now = shadow;
         if record.state != RolloutState::Running {
             return Action::Nothing;
         }
@@ -171,6 +190,7 @@ impl Run {
                     target: target.clone(),
                     baseline: baseline.clone(),
                 });
+                self.shadow_origin = shadow;
             }
             self.marks.clear();
             self.marks.push_back(Mark { target, baseline });
@@ -298,7 +318,12 @@ impl Run {
             Some(o) => (target.since(&o.target), baseline.since(&o.baseline)),
             None => (t, b),
         };
-        let judgement = judge(&record.spec.analysis, (&t, &b), (&all_t, &all_b));
+        let shadow = match (self.shadow_now, self.shadow_origin) {
+            (Some(now), Some(origin)) => Some(now.since(origin)),
+            (Some(now), None) => Some(now),
+            (None, _) => None,
+        };
+        let judgement = judge(&record.spec.analysis, (&t, &b), (&all_t, &all_b), shadow);
         let (word, breaches) = match &judgement.verdict {
             Verdict::Pass => ("pass", Vec::new()),
             Verdict::Fail(b) => ("fail", b.clone()),

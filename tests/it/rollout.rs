@@ -321,6 +321,50 @@ async fn equal_releases_are_promoted_every_time_and_a_5x_regression_is_not() {
     proxy.stop().await;
 }
 
+/// A route that mirrors to the rollout's target gates it on the shadow
+/// comparison: with `max_shadow_diff_rate`, a target whose copies answer
+/// differently from the client's answers (here a body of its own) is
+/// rolled back though it serves no error; compared on status only, the
+/// same target is promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_is_gated_on_its_shadow_copies_differing() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    for (compare, ends) in [("body", "rolled_back"), ("status", "promoted")] {
+        let proxy = start_proxy(&format!(
+            "[[route]]\nname = \"app\"\nsplit = {{ blue = 100, green = 0 }}\n\
+             mirror = {{ pool = \"green\", percent = 100, compare = [\"{compare}\"] }}\n\
+             [pool.blue]\nupstreams = [{{ addr = \"{}\" }}]\n[pool.green]\nupstreams = [{{ addr = \"{}\" }}]\n",
+            blue.addr, green.addr
+        ))
+        .await;
+        let traffic = Traffic::start(format!("http://{}/", proxy.addrs()[0]), 2);
+        let (s, v) = start_rollout(
+            &proxy,
+            json!({"to": "green", "steps": [20, 100], "interval": "1s",
+                   "analysis": {"check_every": "200ms", "min_requests": 20,
+                                "max_p99_ratio": null, "max_shadow_diff_rate": 0.05}}),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        let done = wait_state_of(&proxy, &["promoted", "rolled_back"]).await;
+        assert_eq!(done["state"], ends, "compare {compare}: {done:#}");
+        if ends == "rolled_back" {
+            assert!(
+                done["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("shadow copies differ from the client's answer"),
+                "{done:#}"
+            );
+        }
+        assert_eq!(done["limits"]["max_shadow_diff_rate"], 0.05);
+        let seen = traffic.finish().await;
+        assert_eq!(proxy_failures(&seen), 0, "{seen:?}");
+        proxy.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_canary_is_rolled_back_on_p99() {
     let (_blue, green, proxy) = blue_green().await;
