@@ -175,6 +175,11 @@ impl Run {
         shadow: Option<Compared>,
     ) -> Action {
         self.shadow_now = shadow;
+        // A mirror to the target added while the rollout runs: its copies
+        // count from when they are first seen.
+        if self.origin.is_some() && self.shadow_origin.is_none() {
+            self.shadow_origin = shadow;
+        }
         if record.state != RolloutState::Running {
             return Action::Nothing;
         }
@@ -320,8 +325,7 @@ impl Run {
         };
         let shadow = match (self.shadow_now, self.shadow_origin) {
             (Some(now), Some(origin)) => Some(now.since(origin)),
-            (Some(now), None) => Some(now),
-            (None, _) => None,
+            _ => None,
         };
         let judgement = judge(&record.spec.analysis, (&t, &b), (&all_t, &all_b), shadow);
         let (word, breaches) = match &judgement.verdict {
