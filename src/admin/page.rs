@@ -279,6 +279,7 @@ fn rollout_panel(h: &mut String, route: &str, r: &serde_json::Value) {
             esc(e["decision"].as_str().unwrap_or("?")),
             route = esc(route),
         );
+        interval_chart(h, route, e, limits);
     }
     for b in a["breaches"].as_array().into_iter().flatten() {
         let _ = write!(
@@ -300,6 +301,59 @@ fn rollout_panel(h: &mut String, route: &str, r: &serde_json::Value) {
         h,
         "<p class=\"meta\">{in_a_row}checks every {}</p></div>",
         esc(limits["check_every"].as_str().unwrap_or("?"))
+    );
+}
+
+/// The error test's two intervals drawn on one axis (0 to a little past
+/// the largest bound): baseline above, target below, each a bar from low
+/// to high with its estimate as a dot, and a dashed line where the target
+/// would be worse than the tolerance allows over the baseline's upper
+/// bound.
+fn interval_chart(h: &mut String, route: &str, e: &serde_json::Value, limits: &serde_json::Value) {
+    let bound = |i: &serde_json::Value, k: &str| i[k].as_f64().unwrap_or(0.0);
+    let (t, b) = (&e["target"], &e["baseline"]);
+    let increase = limits["max_error_rate_increase"].as_f64();
+    let ratio = limits["max_error_ratio"].as_f64();
+    let worse_from = match (increase, ratio) {
+        (Some(d), Some(r)) => Some((bound(b, "high") + d).max(bound(b, "high") * r)),
+        (Some(d), None) => Some(bound(b, "high") + d),
+        (None, Some(r)) => Some(bound(b, "high") * r),
+        (None, None) => None,
+    };
+    let top = [
+        bound(t, "high"),
+        bound(b, "high"),
+        worse_from.unwrap_or(0.0),
+    ]
+    .into_iter()
+    .fold(0.0001_f64, f64::max)
+        * 1.1;
+    let x = |v: f64| 10.0 + v / top * 280.0;
+    let _ = write!(
+        h,
+        "<svg class=\"chart\" id=\"interval-{}\" viewBox=\"0 0 300 40\" width=\"300\" height=\"40\">",
+        esc(route)
+    );
+    for (y, i, colour) in [(12.0, b, "#2563eb"), (28.0, t, "#d97706")] {
+        let _ = write!(
+            h,
+            "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{y}\" y2=\"{y}\" stroke=\"{colour}\" stroke-width=\"4\"/><circle cx=\"{:.1}\" cy=\"{y}\" r=\"3\" fill=\"#111\"/>",
+            x(bound(i, "low")),
+            x(bound(i, "high")),
+            x(bound(i, "estimate")),
+        );
+    }
+    if let Some(w) = worse_from {
+        let _ = write!(
+            h,
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"2\" y2=\"38\" stroke=\"#991b1b\" stroke-dasharray=\"3 2\"/>",
+            x(w)
+        );
+    }
+    let _ = write!(
+        h,
+        "</svg><div class=\"meta\">baseline (blue) and target (orange) error rates, 0 to {:.2} %; worse past the dashed line</div>",
+        top * 100.0
     );
 }
 

@@ -195,6 +195,15 @@ async fn status_page_shows_a_rollback_with_its_figures_and_limits() {
         !dom.contains("failing checks in a row:"),
         "a finished rollout counts no checks in a row:\n{dom}"
     );
+    // The error test's intervals, drawn: two bars and the line past which
+    // the target is worse.
+    let drawn = dom
+        .split("id=\"interval-app\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</svg>").next())
+        .expect("the intervals are drawn");
+    assert_eq!(drawn.matches("<line").count(), 3, "{drawn}");
+    assert_eq!(drawn.matches("<circle").count(), 2, "{drawn}");
     chromium(&[format!("--screenshot={}", shot.display())], &page_url).await;
     eprintln!("rollout panel screenshot: {}", shot.display());
     proxy.stop().await;
