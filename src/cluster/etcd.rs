@@ -74,6 +74,23 @@ impl Client {
         })
     }
 
+    /// Whether a login token is held (etcd may still have forgotten it).
+    pub fn logged_in(&self) -> bool {
+        self.token.load().is_some()
+    }
+
+    /// `answer`, after forgetting the token if etcd no longer knows it (a
+    /// restarted etcd forgets its simple tokens): the next call logs in
+    /// again.
+    fn checked<T>(&self, answer: Result<T, Status>) -> Result<T, Status> {
+        if let Err(status) = &answer
+            && status.code() == tonic::Code::Unauthenticated
+        {
+            self.token.store(None);
+        }
+        answer
+    }
+
     /// A request carrying the login token, if there is one.
     fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
@@ -100,12 +117,14 @@ impl Client {
 
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, Status> {
         let mut kv = KvClient::new(self.channel.clone());
-        Ok(kv.range(self.request(request)).await?.into_inner())
+        let answer = kv.range(self.request(request)).await;
+        Ok(self.checked(answer)?.into_inner())
     }
 
     pub async fn put(&self, request: PutRequest) -> Result<PutResponse, Status> {
         let mut kv = KvClient::new(self.channel.clone());
-        Ok(kv.put(self.request(request)).await?.into_inner())
+        let answer = kv.put(self.request(request)).await;
+        Ok(self.checked(answer)?.into_inner())
     }
 
     pub async fn delete_range(
@@ -113,12 +132,14 @@ impl Client {
         request: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, Status> {
         let mut kv = KvClient::new(self.channel.clone());
-        Ok(kv.delete_range(self.request(request)).await?.into_inner())
+        let answer = kv.delete_range(self.request(request)).await;
+        Ok(self.checked(answer)?.into_inner())
     }
 
     pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, Status> {
         let mut kv = KvClient::new(self.channel.clone());
-        Ok(kv.txn(self.request(request)).await?.into_inner())
+        let answer = kv.txn(self.request(request)).await;
+        Ok(self.checked(answer)?.into_inner())
     }
 
     /// A new lease of `ttl` seconds; its id.
@@ -126,20 +147,17 @@ impl Client {
         let mut lease = LeaseClient::new(self.channel.clone());
         let answer = lease
             .lease_grant(self.request(LeaseGrantRequest { ttl, id: 0 }))
-            .await?
-            .into_inner();
-        Ok(answer.id)
+            .await;
+        Ok(self.checked(answer)?.into_inner().id)
     }
 
     /// Renews lease `id` once; the seconds it has left (0: it had expired).
     pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, Status> {
         let mut lease = LeaseClient::new(self.channel.clone());
         let once = tokio_stream::iter([LeaseKeepAliveRequest { id }]);
-        let mut answers = lease
-            .lease_keep_alive(self.request(once))
-            .await?
-            .into_inner();
-        match answers.message().await? {
+        let answer = lease.lease_keep_alive(self.request(once)).await;
+        let mut answers = self.checked(answer)?.into_inner();
+        match self.checked(answers.message().await)? {
             Some(answer) => Ok(answer.ttl),
             None => Err(Status::unavailable("etcd ended the lease keep-alive")),
         }
@@ -147,10 +165,10 @@ impl Client {
 
     pub async fn lease_revoke(&self, id: i64) -> Result<(), Status> {
         let mut lease = LeaseClient::new(self.channel.clone());
-        lease
+        let answer = lease
             .lease_revoke(self.request(LeaseRevokeRequest { id }))
-            .await?;
-        Ok(())
+            .await;
+        self.checked(answer).map(|_| ())
     }
 
     /// Watches `key` from `start_revision` on. The request side stays open
@@ -172,9 +190,10 @@ impl Client {
         };
         let requests = tokio_stream::iter([create]).chain(tokio_stream::pending());
         let mut watch = WatchClient::new(self.channel.clone());
-        let mut answers = watch.watch(self.request(requests)).await?.into_inner();
+        let answer = watch.watch(self.request(requests)).await;
+        let mut answers = self.checked(answer)?.into_inner();
         // The first answer confirms the watch was created.
-        match answers.message().await? {
+        match self.checked(answers.message().await)? {
             Some(created) if created.created && !created.canceled => Ok(answers),
             Some(refused) => Err(Status::failed_precondition(format!(
                 "etcd refused the watch: {}",

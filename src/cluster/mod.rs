@@ -66,9 +66,9 @@ pub struct Cluster {
     clients: Vec<Client>,
     current: AtomicUsize,
     /// etcd user and password, if etcd wants them; each client logs in
-    /// on first use (`ready_client`).
+    /// on first use (`ready_client`), and again once etcd has forgotten
+    /// its token.
     credentials: Option<(String, String)>,
-    logged_in: Vec<AtomicBool>,
     config: ClusterConfig,
     state_key: String,
     /// The watch is established (set by `follow`).
@@ -108,7 +108,6 @@ impl Cluster {
         }
         metrics::gauge!(names::CLUSTER_CONNECTED).set(0.0);
         Ok(Arc::new(Cluster {
-            logged_in: clients.iter().map(|_| AtomicBool::new(false)).collect(),
             credentials,
             clients,
             current: AtomicUsize::new(0),
@@ -136,17 +135,14 @@ impl Cluster {
         let Some((user, password)) = &self.credentials else {
             return Ok((i, client));
         };
-        if self.logged_in[i].load(Ordering::Acquire) {
+        if client.logged_in() {
             return Ok((i, client));
         }
         let login = bounded(client.authenticate(user, password))
             .await
             .map_err(|e| format!("cannot log in to etcd: {e}"));
         match login {
-            Ok(()) => {
-                self.logged_in[i].store(true, Ordering::Release);
-                Ok((i, client))
-            }
+            Ok(()) => Ok((i, client)),
             Err(e) => {
                 self.failed(i);
                 Err(e)

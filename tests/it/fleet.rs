@@ -645,6 +645,18 @@ async fn etcd_with_authentication() {
         served_by(&late).await == "green"
     })
     .await;
+    // `a` logged in before etcd restarted: its token died with etcd's
+    // memory, and it logs in again rather than stay refused.
+    all_connected(&[&a]).await;
+    // (The same split each try: a retry changes nothing twice.)
+    wait_until("a change through a after the restart", || async {
+        a.split(json!({"blue": 100, "green": 0})).await.0 == 200
+    })
+    .await;
+    wait_until("the late instance follows it", || async {
+        served_by(&late).await == "blue"
+    })
+    .await;
 }
 
 /// The fleet's state deleted from etcd by hand: instances keep serving
