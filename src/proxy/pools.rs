@@ -250,7 +250,7 @@ impl UpstreamPool {
     }
 
     fn reuse_allowed(&self) -> bool {
-        self.out_of_step.reuse_allowed(now_ms())
+        self.out_of_step.reuse_allowed(now_ms)
     }
 
     fn forget_h2(&self, stream: &OpenStream) {
