@@ -16,6 +16,9 @@ pub enum Error {
     Token(#[from] crate::admin::TokenError),
     #[error("{0}")]
     Tls(String),
+    /// Files the config names that cannot be used (`lifecycle::check_files`).
+    #[error("{0}")]
+    Files(String),
     #[error("cannot open the access log: {0}")]
     AccessLog(#[source] std::io::Error),
     #[error("cluster: {0}")]
@@ -27,7 +30,11 @@ impl Error {
     /// `cutover check` refuses too (SPEC.md), 2 for anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Tls(_) | Error::Cluster(_) | Error::Token(_) => 1,
+            Error::Config(_)
+            | Error::Tls(_)
+            | Error::Files(_)
+            | Error::Cluster(_)
+            | Error::Token(_) => 1,
             _ => 2,
         }
     }

@@ -90,6 +90,10 @@ pub async fn start_with(
     resolver: crate::dns::Resolver,
 ) -> Result<Running, Error> {
     telemetry::metrics();
+    // The files the config names, as `cutover check` reads them, before
+    // anything is bound: a config check passes does not fail here on a
+    // file, and one it fails never takes a port.
+    check_files(&config).map_err(|problems| Error::Files(problems.join("\n")))?;
     if let Some(limit) = crate::server::fd_limit::raise() {
         crate::server::fd_limit::check(config.proxy.max_connections, limit);
     }
@@ -104,10 +108,7 @@ pub async fn start_with(
     let listener_configs = config.listeners.clone();
     let certs =
         crate::tls::load_listeners(&listener_configs).map_err(|p| Error::Tls(p.join("\n")))?;
-    crate::upstream_tls::check(&config.pools).map_err(|p| Error::Tls(p.join("\n")))?;
     let admin_tls = AdminTls::load(&config.admin.tls).map_err(Error::Tls)?;
-    // Read now, not after the listeners are bound: a bad token file must
-    // stop the start before it takes a port.
     let tokens = crate::admin::Token::load_both(&config.admin)?;
     let cluster = match &config.cluster {
         Some(c) => Some(crate::cluster::Cluster::new(c).await?),
@@ -261,10 +262,10 @@ pub async fn start_with(
     })
 }
 
-/// Every file the config names, read the way `start` reads them: listener,
-/// admin and upstream certificates, admin token files, the fleet's etcd
-/// files. `cutover check` runs exactly this, so a config it passes does
-/// not fail `run` on a file.
+/// Every file the config names: listener, admin and upstream
+/// certificates, admin token files, the fleet's etcd files. `cutover
+/// check` and the start both run exactly this, so the two never disagree
+/// on a file.
 pub fn check_files(config: &Config) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     if let Err(p) = crate::tls::load_listeners(&config.listeners) {
