@@ -224,3 +224,21 @@ fn packaged_man_pages_and_completions_are_current() {
          run `CUTOVER_REGENERATE=1 cargo test packaged` and commit the result"
     );
 }
+
+/// `cutover manpage --dir` into a directory that cannot be written: exit
+/// 1, the directory and the reason on stderr, nothing half-written claimed.
+#[test]
+fn man_pages_into_a_missing_directory_is_a_clear_error() {
+    let missing = tempfile::tempdir().unwrap().path().join("no/such/dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["manpage", "--dir"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("cutover manpage: {}: ", missing.display())),
+        "{stderr}"
+    );
+}

@@ -86,6 +86,18 @@ async fn wait_state(proxy: &TestProxy, state: &str) -> Value {
     wait_state_of(proxy, &[state]).await
 }
 
+/// All traffic back on blue, as an operator does between rollouts.
+async fn back_to_blue(proxy: &TestProxy) {
+    let (s, v) = admin_call(
+        "PUT",
+        &proxy.admin_url("/api/v1/routes/app/split"),
+        Some(json!({"blue": 100, "green": 0})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+}
+
 /// Waits for the route's rollout to reach one of `states`.
 async fn wait_state_of(proxy: &TestProxy, states: &[&str]) -> Value {
     let mut last = Value::Null;
@@ -245,14 +257,7 @@ async fn a_rollout_retried_after_a_rollback_judges_only_its_own_traffic() {
 
     // A third rollout, to a release bad again, after a promotion: back to
     // blue first, then judged on its own figures.
-    let (s, v) = admin_call(
-        "PUT",
-        &proxy.admin_url("/api/v1/routes/app/split"),
-        Some(json!({"blue": 100, "green": 0})),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
+    back_to_blue(&proxy).await;
     green.fail_every(3);
     let (s, v) = start_rollout(&proxy, body).await;
     assert_eq!(s, 201, "{v}");
@@ -293,14 +298,7 @@ async fn equal_releases_are_promoted_every_time_and_a_5x_regression_is_not() {
         assert_eq!(s, 201, "round {round}: {v}");
         let done = wait_state_of(&proxy, &["promoted", "rolled_back"]).await;
         assert_eq!(done["state"], "promoted", "round {round}: {done:#}");
-        let (s, v) = admin_call(
-            "PUT",
-            &proxy.admin_url("/api/v1/routes/app/split"),
-            Some(json!({"blue": 100, "green": 0})),
-            None,
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
+        back_to_blue(&proxy).await;
     }
     green.fail_every(10); // 10 %: 5x blue's 2 %
     let (s, v) = start_rollout(&proxy, body).await;
@@ -892,14 +890,7 @@ async fn step_done_and_rollback_webhooks_receive_their_events() {
     assert_eq!(events[1]["route"], "app", "{events:#?}");
 
     // Back to blue, then a green that fails every other request.
-    let (s, v) = admin_call(
-        "PUT",
-        &proxy.admin_url("/api/v1/routes/app/split"),
-        Some(json!({"blue": 100, "green": 0})),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
+    back_to_blue(&proxy).await;
     green.fail_every(2);
     let (s, v) = start_rollout(
         &proxy,

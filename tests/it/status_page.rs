@@ -131,13 +131,15 @@ async fn chromium(args: &[String], url: &str) -> Option<std::process::Output> {
     Some(out)
 }
 
-/// The rollout panel, as a browser renders it: steps, state, the last
-/// check's figures beside their limits, and the rollback's reason.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_page_shows_a_rollback_with_its_figures_and_limits() {
+/// Blue and a green failing every `fail_every`th request, load through
+/// the proxy, and the rollout `body` started (201).
+async fn failing_green_rolled_out(
+    fail_every: u64,
+    body: serde_json::Value,
+) -> (TestUpstream, TestUpstream, TestProxy, Load) {
     let blue = TestUpstream::start("blue").await;
     let green = TestUpstream::start("green").await;
-    green.fail_every(4);
+    green.fail_every(fail_every);
     let proxy = start_proxy(&split_config(
         &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
         "",
@@ -147,12 +149,24 @@ async fn status_page_shows_a_rollback_with_its_figures_and_limits() {
     let (s, v) = admin_call(
         "POST",
         &proxy.admin_url("/api/v1/routes/app/rollout"),
-        Some(json!({"to": "green", "steps": [25, 100], "interval": "1m",
-                    "analysis": {"check_every": "200ms", "min_requests": 20, "failure_limit": 1}})),
+        Some(body),
         None,
     )
     .await;
     assert_eq!(s, 201, "{v}");
+    (blue, green, proxy, load)
+}
+
+/// The rollout panel, as a browser renders it: steps, state, the last
+/// check's figures beside their limits, and the rollback's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_a_rollback_with_its_figures_and_limits() {
+    let (_blue, _green, proxy, load) = failing_green_rolled_out(
+        4,
+        json!({"to": "green", "steps": [25, 100], "interval": "1m",
+               "analysis": {"check_every": "200ms", "min_requests": 20, "failure_limit": 1}}),
+    )
+    .await;
     wait_until("the rollback", || async {
         let (_, v) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
         v["routes"][0]["rollout"]["state"] == "rolled_back"
@@ -214,24 +228,12 @@ async fn status_page_shows_a_rollback_with_its_figures_and_limits() {
 /// at its step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_says_a_check_is_failing_and_the_time_left() {
-    let blue = TestUpstream::start("blue").await;
-    let green = TestUpstream::start("green").await;
-    green.fail_every(2);
-    let proxy = start_proxy(&split_config(
-        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
-        "",
-    ))
-    .await;
-    let load = load(format!("http://{}/", proxy.addrs()[0]), 4);
-    let (s, v) = admin_call(
-        "POST",
-        &proxy.admin_url("/api/v1/routes/app/rollout"),
-        Some(json!({"to": "green", "steps": [50, 100], "interval": "10m",
-                    "analysis": {"check_every": "200ms", "min_requests": 10, "failure_limit": 100}})),
-        None,
+    let (_blue, _green, proxy, load) = failing_green_rolled_out(
+        2,
+        json!({"to": "green", "steps": [50, 100], "interval": "10m",
+               "analysis": {"check_every": "200ms", "min_requests": 10, "failure_limit": 100}}),
     )
     .await;
-    assert_eq!(s, 201, "{v}");
     let page_url = proxy.admin_url("/");
     wait_until("a failing check on the page", || async {
         let (_, p) = admin_call("GET", &page_url, None, None).await;
