@@ -2,12 +2,13 @@
 //! runs (`rollout::run::Run`, driven tick by tick through a
 //! `RolloutRecord` the way `control::rollout_driver` drives it), fed with
 //! synthetic traffic — requests arriving as a Poisson process, errors as
-//! independent Bernoulli draws per pool — in virtual time, beside two
-//! baselines implemented here: the threshold judge cutover had before its
-//! error test (the last window's error rate more than 0.02 above the
-//! baseline's, two checks in a row), and a Kayenta-style Mann-Whitney
-//! judge (each check's error rate a sample; one-sided U test at 99 %, with
-//! the error test's +0.1-point tolerance as its effect size).
+//! independent Bernoulli draws per pool, latencies log-normal — in virtual
+//! time, beside two baselines implemented here: the threshold judge
+//! cutover had before its tests (the last window's error rate more than
+//! 0.02 above the baseline's, or its p99 more than 1.5x the baseline's and
+//! 5 ms above it; two checks in a row), and a Kayenta-style Mann-Whitney
+//! judge (each check's error rate and p99 a sample; one-sided U tests at
+//! 99 %, with the tests' tolerances as effect sizes).
 //!
 //! Every rollout uses the defaults: steps 5, 25, 50, 100 %, 30 s each,
 //! checks every 5 s, `min_requests` 50, two failing checks roll back, a
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use cutover::config::Split;
 use cutover::rollout::run::{Action, Run};
 use cutover::rollout::{Analysis, RolloutRecord, RolloutSpec, RolloutState, Webhooks};
-use cutover::traffic::Snapshot;
+use cutover::traffic::{Snapshot, Window};
 
 const TICK_MS: u64 = 1000;
 /// A rollout not over by then (paused, or waiting) counts as inconclusive.
@@ -64,36 +65,17 @@ impl Judge for Cutover {
     }
 }
 
-/// Counts of one pool at one check.
-#[derive(Clone, Copy, Default)]
-struct Counts {
-    requests: u64,
-    errors: u64,
+fn rate(w: &Window) -> f64 {
+    w.error_rate()
 }
 
-impl Counts {
-    fn of(s: &Snapshot) -> Counts {
-        Counts {
-            requests: s.requests,
-            errors: s.errors,
-        }
-    }
-
-    fn minus(self, earlier: Counts) -> Counts {
-        Counts {
-            requests: self.requests - earlier.requests,
-            errors: self.errors - earlier.errors,
-        }
-    }
-
-    fn rate(self) -> f64 {
-        if self.requests == 0 {
-            0.0
-        } else {
-            self.errors as f64 / self.requests as f64
-        }
-    }
+fn p99_ms(w: &Window) -> Option<f64> {
+    w.p99.map(|d| d.as_secs_f64() * 1000.0)
 }
+
+/// The p99 tolerance every judge here is given: 1.5x and 5 ms.
+const P99_RATIO: f64 = 1.5;
+const P99_FLOOR_MS: f64 = 5.0;
 
 /// The step logic both baselines share with cutover's: checks every
 /// `check_every`, no verdict below `min_requests`, two failing checks in
@@ -104,7 +86,7 @@ struct Stepper {
     next_check_ms: u64,
     failures: u32,
     /// (target, baseline) at each check of the step, the step's start first.
-    marks: Vec<(Counts, Counts)>,
+    marks: Vec<(Snapshot, Snapshot)>,
 }
 
 impl Stepper {
@@ -123,16 +105,15 @@ impl Stepper {
         now_ms: u64,
         target: &Snapshot,
         baseline: &Snapshot,
-        fails: impl FnOnce(&[(Counts, Counts)], Counts, Counts) -> Option<bool>,
+        fails: impl FnOnce(&[(Snapshot, Snapshot)], &Snapshot, &Snapshot) -> Option<bool>,
     ) -> Action {
         let a = &record.spec.analysis;
         if !record.started {
             return Action::Begin;
         }
-        let (t, b) = (Counts::of(target), Counts::of(baseline));
         if self.step != Some(record.step) {
             self.step = Some(record.step);
-            self.marks = vec![(t, b)];
+            self.marks = vec![(target.clone(), baseline.clone())];
             self.failures = 0;
             self.next_check_ms = now_ms + a.check_every.as_millis() as u64;
             return Action::Nothing;
@@ -141,8 +122,8 @@ impl Stepper {
             return Action::Nothing;
         }
         self.next_check_ms = now_ms + a.check_every.as_millis() as u64;
-        let verdict = fails(&self.marks, t, b);
-        self.marks.push((t, b));
+        let verdict = fails(&self.marks, target, baseline);
+        self.marks.push((target.clone(), baseline.clone()));
         match verdict {
             None => {
                 if record.step_elapsed(now_ms) >= a.step_wait(record.spec.interval) {
@@ -173,10 +154,11 @@ impl Stepper {
     }
 }
 
-/// The judge before the error test: the window from the newest mark that
+/// The judge before the tests: the window from the newest mark that
 /// gives the target `min_requests`, failing when its error rate is above
-/// 0.05, or more than 0.02 above the baseline's (with `min_requests` on
-/// the baseline too).
+/// 0.05, or more than 0.02 above the baseline's, or its p99 more than the
+/// tolerance over the baseline's (with `min_requests` on the baseline for
+/// the comparisons).
 struct Threshold(Stepper);
 
 impl Judge for Threshold {
@@ -194,25 +176,32 @@ impl Judge for Threshold {
                     .iter()
                     .rev()
                     .find(|(mt, _)| t.requests - mt.requests >= min)
-                    .or(marks.first())
-                    .copied()
-                    .unwrap_or_default();
-                let (wt, wb) = (t.minus(mt), b.minus(mb));
+                    .or(marks.first())?;
+                let (wt, wb) = (t.since(mt), b.since(mb));
                 if wt.requests < min {
                     return None;
                 }
-                let absolute = wt.rate() > 0.05;
-                let relative = wb.requests >= min && wt.rate() - wb.rate() > 0.02;
-                Some(absolute || relative)
+                let absolute = rate(&wt) > 0.05;
+                let compared = wb.requests >= min;
+                let errors = compared && rate(&wt) - rate(&wb) > 0.02;
+                let latency = compared
+                    && match (p99_ms(&wt), p99_ms(&wb)) {
+                        (Some(t), Some(b)) => {
+                            t.max(1.0) / b.max(1.0) > P99_RATIO && t - b > P99_FLOOR_MS
+                        }
+                        _ => false,
+                    };
+                Some(absolute || errors || latency)
             })
     }
 }
 
-/// A Kayenta-style judge: each check's error rate (over its `check_every`)
-/// is one sample per pool; the step's samples are compared with a
-/// one-sided Mann-Whitney U test (normal approximation, tie-corrected);
-/// failing at p < 0.01 when the target's mean rate is also more than
-/// 0.001 above the baseline's.
+/// A Kayenta-style judge: each check's error rate and p99 (over its
+/// `check_every`) are one sample per pool; the step's samples are
+/// compared with one-sided Mann-Whitney U tests (normal approximation,
+/// tie-corrected), failing at p < 0.01 when the effect is also beyond the
+/// tolerance: the target's mean rate more than 0.001 above the
+/// baseline's, or its mean p99 more than 1.5x and 5 ms above.
 struct MannWhitney(Stepper);
 
 impl Judge for MannWhitney {
@@ -226,28 +215,34 @@ impl Judge for MannWhitney {
         let min = record.spec.analysis.min_requests;
         self.0
             .tick(record, now_ms, target, baseline, |marks, t, b| {
-                let mut all: Vec<(Counts, Counts)> = marks.to_vec();
+                let mut all: Vec<(&Snapshot, &Snapshot)> =
+                    marks.iter().map(|(t, b)| (t, b)).collect();
                 all.push((t, b));
-                let (first_t, _) = all[0];
-                if t.requests - first_t.requests < min {
+                if t.requests - all[0].0.requests < min {
                     return None;
                 }
                 // Slices where both pools had requests (none on the baseline at
                 // 100 %).
-                let slices: Vec<(f64, f64)> = all
+                let slices: Vec<(Window, Window)> = all
                     .windows(2)
-                    .map(|w| (w[1].0.minus(w[0].0), w[1].1.minus(w[0].1)))
+                    .map(|w| (w[1].0.since(w[0].0), w[1].1.since(w[0].1)))
                     .filter(|(t, b)| t.requests > 0 && b.requests > 0)
-                    .map(|(t, b)| (t.rate(), b.rate()))
                     .collect();
                 if slices.len() < 3 {
                     return Some(false);
                 }
-                let xs: Vec<f64> = slices.iter().map(|s| s.0).collect();
-                let ys: Vec<f64> = slices.iter().map(|s| s.1).collect();
                 let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-                let effect = mean(&xs) - mean(&ys) > 0.001;
-                Some(effect && mann_whitney_greater_p(&xs, &ys) < 0.01)
+                let xs: Vec<f64> = slices.iter().map(|s| rate(&s.0)).collect();
+                let ys: Vec<f64> = slices.iter().map(|s| rate(&s.1)).collect();
+                let errors =
+                    mean(&xs) - mean(&ys) > 0.001 && mann_whitney_greater_p(&xs, &ys) < 0.01;
+                let xs: Vec<f64> = slices.iter().filter_map(|s| p99_ms(&s.0)).collect();
+                let ys: Vec<f64> = slices.iter().filter_map(|s| p99_ms(&s.1)).collect();
+                let (mt, mb) = (mean(&xs), mean(&ys));
+                let latency = mt.max(1.0) / mb.max(1.0) > P99_RATIO
+                    && mt - mb > P99_FLOOR_MS
+                    && mann_whitney_greater_p(&xs, &ys) < 0.01;
+                Some(errors || latency)
             })
     }
 }
@@ -347,17 +342,93 @@ fn record() -> RolloutRecord {
     RolloutRecord::new(spec, start.clone(), start, 0)
 }
 
+/// What the two pools do: (baseline, target) error rates and, for the
+/// latency rows, log-normal latency medians (σ 0.5, so the p99 is 3.2x
+/// the median); error rows record no latencies (faster, and the latency
+/// test then never decides).
+#[derive(Clone, Copy)]
+struct Scenario {
+    name: &'static str,
+    errors: (f64, f64),
+    medians_ms: Option<(f64, f64)>,
+}
+
+const SIGMA: f64 = 0.5;
+
+/// Log-normal latencies drawn in bulk: cells 2 % wide over ±5 σ, each
+/// request in one with the distribution's probability — an exact
+/// multinomial draw, by binomials conditional on the cells before.
+struct Latency {
+    /// Each cell's duration and its probability given the cells before.
+    cells: Vec<(Duration, f64)>,
+}
+
+impl Latency {
+    fn lognormal(median_ms: f64) -> Latency {
+        let cdf =
+            |ms: f64| 0.5 * libm::erfc(-(ms / median_ms).ln() / SIGMA / std::f64::consts::SQRT_2);
+        let width: f64 = 1.02;
+        let count = (10.0 * SIGMA / width.ln()).ceil() as i32;
+        let first = median_ms * (-5.0 * SIGMA).exp();
+        let mut cells = Vec::new();
+        let mut below: f64 = 0.0;
+        for k in 0..count {
+            let (lo, hi) = (first * width.powi(k), first * width.powi(k + 1));
+            let mass = if k + 1 == count {
+                1.0 - below
+            } else {
+                // Cumulative: the first cell takes all below it too.
+                cdf(hi) - below
+            };
+            let left = 1.0 - below;
+            let p = if left > 0.0 {
+                (mass / left).clamp(0.0, 1.0)
+            } else {
+                1.0
+            };
+            below += mass;
+            cells.push((Duration::from_secs_f64((lo * hi).sqrt() / 1000.0), p));
+        }
+        if let Some(last) = cells.last_mut() {
+            last.1 = 1.0;
+        }
+        Latency { cells }
+    }
+
+    fn draw(&self, rng: &mut fastrand::Rng, mut n: u64, into: &mut Snapshot) {
+        for (d, p) in &self.cells {
+            if n == 0 {
+                break;
+            }
+            let k = binomial(rng, n, *p).min(n);
+            into.add(*d, k, 0);
+            n -= k;
+        }
+    }
+}
+
+/// One pool's traffic for a tick: `n` requests, errors at `p`, latencies
+/// from `latency` if any.
+fn serve(rng: &mut fastrand::Rng, n: u64, p: f64, latency: Option<&Latency>, into: &mut Snapshot) {
+    match latency {
+        Some(l) => l.draw(rng, n, into),
+        None => into.requests += n,
+    }
+    into.errors += binomial(rng, n, p);
+}
+
 /// One rollout in virtual time: `level` target requests/s at the first
-/// step, error rates `p_base` and `p_target`.
+/// step.
 fn rollout(
     judge: &mut dyn Judge,
     rng: &mut fastrand::Rng,
     level: f64,
-    p_base: f64,
-    p_target: f64,
+    scenario: &Scenario,
+    latencies: Option<&(Latency, Latency)>,
 ) -> End {
     let mut r = record();
     let route_rate = level * 20.0;
+    let (p_base, p_target) = scenario.errors;
     let (mut target, mut baseline) = (Snapshot::default(), Snapshot::default());
     let mut now = 0;
     while now < GIVE_UP_MS {
@@ -367,10 +438,8 @@ fn rollout(
             let dt = TICK_MS as f64 / 1000.0;
             let nt = poisson(rng, route_rate * share * dt);
             let nb = poisson(rng, route_rate * (1.0 - share) * dt);
-            target.requests += nt;
-            target.errors += binomial(rng, nt, p_target);
-            baseline.requests += nb;
-            baseline.errors += binomial(rng, nb, p_base);
+            serve(rng, nt, p_target, latencies.map(|l| &l.1), &mut target);
+            serve(rng, nb, p_base, latencies.map(|l| &l.0), &mut baseline);
         }
         match judge.tick(&r, now, &target, &baseline) {
             Action::Nothing | Action::Call(..) => {}
@@ -411,8 +480,11 @@ struct Row {
 /// A fresh judge for each rollout.
 type MakeJudge = dyn Fn() -> Box<dyn Judge>;
 
-fn simulate(make: &MakeJudge, rollouts: usize, level: f64, rates: (f64, f64), seed: u64) -> Row {
+fn simulate(make: &MakeJudge, rollouts: usize, level: f64, scenario: &Scenario, seed: u64) -> Row {
     let mut rng = fastrand::Rng::with_seed(seed);
+    let latencies = scenario
+        .medians_ms
+        .map(|(b, t)| (Latency::lognormal(b), Latency::lognormal(t)));
     let mut row = Row {
         rolled_back: 0,
         promoted: 0,
@@ -422,7 +494,13 @@ fn simulate(make: &MakeJudge, rollouts: usize, level: f64, rates: (f64, f64), se
     };
     for _ in 0..rollouts {
         let mut judge = make();
-        match rollout(judge.as_mut(), &mut rng, level, rates.0, rates.1) {
+        match rollout(
+            judge.as_mut(),
+            &mut rng,
+            level,
+            scenario,
+            latencies.as_ref(),
+        ) {
             End::RolledBack { at_ms, step } => {
                 row.rolled_back += 1;
                 row.in_first_step += usize::from(step == 0);
@@ -447,7 +525,7 @@ fn main() {
         .unwrap_or(2000);
     let judges: [(&str, Box<MakeJudge>); 3] = [
         (
-            "cutover (error test)",
+            "cutover (tests)",
             Box::new(|| Box::new(Cutover(Run::for_rollout(0))) as Box<dyn Judge>),
         ),
         (
@@ -460,15 +538,31 @@ fn main() {
         ),
     ];
     let levels = [0.2, 1.0, 5.0, 20.0, 100.0, 1000.0, 5000.0];
-    let scenarios: [(&str, (f64, f64)); 7] = [
-        ("A/A 0.2 %", (0.002, 0.002)),
-        ("A/A 2 %", (0.02, 0.02)),
-        ("0.2 % -> 0.25 % (within tolerance)", (0.002, 0.0025)),
-        ("0.2 % -> 0.5 %", (0.002, 0.005)),
-        ("0.2 % -> 1 % (5x)", (0.002, 0.01)),
-        ("0.2 % -> 5 %", (0.002, 0.05)),
-        ("0 % -> 1 %", (0.0, 0.01)),
+    let errors = |name, errors| Scenario {
+        name,
+        errors,
+        medians_ms: None,
+    };
+    let latency = |name, target_median| Scenario {
+        name,
+        errors: (0.002, 0.002),
+        medians_ms: Some((20.0, target_median)),
+    };
+    let all = [
+        errors("A/A 0.2 %", (0.002, 0.002)),
+        errors("A/A 2 %", (0.02, 0.02)),
+        errors("0.2 % -> 0.25 % (within tolerance)", (0.002, 0.0025)),
+        errors("0.2 % -> 0.5 %", (0.002, 0.005)),
+        errors("0.2 % -> 1 % (5x)", (0.002, 0.01)),
+        errors("0.2 % -> 5 %", (0.002, 0.05)),
+        errors("0 % -> 1 %", (0.0, 0.01)),
+        latency("A/A p99 64 ms", 20.0),
+        latency("p99 x1.3 (within tolerance)", 26.0),
+        latency("p99 x2", 40.0),
     ];
+    // `CUTOVER_SIM_ONLY=p99` runs the scenarios whose name has that in it.
+    let only = std::env::var("CUTOVER_SIM_ONLY").unwrap_or_default();
+    let scenarios: Vec<&Scenario> = all.iter().filter(|s| s.name.contains(&only)).collect();
     let started = Instant::now();
     println!(
         "{rollouts} rollouts per cell; steps 5/25/50/100 % x 30 s, checks every 5 s, defaults otherwise\n"
@@ -477,11 +571,13 @@ fn main() {
         "| scenario | target req/s | judge | rolled back | in step 1 | promoted | paused (no verdict) | median time to rollback |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for (s, (name, rates)) in scenarios.iter().enumerate() {
+    for scenario in scenarios {
+        let name = scenario.name;
+        let s = all.iter().position(|a| a.name == name).unwrap_or(0);
         for (l, level) in levels.iter().enumerate() {
             for (j, (judge, make)) in judges.iter().enumerate() {
                 let seed = (s * 100 + l * 10 + j) as u64 + 1;
-                let row = simulate(make.as_ref(), rollouts, *level, *rates, seed);
+                let row = simulate(make.as_ref(), rollouts, *level, scenario, seed);
                 let pct = |n: usize| format!("{:.1} %", n as f64 * 100.0 / rollouts as f64);
                 let median = row
                     .times_ms

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 /// Below this many microseconds each microsecond has its own bucket.
 const LINEAR: u64 = 16;
-/// Sub-buckets per power of two above that: ~12 % resolution.
-const SUB_BITS: u32 = 3;
+/// Sub-buckets per power of two above that: ~6 % resolution (what the
+/// rollout's latency test can tell apart; `rollout::sequential`).
+const SUB_BITS: u32 = 4;
 /// Powers of two from 16 µs up to ~9.5 hours.
 const OCTAVES: usize = 32;
 const BUCKETS: usize = LINEAR as usize + OCTAVES * (1 << SUB_BITS);
@@ -41,7 +42,7 @@ impl Default for TrafficStats {
     }
 }
 
-/// The bucket of a duration of `micros` µs: linear below 16 µs, then 8
+/// The bucket of a duration of `micros` µs: linear below 16 µs, then 16
 /// buckets per power of two.
 fn bucket_of(micros: u64) -> usize {
     if micros < LINEAR {
@@ -100,7 +101,7 @@ pub struct Snapshot {
 }
 
 /// What happened between two snapshots.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Window {
     pub requests: u64,
     pub errors: u64,
@@ -133,36 +134,83 @@ impl Snapshot {
         }
     }
 
+    /// Adds `responses` that took `elapsed`, `errors` of them failed, as
+    /// [`TrafficStats::record`] would one by one (simulations feed the
+    /// rollout judge this way: benches/rollout_judge.rs).
+    pub fn add(&mut self, elapsed: Duration, responses: u64, errors: u64) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.requests += responses;
+        self.errors += errors.min(responses);
+        if self.latency.len() < BUCKETS {
+            self.latency.resize(BUCKETS, 0);
+        }
+        self.latency[bucket_of(micros)] += responses;
+    }
+
+    /// The latency histogram from `earlier` to this snapshot.
+    pub fn latencies_since(&self, earlier: &Snapshot) -> Latencies {
+        Latencies {
+            counts: self
+                .latency
+                .iter()
+                .enumerate()
+                .map(|(i, n)| n.saturating_sub(earlier.latency.get(i).copied().unwrap_or(0)))
+                .collect(),
+        }
+    }
+
     /// The window from `earlier` to this snapshot. Counters only grow; a
     /// smaller one (stats replaced) counts as zero.
     pub fn since(&self, earlier: &Snapshot) -> Window {
-        let requests = self.requests.saturating_sub(earlier.requests);
-        let errors = self.errors.saturating_sub(earlier.errors);
-        let counts: Vec<u64> = self
-            .latency
+        Window {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            p99: self.latencies_since(earlier).quantile(0.99),
+        }
+    }
+}
+
+/// Responses by duration over a window, in the buckets [`TrafficStats`]
+/// keeps (each about 6 % wide).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Latencies {
+    counts: Vec<u64>,
+}
+
+impl Latencies {
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Each bucket, fastest first: the longest duration it holds, and how
+    /// many responses took up to that long (and longer than the bucket
+    /// before's).
+    pub fn buckets(&self) -> impl Iterator<Item = (Duration, u64)> + '_ {
+        self.counts
             .iter()
             .enumerate()
-            .map(|(i, n)| n.saturating_sub(earlier.latency.get(i).copied().unwrap_or(0)))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        let p99 = (total > 0).then(|| {
-            // The smallest bucket with at least 99 % of responses at or below it.
-            let wanted = total - total / 100;
-            let mut seen = 0;
-            let index = counts
-                .iter()
-                .position(|n| {
-                    seen += n;
-                    seen >= wanted
-                })
-                .unwrap_or(BUCKETS - 1);
-            Duration::from_micros(bucket_upper(index))
-        });
-        Window {
-            requests,
-            errors,
-            p99,
+            .map(|(i, n)| (Duration::from_micros(bucket_upper(i)), *n))
+    }
+
+    /// The `q` quantile: the smallest bucket bound with at least that share
+    /// of responses at or below it; `None` without responses.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let total = self.total();
+        if total == 0 {
+            return None;
         }
+        // Ceil, in integers where the share is exact (0.99 of 100 is 99).
+        let wanted = ((q * total as f64) - 1e-9).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        let index = self
+            .counts
+            .iter()
+            .position(|n| {
+                seen += n;
+                seen >= wanted
+            })
+            .unwrap_or(BUCKETS - 1);
+        Some(Duration::from_micros(bucket_upper(index)))
     }
 }
 
@@ -182,6 +230,29 @@ mod tests {
                 assert!(b == 0 || micros > bucket_upper(b - 1), "{micros} below {b}");
             }
         }
+    }
+
+    #[test]
+    fn added_responses_count_like_recorded_ones() {
+        let stats = TrafficStats::default();
+        let mut added = Snapshot::default();
+        for (ms, n, failed) in [(3u64, 40u64, 2u64), (250, 10, 0)] {
+            for i in 0..n {
+                stats.record(Duration::from_millis(ms), i < failed);
+            }
+            added.add(Duration::from_millis(ms), n, failed);
+        }
+        assert_eq!(added, stats.snapshot());
+        let l = added.latencies_since(&Snapshot::default());
+        assert_eq!(l.total(), 50);
+        assert!(l.quantile(0.5).unwrap() < Duration::from_millis(4));
+        assert!(l.quantile(0.9).unwrap() >= Duration::from_millis(250));
+        let slow: u64 = l
+            .buckets()
+            .filter(|(upper, _)| *upper >= Duration::from_millis(250))
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(slow, 10);
     }
 
     #[test]

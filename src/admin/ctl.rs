@@ -187,10 +187,18 @@ pub struct RolloutArgs {
     /// Roll back when the target's p99 passes this, e.g. 500ms.
     #[arg(long)]
     max_p99: Option<String>,
-    /// Roll back when the target's p99 is this many times the baseline's;
-    /// `off` turns the comparison off.
+    /// Roll back when the target's p99 is this many times the baseline's
+    /// (judged with --confidence; default 1.5); `off` turns the latency
+    /// test off.
     #[arg(long)]
     max_p99_ratio: Option<String>,
+    /// A p99 at most this many ms above the baseline's is never a
+    /// regression (default 5).
+    #[arg(long)]
+    min_p99_increase_ms: Option<u64>,
+    /// The quantile the latency test compares: p50 to p99.9 (default p99).
+    #[arg(long)]
+    latency_quantile: Option<String>,
     /// Requests the target must serve before a step is judged.
     #[arg(long)]
     min_requests: Option<u64>,
@@ -205,7 +213,8 @@ pub struct RolloutArgs {
     /// `off` turns the ratio off.
     #[arg(long)]
     max_error_ratio: Option<String>,
-    /// The error test's confidence, above 0.5 and at most 0.9999 (default 0.99).
+    /// The error and latency tests' confidence, above 0.5 and at most
+    /// 0.9999 (default 0.99).
     #[arg(long)]
     confidence: Option<f64>,
     /// The longest a step waits for enough requests, e.g. 5m (default three
@@ -216,8 +225,8 @@ pub struct RolloutArgs {
     /// rollback or promote (default pause).
     #[arg(long)]
     on_inconclusive: Option<String>,
-    /// Move on as soon as the error test says the target is within its
-    /// tolerance, not at the end of the interval.
+    /// Move on as soon as the error and latency tests say the target is
+    /// within their tolerances, not at the end of the interval.
     #[arg(long)]
     promote_on_pass: bool,
     /// When the route mirrors to the target: roll back once more than this
@@ -297,6 +306,12 @@ impl RolloutArgs {
         if let Some(r) = &self.max_p99_ratio {
             let ratio = number_or_off("--max-p99-ratio", r, "1.5")?;
             analysis.insert("max_p99_ratio".into(), ratio);
+        }
+        if let Some(ms) = self.min_p99_increase_ms {
+            analysis.insert("min_p99_increase_ms".into(), json!(ms));
+        }
+        if let Some(q) = &self.latency_quantile {
+            analysis.insert("latency_quantile".into(), json!(q));
         }
         if let Some(n) = self.min_requests {
             analysis.insert("min_requests".into(), json!(n));
@@ -846,13 +861,19 @@ fn rollout_line(r: &Value) -> String {
     line
 }
 
-/// Follows a rollout until it ends, a line per change; the exit code says
-/// how it ended.
-/// The error test's last comparison, as `--wait` prints it: each pool's
-/// rate with its interval and what the test says.
-fn error_test_line(r: &Value) -> Option<(String, String)> {
+/// The tests' last comparisons, as `--wait` prints them: each pool's
+/// error rate, then latency quantile, with its interval and what the test
+/// says; and the decisions, to print again only when one changes.
+fn test_lines(r: &Value) -> Option<(String, Vec<String>)> {
+    let words = |decision: &str| match decision {
+        "worse" => "worse than",
+        "within" => "within",
+        _ => "not yet known against",
+    };
+    let target = r["to"].as_str().unwrap_or("target");
+    let limits = &r["limits"];
     let e = &r["analysis"]["errors"];
-    let decision = e["decision"].as_str()?.to_string();
+    let decision = e["decision"].as_str()?;
     let pct = |i: &Value| {
         format!(
             "{:.2} % [{:.2}, {:.2}]",
@@ -861,24 +882,47 @@ fn error_test_line(r: &Value) -> Option<(String, String)> {
             i["high"].as_f64().unwrap_or(1.0) * 100.0
         )
     };
-    let words = match decision.as_str() {
-        "worse" => "worse than",
-        "within" => "within",
-        _ => "not yet known against",
-    };
-    let limits = &r["limits"];
-    let line = format!(
-        "  errors: {} {} vs baseline {}: {words} +{:.2} pp and {}x with {} % confidence",
-        r["to"].as_str().unwrap_or("target"),
+    let mut decisions = decision.to_string();
+    let mut lines = vec![format!(
+        "  errors: {target} {} vs baseline {}: {} +{:.2} pp and {}x with {} % confidence",
         pct(&e["target"]),
         pct(&e["baseline"]),
+        words(decision),
         limits["max_error_rate_increase"].as_f64().unwrap_or(0.0) * 100.0,
         limits["max_error_ratio"],
         e["confidence"].as_f64().unwrap_or(0.0) * 100.0,
-    );
-    Some((decision, line))
+    )];
+    let l = &r["analysis"]["latency"];
+    if let Some(decision) = l["decision"].as_str() {
+        // An upper bound not known yet is null.
+        let ms = |i: &Value| {
+            let high = i["high"]
+                .as_f64()
+                .map_or_else(|| "?".to_string(), |h| format!("{h:.1}"));
+            format!(
+                "{:.1} ms [{:.1}, {high}]",
+                i["estimate"].as_f64().unwrap_or(0.0),
+                i["low"].as_f64().unwrap_or(0.0)
+            )
+        };
+        decisions.push('/');
+        decisions.push_str(decision);
+        lines.push(format!(
+            "  latency: {target} {} {} vs baseline {}: {} {}x and +{} ms with {} % confidence",
+            limits["latency_quantile"].as_str().unwrap_or("p99"),
+            ms(&l["target"]),
+            ms(&l["baseline"]),
+            words(decision),
+            limits["max_p99_ratio"],
+            limits["min_p99_increase_ms"],
+            l["confidence"].as_f64().unwrap_or(0.0) * 100.0,
+        ));
+    }
+    Some((decisions, lines))
 }
 
+/// Follows a rollout until it ends, a line per change; the exit code says
+/// how it ended.
 async fn wait_rollout(api: &Api, route: &str, first: &Value) -> Result<u8, CtlError> {
     let mut last = rollout_line(first);
     let mut last_decision = String::new();
@@ -899,12 +943,14 @@ async fn wait_rollout(api: &Api, route: &str, first: &Value) -> Result<u8, CtlEr
             rollout["state"].as_str(),
             Some("promoted" | "rolled_back" | "aborted")
         );
-        // The error test's figures when what it says changes, and at the end.
-        if let Some((decision, errors)) = error_test_line(rollout)
-            && (decision != last_decision || (ended && line != last))
+        // The tests' figures when what one says changes, and at the end.
+        if let Some((decisions, lines)) = test_lines(rollout)
+            && (decisions != last_decision || (ended && line != last))
         {
-            println!("{errors}");
-            last_decision = decision;
+            for l in lines {
+                println!("{l}");
+            }
+            last_decision = decisions;
         }
         if line != last {
             println!("{route}: {line}");

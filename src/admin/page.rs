@@ -279,7 +279,71 @@ fn rollout_panel(h: &mut String, route: &str, r: &serde_json::Value) {
             esc(e["decision"].as_str().unwrap_or("?")),
             route = esc(route),
         );
-        interval_chart(h, route, e, limits);
+        let bound = |k: &str| e["baseline"][k].as_f64().unwrap_or(0.0);
+        let increase = limits["max_error_rate_increase"].as_f64();
+        let ratio = limits["max_error_ratio"].as_f64();
+        let worse_from = match (increase, ratio) {
+            (Some(d), Some(r)) => Some((bound("high") + d).max(bound("high") * r)),
+            (Some(d), None) => Some(bound("high") + d),
+            (None, Some(r)) => Some(bound("high") * r),
+            (None, None) => None,
+        };
+        interval_chart(h, &format!("interval-{route}"), e, worse_from, |top| {
+            format!(
+                "baseline (blue) and target (orange) error rates, 0 to {:.2} %; worse past the dashed line",
+                top * 100.0
+            )
+        });
+    }
+    // The latency test the same way, in ms.
+    let l = &a["latency"];
+    if l.is_object() {
+        let quantile = limits["latency_quantile"].as_str().unwrap_or("p99");
+        let ms = |i: &serde_json::Value| {
+            let high = i["high"]
+                .as_f64()
+                .map_or_else(|| "?".to_string(), |v| format!("{v:.1}"));
+            format!(
+                "{:.1} ms [{:.1}, {high}]",
+                i["estimate"].as_f64().unwrap_or(0.0),
+                i["low"].as_f64().unwrap_or(0.0)
+            )
+        };
+        let _ = write!(
+            h,
+            "<p class=\"meta\" id=\"latency-test-{route}\">latency test since the start: {quantile} target {} vs baseline {} · tolerance {}x and +{} ms · {} % confidence: <b>{}</b></p>",
+            ms(&l["target"]),
+            ms(&l["baseline"]),
+            num(&limits["max_p99_ratio"], 1),
+            limits["min_p99_increase_ms"],
+            num(&l["confidence"].as_f64().map(|c| c * 100.0).into(), 2),
+            esc(l["decision"].as_str().unwrap_or("?")),
+            route = esc(route),
+            quantile = esc(quantile),
+        );
+        // Worse once the target is past both the ratio and the floor over
+        // the baseline's upper bound.
+        let worse_from = match (
+            l["baseline"]["high"].as_f64(),
+            limits["max_p99_ratio"].as_f64(),
+        ) {
+            (Some(high), Some(r)) => Some(
+                (high.max(1.0) * r)
+                    .max(high + limits["min_p99_increase_ms"].as_f64().unwrap_or(0.0)),
+            ),
+            _ => None,
+        };
+        interval_chart(
+            h,
+            &format!("latency-interval-{route}"),
+            l,
+            worse_from,
+            |top| {
+                format!(
+                    "baseline (blue) and target (orange) {quantile}, 0 to {top:.1} ms; worse past the dashed line"
+                )
+            },
+        );
     }
     for b in a["breaches"].as_array().into_iter().flatten() {
         let _ = write!(
@@ -304,43 +368,45 @@ fn rollout_panel(h: &mut String, route: &str, r: &serde_json::Value) {
     );
 }
 
-/// The error test's two intervals drawn on one axis (0 to a little past
-/// the largest bound): baseline above, target below, each a bar from low
-/// to high with its estimate as a dot, and a dashed line where the target
-/// would be worse than the tolerance allows over the baseline's upper
-/// bound.
-fn interval_chart(h: &mut String, route: &str, e: &serde_json::Value, limits: &serde_json::Value) {
-    let bound = |i: &serde_json::Value, k: &str| i[k].as_f64().unwrap_or(0.0);
-    let (t, b) = (&e["target"], &e["baseline"]);
-    let increase = limits["max_error_rate_increase"].as_f64();
-    let ratio = limits["max_error_ratio"].as_f64();
-    let worse_from = match (increase, ratio) {
-        (Some(d), Some(r)) => Some((bound(b, "high") + d).max(bound(b, "high") * r)),
-        (Some(d), None) => Some(bound(b, "high") + d),
-        (None, Some(r)) => Some(bound(b, "high") * r),
-        (None, None) => None,
-    };
+/// A test's two intervals drawn on one axis (0 to a little past the
+/// largest bound): baseline above, target below, each a bar from low to
+/// high (an unknown high runs to the edge) with its estimate as a dot, and
+/// a dashed line from where the target would be worse.
+fn interval_chart(
+    h: &mut String,
+    id: &str,
+    test: &serde_json::Value,
+    worse_from: Option<f64>,
+    caption: impl Fn(f64) -> String,
+) {
+    let (t, b) = (&test["target"], &test["baseline"]);
     let top = [
-        bound(t, "high"),
-        bound(b, "high"),
-        worse_from.unwrap_or(0.0),
+        &t["high"],
+        &b["high"],
+        &t["estimate"],
+        &b["estimate"],
+        &t["low"],
+        &b["low"],
     ]
     .into_iter()
+    .filter_map(|v| v.as_f64())
+    .chain(worse_from)
     .fold(0.0001_f64, f64::max)
         * 1.1;
-    let x = |v: f64| 10.0 + v / top * 280.0;
+    let x = |v: f64| 10.0 + v.min(top) / top * 280.0;
+    let bound = |i: &serde_json::Value, k: &str, unknown: f64| i[k].as_f64().unwrap_or(unknown);
     let _ = write!(
         h,
-        "<svg class=\"chart\" id=\"interval-{}\" viewBox=\"0 0 300 40\" width=\"300\" height=\"40\">",
-        esc(route)
+        "<svg class=\"chart\" id=\"{}\" viewBox=\"0 0 300 40\" width=\"300\" height=\"40\">",
+        esc(id)
     );
     for (y, i, colour) in [(12.0, b, "#2563eb"), (28.0, t, "#d97706")] {
         let _ = write!(
             h,
             "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{y}\" y2=\"{y}\" stroke=\"{colour}\" stroke-width=\"4\"/><circle cx=\"{:.1}\" cy=\"{y}\" r=\"3\" fill=\"#111\"/>",
-            x(bound(i, "low")),
-            x(bound(i, "high")),
-            x(bound(i, "estimate")),
+            x(bound(i, "low", 0.0)),
+            x(bound(i, "high", top)),
+            x(bound(i, "estimate", 0.0)),
         );
     }
     if let Some(w) = worse_from {
@@ -350,11 +416,7 @@ fn interval_chart(h: &mut String, route: &str, e: &serde_json::Value, limits: &s
             x(w)
         );
     }
-    let _ = write!(
-        h,
-        "</svg><div class=\"meta\">baseline (blue) and target (orange) error rates, 0 to {:.2} %; worse past the dashed line</div>",
-        top * 100.0
-    );
+    let _ = write!(h, "</svg><div class=\"meta\">{}</div>", esc(&caption(top)));
 }
 
 /// A route's shadow traffic: where copies go, how they compared, and the

@@ -256,6 +256,7 @@ impl ControlPlane {
                 "max_p99_ms": a.max_p99_ms,
                 "max_p99_ratio": a.max_p99_ratio,
                 "min_p99_increase_ms": a.min_p99_increase_ms,
+                "latency_quantile": crate::rollout::sequential::quantile_name(a.latency_quantile),
                 "min_requests": a.min_requests,
                 "failure_limit": a.failure_limit,
                 "check_every": humantime::format_duration(a.check_every).to_string(),

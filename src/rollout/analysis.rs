@@ -1,16 +1,17 @@
 //! One check of a rollout: the target's and the baseline's traffic against
-//! the limits — hard guards on the latest window, the error test
-//! (`sequential`) on all the rollout's traffic. Too little traffic on the
-//! target gives no verdict at all (never promote or roll back on no data);
-//! too little on the baseline leaves the comparisons undecided.
+//! the limits — `max_p99_ms` on the latest window, the error and latency
+//! tests (`sequential`) on all the rollout's traffic. Too little traffic on
+//! the target gives no verdict at all (never promote or roll back on no
+//! data); too little on the baseline leaves the comparisons undecided.
 
 use serde::Serialize;
 
 use super::Analysis;
 use super::sequential::{
-    Decision, ErrorComparison, Tolerance, compare_error_rates, error_rate_interval,
+    Decision, ErrorComparison, LatencyComparison, LatencyTolerance, Tolerance, compare_error_rates,
+    compare_latencies, error_rate_interval,
 };
-use crate::traffic::Window;
+use crate::traffic::{Latencies, Snapshot, Window};
 
 /// What one pool did in the window, as status shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -59,35 +60,55 @@ impl Compared {
     }
 }
 
-/// What one check found: the verdict, and the error test's comparison
-/// (`None` without data).
+/// One pool's traffic over a span: its counts and latency histogram.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Traffic {
+    pub window: Window,
+    pub latencies: Latencies,
+}
+
+impl Traffic {
+    /// What `now` adds to `earlier`.
+    pub fn between(earlier: &Snapshot, now: &Snapshot) -> Traffic {
+        Traffic {
+            window: now.since(earlier),
+            latencies: now.latencies_since(earlier),
+        }
+    }
+}
+
+/// What one check found: the verdict, and the tests' comparisons (`None`
+/// without data, or for the latency test when it is off).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judgement {
     pub verdict: Verdict,
     pub errors: Option<ErrorComparison>,
+    pub latency: Option<LatencyComparison>,
 }
 
 impl Judgement {
-    /// The error test says, with its confidence, the target is within its
-    /// tolerance, and nothing else failed (for `promote_on_pass`).
+    /// The tests say, with their confidence, the target is within its
+    /// tolerances, and nothing else failed (for `promote_on_pass`).
     pub fn confident_pass(&self) -> bool {
-        self.verdict == Verdict::Pass && self.errors.is_some_and(|c| c.decision == Decision::Within)
+        self.verdict == Verdict::Pass
+            && self.errors.is_some_and(|c| c.decision == Decision::Within)
+            && self.latency.is_none_or(|c| c.decision == Decision::Within)
     }
 }
 
 /// Judges the target against the limits and against the baseline:
-/// `max_p99_ms` and the p99 ratio on the latest `window` of each pool; the
-/// error tests — `max_error_rate` on the target's rate, and the comparison
-/// with the baseline's — and the shadow gate on everything `since_start`
-/// of the rollout (an anytime-valid test wants all its data), sharing the
-/// confidence.
+/// `max_p99_ms` on the target's `latest` window; the error tests —
+/// `max_error_rate` on the target's rate, and the comparison with the
+/// baseline's —, the latency test and the shadow gate on everything
+/// `since_start` of the rollout (an anytime-valid test wants all its
+/// data), sharing the confidence.
 pub fn judge(
     limits: &Analysis,
-    window: (&Window, &Window),
-    since_start: (&Window, &Window),
+    latest: &Window,
+    since_start: (&Traffic, &Traffic),
     shadow_since_start: Option<Compared>,
 ) -> Judgement {
-    let (target, baseline) = window;
+    let target = latest;
     if target.requests < limits.min_requests {
         return Judgement {
             verdict: Verdict::NoData(format!(
@@ -95,13 +116,14 @@ pub fn judge(
                 target.requests, limits.min_requests
             )),
             errors: None,
+            latency: None,
         };
     }
     let mut breaches = Vec::new();
-    let (all_target, all_baseline) = since_start;
+    let (all_target, all_baseline) = (&since_start.0.window, &since_start.1.window);
     // The allowance 1 − confidence is shared: a tenth each for this
     // absolute guard (meant for releases far beyond it) and the shadow
-    // gate, the rest for the comparison with the baseline.
+    // gate, four tenths each for the two comparisons with the baseline.
     let alpha = (1.0 - limits.confidence) / 10.0;
     if let Some(max) = limits.max_error_rate {
         let rate = error_rate_interval(all_target.errors, all_target.requests, alpha);
@@ -127,10 +149,10 @@ pub fn judge(
     let mut errors = compare_error_rates(
         (all_target.errors, all_target.requests),
         (all_baseline.errors, all_baseline.requests),
-        limits.confidence + 2.0 * alpha,
+        1.0 - 4.0 * alpha,
         tolerance,
     );
-    // Said as the operator set it: the two tests together hold it.
+    // Said as the operator set it: the tests together hold it.
     errors.confidence = limits.confidence;
     if errors.decision == Decision::Worse {
         breaches.push(errors.describe(tolerance));
@@ -147,21 +169,24 @@ pub fn judge(
             ));
         }
     }
-    // The p99 comparison needs a baseline with data of its own.
-    if baseline.requests >= limits.min_requests
-        && let (Some(max), Some(t), Some(b)) = (limits.max_p99_ratio, target.p99, baseline.p99)
-    {
-        let (t_ms, b_ms) = (t.as_secs_f64() * 1000.0, b.as_secs_f64() * 1000.0);
-        // A floor of 1 ms: sub-millisecond p99s make ratios meaningless;
-        // and a few ms more is never a regression, whatever the ratio.
-        let ratio = t_ms.max(1.0) / b_ms.max(1.0);
-        if ratio > max && t_ms - b_ms > limits.min_p99_increase_ms as f64 {
-            breaches.push(format!(
-                "p99 {t_ms:.1} ms is {ratio:.2}x the baseline's {b_ms:.1} ms > max_p99_ratio {max} (and more than {} ms above it)",
-                limits.min_p99_increase_ms
-            ));
+    let latency = limits.max_p99_ratio.map(|ratio| {
+        let tolerance = LatencyTolerance {
+            ratio,
+            floor_ms: limits.min_p99_increase_ms as f64,
+        };
+        let mut c = compare_latencies(
+            &since_start.0.latencies,
+            &since_start.1.latencies,
+            limits.latency_quantile,
+            1.0 - 4.0 * alpha,
+            tolerance,
+        );
+        c.confidence = limits.confidence;
+        if c.decision == Decision::Worse {
+            breaches.push(c.describe(tolerance));
         }
-    }
+        c
+    });
     let verdict = if breaches.is_empty() {
         Verdict::Pass
     } else {
@@ -170,6 +195,7 @@ pub fn judge(
     Judgement {
         verdict,
         errors: Some(errors),
+        latency,
     }
 }
 
@@ -179,42 +205,45 @@ mod tests {
 
     use super::*;
 
-    fn window(requests: u64, errors: u64, p99_ms: u64) -> Window {
-        Window {
-            requests,
-            errors,
-            p99: Some(Duration::from_millis(p99_ms)),
-        }
+    /// `requests` responses, `errors` of them failed, 2 % of them at
+    /// `p99_ms` (the p99, then) and the rest at a fifth of it.
+    fn traffic(requests: u64, errors: u64, p99_ms: u64) -> Traffic {
+        let mut s = Snapshot::default();
+        let slow = requests / 50;
+        let ms = Duration::from_millis;
+        s.add(ms(p99_ms / 5), requests - slow, errors);
+        s.add(ms(p99_ms), slow, 0);
+        Traffic::between(&Snapshot::default(), &s)
     }
 
-    fn judge_windows(limits: &Analysis, target: Window, baseline: Window) -> Verdict {
-        judge(limits, (&target, &baseline), (&target, &baseline), None).verdict
+    fn judge_traffic(limits: &Analysis, target: Traffic, baseline: Traffic) -> Verdict {
+        judge(limits, &target.window, (&target, &baseline), None).verdict
     }
 
     #[test]
     fn no_verdict_without_data_and_comparisons_need_a_baseline() {
         let limits = Analysis::default();
         assert!(matches!(
-            judge_windows(&limits, window(10, 10, 5), window(1000, 0, 5)),
+            judge_traffic(&limits, traffic(10, 10, 5), traffic(1000, 0, 5)),
             Verdict::NoData(_)
         ));
         // 3 % errors against none, enough data to know it at 99 %.
-        let v = judge_windows(&limits, window(1000, 30, 5), window(10_000, 0, 5));
+        let v = judge_traffic(&limits, traffic(1000, 30, 5), traffic(10_000, 0, 5));
         assert!(
             matches!(&v, Verdict::Fail(b) if b.len() == 1 && b[0].contains("worse than +0.10 pp and 1.5x")),
             "{v:?}"
         );
         // The same with too little data to know: no breach (yet).
         assert_eq!(
-            judge_windows(&limits, window(100, 3, 5), window(1000, 0, 5)),
+            judge_traffic(&limits, traffic(100, 3, 5), traffic(1000, 0, 5)),
             Verdict::Pass
         );
         // No baseline traffic: only absolute limits can fail.
         assert_eq!(
-            judge_windows(&limits, window(1000, 30, 5), window(0, 0, 0)),
+            judge_traffic(&limits, traffic(1000, 30, 5), traffic(0, 0, 0)),
             Verdict::Pass
         );
-        let v = judge_windows(&limits, window(1000, 200, 5), window(10_000, 0, 5));
+        let v = judge_traffic(&limits, traffic(1000, 200, 5), traffic(10_000, 0, 5));
         assert!(matches!(&v, Verdict::Fail(b) if b.len() == 2), "{v:?}");
     }
 
@@ -224,9 +253,9 @@ mod tests {
             max_shadow_diff_rate: Some(0.01),
             ..Analysis::default()
         };
-        let (t, b) = (window(1000, 0, 5), window(1000, 0, 5));
+        let (t, b) = (traffic(1000, 0, 5), traffic(1000, 0, 5));
         let shadow = |compared, differs| Some(Compared { compared, differs });
-        let verdict = |s| judge(&limits, (&t, &b), (&t, &b), s).verdict;
+        let verdict = |s| judge(&limits, &t.window, (&t, &b), s).verdict;
         assert_eq!(verdict(shadow(1000, 5)), Verdict::Pass);
         assert_eq!(verdict(shadow(20, 2)), Verdict::Pass, "too few to be sure");
         let v = verdict(shadow(1000, 100));
@@ -238,7 +267,7 @@ mod tests {
         assert_eq!(verdict(None), Verdict::Pass);
         let off = Analysis::default();
         assert_eq!(
-            judge(&off, (&t, &b), (&t, &b), shadow(1000, 500)).verdict,
+            judge(&off, &t.window, (&t, &b), shadow(1000, 500)).verdict,
             Verdict::Pass
         );
     }
@@ -250,23 +279,36 @@ mod tests {
             ..Analysis::default()
         };
         assert_eq!(
-            judge_windows(&limits, window(100, 0, 50), window(100, 0, 40)),
+            judge_traffic(&limits, traffic(1000, 0, 50), traffic(1000, 0, 40)),
             Verdict::Pass
         );
-        let v = judge_windows(&limits, window(100, 0, 150), window(100, 0, 140));
+        let v = judge_traffic(&limits, traffic(1000, 0, 150), traffic(1000, 0, 140));
         assert!(
-            matches!(&v, Verdict::Fail(b) if b[0].contains("max_p99_ms")),
+            matches!(&v, Verdict::Fail(b) if b.len() == 1 && b[0].contains("max_p99_ms")),
             "{v:?}"
         );
-        let v = judge_windows(&limits, window(100, 0, 90), window(100, 0, 20));
+        // The test needs enough slow responses to be sure of the p99.
+        let v = judge_traffic(&limits, traffic(5000, 0, 90), traffic(5000, 0, 20));
         assert!(
-            matches!(&v, Verdict::Fail(b) if b[0].contains("max_p99_ratio")),
+            matches!(&v, Verdict::Fail(b) if b[0].starts_with("p99 ") && b[0].contains("worse than 1.5x")),
             "{v:?}"
+        );
+        assert_eq!(
+            judge_traffic(&limits, traffic(100, 0, 90), traffic(5000, 0, 20)),
+            Verdict::Pass
         );
         // 3x the baseline, but 2 ms above it: never a regression.
         assert_eq!(
-            judge_windows(&limits, window(100, 0, 3), window(100, 0, 1)),
+            judge_traffic(&limits, traffic(5000, 0, 3), traffic(5000, 0, 1)),
             Verdict::Pass
         );
+        // Off with max_p99_ratio = None.
+        let off = Analysis {
+            max_p99_ratio: None,
+            ..Analysis::default()
+        };
+        let (t, b) = (traffic(5000, 0, 90), traffic(5000, 0, 20));
+        let j = judge(&off, &t.window, (&t, &b), None);
+        assert_eq!((j.verdict, j.latency), (Verdict::Pass, None));
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::analysis::{Compared, Figures, Judgement, Verdict, judge};
-use super::sequential::ErrorComparison;
+use super::analysis::{Compared, Figures, Judgement, Traffic, Verdict, judge};
+use super::sequential::{ErrorComparison, LatencyComparison};
 use super::{OnInconclusive, RolloutRecord, RolloutState};
 use crate::traffic::Snapshot;
 
@@ -74,6 +74,8 @@ pub struct LastCheck {
     /// The error test over the whole rollout: each pool's rate with its
     /// interval, the confidence, and its decision.
     pub errors: Option<ErrorComparison>,
+    /// The latency test the same way (`None` when `max_p99_ratio` is off).
+    pub latency: Option<LatencyComparison>,
 }
 
 struct Mark {
@@ -320,14 +322,17 @@ impl Run {
             None => (target.since(&target), baseline.since(&baseline)),
         };
         let (all_t, all_b) = match &self.origin {
-            Some(o) => (target.since(&o.target), baseline.since(&o.baseline)),
-            None => (t, b),
+            Some(o) => (
+                Traffic::between(&o.target, &target),
+                Traffic::between(&o.baseline, &baseline),
+            ),
+            None => (Traffic::default(), Traffic::default()),
         };
         let shadow = match (self.shadow_now, self.shadow_origin) {
             (Some(now), Some(origin)) => Some(now.since(origin)),
             _ => None,
         };
-        let judgement = judge(&record.spec.analysis, (&t, &b), (&all_t, &all_b), shadow);
+        let judgement = judge(&record.spec.analysis, &t, (&all_t, &all_b), shadow);
         let (word, breaches) = match &judgement.verdict {
             Verdict::Pass => ("pass", Vec::new()),
             Verdict::Fail(b) => ("fail", b.clone()),
@@ -340,6 +345,7 @@ impl Run {
             verdict: word,
             breaches,
             errors: judgement.errors,
+            latency: judgement.latency,
         });
         if self.marks.len() >= MARKS {
             // Keep the step's first mark; drop the oldest after it.

@@ -133,7 +133,7 @@ async fn healthy_canary_is_promoted_through_every_step_with_zero_failures() {
     let (s, v) = start_rollout(
         &proxy,
         json!({"to": "green", "steps": [10, 50, 100], "interval": "600ms",
-               "analysis": {"check_every": "200ms", "min_requests": 20, "max_p99_ratio": null}}),
+               "analysis": {"check_every": "200ms", "min_requests": 20}}),
     )
     .await;
     assert_eq!(s, 201, "{v}");
@@ -233,8 +233,7 @@ async fn a_rollout_retried_after_a_rollback_judges_only_its_own_traffic() {
     .await;
     let traffic = Traffic::start(format!("http://{}/", proxy.addrs()[0]), 1);
     let body = json!({"to": "green", "steps": [50, 100], "interval": "1s",
-                      "analysis": {"check_every": "200ms", "min_requests": 100, "failure_limit": 2,
-                                   "max_p99_ratio": null}});
+                      "analysis": {"check_every": "200ms", "min_requests": 100, "failure_limit": 2}});
     let (s, v) = start_rollout(&proxy, body.clone()).await;
     assert_eq!(s, 201, "{v}");
     let first = wait_state(&proxy, "rolled_back").await;
@@ -290,9 +289,9 @@ async fn equal_releases_are_promoted_every_time_and_a_5x_regression_is_not() {
     ))
     .await;
     let traffic = Traffic::start(format!("http://{}/", proxy.addrs()[0]), 2);
+    // Both tests on, the latency test at its defaults.
     let body = json!({"to": "green", "steps": [50, 100], "interval": "1s",
-                      "analysis": {"check_every": "200ms", "min_requests": 20,
-                                   "max_p99_ratio": null}});
+                      "analysis": {"check_every": "200ms", "min_requests": 20}});
     for round in 0..10 {
         let (s, v) = start_rollout(&proxy, body.clone()).await;
         assert_eq!(s, 201, "round {round}: {v}");
@@ -361,6 +360,46 @@ async fn a_rollout_is_gated_on_its_shadow_copies_differing() {
         assert_eq!(proxy_failures(&seen), 0, "{seen:?}");
         proxy.stop().await;
     }
+}
+
+/// The latency test at its defaults (p99, 1.5x and 5 ms, 99 %): a release
+/// 25 ms slower than a 2 ms baseline is rolled back with both p99s and
+/// their intervals in the reason; status carries the comparison.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slower_release_is_rolled_back_by_the_latency_test() {
+    let (blue, green, proxy) = blue_green().await;
+    blue.delay(2);
+    green.delay(25);
+    let traffic = Traffic::start(format!("http://{}/", proxy.addrs()[0]), 4);
+    let (s, v) = start_rollout(
+        &proxy,
+        json!({"to": "green", "steps": [50, 100], "interval": "60s",
+               "analysis": {"check_every": "200ms", "min_requests": 20}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let done = wait_state_of(&proxy, &["promoted", "rolled_back"]).await;
+    assert_eq!(done["state"], "rolled_back", "{done:#}");
+    let reason = done["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("p99 ")
+            && reason.contains("worse than 1.5x and +5 ms with 99 % confidence"),
+        "{done:#}"
+    );
+    let latency = &done["analysis"]["latency"];
+    assert_eq!(latency["decision"], "worse", "{done:#}");
+    assert!(
+        latency["target"]["low"].as_f64().unwrap() >= 20.0,
+        "{latency:#}"
+    );
+    assert!(
+        latency["baseline"]["high"].as_f64().unwrap() < 20.0,
+        "{latency:#}"
+    );
+    assert_eq!(done["limits"]["latency_quantile"], "p99");
+    let seen = traffic.finish().await;
+    assert_eq!(proxy_failures(&seen), 0, "{seen:?}");
+    proxy.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

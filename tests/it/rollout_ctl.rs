@@ -43,16 +43,21 @@ async fn rollout_wait_exit_codes_say_promoted_rolled_back_aborted() {
         "100ms",
         "--min-requests",
         "5",
-        "--max-p99-ratio",
-        "off",
         "--wait",
     ];
 
     let mut args = vec!["rollout", "app", "--to", "green", "--steps", "50,100"];
     args.extend(quick);
+    args.extend(["--latency-quantile", "p95"]);
     let (code, out) = run(&admin, &args).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("promoted"), "{out}");
+    // The latency test's figures, for the quantile asked for.
+    assert!(
+        out.contains("  latency: green p95 ")
+            && out.contains("1.5x and +5 ms with 99 % confidence"),
+        "{out}"
+    );
 
     // Back to blue, which now fails half its requests: rolled back.
     blue.fail_every(2);

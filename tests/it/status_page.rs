@@ -218,6 +218,18 @@ async fn status_page_shows_a_rollback_with_its_figures_and_limits() {
         .expect("the intervals are drawn");
     assert_eq!(drawn.matches("<line").count(), 3, "{drawn}");
     assert_eq!(drawn.matches("<circle").count(), 2, "{drawn}");
+    // The latency test's the same way (its dashed line once the
+    // baseline's p99 is bounded).
+    assert!(
+        dom.contains("latency test since the start: p99 target"),
+        "{dom}"
+    );
+    let drawn = dom
+        .split("id=\"latency-interval-app\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</svg>").next())
+        .expect("the latency intervals are drawn");
+    assert_eq!(drawn.matches("<circle").count(), 2, "{drawn}");
     chromium(&[format!("--screenshot={}", shot.display())], &page_url).await;
     eprintln!("rollout panel screenshot: {}", shot.display());
     proxy.stop().await;
