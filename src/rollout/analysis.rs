@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::Analysis;
 use super::sequential::{
-    Decision, ErrorComparison, LatencyComparison, LatencyTolerance, Tolerance, compare_error_rates,
-    compare_latencies, error_rate_interval,
+    Decision, ErrorComparison, LatencyComparison, LatencyTolerance, RatioEvidence, Tolerance,
+    compare_error_rates, compare_latencies, error_rate_interval,
 };
 use crate::traffic::{Latencies, Snapshot, Window};
 
@@ -99,13 +99,15 @@ impl Judgement {
 /// Judges the target against the limits and against the baseline:
 /// `max_p99_ms` on the target's `latest` window; the error tests —
 /// `max_error_rate` on the target's rate, and the comparison with the
-/// baseline's —, the latency test and the shadow gate on everything
+/// baseline's (its relative half by the `ratio` evidence gathered so far,
+/// when given) —, the latency test and the shadow gate on everything
 /// `since_start` of the rollout (an anytime-valid test wants all its
 /// data), sharing the confidence.
 pub fn judge(
     limits: &Analysis,
     latest: &Window,
     since_start: (&Traffic, &Traffic),
+    ratio: Option<&RatioEvidence>,
     shadow_since_start: Option<Compared>,
 ) -> Judgement {
     let target = latest;
@@ -151,6 +153,7 @@ pub fn judge(
         (all_baseline.errors, all_baseline.requests),
         1.0 - 4.0 * alpha,
         tolerance,
+        ratio,
     );
     // Said as the operator set it: the tests together hold it.
     errors.confidence = limits.confidence;
@@ -217,7 +220,7 @@ mod tests {
     }
 
     fn judge_traffic(limits: &Analysis, target: Traffic, baseline: Traffic) -> Verdict {
-        judge(limits, &target.window, (&target, &baseline), None).verdict
+        judge(limits, &target.window, (&target, &baseline), None, None).verdict
     }
 
     #[test]
@@ -255,7 +258,7 @@ mod tests {
         };
         let (t, b) = (traffic(1000, 0, 5), traffic(1000, 0, 5));
         let shadow = |compared, differs| Some(Compared { compared, differs });
-        let verdict = |s| judge(&limits, &t.window, (&t, &b), s).verdict;
+        let verdict = |s| judge(&limits, &t.window, (&t, &b), None, s).verdict;
         assert_eq!(verdict(shadow(1000, 5)), Verdict::Pass);
         assert_eq!(verdict(shadow(20, 2)), Verdict::Pass, "too few to be sure");
         let v = verdict(shadow(1000, 100));
@@ -267,7 +270,7 @@ mod tests {
         assert_eq!(verdict(None), Verdict::Pass);
         let off = Analysis::default();
         assert_eq!(
-            judge(&off, &t.window, (&t, &b), shadow(1000, 500)).verdict,
+            judge(&off, &t.window, (&t, &b), None, shadow(1000, 500)).verdict,
             Verdict::Pass
         );
     }
@@ -308,7 +311,7 @@ mod tests {
             ..Analysis::default()
         };
         let (t, b) = (traffic(5000, 0, 90), traffic(5000, 0, 20));
-        let j = judge(&off, &t.window, (&t, &b), None);
+        let j = judge(&off, &t.window, (&t, &b), None, None);
         assert_eq!((j.verdict, j.latency), (Verdict::Pass, None));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::analysis::{Compared, Figures, Judgement, Traffic, Verdict, judge};
-use super::sequential::{ErrorComparison, LatencyComparison};
+use super::sequential::{ErrorComparison, LatencyComparison, RatioEvidence};
 use super::{OnInconclusive, RolloutRecord, RolloutState};
 use crate::traffic::Snapshot;
 
@@ -90,6 +90,9 @@ pub struct Run {
     /// The counters when the rollout's first step began: the error test
     /// judges everything since.
     origin: Option<Mark>,
+    /// The error ratio test's evidence, and the counts it has taken in.
+    ratio: RatioEvidence,
+    ratio_seen: Option<Mark>,
     /// The route's shadow copies to the target then, and now.
     shadow_origin: Option<Compared>,
     shadow_now: Option<Compared>,
@@ -109,6 +112,8 @@ impl Default for Run {
         Run {
             rollout: None,
             origin: None,
+            ratio: RatioEvidence::default(),
+            ratio_seen: None,
             shadow_origin: None,
             shadow_now: None,
             step: None,
@@ -189,6 +194,7 @@ impl Run {
         if !record.started {
             return self.gated(0, now_ms, Action::Begin, Hook::Pre, "pre");
         }
+        self.take_in(record, &target, &baseline);
         if self.step != Some(record.step) {
             // A new step (or a fresh start): figures from here.
             self.step = Some(record.step);
@@ -265,6 +271,21 @@ impl Run {
         }
     }
 
+    /// Folds the traffic since the last tick into the ratio evidence: a
+    /// slice per tick keeps each slice within one split.
+    fn take_in(&mut self, record: &RolloutRecord, target: &Snapshot, baseline: &Snapshot) {
+        if let (Some(seen), Some(ratio)) = (&self.ratio_seen, record.spec.analysis.max_error_ratio)
+        {
+            let (t, b) = (target.since(&seen.target), baseline.since(&seen.baseline));
+            self.ratio
+                .add((t.errors, t.requests), (b.errors, b.requests), ratio);
+        }
+        self.ratio_seen = Some(Mark {
+            target: target.clone(),
+            baseline: baseline.clone(),
+        });
+    }
+
     /// The step's time is up and its checks pass: promote, wait for
     /// approval, ask the step webhook, or advance.
     fn next_move(&mut self, record: &RolloutRecord, now_ms: u64) -> Action {
@@ -332,7 +353,13 @@ impl Run {
             (Some(now), Some(origin)) => Some(now.since(origin)),
             _ => None,
         };
-        let judgement = judge(&record.spec.analysis, &t, (&all_t, &all_b), shadow);
+        let judgement = judge(
+            &record.spec.analysis,
+            &t,
+            (&all_t, &all_b),
+            Some(&self.ratio),
+            shadow,
+        );
         let (word, breaches) = match &judgement.verdict {
             Verdict::Pass => ("pass", Vec::new()),
             Verdict::Fail(b) => ("fail", b.clone()),

@@ -156,18 +156,91 @@ fn ln_beta(a: f64, b: f64) -> f64 {
     libm::lgamma(a) + libm::lgamma(b) - libm::lgamma(a + b)
 }
 
+/// Evidence, gathered check by check, that the target's error rate is
+/// more than `ratio` times the baseline's — the relative half of "worse",
+/// tested on both pools' errors together, which has far more power than
+/// comparing two one-pool intervals.
+///
+/// Given how many requests each pool served in a slice of time and how
+/// many errors the two had together, the share of those errors that are
+/// the target's is Binomial(E, π) with π = n_t·p_t / (n_t·p_t + n_b·p_b)
+/// (errors as Poisson counts: rare per request). At the tolerance's edge
+/// (p_t = ratio · p_b) π is known from the request counts alone, so the
+/// likelihood ratio against π stretched by an odds factor θ, multiplied
+/// over the slices and averaged over a grid of θ, is a test martingale: by
+/// Ville's inequality it reaches `1/α` with probability at most `α` while
+/// the target is within the ratio (the binomial overstates the spread of
+/// the exact conditional law, which keeps the test on the safe side).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RatioEvidence {
+    /// ln of each θ's likelihood ratio so far.
+    log_lr: [f64; ODDS.len()],
+}
+
+/// The odds factors the evidence mixes, equally weighted: from a little
+/// past the tolerance to far beyond it.
+const ODDS: [f64; 7] = [1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0];
+
+impl Default for RatioEvidence {
+    fn default() -> Self {
+        RatioEvidence {
+            log_lr: [0.0; ODDS.len()],
+        }
+    }
+}
+
+impl RatioEvidence {
+    /// One slice: each pool's (errors, requests) in it.
+    pub fn add(&mut self, target: (u64, u64), baseline: (u64, u64), ratio: f64) {
+        let (errors_t, requests_t) = target;
+        let (errors_b, requests_b) = baseline;
+        let errors = errors_t + errors_b;
+        // Without baseline requests every error is the target's, whatever
+        // the rates: no evidence either way.
+        if errors == 0 || requests_t == 0 || requests_b == 0 {
+            return;
+        }
+        let weighted = ratio * requests_t as f64;
+        let edge = weighted / (weighted + requests_b as f64);
+        let (s, f) = (
+            errors_t.min(errors) as f64,
+            (errors - errors_t.min(errors)) as f64,
+        );
+        for (log_lr, theta) in self.log_lr.iter_mut().zip(ODDS) {
+            let q = theta * edge / (1.0 - edge + theta * edge);
+            *log_lr += s * (q / edge).ln() + f * ((1.0 - q) / (1.0 - edge)).ln();
+        }
+    }
+
+    /// ln of the mixture: the evidence against "within the ratio".
+    pub fn log_evidence(&self) -> f64 {
+        let top = self.log_lr.iter().copied().fold(f64::MIN, f64::max);
+        let sum: f64 = self.log_lr.iter().map(|l| (l - top).exp()).sum();
+        top + (sum / ODDS.len() as f64).ln()
+    }
+}
+
 /// Compares the target's errors with the baseline's over the same time.
+/// `ratio_evidence`, when given, decides the relative half of "worse" in
+/// place of the two intervals.
 pub fn compare_error_rates(
     target: (u64, u64),
     baseline: (u64, u64),
     confidence: f64,
     tolerance: Tolerance,
+    ratio_evidence: Option<&RatioEvidence>,
 ) -> ErrorComparison {
-    let alpha = (1.0 - confidence).max(f64::MIN_POSITIVE) / 2.0;
-    let t = error_rate_interval(target.0, target.1, alpha);
-    let b = error_rate_interval(baseline.0, baseline.1, alpha);
+    let alpha = (1.0 - confidence).max(f64::MIN_POSITIVE);
+    let t = error_rate_interval(target.0, target.1, alpha / 2.0);
+    let b = error_rate_interval(baseline.0, baseline.1, alpha / 2.0);
     let worse_by_increase = tolerance.increase.is_none_or(|d| t.low - b.high > d);
-    let worse_by_ratio = tolerance.ratio.is_none_or(|r| t.low > r * b.high);
+    // Worse means beyond both parts, so each part may be tested at the
+    // full α (an intersection-union test: the release is called worse
+    // only when both tests reject).
+    let worse_by_ratio = tolerance.ratio.is_none_or(|r| match ratio_evidence {
+        Some(e) => e.log_evidence() >= (1.0 / alpha).ln(),
+        None => t.low > r * b.high,
+    });
     let within_by_increase = tolerance.increase.is_some_and(|d| t.high - b.low <= d);
     let within_by_ratio = tolerance.ratio.is_some_and(|r| t.high <= r * b.low);
     let checked = tolerance.increase.is_some() || tolerance.ratio.is_some();
@@ -428,22 +501,62 @@ mod tests {
             ratio: Some(2.0),
         };
         // 5 % against 0.2 %, plenty of data: worse.
-        let c = compare_error_rates((500, 10_000), (200, 100_000), 0.99, tolerance);
+        let c = compare_error_rates((500, 10_000), (200, 100_000), 0.99, tolerance, None);
         assert_eq!(c.decision, Decision::Worse, "{c:?}");
         // Equal, plenty of data: within.
-        let c = compare_error_rates((20, 10_000), (200, 100_000), 0.99, tolerance);
+        let c = compare_error_rates((20, 10_000), (200, 100_000), 0.99, tolerance, None);
         assert_eq!(c.decision, Decision::Within, "{c:?}");
         // Little data: not known either way.
-        let c = compare_error_rates((1, 50), (2, 500), 0.99, tolerance);
+        let c = compare_error_rates((1, 50), (2, 500), 0.99, tolerance, None);
         assert_eq!(c.decision, Decision::Undecided, "{c:?}");
         // Far above in absolute terms but not in ratio (a high baseline).
-        let c = compare_error_rates((2200, 10_000), (20_000, 100_000), 0.99, tolerance);
+        let c = compare_error_rates((2200, 10_000), (20_000, 100_000), 0.99, tolerance, None);
         assert_eq!(c.decision, Decision::Within, "{c:?}");
         assert!(
             c.describe(tolerance)
                 .contains("within +0.50 pp and 2x with 99 % confidence")
         );
     }
+    /// The ratio test's guarantee, by simulation: a target exactly at the
+    /// tolerance (1.5x the baseline's 1 %), its share of traffic stepping
+    /// 5, 25, 50 %, looked at every slice — the evidence reaches 1/α in
+    /// fewer than α of the runs; at 5x it reaches it in nearly all.
+    #[test]
+    fn the_ratio_evidence_holds_its_level_and_finds_real_regressions() {
+        let alpha = 0.05f64;
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut run = |factor: f64| {
+            let mut e = RatioEvidence::default();
+            for slice in 0..60 {
+                let share = [0.05, 0.25, 0.5][slice / 20];
+                let (nt, nb) = ((200.0 * share) as u64, (200.0 * (1.0 - share)) as u64);
+                let count =
+                    |rng: &mut fastrand::Rng, n, p| (0..n).filter(|_| rng.f64() < p).count() as u64;
+                let (st, sb) = (
+                    count(&mut rng, nt, 0.01 * factor),
+                    count(&mut rng, nb, 0.01),
+                );
+                e.add((st, nt), (sb, nb), 1.5);
+                if e.log_evidence() >= (1.0 / alpha).ln() {
+                    return true;
+                }
+            }
+            false
+        };
+        let runs = 400;
+        let false_alarms = (0..runs).filter(|_| run(1.5)).count();
+        assert!(
+            (false_alarms as f64) < alpha * runs as f64,
+            "{false_alarms} of {runs} runs at the tolerance crossed"
+        );
+        let caught = (0..200).filter(|_| run(5.0)).count();
+        assert!(caught > 190, "5x caught in {caught} of 200");
+        // No baseline traffic: nothing learnt.
+        let mut e = RatioEvidence::default();
+        e.add((50, 100), (0, 0), 1.5);
+        assert_eq!(e.log_evidence(), 0.0);
+    }
+
     fn lognormal_ms(rng: &mut fastrand::Rng, median_ms: f64, sigma: f64) -> f64 {
         let (u1, u2) = (rng.f64().max(1e-300), rng.f64());
         let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
