@@ -300,6 +300,10 @@ async fn equal_releases_are_promoted_every_time_and_a_5x_regression_is_not() {
         back_to_blue(&proxy).await;
     }
     green.fail_every(10); // 10 %: 5x blue's 2 %
+    // Steps long enough to gather the evidence however slow the machine
+    // (a rollback ends the rollout as soon as it is sure).
+    let mut body = body;
+    body["interval"] = json!("10s");
     let (s, v) = start_rollout(&proxy, body).await;
     assert_eq!(s, 201, "{v}");
     let done = wait_state_of(&proxy, &["promoted", "rolled_back"]).await;
