@@ -9,22 +9,40 @@ use http::{Uri, Version};
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
-/// Headers that describe one connection, never forwarded.
-fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
-    [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHORIZATION,
-    ]
+/// Headers that describe one connection, never forwarded (RFC 9110
+/// §7.6.1): the one list both engines read — hyper's path by `HeaderName`
+/// ([`remove_hop_by_hop`]), the direct path by bytes ([`hop_by_hop`]).
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// Where `te` and `upgrade` stand in [`HOP_BY_HOP`].
+const TE_INDEX: usize = 3;
+const UPGRADE_INDEX: usize = 6;
+
+static HOP_BY_HOP_NAMES: [HeaderName; 8] = [
+    HeaderName::from_static(HOP_BY_HOP[0]),
+    HeaderName::from_static(HOP_BY_HOP[1]),
+    HeaderName::from_static(HOP_BY_HOP[2]),
+    HeaderName::from_static(HOP_BY_HOP[3]),
+    HeaderName::from_static(HOP_BY_HOP[4]),
+    HeaderName::from_static(HOP_BY_HOP[5]),
+    HeaderName::from_static(HOP_BY_HOP[6]),
+    HeaderName::from_static(HOP_BY_HOP[7]),
+];
+
+/// [`HOP_BY_HOP`]'s entry `i` as bytes, for the direct path's lists.
+pub const fn hop_by_hop(i: usize) -> &'static [u8] {
+    HOP_BY_HOP[i].as_bytes()
 }
 
 /// Is this an HTTP/1.1 WebSocket upgrade request? Only WebSocket is
@@ -89,18 +107,17 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) -> bool {
     // One pass over the names finds which fixed hop-by-hop headers are
     // there (usually just `Connection`): cheaper than eight removals that
     // each hash a name.
-    let fixed = fixed_hop_by_hop();
+    let fixed = &HOP_BY_HOP_NAMES;
     let mut present = 0u8;
     for name in headers.keys() {
-        if let Some(i) = fixed.iter().position(|f| *f == name) {
+        if let Some(i) = fixed.iter().position(|f| f == name) {
             present |= 1 << i;
         }
     }
     if present == 0 {
         return false;
     }
-    // Index 3 of `fixed_hop_by_hop` is TE.
-    let trailers = present & (1 << 3) != 0
+    let trailers = present & (1 << TE_INDEX) != 0
         && headers
             .get_all(header::TE)
             .iter()
@@ -130,7 +147,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) -> bool {
     for name in named {
         headers.remove(name);
     }
-    for (i, name) in fixed.into_iter().enumerate() {
+    for (i, name) in fixed.iter().enumerate() {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
@@ -138,7 +155,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) -> bool {
     if let Some(value) = upgrade_value {
         headers.insert(header::UPGRADE, value);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else if present & (1 << 6) != 0 {
+    } else if present & (1 << UPGRADE_INDEX) != 0 {
         // An upgrade not forwarded (h2c): its settings go too, named in
         // Connection or not.
         headers.remove(&HTTP2_SETTINGS);

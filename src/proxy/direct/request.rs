@@ -15,6 +15,8 @@
 
 use std::ops::Range;
 
+use super::super::headers::hop_by_hop;
+
 /// Headers of a request head the direct path reads (hyper's default too).
 pub const MAX_HEADERS: usize = 100;
 
@@ -69,13 +71,15 @@ pub struct Forwarding<'a> {
     pub proto: &'a [u8],
 }
 
-/// Headers the direct path drops on the way up: hop-by-hop ones (RFC 9110
-/// §7.6.1) and the `X-Forwarded-*` it writes itself.
+/// Headers the direct path drops on the way up: the hop-by-hop ones
+/// (`headers::HOP_BY_HOP`) that [`FOR_HYPER`] lets through — the others
+/// send the request to hyper first — and the `X-Forwarded-*` it writes
+/// itself.
 const DROPPED: [&[u8]; 6] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"proxy-authorization",
+    hop_by_hop(0), // connection
+    hop_by_hop(1), // keep-alive
+    hop_by_hop(2), // proxy-connection
+    hop_by_hop(7), // proxy-authorization
     b"x-forwarded-proto",
     b"x-forwarded-host",
 ];
@@ -251,7 +255,21 @@ fn connection_options(value: &[u8]) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::headers::HOP_BY_HOP;
     use super::*;
+
+    /// Every hop-by-hop header either sends the request to hyper or is
+    /// dropped: none reaches an upstream from the direct path.
+    #[test]
+    fn every_hop_by_hop_header_is_dropped_or_handed_over() {
+        for name in HOP_BY_HOP {
+            let n = name.as_bytes();
+            assert!(
+                FOR_HYPER.contains(&n) || DROPPED.contains(&n),
+                "{name} would be forwarded"
+            );
+        }
+    }
 
     const FWD: Forwarding<'static> = Forwarding {
         client_ip: b"10.0.0.7",

@@ -3,6 +3,8 @@
 //! in, `Date` if the upstream sent none (as hyper does), the framing the
 //! body will really have (RFC 9112 §6.3).
 
+use super::super::headers::hop_by_hop;
+
 /// Headers of an upstream response head read (hyper's client default).
 const MAX_HEADERS: usize = 100;
 
@@ -51,15 +53,17 @@ pub struct ClientSide<'a> {
     pub date: &'a [u8],
 }
 
-/// Hop-by-hop headers never forwarded; framing headers are written anew.
-const DROPPED: [&[u8]; 8] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"te",
-    b"trailer",
-    b"upgrade",
-    b"transfer-encoding",
+/// Never forwarded: the hop-by-hop headers (`headers::HOP_BY_HOP`), and
+/// the framing, written anew.
+const DROPPED: [&[u8]; 9] = [
+    hop_by_hop(0),
+    hop_by_hop(1),
+    hop_by_hop(2),
+    hop_by_hop(3),
+    hop_by_hop(4),
+    hop_by_hop(5),
+    hop_by_hop(6),
+    hop_by_hop(7),
     b"content-length",
 ];
 
@@ -241,7 +245,7 @@ mod tests {
     #[test]
     fn a_plain_response_is_rewritten() {
         let (head, out) = ready(
-            b"HTTP/1.1 200 Fine\r\nContent-Length: 2\r\nConnection: keep-alive, x-hop\r\nx-hop: 1\r\nServer: up\r\n\r\nok",
+            b"HTTP/1.1 200 Fine\r\nContent-Length: 2\r\nConnection: keep-alive, x-hop\r\nx-hop: 1\r\nProxy-Authorization: x\r\nServer: up\r\n\r\nok",
             &SIDE,
         );
         assert_eq!(head.framing, Framing::Length(2));
