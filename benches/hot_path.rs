@@ -155,7 +155,7 @@ fn sticky(c: &mut Criterion) {
 /// A browser-like request and an nginx-like response, rewritten as the
 /// proxy does for every request.
 fn headers(c: &mut Criterion) {
-    use cutover::proxy::headers::{prepare_request, prepare_response};
+    use cutover::proxy::wire::headers::{prepare_request, prepare_response};
     use http::{HeaderMap, HeaderValue, Uri, Version, header};
     let mut request = HeaderMap::new();
     for (name, value) in [
@@ -176,7 +176,8 @@ fn headers(c: &mut Criterion) {
         request.insert(name, HeaderValue::from_static(value));
     }
     let uri: Uri = "/index.html".parse().expect("uri");
-    let ip = cutover::proxy::headers::forwarded_for_value(std::net::IpAddr::from([192, 0, 2, 7]));
+    let ip =
+        cutover::proxy::wire::headers::forwarded_for_value(std::net::IpAddr::from([192, 0, 2, 7]));
     c.bench_function("headers/prepare_request", |b| {
         b.iter_batched(
             || request.clone(),

@@ -15,8 +15,8 @@ use proptest::prelude::*;
 
 use crate::balance::sticky::StickyKey;
 use crate::config::{Config, parse_spec};
-use crate::proxy::direct::{request, response};
-use crate::proxy::headers::{forwarded_for_value, prepare_request, valid_host};
+use crate::proxy::wire::headers::{forwarded_for_value, prepare_request, valid_host};
+use crate::proxy::wire::{request, response};
 
 /// TOML-shaped text: real section and key names with arbitrary values,
 /// and some noise, so the reader gets far past the syntax check.

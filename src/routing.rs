@@ -112,6 +112,12 @@ pub struct Pick {
 }
 
 impl Pool {
+    /// Speaks plain HTTP/1.1 (no TLS, no HTTP/2): raw-socket exchanges
+    /// can reach it (see `proxy::h1_upstream`).
+    pub fn is_plain_http1(&self) -> bool {
+        self.tls.is_none() && self.protocol == crate::config::UpstreamProtocol::Http1
+    }
+
     /// How to speak TLS to the upstream at `addr` (see [`Upstream::tls`]).
     pub fn tls_for(&self, addr: SocketAddr) -> Option<&UpstreamTls> {
         match self.upstreams.iter().find(|u| u.state.addr() == addr) {
@@ -285,9 +291,7 @@ impl RouteTable {
         let host = host.map(bare_host);
         let path = uri.path();
         self.routes.iter().find(|r| {
-            path.starts_with(r.path_prefix.as_str())
-                && (r.hosts.is_empty()
-                    || host.is_some_and(|h| r.hosts.iter().any(|p| p.matches(h))))
+            r.takes(host, path)
                 && r.matchers
                     .as_ref()
                     .is_none_or(|m| m.matches(headers, uri.query()))
@@ -300,16 +304,13 @@ impl RouteTable {
     /// has no matchers), it copies nothing, and each of its pools speaks
     /// plain HTTP/1.1. `None` sends the request to hyper's path.
     pub fn direct_route(&self, host: &str, path: &str) -> Option<usize> {
-        let host = bare_host(host);
-        let at = self.routes.iter().position(|r| {
-            path.starts_with(r.path_prefix.as_str())
-                && (r.hosts.is_empty() || r.hosts.iter().any(|p| p.matches(host)))
-        })?;
+        let host = Some(bare_host(host));
+        let at = self.routes.iter().position(|r| r.takes(host, path))?;
         let route = &self.routes[at];
-        let plain_pools = route.split.iter().all(|s| {
-            let pool = &self.pools[s.pool];
-            pool.tls.is_none() && pool.protocol == crate::config::UpstreamProtocol::Http1
-        });
+        let plain_pools = route
+            .split
+            .iter()
+            .all(|s| self.pools[s.pool].is_plain_http1());
         (route.matchers.is_none() && route.mirror.is_none() && plain_pools).then_some(at)
     }
 
@@ -468,6 +469,14 @@ impl RouteTable {
 }
 
 impl Route {
+    /// Whether the route takes requests for `host` (bare, without port)
+    /// and `path`, matchers aside.
+    fn takes(&self, host: Option<&str>, path: &str) -> bool {
+        path.starts_with(self.path_prefix.as_str())
+            && (self.hosts.is_empty()
+                || host.is_some_and(|h| self.hosts.iter().any(|p| p.matches(h))))
+    }
+
     fn precedence(&self) -> (usize, usize) {
         self.matchers.as_ref().map_or((0, 0), Matchers::precedence)
     }

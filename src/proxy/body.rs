@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::activity::ActiveRequest;
-use super::direct::DirectBody;
+use super::h1_upstream::DirectBody;
 use super::mirror::PrimaryTap;
 use super::pools::PooledConnection;
 use crate::traffic::TrafficStats;
@@ -66,7 +66,7 @@ impl Drop for RequestTimer {
 
 enum ResponseInner {
     Upstream(Incoming),
-    /// Read from a direct-path socket (see `direct::upstream`).
+    /// Read from a raw socket (see `h1_upstream`).
     Direct(DirectBody),
     Full(Full<Bytes>),
 }

@@ -1,12 +1,15 @@
 //! Why a request could not be proxied, which side caused it, and the one
-//! place that maps each cause to a status and a short plain-text body.
+//! place that maps each cause to the answer the client gets.
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode, header};
 
-use super::body::ResponseBody;
+use super::wire::answer::OwnAnswer;
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -123,55 +126,42 @@ impl ProxyError {
         }
     }
 
-    /// The answer for a gRPC client: HTTP 200 with only headers
-    /// (`grpc-status`, `grpc-message`), as gRPC clients expect (gRPC over
-    /// HTTP/2, "Trailers-Only"). 504s are `DEADLINE_EXCEEDED` (4), other
-    /// upstream and routing failures `UNAVAILABLE` (14); a request refused
-    /// as malformed keeps its HTTP status.
-    pub fn into_grpc_response(self) -> Response<ResponseBody> {
+    /// The client's answer, for either front (see `wire::answer`). A
+    /// gRPC client gets HTTP 200 with only headers (`grpc-status`,
+    /// `grpc-message`), as gRPC clients expect (gRPC over HTTP/2,
+    /// "Trailers-Only"): 504s are `DEADLINE_EXCEEDED` (4), other upstream
+    /// and routing failures `UNAVAILABLE` (14); a request refused as
+    /// malformed keeps its HTTP status.
+    pub fn answer(&self, grpc: bool) -> OwnAnswer {
         let (status, text) = self.status_and_text();
         let code = match status {
-            StatusCode::GATEWAY_TIMEOUT => "4",
-            StatusCode::BAD_REQUEST => return self.into_response(),
-            StatusCode::NOT_IMPLEMENTED => "12",
-            _ => "14",
+            _ if !grpc => None,
+            StatusCode::GATEWAY_TIMEOUT => Some("4"),
+            StatusCode::BAD_REQUEST => None,
+            StatusCode::NOT_IMPLEMENTED => Some("12"),
+            _ => Some("14"),
         };
-        let mut response = Response::new(ResponseBody::empty());
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert("grpc-status", HeaderValue::from_static(code));
-        headers.insert("grpc-message", HeaderValue::from_static(text));
-        response
-    }
-
-    /// The plain-text body of the error's answer.
-    pub fn body_text(&self) -> String {
-        let (status, text) = self.status_and_text();
-        format!(
-            "{} {}: {text}\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        )
-    }
-
-    pub fn into_response(self) -> Response<ResponseBody> {
-        let status = self.status();
-        let body = self.body_text();
-        let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        if status == StatusCode::BAD_REQUEST {
-            // The framing of what follows on this connection cannot be trusted.
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        match code {
+            Some(code) => OwnAnswer {
+                status: StatusCode::OK,
+                headers: vec![
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/grpc"),
+                    ),
+                    (GRPC_STATUS, HeaderValue::from_static(code)),
+                    (GRPC_MESSAGE, HeaderValue::from_static(text)),
+                ],
+                body: Bytes::new(),
+            },
+            None => OwnAnswer::text(
+                status,
+                format!(
+                    "{} {}: {text}\n",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("")
+                ),
+            ),
         }
-        response
     }
 }

@@ -1,5 +1,5 @@
 //! An HTTP/1.1 connection (plain or TLS) on the direct path (see
-//! `proxy::direct`): reads request heads, has the proxy serve the plain
+//! `proxy::front_direct`): reads request heads, has the proxy serve the plain
 //! ones, and gives the connection up — to hyper at the first request it
 //! does not take, to the lot once idle for [`PARK_AFTER`], or closed.
 //!
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::Server;
 use super::park::{PARK_AFTER, ParkableIo, REQUEST_TIMEOUT, answer_and_close};
-use crate::proxy::direct::{Outcome, Plan, Scratch};
+use crate::proxy::front_direct::{Client, Outcome, Plan, Scratch};
 use crate::proxy::{ClientConn, ConnActivity};
 
 /// How a connection left the direct path.
@@ -59,17 +59,15 @@ impl Server {
                     }
                     Plan::Serve(ticket) => {
                         let len = ticket.request_len();
+                        let mut to = Client {
+                            stream: &mut stream,
+                            conn: client,
+                            activity,
+                            stopping: &self.shutdown,
+                        };
                         let outcome = self
                             .proxy
-                            .direct_serve(
-                                ticket,
-                                &buf,
-                                &mut stream,
-                                client,
-                                activity,
-                                &self.shutdown,
-                                &mut scratch,
-                            )
+                            .direct_serve(ticket, &buf, &mut to, &mut scratch)
                             .await;
                         buf.advance(len);
                         head_began = (!buf.is_empty()).then(Instant::now);

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use cutover::proxy::direct::request::{Forwarding, Verdict, classify};
+use cutover::proxy::wire::request::{Forwarding, Verdict, classify};
 use http_body_util::Full;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -504,7 +504,7 @@ const HOP: [&str; 9] = [
 /// The same, as the direct path read it (from the client head it
 /// writes, minus what it adds): `None` unless it forwards it.
 fn direct_response_parse(bytes: &[u8]) -> ResponseSeen {
-    use cutover::proxy::direct::response::{ClientSide, Parsed, parse};
+    use cutover::proxy::wire::response::{ClientSide, Parsed, parse};
     let side = ClientSide {
         head_request: false,
         close: false,

@@ -1,5 +1,5 @@
 //! Response bodies for hyper's server read from a direct-path socket (see
-//! `Proxy::send_direct`), beside those hyper's client reads.
+//! `Proxy::send_raw`), beside those hyper's client reads.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,9 +8,9 @@ use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::BODY_READ_SIZE;
-use super::chunked::ChunkedScan;
-use super::response::Framing;
 use crate::proxy::pools::{PooledConnection, RawConn, RawHome};
+use crate::proxy::wire::chunked::ChunkedScan;
+use crate::proxy::wire::response::Framing;
 
 /// An upstream's response body, from hyper's client or a direct socket.
 pub enum UpstreamBody {

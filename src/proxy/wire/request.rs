@@ -15,7 +15,7 @@
 
 use std::ops::Range;
 
-use super::super::headers::hop_by_hop;
+use super::headers::hop_by_hop;
 
 /// Headers of a request head the direct path reads (hyper's default too).
 pub const MAX_HEADERS: usize = 100;
@@ -143,7 +143,7 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
                 _ => return Verdict::Fallback,
             }
         } else if name.eq_ignore_ascii_case(b"host") {
-            let valid = std::str::from_utf8(value).is_ok_and(super::super::headers::valid_host);
+            let valid = std::str::from_utf8(value).is_ok_and(super::headers::valid_host);
             if host.is_some() || !valid {
                 return Verdict::Fallback;
             }
@@ -255,7 +255,7 @@ fn connection_options(value: &[u8]) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::headers::HOP_BY_HOP;
+    use super::super::headers::HOP_BY_HOP;
     use super::*;
 
     /// Every hop-by-hop header either sends the request to hyper or is

@@ -3,7 +3,7 @@
 //! in, `Date` if the upstream sent none (as hyper does), the framing the
 //! body will really have (RFC 9112 §6.3).
 
-use super::super::headers::hop_by_hop;
+use super::headers::hop_by_hop;
 
 /// Headers of an upstream response head read (hyper's client default).
 const MAX_HEADERS: usize = 100;

@@ -1,0 +1,349 @@
+//! The request engine: the policy every proxied request follows, written
+//! once for both fronts — the sticky pin, the `Picks` loop over upstreams,
+//! one attempt (labels, in-flight count, timeout, outcome for outlier
+//! ejection), the fresh sticky cookie, the request's metrics and its
+//! access-log line, and a failure's log line and answer.
+//!
+//! A front (`front_hyper`: hyper's `Request<Incoming>`; `front_direct`:
+//! byte ranges of a client's buffer) reads and prepares the request, then
+//! hands it to [`Proxy::forward`] through the [`Front`] seam, which is all
+//! the engine knows of it: how to read a cookie, whether the request may
+//! be sent twice, and how to send it to one upstream. The pingora pattern
+//! (phases shared by per-protocol drivers), without hooks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::HeaderValue;
+
+use super::body::RequestTimer;
+use super::mirror::PrimaryTap;
+use super::pools::SendError;
+use super::request_metrics::RequestMetricsCache;
+use super::retry::Picks;
+use super::wire::headers;
+use super::{ClientConn, Proxy, ProxyError, Side};
+use crate::access_log::{AccessLog, Entry};
+use crate::routing::{Pick, Pool, Route, RouteTable};
+use crate::telemetry::{self, names};
+use crate::traffic::TrafficStats;
+use crate::upstream::InFlight;
+
+/// "request failed" lines: see `telemetry::LogLimit`.
+static FAILED_REQUEST_LOG: telemetry::LogLimit = telemetry::LogLimit::new();
+
+/// What a front gives the engine: a request it can send to one upstream
+/// after another.
+pub(super) trait Front {
+    /// One attempt's request, ready to go.
+    type Request;
+    /// An upstream's answer as this front forwards it.
+    type Answer;
+
+    /// The value of cookie `name` in the request.
+    fn cookie(&self, name: &str) -> Option<&str>;
+
+    /// Can the request be sent again after an upstream took it and closed
+    /// without answering? Only a bodiless idempotent one (RFC 9110 §9.2.2).
+    fn resendable(&self) -> bool;
+
+    /// The request for an attempt at `pick`, whose answer carries
+    /// `cookie` (a fresh sticky cookie) if there is one; `None` when it
+    /// cannot be sent again (its body went to an earlier attempt).
+    fn request_for(&mut self, pick: &Pick, cookie: Option<HeaderValue>) -> Option<Self::Request>;
+
+    /// Sends `request` to `addr` of `pool` and waits for the response head.
+    fn send(
+        &mut self,
+        proxy: &Proxy,
+        pool: &Pool,
+        addr: SocketAddr,
+        request: Self::Request,
+    ) -> impl Future<Output = Result<Self::Answer, SendError>> + Send;
+
+    /// The answer's status code.
+    fn status(answer: &Self::Answer) -> u16;
+}
+
+/// The access-log line of a request, begun at its arrival and completed
+/// when its body ends. Boxed: the response carries it, and is moved
+/// several times.
+pub(super) type LogLine = Box<(AccessLog, Entry)>;
+
+/// What the access log says of a request, read by its front.
+pub(super) struct Described {
+    pub method: String,
+    pub host: Option<String>,
+    pub path: String,
+}
+
+impl Proxy {
+    /// Sends the request `front` holds to an upstream of `route`: the
+    /// sticky cookie's if valid, else a weighted pick; after a failure
+    /// that `ProxyError::retryable` allows, another (see `retry`), up to
+    /// `retries` more. Returns the answer and the in-flight count held
+    /// until its body ends.
+    pub(super) async fn forward<F: Front>(
+        &self,
+        table: &RouteTable,
+        route: &Route,
+        front: &mut F,
+        secure: bool,
+        labels: &mut Labels,
+    ) -> Result<(F::Answer, InFlight), ProxyError> {
+        // The clock is read only for sticky routes.
+        let now_unix = if route.sticky.is_some() {
+            crate::clock::unix_seconds()
+        } else {
+            0
+        };
+        // A valid sticky cookie pins the first attempt; any other pick
+        // (no cookie, a stale one, a retry, a rollout moving the client)
+        // sets a fresh cookie.
+        let pinned = route.sticky.as_ref().and_then(|sticky| {
+            let value = front.cookie(&sticky.cookie)?;
+            table.sticky_pick(route, value, now_unix)
+        });
+        let resendable = front.resendable();
+        let mut picks = Picks::new(pinned, self.settings.retries);
+        while let Some((pick, fresh)) = picks.next(table, route) {
+            let cookie = fresh_cookie(table, route, &pick, fresh, now_unix, secure);
+            let Some(request) = front.request_for(&pick, cookie) else {
+                break;
+            };
+            match self.attempt(table, &pick, front, request, labels).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => picks.failed(pick, e, resendable)?,
+            }
+        }
+        Err(picks.exhausted(route))
+    }
+
+    /// One attempt at one upstream: send, wait for the response head, and
+    /// record the outcome for outlier ejection.
+    async fn attempt<F: Front>(
+        &self,
+        table: &RouteTable,
+        pick: &Pick,
+        front: &mut F,
+        request: F::Request,
+        labels: &mut Labels,
+    ) -> Result<(F::Answer, InFlight), ProxyError> {
+        let (pool, addr) = labels.picked(table, pick)?;
+        let in_flight = pick.upstream.start_request();
+        let timeout = self.settings.response_header_timeout;
+        let sent = tokio::time::timeout(timeout, front.send(self, pool, addr, request)).await;
+        // The client's own body failing (a malformed chunk) is no
+        // upstream's fault: a 400, not counted against the upstream.
+        if let Ok(Err(SendError::Failed(e))) = &sent
+            && e.is_user()
+        {
+            return Err(ProxyError::ClientBody(e.to_string()));
+        }
+        let ok = matches!(&sent, Ok(Ok(answer)) if F::status(answer) < 500);
+        self.record_outcome(table, pick, ok);
+        match sent {
+            Err(_) => Err(ProxyError::UpstreamTimeout { addr, timeout }),
+            Ok(Err(e)) => Err(send_failed(pick, addr, e)),
+            Ok(Ok(answer)) => Ok((answer, in_flight)),
+        }
+    }
+
+    /// Passive outlier detection: counts failures in a row and ejects.
+    fn record_outcome(&self, table: &RouteTable, pick: &Pick, ok: bool) {
+        let Some(pool) = table.pools().get(pick.pool_index) else {
+            return;
+        };
+        if let Some(time) = pick
+            .upstream
+            .record_outcome(ok, &pool.outlier, || pool.may_eject())
+        {
+            tracing::warn!(pool = %pick.pool, upstream = %pick.upstream.addr(), ?time, "upstream ejected after consecutive failures");
+            metrics::counter!(
+                names::UPSTREAM_EJECTIONS_TOTAL,
+                "pool" => Arc::clone(&pick.pool),
+                "upstream" => Arc::clone(pick.upstream.label())
+            )
+            .increment(1);
+        }
+    }
+
+    /// With an access log, the line of a request arriving now; `describe`
+    /// is asked only then.
+    pub(super) fn begin_log(
+        &self,
+        conn: &ClientConn,
+        describe: impl FnOnce() -> Described,
+    ) -> Option<LogLine> {
+        let log = self.access_log.as_ref()?;
+        let Described { method, host, path } = describe();
+        Some(Box::new((
+            log.clone(),
+            Entry {
+                time: crate::clock::now_rfc3339(),
+                client: conn.peer.to_string(),
+                method,
+                host,
+                path,
+                route: None,
+                pool: None,
+                upstream: None,
+                status: 0,
+                duration_ms: 0.0,
+                bytes: 0,
+            },
+        )))
+    }
+
+    /// A request that failed: logged (see [`log_failure`]); its status.
+    pub(super) fn failed(&self, e: &ProxyError, conn: &ClientConn) -> u16 {
+        log_failure(e, conn.peer);
+        e.status().as_u16()
+    }
+}
+
+/// The `Set-Cookie` value for a fresh pick on a sticky route.
+fn fresh_cookie(
+    table: &RouteTable,
+    route: &Route,
+    pick: &Pick,
+    fresh: bool,
+    now_unix: u64,
+    secure: bool,
+) -> Option<HeaderValue> {
+    let sticky = route.sticky.as_ref().filter(|_| fresh)?;
+    let expires = now_unix.saturating_add(sticky.max_age.as_secs());
+    let value = table.seal_sticky(pick, expires);
+    headers::set_cookie(&sticky.cookie, &value, sticky.max_age, secure)
+}
+
+/// What a send that got no response becomes: a failed connect (counted
+/// per upstream) or an upstream that failed after taking the request.
+fn send_failed(pick: &Pick, addr: SocketAddr, e: SendError) -> ProxyError {
+    if !e.is_connect() {
+        return ProxyError::UpstreamFailed { addr, source: e };
+    }
+    metrics::counter!(
+        names::UPSTREAM_CONNECT_ERRORS_TOTAL,
+        "pool" => Arc::clone(&pick.pool),
+        "upstream" => Arc::clone(pick.upstream.label())
+    )
+    .increment(1);
+    ProxyError::UpstreamConnect {
+        addr,
+        timed_out: e.is_timeout(),
+        source: e,
+    }
+}
+
+/// The "request failed" log line or a debug line for a client's own
+/// fault. An upstream down, or a client that makes it slow, fails every
+/// request: a few lines a second say so (`telemetry::LogLimit`).
+fn log_failure(e: &ProxyError, peer: SocketAddr) {
+    match e.side() {
+        Side::Client => tracing::debug!(%peer, error = %e, "request refused"),
+        _ => {
+            if let Some(suppressed) = FAILED_REQUEST_LOG.allow() {
+                tracing::warn!(%peer, error = %e, suppressed, "request failed");
+            }
+        }
+    }
+}
+
+/// Metric labels learned while forwarding; `none` where a request never
+/// got that far (no route, nothing eligible).
+#[derive(Default)]
+pub(super) struct Labels {
+    route: Option<Arc<str>>,
+    pool: Option<Arc<str>>,
+    upstream: Option<Arc<str>>,
+    addr: Option<SocketAddr>,
+    traffic: Option<Arc<TrafficStats>>,
+    /// A mirrored request's side of the comparison with its shadow.
+    pub shadow: Option<PrimaryTap>,
+}
+
+impl Labels {
+    /// The labels of a request for `route`.
+    pub fn routed(route: &Route) -> Labels {
+        Labels {
+            route: Some(Arc::clone(&route.name)),
+            ..Labels::default()
+        }
+    }
+
+    /// Labels an attempt at `pick`; its pool in `table` and its address.
+    fn picked<'t>(
+        &mut self,
+        table: &'t RouteTable,
+        pick: &Pick,
+    ) -> Result<(&'t Pool, SocketAddr), ProxyError> {
+        let addr = pick.upstream.addr();
+        self.pool = Some(Arc::clone(&pick.pool));
+        self.upstream = Some(Arc::clone(pick.upstream.label()));
+        self.addr = Some(addr);
+        self.traffic = Some(Arc::clone(&pick.stats));
+        match table.pools().get(pick.pool_index) {
+            Some(pool) => Ok((pool, addr)),
+            None => Err(ProxyError::NoEligibleUpstream {
+                route: self.route.as_deref().unwrap_or("").to_string(),
+            }),
+        }
+    }
+
+    /// Counts the response and returns the timer that records its
+    /// duration (and writes its access-log line, `log`) when the body
+    /// ends.
+    pub fn record(
+        self,
+        cache: &RequestMetricsCache,
+        status: u16,
+        start: Instant,
+        log: Option<LogLine>,
+    ) -> RequestTimer {
+        let log = log.map(|mut line| {
+            let entry = &mut line.1;
+            entry.route = self.route.as_ref().map(|r| r.to_string());
+            entry.pool = self.pool.as_ref().map(|p| p.to_string());
+            entry.upstream = self.upstream.as_ref().map(|u| u.to_string());
+            entry.status = status;
+            line
+        });
+        if let (Some(route), Some(pool), Some(upstream), Some(addr)) =
+            (&self.route, &self.pool, &self.upstream, self.addr)
+        {
+            return RequestTimer {
+                start,
+                histogram: cache.count(route, pool, addr, upstream, status),
+                bytes: 0,
+                log,
+                traffic: self.traffic.map(|t| (t, status >= 500)),
+            };
+        }
+        // A request that never reached an upstream: rare, no cache.
+        let none = || Arc::<str>::from("none");
+        let route = self.route.unwrap_or_else(none);
+        let pool = self.pool.unwrap_or_else(none);
+        metrics::counter!(
+            names::REQUESTS_TOTAL,
+            "route" => Arc::clone(&route),
+            "pool" => Arc::clone(&pool),
+            "upstream" => self.upstream.unwrap_or_else(none),
+            "status" => telemetry::status_class(status)
+        )
+        .increment(1);
+        RequestTimer {
+            start,
+            histogram: metrics::histogram!(names::REQUEST_DURATION_SECONDS, "route" => route, "pool" => pool),
+            bytes: 0,
+            log,
+            traffic: None,
+        }
+    }
+
+    /// Sets the route of a request the front matched.
+    pub fn set_route(&mut self, route: &Route) {
+        self.route = Some(Arc::clone(&route.name));
+    }
+}

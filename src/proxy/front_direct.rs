@@ -1,0 +1,396 @@
+//! The direct HTTP/1.1 path: plain requests forwarded between two sockets
+//! by the client connection's own task, without hyper.
+//!
+//! Why it exists: on HTTP/1.1 keep-alive, cutover spent ~2x the user-space
+//! CPU per request of nginx and HAProxy, nearly all of it in hyper's and
+//! tokio's per-request machinery — a request parsed into a `HeaderMap`,
+//! cloned and encoded again, a channel hop to the upstream connection's
+//! own task, the response parsed into another `HeaderMap` (see
+//! docs/benchmarks.md). Here a request head is parsed in place
+//! (`httparse`, as hyper does), the upstream head is the client's bytes
+//! with the proxy's edits, the response head likewise, and the body is
+//! copied from one socket to the other.
+//!
+//! It takes only what it can do exactly as hyper's path would (see
+//! `request` for the list and `routing::RouteTable::direct_route` for the
+//! routes); anything else — and the first request that is not plain ends
+//! the direct path for that connection — is handed to hyper with the
+//! bytes read so far, so hyper keeps every check and every feature.
+//!
+//! The request's policy is the engine's (`engine`): this front reads the
+//! head (`wire::request`), hands the engine a [`Front`] whose attempts
+//! are raw-socket exchanges (`h1_upstream`), and copies the answer's body
+//! from one socket to the other.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+pub use super::h1_upstream::Scratch;
+
+use super::activity::ConnActivity;
+use super::engine::{Described, Front, Labels};
+use super::h1_upstream::{BODY_READ_SIZE, Exchanged};
+use super::pools::{RawConn, SendError};
+use super::wire::chunked::ChunkedScan;
+use super::wire::request::{self, Forwarding, RequestHead, Verdict};
+use super::wire::response::{self, ClientSide, Framing, ResponseHead};
+use super::{ClientConn, Proxy, ProxyError};
+use crate::routing::{Pick, Pool, RouteTable};
+
+/// What to do with the bytes at the start of a client's buffer.
+pub enum Plan {
+    /// Not a whole request head yet.
+    Partial,
+    /// For hyper's path, from these bytes on.
+    Fallback,
+    Serve(Ticket),
+}
+
+/// A request the direct path serves: where its parts are, and its route.
+pub struct Ticket {
+    head: RequestHead,
+    table: Arc<RouteTable>,
+    route: usize,
+}
+
+impl Ticket {
+    /// Bytes of the request's head (`max_header_bytes` applies to it).
+    pub fn head_len(&self) -> usize {
+        self.head.len
+    }
+
+    /// Bytes of the whole request: its head and its body.
+    pub fn request_len(&self) -> usize {
+        self.head.len + self.head.body
+    }
+}
+
+/// How the client connection goes on after a request.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    KeepAlive,
+    Close,
+}
+
+/// The client connection a direct request came on.
+pub struct Client<'a, S> {
+    pub stream: &'a mut S,
+    pub conn: &'a ClientConn,
+    pub activity: &'a Arc<ConnActivity>,
+    /// A graceful stop.
+    pub stopping: &'a CancellationToken,
+}
+
+impl<S> Client<'_, S> {
+    /// The connection ends after the response being written: a stop, or a
+    /// handover to a new binary, began.
+    fn closing(&self) -> bool {
+        self.activity.closing() || self.stopping.is_cancelled()
+    }
+}
+
+impl Proxy {
+    /// Whether plain HTTP/1.1 requests take the direct path.
+    pub fn direct_enabled(&self) -> bool {
+        self.settings.direct_http1
+    }
+
+    /// Looks at the start of `buf`: a request the direct path serves, one
+    /// for hyper, or not a whole head yet.
+    pub fn direct_plan(&self, buf: &[u8], conn: &ClientConn, scratch: &mut Scratch) -> Plan {
+        let fwd = Forwarding {
+            client_ip: conn.forwarded_for.as_bytes(),
+            proto: conn.proto.as_bytes(),
+        };
+        let head = match request::classify(buf, &fwd, &mut scratch.upstream_head) {
+            Verdict::Partial => return Plan::Partial,
+            Verdict::Fallback => return Plan::Fallback,
+            Verdict::Take(head) => head,
+        };
+        // `classify` took only a valid Host and a target of ASCII.
+        let host = std::str::from_utf8(&buf[head.host.clone()]).unwrap_or_default();
+        let target = std::str::from_utf8(&buf[head.target.clone()]).unwrap_or_default();
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let table = self.routing.load();
+        match table.direct_route(host, path) {
+            Some(route) => Plan::Serve(Ticket { head, table, route }),
+            None => Plan::Fallback,
+        }
+    }
+
+    /// Serves the request `ticket` found at the start of `buf` to
+    /// `client`: an upstream's response, or cutover's error answer. With
+    /// the connection closing (a graceful stop), the answer says
+    /// `Connection: close`, as hyper's does.
+    pub async fn direct_serve<S>(
+        &self,
+        ticket: Ticket,
+        buf: &[u8],
+        client: &mut Client<'_, S>,
+        scratch: &mut Scratch,
+    ) -> Outcome
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let start = Instant::now();
+        let log = self.begin_log(client.conn, || describe(&ticket.head, buf));
+        let _active = client.activity.start(Version::HTTP_11);
+        let Ticket { head, table, route } = ticket;
+        let route = &table.routes()[route];
+        let mut labels = Labels::routed(route);
+        let close = head.close || client.closing();
+        let secure = client.conn.proto == "https";
+        let mut request = DirectRequest {
+            head_request: head.is_head(buf),
+            idempotent: head.idempotent(buf),
+            cookies: Cookies {
+                buf,
+                at: &head.cookies,
+            },
+            close,
+            set_cookie: None,
+            date: [0; 29],
+            scratch,
+        };
+        let forwarded = self
+            .forward(&table, route, &mut request, secure, &mut labels)
+            .await;
+        let scratch = request.scratch;
+        let (answer, in_flight) = match forwarded {
+            Ok(ok) => ok,
+            Err(e) => {
+                let status = self.failed(&e, client.conn);
+                let _timer = labels.record(&self.request_metrics, status, start, log);
+                return answer_failure(&e, close, client, scratch).await;
+            }
+        };
+        let Exchanged {
+            mut upstream,
+            home,
+            head: response,
+        } = answer;
+        // A stop (or a handover) that began while the upstream answered:
+        // this response is the connection's last, and says so.
+        let stopped_meanwhile = !close && client.closing();
+        if stopped_meanwhile && response.framing != Framing::UntilClose {
+            response::add_connection_close(&mut scratch.client_head);
+        }
+        let close = close || stopped_meanwhile;
+        let mut timer = labels.record(&self.request_metrics, response.status, start, log);
+        let copied = copy_body(
+            &mut upstream,
+            client.stream,
+            &response,
+            &mut scratch.client_head,
+            &mut scratch.from_upstream,
+            &mut timer.bytes,
+        )
+        .await;
+        drop(in_flight);
+        match copied {
+            Ok(BodyEnd::Complete) if response.reusable => home.release(upstream),
+            Ok(BodyEnd::ExtraBytes) => home.out_of_step(),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(peer = %client.conn.peer, error = %e, "response cut short");
+                return Outcome::Close;
+            }
+        }
+        if close || response.framing == Framing::UntilClose {
+            Outcome::Close
+        } else {
+            Outcome::KeepAlive
+        }
+    }
+}
+
+/// Writes cutover's answer to a failed request; whether the connection
+/// goes on.
+async fn answer_failure<S>(
+    e: &ProxyError,
+    close: bool,
+    client: &mut Client<'_, S>,
+    scratch: &mut Scratch,
+) -> Outcome
+where
+    S: AsyncWrite + Unpin,
+{
+    let close = close || client.closing();
+    let date = crate::clock::http_date();
+    let closes = e
+        .answer(false)
+        .write_http1(close, &date, &mut scratch.client_head);
+    let written = client.stream.write_all(&scratch.client_head).await.is_ok();
+    if written && !closes {
+        Outcome::KeepAlive
+    } else {
+        Outcome::Close
+    }
+}
+
+/// A request the direct path serves, as the engine sees it: its head (and
+/// body) are already in `scratch.upstream_head`, the same for every
+/// attempt; what changes between attempts is the fresh sticky cookie.
+struct DirectRequest<'a> {
+    head_request: bool,
+    idempotent: bool,
+    /// The request's `Cookie` values.
+    cookies: Cookies<'a>,
+    /// The client's connection closes after this response.
+    close: bool,
+    /// The attempt's fresh sticky cookie, and the date its answer gets.
+    set_cookie: Option<HeaderValue>,
+    date: [u8; 29],
+    scratch: &'a mut Scratch,
+}
+
+impl Front for DirectRequest<'_> {
+    type Request = ();
+    type Answer = Exchanged;
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies.find(name)
+    }
+
+    fn resendable(&self) -> bool {
+        self.idempotent
+    }
+
+    fn request_for(&mut self, _: &Pick, cookie: Option<HeaderValue>) -> Option<()> {
+        self.set_cookie = cookie;
+        self.date = crate::clock::http_date();
+        Some(())
+    }
+
+    // Not `async`: the exchange's own future is the attempt's, one level
+    // of future fewer to move on every request.
+    fn send(
+        &mut self,
+        proxy: &Proxy,
+        pool: &Pool,
+        addr: std::net::SocketAddr,
+        (): (),
+    ) -> impl Future<Output = Result<Exchanged, SendError>> + Send {
+        let side = ClientSide {
+            head_request: self.head_request,
+            close: self.close,
+            set_cookie: self.set_cookie.as_ref().map(HeaderValue::as_bytes),
+            date: &self.date,
+        };
+        proxy.exchange(pool, addr, side, self.idempotent, self.scratch)
+    }
+
+    fn status(answer: &Exchanged) -> u16 {
+        answer.head.status
+    }
+}
+
+/// What the access log says of the request `head` in `buf`.
+fn describe(head: &RequestHead, buf: &[u8]) -> Described {
+    let text = |r: &std::ops::Range<usize>| String::from_utf8_lossy(&buf[r.clone()]).into_owned();
+    Described {
+        method: text(&head.method),
+        host: Some(text(&head.host)),
+        path: text(&head.target),
+    }
+}
+
+/// How a response body read from the upstream ended.
+#[derive(Debug, PartialEq)]
+enum BodyEnd {
+    /// At its end, with nothing after it: the socket may be reused.
+    Complete,
+    /// At its end, with bytes after it no request asked for.
+    ExtraBytes,
+    /// With the upstream's close.
+    Closed,
+}
+
+/// Writes the client's head and the body after it; how the body ended.
+async fn copy_body<S>(
+    upstream: &mut RawConn,
+    client: &mut S,
+    response: &ResponseHead,
+    client_head: &mut Vec<u8>,
+    buf: &mut bytes::BytesMut,
+    sent: &mut u64,
+) -> std::io::Result<BodyEnd>
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut remaining = match response.framing {
+        Framing::Empty => 0,
+        Framing::Length(n) => n,
+        Framing::Chunked | Framing::UntilClose => u64::MAX,
+    };
+    let mut chunked = (response.framing == Framing::Chunked).then(ChunkedScan::default);
+    // The head and the first bytes of the body go out in one write.
+    let mut head_sent = false;
+    loop {
+        let take = match &mut chunked {
+            Some(scan) => scan.scan(buf).map_err(std::io::Error::other)?,
+            None => usize::try_from(remaining)
+                .unwrap_or(usize::MAX)
+                .min(buf.len()),
+        };
+        if !head_sent {
+            client_head.extend_from_slice(&buf[..take]);
+            client.write_all(client_head).await?;
+            head_sent = true;
+        } else if take > 0 {
+            client.write_all(&buf[..take]).await?;
+        }
+        *sent += take as u64;
+        bytes::Buf::advance(buf, take);
+        if chunked.is_none() && remaining != u64::MAX {
+            remaining -= take as u64;
+        }
+        let done = match &chunked {
+            Some(scan) => scan.done(),
+            None => remaining == 0,
+        };
+        if done {
+            // Bytes after the body: the upstream is out of step.
+            return Ok(if buf.is_empty() {
+                BodyEnd::Complete
+            } else {
+                BodyEnd::ExtraBytes
+            });
+        }
+        buf.clear();
+        buf.reserve(BODY_READ_SIZE);
+        if upstream.stream.read_buf(buf).await? == 0 {
+            return if response.framing == Framing::UntilClose {
+                Ok(BodyEnd::Closed)
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "upstream closed inside the body",
+                ))
+            };
+        }
+    }
+}
+
+/// A request's `Cookie` values, where they are in its buffer.
+struct Cookies<'a> {
+    buf: &'a [u8],
+    at: &'a [std::ops::Range<usize>],
+}
+
+impl Cookies<'_> {
+    /// The value of cookie `name`.
+    fn find(&self, name: &str) -> Option<&str> {
+        self.at
+            .iter()
+            .filter_map(|r| std::str::from_utf8(&self.buf[r.clone()]).ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.trim_matches('"'))
+    }
+}

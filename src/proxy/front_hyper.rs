@@ -1,0 +1,344 @@
+//! The front for requests hyper's server reads (HTTP/2, HTTP/1.1 the
+//! direct path leaves, TLS either way): checks and answers what cutover
+//! answers itself, matches a route, prepares the upstream request once,
+//! and has the engine (`engine`) send it; then turns the upstream's answer
+//! into the client's response — a tunnel for a protocol switch, else the
+//! streamed body.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use super::activity::ActiveRequest;
+use super::body::ResponseBody;
+use super::engine::{Described, Front, Labels};
+use super::h1_upstream::{self, UpstreamBody};
+use super::pools::SendError;
+use super::request_body::{BodySlot, RequestBody};
+use super::wire::answer::OwnAnswer;
+use super::wire::headers;
+use super::{ClientConn, Proxy, ProxyError, max_forwards, mirror, tunnel};
+use crate::routing::{Pick, Pool};
+use crate::upstream::InFlight;
+
+impl Proxy {
+    /// Proxies one request; never fails: errors become 4xx/5xx responses.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: ClientConn,
+        active: ActiveRequest,
+    ) -> Response<ResponseBody> {
+        let start = Instant::now();
+        let mut labels = Labels::default();
+        let log = self.begin_log(&conn, || describe(&req));
+        let grpc = is_grpc(&req);
+        // A failure's HTTP status, for metrics and rollout analysis even
+        // when a gRPC client is answered 200 with a grpc-status.
+        let mut failed = None;
+        let (mut response, in_flight) = match self.serve_hyper(req, &conn, &mut labels).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                failed = Some(self.failed(&e, &conn));
+                (own_response(e.answer(grpc)), None)
+            }
+        };
+        let status = failed.unwrap_or(response.status().as_u16());
+        if let Some(tap) = labels.shadow.take() {
+            response.body_mut().tap(tap, status);
+        }
+        let timer = labels.record(&self.request_metrics, status, start, log);
+        response.body_mut().hold(in_flight, active, Some(timer));
+        response
+    }
+
+    /// Checks the request, matches its route, prepares it for upstreams
+    /// (and a shadow copy), and has the engine send it.
+    async fn serve_hyper(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &ClientConn,
+        labels: &mut Labels,
+    ) -> Result<(Response<ResponseBody>, Option<InFlight>), ProxyError> {
+        if let Some(answer) = answer_locally(&mut req)? {
+            return Ok((answer, None));
+        }
+        let table = self.routing.load();
+        let (mut parts, body) = req.into_parts();
+        let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        let Some(route) = table.match_route(host, &parts.uri, &parts.headers) else {
+            return Err(ProxyError::NoRoute {
+                host: host.map(str::to_string),
+                path: parts.uri.path().to_string(),
+            });
+        };
+        labels.set_route(route);
+        let upgrade = headers::is_upgrade_request(parts.version, &parts.headers);
+        let client_upgrade = if upgrade {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
+        let client_version = parts.version;
+        headers::prepare_request(
+            &mut parts.headers,
+            &parts.uri,
+            client_version,
+            &conn.forwarded_for,
+            conn.proto,
+            upgrade,
+        );
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // Upgraded connections are never copied.
+        let tee = match (&route.mirror, upgrade) {
+            (Some(_), false) => {
+                let original = mirror::Original {
+                    method: &parts.method,
+                    path: &path,
+                    headers: &parts.headers,
+                    body: &body,
+                };
+                mirror::sample(&table, route, &self.pools, original).and_then(|(tee, tap)| {
+                    labels.shadow = Some(tap);
+                    tee
+                })
+            }
+            _ => None,
+        };
+        let mut out = Outbound {
+            method: parts.method,
+            path,
+            headers: parts.headers,
+            body: BodySlot::new(body, tee),
+            client_version,
+            client_upgrade,
+            cookie: None,
+        };
+        let secure = conn.proto == "https";
+        let (answer, in_flight) = self
+            .forward(&table, route, &mut out, secure, labels)
+            .await?;
+        Ok(self.respond(out, answer, in_flight))
+    }
+
+    /// The client's response to an upstream's answer: a tunnel for a
+    /// switched protocol, else the streamed body, with the fresh sticky
+    /// cookie if the pick set one.
+    fn respond(
+        &self,
+        mut out: Outbound,
+        mut response: Response<UpstreamBody>,
+        in_flight: InFlight,
+    ) -> (Response<ResponseBody>, Option<InFlight>) {
+        let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let (true, Some(client_side)) = (upgraded, out.client_upgrade.take()) {
+            let upstream_side = hyper::upgrade::on(&mut response);
+            self.tunnels
+                .spawn(tunnel::run(client_side, upstream_side, in_flight));
+            let (mut head, _) = response.into_parts();
+            headers::prepare_response(&mut head.headers, head.version, true);
+            head.version = out.client_version;
+            return (Response::from_parts(head, ResponseBody::empty()), None);
+        }
+        let (mut head, body) = response.into_parts();
+        let body = match body {
+            UpstreamBody::Hyper(body, mut connection) => {
+                // Both Transfer-Encoding and Content-Length: hyper read the
+                // body by the former; the latter must not reach the client
+                // (RFC 9112 §6.3), and the connection, whose framing is in
+                // doubt, carries nothing more.
+                if head.headers.contains_key(http::header::TRANSFER_ENCODING)
+                    && head.headers.remove(http::header::CONTENT_LENGTH).is_some()
+                {
+                    connection.never_reuse();
+                }
+                headers::prepare_response(&mut head.headers, head.version, false);
+                ResponseBody::upstream(body, connection)
+            }
+            // Its head was rewritten as it was read.
+            UpstreamBody::Direct(body) => ResponseBody::direct(body),
+        };
+        head.version = out.client_version;
+        if let Some(cookie) = out.cookie {
+            head.headers.append(http::header::SET_COOKIE, cookie);
+        }
+        (Response::from_parts(head, body), Some(in_flight))
+    }
+}
+
+/// The request as it goes to upstreams: prepared once, sent on each attempt.
+struct Outbound {
+    method: http::Method,
+    /// Origin-form: hyper's connection API writes the target as given.
+    path: PathAndQuery,
+    headers: http::HeaderMap,
+    /// `None` for a request without a body.
+    body: Option<BodySlot>,
+    client_version: Version,
+    /// The client side of a protocol switch, if the client asked for one.
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The fresh sticky cookie of the last attempt's pick, if any.
+    cookie: Option<HeaderValue>,
+}
+
+impl Front for Outbound {
+    type Request = Request<RequestBody>;
+    type Answer = Response<UpstreamBody>;
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        crate::config::cookies(&self.headers)
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+
+    fn resendable(&self) -> bool {
+        self.body.is_none() && self.method.is_idempotent()
+    }
+
+    fn request_for(&mut self, pick: &Pick, cookie: Option<HeaderValue>) -> Option<Self::Request> {
+        let body = match &self.body {
+            None => RequestBody::Empty,
+            Some(slot) => slot.attempt()?,
+        };
+        self.cookie = cookie;
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = Uri::from(self.path.clone());
+        *request.version_mut() = Version::HTTP_11;
+        let mut headers = self.headers.clone();
+        if !headers.contains_key(http::header::HOST) {
+            // An HTTP/1.0 client may send none; HTTP/1.1 upstreams need one.
+            headers.insert(http::header::HOST, pick.upstream.host_header().clone());
+        }
+        *request.headers_mut() = headers;
+        Some(request)
+    }
+
+    async fn send(
+        &mut self,
+        proxy: &Proxy,
+        pool: &Pool,
+        addr: SocketAddr,
+        request: Self::Request,
+    ) -> Result<Self::Answer, SendError> {
+        if h1_upstream::fits(proxy.settings.direct_http1, pool, &request) {
+            // Boxed: the rare path of the two for most requests' futures.
+            return Box::pin(proxy.send_raw(pool, addr, &request)).await;
+        }
+        let (response, connection) = proxy.pools.send(pool, addr, request).await?;
+        Ok(response.map(|body| UpstreamBody::Hyper(body, connection)))
+    }
+
+    fn status(answer: &Self::Answer) -> u16 {
+        answer.status().as_u16()
+    }
+}
+
+/// What the access log says of `req`.
+fn describe(req: &Request<Incoming>) -> Described {
+    let host = req.uri().authority().map(|a| a.to_string()).or_else(|| {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+    });
+    Described {
+        method: req.method().to_string(),
+        host,
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.to_string()),
+    }
+}
+
+/// cutover's own answer as hyper's server sends it.
+fn own_response(answer: OwnAnswer) -> Response<ResponseBody> {
+    answer.into_response().map(|body| {
+        if body.is_empty() {
+            ResponseBody::empty()
+        } else {
+            ResponseBody::full(body)
+        }
+    })
+}
+
+/// The requests cutover answers itself, or refuses, before any routing.
+fn answer_locally(
+    req: &mut Request<Incoming>,
+) -> Result<Option<Response<ResponseBody>>, ProxyError> {
+    if req.method() == http::Method::CONNECT {
+        return Err(ProxyError::ConnectMethod);
+    }
+    check_host(req)?;
+    if req.method() == http::Method::OPTIONS && req.uri().path() == "*" {
+        // `OPTIONS *` asks about the server itself (RFC 9110 §9.3.7):
+        // cutover answers for itself rather than pick an upstream.
+        return Ok(Some(Response::new(ResponseBody::empty())));
+    }
+    Ok(max_forwards::apply(req))
+}
+
+/// Rejects HTTP/1.1 requests without exactly one valid Host (RFC 9112
+/// §3.2). Content-Length beside Transfer-Encoding needs no check here:
+/// hyper frames by Transfer-Encoding, drops Content-Length and closes the
+/// connection after the response (§6.1; tested in failures.rs).
+fn check_host(req: &Request<Incoming>) -> Result<(), ProxyError> {
+    if req
+        .uri()
+        .authority()
+        .is_some_and(|a| !headers::valid_host(a.as_str()))
+    {
+        return Err(ProxyError::BadRequest(
+            "invalid authority (userinfo, or characters a host cannot have)",
+        ));
+    }
+    let headers = req.headers();
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(ProxyError::BadRequest("more than one Host header")),
+        (Some(h), None) => {
+            let Some(host) = h.to_str().ok().filter(|h| headers::valid_host(h)) else {
+                return Err(ProxyError::BadRequest("invalid Host header"));
+            };
+            // HTTP/2: a Host naming another server than :authority makes
+            // the request malformed (RFC 9113 §8.3.1). (HTTP/1.1 absolute
+            // form: the target wins and Host is ignored, RFC 9112 §3.2.2.)
+            let differs = req.version() == Version::HTTP_2
+                && req
+                    .uri()
+                    .authority()
+                    .is_some_and(|a| !a.as_str().eq_ignore_ascii_case(host));
+            if differs {
+                return Err(ProxyError::BadRequest(
+                    "Host header differs from :authority",
+                ));
+            }
+            Ok(())
+        }
+        (None, _) if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {
+            Err(ProxyError::BadRequest("HTTP/1.1 request without Host"))
+        }
+        (None, _) => Ok(()),
+    }
+}
+
+/// A gRPC call (`content-type: application/grpc…`): its errors are
+/// answered as gRPC statuses.
+fn is_grpc(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}

@@ -1,0 +1,252 @@
+//! HTTP/1.1 exchanges with an upstream on a raw socket, without hyper's
+//! client: the request head (and body) written as bytes, the response
+//! head read in place (`wire::response`). Used by both fronts: the direct
+//! path for everything it takes, and hyper's server for bodiless requests
+//! to plain HTTP/1.1 pools (see [`fits`]) — no upstream connection task,
+//! no channel hop.
+
+mod body;
+
+pub use body::{DirectBody, UpstreamBody};
+
+use std::net::SocketAddr;
+
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::Proxy;
+use super::pools::{RawConn, RawHome, SendError};
+use super::request_body::RequestBody;
+use super::wire::response::{self, ClientSide, Parsed, ResponseHead};
+use crate::routing::Pool;
+
+/// Buffers a client connection keeps between its requests.
+#[derive(Default)]
+pub struct Scratch {
+    /// The head (and body) that goes to the upstream.
+    pub upstream_head: Vec<u8>,
+    /// The response head the client gets.
+    pub client_head: Vec<u8>,
+    /// What was read from the upstream past its response head.
+    pub from_upstream: bytes::BytesMut,
+}
+
+/// Room for an upstream's response head: most fit in far less.
+const HEAD_READ_SIZE: usize = 4 * 1024;
+
+/// Reads of a body that did not come with its head: larger, for large
+/// bodies (taken only by responses that need them, so that connections
+/// serving small answers keep small buffers).
+pub const BODY_READ_SIZE: usize = 16 * 1024;
+
+/// Largest upstream response head read (hyper's client takes ~400 KiB).
+const MAX_RESPONSE_HEAD: usize = 256 * 1024;
+
+/// An upstream's answer: its socket, where that goes back, its head.
+pub struct Exchanged {
+    pub upstream: RawConn,
+    pub home: RawHome,
+    pub head: ResponseHead,
+}
+
+impl Proxy {
+    /// Sends the request head (and body) in `scratch.upstream_head` on an
+    /// idle socket to `addr` of `pool`, or a new one, and reads the
+    /// response head (see [`exchange_head`]). A pooled socket the upstream
+    /// closed as the request went out, unnoticed, is replaced by another
+    /// for a request that may be sent twice (RFC 9112 §9.3.1).
+    pub(super) async fn exchange(
+        &self,
+        pool: &Pool,
+        addr: SocketAddr,
+        side: ClientSide<'_>,
+        idempotent: bool,
+        scratch: &mut Scratch,
+    ) -> Result<Exchanged, SendError> {
+        let (mut idle, home) = self.pools.take_raw(pool, addr);
+        loop {
+            let mut upstream = match idle.take() {
+                Some(conn) => conn,
+                None => self
+                    .pools
+                    .connect_raw(addr)
+                    .await
+                    .map_err(SendError::Connect)?,
+            };
+            match exchange_head(&mut upstream, &side, scratch).await {
+                Ok(head) => {
+                    return Ok(Exchanged {
+                        upstream,
+                        home,
+                        head,
+                    });
+                }
+                Err(Failure::Closed(_)) if upstream.reused && idempotent => {
+                    idle = self.pools.take_raw(pool, addr).0;
+                }
+                Err(Failure::Closed(why) | Failure::Invalid(why)) => {
+                    return Err(SendError::Direct(why));
+                }
+            }
+        }
+    }
+
+    /// Under hyper's server: sends a bodiless `request` (HTTP/2, and
+    /// HTTP/1.1 the direct path left) on a raw socket to `addr` of `pool`
+    /// rather than through hyper's client, and returns the response with
+    /// its body still to be read. What needs more of hyper's client keeps
+    /// it (see [`fits`]).
+    pub(super) async fn send_raw(
+        &self,
+        pool: &Pool,
+        addr: SocketAddr,
+        request: &Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        // Sized for a usual head up front: grown from empty, the buffers
+        // were reallocated ~7 times each per request (callgrind).
+        let mut scratch = Scratch {
+            upstream_head: Vec::with_capacity(1024),
+            client_head: Vec::with_capacity(1024),
+            from_upstream: bytes::BytesMut::with_capacity(HEAD_READ_SIZE),
+        };
+        write_request_head(request, &mut scratch.upstream_head);
+        let side = ClientSide {
+            head_request: request.method() == http::Method::HEAD,
+            close: false,
+            set_cookie: None,
+            date: &crate::clock::http_date(),
+        };
+        let idempotent = request.method().is_idempotent();
+        let Exchanged {
+            upstream,
+            home,
+            head,
+        } = self
+            .exchange(pool, addr, side, idempotent, &mut scratch)
+            .await?;
+        let status = StatusCode::from_u16(head.status)
+            .map_err(|_| SendError::Direct("invalid status code".to_string()))?;
+        let body = DirectBody::new(
+            upstream,
+            home,
+            scratch.from_upstream,
+            head.framing,
+            head.reusable,
+        );
+        let mut response = Response::new(UpstreamBody::Direct(body));
+        *response.status_mut() = status;
+        read_client_head(&scratch.client_head, response.headers_mut())?;
+        Ok(response)
+    }
+}
+
+/// Why an exchange that reached the upstream failed.
+enum Failure {
+    /// The socket failed or closed before a whole response head came.
+    Closed(String),
+    /// A response cutover does not forward.
+    Invalid(String),
+}
+
+/// Sends the request head in `scratch.upstream_head`, reads the response
+/// head into `scratch.from_upstream` and writes the client's head.
+async fn exchange_head(
+    upstream: &mut RawConn,
+    side: &ClientSide<'_>,
+    scratch: &mut Scratch,
+) -> Result<ResponseHead, Failure> {
+    let closed = |e: std::io::Error| Failure::Closed(e.to_string());
+    upstream
+        .stream
+        .write_all(&scratch.upstream_head)
+        .await
+        .map_err(closed)?;
+    let buf = &mut scratch.from_upstream;
+    buf.clear();
+    loop {
+        if !buf.is_empty() {
+            match response::parse(buf, side, &mut scratch.client_head) {
+                Parsed::Ready(head) => {
+                    bytes::Buf::advance(buf, head.len);
+                    return Ok(head);
+                }
+                Parsed::Interim(len) => {
+                    bytes::Buf::advance(buf, len);
+                    continue;
+                }
+                Parsed::Invalid(why) => return Err(Failure::Invalid(why.to_string())),
+                Parsed::Partial if buf.len() >= MAX_RESPONSE_HEAD => {
+                    return Err(Failure::Invalid("response head too large".to_string()));
+                }
+                Parsed::Partial => {}
+            }
+        }
+        buf.reserve(HEAD_READ_SIZE);
+        match upstream.stream.read_buf(buf).await {
+            Ok(0) => {
+                return Err(Failure::Closed(
+                    "connection closed before a response head".to_string(),
+                ));
+            }
+            Ok(_) => upstream.reused = false,
+            Err(e) => return Err(closed(e)),
+        }
+    }
+}
+
+/// The head the exchange wrote for a client, read back into `map`:
+/// hop-by-hop headers are out and `Via` is in; hyper frames the body for
+/// its own client.
+fn read_client_head(client_head: &[u8], map: &mut http::HeaderMap) -> Result<(), SendError> {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut parsed = httparse::Response::new(&mut headers);
+    if parsed.parse(client_head).is_err() {
+        return Err(SendError::Direct("response head not readable".to_string()));
+    }
+    map.reserve(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection")
+            || h.name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return Err(SendError::Direct(format!("invalid header {:?}", h.name)));
+        };
+        map.append(name, value);
+    }
+    Ok(())
+}
+
+/// Whether `request` to `pool` goes out on a raw socket: not with a body
+/// (streamed, perhaps retried), an upgrade, or `TE: trailers` (gRPC:
+/// trailers must reach the client, and `DirectBody` drops a chunked
+/// body's trailers).
+pub fn fits(direct: bool, pool: &Pool, request: &Request<RequestBody>) -> bool {
+    let headers = request.headers();
+    direct
+        && pool.is_plain_http1()
+        && matches!(request.body(), RequestBody::Empty)
+        && !headers.contains_key(http::header::TE)
+        && !headers.contains_key(http::header::UPGRADE)
+}
+
+/// The HTTP/1.1 head of `request` (origin form, its headers as they are).
+fn write_request_head(request: &Request<RequestBody>, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(request.method().as_str().as_bytes());
+    out.push(b' ');
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in request.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
