@@ -159,8 +159,42 @@ fn resolve(base: &Path, segs: &[String]) -> Option<PathBuf> {
     found
 }
 
-/// file → the files it imports.
-fn file_graph() -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
+/// The paths a file names after `super::`, groups spread out, each as
+/// its segments (`use super::{a, b::c};` gives `a` and `b::c`).
+fn super_paths(code: &str) -> Vec<Vec<String>> {
+    let mut paths = Vec::new();
+    for (i, _) in code.match_indices("super::") {
+        let rest = &code[i + "super::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            for item in group[..end].split(',') {
+                paths.push(segments(item.trim()));
+            }
+        } else {
+            paths.push(segments(rest));
+        }
+    }
+    paths.retain(|p| !p.is_empty() && p[0] != "super");
+    paths
+}
+
+/// The file of the module whose directory is `dir`: `dir/mod.rs`, or
+/// `dir.rs` beside it (`src/` itself: lib.rs).
+fn parent_file(dir: &Path) -> Option<PathBuf> {
+    let module = dir.join("mod.rs");
+    if module.exists() {
+        return Some(module);
+    }
+    if dir == Path::new(ROOT).join("src") {
+        return Some(dir.join("lib.rs"));
+    }
+    Some(dir.with_extension("rs")).filter(|f| f.exists())
+}
+
+/// file → the files it imports; with `parent_items`, a child module's
+/// use of its parent's own items (`super::Proxy`) counts as an import of
+/// the parent's file too.
+fn file_graph(parent_items: bool) -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
     let src = Path::new(ROOT).join("src");
     let mut graph = BTreeMap::new();
     for (path, code) in sources() {
@@ -182,9 +216,12 @@ fn file_graph() -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
         } else {
             parent
         };
-        for (i, _) in code.match_indices("super::") {
-            let segs = segments(&code[i + "super::".len()..]);
-            if let Some(f) = resolve(sibling_dir, &segs) {
+        for segs in super_paths(&code) {
+            // `super::{a, b::c}` names files, or items of the parent
+            // module's own file (`super::Proxy` from src/proxy/x.rs is
+            // src/proxy/mod.rs).
+            let item = || parent_file(sibling_dir).filter(|_| parent_items);
+            if let Some(f) = resolve(sibling_dir, &segs).or_else(item) {
                 edges.insert(f);
             }
         }
@@ -216,7 +253,10 @@ fn file_graph() -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
 
 #[test]
 fn no_import_circles_between_files() {
-    let graph = file_graph();
+    // A parent module's file and its children share items both ways (a
+    // child names the parent's types, the parent declares and uses the
+    // child): not a circle between modules.
+    let graph = file_graph(false);
     let mut circles = Vec::new();
     // Depth-first search from every file; a file met again on the current
     // path closes a circle.
@@ -268,7 +308,7 @@ fn the_checker_sees_imports() {
             vec!["d".into(), "e".into()]
         ]
     );
-    let graph = file_graph();
+    let graph = file_graph(false);
     let src = Path::new(ROOT).join("src");
     let pools = &graph[&src.join("proxy/pools.rs")];
     assert!(
@@ -276,4 +316,104 @@ fn the_checker_sees_imports() {
         "{pools:?}"
     );
     assert!(pools.contains(&src.join("routing.rs")), "{pools:?}");
+}
+
+#[test]
+fn the_checker_sees_super_groups_and_parent_items() {
+    assert_eq!(
+        super_paths("use super::{engine::Front, Proxy};\nsuper::wire::x();"),
+        vec![
+            vec!["engine".to_string(), "Front".into()],
+            vec!["Proxy".to_string()],
+            vec!["wire".to_string(), "x".into()],
+        ]
+    );
+    let graph = file_graph(true);
+    let src = Path::new(ROOT).join("src");
+    let direct = &graph[&src.join("proxy/front_direct.rs")];
+    for imported in ["proxy/engine.rs", "proxy/mod.rs", "proxy/wire/request.rs"] {
+        assert!(
+            direct.contains(&src.join(imported)),
+            "{imported}: {direct:?}"
+        );
+    }
+}
+
+/// The request engine's two fronts (docs/architecture.md, "The request
+/// engine"): neither imports the other, so a policy cannot be reached
+/// from one front only; they share the engine through its seam.
+#[test]
+fn the_fronts_reach_each_other_only_through_the_engine() {
+    let graph = file_graph(true);
+    let src = Path::new(ROOT).join("src/proxy");
+    let fronts = [src.join("front_hyper.rs"), src.join("front_direct.rs")];
+    let mut wrong = Vec::new();
+    for (from, to) in [(&fronts[0], &fronts[1]), (&fronts[1], &fronts[0])] {
+        let Some(edges) = graph.get(from) else {
+            wrong.push(format!("{} is missing", from.display()));
+            continue;
+        };
+        if edges.contains(to) {
+            wrong.push(format!("{} imports {}", from.display(), to.display()));
+        }
+        if !edges.contains(&src.join("engine.rs")) {
+            wrong.push(format!("{} does not use the engine", from.display()));
+        }
+    }
+    // Nothing else in `proxy` (the engine above all) reaches up into a
+    // front; `server` drives them, `proxy/mod.rs` declares them.
+    for (file, edges) in &graph {
+        if !file.starts_with(&src) || fronts.contains(file) || file.ends_with("proxy/mod.rs") {
+            continue;
+        }
+        for front in &fronts {
+            if edges.contains(front) {
+                wrong.push(format!("{} imports {}", file.display(), front.display()));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Only the control plane's one publishing step stores a routing table:
+/// `routing::Control` (the table's only writer handle) is held by
+/// `ControlPlane` alone, and its `store` called from `publish` alone.
+#[test]
+fn only_the_control_plane_stores_a_table() {
+    let mut holders = Vec::new();
+    let mut stores = Vec::new();
+    for (path, code) in sources() {
+        if path.ends_with("src/routing.rs") {
+            continue;
+        }
+        let name = path.strip_prefix(ROOT).unwrap().display().to_string();
+        let name = name.trim_start_matches('/').to_string();
+        // `routing::Control`, alone or in a `routing::{…}` group.
+        let holds = code.match_indices("routing::").any(|(i, _)| {
+            let rest = &code[i + "routing::".len()..];
+            match rest.strip_prefix('{') {
+                Some(group) => group[..group.find('}').unwrap_or(group.len())]
+                    .split(',')
+                    .any(|item| item.trim() == "Control"),
+                None => segments(rest).first().is_some_and(|s| s == "Control"),
+            }
+        });
+        if holds {
+            holders.push(name.clone());
+        }
+        let count = code.matches("control.store(").count() + code.matches("Control::new(").count();
+        if count > 0 {
+            stores.push((name, count));
+        }
+    }
+    assert_eq!(
+        holders,
+        ["src/control/mod.rs"],
+        "who holds routing::Control"
+    );
+    assert_eq!(
+        stores,
+        [("src/control/mod.rs".to_string(), 2)],
+        "Control made or stored outside ControlPlane::new and ControlPlane::publish"
+    );
 }
