@@ -16,6 +16,8 @@
 #   TOP=30 TARGETS=cutover benches/instructions.sh    # and cutover's top functions
 #   CUTOVER_BIN=/path/to/other/cutover benches/instructions.sh
 #   KEEP_DUMP=/tmp TARGETS=cutover benches/instructions.sh   # keep the dump
+#   PROTOCOL=h2c TARGETS=cutover benches/instructions.sh   # HTTP/2 (h2load, 10 streams
+#                                                          # per connection), cutover only
 #
 # Under callgrind a proxy runs ~50x slower, so it is the bottleneck and
 # handles many ready connections per wake-up: compare builds and proxies
@@ -28,13 +30,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
+PROTOCOL=${PROTOCOL:-h1}
 CONNECTIONS=${CONNECTIONS:-50}
 TARGETS=${TARGETS:-"cutover nginx"}
 TOP=${TOP:-0}
 
 # The work directory, process cleanup, free_port and the cutover build.
 source benches/common.sh
-install_missing nginx=nginx-light wrk=wrk valgrind=valgrind curl=curl
+install_missing nginx=nginx-light wrk=wrk valgrind=valgrind curl=curl h2load=nghttp2-client
 
 # Waits (bounded) until an HTTP request through the port succeeds: a
 # proxy under callgrind takes seconds to start.
@@ -131,20 +134,32 @@ EOF
   echo $!
 }
 
-printf '| proxy | conns | requests | instructions per request |\n|---|---|---|---|\n'
+printf '| proxy | protocol | conns | requests | instructions per request |\n|---|---|---|---|---|\n'
 for target in $TARGETS; do
   port=$(free_port)
   pid=$(start_target "$target" "$port")
   pids+=("$pid")
   wait_http "$port"
   url="http://127.0.0.1:$port/"
-  wrk -t1 -c"$CONNECTIONS" -d3s "$url" >/dev/null
-  callgrind_control --zero "$pid" >/dev/null 2>&1
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "$url")
-  callgrind_control --dump "$pid" >/dev/null 2>&1
-  requests=$(printf '%s' "$out" | grep -o '[0-9]* requests in' | cut -d' ' -f1)
-  if printf '%s' "$out" | grep -qE 'Non-2xx|Socket errors'; then
-    echo "$target: wrk saw errors:" >&2
+  if [[ $PROTOCOL == h2c ]]; then
+    # HTTP/2 with prior knowledge on the same port (cutover's plain
+    # listener takes both).
+    h2load -t1 -c"$CONNECTIONS" -m10 -D3 "$url" >/dev/null
+    callgrind_control --zero "$pid" >/dev/null 2>&1
+    out=$(h2load -t1 -c"$CONNECTIONS" -m10 -D"${DURATION%s}" "$url")
+    callgrind_control --dump "$pid" >/dev/null 2>&1
+    requests=$(printf '%s' "$out" | sed -nE 's/^requests: .* ([0-9]+) succeeded.*/\1/p')
+    failed=$(printf '%s' "$out" | sed -nE 's/^requests: .* ([0-9]+) failed, ([0-9]+) errored.*/\1\2/p')
+  else
+    wrk -t1 -c"$CONNECTIONS" -d3s "$url" >/dev/null
+    callgrind_control --zero "$pid" >/dev/null 2>&1
+    out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "$url")
+    callgrind_control --dump "$pid" >/dev/null 2>&1
+    requests=$(printf '%s' "$out" | grep -o '[0-9]* requests in' | cut -d' ' -f1)
+    failed=$(printf '%s' "$out" | grep -cE 'Non-2xx|Socket errors' || true)
+  fi
+  if [[ ${failed//0/} != "" || -z $requests ]]; then
+    echo "$target: the load saw errors:" >&2
     printf '%s\n' "$out" >&2
     exit 1
   fi
@@ -153,7 +168,7 @@ for target in $TARGETS; do
   total=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
   # KEEP_DUMP=DIR keeps the callgrind dump, for callgrind_annotate --tree.
   [[ -n "${KEEP_DUMP:-}" ]] && cp "$dump" "$KEEP_DUMP/$target.callgrind"
-  printf '| %s | %s | %s | %s |\n' "$target" "$CONNECTIONS" "$requests" "$((total / requests))"
+  printf '| %s | %s | %s | %s | %s |\n' "$target" "$PROTOCOL" "$CONNECTIONS" "$requests" "$((total / requests))"
   if ((TOP > 0)) && [[ $target == cutover ]]; then
     callgrind_annotate --inclusive=no --threshold=100 "$dump" >"$work/annotated" 2>/dev/null
     # Lines are "COUNT (PERCENT)  FILE:FUNCTION [OBJECT]"; the ones at

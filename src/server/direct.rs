@@ -72,13 +72,7 @@ impl Server {
                         buf.advance(len);
                         head_began = (!buf.is_empty()).then(Instant::now);
                         if outcome == Outcome::Close {
-                            // Bounded: a TLS close_notify waits on a client
-                            // that may not be reading.
-                            let _ = tokio::time::timeout(
-                                std::time::Duration::from_secs(1),
-                                stream.shutdown(),
-                            )
-                            .await;
+                            shut(&mut stream).await;
                             return DirectEnd::Closed;
                         }
                         continue;
@@ -138,6 +132,12 @@ impl Server {
             }
         }
     }
+}
+
+/// Closes the client's side after the connection's last response.
+/// Bounded: a TLS close_notify waits on a client that may not be reading.
+async fn shut<S: AsyncWrite + Unpin>(stream: &mut S) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.shutdown()).await;
 }
 
 /// Hands the connection to hyper with `unread` to be read first.

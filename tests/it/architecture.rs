@@ -80,9 +80,15 @@ fn module_of(path: &Path) -> String {
 /// The paths a file names after `crate::`, each as its segments
 /// (`use crate::{a, b::c}` gives `a` and `b::c`).
 fn crate_paths(code: &str) -> Vec<Vec<String>> {
+    paths_after(code, "crate::")
+}
+
+/// The paths a file names after `prefix`, groups spread out, each as its
+/// segments.
+fn paths_after(code: &str, prefix: &str) -> Vec<Vec<String>> {
     let mut paths = Vec::new();
-    for (i, _) in code.match_indices("crate::") {
-        let rest = &code[i + "crate::".len()..];
+    for (i, _) in code.match_indices(prefix) {
+        let rest = &code[i + prefix.len()..];
         if let Some(group) = rest.strip_prefix('{') {
             let end = group.find('}').unwrap_or(group.len());
             for item in group[..end].split(',') {
@@ -162,19 +168,8 @@ fn resolve(base: &Path, segs: &[String]) -> Option<PathBuf> {
 /// The paths a file names after `super::`, groups spread out, each as
 /// its segments (`use super::{a, b::c};` gives `a` and `b::c`).
 fn super_paths(code: &str) -> Vec<Vec<String>> {
-    let mut paths = Vec::new();
-    for (i, _) in code.match_indices("super::") {
-        let rest = &code[i + "super::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            let end = group.find('}').unwrap_or(group.len());
-            for item in group[..end].split(',') {
-                paths.push(segments(item.trim()));
-            }
-        } else {
-            paths.push(segments(rest));
-        }
-    }
-    paths.retain(|p| !p.is_empty() && p[0] != "super");
+    let mut paths = paths_after(code, "super::");
+    paths.retain(|p| p[0] != "super");
     paths
 }
 
