@@ -12,7 +12,7 @@
 //! copied from one socket to the other.
 //!
 //! It takes only what it can do exactly as hyper's path would (see
-//! `request` for the list and `routing::RouteTable::direct_route` for the
+//! `wire::request` for the list and `routing::RouteTable::direct_route` for the
 //! routes); anything else — and the first request that is not plain ends
 //! the direct path for that connection — is handed to hyper with the
 //! bytes read so far, so hyper keeps every check and every feature.
