@@ -155,6 +155,41 @@ pub async fn start_with(
     );
     let mut listeners = Listeners::new(server);
     let inherited = upgrade::inherited_listeners();
+    // The admin socket opens before any client listener accepts: a flood
+    // of clients at start could otherwise take every file descriptor and
+    // fail the start after the proxy was already serving.
+    let bind_error = |source| BindError {
+        addr: admin_bind,
+        source,
+    };
+    // A passed admin socket serves only if the file still names its
+    // address (an upgrade may come with an edited config).
+    let passed_admin = inherited.admin.filter(|socket| {
+        admin_bind.port() == 0 || socket.local_addr().is_ok_and(|a| a == admin_bind)
+    });
+    let admin_listener = crate::server::listen(admin_bind, passed_admin)
+        .await
+        .map_err(bind_error)?;
+    let admin_addr = admin_listener.local_addr().map_err(bind_error)?;
+    // The admin accept loop stops at shutdown, or at a handover, when the
+    // new process accepts on the same socket.
+    let admin_stop = shutdown.child_token();
+    let upgrader = match launch {
+        Some(launch) => {
+            let socket = admin_listener
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(bind_error)?;
+            Some(Arc::new(Upgrader::new(
+                launch,
+                upgrade_timeout,
+                socket,
+                admin_stop.clone(),
+                retire.clone(),
+            )))
+        }
+        None => None,
+    };
     listeners.inherit(inherited.listeners);
     listeners.reconcile(&listener_configs, &certs).await?;
     let addrs = listeners.addrs();
@@ -201,38 +236,6 @@ pub async fn start_with(
         }
     });
 
-    let bind_error = |source| BindError {
-        addr: admin_bind,
-        source,
-    };
-    // A passed admin socket serves only if the file still names its
-    // address (an upgrade may come with an edited config).
-    let passed_admin = inherited.admin.filter(|socket| {
-        admin_bind.port() == 0 || socket.local_addr().is_ok_and(|a| a == admin_bind)
-    });
-    let admin_listener = crate::server::listen(admin_bind, passed_admin)
-        .await
-        .map_err(bind_error)?;
-    let admin_addr = admin_listener.local_addr().map_err(bind_error)?;
-    // The admin accept loop stops at shutdown, or at a handover, when the
-    // new process accepts on the same socket.
-    let admin_stop = shutdown.child_token();
-    let upgrader = match launch {
-        Some(launch) => {
-            let socket = admin_listener
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(bind_error)?;
-            Some(Arc::new(Upgrader::new(
-                launch,
-                upgrade_timeout,
-                socket,
-                admin_stop.clone(),
-                retire.clone(),
-            )))
-        }
-        None => None,
-    };
     let admin = Admin::new(
         Arc::clone(&instance),
         Arc::clone(&routing),
