@@ -61,10 +61,9 @@ impl Instance {
         let before = self.plane.audit_view(change);
         let outcome = self.share(&cluster, change).await;
         match outcome {
-            Ok((next, revision)) => {
-                self.plane
-                    .commit_change(caller, change, before, next, Some(revision))
-            }
+            Ok((doc, revision)) => self
+                .plane
+                .commit_shared(caller, change, before, doc, revision),
             Err(e) => {
                 self.plane.refused(caller, change, before, &e);
                 Err(e)

@@ -12,6 +12,7 @@ mod reconcile;
 mod rollout_changes;
 mod rollout_driver;
 pub mod status;
+mod step;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use crate::dns;
 use crate::routing::{Control, RouteTable, Routing};
 use crate::state::{AuditEntry, Caller, Overrides, StateError, Store};
 use crate::upstream::now_ms;
+use step::{Event, Inputs, Shared, Stepped, step};
 
 pub use apply::{Change, apply};
 pub use error::ControlError;
@@ -33,15 +35,11 @@ pub use rollout_changes::{RolloutStep, WebhookCall};
 pub use rollout_driver::{FleetTraffic, fleet_traffic};
 
 pub struct ControlPlane {
-    /// The config file as read: pools may name upstreams by DNS name.
-    raw_file: Config,
-    /// `raw_file` with names replaced by their current addresses: what
-    /// every change, reload and table is made from.
-    file: Config,
+    /// What the table is made from; only [`ControlPlane::take`] moves it.
+    now: Inputs,
     /// What each DNS name resolves to now.
     names: dns::Names,
     config_path: Option<PathBuf>,
-    overrides: Overrides,
     store: Store,
     control: Control,
     /// Set once a binary upgrade handed over to this pid: changes belong
@@ -49,8 +47,6 @@ pub struct ControlPlane {
     retired_for: Option<u32>,
     /// Running rollouts' memory between checks.
     runs: rollout_changes::Runs,
-    /// In a fleet (`[cluster]`): the state as etcd holds it.
-    shared: Option<Shared>,
     /// In a fleet: audit entries not yet copied to etcd (oldest first,
     /// at most `AUDIT_OUTBOX`).
     audit_outbox: std::collections::VecDeque<Value>,
@@ -59,14 +55,6 @@ pub struct ControlPlane {
 /// Audit entries kept for etcd while it is unreachable; older ones are
 /// left in the local audit log only.
 const AUDIT_OUTBOX: usize = 1000;
-
-/// The runtime state a fleet shares: the document as etcd holds it (before
-/// this instance's file reconciles it into `overrides`) and its revision.
-struct Shared {
-    prefix: String,
-    doc: Overrides,
-    revision: i64,
-}
 
 impl ControlPlane {
     /// Opens the state, re-applies persisted runtime changes that the file
@@ -91,22 +79,24 @@ impl ControlPlane {
         let table = RouteTable::build(&effective(&file, &overrides), None, &sticky_key);
         set_runtime_flags(&table, &overrides);
         let mut plane = ControlPlane {
-            raw_file,
-            file,
+            now: Inputs {
+                raw_file,
+                file,
+                overrides,
+                shared,
+            },
             names,
             config_path,
-            overrides,
             store,
             control: Control::new(table, sticky_key),
             retired_for: None,
             runs: rollout_changes::Runs::default(),
-            shared,
             audit_outbox: std::collections::VecDeque::new(),
         };
-        if let Some(shared) = &plane.shared {
+        if let Some(shared) = &plane.now.shared {
             metrics::gauge!(crate::telemetry::names::CLUSTER_REVISION).set(shared.revision as f64);
         } else if !dropped.is_empty() {
-            plane.store.save(&plane.overrides)?;
+            plane.store.save(&plane.now.overrides)?;
             let caller = Caller {
                 peer: "startup".into(),
                 token: None,
@@ -121,20 +111,21 @@ impl ControlPlane {
     }
 
     pub fn file(&self) -> &Config {
-        &self.file
+        &self.now.file
     }
 
     pub fn overrides(&self) -> &Overrides {
-        &self.overrides
+        &self.now.overrides
     }
 
     pub fn status(&self) -> status::Status {
-        let mut status = status::status(&self.routing().load(), &self.overrides, &self.file);
+        let mut status =
+            status::status(&self.routing().load(), &self.now.overrides, &self.now.file);
         for route in &mut status.routes {
             route.rollout = self.rollout_view(&route.name);
         }
         for pool in &mut status.pools {
-            let Some(raw) = self.raw_file.pool(&pool.name) else {
+            let Some(raw) = self.now.raw_file.pool(&pool.name) else {
                 continue;
             };
             pool.names = raw
@@ -152,7 +143,7 @@ impl ControlPlane {
     /// Requests in flight per pool and upstream, for the fleet view.
     pub fn in_flight_by_upstream(&self) -> Value {
         let table = self.routing().load();
-        let status = status::status(&table, &self.overrides, &self.file);
+        let status = status::status(&table, &self.now.overrides, &self.now.file);
         let pools: serde_json::Map<String, Value> = status
             .pools
             .iter()
@@ -171,7 +162,7 @@ impl ControlPlane {
     /// The DNS names to look up now: never looked up, or looked up longer
     /// ago than their pools' `dns_refresh`.
     pub fn names_due(&self, now_ms: u64) -> Vec<(String, u16)> {
-        dns::names_of(&self.raw_file)
+        dns::names_of(&self.now.raw_file)
             .into_iter()
             .filter(|(name, every)| {
                 self.names.get(name).is_none_or(|s| {
@@ -200,20 +191,16 @@ impl ControlPlane {
             return;
         }
         tracing::info!(name = %format!("{host}:{port}"), addresses = ?state.addresses, "DNS name resolves to new addresses");
-        self.file = dns::expand(&self.raw_file, &self.names);
-        let (next, dropped) = self.reconciled();
-        if next != self.overrides {
-            if let Err(e) = self.save_local(&next) {
-                tracing::error!(error = %e, "cannot save runtime state after a DNS change");
-            }
-            self.overrides = next;
-        }
+        let file = dns::expand(&self.now.raw_file, &self.names);
         let caller = Caller {
             peer: "dns".into(),
             token: None,
         };
-        self.audit_dropped(&caller, &dropped);
-        self.publish();
+        // Never refused: new addresses are served even if they cannot be
+        // saved (logged in `persist`).
+        if let Err(e) = self.take(&caller, Event::Addresses(Box::new(file))) {
+            tracing::error!(error = %e, "cannot apply a DNS change");
+        }
     }
 
     /// After a binary upgrade handed over to `pid`: refuse every change.
@@ -238,47 +225,50 @@ impl ControlPlane {
     pub fn change(&mut self, caller: &Caller, change: &Change) -> Result<(), ControlError> {
         let before = self.audit_view(change);
         let result = self
-            .propose(change)
-            .and_then(|next| self.commit(next, None));
+            .refuse_if_retired()
+            .and_then(|()| self.take(caller, Event::Change(change)));
         self.finish(caller, change, before, result.as_ref().err());
-        result
+        result.map(drop)
     }
 
-    /// What the runtime state would be after `change`, or why it is
-    /// refused; nothing changes yet. In a fleet, made from the shared state.
+    /// What the fleet's document would be after `change`, or why it is
+    /// refused; nothing changes yet.
     pub fn propose(&self, change: &Change) -> Result<Overrides, ControlError> {
         self.refuse_if_retired()?;
         let table = self.routing().load();
         let in_rotation = |pool: &str| table.pool(pool).is_some_and(|p| p.in_rotation());
-        let base = self.shared.as_ref().map_or(&self.overrides, |s| &s.doc);
-        apply(change, base, &self.file, &in_rotation)
+        step::propose(&self.now, change, &in_rotation)
     }
 
     /// The revision of the shared state proposals are made from (0: none).
     pub fn shared_revision(&self) -> i64 {
-        self.shared.as_ref().map_or(0, |s| s.revision)
+        self.now.revision()
     }
 
     /// What a new fleet starts from: this instance's state.
     pub fn overrides_to_share(&self) -> Overrides {
-        self.shared
-            .as_ref()
-            .map_or_else(|| self.overrides.clone(), |s| s.doc.clone())
+        self.now.base().clone()
     }
 
-    /// Makes a proposal live: written to etcd at `revision` (in a fleet)
-    /// or not (alone); then persisted, published and audited.
-    pub fn commit_change(
+    /// Makes a proposal live once etcd holds it as `doc` at `revision`:
+    /// persisted, published and audited as `change`.
+    pub fn commit_shared(
         &mut self,
         caller: &Caller,
         change: &Change,
         before: Value,
-        next: Overrides,
-        revision: Option<i64>,
+        doc: Overrides,
+        revision: i64,
     ) -> Result<(), ControlError> {
-        let result = self.commit(next, revision);
+        let result = self.take(
+            caller,
+            Event::Fleet {
+                doc: Box::new(doc),
+                revision,
+            },
+        );
         self.finish(caller, change, before, result.as_ref().err());
-        result
+        result.map(drop)
     }
 
     /// Audits a change refused before it could be committed.
@@ -322,76 +312,87 @@ impl ControlPlane {
     }
 
     /// A newer fleet state from etcd (another instance's change, or this
-    /// one's coming back through the watch): saved, reconciled with this
-    /// file, published. Older or equal revisions are ignored.
+    /// one's coming back through the watch). Older or equal revisions are
+    /// ignored.
     pub fn adopt(&mut self, doc: Overrides, revision: i64) {
-        if self.shared.is_none() || revision <= self.shared_revision() {
+        if self.now.shared.is_none() || revision <= self.now.revision() {
             return;
         }
-        // Never fails in a fleet (see `commit`).
-        let _ = self.commit(doc, Some(revision));
-        tracing::info!(revision, "applied the fleet's state");
+        let caller = Caller {
+            peer: "fleet".into(),
+            token: None,
+        };
+        // Never refused: the fleet has it (a failed save is logged).
+        match self.take(
+            &caller,
+            Event::Fleet {
+                doc: Box::new(doc),
+                revision,
+            },
+        ) {
+            Ok(_) => tracing::info!(revision, "applied the fleet's state"),
+            Err(e) => tracing::error!(revision, error = %e, "cannot apply the fleet's state"),
+        }
     }
 
-    /// Persists `next`, then makes it live; in a fleet `next` is the shared
-    /// document at `revision`, already in etcd: it is served even if it
-    /// cannot be saved here (the fleet has it; only a restart before the
-    /// disk is fixed would start from an older copy, and catch up).
-    fn commit(&mut self, next: Overrides, revision: Option<i64>) -> Result<(), ControlError> {
-        let fleet = match (revision, &self.shared) {
-            (Some(revision), Some(shared)) => Some((revision, shared.prefix.clone())),
-            _ => None,
-        };
-        let Some((revision, prefix)) = fleet else {
-            self.store.save(&next)?;
-            self.overrides = next;
-            self.publish();
-            return Ok(());
-        };
-        let saved = self
-            .store
-            .save(&next)
-            .and_then(|()| self.store.save_revision(&prefix, revision));
-        if let Err(e) = saved {
-            tracing::error!(revision, error = %e, "cannot save the fleet's state here; serving it");
-        }
-        self.take_shared(next, revision);
+    /// The one way the runtime state moves: [`step`] (pure), then the one
+    /// commit — persist, publish the table, audit the runtime changes the
+    /// file superseded (returned). Nothing moves if the step is refused,
+    /// or if the event must be saved and cannot be.
+    fn take(&mut self, caller: &Caller, event: Event<'_>) -> Result<Vec<String>, ControlError> {
+        let must_save = event.refused_unless_saved();
+        let audits_drops = event.audits_drops();
+        let table = self.routing().load();
+        let in_rotation = |pool: &str| table.pool(pool).is_some_and(|p| p.in_rotation());
+        let Stepped { next, dropped } = step(&self.now, event, &in_rotation)?;
+        self.persist(&next, must_save)?;
+        let revision = next.shared.as_ref().map(|s| s.revision);
+        self.now = next;
         self.publish();
-        Ok(())
+        if let Some(revision) = revision {
+            metrics::gauge!(crate::telemetry::names::CLUSTER_REVISION).set(revision as f64);
+        }
+        if audits_drops {
+            self.audit_dropped(caller, &dropped);
+        }
+        Ok(dropped)
     }
 
-    /// The runtime state (alone) or the fleet's (in a fleet) reconciled
-    /// with the file as it is now.
-    fn reconciled(&self) -> (Overrides, Vec<String>) {
-        let base = self.shared.as_ref().map_or(&self.overrides, |s| &s.doc);
-        reconcile(&self.file, base.clone())
-    }
-
-    /// Saves what reconciling the file made of the runtime state — alone.
-    /// In a fleet `runtime.json` keeps the fleet's document whole: what a
-    /// file drops here is dropped in memory only.
-    fn save_local(&self, next: &Overrides) -> Result<(), StateError> {
-        match self.shared {
+    /// Saves `next` to `state.dir`. Alone: the overrides. In a fleet:
+    /// the fleet's document whole, with its revision, when it moved — what
+    /// this file drops of it is dropped in memory only. A failed save
+    /// refuses the step only when `must_save`; else it is served anyway
+    /// (only a restart before the disk is fixed would start from an older
+    /// copy, and a fleet catches up).
+    fn persist(&self, next: &Inputs, must_save: bool) -> Result<(), ControlError> {
+        let saved = match &next.shared {
+            Some(shared) if shared.revision != self.now.revision() => self
+                .store
+                .save(&shared.doc)
+                .and_then(|()| self.store.save_revision(&shared.prefix, shared.revision)),
             Some(_) => Ok(()),
-            None => self.store.save(next),
+            None if must_save || next.overrides != self.now.overrides => {
+                self.store.save(&next.overrides)
+            }
+            None => Ok(()),
+        };
+        match saved {
+            Err(e) if must_save => Err(e.into()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save the runtime state here; serving it");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
         }
-    }
-
-    /// Takes `doc` as the fleet's state at `revision`.
-    fn take_shared(&mut self, doc: Overrides, revision: i64) {
-        self.overrides = reconcile(&self.file, doc.clone()).0;
-        if let Some(shared) = &mut self.shared {
-            shared.doc = doc;
-            shared.revision = revision;
-        }
-        metrics::gauge!(crate::telemetry::names::CLUSTER_REVISION).set(revision as f64);
     }
 
     /// Builds the table for the file and overrides, sets each upstream's
     /// runtime flags, and publishes it in one swap.
     fn publish(&mut self) {
-        let table = self.control.build(&effective(&self.file, &self.overrides));
-        set_runtime_flags(&table, &self.overrides);
+        let table = self
+            .control
+            .build(&effective(&self.now.file, &self.now.overrides));
+        set_runtime_flags(&table, &self.now.overrides);
         self.control.store(table);
     }
 
@@ -412,7 +413,12 @@ impl ControlPlane {
                 )
             }
             Change::DrainPool { pool, .. } => table.pool(pool).map_or(Value::Null, |p| {
-                json!(status::pool_view(&table, &self.overrides, &self.file, p))
+                json!(status::pool_view(
+                    &table,
+                    &self.now.overrides,
+                    &self.now.file,
+                    p
+                ))
             }),
             _ => match change.upstream() {
                 Some((pool, addr)) => self.upstream_json(pool, addr),
@@ -424,8 +430,8 @@ impl ControlPlane {
     pub fn upstream_json(&self, pool: &str, addr: std::net::SocketAddr) -> Value {
         status::upstream_view(
             &self.routing().load(),
-            &self.overrides,
-            &self.file,
+            &self.now.overrides,
+            &self.now.file,
             pool,
             addr,
         )
@@ -440,7 +446,7 @@ impl ControlPlane {
         }
         let table = self.routing().load();
         let mut done = Vec::new();
-        for (pool, addrs) in &self.overrides.removing {
+        for (pool, addrs) in &self.now.overrides.removing {
             let sticky = table.pool_is_sticky(pool);
             for addr in addrs {
                 let drained = table
@@ -469,26 +475,20 @@ impl ControlPlane {
     where
         F: AsyncFnOnce(&Config) -> Result<(), String>,
     {
-        let result = self.try_reload(listeners).await;
-        match &result {
-            Ok(dropped) => {
-                self.audit_dropped(caller, dropped);
-                let summary = json!(self.file.summary());
-                self.audit(caller, "reload", "config", Value::Null, summary, "ok");
-            }
-            Err(e) => self.audit(
-                caller,
-                "reload",
-                "config",
-                Value::Null,
-                e.detail(),
-                &format!("refused: {e}"),
-            ),
-        }
+        let result = self.try_reload(caller, listeners).await;
+        let (after, outcome) = match &result {
+            Ok(_) => (json!(self.now.file.summary()), "ok".to_string()),
+            Err(e) => (e.detail(), format!("refused: {e}")),
+        };
+        self.audit(caller, "reload", "config", Value::Null, after, &outcome);
         result
     }
 
-    async fn try_reload<F>(&mut self, listeners: F) -> Result<Vec<String>, ControlError>
+    async fn try_reload<F>(
+        &mut self,
+        caller: &Caller,
+        listeners: F,
+    ) -> Result<Vec<String>, ControlError>
     where
         F: AsyncFnOnce(&Config) -> Result<(), String>,
     {
@@ -499,30 +499,14 @@ impl ControlPlane {
         let raw = Config::load(&path).map_err(|e| ControlError::InvalidConfig(e.problems))?;
         // Names new to this file are looked up by the DNS task within a
         // second; until then they have no address.
-        let mut file = dns::expand(&raw, &self.names);
-        if file.proxy != self.file.proxy
-            || file.admin != self.file.admin
-            || file.state != self.file.state
-        {
+        let file = dns::expand(&raw, &self.names);
+        let now = &self.now.file;
+        if file.proxy != now.proxy || file.admin != now.admin || file.state != now.state {
             tracing::warn!("[proxy], [admin] and [state] changes take effect at the next start");
         }
         listeners(&file).await.map_err(ControlError::Listener)?;
-        let base = self.shared.as_ref().map_or(&self.overrides, |s| &s.doc);
-        let (next, dropped) = reconcile(&file, base.clone());
-        self.save_local(&next)?;
-        // Keep settings that only apply at start, so status stays truthful
-        // (in both: a DNS change expands the raw file again).
-        let mut raw = raw;
-        for f in [&mut file, &mut raw] {
-            f.proxy = self.file.proxy.clone();
-            f.admin = self.file.admin.clone();
-            f.state = self.file.state.clone();
-        }
-        self.file = file;
-        self.raw_file = raw;
-        self.overrides = next;
-        self.publish();
-        Ok(dropped)
+        let (raw, file) = (Box::new(raw), Box::new(file));
+        self.take(caller, Event::File { raw, file })
     }
 
     /// The audit log's last `n` entries, oldest first.
@@ -570,7 +554,7 @@ impl ControlPlane {
         if let Err(e) = self.store.audit(&entry) {
             tracing::error!(error = %e, action, target, "cannot write the audit log");
         }
-        if self.shared.is_some() {
+        if self.now.shared.is_some() {
             if self.audit_outbox.len() == AUDIT_OUTBOX {
                 self.audit_outbox.pop_front();
             }

@@ -32,6 +32,7 @@ impl ControlPlane {
         let mut moves = Vec::new();
         let mut calls = Vec::new();
         let active: Vec<(String, RolloutRecord)> = self
+            .now
             .overrides
             .rollouts
             .iter()
@@ -39,7 +40,7 @@ impl ControlPlane {
             .map(|(route, r)| (route.clone(), r.clone()))
             .collect();
         // Finished rollouts keep their last figures for status.
-        let rollouts = &self.overrides.rollouts;
+        let rollouts = &self.now.overrides.rollouts;
         self.runs
             .by_route
             .retain(|route, _| rollouts.contains_key(route));
@@ -104,7 +105,8 @@ impl ControlPlane {
     }
 
     pub fn has_running_rollouts(&self) -> bool {
-        self.overrides
+        self.now
+            .overrides
             .rollouts
             .values()
             .any(|r| r.state == RolloutState::Running)
@@ -115,7 +117,7 @@ impl ControlPlane {
     pub fn rollout_traffic(&self) -> Value {
         let table = self.routing().load();
         let mut routes = serde_json::Map::new();
-        for (route, record) in &self.overrides.rollouts {
+        for (route, record) in &self.now.overrides.rollouts {
             if record.state != RolloutState::Running {
                 continue;
             }
@@ -144,7 +146,7 @@ impl ControlPlane {
     /// Logs a move with its figures, and queues the notifying webhook it
     /// fires for the next tick.
     pub(super) fn after_move(&mut self, route: &str, step: &RolloutStep) {
-        let Some(record) = self.overrides.rollouts.get(route).cloned() else {
+        let Some(record) = self.now.overrides.rollouts.get(route).cloned() else {
             return;
         };
         let figures = self
@@ -193,7 +195,7 @@ impl ControlPlane {
     /// A gating webhook's answer.
     pub fn webhook_answered(&mut self, call: &WebhookCall, answer: Result<(), String>) {
         let Some(step) = call.gates else { return };
-        let Some(record) = self.overrides.rollouts.get(&call.route).cloned() else {
+        let Some(record) = self.now.overrides.rollouts.get(&call.route).cloned() else {
             return;
         };
         if record.started_ms != call.rollout {
@@ -212,7 +214,7 @@ impl ControlPlane {
 
     /// The route's `rollout` object in status.
     pub fn rollout_view(&self, route: &str) -> Option<Value> {
-        let record = self.overrides.rollouts.get(route)?;
+        let record = self.now.overrides.rollouts.get(route)?;
         let run = self.runs.get(route, record);
         // A finished rollout's run may still hold its last check's words.
         let hold = run
@@ -224,6 +226,7 @@ impl ControlPlane {
         };
         let a = &record.spec.analysis;
         let history: Vec<Value> = self
+            .now
             .overrides
             .rollout_history
             .get(route)
@@ -274,7 +277,7 @@ impl ControlPlane {
     /// `cutover_rollout_step`, `cutover_rollout_state` and the figures the
     /// last check used.
     fn export_rollout_metrics(&self) {
-        for (route, record) in &self.overrides.rollouts {
+        for (route, record) in &self.now.overrides.rollouts {
             let route_label = route.clone();
             metrics::gauge!(names::ROLLOUT_STEP, "route" => route_label.clone())
                 .set((record.step + 1) as f64);

@@ -411,4 +411,16 @@ fn only_the_control_plane_stores_a_table() {
         [("src/control/mod.rs".to_string(), 2)],
         "Control made or stored outside ControlPlane::new and ControlPlane::publish"
     );
+    // And `publish` is called by the one commit only: a file read, a DNS
+    // answer and a fleet document are events through `take`, like a change.
+    let plane = sources()
+        .into_iter()
+        .find(|(path, _)| path.ends_with("src/control/mod.rs"))
+        .map(|(_, code)| code)
+        .unwrap();
+    assert_eq!(
+        plane.matches(".publish()").count(),
+        1,
+        "the table is published from ControlPlane::take only"
+    );
 }
