@@ -8,7 +8,9 @@
 // so the size of that `Err` costs nothing worth boxing for.
 #![allow(clippy::result_large_err)]
 
+mod api;
 mod auth;
+mod body;
 pub mod ctl;
 mod history;
 mod metrics_page;
@@ -32,8 +34,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Split, WeightError};
-use crate::control::{Change, ControlError, RolloutStep, drain_deadline};
+use crate::control::{Change, ControlError};
 use crate::instance::Instance;
 use crate::state::Caller;
 use crate::upgrade::{UpgradeError, Upgrader};
@@ -319,230 +320,119 @@ impl Admin {
         Err(reply)
     }
 
+    /// An `/api/v1/` call, through the endpoint table (`api::rows`).
     async fn api(&self, req: Request<Incoming>, rest: &[String], caller: &Caller) -> Reply {
-        let method = req.method().clone();
         let query = req.uri().query().unwrap_or("").to_string();
-        let force = query
-            .split('&')
-            .any(|kv| kv == "force=true" || kv == "force=1");
-        let parts: Vec<&str> = rest.iter().map(String::as_str).collect();
+        let does = match api::route(req.method(), rest) {
+            api::Routed::Found(does, params) => (does, params),
+            api::Routed::WrongMethod(allow) => {
+                let mut reply = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("use {allow} on this endpoint"),
+                );
+                if let Ok(allow) = HeaderValue::from_str(&allow) {
+                    reply.headers_mut().insert(header::ALLOW, allow);
+                }
+                return reply;
+            }
+            api::Routed::NotFound => return not_found(&format!("/api/v1/{}", rest.join("/"))),
+        };
         let body = match read_body(req).await {
             Ok(b) => b,
             Err(reply) => return reply,
         };
-        use Method as M;
-        match (parts.as_slice(), &method) {
-            (["audit"], &M::GET) => {
-                let limit = query_number(&query, "limit").unwrap_or(50).clamp(1, 1000);
-                // In a fleet, every instance's changes (from etcd); this
-                // instance's own log if etcd cannot be read.
-                let cluster = self.instance.lock().await.cluster.clone();
-                if let Some(cluster) = cluster {
-                    match cluster.audit_tail(limit).await {
-                        Ok(entries) => {
-                            return json_reply(
-                                StatusCode::OK,
-                                &json!({"entries": entries, "source": "fleet"}),
-                            );
-                        }
-                        Err(e) => tracing::debug!(error = %e, "fleet audit unreadable; local log"),
-                    }
-                }
-                match self.instance.lock().await.plane.audit_tail(limit) {
-                    Ok(entries) => json_reply(
-                        StatusCode::OK,
-                        &json!({"entries": entries, "source": "local"}),
-                    ),
-                    Err(e) => control_error(&e),
-                }
-            }
-            (["status"], &M::GET) => {
+        match does {
+            (api::Does::Status, _) => {
                 let status = self.instance.lock().await.status().await;
                 json_reply(StatusCode::OK, &json!(status))
             }
-            (["fleet"], &M::GET) => self.fleet().await,
-            (["routes", route, "split"], &M::PUT) => {
-                let change = parse_split(&body).map(|split| Change::SetSplit {
-                    route: route.to_string(),
-                    split,
-                    force,
-                });
-                self.change(caller, "set_split", route, change, StatusCode::OK)
-                    .await
+            (api::Does::Audit, _) => {
+                let limit = query_number(&query, "limit").unwrap_or(50).clamp(1, 1000);
+                self.audit(limit).await
             }
-            (["routes", route, "mirror"], &M::PUT) => {
-                let change = parse_mirror(&body).map(|(pool, percent)| Change::SetMirror {
-                    route: route.to_string(),
-                    pool,
-                    percent,
-                });
-                self.change(caller, "set_mirror", route, change, StatusCode::OK)
-                    .await
-            }
-            (["routes", route, "rollout"], &M::POST) => {
-                // The route's defaults from the file, under the body.
-                let defaults = self
-                    .instance
-                    .lock()
-                    .await
-                    .plane
-                    .file()
-                    .routes
-                    .iter()
-                    .find(|r| r.name == *route)
-                    .and_then(|r| r.rollout.clone());
-                let change = parse_json(&body).and_then(|v| {
-                    Ok(Change::StartRollout {
-                        route: route.to_string(),
-                        spec: Box::new(crate::rollout::parse_spec(&v, defaults.as_ref())?),
-                        now_ms: crate::clock::unix_ms(),
-                        force,
-                    })
-                });
-                self.change(caller, "start_rollout", route, change, StatusCode::CREATED)
-                    .await
-            }
-            (
-                [
-                    "routes",
-                    route,
-                    "rollout",
-                    verb @ ("promote" | "pause" | "resume" | "abort"),
-                ],
-                &M::POST,
-            ) => {
-                let step = match *verb {
-                    "promote" => RolloutStep::Advance { approve: true },
-                    "pause" => RolloutStep::Pause,
-                    "resume" => RolloutStep::Resume,
-                    _ => RolloutStep::Abort,
-                };
-                let action = step.action();
-                let change = Ok(Change::Rollout {
-                    route: route.to_string(),
-                    step,
-                    now_ms: crate::clock::unix_ms(),
-                });
-                self.change(caller, action, route, change, StatusCode::OK)
-                    .await
-            }
-            (["pools", pool, "upstreams"], &M::POST) => {
-                let change = parse_new_upstream(&body).map(|(addr, weight)| Change::AddUpstream {
-                    pool: pool.to_string(),
-                    addr,
-                    weight,
-                });
-                self.change(caller, "add_upstream", pool, change, StatusCode::CREATED)
-                    .await
-            }
-            (["pools", pool, "upstreams", addr], &M::DELETE) => {
-                let change = parse_addr(addr).map(|addr| Change::RemoveUpstream {
-                    pool: pool.to_string(),
-                    addr,
-                    drain_until: drain_deadline(None),
-                });
-                // The upstream drains first; `removing: true` says it goes once drained.
-                self.change(
-                    caller,
-                    "remove_upstream",
-                    pool,
-                    change,
-                    StatusCode::ACCEPTED,
-                )
-                .await
-            }
-            (
-                [
-                    "pools",
-                    pool,
-                    "upstreams",
-                    addr,
-                    action @ ("drain" | "disable" | "enable"),
-                ],
-                &M::POST,
-            ) => {
-                let (pool, action) = (pool.to_string(), *action);
-                let change = parse_addr(addr).and_then(|addr| {
-                    Ok(match action {
-                        "drain" => Change::DrainUpstream {
-                            pool,
-                            addr,
-                            drain_until: drain_deadline(parse_drain(&body)?),
-                        },
-                        "disable" => Change::DisableUpstream { pool, addr },
-                        _ => Change::EnableUpstream { pool, addr },
-                    })
-                });
-                let (action_name, target) =
-                    (format!("{action}_upstream"), format!("{}/{addr}", parts[1]));
-                self.change(caller, &action_name, &target, change, StatusCode::OK)
-                    .await
-            }
-            (["pools", pool, "drain"], &M::POST) => {
-                let change = parse_drain(&body).map(|timeout| Change::DrainPool {
-                    pool: pool.to_string(),
-                    drain_until: drain_deadline(timeout),
-                });
-                self.change(caller, "drain_pool", pool, change, StatusCode::OK)
-                    .await
-            }
-            (["reload"], &M::POST) => {
+            (api::Does::Fleet, _) => self.fleet().await,
+            (api::Does::Reload, _) => self.reload(caller).await,
+            (api::Does::Upgrade, _) => self.upgrade(caller).await,
+            (api::Does::Change { action, ok, make }, params) => {
+                let force = query
+                    .split('&')
+                    .any(|kv| kv == "force=true" || kv == "force=1");
                 let mut instance = self.instance.lock().await;
-                crate::systemd::reloading();
-                let result = instance.reload(caller).await;
-                let summary = instance.plane.file().summary();
-                crate::systemd::ready(&summary);
-                match result {
-                    Ok(dropped) => json_reply(
-                        StatusCode::OK,
-                        &json!({"reloaded": true, "summary": summary, "dropped_runtime_changes": dropped}),
-                    ),
-                    Err(e) => control_error(&e),
+                let call = api::Call {
+                    params,
+                    body: &body,
+                    force,
+                    file: instance.plane.file(),
+                };
+                let change = make(&call);
+                let target = call.params.target();
+                match change {
+                    Ok(change) => self.change(&mut instance, caller, &change, ok).await,
+                    Err(e) => {
+                        instance.plane.audit_refusal(caller, action, &target, &e);
+                        control_error(&e)
+                    }
                 }
             }
-            (["upgrade"], &M::POST) => self.upgrade(caller).await,
-            _ => match allowed_methods(&parts) {
-                Some(allow) => {
-                    let mut reply = error(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "method_not_allowed",
-                        format!("use {allow} on this endpoint"),
-                    );
-                    reply
-                        .headers_mut()
-                        .insert(header::ALLOW, HeaderValue::from_static(allow));
-                    reply
-                }
-                None => not_found(&format!("/api/v1/{}", rest.join("/"))),
-            },
         }
     }
 
-    /// A mutating call: a change that parsed goes through the control plane;
-    /// one that did not is audited as refused. Either way the answer is the
-    /// thing changed (route, pool or upstream) or the JSON error.
+    /// `GET /api/v1/audit`: in a fleet, every instance's changes (from
+    /// etcd); this instance's own log if etcd cannot be read.
+    async fn audit(&self, limit: usize) -> Reply {
+        let cluster = self.instance.lock().await.cluster.clone();
+        if let Some(cluster) = cluster {
+            match cluster.audit_tail(limit).await {
+                Ok(entries) => {
+                    return json_reply(
+                        StatusCode::OK,
+                        &json!({"entries": entries, "source": "fleet"}),
+                    );
+                }
+                Err(e) => tracing::debug!(error = %e, "fleet audit unreadable; local log"),
+            }
+        }
+        match self.instance.lock().await.plane.audit_tail(limit) {
+            Ok(entries) => json_reply(
+                StatusCode::OK,
+                &json!({"entries": entries, "source": "local"}),
+            ),
+            Err(e) => control_error(&e),
+        }
+    }
+
+    /// `POST /api/v1/reload`, with systemd told it is reloading.
+    async fn reload(&self, caller: &Caller) -> Reply {
+        let mut instance = self.instance.lock().await;
+        crate::systemd::reloading();
+        let result = instance.reload(caller).await;
+        let summary = instance.plane.file().summary();
+        crate::systemd::ready(&summary);
+        match result {
+            Ok(dropped) => json_reply(
+                StatusCode::OK,
+                &json!({"reloaded": true, "summary": summary, "dropped_runtime_changes": dropped}),
+            ),
+            Err(e) => control_error(&e),
+        }
+    }
+
+    /// A change that parsed, through the instance; the answer is the thing
+    /// changed (route, pool or upstream) or the JSON error.
     async fn change(
         &self,
+        instance: &mut Instance,
         caller: &Caller,
-        action: &str,
-        target: &str,
-        change: Result<Change, ControlError>,
+        change: &Change,
         ok: StatusCode,
     ) -> Reply {
-        let mut instance = self.instance.lock().await;
-        let change = match change {
-            Ok(c) => c,
-            Err(e) => {
-                instance.plane.audit_refusal(caller, action, target, &e);
-                return control_error(&e);
-            }
-        };
-        if let Err(e) = instance.change(caller, &change).await {
+        if let Err(e) = instance.change(caller, change).await {
             return control_error(&e);
         }
         let plane = &instance.plane;
         let status = plane.status();
-        let view = match &change {
+        let view = match change {
             Change::SetSplit { route, .. }
             | Change::SetMirror { route, .. }
             | Change::StartRollout { route, .. }
@@ -641,25 +531,6 @@ impl Admin {
     }
 }
 
-fn allowed_methods(parts: &[&str]) -> Option<&'static str> {
-    Some(match parts {
-        ["status"] | ["audit"] | ["fleet"] => "GET",
-        ["routes", _, "split" | "mirror"] => "PUT",
-        ["routes", _, "rollout"]
-        | [
-            "routes",
-            _,
-            "rollout",
-            "promote" | "pause" | "resume" | "abort",
-        ] => "POST",
-        ["pools", _, "upstreams"] => "POST",
-        ["pools", _, "upstreams", _] => "DELETE",
-        ["pools", _, "upstreams", _, "drain" | "disable" | "enable"] => "POST",
-        ["pools", _, "drain"] | ["reload"] | ["upgrade"] => "POST",
-        _ => return None,
-    })
-}
-
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Reply> {
     match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => Ok(b.to_bytes()),
@@ -681,50 +552,6 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Reply> {
     }
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, ControlError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ControlError::invalid("body", format!("not valid JSON: {e}")))
-}
-
-/// A JSON number as a weight; anything else fails the weight rule as
-/// written.
-fn weight_value(v: &Value) -> Result<i64, WeightError> {
-    v.as_i64().ok_or_else(|| WeightError { got: v.to_string() })
-}
-
-/// `{"blue": 90, "green": 10}`.
-fn parse_split(body: &Bytes) -> Result<Split, ControlError> {
-    let Value::Object(map) = parse_json(body)? else {
-        return Err(ControlError::invalid(
-            "body",
-            "must be a JSON object of pool weights, e.g. {\"blue\": 90, \"green\": 10}",
-        ));
-    };
-    let mut weights = Vec::new();
-    for (pool, v) in &map {
-        let w = weight_value(v).map_err(|error| crate::config::SplitError::Weight {
-            pool: pool.clone(),
-            error,
-        })?;
-        weights.push((pool.clone(), w));
-    }
-    Ok(Split::new(weights)?)
-}
-
-/// Refuses a body field the call does not take, naming it.
-fn only_fields(map: &serde_json::Map<String, Value>, known: &[&str]) -> Result<(), ControlError> {
-    match map.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(ControlError::invalid(
-            k.as_str(),
-            format!("unknown field (expected {})", known.join(", ")),
-        )),
-        None => Ok(()),
-    }
-}
-
 /// The number `key=N` in a query string, if there is one.
 fn query_number(query: &str, key: &str) -> Option<usize> {
     query
@@ -732,106 +559,6 @@ fn query_number(query: &str, key: &str) -> Option<usize> {
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == key)
         .and_then(|(_, v)| v.parse().ok())
-}
-
-/// `{"pool": "green", "percent": 10}`; the pool may be left out to change
-/// the percent of the route's current mirror, or to stop it with 0.
-fn parse_mirror(body: &Bytes) -> Result<(Option<String>, u32), ControlError> {
-    let Value::Object(map) = parse_json(body)? else {
-        return Err(ControlError::invalid(
-            "body",
-            "must be a JSON object, e.g. {\"pool\": \"green\", \"percent\": 10}",
-        ));
-    };
-    only_fields(&map, &["pool", "percent"])?;
-    let pool = match map.get("pool") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(v) => {
-            return Err(ControlError::invalid(
-                "pool",
-                format!("expected a pool name, got {v}"),
-            ));
-        }
-    };
-    let percent = match map.get("percent") {
-        None => {
-            return Err(ControlError::invalid(
-                "percent",
-                "missing (0 to 100; 0 stops the mirror)",
-            ));
-        }
-        Some(v) => v.as_u64().filter(|p| *p <= 100).ok_or_else(|| {
-            ControlError::invalid(
-                "percent",
-                format!("must be an integer from 0 to 100, got {v}"),
-            )
-        })?,
-    };
-    Ok((pool, percent as u32))
-}
-
-/// `{"addr": "127.0.0.1:9003", "weight": 1}`.
-fn parse_new_upstream(body: &Bytes) -> Result<(SocketAddr, u32), ControlError> {
-    let Value::Object(map) = parse_json(body)? else {
-        return Err(ControlError::invalid(
-            "body",
-            "must be a JSON object, e.g. {\"addr\": \"127.0.0.1:9003\", \"weight\": 1}",
-        ));
-    };
-    only_fields(&map, &["addr", "weight"])?;
-    let addr = match map.get("addr") {
-        Some(Value::String(s)) => s.parse().map_err(|_| {
-            ControlError::invalid("addr", format!("invalid address {s:?}: expected IP:PORT"))
-        })?,
-        Some(v) => {
-            return Err(ControlError::invalid(
-                "addr",
-                format!("expected a string like \"127.0.0.1:9003\", got {v}"),
-            ));
-        }
-        None => return Err(ControlError::invalid("addr", "missing")),
-    };
-    let weight = match map.get("weight") {
-        None => 1,
-        Some(v) => weight_value(v)
-            .and_then(crate::config::weight)
-            .map_err(|e| ControlError::invalid("weight", e.to_string()))?,
-    };
-    Ok((addr, weight))
-}
-
-/// `{"timeout": "30s"}` or empty.
-fn parse_drain(body: &Bytes) -> Result<Option<std::time::Duration>, ControlError> {
-    match parse_json(body)? {
-        Value::Null => Ok(None),
-        Value::Object(map) => {
-            only_fields(&map, &["timeout"])?;
-            match map.get("timeout") {
-                None => Ok(None),
-                Some(Value::String(s)) => humantime::parse_duration(s).map(Some).map_err(|e| {
-                    ControlError::invalid("timeout", format!("invalid duration {s:?}: {e}"))
-                }),
-                Some(v) => Err(ControlError::invalid(
-                    "timeout",
-                    format!("expected a duration string like \"30s\", got {v}"),
-                )),
-            }
-        }
-        _ => Err(ControlError::invalid(
-            "body",
-            "must be a JSON object, e.g. {\"timeout\": \"30s\"}",
-        )),
-    }
-}
-
-fn parse_addr(segment: &str) -> Result<SocketAddr, ControlError> {
-    segment.parse().map_err(|_| {
-        ControlError::invalid(
-            "addr",
-            format!("invalid upstream address {segment:?}: expected IP:PORT"),
-        )
-    })
 }
 
 /// The one JSON shape of a refusal: `error` says what and why, `detail`

@@ -14,6 +14,31 @@ use super::reconcile::{effective, put_mirror, put_split, reconcile};
 use super::rollout_changes::{RolloutStep, move_rollout, no_active_rollout, start_rollout};
 use crate::rollout::RolloutSpec;
 
+/// The audit log's `action` of each change: the one place these names are
+/// written (the admin API audits a call refused before it became a change
+/// under the same name).
+pub mod action {
+    pub const SET_SPLIT: &str = "set_split";
+    pub const SET_MIRROR: &str = "set_mirror";
+    pub const ADD_UPSTREAM: &str = "add_upstream";
+    pub const REMOVE_UPSTREAM: &str = "remove_upstream";
+    pub const REMOVE_DRAINED_UPSTREAM: &str = "remove_drained_upstream";
+    pub const DISABLE_UPSTREAM: &str = "disable_upstream";
+    pub const ENABLE_UPSTREAM: &str = "enable_upstream";
+    pub const DRAIN_UPSTREAM: &str = "drain_upstream";
+    pub const DRAIN_POOL: &str = "drain_pool";
+    pub const START_ROLLOUT: &str = "start_rollout";
+    pub const ROLLOUT_BEGIN: &str = "rollout_begin";
+    pub const ROLLOUT_ADVANCE: &str = "rollout_advance";
+    pub const PROMOTE_ROLLOUT: &str = "promote_rollout";
+    pub const ROLLOUT_PROMOTED: &str = "rollout_promoted";
+    pub const ROLLOUT_ROLLED_BACK: &str = "rollout_rolled_back";
+    pub const ABORT_ROLLOUT: &str = "abort_rollout";
+    pub const PAUSE_ROLLOUT: &str = "pause_rollout";
+    pub const ROLLOUT_INCONCLUSIVE: &str = "rollout_inconclusive";
+    pub const RESUME_ROLLOUT: &str = "resume_rollout";
+}
+
 /// One runtime change, as an admin call (or the drain reaper) asks for it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -83,16 +108,16 @@ impl Change {
     /// The audit log's `action`.
     pub fn action(&self) -> &'static str {
         match self {
-            Change::SetSplit { .. } => "set_split",
-            Change::SetMirror { .. } => "set_mirror",
-            Change::AddUpstream { .. } => "add_upstream",
-            Change::RemoveUpstream { .. } => "remove_upstream",
-            Change::RemoveDrained { .. } => "remove_drained_upstream",
-            Change::DisableUpstream { .. } => "disable_upstream",
-            Change::EnableUpstream { .. } => "enable_upstream",
-            Change::DrainUpstream { .. } => "drain_upstream",
-            Change::DrainPool { .. } => "drain_pool",
-            Change::StartRollout { .. } => "start_rollout",
+            Change::SetSplit { .. } => action::SET_SPLIT,
+            Change::SetMirror { .. } => action::SET_MIRROR,
+            Change::AddUpstream { .. } => action::ADD_UPSTREAM,
+            Change::RemoveUpstream { .. } => action::REMOVE_UPSTREAM,
+            Change::RemoveDrained { .. } => action::REMOVE_DRAINED_UPSTREAM,
+            Change::DisableUpstream { .. } => action::DISABLE_UPSTREAM,
+            Change::EnableUpstream { .. } => action::ENABLE_UPSTREAM,
+            Change::DrainUpstream { .. } => action::DRAIN_UPSTREAM,
+            Change::DrainPool { .. } => action::DRAIN_POOL,
+            Change::StartRollout { .. } => action::START_ROLLOUT,
             Change::Rollout { step, .. } => step.action(),
         }
     }

@@ -28,7 +28,7 @@ use crate::state::{AuditEntry, Caller, Overrides, StateError, Store};
 use crate::upstream::now_ms;
 use step::{Event, Inputs, Shared, Stepped, step};
 
-pub use apply::{Change, apply};
+pub use apply::{Change, action, apply};
 pub use error::ControlError;
 pub use reconcile::{effective, reconcile};
 pub use rollout_changes::{RolloutStep, WebhookCall};

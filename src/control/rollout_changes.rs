@@ -35,16 +35,17 @@ pub enum RolloutStep {
 
 impl RolloutStep {
     pub fn action(&self) -> &'static str {
+        use super::apply::action;
         match self {
-            RolloutStep::Begin => "rollout_begin",
-            RolloutStep::Advance { approve: false } => "rollout_advance",
-            RolloutStep::Advance { approve: true } => "promote_rollout",
-            RolloutStep::Promote => "rollout_promoted",
-            RolloutStep::Rollback(_) => "rollout_rolled_back",
-            RolloutStep::Abort => "abort_rollout",
-            RolloutStep::Pause => "pause_rollout",
-            RolloutStep::Hold(_) => "rollout_inconclusive",
-            RolloutStep::Resume => "resume_rollout",
+            RolloutStep::Begin => action::ROLLOUT_BEGIN,
+            RolloutStep::Advance { approve: false } => action::ROLLOUT_ADVANCE,
+            RolloutStep::Advance { approve: true } => action::PROMOTE_ROLLOUT,
+            RolloutStep::Promote => action::ROLLOUT_PROMOTED,
+            RolloutStep::Rollback(_) => action::ROLLOUT_ROLLED_BACK,
+            RolloutStep::Abort => action::ABORT_ROLLOUT,
+            RolloutStep::Pause => action::PAUSE_ROLLOUT,
+            RolloutStep::Hold(_) => action::ROLLOUT_INCONCLUSIVE,
+            RolloutStep::Resume => action::RESUME_ROLLOUT,
         }
     }
 }
