@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod connector;
 pub mod control;
+pub mod ctl;
 pub mod demo;
 pub mod dns;
 pub mod error;

@@ -52,8 +52,8 @@ enum Command {
         resolve: bool,
     },
     /// Admin client: status, split, rollout, mirror, drain, enable, disable, add, remove, reload…
-    #[command(after_help = cutover::admin::ctl::EXIT_CODES)]
-    Ctl(Box<cutover::admin::ctl::CtlArgs>),
+    #[command(after_help = cutover::ctl::EXIT_CODES)]
+    Ctl(Box<cutover::ctl::CtlArgs>),
     /// Zero-setup tour: two demo apps and the proxy on loopback.
     Demo {
         /// Where the proxy listens.
@@ -202,7 +202,7 @@ fn manpage() -> ExitCode {
     }
 }
 
-fn ctl(args: cutover::admin::ctl::CtlArgs) -> ExitCode {
+fn ctl(args: cutover::ctl::CtlArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -213,7 +213,7 @@ fn ctl(args: cutover::admin::ctl::CtlArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(cutover::admin::ctl::run(args)) {
+    match runtime.block_on(cutover::ctl::run(args)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("cutover ctl: {e}");

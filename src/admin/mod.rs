@@ -11,7 +11,6 @@
 mod api;
 mod auth;
 mod body;
-pub mod ctl;
 mod history;
 mod metrics_page;
 mod page;

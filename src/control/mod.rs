@@ -6,6 +6,7 @@
 //! table swaps themselves (wired in `lifecycle`). The hot path never waits
 //! on any of this. Imports `config`, `routing`, `state`, `upstream`, `clock`.
 
+pub mod action;
 mod apply;
 mod error;
 mod reconcile;
@@ -28,7 +29,7 @@ use crate::state::{AuditEntry, Caller, Overrides, StateError, Store};
 use crate::upstream::now_ms;
 use step::{Event, Inputs, Shared, Stepped, step};
 
-pub use apply::{Change, action, apply};
+pub use apply::{Change, apply};
 pub use error::ControlError;
 pub use reconcile::{effective, reconcile};
 pub use rollout_changes::{RolloutStep, WebhookCall};

@@ -35,7 +35,7 @@ pub enum RolloutStep {
 
 impl RolloutStep {
     pub fn action(&self) -> &'static str {
-        use super::apply::action;
+        use super::action;
         match self {
             RolloutStep::Begin => action::ROLLOUT_BEGIN,
             RolloutStep::Advance { approve: false } => action::ROLLOUT_ADVANCE,
