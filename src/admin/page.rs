@@ -32,6 +32,28 @@ const COLOURS: [&str; 6] = [
 
 pub fn render(status: &Status, charts: &Charts) -> String {
     let mut h = String::with_capacity(8 * 1024);
+    page_head(&mut h, status, charts);
+    let mut colour: HashMap<&str, &str> = HashMap::new();
+    for (i, p) in status.pools.iter().enumerate() {
+        colour.insert(&p.name, COLOURS[i % COLOURS.len()]);
+    }
+    routes_table(&mut h, status, &colour);
+    h.push_str("</table>\n");
+    for r in &status.routes {
+        if let Some(rollout) = &r.rollout {
+            rollout_panel(&mut h, &r.name, rollout);
+        }
+        if let Some(mirror) = r.mirror.as_ref().filter(|m| !m.is_null()) {
+            mirror_panel(&mut h, &r.name, mirror);
+        }
+    }
+    pool_charts(&mut h, status, &charts.series, &colour);
+    pools_table(&mut h, status, charts, &colour);
+    h
+}
+
+/// The style, the title and the line under it, and the routes table's head.
+fn page_head(h: &mut String, status: &Status, charts: &Charts) {
     let _ = write!(
         h,
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -76,10 +98,11 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
             .map(|u| u.errors_total)
             .sum::<u64>(),
     );
-    let mut colour: HashMap<&str, &str> = HashMap::new();
-    for (i, p) in status.pools.iter().enumerate() {
-        colour.insert(&p.name, COLOURS[i % COLOURS.len()]);
-    }
+}
+
+/// Each route's match, split as a bar, effective split and where it comes
+/// from.
+fn routes_table(h: &mut String, status: &Status, colour: &HashMap<&str, &str>) {
     for r in &status.routes {
         let total: u64 = r.split.values().map(|w| u64::from(*w)).sum();
         let _ = write!(
@@ -113,16 +136,10 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
             esc(&r.split_source)
         );
     }
-    h.push_str("</table>\n");
-    for r in &status.routes {
-        if let Some(rollout) = &r.rollout {
-            rollout_panel(&mut h, &r.name, rollout);
-        }
-        if let Some(mirror) = r.mirror.as_ref().filter(|m| !m.is_null()) {
-            mirror_panel(&mut h, &r.name, mirror);
-        }
-    }
-    pool_charts(&mut h, status, &charts.series, &colour);
+}
+
+/// Every upstream: weight, state, health, in flight, rates and drain.
+fn pools_table(h: &mut String, status: &Status, charts: &Charts, colour: &HashMap<&str, &str>) {
     h.push_str("<h2>Pools</h2><table><tr><th>pool</th><th>upstream</th><th>weight</th><th>state</th><th>health</th><th class=\"num\">in flight</th><th class=\"num\">req/s</th><th class=\"num\">errors/s</th><th>drain</th></tr>");
     let now_ms = crate::clock::unix_ms();
     let mut drains = 0;
@@ -169,12 +186,49 @@ td,th{{padding:.3rem .6rem;border-bottom:1px solid #ddd;text-align:left}} th{{ba
         h,
         "</table>\n<p class=\"meta\">{drains} drain(s) in progress.</p></body></html>\n"
     );
-    h
 }
 
 /// A route's rollout: state, steps, the last check's figures for target
 /// and baseline next to their limits, and why it holds or ended.
 fn rollout_panel(h: &mut String, route: &str, r: &serde_json::Value) {
+    let active = rollout_head(h, route, r);
+    let a = &r["analysis"];
+    let limits = &r["limits"];
+    last_check_table(h, a, limits);
+    if a["errors"].is_object() {
+        error_test(h, route, &a["errors"], limits);
+    }
+    if a["latency"].is_object() {
+        latency_test(h, route, &a["latency"], limits);
+    }
+    for b in a["breaches"].as_array().into_iter().flatten() {
+        let _ = write!(
+            h,
+            "<p class=\"breach\">{}</p>",
+            esc(b.as_str().unwrap_or(""))
+        );
+    }
+    let failures = r["failures"].as_u64().unwrap_or(0);
+    let limit = limits["failure_limit"].as_u64().unwrap_or(0);
+    // A finished rollout has no checks in a row left to count.
+    let in_a_row = if active {
+        format!(
+            "failing checks in a row: {} of {limit} · ",
+            failures.min(limit)
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        h,
+        "<p class=\"meta\">{in_a_row}checks every {}</p></div>",
+        esc(limits["check_every"].as_str().unwrap_or("?"))
+    );
+}
+
+/// The rollout's title line, its steps and its reason; whether it is
+/// still moving.
+fn rollout_head(h: &mut String, route: &str, r: &serde_json::Value) -> bool {
     let state = r["state"].as_str().unwrap_or("?");
     let step = r["step"].as_u64().unwrap_or(0);
     let active = matches!(state, "running" | "waiting" | "paused");
@@ -226,12 +280,17 @@ fn rollout_panel(h: &mut String, route: &str, r: &serde_json::Value) {
     if let Some(reason) = r["reason"].as_str() {
         let _ = write!(h, "<p class=\"reason\">{}</p>", esc(reason));
     }
-    let a = &r["analysis"];
-    let limits = &r["limits"];
-    let num = |v: &serde_json::Value, digits: usize| {
-        v.as_f64()
-            .map_or_else(|| "–".to_string(), |n| format!("{n:.digits$}"))
-    };
+    active
+}
+
+/// A number with `digits` decimals, or a dash.
+fn num(v: &serde_json::Value, digits: usize) -> String {
+    v.as_f64()
+        .map_or_else(|| "–".to_string(), |n| format!("{n:.digits$}"))
+}
+
+/// The last check's figures beside their limits.
+fn last_check_table(h: &mut String, a: &serde_json::Value, limits: &serde_json::Value) {
     let _ = write!(
         h,
         "<table class=\"analysis\"><tr><th>last check</th><th class=\"num\">target</th><th class=\"num\">baseline</th><th class=\"num\">limit</th></tr>\
@@ -250,121 +309,99 @@ fn rollout_panel(h: &mut String, route: &str, r: &serde_json::Value) {
         num(&limits["max_p99_ms"], 0),
         num(&limits["max_p99_ratio"], 1),
     );
-    // The error test over the whole rollout: each rate with its interval,
-    // beside the tolerance and what it decided.
-    let e = &a["errors"];
-    if e.is_object() {
-        let pct = |i: &serde_json::Value| {
-            format!(
-                "{:.2} % [{:.2}, {:.2}]",
-                i["estimate"].as_f64().unwrap_or(0.0) * 100.0,
-                i["low"].as_f64().unwrap_or(0.0) * 100.0,
-                i["high"].as_f64().unwrap_or(1.0) * 100.0
-            )
-        };
-        let _ = write!(
-            h,
-            "<p class=\"meta\" id=\"error-test-{route}\">error test since the start: target {} vs baseline {} · tolerance +{} pp and {}x · {} % confidence: <b>{}</b></p>",
-            pct(&e["target"]),
-            pct(&e["baseline"]),
-            num(
-                &limits["max_error_rate_increase"]
-                    .as_f64()
-                    .map(|d| d * 100.0)
-                    .into(),
-                2
-            ),
-            num(&limits["max_error_ratio"], 1),
-            num(&e["confidence"].as_f64().map(|c| c * 100.0).into(), 2),
-            esc(e["decision"].as_str().unwrap_or("?")),
-            route = esc(route),
-        );
-        let bound = |k: &str| e["baseline"][k].as_f64().unwrap_or(0.0);
-        let increase = limits["max_error_rate_increase"].as_f64();
-        let ratio = limits["max_error_ratio"].as_f64();
-        let worse_from = match (increase, ratio) {
-            (Some(d), Some(r)) => Some((bound("high") + d).max(bound("high") * r)),
-            (Some(d), None) => Some(bound("high") + d),
-            (None, Some(r)) => Some(bound("high") * r),
-            (None, None) => None,
-        };
-        interval_chart(h, &format!("interval-{route}"), e, worse_from, |top| {
-            format!(
-                "baseline (blue) and target (orange) error rates, 0 to {:.2} %; worse past the dashed line",
-                top * 100.0
-            )
-        });
-    }
-    // The latency test the same way, in ms.
-    let l = &a["latency"];
-    if l.is_object() {
-        let quantile = limits["latency_quantile"].as_str().unwrap_or("p99");
-        let ms = |i: &serde_json::Value| {
-            let high = i["high"]
-                .as_f64()
-                .map_or_else(|| "?".to_string(), |v| format!("{v:.1}"));
-            format!(
-                "{:.1} ms [{:.1}, {high}]",
-                i["estimate"].as_f64().unwrap_or(0.0),
-                i["low"].as_f64().unwrap_or(0.0)
-            )
-        };
-        let _ = write!(
-            h,
-            "<p class=\"meta\" id=\"latency-test-{route}\">latency test since the start: {quantile} target {} vs baseline {} · tolerance {}x and +{} ms · {} % confidence: <b>{}</b></p>",
-            ms(&l["target"]),
-            ms(&l["baseline"]),
-            num(&limits["max_p99_ratio"], 1),
-            limits["min_p99_increase_ms"],
-            num(&l["confidence"].as_f64().map(|c| c * 100.0).into(), 2),
-            esc(l["decision"].as_str().unwrap_or("?")),
-            route = esc(route),
-            quantile = esc(quantile),
-        );
-        // Worse once the target is past both the ratio and the floor over
-        // the baseline's upper bound.
-        let worse_from = match (
-            l["baseline"]["high"].as_f64(),
-            limits["max_p99_ratio"].as_f64(),
-        ) {
-            (Some(high), Some(r)) => Some(
-                (high.max(1.0) * r)
-                    .max(high + limits["min_p99_increase_ms"].as_f64().unwrap_or(0.0)),
-            ),
-            _ => None,
-        };
-        interval_chart(
-            h,
-            &format!("latency-interval-{route}"),
-            l,
-            worse_from,
-            |top| {
-                format!(
-                    "baseline (blue) and target (orange) {quantile}, 0 to {top:.1} ms; worse past the dashed line"
-                )
-            },
-        );
-    }
-    for b in a["breaches"].as_array().into_iter().flatten() {
-        let _ = write!(
-            h,
-            "<p class=\"breach\">{}</p>",
-            esc(b.as_str().unwrap_or(""))
-        );
-    }
-    // A finished rollout has no checks in a row left to count.
-    let in_a_row = if active {
+}
+
+/// The error test over the whole rollout: each rate with its interval,
+/// beside the tolerance and what it decided.
+fn error_test(h: &mut String, route: &str, e: &serde_json::Value, limits: &serde_json::Value) {
+    let pct = |i: &serde_json::Value| {
         format!(
-            "failing checks in a row: {} of {limit} · ",
-            failures.min(limit)
+            "{:.2} % [{:.2}, {:.2}]",
+            i["estimate"].as_f64().unwrap_or(0.0) * 100.0,
+            i["low"].as_f64().unwrap_or(0.0) * 100.0,
+            i["high"].as_f64().unwrap_or(1.0) * 100.0
         )
-    } else {
-        String::new()
     };
-    let _ = writeln!(
+    let _ = write!(
         h,
-        "<p class=\"meta\">{in_a_row}checks every {}</p></div>",
-        esc(limits["check_every"].as_str().unwrap_or("?"))
+        "<p class=\"meta\" id=\"error-test-{route}\">error test since the start: target {} vs baseline {} · tolerance +{} pp and {}x · {} % confidence: <b>{}</b></p>",
+        pct(&e["target"]),
+        pct(&e["baseline"]),
+        num(
+            &limits["max_error_rate_increase"]
+                .as_f64()
+                .map(|d| d * 100.0)
+                .into(),
+            2
+        ),
+        num(&limits["max_error_ratio"], 1),
+        num(&e["confidence"].as_f64().map(|c| c * 100.0).into(), 2),
+        esc(e["decision"].as_str().unwrap_or("?")),
+        route = esc(route),
+    );
+    let bound = |k: &str| e["baseline"][k].as_f64().unwrap_or(0.0);
+    let increase = limits["max_error_rate_increase"].as_f64();
+    let ratio = limits["max_error_ratio"].as_f64();
+    let worse_from = match (increase, ratio) {
+        (Some(d), Some(r)) => Some((bound("high") + d).max(bound("high") * r)),
+        (Some(d), None) => Some(bound("high") + d),
+        (None, Some(r)) => Some(bound("high") * r),
+        (None, None) => None,
+    };
+    interval_chart(h, &format!("interval-{route}"), e, worse_from, |top| {
+        format!(
+            "baseline (blue) and target (orange) error rates, 0 to {:.2} %; worse past the dashed line",
+            top * 100.0
+        )
+    });
+}
+
+/// The latency test the same way, in ms.
+fn latency_test(h: &mut String, route: &str, l: &serde_json::Value, limits: &serde_json::Value) {
+    let quantile = limits["latency_quantile"].as_str().unwrap_or("p99");
+    let ms = |i: &serde_json::Value| {
+        let high = i["high"]
+            .as_f64()
+            .map_or_else(|| "?".to_string(), |v| format!("{v:.1}"));
+        format!(
+            "{:.1} ms [{:.1}, {high}]",
+            i["estimate"].as_f64().unwrap_or(0.0),
+            i["low"].as_f64().unwrap_or(0.0)
+        )
+    };
+    let _ = write!(
+        h,
+        "<p class=\"meta\" id=\"latency-test-{route}\">latency test since the start: {quantile} target {} vs baseline {} · tolerance {}x and +{} ms · {} % confidence: <b>{}</b></p>",
+        ms(&l["target"]),
+        ms(&l["baseline"]),
+        num(&limits["max_p99_ratio"], 1),
+        limits["min_p99_increase_ms"],
+        num(&l["confidence"].as_f64().map(|c| c * 100.0).into(), 2),
+        esc(l["decision"].as_str().unwrap_or("?")),
+        route = esc(route),
+        quantile = esc(quantile),
+    );
+    // Worse once the target is past both the ratio and the floor over
+    // the baseline's upper bound.
+    let worse_from = match (
+        l["baseline"]["high"].as_f64(),
+        limits["max_p99_ratio"].as_f64(),
+    ) {
+        (Some(high), Some(r)) => Some(
+            (high.max(1.0) * r).max(high + limits["min_p99_increase_ms"].as_f64().unwrap_or(0.0)),
+        ),
+        _ => None,
+    };
+    interval_chart(
+        h,
+        &format!("latency-interval-{route}"),
+        l,
+        worse_from,
+        |top| {
+            format!(
+                "baseline (blue) and target (orange) {quantile}, 0 to {top:.1} ms; worse past the dashed line"
+            )
+        },
     );
 }
 
