@@ -100,16 +100,8 @@ pub async fn start_with(
     let shutdown = CancellationToken::new();
     let retire = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let store = Store::open(&config.state.dir)?;
-    let access_log = match &config.proxy.access_log {
-        Some(target) => Some(AccessLog::start(target).map_err(Error::AccessLog)?),
-        None => None,
-    };
+    let opened = Opened::open(&config)?;
     let listener_configs = config.listeners.clone();
-    let certs =
-        crate::tls::load_listeners(&listener_configs).map_err(|p| Error::Tls(p.join("\n")))?;
-    let admin_tls = AdminTls::load(&config.admin.tls).map_err(Error::Tls)?;
-    let tokens = crate::admin::Token::load_both(&config.admin)?;
     let cluster = match &config.cluster {
         Some(c) => Some(crate::cluster::Cluster::new(c).await?),
         None => None,
@@ -118,34 +110,21 @@ pub async fn start_with(
     let proxy_settings = config.proxy.clone();
     let shutdown_timeout = config.proxy.shutdown_timeout;
     let upgrade_timeout = config.proxy.upgrade_timeout;
-    let first_check_limit = config
-        .pools
-        .iter()
-        .filter_map(|p| p.health.as_ref())
-        .map(|h| h.timeout)
-        .max()
-        .map(|t| t + Duration::from_secs(1));
+    let first_check_limit = first_check_limit(&config);
 
     // DNS names resolved before the first table: an upstream whose name
     // does not resolve yet has no address (status says why).
     let names = resolve_all(&config, &resolver).await;
     // Runtime changes are applied before any listener accepts a request.
-    let plane = ControlPlane::start(config, names, path, store)?;
+    let plane = ControlPlane::start(config, names, path, opened.store)?;
     let routing = plane.routing();
     let proxy = Arc::new(Proxy::new(
         Arc::clone(&routing),
         proxy_settings.clone(),
         tracker.clone(),
-        access_log,
+        opened.access_log,
     ));
-    let mut health = HealthChecks::new();
-    health.sync(&routing.load());
-    if let Some(limit) = first_check_limit {
-        // Listeners open once checked pools have a verdict, so a start does
-        // not answer 503 while the first checks run.
-        health.first_verdicts(limit).await;
-    }
-    follow_table_swaps(&routing, Arc::clone(&proxy), health, shutdown.clone());
+    start_health_checks(&routing, Arc::clone(&proxy), first_check_limit, &shutdown).await;
     let server = Server::new(
         Arc::clone(&proxy),
         &proxy_settings,
@@ -158,41 +137,19 @@ pub async fn start_with(
     // The admin socket opens before any client listener accepts: a flood
     // of clients at start could otherwise take every file descriptor and
     // fail the start after the proxy was already serving.
-    let bind_error = |source| BindError {
-        addr: admin_bind,
-        source,
-    };
-    // A passed admin socket serves only if the file still names its
-    // address (an upgrade may come with an edited config).
-    let passed_admin = inherited.admin.filter(|socket| {
-        admin_bind.port() == 0 || socket.local_addr().is_ok_and(|a| a == admin_bind)
-    });
-    let admin_listener = crate::server::listen(admin_bind, passed_admin)
-        .await
-        .map_err(bind_error)?;
-    let admin_addr = admin_listener.local_addr().map_err(bind_error)?;
-    // The admin accept loop stops at shutdown, or at a handover, when the
-    // new process accepts on the same socket.
-    let admin_stop = shutdown.child_token();
-    let upgrader = match launch {
-        Some(launch) => {
-            let socket = admin_listener
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(bind_error)?;
-            Some(Arc::new(Upgrader::new(
-                launch,
-                upgrade_timeout,
-                socket,
-                admin_stop.clone(),
-                retire.clone(),
-            )))
-        }
-        None => None,
-    };
+    let admin_socket = AdminSocket::open(
+        admin_bind,
+        inherited.admin,
+        launch.map(|l| (l, upgrade_timeout, retire.clone())),
+        &shutdown,
+    )
+    .await?;
     listeners.inherit(inherited.listeners);
-    listeners.reconcile(&listener_configs, &certs).await?;
+    listeners
+        .reconcile(&listener_configs, &opened.certs)
+        .await?;
     let addrs = listeners.addrs();
+    let admin_tls = opened.admin_tls;
     let admin_acceptor = admin_tls
         .as_ref()
         .map(|t| tokio_rustls::TlsAcceptor::from(crate::tls::server_config(Arc::clone(&t.store))));
@@ -202,54 +159,15 @@ pub async fn start_with(
         admin_tls,
         cluster: cluster.clone(),
     }));
-    if let Some(cluster) = cluster {
-        crate::cluster::follow::follow(cluster, Arc::clone(&instance), shutdown.clone());
-    }
-    // Idle upstream connections past `upstream_idle_timeout` close even
-    // when no request comes to notice.
-    tokio::spawn({
-        let proxy = Arc::clone(&proxy);
-        let shutdown = shutdown.clone();
-        async move {
-            let mut tick = tokio::time::interval(crate::proxy::UPSTREAM_SWEEP_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => proxy.sweep_idle_upstream_connections(),
-                    _ = shutdown.cancelled() => break,
-                }
-            }
-        }
-    });
-    drive_rollouts(Arc::clone(&instance), shutdown.clone());
-    follow_dns(Arc::clone(&instance), resolver, shutdown.clone());
-    // Upstreams removed with DELETE go once drained.
-    tokio::spawn({
-        let instance = Arc::clone(&instance);
-        let shutdown = shutdown.clone();
-        async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => remove_drained(&instance).await,
-                    _ = shutdown.cancelled() => break,
-                }
-            }
-        }
-    });
-
+    run_background_tasks(&instance, &proxy, cluster, resolver, &shutdown);
+    let (admin_addr, upgrader) = (admin_socket.addr, admin_socket.upgrader.clone());
     let admin = Admin::new(
         Arc::clone(&instance),
         Arc::clone(&routing),
-        tokens,
+        opened.tokens,
         upgrader.clone(),
     );
-    tracing::info!(addr = %admin_addr, "admin API listening");
-    let admin_task = tokio::spawn(Arc::clone(&admin).serve(
-        admin_listener,
-        admin_acceptor,
-        admin_stop,
-        tracker.clone(),
-    ));
-    admin.set_ready();
+    let admin_task = admin_socket.serve(admin, admin_acceptor, tracker.clone());
 
     Ok(Running {
         instance,
@@ -263,6 +181,147 @@ pub async fn start_with(
         retire,
         upgrader,
     })
+}
+
+/// Health checks for the first table, then for every table swap (with the
+/// proxy's upstream pools). With `first_limit`, waits up to it for checked
+/// pools' first verdicts: listeners open once they have one, so a start
+/// does not answer 503 while the first checks run.
+async fn start_health_checks(
+    routing: &Routing,
+    proxy: Arc<Proxy>,
+    first_limit: Option<Duration>,
+    shutdown: &CancellationToken,
+) {
+    let mut health = HealthChecks::new();
+    health.sync(&routing.load());
+    if let Some(limit) = first_limit {
+        health.first_verdicts(limit).await;
+    }
+    follow_table_swaps(routing, proxy, health, shutdown.clone());
+}
+
+/// What the start opens from the files the config names.
+struct Opened {
+    store: Store,
+    access_log: Option<AccessLog>,
+    /// Each listener's certificates, by its address.
+    certs: std::collections::HashMap<SocketAddr, Vec<Arc<crate::tls::LoadedCert>>>,
+    admin_tls: Option<AdminTls>,
+    tokens: (Option<crate::admin::Token>, Option<crate::admin::Token>),
+}
+
+impl Opened {
+    fn open(config: &Config) -> Result<Opened, Error> {
+        let store = Store::open(&config.state.dir)?;
+        let access_log = match &config.proxy.access_log {
+            Some(target) => Some(AccessLog::start(target).map_err(Error::AccessLog)?),
+            None => None,
+        };
+        Ok(Opened {
+            store,
+            access_log,
+            certs: crate::tls::load_listeners(&config.listeners)
+                .map_err(|p| Error::Tls(p.join("\n")))?,
+            admin_tls: AdminTls::load(&config.admin.tls).map_err(Error::Tls)?,
+            tokens: crate::admin::Token::load_both(&config.admin)?,
+        })
+    }
+}
+
+/// The tasks that act on the instance in the background until `shutdown`:
+/// the fleet's follower, the idle-connection sweep, rollouts, DNS, and the
+/// removal of drained upstreams.
+fn run_background_tasks(
+    instance: &Arc<Mutex<Instance>>,
+    proxy: &Arc<Proxy>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+    resolver: crate::dns::Resolver,
+    shutdown: &CancellationToken,
+) {
+    if let Some(cluster) = cluster {
+        crate::cluster::follow::follow(cluster, Arc::clone(instance), shutdown.clone());
+    }
+    proxy.sweep_idle_upstream_connections(shutdown.clone());
+    drive_rollouts(Arc::clone(instance), shutdown.clone());
+    follow_dns(Arc::clone(instance), resolver, shutdown.clone());
+    reap_drained(Arc::clone(instance), shutdown.clone());
+}
+
+/// How long the start waits for checked pools' first verdicts: the
+/// longest health-check timeout and a second; none without checks.
+fn first_check_limit(config: &Config) -> Option<Duration> {
+    config
+        .pools
+        .iter()
+        .filter_map(|p| p.health.as_ref())
+        .map(|h| h.timeout)
+        .max()
+        .map(|t| t + Duration::from_secs(1))
+}
+
+/// The admin API's socket, and what a binary upgrade needs of it.
+struct AdminSocket {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    /// Stops the admin accept loop: at shutdown, or at a handover, when
+    /// the new process accepts on the same socket.
+    stop: CancellationToken,
+    upgrader: Option<Arc<Upgrader>>,
+}
+
+impl AdminSocket {
+    /// Binds `bind`, or serves the socket an upgrade `passed` if the file
+    /// still names its address (an upgrade may come with an edited
+    /// config). With `upgrades` (how to launch a new binary, its timeout
+    /// and the retire token), an upgrader holding a copy of the socket.
+    async fn open(
+        bind: SocketAddr,
+        passed: Option<std::net::TcpListener>,
+        upgrades: Option<(Launch, Duration, CancellationToken)>,
+        shutdown: &CancellationToken,
+    ) -> Result<AdminSocket, BindError> {
+        let bind_error = |source| BindError { addr: bind, source };
+        let passed = passed
+            .filter(|socket| bind.port() == 0 || socket.local_addr().is_ok_and(|a| a == bind));
+        let listener = crate::server::listen(bind, passed)
+            .await
+            .map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        let stop = shutdown.child_token();
+        let upgrader = match upgrades {
+            Some((launch, timeout, retire)) => {
+                let socket = listener.as_fd().try_clone_to_owned().map_err(bind_error)?;
+                Some(Arc::new(Upgrader::new(
+                    launch,
+                    timeout,
+                    socket,
+                    stop.clone(),
+                    retire,
+                )))
+            }
+            None => None,
+        };
+        Ok(AdminSocket {
+            listener,
+            addr,
+            stop,
+            upgrader,
+        })
+    }
+
+    /// Serves `admin` here until `stop`; `/readyz` answers 200 from now on.
+    fn serve(
+        self,
+        admin: Arc<Admin>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        tracker: TaskTracker,
+    ) -> tokio::task::JoinHandle<()> {
+        tracing::info!(addr = %self.addr, "admin API listening");
+        let task = tokio::spawn(Arc::clone(&admin).serve(self.listener, tls, self.stop, tracker));
+        admin.set_ready();
+        task
+    }
 }
 
 /// Every file the config names: listener, admin and upstream
@@ -422,6 +481,19 @@ fn drive_rollouts(instance: Arc<Mutex<Instance>>, shutdown: CancellationToken) {
                     let answer = crate::webhook::post(&call).await;
                     instance.lock().await.plane.webhook_answered(&call, answer);
                 });
+            }
+        }
+    });
+}
+
+/// Upstreams removed with DELETE go once drained: checked every 250 ms
+/// until `shutdown`.
+fn reap_drained(instance: Arc<Mutex<Instance>>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => remove_drained(&instance).await,
+                _ = shutdown.cancelled() => break,
             }
         }
     });

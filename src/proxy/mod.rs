@@ -105,9 +105,22 @@ impl Proxy {
         self.pools.sync(table);
     }
 
-    /// Closes upstream connections idle past `upstream_idle_timeout`; the
-    /// lifecycle runs it every [`UPSTREAM_SWEEP_INTERVAL`].
-    pub fn sweep_idle_upstream_connections(&self) {
-        self.pools.sweep();
+    /// Closes upstream connections idle past `upstream_idle_timeout` every
+    /// [`UPSTREAM_SWEEP_INTERVAL`] until `shutdown`, even when no request
+    /// comes to notice.
+    pub fn sweep_idle_upstream_connections(
+        self: &Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let proxy = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(UPSTREAM_SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => proxy.pools.sweep(),
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        });
     }
 }
