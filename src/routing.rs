@@ -153,6 +153,124 @@ fn usable(state: &Arc<UpstreamState>, exclude: &[Arc<UpstreamState>]) -> bool {
     state.is_eligible() && !exclude.iter().any(|e| Arc::ptr_eq(e, state))
 }
 
+/// What a rebuilt table keeps of the previous one, by name: each
+/// upstream's state (health, ejection, in flight), each route share's
+/// traffic counts and each route's shadow counts.
+#[derive(Default)]
+struct Kept<'a> {
+    upstreams: HashMap<(&'a str, SocketAddr), &'a Arc<UpstreamState>>,
+    stats: HashMap<(&'a str, &'a str), &'a Arc<TrafficStats>>,
+    shadow: HashMap<&'a str, &'a Arc<ShadowStats>>,
+}
+
+impl<'a> Kept<'a> {
+    fn from(previous: Option<&'a RouteTable>) -> Kept<'a> {
+        let mut kept = Kept::default();
+        let Some(prev) = previous else {
+            return kept;
+        };
+        for pool in &prev.pools {
+            for u in &pool.upstreams {
+                kept.upstreams
+                    .insert((&pool.name, u.state.addr()), &u.state);
+            }
+        }
+        for route in &prev.routes {
+            kept.shadow.insert(&route.name, &route.shadow);
+            for share in &route.split {
+                kept.stats
+                    .insert((&route.name, &prev.pools[share.pool].name), &share.stats);
+            }
+        }
+        kept
+    }
+
+    /// The pool `p` of the file, its upstreams' state kept.
+    fn pool(&self, p: &crate::config::PoolConfig, sticky_key: &StickyKey) -> Pool {
+        Pool {
+            name: Arc::from(p.name.as_str()),
+            upstreams: p
+                .upstreams
+                .iter()
+                .map(|u| Upstream {
+                    state: self.upstreams.get(&(p.name.as_str(), u.addr)).map_or_else(
+                        || UpstreamState::new(u.addr, p.health.is_some()),
+                        |s| Arc::clone(s),
+                    ),
+                    weight: u.weight,
+                    sticky_id: sticky_key.upstream_id(&p.name, &u.addr.to_string()),
+                    tls: p.tls.clone().map(|mut tls| {
+                        if tls.sni.is_none() {
+                            tls.sni.clone_from(&u.host);
+                        }
+                        tls
+                    }),
+                })
+                .collect(),
+            health: p.health.clone(),
+            outlier: OutlierRule {
+                consecutive_failures: p.outlier.consecutive_failures,
+                base_ejection: p.outlier.base_ejection,
+                max_ejection: p.outlier.max_ejection,
+                checked: p.health.is_some(),
+            },
+            max_ejected_percent: p.outlier.max_ejected_percent,
+            slow_start: p.slow_start,
+            tls: p.tls.clone(),
+            protocol: p.protocol,
+        }
+    }
+
+    /// The route `r` of the file over `pools`, its counts kept.
+    fn route(&self, r: &crate::config::RouteConfig, pools: &[Pool]) -> Route {
+        let split: Vec<Share> = r
+            .split
+            .iter()
+            .filter_map(|(name, weight)| {
+                // Validated config names only existing pools.
+                let pool = pools.iter().position(|p| *p.name == *name)?;
+                let stats = self
+                    .stats
+                    .get(&(r.name.as_str(), name))
+                    .map_or_else(Default::default, |s| Arc::clone(s));
+                Some(Share {
+                    pool,
+                    weight,
+                    stats,
+                })
+            })
+            .collect();
+        let sticky_shift = r.sticky_shift.as_ref().and_then(|shift| {
+            let at = split
+                .iter()
+                .position(|s| *pools[s.pool].name == *shift.pool)?;
+            Some((at, shift.percent))
+        });
+        let mirror = r.mirror.as_ref().filter(|m| m.percent > 0).and_then(|m| {
+            let pool_index = pools.iter().position(|p| *p.name == *m.pool)?;
+            Some(RouteMirror {
+                pool_index,
+                pool: Arc::clone(&pools[pool_index].name),
+                settings: Arc::new(m.clone()),
+            })
+        });
+        Route {
+            name: Arc::from(r.name.as_str()),
+            hosts: r.hosts.iter().map(|h| HostPattern::new(h)).collect(),
+            path_prefix: r.path_prefix.clone(),
+            matchers: (!r.matchers.is_empty()).then(|| r.matchers.clone()),
+            split,
+            sticky: r.sticky.clone(),
+            mirror,
+            shadow: self
+                .shadow
+                .get(r.name.as_str())
+                .map_or_else(Default::default, |s| Arc::clone(s)),
+            sticky_shift,
+        }
+    }
+}
+
 impl RouteTable {
     /// Builds a table from `config`, reusing the live state of every upstream
     /// (same pool, same address) that `previous` already had.
@@ -161,106 +279,16 @@ impl RouteTable {
         previous: Option<&RouteTable>,
         sticky_key: &Arc<StickyKey>,
     ) -> RouteTable {
-        let mut reuse: HashMap<(&str, SocketAddr), &Arc<UpstreamState>> = HashMap::new();
-        let mut reuse_stats: HashMap<(&str, &str), &Arc<TrafficStats>> = HashMap::new();
-        let mut reuse_shadow: HashMap<&str, &Arc<ShadowStats>> = HashMap::new();
-        if let Some(prev) = previous {
-            for pool in &prev.pools {
-                for u in &pool.upstreams {
-                    reuse.insert((&pool.name, u.state.addr()), &u.state);
-                }
-            }
-            for route in &prev.routes {
-                reuse_shadow.insert(&route.name, &route.shadow);
-                for share in &route.split {
-                    reuse_stats.insert((&route.name, &prev.pools[share.pool].name), &share.stats);
-                }
-            }
-        }
+        let kept = Kept::from(previous);
         let pools: Vec<Pool> = config
             .pools
             .iter()
-            .map(|p| Pool {
-                name: Arc::from(p.name.as_str()),
-                upstreams: p
-                    .upstreams
-                    .iter()
-                    .map(|u| Upstream {
-                        state: reuse.get(&(p.name.as_str(), u.addr)).map_or_else(
-                            || UpstreamState::new(u.addr, p.health.is_some()),
-                            |s| Arc::clone(s),
-                        ),
-                        weight: u.weight,
-                        sticky_id: sticky_key.upstream_id(&p.name, &u.addr.to_string()),
-                        tls: p.tls.clone().map(|mut tls| {
-                            if tls.sni.is_none() {
-                                tls.sni.clone_from(&u.host);
-                            }
-                            tls
-                        }),
-                    })
-                    .collect(),
-                health: p.health.clone(),
-                outlier: OutlierRule {
-                    consecutive_failures: p.outlier.consecutive_failures,
-                    base_ejection: p.outlier.base_ejection,
-                    max_ejection: p.outlier.max_ejection,
-                    checked: p.health.is_some(),
-                },
-                max_ejected_percent: p.outlier.max_ejected_percent,
-                slow_start: p.slow_start,
-                tls: p.tls.clone(),
-                protocol: p.protocol,
-            })
+            .map(|p| kept.pool(p, sticky_key))
             .collect();
         let mut routes: Vec<Route> = config
             .routes
             .iter()
-            .map(|r| {
-                let split: Vec<Share> = r
-                    .split
-                    .iter()
-                    .filter_map(|(name, weight)| {
-                        // Validated config names only existing pools.
-                        let pool = pools.iter().position(|p| *p.name == *name)?;
-                        let stats = reuse_stats
-                            .get(&(r.name.as_str(), name))
-                            .map_or_else(Default::default, |s| Arc::clone(s));
-                        Some(Share {
-                            pool,
-                            weight,
-                            stats,
-                        })
-                    })
-                    .collect();
-                let sticky_shift = r.sticky_shift.as_ref().and_then(|shift| {
-                    let at = split
-                        .iter()
-                        .position(|s| *pools[s.pool].name == *shift.pool)?;
-                    Some((at, shift.percent))
-                });
-                let mirror = r.mirror.as_ref().filter(|m| m.percent > 0).and_then(|m| {
-                    let pool_index = pools.iter().position(|p| *p.name == *m.pool)?;
-                    Some(RouteMirror {
-                        pool_index,
-                        pool: Arc::clone(&pools[pool_index].name),
-                        settings: Arc::new(m.clone()),
-                    })
-                });
-                Route {
-                    name: Arc::from(r.name.as_str()),
-                    hosts: r.hosts.iter().map(|h| HostPattern::new(h)).collect(),
-                    path_prefix: r.path_prefix.clone(),
-                    matchers: (!r.matchers.is_empty()).then(|| r.matchers.clone()),
-                    split,
-                    sticky: r.sticky.clone(),
-                    mirror,
-                    shadow: reuse_shadow
-                        .get(r.name.as_str())
-                        .map_or_else(Default::default, |s| Arc::clone(s)),
-                    sticky_shift,
-                }
-            })
+            .map(|r| kept.route(r, &pools))
             .collect();
         // Precedence, total and in docs/configuration.md: longest prefix,
         // then hosts named, then header, then query matchers; a stable sort

@@ -20,7 +20,14 @@ fn file_split<'a>(file: &'a Config, route: &str) -> Option<&'a Split> {
 /// a sentence for each dropped one.
 pub fn reconcile(file: &Config, mut o: Overrides) -> (Overrides, Vec<String>) {
     let mut dropped = Vec::new();
+    reconcile_routes(file, &mut o, &mut dropped);
+    reconcile_upstreams(file, &mut o, &mut dropped);
+    drop_flags_of_gone_upstreams(file, &mut o);
+    (o, dropped)
+}
 
+/// Splits, mirrors and rollouts of routes the file changed or removed.
+fn reconcile_routes(file: &Config, o: &mut Overrides, dropped: &mut Vec<String>) {
     o.splits.retain(|route, s| match file_split(file, route) {
         None => {
             dropped.push(format!("split of route {route}: the route is no longer in the file"));
@@ -80,7 +87,11 @@ pub fn reconcile(file: &Config, mut o: Overrides) -> (Overrides, Vec<String>) {
     }
     o.rollouts
         .retain(|route, _| file_split(file, route).is_some());
+}
 
+/// Upstreams added that the file now lists (or whose pool it dropped),
+/// and removals of upstreams whose weight the file changed.
+fn reconcile_upstreams(file: &Config, o: &mut Overrides, dropped: &mut Vec<String>) {
     for (pool, added) in o.added.iter_mut() {
         let in_file = file.pool(pool);
         added.retain(|addr, _| match in_file {
@@ -116,8 +127,11 @@ pub fn reconcile(file: &Config, mut o: Overrides) -> (Overrides, Vec<String>) {
             }
         });
     }
+}
 
-    // Flags only make sense for upstreams that still exist.
+/// Disable, drain and removal flags only make sense for upstreams that
+/// still exist; empty entries go too.
+fn drop_flags_of_gone_upstreams(file: &Config, o: &mut Overrides) {
     let exists = |o: &Overrides, pool: &str, addr: &std::net::SocketAddr| {
         let in_file = file
             .pool(pool)
@@ -139,7 +153,6 @@ pub fn reconcile(file: &Config, mut o: Overrides) -> (Overrides, Vec<String>) {
     o.removed.retain(|_, m| !m.is_empty());
     o.disabled.retain(|_, s| !s.is_empty());
     o.drained.retain(|_, s| !s.is_empty());
-    (o, dropped)
 }
 
 /// Makes `split` the route's split: an override, or none when it is the
