@@ -447,22 +447,44 @@ fn analysis(v: Option<&Value>, interval: Duration) -> Result<Analysis, SpecError
     };
     known(map, "analysis.", &ANALYSIS_KEYS)?;
     let mut a = defaults;
-    // A limit given as null turns that check off.
-    let set = |key: &str, current: Option<f64>, min, max| -> Result<Option<f64>, SpecError> {
-        match map.get(key) {
-            None => Ok(current),
-            Some(_) => number(map, key, min, max),
-        }
-    };
-    a.max_error_rate = set("max_error_rate", a.max_error_rate, 0.0, 1.0)?;
-    a.max_error_rate_increase = set(
+    limits(map, &mut a)?;
+    pacing(map, &mut a, interval)?;
+    Ok(a)
+}
+
+/// A limit's number if the map gives one; `null` turns that check off;
+/// absent, `current` stays.
+fn limit(
+    map: &Map<String, Value>,
+    key: &str,
+    current: Option<f64>,
+    min: f64,
+    max: f64,
+) -> Result<Option<f64>, SpecError> {
+    match map.get(key) {
+        None => Ok(current),
+        Some(_) => number(map, key, min, max),
+    }
+}
+
+/// The error, latency and shadow limits and the tests' confidence.
+fn limits(map: &Map<String, Value>, a: &mut Analysis) -> Result<(), SpecError> {
+    a.max_error_rate = limit(map, "max_error_rate", a.max_error_rate, 0.0, 1.0)?;
+    a.max_error_rate_increase = limit(
+        map,
         "max_error_rate_increase",
         a.max_error_rate_increase,
         0.0,
         1.0,
     )?;
-    a.max_error_ratio = set("max_error_ratio", a.max_error_ratio, 1.0, 1000.0)?;
-    a.max_shadow_diff_rate = set("max_shadow_diff_rate", a.max_shadow_diff_rate, 0.0, 1.0)?;
+    a.max_error_ratio = limit(map, "max_error_ratio", a.max_error_ratio, 1.0, 1000.0)?;
+    a.max_shadow_diff_rate = limit(
+        map,
+        "max_shadow_diff_rate",
+        a.max_shadow_diff_rate,
+        0.0,
+        1.0,
+    )?;
     if let Some(v) = map.get("confidence") {
         a.confidence = v
             .as_f64()
@@ -474,7 +496,7 @@ fn analysis(v: Option<&Value>, interval: Duration) -> Result<Analysis, SpecError
                 )
             })?;
     }
-    a.max_p99_ratio = set("max_p99_ratio", a.max_p99_ratio, 1.0, 1000.0)?;
+    a.max_p99_ratio = limit(map, "max_p99_ratio", a.max_p99_ratio, 1.0, 1000.0)?;
     if let Some(n) = number(map, "min_p99_increase_ms", 0.0, 3_600_000.0)? {
         a.min_p99_increase_ms = n as u64;
     }
@@ -486,6 +508,19 @@ fn analysis(v: Option<&Value>, interval: Duration) -> Result<Analysis, SpecError
             )
         })?;
     }
+    a.max_p99_ms = limit(
+        map,
+        "max_p99_ms",
+        a.max_p99_ms.map(|n| n as f64),
+        1.0,
+        3_600_000.0,
+    )?
+    .map(|n| n as u64);
+    Ok(())
+}
+
+/// How checks are paced and what they do when they cannot decide.
+fn pacing(map: &Map<String, Value>, a: &mut Analysis, interval: Duration) -> Result<(), SpecError> {
     if let Some(v) = map.get("on_inconclusive") {
         a.on_inconclusive = match v.as_str() {
             Some("pause") => OnInconclusive::Pause,
@@ -507,13 +542,6 @@ fn analysis(v: Option<&Value>, interval: Duration) -> Result<Analysis, SpecError
             )
         })?;
     }
-    a.max_p99_ms = set(
-        "max_p99_ms",
-        a.max_p99_ms.map(|n| n as f64),
-        1.0,
-        3_600_000.0,
-    )?
-    .map(|n| n as u64);
     if let Some(n) = number(map, "min_requests", 1.0, 1e9)? {
         a.min_requests = n as u64;
     }
@@ -542,7 +570,7 @@ fn analysis(v: Option<&Value>, interval: Duration) -> Result<Analysis, SpecError
             a.max_step_wait = Some(wait);
         }
     }
-    Ok(a)
+    Ok(())
 }
 
 /// `"p99"` → 0.99; from p50 to p99.9.
