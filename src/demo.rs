@@ -126,30 +126,57 @@ pub async fn run(options: Options) -> Result<(), Error> {
         tokio::spawn(send_traffic(proxy, traffic));
     }
     // What traffic does now, after any runtime change a resumed state kept.
-    let live: Vec<(String, u32)> = {
-        let table = running.routing().load();
-        table
-            .route("app")
-            .map(|r| {
-                table
-                    .split(r)
-                    .iter()
-                    .map(|(p, w)| (p.to_string(), *w))
-                    .collect()
-            })
-            .unwrap_or_default()
+    let live = live_split(&running);
+    let kept = kept_line(&state, resumed, &live);
+    let guide = Guide {
+        proxy,
+        admin,
+        blue,
+        green,
+        live,
+        traffic,
+        kept,
     };
-    let split: Vec<String> = live.iter().map(|(p, w)| format!("{p}={w}")).collect();
-    // The pool most requests go to: what the first curl answers.
-    let serving = live
-        .iter()
-        .max_by_key(|(_, w)| *w)
-        .map_or("blue", |(p, _)| p.as_str());
-    let kept = if resumed {
+    // Ignoring a closed stdout (`cutover demo | head`): the demo serves on.
+    let _ = writeln!(std::io::stdout().lock(), "{}", guide.text());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(Error::Signal)?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map_err(Error::Signal)?,
+        _ = term.recv() => {}
+    }
+    running.stop().await;
+    Ok(())
+}
+
+/// The route "app"'s split in the running table, pool by pool.
+fn live_split(running: &lifecycle::Running) -> Vec<(String, u32)> {
+    let table = running.routing().load();
+    table
+        .route("app")
+        .map(|r| {
+            table
+                .split(r)
+                .iter()
+                .map(|(p, w)| (p.to_string(), *w))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `blue=90 green=10`.
+fn split_words(live: &[(String, u32)]) -> String {
+    let words: Vec<String> = live.iter().map(|(p, w)| format!("{p}={w}")).collect();
+    words.join(" ")
+}
+
+/// What happens to runtime changes, in one sentence.
+fn kept_line(state: &StateDir, resumed: bool, live: &[(String, u32)]) -> String {
+    if resumed {
         format!(
             "Resumed the runtime changes kept in {} (route \"app\": {}); start without --state for a fresh demo.",
             state.path.display(),
-            split.join(" ")
+            split_words(live)
         )
     } else if state.fresh {
         "Runtime changes last until the demo stops (--state DIR keeps them for the next run)."
@@ -159,16 +186,44 @@ pub async fn run(options: Options) -> Result<(), Error> {
             "Runtime changes are kept in {} for the next run.",
             state.path.display()
         )
-    };
-    let ctl = if admin.to_string() == "127.0.0.1:9090" {
-        "cutover ctl".to_string()
-    } else {
-        format!("cutover ctl --admin http://{admin}")
-    };
-    // Ignoring a closed stdout (`cutover demo | head`): the demo serves on.
-    let _ = writeln!(
-        std::io::stdout().lock(),
-        "cutover demo is running.
+    }
+}
+
+/// The addresses and commands the demo prints at start.
+struct Guide {
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    blue: SocketAddr,
+    green: SocketAddr,
+    live: Vec<(String, u32)>,
+    traffic: u32,
+    kept: String,
+}
+
+impl Guide {
+    fn text(&self) -> String {
+        let Guide {
+            proxy,
+            admin,
+            blue,
+            green,
+            traffic,
+            kept,
+            ..
+        } = self;
+        // The pool most requests go to: what the first curl answers.
+        let serving = self
+            .live
+            .iter()
+            .max_by_key(|(_, w)| *w)
+            .map_or("blue", |(p, _)| p.as_str());
+        let ctl = if admin.to_string() == "127.0.0.1:9090" {
+            "cutover ctl".to_string()
+        } else {
+            format!("cutover ctl --admin http://{admin}")
+        };
+        format!(
+            "cutover demo is running.
 
   proxy  http://{proxy}   route \"app\": {split}
   admin  http://{admin}   status, metrics, runtime changes
@@ -195,16 +250,9 @@ A rollout that judges itself (the demo sends {traffic} requests/s through the pr
 
 {kept}
 Ctrl-C stops everything.",
-        split = split.join(" "),
-    );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(Error::Signal)?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.map_err(Error::Signal)?,
-        _ = term.recv() => {}
+            split = split_words(&self.live),
+        )
     }
-    running.stop().await;
-    Ok(())
 }
 
 /// Sends `rps` GETs a second to the proxy, forever; failures are the
