@@ -181,17 +181,8 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
     if buf.len() - len < body {
         return Verdict::Fallback;
     }
-    upstream.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(prior) = forwarded_for.clone() {
-        upstream.extend_from_slice(&buf[prior]);
-        upstream.extend_from_slice(b", ");
-    }
-    upstream.extend_from_slice(fwd.client_ip);
-    upstream.extend_from_slice(b"\r\nx-forwarded-proto: ");
-    upstream.extend_from_slice(fwd.proto);
-    upstream.extend_from_slice(b"\r\nx-forwarded-host: ");
-    upstream.extend_from_slice(&buf[host.clone()]);
-    upstream.extend_from_slice(b"\r\nvia: 1.1 cutover\r\n\r\n");
+    let prior = forwarded_for.map(|r| &buf[r]);
+    write_forwarding(upstream, fwd, prior, &buf[host.clone()]);
     upstream.extend_from_slice(&buf[len..len + body]);
     Verdict::Take(RequestHead {
         len,
@@ -202,6 +193,28 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
         close,
         cookies,
     })
+}
+
+/// The headers a proxy adds, and the blank line: `X-Forwarded-For` (after
+/// the client's `prior` list), `-Proto`, `-Host` and `Via`.
+#[inline]
+fn write_forwarding(
+    upstream: &mut Vec<u8>,
+    fwd: &Forwarding<'_>,
+    prior: Option<&[u8]>,
+    host: &[u8],
+) {
+    upstream.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(prior) = prior {
+        upstream.extend_from_slice(prior);
+        upstream.extend_from_slice(b", ");
+    }
+    upstream.extend_from_slice(fwd.client_ip);
+    upstream.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    upstream.extend_from_slice(fwd.proto);
+    upstream.extend_from_slice(b"\r\nx-forwarded-host: ");
+    upstream.extend_from_slice(host);
+    upstream.extend_from_slice(b"\r\nvia: 1.1 cutover\r\n\r\n");
 }
 
 /// A `Content-Length` value: 1 to 19 digits (`httparse` has trimmed it).

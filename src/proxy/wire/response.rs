@@ -87,51 +87,107 @@ pub fn parse(buf: &[u8], side: &ClientSide<'_>, client: &mut Vec<u8>) -> Parsed 
         100..=199 => return Parsed::Interim(len),
         _ => {}
     }
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut close = version == 0;
-    let mut has_date = false;
-    for h in res.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            // Repeated, the values must agree (RFC 9110 §8.6).
-            let Some(n) = parse_length(h.value) else {
-                return Parsed::Invalid("invalid Content-Length");
-            };
-            if length.is_some_and(|l| l != n) {
-                return Parsed::Invalid("conflicting Content-Length values");
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Only plain `chunked` is followed; another coding would need
-            // decoding to find the end. HTTP/1.0 has no transfer codings:
-            // framing that cannot be trusted (RFC 9112 §6.1).
-            if chunked || version == 0 || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Parsed::Invalid("unsupported Transfer-Encoding");
-            }
-            chunked = true;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for option in h.value.split(|&b| b == b',') {
-                let option = option.trim_ascii();
-                if option.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if option.eq_ignore_ascii_case(b"keep-alive") && version == 0 {
-                    close = false;
-                }
-            }
-        } else if name.eq_ignore_ascii_case(b"date") {
-            has_date = true;
-        }
-    }
+    let facts = match Facts::read(res.headers, version) {
+        Ok(facts) => facts,
+        Err(why) => return Parsed::Invalid(why),
+    };
     let framing = if side.head_request || status == 204 || status == 304 {
         Framing::Empty
-    } else if chunked {
+    } else if facts.chunked {
         Framing::Chunked
-    } else if let Some(n) = length {
+    } else if let Some(n) = facts.length {
         Framing::Length(n)
     } else {
         Framing::UntilClose
     };
+    write_client_head(client, &res, status, framing, &facts, side);
+    Parsed::Ready(ResponseHead {
+        len,
+        status,
+        framing,
+        // Both Transfer-Encoding and Content-Length: read by the former,
+        // but framing in doubt (RFC 9112 §6.3): the socket is not reused.
+        reusable: !facts.close
+            && framing != Framing::UntilClose
+            && !(facts.chunked && facts.length.is_some()),
+    })
+}
+
+/// What the response's headers say about its framing and connection.
+struct Facts {
+    /// 0: HTTP/1.0, 1: HTTP/1.1.
+    version: u8,
+    length: Option<u64>,
+    chunked: bool,
+    close: bool,
+    has_date: bool,
+}
+
+impl Facts {
+    /// The headers read once; an error says why the head cannot be
+    /// forwarded. `version` 0 is HTTP/1.0.
+    #[inline]
+    fn read(headers: &[httparse::Header<'_>], version: u8) -> Result<Facts, &'static str> {
+        let mut length: Option<u64> = None;
+        let mut chunked = false;
+        let mut close = version == 0;
+        let mut has_date = false;
+        for h in headers.iter() {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"content-length") {
+                // Repeated, the values must agree (RFC 9110 §8.6).
+                let Some(n) = parse_length(h.value) else {
+                    return Err("invalid Content-Length");
+                };
+                if length.is_some_and(|l| l != n) {
+                    return Err("conflicting Content-Length values");
+                }
+                length = Some(n);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // Only plain `chunked` is followed; another coding would need
+                // decoding to find the end. HTTP/1.0 has no transfer codings:
+                // framing that cannot be trusted (RFC 9112 §6.1).
+                if chunked || version == 0 || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked")
+                {
+                    return Err("unsupported Transfer-Encoding");
+                }
+                chunked = true;
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for option in h.value.split(|&b| b == b',') {
+                    let option = option.trim_ascii();
+                    if option.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if option.eq_ignore_ascii_case(b"keep-alive") && version == 0 {
+                        close = false;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case(b"date") {
+                has_date = true;
+            }
+        }
+        Ok(Facts {
+            version,
+            length,
+            chunked,
+            close,
+            has_date,
+        })
+    }
+}
+
+/// The client's head: status line, the upstream's end-to-end headers, the
+/// framing written anew, `Via`, `Date` if the upstream sent none, the
+/// sticky cookie, and `Connection: close` when the connection ends.
+#[inline]
+fn write_client_head(
+    client: &mut Vec<u8>,
+    res: &httparse::Response<'_, '_>,
+    status: u16,
+    framing: Framing,
+    facts: &Facts,
+    side: &ClientSide<'_>,
+) {
+    let (version, length) = (facts.version, facts.length);
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -172,7 +228,7 @@ pub fn parse(buf: &[u8], side: &ClientSide<'_>, client: &mut Vec<u8>) -> Parsed 
     } else {
         b"via: 1.1 cutover\r\n"
     });
-    if !has_date {
+    if !facts.has_date {
         client.extend_from_slice(b"date: ");
         client.extend_from_slice(side.date);
         client.extend_from_slice(b"\r\n");
@@ -186,14 +242,6 @@ pub fn parse(buf: &[u8], side: &ClientSide<'_>, client: &mut Vec<u8>) -> Parsed 
         client.extend_from_slice(b"connection: close\r\n");
     }
     client.extend_from_slice(b"\r\n");
-    Parsed::Ready(ResponseHead {
-        len,
-        status,
-        framing,
-        // Both Transfer-Encoding and Content-Length: read by the former,
-        // but framing in doubt (RFC 9112 §6.3): the socket is not reused.
-        reusable: !close && framing != Framing::UntilClose && !(chunked && length.is_some()),
-    })
 }
 
 /// Adds `Connection: close` to a client head [`parse`] wrote without it.
