@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::cluster::follow::{Member, Seeding};
 use crate::cluster::{Cluster, WriteError};
 use crate::config::Config;
 use crate::control::{Change, ControlError, ControlPlane};
@@ -163,5 +164,39 @@ impl Instance {
                 Ok(())
             })
             .await
+    }
+}
+
+/// The fleet's follower (`cluster::follow`) hands documents to the
+/// instance and takes its heartbeat through this.
+impl Member for tokio::sync::Mutex<Instance> {
+    async fn adopt(&self, doc: crate::state::Overrides, revision: i64) {
+        self.lock().await.plane.adopt(doc, revision);
+    }
+
+    async fn seeding(&self) -> impl Seeding {
+        Held(self.lock().await)
+    }
+
+    async fn heartbeat(&self) -> (serde_json::Value, Vec<serde_json::Value>) {
+        let mut instance = self.lock().await;
+        (instance.fleet_record(), instance.plane.take_audit_outbox())
+    }
+
+    async fn unsent(&self, entries: Vec<serde_json::Value>) {
+        self.lock().await.plane.return_audit_outbox(entries);
+    }
+}
+
+/// The instance locked while its state seeds the fleet.
+struct Held<'a>(tokio::sync::MutexGuard<'a, Instance>);
+
+impl Seeding for Held<'_> {
+    fn doc(&self) -> crate::state::Overrides {
+        self.0.plane.overrides_to_share()
+    }
+
+    fn adopt(mut self, doc: crate::state::Overrides, revision: i64) {
+        self.0.plane.adopt(doc, revision);
     }
 }

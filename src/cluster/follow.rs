@@ -1,21 +1,47 @@
 //! Keeping one instance in step with the fleet: catch up, then watch the
-//! shared state and apply each newer document; heartbeats under a lease.
+//! shared state and hand each newer document to the [`Member`]; heartbeats
+//! under a lease. The member is the instance, which implements the trait
+//! (in `instance`): this module only speaks to etcd.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::etcd::pb::mvccpb::event::EventType;
 use super::{Cluster, HEARTBEAT, RETRY_AFTER, WriteError, bounded, describe, parse};
-use crate::instance::Instance;
+use crate::state::Overrides;
+
+/// What the follower hands documents to and asks for its heartbeat.
+pub trait Member: Send + Sync + 'static {
+    /// A newer fleet document at `revision` (older ones are ignored).
+    fn adopt(&self, doc: Overrides, revision: i64) -> impl Future<Output = ()> + Send;
+
+    /// The fleet has no state yet: this member's, to write as the first.
+    /// Nothing else changes the member until `seeded`.
+    fn seeding(&self) -> impl Future<Output = impl Seeding> + Send;
+
+    /// This member's heartbeat record, and the audit entries to copy.
+    fn heartbeat(&self) -> impl Future<Output = (Value, Vec<Value>)> + Send;
+
+    /// Audit entries that could not be copied, to try again later.
+    fn unsent(&self, entries: Vec<Value>) -> impl Future<Output = ()> + Send;
+}
+
+/// A member held still while its state seeds the fleet: `doc` is what to
+/// write; `adopt` takes what etcd holds after (the seed, or a document
+/// another instance wrote first) and lets the member go.
+pub trait Seeding: Send {
+    fn doc(&self) -> Overrides;
+    fn adopt(self, doc: Overrides, revision: i64);
+}
 
 /// Follows the shared state until shutdown: catches up (or seeds etcd with
 /// this instance's state if the fleet has none yet), then watches, applying
 /// every newer document; on any error, reconnects and catches up again.
-pub fn follow(cluster: Arc<Cluster>, instance: Arc<Mutex<Instance>>, shutdown: CancellationToken) {
+pub fn follow<M: Member>(cluster: Arc<Cluster>, instance: Arc<M>, shutdown: CancellationToken) {
     tokio::spawn({
         let cluster = Arc::clone(&cluster);
         let instance = Arc::clone(&instance);
@@ -25,7 +51,7 @@ pub fn follow(cluster: Arc<Cluster>, instance: Arc<Mutex<Instance>>, shutdown: C
             loop {
                 let started = std::time::Instant::now();
                 let ended = tokio::select! {
-                    ended = watch_once(&cluster, &instance) => ended,
+                    ended = watch_once(&cluster, instance.as_ref()) => ended,
                     () = shutdown.cancelled() => return,
                 };
                 cluster.set_watching(false);
@@ -68,15 +94,12 @@ pub fn follow(cluster: Arc<Cluster>, instance: Arc<Mutex<Instance>>, shutdown: C
                     return;
                 }
             }
-            let (record, audit) = {
-                let mut instance = instance.lock().await;
-                (instance.fleet_record(), instance.plane.take_audit_outbox())
-            };
+            let (record, audit) = instance.heartbeat().await;
             if !audit.is_empty()
                 && let Err(e) = cluster.write_audit(&audit).await
             {
                 tracing::debug!(error = %e, "cannot copy audit entries to etcd yet");
-                instance.lock().await.plane.return_audit_outbox(audit);
+                instance.unsent(audit).await;
             }
             match cluster.heartbeat(record).await {
                 Ok(()) => cluster.set_beating(true),
@@ -92,27 +115,27 @@ pub fn follow(cluster: Arc<Cluster>, instance: Arc<Mutex<Instance>>, shutdown: C
 }
 
 /// One catch-up and watch, until the watch ends or fails.
-async fn watch_once(cluster: &Cluster, instance: &Mutex<Instance>) -> Result<(), String> {
+async fn watch_once<M: Member>(cluster: &Cluster, instance: &M) -> Result<(), String> {
     let from = match cluster.fetch().await? {
         Some((doc, revision)) => {
-            instance.lock().await.plane.adopt(doc, revision);
+            instance.adopt(doc, revision).await;
             revision
         }
         None => {
             // The first instance of a fleet brings its own state.
-            let mut instance = instance.lock().await;
-            let doc = instance.plane.overrides_to_share();
+            let seeding = instance.seeding().await;
+            let doc = seeding.doc();
             match cluster.write(0, &doc).await {
                 Ok(revision) => {
                     tracing::info!(
                         revision,
                         "the fleet had no state in etcd: seeded it with this instance's"
                     );
-                    instance.plane.adopt(doc, revision);
+                    seeding.adopt(doc, revision);
                     revision
                 }
                 Err(WriteError::Conflict { doc, revision }) => {
-                    instance.plane.adopt(*doc, revision);
+                    seeding.adopt(*doc, revision);
                     revision
                 }
                 Err(WriteError::Unavailable(e)) => return Err(e),
@@ -152,7 +175,7 @@ async fn watch_once(cluster: &Cluster, instance: &Mutex<Instance>) -> Result<(),
             }
             let Some(kv) = event.kv else { continue };
             match parse(&kv.value) {
-                Ok(doc) => instance.lock().await.plane.adopt(doc, kv.mod_revision),
+                Ok(doc) => instance.adopt(doc, kv.mod_revision).await,
                 Err(e) => {
                     tracing::error!(revision = kv.mod_revision, error = %e, "ignoring a fleet state that does not parse")
                 }
