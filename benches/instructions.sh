@@ -18,6 +18,8 @@
 #   KEEP_DUMP=/tmp TARGETS=cutover benches/instructions.sh   # keep the dump
 #   PROTOCOL=h2c TARGETS=cutover benches/instructions.sh   # HTTP/2 (h2load, 10 streams
 #                                                          # per connection), cutover only
+#   PROTOCOL=tls benches/instructions.sh   # HTTPS/1.1 keep-alive (wrk), ECDSA P-256,
+#                                          # handshakes in the warm-up only
 #
 # Under callgrind a proxy runs ~50x slower, so it is the bottleneck and
 # handles many ready connections per wake-up: compare builds and proxies
@@ -37,13 +39,27 @@ TOP=${TOP:-0}
 
 # The work directory, process cleanup, free_port and the cutover build.
 source benches/common.sh
-install_missing nginx=nginx-light wrk=wrk valgrind=valgrind curl=curl h2load=nghttp2-client
+install_missing nginx=nginx-light wrk=wrk valgrind=valgrind curl=curl h2load=nghttp2-client \
+  openssl=openssl
+
+# PROTOCOL=tls: the proxies' listener serves this self-signed ECDSA P-256
+# certificate (as compare.sh's `tls` scenario).
+scheme=http
+listen_tls=""
+nginx_ssl=""
+if [[ $PROTOCOL == tls ]]; then
+  scheme=https
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=bench -keyout "$work/ec-key.pem" -out "$work/ec-cert.pem" 2>/dev/null
+  listen_tls="tls = { cert = \"$work/ec-cert.pem\", key = \"$work/ec-key.pem\" }"
+  nginx_ssl=" ssl; ssl_certificate $work/ec-cert.pem; ssl_certificate_key $work/ec-key.pem"
+fi
 
 # Waits (bounded) until an HTTP request through the port succeeds: a
 # proxy under callgrind takes seconds to start.
 wait_http() {
   for _ in $(seq 1 600); do
-    if curl -sf -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
+    if curl -sfk -o /dev/null "$scheme://127.0.0.1:$1/"; then return 0; fi
     sleep 0.1
   done
   echo "nothing answers on 127.0.0.1:$1; what the servers said:" >&2
@@ -70,7 +86,7 @@ http {
 EOF
 nginx -p "$work" -c "$work/backends.conf" 2>"$work/backends.stderr" &
 pids+=($!)
-wait_http "${backend_ports[0]}"
+scheme=http wait_http "${backend_ports[0]}"
 
 # Starts TARGET under callgrind on PORT; prints its pid. (Its output goes
 # elsewhere: the caller's \$(...) would wait for it to end.)
@@ -81,6 +97,7 @@ start_target() {
       cat >"$work/cutover.toml" <<EOF
 [[listener]]
 bind = "127.0.0.1:$port"
+$listen_tls
 [admin]
 bind = "127.0.0.1:$(free_port)"
 [state]
@@ -114,7 +131,7 @@ http {
     keepalive_requests 1000000;
   }
   server {
-    listen 127.0.0.1:$port;
+    listen 127.0.0.1:$port$nginx_ssl;
     location / {
       proxy_pass http://backends;
       proxy_http_version 1.1;
@@ -140,7 +157,7 @@ for target in $TARGETS; do
   pid=$(start_target "$target" "$port")
   pids+=("$pid")
   wait_http "$port"
-  url="http://127.0.0.1:$port/"
+  url="$scheme://127.0.0.1:$port/"
   if [[ $PROTOCOL == h2c ]]; then
     # HTTP/2 with prior knowledge on the same port (cutover's plain
     # listener takes both).
