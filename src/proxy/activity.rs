@@ -26,6 +26,9 @@ pub struct ConnActivity {
     /// task may not have set `closing` yet when a request arrives right
     /// after a handover.
     retire: CancellationToken,
+    /// A graceful stop: hyper's connections close through its graceful
+    /// shutdown, the direct path's by this.
+    shutdown: CancellationToken,
     /// Wakes the connection task when an HTTP/2 request shows up on a
     /// closing connection whose protocol was not known yet.
     http2_while_closing: Notify,
@@ -38,7 +41,7 @@ pub struct ActiveRequest {
 }
 
 impl ConnActivity {
-    pub fn new(retire: CancellationToken) -> Arc<Self> {
+    pub fn new(retire: CancellationToken, shutdown: CancellationToken) -> Arc<Self> {
         Arc::new(ConnActivity {
             opened: Instant::now(),
             active: AtomicUsize::new(0),
@@ -47,6 +50,7 @@ impl ConnActivity {
             http2: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             retire,
+            shutdown,
             http2_while_closing: Notify::new(),
         })
     }
@@ -93,9 +97,13 @@ impl ConnActivity {
         self.started.load(Ordering::Relaxed)
     }
 
-    /// Whether an HTTP/1 response should carry `Connection: close`.
+    /// Whether an HTTP/1 response should carry `Connection: close` (the
+    /// connection ends after it): a retirement or a stop began. The one
+    /// rule both fronts follow.
     pub fn closing(&self) -> bool {
-        self.closing.load(Ordering::Relaxed) || self.retire.is_cancelled()
+        self.closing.load(Ordering::Relaxed)
+            || self.retire.is_cancelled()
+            || self.shutdown.is_cancelled()
     }
 
     /// Resolves when a closing connection turns out to speak HTTP/2.

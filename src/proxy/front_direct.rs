@@ -27,7 +27,6 @@ use std::time::Instant;
 
 use http::{HeaderValue, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 pub use super::h1_upstream::Scratch;
 
@@ -81,16 +80,6 @@ pub struct Client<'a, S> {
     pub stream: &'a mut S,
     pub conn: &'a ClientConn,
     pub activity: &'a Arc<ConnActivity>,
-    /// A graceful stop.
-    pub stopping: &'a CancellationToken,
-}
-
-impl<S> Client<'_, S> {
-    /// The connection ends after the response being written: a stop, or a
-    /// handover to a new binary, began.
-    fn closing(&self) -> bool {
-        self.activity.closing() || self.stopping.is_cancelled()
-    }
 }
 
 impl Proxy {
@@ -142,7 +131,7 @@ impl Proxy {
         let Ticket { head, table, route } = ticket;
         let route = &table.routes()[route];
         let mut labels = Labels::routed(route);
-        let close = head.close || client.closing();
+        let close = head.close || client.activity.closing();
         let secure = client.conn.proto == "https";
         let mut request = DirectRequest {
             head_request: head.is_head(buf),
@@ -175,7 +164,7 @@ impl Proxy {
         } = answer;
         // A stop (or a handover) that began while the upstream answered:
         // this response is the connection's last, and says so.
-        let stopped_meanwhile = !close && client.closing();
+        let stopped_meanwhile = !close && client.activity.closing();
         if stopped_meanwhile && response.framing != Framing::UntilClose {
             response::add_connection_close(&mut scratch.client_head);
         }
@@ -219,7 +208,7 @@ async fn answer_failure<S>(
 where
     S: AsyncWrite + Unpin,
 {
-    let close = close || client.closing();
+    let close = close || client.activity.closing();
     let date = crate::clock::http_date();
     let closes = e
         .answer(false)

@@ -122,7 +122,7 @@ impl Server {
     /// A new connection's activity record and the service hyper calls for
     /// its requests; `proto` is `http` or `https`.
     fn service(&self, peer: SocketAddr, proto: &'static str) -> (Arc<ConnActivity>, ProxyService) {
-        let activity = ConnActivity::new(self.retire.clone());
+        let activity = ConnActivity::new(self.retire.clone(), self.shutdown.clone());
         let service = ProxyService {
             proxy: Arc::clone(&self.proxy),
             activity: Arc::clone(&activity),

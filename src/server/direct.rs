@@ -63,7 +63,6 @@ impl Server {
                             stream: &mut stream,
                             conn: client,
                             activity,
-                            stopping: &self.shutdown,
                         };
                         let outcome = self
                             .proxy
