@@ -21,6 +21,7 @@ pub mod health;
 pub mod instance;
 pub mod lifecycle;
 pub mod proxy;
+pub mod queue;
 pub mod rollout;
 pub mod routing;
 pub mod server;

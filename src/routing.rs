@@ -19,6 +19,7 @@ use crate::balance::sticky::{StickyId, StickyKey};
 use crate::config::{
     Config, HealthConfig, Matchers, MirrorConfig, StickyConfig, UpstreamProtocol, UpstreamTls,
 };
+use crate::queue::Queue;
 use crate::shadow::ShadowStats;
 use crate::traffic::{Snapshot, TrafficStats};
 use crate::upstream::{OutlierRule, UpstreamState};
@@ -83,6 +84,10 @@ pub struct Pool {
     pub outlier: OutlierRule,
     pub max_ejected_percent: u32,
     pub slow_start: Option<std::time::Duration>,
+    /// `max_in_flight` per upstream and the queue beyond it.
+    pub concurrency: Option<crate::config::Concurrency>,
+    /// Requests waiting for room (kept across rebuilds by pool name).
+    pub queue: Arc<Queue>,
     /// How to speak to the upstreams.
     pub tls: Option<UpstreamTls>,
     pub protocol: UpstreamProtocol,
@@ -126,6 +131,11 @@ impl Pool {
         }
     }
 
+    /// The per-upstream limit on requests at once, if the pool has one.
+    pub fn max_in_flight(&self) -> Option<u32> {
+        self.concurrency.map(|c| c.max_in_flight)
+    }
+
     /// Has the pool an upstream that can take new traffic now?
     pub fn in_rotation(&self) -> bool {
         self.is_eligible(&[])
@@ -161,6 +171,7 @@ struct Kept<'a> {
     upstreams: HashMap<(&'a str, SocketAddr), &'a Arc<UpstreamState>>,
     stats: HashMap<(&'a str, &'a str), &'a Arc<TrafficStats>>,
     shadow: HashMap<&'a str, &'a Arc<ShadowStats>>,
+    queues: HashMap<&'a str, &'a Arc<Queue>>,
 }
 
 impl<'a> Kept<'a> {
@@ -170,6 +181,7 @@ impl<'a> Kept<'a> {
             return kept;
         };
         for pool in &prev.pools {
+            kept.queues.insert(&pool.name, &pool.queue);
             for u in &pool.upstreams {
                 kept.upstreams
                     .insert((&pool.name, u.state.addr()), &u.state);
@@ -187,6 +199,10 @@ impl<'a> Kept<'a> {
 
     /// The pool `p` of the file, its upstreams' state kept.
     fn pool(&self, p: &crate::config::PoolConfig, sticky_key: &StickyKey) -> Pool {
+        let queue = self
+            .queues
+            .get(p.name.as_str())
+            .map_or_else(Arc::default, |q| Arc::clone(q));
         Pool {
             name: Arc::from(p.name.as_str()),
             upstreams: p
@@ -194,7 +210,7 @@ impl<'a> Kept<'a> {
                 .iter()
                 .map(|u| Upstream {
                     state: self.upstreams.get(&(p.name.as_str(), u.addr)).map_or_else(
-                        || UpstreamState::new(u.addr, p.health.is_some()),
+                        || UpstreamState::in_pool(u.addr, p.health.is_some(), Arc::clone(&queue)),
                         |s| Arc::clone(s),
                     ),
                     weight: u.weight,
@@ -216,6 +232,8 @@ impl<'a> Kept<'a> {
             },
             max_ejected_percent: p.outlier.max_ejected_percent,
             slow_start: p.slow_start,
+            concurrency: p.concurrency,
+            queue,
             tls: p.tls.clone(),
             protocol: p.protocol,
         }
@@ -383,18 +401,46 @@ impl RouteTable {
         exclude: &[Arc<UpstreamState>],
     ) -> Option<&Upstream> {
         let pool = self.pools.get(pool_index)?;
-        let index = balance::pick(
-            &pool.upstreams,
-            |u| {
-                if usable(&u.state, exclude) {
-                    u.state.effective_weight(u.weight, pool.slow_start)
-                } else {
-                    0
-                }
-            },
-            fastrand::u64(..),
-        )?;
+        let weight = |u: &Upstream, room: bool| {
+            let fits = !room || u.state.has_room(pool.max_in_flight(), pool.slow_start);
+            if fits && usable(&u.state, exclude) {
+                u.state.effective_weight(u.weight, pool.slow_start)
+            } else {
+                0
+            }
+        };
+        // With `max_in_flight`, upstreams with room first; when all are
+        // full, one by weight anyway (the request then queues).
+        let roll = fastrand::u64(..);
+        let index = balance::pick(&pool.upstreams, |u| weight(u, true), roll).or_else(|| {
+            pool.max_in_flight()?;
+            balance::pick(&pool.upstreams, |u| weight(u, false), roll)
+        })?;
         pool.upstreams.get(index)
+    }
+
+    /// For a request queued at `queued`'s pool: an upstream of it with
+    /// room (not in `exclude`), picked by weight and counted in flight at
+    /// once; `None` while every one is full.
+    pub fn admit_in(
+        &self,
+        queued: &Pick,
+        exclude: &[Arc<UpstreamState>],
+    ) -> Option<(Pick, crate::upstream::InFlight)> {
+        let pool_index = queued.pool_index;
+        let pool = self.pools.get(pool_index)?;
+        let upstream = self.pick_upstream(pool_index, exclude)?;
+        let in_flight = upstream
+            .state
+            .try_start_request(pool.max_in_flight(), pool.slow_start)?;
+        let pick = Pick {
+            pool: Arc::clone(&pool.name),
+            pool_index,
+            upstream: Arc::clone(&upstream.state),
+            sticky_id: upstream.sticky_id,
+            stats: Arc::clone(&queued.stats),
+        };
+        Some((pick, in_flight))
     }
 
     /// The upstream a sticky cookie pins the client to, if the cookie is

@@ -116,6 +116,13 @@ pub mod names {
     /// Extra: upstream connections closed because the upstream sent bytes
     /// no request asked for (its connections then go unreused a while).
     pub const UPSTREAM_UNSOLICITED_TOTAL: &str = "cutover_upstream_unsolicited_total";
+    /// Extra: requests that waited in a pool's queue (`max_in_flight`).
+    pub const QUEUED_TOTAL: &str = "cutover_queued_total";
+    /// Extra: requests waiting in a pool's queue now.
+    pub const QUEUE_WAITING: &str = "cutover_queue_waiting";
+    /// Extra: requests a pool's queue turned away with a 503 (`reason`:
+    /// `full`, `timeout`).
+    pub const QUEUE_REJECTED_TOTAL: &str = "cutover_queue_rejected_total";
     /// Extra: passive outlier ejections.
     pub const UPSTREAM_EJECTIONS_TOTAL: &str = "cutover_upstream_ejections_total";
     /// In a fleet: 1 while etcd is reachable (changes can be made).
@@ -257,6 +264,18 @@ fn describe() {
     describe_counter!(
         names::UPSTREAM_EJECTIONS_TOTAL,
         "Upstreams ejected by passive outlier detection"
+    );
+    describe_counter!(
+        names::QUEUED_TOTAL,
+        "Requests that waited in a pool's queue (every upstream at max_in_flight)"
+    );
+    describe_gauge!(
+        names::QUEUE_WAITING,
+        "Requests waiting in a pool's queue now"
+    );
+    describe_counter!(
+        names::QUEUE_REJECTED_TOTAL,
+        "Requests a pool's queue answered 503 (reason: full, timeout)"
     );
     describe_counter!(
         names::UPSTREAM_HEALTH_TRANSITIONS_TOTAL,

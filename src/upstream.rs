@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 
+use crate::queue::Queue;
+
 /// Milliseconds on a monotonic clock private to this process, never 0.
 pub fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
@@ -77,12 +79,19 @@ pub struct UpstreamState {
     /// for rates on the status page.
     requests: AtomicU64,
     errors: AtomicU64,
+    /// Its pool's queue, which a request ending here makes room in.
+    queue: Arc<Queue>,
 }
 
 impl UpstreamState {
     /// A new upstream. In a pool with health checks it starts `Unknown` and
     /// takes traffic only once a check passes; otherwise it is healthy.
     pub fn new(addr: SocketAddr, checked: bool) -> Arc<Self> {
+        Self::in_pool(addr, checked, Arc::default())
+    }
+
+    /// A new upstream of the pool whose queue is `queue`.
+    pub fn in_pool(addr: SocketAddr, checked: bool, queue: Arc<Queue>) -> Arc<Self> {
         let health = if checked {
             Health::Unknown
         } else {
@@ -108,6 +117,7 @@ impl UpstreamState {
             probe_pending: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            queue,
         })
     }
 
@@ -210,16 +220,50 @@ impl UpstreamState {
     /// the upstream last became healthy (from a tenth, so it gets some
     /// traffic at once).
     pub fn effective_weight(&self, weight: u32, slow_start: Option<Duration>) -> u32 {
+        self.ramped(weight, slow_start)
+    }
+
+    /// `value` ramped up over `slow_start` since the upstream last became
+    /// healthy: from a tenth (at least 1), whole once the ramp is over.
+    fn ramped(&self, value: u32, slow_start: Option<Duration>) -> u32 {
         let Some(ramp) = slow_start else {
-            return weight;
+            return value;
         };
         let since = now_ms().saturating_sub(self.healthy_since_ms.load(Ordering::Relaxed));
         let ramp_ms = u64::try_from(ramp.as_millis()).unwrap_or(u64::MAX).max(1);
-        if since >= ramp_ms || weight == 0 {
-            return weight;
+        if since >= ramp_ms || value == 0 {
+            return value;
         }
         let share = (since as f64 / ramp_ms as f64).max(0.1);
-        ((f64::from(weight) * share).ceil() as u32).max(1)
+        ((f64::from(value) * share).ceil() as u32).max(1)
+    }
+
+    /// Whether one more request fits under `max_in_flight` (none: always),
+    /// ramped like the weight over `slow_start`.
+    pub fn has_room(&self, max_in_flight: Option<u32>, slow_start: Option<Duration>) -> bool {
+        max_in_flight.is_none_or(|max| self.in_flight() < self.ramped(max, slow_start) as usize)
+    }
+
+    /// Counts a request as in flight if it fits under `max_in_flight` (see
+    /// [`has_room`](Self::has_room)); taken atomically, so two requests
+    /// never both take the last place.
+    pub fn try_start_request(
+        self: &Arc<Self>,
+        max_in_flight: Option<u32>,
+        slow_start: Option<Duration>,
+    ) -> Option<InFlight> {
+        let Some(max) = max_in_flight else {
+            return Some(self.start_request());
+        };
+        let limit = self.ramped(max, slow_start) as usize;
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(InFlight {
+            upstream: Arc::clone(self),
+        })
     }
 
     /// (requests, failures) forwarded to this upstream so far.
@@ -305,8 +349,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let before = self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let before = self.upstream.in_flight.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before > 0, "in-flight count went below zero");
+        self.upstream.queue.room_made();
     }
 }
 

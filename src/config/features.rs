@@ -10,7 +10,7 @@ use toml::de::DeValue;
 use super::reader::Table;
 use super::reader::Value;
 use super::rollout_spec::ANALYSIS_KEYS;
-use super::{HealthConfig, OutlierConfig, Problems, StickyConfig, TlsFiles};
+use super::{Concurrency, HealthConfig, OutlierConfig, Problems, StickyConfig, TlsFiles};
 
 fn positive(
     t: &mut Table<'_>,
@@ -127,6 +127,40 @@ pub fn read_slow_start(pool: &mut Table<'_>, problems: &mut Problems) -> Option<
         return None;
     }
     Some(d.into_inner())
+}
+
+/// `max_in_flight` (1 to 1,000,000), with `max_queue` (0 to 1,000,000,
+/// default 1000) and `queue_timeout` (default 5 s, at most 10 min); the
+/// queue's keys without `max_in_flight` are an error (nothing would fill
+/// the queue).
+pub fn read_concurrency(pool: &mut Table<'_>, problems: &mut Problems) -> Option<Concurrency> {
+    let max_in_flight = pool.bounded("max_in_flight", 1, 1_000_000, problems);
+    let max_queue = pool.bounded("max_queue", 0, 1_000_000, problems);
+    let queue_timeout = match pool.duration("queue_timeout", problems) {
+        Some(d) if d.get_ref().is_zero() || *d.get_ref() > Duration::from_secs(600) => {
+            let path = pool.child("queue_timeout");
+            problems.push(d.span(), &path, "must be longer than zero and at most 10m");
+            None
+        }
+        d => d.map(toml::Spanned::into_inner),
+    };
+    let Some(max_in_flight) = max_in_flight else {
+        if max_queue.is_some() || queue_timeout.is_some() {
+            let path = pool.child("max_in_flight");
+            problems.push(
+                pool.span(),
+                &path,
+                "max_queue and queue_timeout need max_in_flight (the per-upstream limit beyond which requests queue)",
+            );
+        }
+        return None;
+    };
+    Some(Concurrency {
+        // The bounds above fit in u32.
+        max_in_flight: max_in_flight as u32,
+        max_queue: max_queue.map_or(1000, |n| n as u32),
+        queue_timeout: queue_timeout.unwrap_or(Duration::from_secs(5)),
+    })
 }
 
 /// `dns_refresh`: how often a pool's DNS-named upstreams are resolved.

@@ -221,6 +221,8 @@ pub struct PoolConfig {
     pub outlier: OutlierConfig,
     /// Ramp a newly healthy upstream's share up over this long.
     pub slow_start: Option<Duration>,
+    /// `max_in_flight` per upstream, and the queue beyond it.
+    pub concurrency: Option<Concurrency>,
     /// TLS to the upstreams, if they speak it.
     pub tls: Option<UpstreamTls>,
     pub protocol: UpstreamProtocol,
@@ -229,6 +231,17 @@ pub struct PoolConfig {
     pub named: Vec<NamedUpstream>,
     /// How often `named` are resolved again.
     pub dns_refresh: Duration,
+}
+
+/// `max_in_flight`, `max_queue`, `queue_timeout`: each upstream of the
+/// pool takes at most `max_in_flight` requests at once; beyond, requests
+/// wait in the pool's queue (at most `max_queue`, each at most
+/// `queue_timeout`), then get a 503 with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Concurrency {
+    pub max_in_flight: u32,
+    pub max_queue: u32,
+    pub queue_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

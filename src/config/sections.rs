@@ -267,6 +267,7 @@ fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
         let health = features::read_health(&mut t, problems);
         let outlier = features::read_outlier(&mut t, problems);
         let slow_start = features::read_slow_start(&mut t, problems);
+        let concurrency = features::read_concurrency(&mut t, problems);
         let (upstreams, named) = read_upstreams(&mut t, problems);
         let dns_refresh = features::read_dns_refresh(&mut t, problems);
         let (tls, protocol) = transport::read_transport(&mut t, problems);
@@ -285,6 +286,7 @@ fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
                 health,
                 outlier,
                 slow_start,
+                concurrency,
                 tls,
                 protocol,
                 named,

@@ -28,7 +28,13 @@ use crate::access_log::{AccessLog, Entry};
 use crate::routing::{Pick, Pool, Route, RouteTable};
 use crate::telemetry::{self, names};
 use crate::traffic::TrafficStats;
-use crate::upstream::InFlight;
+use crate::upstream::{InFlight, UpstreamState};
+
+/// A request turned away by a pool's queue (`reason`: full, timeout).
+fn queue_rejected(pool: &Arc<str>, reason: &'static str) {
+    metrics::counter!(names::QUEUE_REJECTED_TOTAL, "pool" => Arc::clone(pool), "reason" => reason)
+        .increment(1);
+}
 
 /// "request failed" lines: see `telemetry::LogLimit`.
 static FAILED_REQUEST_LOG: telemetry::LogLimit = telemetry::LogLimit::new();
@@ -108,11 +114,15 @@ impl Proxy {
         let resendable = front.resendable();
         let mut picks = Picks::new(pinned, self.settings.retries);
         while let Some((pick, fresh)) = picks.next(table, route) {
-            let cookie = fresh_cookie(table, route, &pick, fresh, now_unix, secure);
+            let (pick, moved, in_flight) = self.admit(table, pick, picks.tried()).await?;
+            let cookie = fresh_cookie(table, route, &pick, fresh || moved, now_unix, secure);
             let Some(request) = front.request_for(&pick, cookie) else {
                 break;
             };
-            match self.attempt(table, &pick, front, request, labels).await {
+            match self
+                .attempt(table, &pick, front, request, labels, in_flight)
+                .await
+            {
                 Ok(answer) => return Ok(answer),
                 Err(e) => picks.failed(pick, e, resendable)?,
             }
@@ -129,9 +139,9 @@ impl Proxy {
         front: &mut F,
         request: F::Request,
         labels: &mut Labels,
+        in_flight: InFlight,
     ) -> Result<(F::Answer, InFlight), ProxyError> {
         let (pool, addr) = labels.picked(table, pick)?;
-        let in_flight = pick.upstream.start_request();
         let timeout = self.settings.response_header_timeout;
         let sent = tokio::time::timeout(timeout, front.send(self, pool, addr, request)).await;
         // The client's own body failing (a malformed chunk) is no
@@ -148,6 +158,69 @@ impl Proxy {
             Ok(Err(e)) => Err(send_failed(pick, addr, e)),
             Ok(Ok(answer)) => Ok((answer, in_flight)),
         }
+    }
+
+    /// A place for the request at `pick`'s upstream, counted in flight.
+    /// Without `max_in_flight`, at once. With it, at once if the upstream
+    /// has room and nobody queues in its pool (first come, first served);
+    /// else the request waits in the pool's queue for an upstream of the
+    /// pool with room (`moved`: another upstream than `pick`'s), or gets
+    /// `QueueFull` / `QueueTimeout` (503 with `Retry-After`).
+    async fn admit(
+        &self,
+        table: &RouteTable,
+        pick: Pick,
+        tried: &[Arc<UpstreamState>],
+    ) -> Result<(Pick, bool, InFlight), ProxyError> {
+        let Some(pool) = table.pools().get(pick.pool_index) else {
+            return Err(ProxyError::NoEligibleUpstream {
+                route: pick.pool.to_string(),
+            });
+        };
+        let Some(limits) = pool.concurrency else {
+            let in_flight = pick.upstream.start_request();
+            return Ok((pick, false, in_flight));
+        };
+        if pool.queue.waiting() == 0
+            && let Some(in_flight) = pick
+                .upstream
+                .try_start_request(Some(limits.max_in_flight), pool.slow_start)
+        {
+            return Ok((pick, false, in_flight));
+        }
+        let name = &pick.pool;
+        let Some(place) = pool.queue.join(limits.max_queue as usize) else {
+            queue_rejected(name, "full");
+            return Err(ProxyError::QueueFull {
+                pool: Arc::clone(name),
+            });
+        };
+        metrics::counter!(names::QUEUED_TOTAL, "pool" => Arc::clone(name)).increment(1);
+        let waiting = metrics::gauge!(names::QUEUE_WAITING, "pool" => Arc::clone(name));
+        waiting.increment(1.0);
+        let deadline = tokio::time::Instant::now() + limits.queue_timeout;
+        let admitted = loop {
+            let room = place.room();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if let Some(admitted) = table.admit_in(&pick, tried) {
+                break Some(admitted);
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                break None;
+            }
+        };
+        waiting.decrement(1.0);
+        drop(place);
+        let Some((upstream, in_flight)) = admitted else {
+            queue_rejected(name, "timeout");
+            return Err(ProxyError::QueueTimeout {
+                pool: Arc::clone(name),
+                timeout: limits.queue_timeout,
+            });
+        };
+        let moved = !Arc::ptr_eq(&upstream.upstream, &pick.upstream);
+        Ok((upstream, moved, in_flight))
     }
 
     /// Passive outlier detection: counts failures in a row and ejects.

@@ -2,6 +2,7 @@
 //! place that maps each cause to the answer the client gets.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode, header};
@@ -27,6 +28,16 @@ pub enum ProxyError {
     NoRoute { host: Option<String>, path: String },
     #[error("route {route}: no eligible upstream")]
     NoEligibleUpstream { route: String },
+    /// Every upstream of the pool at `max_in_flight` and `max_queue`
+    /// requests already waiting.
+    #[error("pool {pool}: every upstream full and the queue too")]
+    QueueFull { pool: Arc<str> },
+    /// Waited `queue_timeout` in the pool's queue without room.
+    #[error("pool {pool}: no room within the queue timeout ({timeout:?})")]
+    QueueTimeout {
+        pool: Arc<str>,
+        timeout: std::time::Duration,
+    },
     #[error("connecting to upstream {addr} failed: {source}")]
     UpstreamConnect {
         addr: SocketAddr,
@@ -62,7 +73,9 @@ impl ProxyError {
             | ProxyError::ConnectMethod
             | ProxyError::BadRequest(_)
             | ProxyError::ClientBody(_) => Side::Client,
-            ProxyError::NoEligibleUpstream { .. } => Side::Proxy,
+            ProxyError::NoEligibleUpstream { .. }
+            | ProxyError::QueueFull { .. }
+            | ProxyError::QueueTimeout { .. } => Side::Proxy,
             ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamFailed { .. } => Side::Upstream,
@@ -105,6 +118,10 @@ impl ProxyError {
             ProxyError::NoEligibleUpstream { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy upstream is available for this route",
+            ),
+            ProxyError::QueueFull { .. } | ProxyError::QueueTimeout { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "every upstream is busy: try again shortly",
             ),
             ProxyError::UpstreamConnect {
                 timed_out: true, ..
@@ -154,14 +171,26 @@ impl ProxyError {
                 ],
                 body: Bytes::new(),
             },
-            None => OwnAnswer::text(
-                status,
-                format!(
-                    "{} {}: {text}\n",
-                    status.as_u16(),
-                    status.canonical_reason().unwrap_or("")
-                ),
-            ),
+            None => {
+                let mut answer = OwnAnswer::text(
+                    status,
+                    format!(
+                        "{} {}: {text}\n",
+                        status.as_u16(),
+                        status.canonical_reason().unwrap_or("")
+                    ),
+                );
+                // A full queue is a moment's overload: say when to come back.
+                if matches!(
+                    self,
+                    ProxyError::QueueFull { .. } | ProxyError::QueueTimeout { .. }
+                ) {
+                    answer
+                        .headers
+                        .push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                }
+                answer
+            }
         }
     }
 }

@@ -38,6 +38,11 @@ impl Picks {
         }
     }
 
+    /// The upstreams tried so far (a retry passes over them).
+    pub fn tried(&self) -> &[Arc<UpstreamState>] {
+        &self.tried
+    }
+
     /// An attempt at `pick` failed: `Ok` to try another (the request can
     /// go again, `resendable`, or was never sent), else the error.
     pub fn failed(

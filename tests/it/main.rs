@@ -25,6 +25,7 @@ mod mirror;
 mod nginx;
 mod package;
 pub mod process;
+mod queue;
 mod resilience;
 mod rollout;
 mod rollout_ctl;

@@ -49,6 +49,8 @@ struct State {
     connections: AtomicUsize,
     open: AtomicUsize,
     in_flight: AtomicUsize,
+    /// The most requests it ever had in flight at once.
+    peak_in_flight: AtomicUsize,
     received: AtomicU64,
     release: Notify,
     /// Every Nth request to `/` answers 500; 0 = none.
@@ -145,6 +147,11 @@ impl TestUpstream {
         self.state.in_flight.load(Ordering::SeqCst)
     }
 
+    /// The most requests it had in flight at once so far.
+    pub fn peak_in_flight(&self) -> usize {
+        self.state.peak_in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn received(&self) -> u64 {
         self.state.received.load(Ordering::SeqCst)
     }
@@ -231,7 +238,8 @@ async fn handle(name: &'static str, state: Arc<State>, req: Request<Incoming>) -
     {
         state.shadows.fetch_add(1, Ordering::SeqCst);
     }
-    state.in_flight.fetch_add(1, Ordering::SeqCst);
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.peak_in_flight.fetch_max(now, Ordering::SeqCst);
     let _in_flight = InFlight(Arc::clone(&state));
     match req.uri().path() {
         "/slow" => {

@@ -1,0 +1,128 @@
+//! `max_in_flight` and the pool's queue: an upstream never has more
+//! requests at once than its limit, the ones beyond wait and are served,
+//! and a full queue or a wait past `queue_timeout` is a 503 with
+//! `Retry-After`, counted apart from upstream errors.
+
+use crate::support::*;
+
+/// Pool names differ per test: metrics are the test process's, shared.
+fn limited_config(pool: &str, up: std::net::SocketAddr, limits: &str) -> String {
+    format!(
+        "[[route]]\nname = \"app\"\nsplit = {{ {pool} = 1 }}\n[pool.{pool}]\nupstreams = [{{ addr = \"{up}\" }}]\n{limits}\n"
+    )
+}
+
+/// 40 requests at once to one upstream that takes 2 at a time, on both
+/// fronts (HTTP/1.1: the direct path; HTTP/2: hyper's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_max_in_flight_wait_and_every_one_is_served() {
+    for (pool, client) in [("queued_h1", http1_client()), ("queued_h2", http2_client())] {
+        let up = TestUpstream::start("up").await;
+        up.delay(50);
+        let config = limited_config(pool, up.addr, "max_in_flight = 2\nqueue_timeout = \"60s\"");
+        let proxy = start_proxy(&config).await;
+        let url = format!("http://{}/", proxy.addrs()[0]);
+        let requests: Vec<_> = (0..40)
+            .map(|_| {
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move { get(&client, &url).await })
+            })
+            .collect();
+        for r in requests {
+            assert_eq!(r.await.unwrap(), (200, "up\n".to_string()));
+        }
+        assert_eq!(up.hits(), 40);
+        assert!(
+            up.peak_in_flight() <= 2,
+            "the upstream had {} requests at once",
+            up.peak_in_flight()
+        );
+        let admin = proxy.admin_url("");
+        let admin = admin.trim_end_matches('/');
+        let queued = format!("cutover_queued_total{{pool=\"{pool}\"}}");
+        assert!(gauge(admin, &queued).await > 0.0, "{queued}");
+        let waiting = format!("cutover_queue_waiting{{pool=\"{pool}\"}}");
+        assert_eq!(gauge(admin, &waiting).await, 0.0);
+        proxy.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_and_a_wait_past_the_timeout_are_503_with_retry_after() {
+    let up = TestUpstream::start("up").await;
+    up.delay(6_000);
+    let config = limited_config(
+        "full",
+        up.addr,
+        "max_in_flight = 1\nmax_queue = 1\nqueue_timeout = \"2s\"",
+    );
+    let proxy = start_proxy(&config).await;
+    let admin = proxy.admin_url("");
+    let admin = admin.trim_end_matches('/').to_string();
+    let url = format!("http://{}/", proxy.addrs()[0]);
+    let client = http1_client();
+    let send = |client: HttpClient, url: String| {
+        tokio::spawn(async move {
+            let response = client.get(url.parse().unwrap()).await.unwrap();
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap().to_string());
+            (response.status().as_u16(), retry_after)
+        })
+    };
+    // The first takes the upstream's one place; the second queues; the
+    // third finds the queue full.
+    let first = send(client.clone(), url.clone());
+    wait_until("the upstream has the first request", || async {
+        up.in_flight() == 1
+    })
+    .await;
+    let second = send(client.clone(), url.clone());
+    wait_until("the second request waits in the queue", || async {
+        gauge(&admin, "cutover_queue_waiting{pool=\"full\"}").await == 1.0
+    })
+    .await;
+    let third = send(client.clone(), url.clone()).await.unwrap();
+    assert_eq!(third, (503, Some("1".to_string())), "queue full");
+    let second = second.await.unwrap();
+    assert_eq!(second, (503, Some("1".to_string())), "queue timeout");
+    assert_eq!(first.await.unwrap().0, 200);
+    for reason in ["full", "timeout"] {
+        let name = format!("cutover_queue_rejected_total{{pool=\"full\",reason=\"{reason}\"}}");
+        assert_eq!(gauge(&admin, &name).await, 1.0, "{name}");
+    }
+    // Not the upstream's fault: nothing counted against it.
+    assert_eq!(up.hits(), 1);
+    proxy.stop().await;
+}
+
+/// Bad limits are config errors naming the key, with the file position.
+#[test]
+fn bad_limits_are_config_errors_naming_the_key() {
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for (limits, expected) in [
+        (
+            "max_in_flight = 0",
+            "pool.p.max_in_flight: must be an integer from 1",
+        ),
+        (
+            "max_in_flight = 4\nmax_queue = -1",
+            "pool.p.max_queue: must be an integer from 0",
+        ),
+        (
+            "max_in_flight = 4\nqueue_timeout = \"0s\"",
+            "pool.p.queue_timeout: must be longer than zero",
+        ),
+        (
+            "max_queue = 10",
+            "pool.p.max_in_flight: max_queue and queue_timeout need max_in_flight",
+        ),
+    ] {
+        let out = check_config(&limited_config("p", up, limits), &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{limits}: {stderr}");
+        assert!(stderr.contains(expected), "{limits}: {stderr}");
+        assert!(stderr.contains("cutover.toml:"), "FILE:LINE:COL: {stderr}");
+    }
+}
