@@ -412,9 +412,9 @@ impl RouteTable {
         // With `max_in_flight`, upstreams with room first; when all are
         // full, one by weight anyway (the request then queues).
         let roll = fastrand::u64(..);
-        let index = balance::pick(&pool.upstreams, |u| weight(u, true), roll).or_else(|| {
-            pool.max_in_flight()?;
-            balance::pick(&pool.upstreams, |u| weight(u, false), roll)
+        let limited = pool.concurrency.is_some();
+        let index = balance::pick(&pool.upstreams, |u| weight(u, limited), roll).or_else(|| {
+            limited.then(|| balance::pick(&pool.upstreams, |u| weight(u, false), roll))?
         })?;
         pool.upstreams.get(index)
     }

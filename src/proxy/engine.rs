@@ -30,6 +30,29 @@ use crate::telemetry::{self, names};
 use crate::traffic::TrafficStats;
 use crate::upstream::{InFlight, UpstreamState};
 
+/// A place for the request at `pick`'s upstream, counted in flight: at
+/// once without `max_in_flight`; with it, if the upstream has room and
+/// nobody queues in its pool (first come, first served). `Err`: the
+/// request must queue ([`Proxy::queue_for`]).
+fn admit_now(table: &RouteTable, pick: Pick) -> Result<(Pick, bool, InFlight), Pick> {
+    let Some(pool) = table.pools().get(pick.pool_index) else {
+        let in_flight = pick.upstream.start_request();
+        return Ok((pick, false, in_flight));
+    };
+    let Some(limits) = pool.concurrency else {
+        let in_flight = pick.upstream.start_request();
+        return Ok((pick, false, in_flight));
+    };
+    if pool.queue.waiting() == 0
+        && let Some(in_flight) = pick
+            .upstream
+            .try_start_request(Some(limits.max_in_flight), pool.slow_start)
+    {
+        return Ok((pick, false, in_flight));
+    }
+    Err(pick)
+}
+
 /// A request turned away by a pool's queue (`reason`: full, timeout).
 fn queue_rejected(pool: &Arc<str>, reason: &'static str) {
     metrics::counter!(names::QUEUE_REJECTED_TOTAL, "pool" => Arc::clone(pool), "reason" => reason)
@@ -114,7 +137,12 @@ impl Proxy {
         let resendable = front.resendable();
         let mut picks = Picks::new(pinned, self.settings.retries);
         while let Some((pick, fresh)) = picks.next(table, route) {
-            let (pick, moved, in_flight) = self.admit(table, pick, picks.tried()).await?;
+            let (pick, moved, in_flight) = match admit_now(table, pick) {
+                Ok(admitted) => admitted,
+                // Boxed: the wait is rare, and inline it would grow every
+                // request's future.
+                Err(pick) => Box::pin(self.queue_for(table, pick, picks.tried())).await?,
+            };
             let cookie = fresh_cookie(table, route, &pick, fresh || moved, now_unix, secure);
             let Some(request) = front.request_for(&pick, cookie) else {
                 break;
@@ -160,34 +188,22 @@ impl Proxy {
         }
     }
 
-    /// A place for the request at `pick`'s upstream, counted in flight.
-    /// Without `max_in_flight`, at once. With it, at once if the upstream
-    /// has room and nobody queues in its pool (first come, first served);
-    /// else the request waits in the pool's queue for an upstream of the
-    /// pool with room (`moved`: another upstream than `pick`'s), or gets
-    /// `QueueFull` / `QueueTimeout` (503 with `Retry-After`).
-    async fn admit(
+    /// The request's wait in the queue of `pick`'s pool (see
+    /// [`admit_now`]) for an upstream of the pool with room (`moved`:
+    /// another than `pick`'s), or `QueueFull` / `QueueTimeout` (503 with
+    /// `Retry-After`).
+    async fn queue_for(
         &self,
         table: &RouteTable,
         pick: Pick,
         tried: &[Arc<UpstreamState>],
     ) -> Result<(Pick, bool, InFlight), ProxyError> {
-        let Some(pool) = table.pools().get(pick.pool_index) else {
+        let pool = table.pools().get(pick.pool_index);
+        let Some((pool, limits)) = pool.and_then(|p| Some((p, p.concurrency?))) else {
             return Err(ProxyError::NoEligibleUpstream {
                 route: pick.pool.to_string(),
             });
         };
-        let Some(limits) = pool.concurrency else {
-            let in_flight = pick.upstream.start_request();
-            return Ok((pick, false, in_flight));
-        };
-        if pool.queue.waiting() == 0
-            && let Some(in_flight) = pick
-                .upstream
-                .try_start_request(Some(limits.max_in_flight), pool.slow_start)
-        {
-            return Ok((pick, false, in_flight));
-        }
         let name = &pick.pool;
         let Some(place) = pool.queue.join(limits.max_queue as usize) else {
             queue_rejected(name, "full");
