@@ -184,8 +184,22 @@ fn pools_table(h: &mut String, status: &Status, charts: &Charts, colour: &HashMa
     }
     let _ = write!(
         h,
-        "</table>\n<p class=\"meta\">{drains} drain(s) in progress.</p></body></html>\n"
+        "</table>\n<p class=\"meta\">{drains} drain(s) in progress.</p>"
     );
+    for p in &status.pools {
+        if let Some(q) = &p.queue {
+            let _ = write!(
+                h,
+                "<p class=\"meta\" id=\"queue-{pool}\">{pool}: {} waiting in the queue (at most {} per upstream at once, {} may wait, {} ms each)</p>",
+                q.waiting,
+                q.max_in_flight,
+                q.max_queue,
+                q.queue_timeout_ms,
+                pool = esc(&p.name),
+            );
+        }
+    }
+    h.push_str("</body></html>\n");
 }
 
 /// A route's rollout: state, steps, the last check's figures for target

@@ -105,6 +105,18 @@ pub struct PoolView {
     /// resolves to now (`addresses`, `error`, `resolved_ms`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<serde_json::Value>,
+    /// With `max_in_flight`: the limits and the requests waiting now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueView>,
+}
+
+/// A pool's `max_in_flight` and its queue, as status shows them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QueueView {
+    pub waiting: usize,
+    pub max_in_flight: u32,
+    pub max_queue: u32,
+    pub queue_timeout_ms: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -208,6 +220,12 @@ pub fn pool_view(table: &RouteTable, o: &Overrides, file: &Config, p: &Pool) -> 
             .iter()
             .filter_map(|u| upstream_view(table, o, file, &p.name, u.state.addr()))
             .collect(),
+        queue: p.concurrency.map(|c| QueueView {
+            waiting: p.queue.waiting(),
+            max_in_flight: c.max_in_flight,
+            max_queue: c.max_queue,
+            queue_timeout_ms: u64::try_from(c.queue_timeout.as_millis()).unwrap_or(u64::MAX),
+        }),
     }
 }
 

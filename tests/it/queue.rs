@@ -83,6 +83,22 @@ async fn a_full_queue_and_a_wait_past_the_timeout_are_503_with_retry_after() {
         gauge(&admin, "cutover_queue_waiting{pool=\"full\"}").await == 1.0
     })
     .await;
+    // Status and the page show the wait.
+    let (_, status) = admin_call("GET", &format!("{admin}/api/v1/status"), None, None).await;
+    let pool = status["pools"]
+        .as_array()
+        .and_then(|pools| pools.iter().find(|p| p["name"] == "full"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(pool["queue"]["waiting"], 1, "{pool}");
+    assert_eq!(pool["queue"]["max_in_flight"], 1, "{pool}");
+    let (_, page) = admin_call("GET", &format!("{admin}/"), None, None).await;
+    assert!(
+        page.as_str()
+            .unwrap_or("")
+            .contains("full: 1 waiting in the queue"),
+        "{page}"
+    );
     let third = send(client.clone(), url.clone()).await.unwrap();
     assert_eq!(third, (503, Some("1".to_string())), "queue full");
     let second = second.await.unwrap();
