@@ -31,7 +31,11 @@ impl Queue {
     /// A place, or `None` when `max` requests already wait.
     pub fn join(&self, max: usize) -> Option<Place<'_>> {
         self.waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            // SeqCst here, in `room_made` and on the in-flight count: a
+            // waiter's "join, then look for room" and a request's "end,
+            // then look for waiters" must not both miss each other (a
+            // store-load reordering would leave the waiter asleep).
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()?;
@@ -42,7 +46,7 @@ impl Queue {
     /// upstreams ended. (tokio's `Notify` wakes waiters in order, and a
     /// woken waiter that leaves without using it passes it on.)
     pub fn room_made(&self) {
-        if self.waiting.load(Ordering::Relaxed) > 0 {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
             self.room.notify_one();
         }
     }

@@ -257,7 +257,7 @@ impl UpstreamState {
         };
         let limit = self.ramped(max, slow_start) as usize;
         self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < limit).then_some(n + 1)
             })
             .ok()?;
@@ -349,7 +349,8 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let before = self.upstream.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // SeqCst: see `Queue::join` (free on x86: an RMW is a full fence).
+        let before = self.upstream.in_flight.fetch_sub(1, Ordering::SeqCst);
         debug_assert!(before > 0, "in-flight count went below zero");
         self.upstream.queue.room_made();
     }
@@ -453,6 +454,26 @@ mod tests {
         assert!(u.is_ejected(), "still waiting for a passing probe");
         u.set_health(Health::Healthy);
         assert!(!u.is_ejected());
+    }
+
+    #[test]
+    fn max_in_flight_is_held_and_ramps_with_slow_start() {
+        let u = upstream(false);
+        // No limit: always room.
+        let free: Vec<_> = (0..5).map(|_| u.try_start_request(None, None)).collect();
+        assert!(free.iter().all(Option::is_some));
+        drop(free);
+        // Just healthy, a one-hour ramp: a tenth of 20 at first.
+        let ramp = Some(Duration::from_secs(3600));
+        let a = u.try_start_request(Some(20), ramp).expect("first place");
+        let b = u.try_start_request(Some(20), ramp).expect("second place");
+        assert!(u.try_start_request(Some(20), ramp).is_none());
+        assert!(!u.has_room(Some(20), ramp));
+        // Without the ramp all 20.
+        assert!(u.has_room(Some(20), None));
+        drop((a, b));
+        assert_eq!(u.in_flight(), 0);
+        assert!(u.try_start_request(Some(20), ramp).is_some());
     }
 
     #[test]
