@@ -17,7 +17,8 @@ use tokio::sync::watch;
 use crate::balance;
 use crate::balance::sticky::{StickyId, StickyKey};
 use crate::config::{
-    Config, HealthConfig, Matchers, MirrorConfig, StickyConfig, UpstreamProtocol, UpstreamTls,
+    Balance, Config, HealthConfig, Matchers, MirrorConfig, StickyConfig, UpstreamProtocol,
+    UpstreamTls,
 };
 use crate::queue::Queue;
 use crate::shadow::ShadowStats;
@@ -88,6 +89,7 @@ pub struct Pool {
     pub concurrency: Option<crate::config::Concurrency>,
     /// Requests waiting for room (kept across rebuilds by pool name).
     pub queue: Arc<Queue>,
+    pub balance: Balance,
     /// How to speak to the upstreams.
     pub tls: Option<UpstreamTls>,
     pub protocol: UpstreamProtocol,
@@ -234,6 +236,7 @@ impl<'a> Kept<'a> {
             slow_start: p.slow_start,
             concurrency: p.concurrency,
             queue,
+            balance: p.balance,
             tls: p.tls.clone(),
             protocol: p.protocol,
         }
@@ -394,7 +397,9 @@ impl RouteTable {
         })
     }
 
-    /// An upstream of pool `pool_index` that can take traffic, by weight.
+    /// An upstream of pool `pool_index` that can take traffic, by the
+    /// pool's `balance`: weighted random, or the less loaded of two
+    /// weighted draws.
     pub fn pick_upstream(
         &self,
         pool_index: usize,
@@ -411,11 +416,18 @@ impl RouteTable {
         };
         // With `max_in_flight`, upstreams with room first; when all are
         // full, one by weight anyway (the request then queues).
-        let roll = fastrand::u64(..);
+        let rolls = (fastrand::u64(..), fastrand::u64(..));
+        let choose = |room: bool| match pool.balance {
+            Balance::Random => balance::pick(&pool.upstreams, |u| weight(u, room), rolls.0),
+            Balance::LeastRequest => balance::pick_least_loaded(
+                &pool.upstreams,
+                |u| weight(u, room),
+                |u| u.state.in_flight(),
+                rolls,
+            ),
+        };
         let limited = pool.concurrency.is_some();
-        let index = balance::pick(&pool.upstreams, |u| weight(u, limited), roll).or_else(|| {
-            limited.then(|| balance::pick(&pool.upstreams, |u| weight(u, false), roll))?
-        })?;
+        let index = choose(limited).or_else(|| limited.then(|| choose(false))?)?;
         pool.upstreams.get(index)
     }
 

@@ -1,5 +1,5 @@
-//! Weighted random choice and sticky cookies, pure and synchronous: no
-//! tokio, no I/O, no sibling imports.
+//! Weighted random choice, the power of two choices, and sticky cookies,
+//! pure and synchronous: no tokio, no I/O, no sibling imports.
 //!
 //! The caller passes an eligibility-aware weight for each item (0 = skip), so a
 //! pick passes over ineligible upstreams and pools without any stored weight
@@ -36,10 +36,71 @@ pub fn pick<T>(items: &[T], weight: impl Fn(&T) -> u32, roll: u64) -> Option<usi
     last_positive
 }
 
+/// The power of two choices (least request): two distinct items drawn by
+/// weight (`rolls`), and of the two the one with less `load` per unit of
+/// weight; a tie goes to the first draw. Idle (equal loads), the choice is
+/// therefore plain weighted random; under load, a slow item — whose
+/// requests pile up — loses most draws, without any scan of the whole set
+/// or shared state beyond each item's own load.
+pub fn pick_least_loaded<T>(
+    items: &[T],
+    weight: impl Fn(&T) -> u32,
+    load: impl Fn(&T) -> usize,
+    rolls: (u64, u64),
+) -> Option<usize> {
+    let first = pick(items, &weight, rolls.0)?;
+    let chosen = &items[first];
+    let second = pick(
+        items,
+        |item| {
+            if std::ptr::eq(item, chosen) {
+                0
+            } else {
+                weight(item)
+            }
+        },
+        rolls.1,
+    );
+    let Some(second) = second else {
+        return Some(first);
+    };
+    // load / weight compared without division: a·w₂ against b·w₁.
+    let per_weight = |at: usize, other: usize| {
+        load(&items[at]) as u128 * u128::from(weight(&items[other]).max(1))
+    };
+    if per_weight(second, first) < per_weight(first, second) {
+        Some(second)
+    } else {
+        Some(first)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn least_loaded_of_two_draws() {
+        // (weight, load)
+        let items = [(1u32, 5usize), (1, 0)];
+        for roll in 0..8 {
+            let got = pick_least_loaded(&items, |i| i.0, |i| i.1, (roll, roll / 2));
+            assert_eq!(got, Some(1), "roll {roll}");
+        }
+        // Load per unit of weight: 6 on weight 3 is lighter than 3 on 1.
+        let items = [(1u32, 3usize), (3, 6)];
+        assert_eq!(pick_least_loaded(&items, |i| i.0, |i| i.1, (0, 0)), Some(1));
+        // One eligible item, or none.
+        assert_eq!(
+            pick_least_loaded(&[(0u32, 0usize), (2, 9)], |i| i.0, |i| i.1, (1, 1)),
+            Some(1)
+        );
+        assert_eq!(
+            pick_least_loaded(&[(0u32, 0usize)], |i| i.0, |i| i.1, (1, 1)),
+            None
+        );
+    }
 
     #[test]
     fn all_zero_is_none() {
@@ -76,6 +137,27 @@ mod tests {
                 if *w == 0 {
                     prop_assert_eq!(counts[i], 0);
                 }
+                prop_assert!((want - got).abs() < 0.03, "item {} weight {} want {:.3} got {:.3}", i, w, want, got);
+            }
+        }
+
+        /// With equal loads, the power of two choices keeps each item's
+        /// weight share (ties go to the first, weighted, draw).
+        #[test]
+        fn least_loaded_idle_follows_weights(weights in proptest::collection::vec(0u32..20, 1..12), seed in any::<u64>()) {
+            let total: u32 = weights.iter().sum();
+            prop_assume!(total > 0);
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let rounds = 20_000;
+            let mut counts = vec![0u32; weights.len()];
+            for _ in 0..rounds {
+                let i = pick_least_loaded(&weights, |w| *w, |_| 0, (rng.u64(..), rng.u64(..)))
+                    .expect("some weight is positive");
+                counts[i] += 1;
+            }
+            for (i, w) in weights.iter().enumerate() {
+                let want = f64::from(*w) / f64::from(total);
+                let got = f64::from(counts[i]) / f64::from(rounds);
                 prop_assert!((want - got).abs() < 0.03, "item {} weight {} want {:.3} got {:.3}", i, w, want, got);
             }
         }

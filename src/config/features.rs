@@ -10,7 +10,7 @@ use toml::de::DeValue;
 use super::reader::Table;
 use super::reader::Value;
 use super::rollout_spec::ANALYSIS_KEYS;
-use super::{Concurrency, HealthConfig, OutlierConfig, Problems, StickyConfig, TlsFiles};
+use super::{Balance, Concurrency, HealthConfig, OutlierConfig, Problems, StickyConfig, TlsFiles};
 
 fn positive(
     t: &mut Table<'_>,
@@ -161,6 +161,25 @@ pub fn read_concurrency(pool: &mut Table<'_>, problems: &mut Problems) -> Option
         max_queue: max_queue.map_or(1000, |n| n as u32),
         queue_timeout: queue_timeout.unwrap_or(Duration::from_secs(5)),
     })
+}
+
+/// `balance = "p2c" | "random"` (default p2c).
+pub fn read_balance(pool: &mut Table<'_>, problems: &mut Problems) -> Balance {
+    let Some(b) = pool.str("balance", problems) else {
+        return Balance::default();
+    };
+    match *b.get_ref() {
+        "p2c" => Balance::LeastRequest,
+        "random" => Balance::Random,
+        other => {
+            problems.push(
+                b.span(),
+                &pool.child("balance"),
+                format!("unknown balance {other:?}: expected \"p2c\" (least request) or \"random\" (weighted)"),
+            );
+            Balance::default()
+        }
+    }
 }
 
 /// `dns_refresh`: how often a pool's DNS-named upstreams are resolved.

@@ -223,6 +223,8 @@ pub struct PoolConfig {
     pub slow_start: Option<Duration>,
     /// `max_in_flight` per upstream, and the queue beyond it.
     pub concurrency: Option<Concurrency>,
+    /// How an upstream of the pool is chosen.
+    pub balance: Balance,
     /// TLS to the upstreams, if they speak it.
     pub tls: Option<UpstreamTls>,
     pub protocol: UpstreamProtocol,
@@ -242,6 +244,26 @@ pub struct Concurrency {
     pub max_in_flight: u32,
     pub max_queue: u32,
     pub queue_timeout: Duration,
+}
+
+/// `balance`: how a request's upstream is chosen within a pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Balance {
+    /// `"p2c"`: of two upstreams drawn by weight, the one with fewer
+    /// requests in flight per unit of weight (idle, the same as random).
+    #[default]
+    LeastRequest,
+    /// `"random"`: weighted random, blind to load.
+    Random,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::LeastRequest => "p2c",
+            Balance::Random => "random",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

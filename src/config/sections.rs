@@ -268,6 +268,7 @@ fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
         let outlier = features::read_outlier(&mut t, problems);
         let slow_start = features::read_slow_start(&mut t, problems);
         let concurrency = features::read_concurrency(&mut t, problems);
+        let balance = features::read_balance(&mut t, problems);
         let (upstreams, named) = read_upstreams(&mut t, problems);
         let dns_refresh = features::read_dns_refresh(&mut t, problems);
         let (tls, protocol) = transport::read_transport(&mut t, problems);
@@ -287,6 +288,7 @@ fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
                 outlier,
                 slow_start,
                 concurrency,
+                balance,
                 tls,
                 protocol,
                 named,

@@ -101,6 +101,9 @@ impl RouteView {
 pub struct PoolView {
     pub name: String,
     pub upstreams: Vec<UpstreamView>,
+    /// `p2c` or `random`: how an upstream is chosen.
+    #[serde(default)]
+    pub balance: String,
     /// Upstreams given by DNS name: each name, its weight and what it
     /// resolves to now (`addresses`, `error`, `resolved_ms`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -215,6 +218,7 @@ pub fn pool_view(table: &RouteTable, o: &Overrides, file: &Config, p: &Pool) -> 
     PoolView {
         names: Vec::new(),
         name: p.name.to_string(),
+        balance: p.balance.as_str().to_string(),
         upstreams: p
             .upstreams
             .iter()

@@ -6,6 +6,7 @@ mod support;
 mod access_log;
 mod admin;
 mod architecture;
+mod balance;
 mod config_check;
 mod connections;
 mod ctl;
