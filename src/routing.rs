@@ -17,10 +17,11 @@ use tokio::sync::watch;
 use crate::balance;
 use crate::balance::sticky::{StickyId, StickyKey};
 use crate::config::{
-    Balance, Config, HealthConfig, Matchers, MirrorConfig, StickyConfig, UpstreamProtocol,
-    UpstreamTls,
+    Balance, Config, HealthConfig, Matchers, MirrorConfig, RetryConfig, StickyConfig,
+    UpstreamProtocol, UpstreamTls,
 };
 use crate::queue::Queue;
+use crate::retry_budget::RetryBudget;
 use crate::shadow::ShadowStats;
 use crate::traffic::{Snapshot, TrafficStats};
 use crate::upstream::{OutlierRule, UpstreamState};
@@ -48,9 +49,19 @@ pub struct Route {
     pub mirror: Option<RouteMirror>,
     /// The route's shadow figures, kept across rebuilds.
     pub shadow: Arc<ShadowStats>,
+    /// The route's own retry policy and its budget (kept across
+    /// rebuilds); without it, the proxy's `retries`.
+    pub retry: Option<RouteRetry>,
     /// Index into `split` of the pool a rollout moves sticky clients to,
     /// and its percent.
     sticky_shift: Option<(usize, u32)>,
+}
+
+/// A route's `retry` and the requests and retries it has counted.
+#[derive(Debug)]
+pub struct RouteRetry {
+    pub policy: RetryConfig,
+    pub budget: Arc<RetryBudget>,
 }
 
 /// Where a route's copies go.
@@ -167,12 +178,14 @@ fn usable(state: &Arc<UpstreamState>, exclude: &[Arc<UpstreamState>]) -> bool {
 
 /// What a rebuilt table keeps of the previous one, by name: each
 /// upstream's state (health, ejection, in flight), each route share's
-/// traffic counts and each route's shadow counts.
+/// traffic counts, each route's shadow counts and retry budget, each
+/// pool's queue.
 #[derive(Default)]
 struct Kept<'a> {
     upstreams: HashMap<(&'a str, SocketAddr), &'a Arc<UpstreamState>>,
     stats: HashMap<(&'a str, &'a str), &'a Arc<TrafficStats>>,
     shadow: HashMap<&'a str, &'a Arc<ShadowStats>>,
+    budgets: HashMap<&'a str, &'a Arc<RetryBudget>>,
     queues: HashMap<&'a str, &'a Arc<Queue>>,
 }
 
@@ -191,6 +204,9 @@ impl<'a> Kept<'a> {
         }
         for route in &prev.routes {
             kept.shadow.insert(&route.name, &route.shadow);
+            if let Some(retry) = &route.retry {
+                kept.budgets.insert(&route.name, &retry.budget);
+            }
             for share in &route.split {
                 kept.stats
                     .insert((&route.name, &prev.pools[share.pool].name), &share.stats);
@@ -287,6 +303,13 @@ impl<'a> Kept<'a> {
                 .shadow
                 .get(r.name.as_str())
                 .map_or_else(Default::default, |s| Arc::clone(s)),
+            retry: r.retry.map(|policy| RouteRetry {
+                policy,
+                budget: self
+                    .budgets
+                    .get(r.name.as_str())
+                    .map_or_else(Default::default, |b| Arc::clone(b)),
+            }),
             sticky_shift,
         }
     }

@@ -123,6 +123,11 @@ pub mod names {
     /// Extra: requests a pool's queue turned away with a 503 (`reason`:
     /// `full`, `timeout`).
     pub const QUEUE_REJECTED_TOTAL: &str = "cutover_queue_rejected_total";
+    /// Extra: requests sent again to another upstream, by route and
+    /// `reason` (`connect`, `reset`, `503`, `5xx`).
+    pub const RETRIES_TOTAL: &str = "cutover_retries_total";
+    /// Extra: retries a route's `retry.budget` refused.
+    pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "cutover_retry_budget_exhausted_total";
     /// Extra: passive outlier ejections.
     pub const UPSTREAM_EJECTIONS_TOTAL: &str = "cutover_upstream_ejections_total";
     /// In a fleet: 1 while etcd is reachable (changes can be made).
@@ -276,6 +281,14 @@ fn describe() {
     describe_counter!(
         names::QUEUE_REJECTED_TOTAL,
         "Requests a pool's queue answered 503 (reason: full, timeout)"
+    );
+    describe_counter!(
+        names::RETRIES_TOTAL,
+        "Requests sent again to another upstream, by route and reason (connect, reset, 503, 5xx)"
+    );
+    describe_counter!(
+        names::RETRY_BUDGET_EXHAUSTED_TOTAL,
+        "Retries a route's retry budget refused"
     );
     describe_counter!(
         names::UPSTREAM_HEALTH_TRANSITIONS_TOTAL,

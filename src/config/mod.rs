@@ -9,6 +9,7 @@ mod features;
 mod matchers;
 mod mirror;
 mod reader;
+mod retry;
 mod rollout_spec;
 mod sections;
 mod split;
@@ -25,6 +26,7 @@ use toml::de::DeTable;
 pub use cluster::ClusterConfig;
 pub use matchers::{Matchers, ValueMatch, cookies};
 pub use mirror::{Compare, MirrorConfig, MirrorTarget};
+pub use retry::{MIN_RETRIES_PER_WINDOW, RetryConfig, RetryOn};
 pub use rollout_spec::{Analysis, OnInconclusive, RolloutSpec, SpecError, Webhooks, parse_spec};
 pub use split::{MAX_WEIGHT, Split, SplitError, WeightError, weight};
 pub use transport::{UpstreamProtocol, UpstreamTls};
@@ -149,6 +151,9 @@ pub struct RouteConfig {
     /// `mirror = { … }`: shadow traffic (with a runtime change laid over it
     /// in the effective config).
     pub mirror: Option<MirrorConfig>,
+    /// `retry = { … }`: the route's own retry policy (else the proxy's
+    /// `retries`).
+    pub retry: Option<RetryConfig>,
     /// `rollout = { … }`: defaults for rollouts of this route, in the shape
     /// of the API's request body (limits under `analysis`), already checked.
     pub rollout: Option<serde_json::Value>,

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -11,6 +12,7 @@ use super::features;
 use super::matchers;
 use super::mirror;
 use super::reader::{Table, int_value, str_value};
+use super::retry;
 use super::split::{self, Split, SplitError};
 use super::transport::{self, UpstreamProtocol};
 use super::{
@@ -29,7 +31,7 @@ pub fn read_root(root: &Spanned<DeTable<'_>>, problems: &mut Problems) -> Config
     let state = read_state(&mut top, problems);
     let proxy = read_proxy(&mut top, problems);
     let pools = read_pools(&mut top, problems);
-    let routes = read_routes(&mut top, &pools, problems);
+    let routes = read_routes(&mut top, &pools, proxy.response_header_timeout, problems);
     let cluster = super::cluster::read_cluster(&mut top, problems);
     top.finish(problems);
 
@@ -418,6 +420,7 @@ fn read_upstreams(
 fn read_routes(
     top: &mut Table<'_>,
     pools: &SpannedPools,
+    response_header_timeout: Duration,
     problems: &mut Problems,
 ) -> Vec<RouteConfig> {
     let Some(items) = top.array("route", problems) else {
@@ -462,6 +465,7 @@ fn read_routes(
         let pool_exists = |name: &str| pools.iter().any(|(p, _)| p.name == name);
         let mirror = mirror::read_mirror(&mut t, &pool_exists, problems);
         let rollout = features::read_rollout(&mut t, problems);
+        let retry = retry::read_retry(&mut t, response_header_timeout, problems);
         t.finish(problems);
         let Some(name) = name else { continue };
         seen.push(name.clone());
@@ -474,6 +478,7 @@ fn read_routes(
             split,
             sticky,
             mirror,
+            retry,
             rollout,
             sticky_shift: None,
         });

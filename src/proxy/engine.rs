@@ -53,6 +53,15 @@ fn admit_now(table: &RouteTable, pick: Pick) -> Result<(Pick, bool, InFlight), P
     Err(pick)
 }
 
+/// One attempt: where it goes, its request, its place at the upstream,
+/// and how long it may wait for the response head.
+struct Attempt<'p, R> {
+    pick: &'p Pick,
+    request: R,
+    in_flight: InFlight,
+    timeout: std::time::Duration,
+}
+
 /// A request turned away by a pool's queue (`reason`: full, timeout).
 fn queue_rejected(pool: &Arc<str>, reason: &'static str) {
     metrics::counter!(names::QUEUE_REJECTED_TOTAL, "pool" => Arc::clone(pool), "reason" => reason)
@@ -109,10 +118,10 @@ pub(super) struct Described {
 
 impl Proxy {
     /// Sends the request `front` holds to an upstream of `route`: the
-    /// sticky cookie's if valid, else a weighted pick; after a failure
-    /// that `ProxyError::retryable` allows, another (see `retry`), up to
-    /// `retries` more. Returns the answer and the in-flight count held
-    /// until its body ends.
+    /// sticky cookie's if valid, else a pick by the split and the pool's
+    /// balance; after a failed attempt or an answer the route's retry
+    /// policy retries (see `retry`), another upstream after a backoff.
+    /// Returns the answer and the in-flight count held until its body ends.
     pub(super) async fn forward<F: Front>(
         &self,
         table: &RouteTable,
@@ -135,7 +144,7 @@ impl Proxy {
             table.sticky_pick(route, value, now_unix)
         });
         let resendable = front.resendable();
-        let mut picks = Picks::new(pinned, self.settings.retries);
+        let mut picks = Picks::new(pinned, route, self.settings.retries);
         while let Some((pick, fresh)) = picks.next(table, route) {
             let (pick, moved, in_flight) = match admit_now(table, pick) {
                 Ok(admitted) => admitted,
@@ -147,30 +156,47 @@ impl Proxy {
             let Some(request) = front.request_for(&pick, cookie) else {
                 break;
             };
-            match self
-                .attempt(table, &pick, front, request, labels, in_flight)
-                .await
-            {
-                Ok(answer) => return Ok(answer),
+            let attempt = Attempt {
+                pick: &pick,
+                request,
+                in_flight,
+                timeout: picks.per_try_timeout(self.settings.response_header_timeout),
+            };
+            let backoff = match self.attempt(table, attempt, front, labels).await {
+                Ok(answer) => {
+                    let status = F::status(&answer.0);
+                    match picks.retry_answer(status, resendable, &pick, table, route) {
+                        // The answer (and its connection) let go.
+                        Some(backoff) => backoff,
+                        None => return Ok(answer),
+                    }
+                }
                 Err(e) => picks.failed(pick, e, resendable)?,
+            };
+            labels.retried();
+            if let Some(backoff) = backoff {
+                Box::pin(tokio::time::sleep(backoff)).await;
             }
         }
         Err(picks.exhausted(route))
     }
 
-    /// One attempt at one upstream: send, wait for the response head, and
-    /// record the outcome for outlier ejection.
+    /// One attempt at one upstream: send, wait for the response head (up
+    /// to `timeout`), and record the outcome for outlier ejection.
     async fn attempt<F: Front>(
         &self,
         table: &RouteTable,
-        pick: &Pick,
+        attempt: Attempt<'_, F::Request>,
         front: &mut F,
-        request: F::Request,
         labels: &mut Labels,
-        in_flight: InFlight,
     ) -> Result<(F::Answer, InFlight), ProxyError> {
+        let Attempt {
+            pick,
+            request,
+            in_flight,
+            timeout,
+        } = attempt;
         let (pool, addr) = labels.picked(table, pick)?;
-        let timeout = self.settings.response_header_timeout;
         let sent = tokio::time::timeout(timeout, front.send(self, pool, addr, request)).await;
         // The client's own body failing (a malformed chunk) is no
         // upstream's fault: a 400, not counted against the upstream.
@@ -342,24 +368,54 @@ fn log_failure(e: &ProxyError, peer: SocketAddr) {
 
 /// Metric labels learned while forwarding; `none` where a request never
 /// got that far (no route, nothing eligible).
-#[derive(Default)]
 pub(super) struct Labels {
+    /// When the request arrived.
+    start: Instant,
     route: Option<Arc<str>>,
     pool: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
     addr: Option<SocketAddr>,
+    /// The first attempt's pool figures for rollout analysis, until its
+    /// outcome is known.
     traffic: Option<Arc<TrafficStats>>,
+    /// The first attempt was retried: its failure is counted, and later
+    /// attempts are not (a retry must not hide a bad canary).
+    retried: bool,
     /// A mirrored request's side of the comparison with its shadow.
     pub shadow: Option<PrimaryTap>,
 }
 
 impl Labels {
-    /// The labels of a request for `route`.
-    pub fn routed(route: &Route) -> Labels {
+    /// The labels of a request that arrived at `start`.
+    pub fn arrived(start: Instant) -> Labels {
+        Labels {
+            start,
+            route: None,
+            pool: None,
+            upstream: None,
+            addr: None,
+            traffic: None,
+            retried: false,
+            shadow: None,
+        }
+    }
+
+    /// The labels of a request for `route` that arrived at `start`.
+    pub fn routed(route: &Route, start: Instant) -> Labels {
         Labels {
             route: Some(Arc::clone(&route.name)),
-            ..Labels::default()
+            ..Labels::arrived(start)
         }
+    }
+
+    /// The attempt just made failed (or its answer was let go) and
+    /// another follows: if it was the first, its pool's rollout figures
+    /// count a failure now.
+    fn retried(&mut self) {
+        if let Some(traffic) = self.traffic.take() {
+            traffic.record(self.start.elapsed(), true);
+        }
+        self.retried = true;
     }
 
     /// Labels an attempt at `pick`; its pool in `table` and its address.
@@ -372,7 +428,9 @@ impl Labels {
         self.pool = Some(Arc::clone(&pick.pool));
         self.upstream = Some(Arc::clone(pick.upstream.label()));
         self.addr = Some(addr);
-        self.traffic = Some(Arc::clone(&pick.stats));
+        if !self.retried {
+            self.traffic = Some(Arc::clone(&pick.stats));
+        }
         match table.pools().get(pick.pool_index) {
             Some(pool) => Ok((pool, addr)),
             None => Err(ProxyError::NoEligibleUpstream {
@@ -388,9 +446,9 @@ impl Labels {
         self,
         cache: &RequestMetricsCache,
         status: u16,
-        start: Instant,
         log: Option<LogLine>,
     ) -> RequestTimer {
+        let start = self.start;
         let log = log.map(|mut line| {
             let entry = &mut line.1;
             entry.route = self.route.as_ref().map(|r| r.to_string());

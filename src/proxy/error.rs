@@ -82,19 +82,6 @@ impl ProxyError {
         }
     }
 
-    /// May the request go to another upstream after this failure? The retry
-    /// decision, in one place: a failed connect sent nothing, so yes; an
-    /// upstream that took the request and closed without answering, only if
-    /// the request can be `resent` (bodiless and idempotent); a timeout, no
-    /// (the upstream may still be acting on it).
-    pub fn retryable(&self, resent: bool) -> bool {
-        match self {
-            ProxyError::UpstreamConnect { .. } => true,
-            ProxyError::UpstreamFailed { .. } => resent,
-            _ => false,
-        }
-    }
-
     /// The HTTP status of this failure (what a client other than gRPC sees).
     pub fn status(&self) -> StatusCode {
         self.status_and_text().0

@@ -130,7 +130,7 @@ impl Proxy {
         let _active = client.activity.start(Version::HTTP_11);
         let Ticket { head, table, route } = ticket;
         let route = &table.routes()[route];
-        let mut labels = Labels::routed(route);
+        let mut labels = Labels::routed(route, start);
         let close = head.close || client.activity.closing();
         let secure = client.conn.proto == "https";
         let mut request = DirectRequest {
@@ -153,7 +153,7 @@ impl Proxy {
             Ok(ok) => ok,
             Err(e) => {
                 let status = self.failed(&e, client.conn);
-                let _timer = labels.record(&self.request_metrics, status, start, log);
+                let _timer = labels.record(&self.request_metrics, status, log);
                 return answer_failure(&e, close, client, scratch).await;
             }
         };
@@ -169,7 +169,7 @@ impl Proxy {
             response::add_connection_close(&mut scratch.client_head);
         }
         let close = close || stopped_meanwhile;
-        let mut timer = labels.record(&self.request_metrics, response.status, start, log);
+        let mut timer = labels.record(&self.request_metrics, response.status, log);
         let copied = copy_body(
             &mut upstream,
             client.stream,

@@ -33,7 +33,7 @@ impl Proxy {
         active: ActiveRequest,
     ) -> Response<ResponseBody> {
         let start = Instant::now();
-        let mut labels = Labels::default();
+        let mut labels = Labels::arrived(start);
         let log = self.begin_log(&conn, || describe(&req));
         let grpc = is_grpc(&req);
         // A failure's HTTP status, for metrics and rollout analysis even
@@ -50,7 +50,7 @@ impl Proxy {
         if let Some(tap) = labels.shadow.take() {
             response.body_mut().tap(tap, status);
         }
-        let timer = labels.record(&self.request_metrics, status, start, log);
+        let timer = labels.record(&self.request_metrics, status, log);
         response.body_mut().hold(in_flight, active, Some(timer));
         response
     }

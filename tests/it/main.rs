@@ -28,6 +28,7 @@ mod package;
 pub mod process;
 mod queue;
 mod resilience;
+mod retry;
 mod rollout;
 mod rollout_ctl;
 mod routing;
