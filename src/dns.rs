@@ -120,6 +120,7 @@ pub fn expand(raw: &Config, names: &Names) -> Config {
                     pool.upstreams.push(UpstreamConfig {
                         addr: *addr,
                         weight: n.weight,
+                        max_in_flight: n.max_in_flight,
                         host: Some(n.host.clone()),
                     });
                 }

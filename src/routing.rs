@@ -110,6 +110,9 @@ pub struct Pool {
 pub struct Upstream {
     pub state: Arc<UpstreamState>,
     pub weight: u32,
+    /// Requests it takes at once: its own `max_in_flight`, else its
+    /// pool's; `None`: no limit.
+    pub max_in_flight: Option<u32>,
     sticky_id: StickyId,
     /// The pool's `tls` for this upstream: `sni` defaults to the DNS name
     /// the address came from, so the name the operator wrote is the one
@@ -125,8 +128,23 @@ pub struct Pick {
     pub pool_index: usize,
     pub upstream: Arc<UpstreamState>,
     pub sticky_id: StickyId,
+    /// The upstream's limit on requests at once, if it has one.
+    pub max_in_flight: Option<u32>,
     /// The route's traffic figures for this pool.
     pub stats: Arc<TrafficStats>,
+}
+
+impl Pick {
+    fn of(pool: &Pool, pool_index: usize, upstream: &Upstream, stats: &Arc<TrafficStats>) -> Pick {
+        Pick {
+            pool: Arc::clone(&pool.name),
+            pool_index,
+            upstream: Arc::clone(&upstream.state),
+            sticky_id: upstream.sticky_id,
+            max_in_flight: upstream.max_in_flight,
+            stats: Arc::clone(stats),
+        }
+    }
 }
 
 impl Pool {
@@ -142,11 +160,6 @@ impl Pool {
             Some(u) => u.tls.as_ref(),
             None => self.tls.as_ref(),
         }
-    }
-
-    /// The per-upstream limit on requests at once, if the pool has one.
-    pub fn max_in_flight(&self) -> Option<u32> {
-        self.concurrency.map(|c| c.max_in_flight)
     }
 
     /// Has the pool an upstream that can take new traffic now?
@@ -232,6 +245,9 @@ impl<'a> Kept<'a> {
                         |s| Arc::clone(s),
                     ),
                     weight: u.weight,
+                    max_in_flight: p
+                        .concurrency
+                        .and_then(|c| u.max_in_flight.or(c.max_in_flight)),
                     sticky_id: sticky_key.upstream_id(&p.name, &u.addr.to_string()),
                     tls: p.tls.clone().map(|mut tls| {
                         if tls.sni.is_none() {
@@ -411,13 +427,7 @@ impl RouteTable {
         let stats = &share.stats;
         let pool = &self.pools[pool_index];
         let upstream = self.pick_upstream(pool_index, exclude)?;
-        Some(Pick {
-            pool: Arc::clone(&pool.name),
-            pool_index,
-            upstream: Arc::clone(&upstream.state),
-            sticky_id: upstream.sticky_id,
-            stats: Arc::clone(stats),
-        })
+        Some(Pick::of(pool, pool_index, upstream, stats))
     }
 
     /// An upstream of pool `pool_index` that can take traffic, by the
@@ -430,7 +440,7 @@ impl RouteTable {
     ) -> Option<&Upstream> {
         let pool = self.pools.get(pool_index)?;
         let weight = |u: &Upstream, room: bool| {
-            let fits = !room || u.state.has_room(pool.max_in_flight(), pool.slow_start);
+            let fits = !room || u.state.has_room(u.max_in_flight, pool.slow_start);
             if fits && usable(&u.state, exclude) {
                 u.state.effective_weight(u.weight, pool.slow_start)
             } else {
@@ -467,14 +477,8 @@ impl RouteTable {
         let upstream = self.pick_upstream(pool_index, exclude)?;
         let in_flight = upstream
             .state
-            .try_start_request(pool.max_in_flight(), pool.slow_start)?;
-        let pick = Pick {
-            pool: Arc::clone(&pool.name),
-            pool_index,
-            upstream: Arc::clone(&upstream.state),
-            sticky_id: upstream.sticky_id,
-            stats: Arc::clone(&queued.stats),
-        };
+            .try_start_request(upstream.max_in_flight, pool.slow_start)?;
+        let pick = Pick::of(pool, pool_index, upstream, &queued.stats);
         Some((pick, in_flight))
     }
 
@@ -500,14 +504,7 @@ impl RouteTable {
             }
             u.state
                 .accepts_sticky()
-                .then(|| Pick {
-                    pool: Arc::clone(&pool.name),
-                    pool_index: share.pool,
-                    upstream: Arc::clone(&u.state),
-                    sticky_id: u.sticky_id,
-                    stats: Arc::clone(&share.stats),
-                })
-                .map(|p| (p, false))
+                .then(|| (Pick::of(pool, share.pool, u, &share.stats), false))
         })
     }
 
@@ -823,7 +820,7 @@ upstreams = [{ addr = "127.0.0.1:9001" }]
             );
             let before = RouteTable::build(&Config::parse("t", &text(1, 1, 1, 1)).unwrap(), None, &key());
             let pinned = before.upstream("a", "127.0.0.1:1".parse().unwrap()).unwrap().clone();
-            let pick = Pick { pool: Arc::from("a"), pool_index: 0, upstream: pinned.clone(), sticky_id: before.pools()[0].upstreams[0].sticky_id, stats: Default::default() };
+            let pick = Pick { pool: Arc::from("a"), pool_index: 0, upstream: pinned.clone(), sticky_id: before.pools()[0].upstreams[0].sticky_id, max_in_flight: None, stats: Default::default() };
             let cookie = before.seal_sticky(&pick, u64::MAX);
             let after = RouteTable::build(&Config::parse("t", &text(a_w, b_w, u1, u2)).unwrap(), Some(&before), &key());
             let route = after.route("r").unwrap();

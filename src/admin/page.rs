@@ -192,7 +192,8 @@ fn pools_table(h: &mut String, status: &Status, charts: &Charts, colour: &HashMa
                 h,
                 "<p class=\"meta\" id=\"queue-{pool}\">{pool}: {} waiting in the queue (at most {} per upstream at once, {} may wait, {} ms each)</p>",
                 q.waiting,
-                q.max_in_flight,
+                q.max_in_flight
+                    .map_or_else(|| "each upstream's own".to_string(), |n| n.to_string()),
                 q.max_queue,
                 q.queue_timeout_ms,
                 pool = esc(&p.name),

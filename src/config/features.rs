@@ -131,9 +131,14 @@ pub fn read_slow_start(pool: &mut Table<'_>, problems: &mut Problems) -> Option<
 
 /// `max_in_flight` (1 to 1,000,000), with `max_queue` (0 to 1,000,000,
 /// default 1000) and `queue_timeout` (default 5 s, at most 10 min); the
-/// queue's keys without `max_in_flight` are an error (nothing would fill
-/// the queue).
-pub fn read_concurrency(pool: &mut Table<'_>, problems: &mut Problems) -> Option<Concurrency> {
+/// pool has them when it or one of its upstreams (`upstream_limits`) sets
+/// `max_in_flight`. The queue's keys without any `max_in_flight` are an
+/// error (nothing would fill the queue).
+pub fn read_concurrency(
+    pool: &mut Table<'_>,
+    upstream_limits: bool,
+    problems: &mut Problems,
+) -> Option<Concurrency> {
     let max_in_flight = pool.bounded("max_in_flight", 1, 1_000_000, problems);
     let max_queue = pool.bounded("max_queue", 0, 1_000_000, problems);
     let queue_timeout = match pool.duration("queue_timeout", problems) {
@@ -144,7 +149,7 @@ pub fn read_concurrency(pool: &mut Table<'_>, problems: &mut Problems) -> Option
         }
         d => d.map(toml::Spanned::into_inner),
     };
-    let Some(max_in_flight) = max_in_flight else {
+    if max_in_flight.is_none() && !upstream_limits {
         if max_queue.is_some() || queue_timeout.is_some() {
             let path = pool.child("max_in_flight");
             problems.push(
@@ -154,10 +159,10 @@ pub fn read_concurrency(pool: &mut Table<'_>, problems: &mut Problems) -> Option
             );
         }
         return None;
-    };
+    }
     Some(Concurrency {
         // The bounds above fit in u32.
-        max_in_flight: max_in_flight as u32,
+        max_in_flight: max_in_flight.map(|n| n as u32),
         max_queue: max_queue.map_or(1000, |n| n as u32),
         queue_timeout: queue_timeout.unwrap_or(Duration::from_secs(5)),
     })

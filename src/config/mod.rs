@@ -241,12 +241,15 @@ pub struct PoolConfig {
 }
 
 /// `max_in_flight`, `max_queue`, `queue_timeout`: each upstream of the
-/// pool takes at most `max_in_flight` requests at once; beyond, requests
+/// pool takes at most `max_in_flight` requests at once (its own, else the
+/// pool's); beyond, requests
 /// wait in the pool's queue (at most `max_queue`, each at most
 /// `queue_timeout`), then get a 503 with `Retry-After`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Concurrency {
-    pub max_in_flight: u32,
+    /// The pool's limit for upstreams without their own; `None`: only
+    /// upstreams with their own `max_in_flight` are limited.
+    pub max_in_flight: Option<u32>,
     pub max_queue: u32,
     pub queue_timeout: Duration,
 }
@@ -275,6 +278,8 @@ impl Balance {
 pub struct UpstreamConfig {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// This upstream's own `max_in_flight`, over the pool's.
+    pub max_in_flight: Option<u32>,
     /// The DNS name this address was resolved from (`dns::expand`); over
     /// TLS, the name verified and sent as SNI unless `tls.sni` is set.
     pub host: Option<String>,
@@ -288,6 +293,8 @@ pub struct NamedUpstream {
     pub host: String,
     pub port: u16,
     pub weight: u32,
+    /// Each address's own `max_in_flight`, over the pool's.
+    pub max_in_flight: Option<u32>,
 }
 
 impl NamedUpstream {

@@ -269,9 +269,11 @@ fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
         let health = features::read_health(&mut t, problems);
         let outlier = features::read_outlier(&mut t, problems);
         let slow_start = features::read_slow_start(&mut t, problems);
-        let concurrency = features::read_concurrency(&mut t, problems);
-        let balance = features::read_balance(&mut t, problems);
         let (upstreams, named) = read_upstreams(&mut t, problems);
+        let upstream_limits = upstreams.iter().any(|u| u.max_in_flight.is_some())
+            || named.iter().any(|n| n.max_in_flight.is_some());
+        let concurrency = features::read_concurrency(&mut t, upstream_limits, problems);
+        let balance = features::read_balance(&mut t, problems);
         let dns_refresh = features::read_dns_refresh(&mut t, problems);
         let (tls, protocol) = transport::read_transport(&mut t, problems);
         if health.as_ref().is_some_and(|h| h.grpc) && protocol == UpstreamProtocol::Http1 {
@@ -324,6 +326,7 @@ fn parse_named(s: &str) -> Option<NamedUpstream> {
         host,
         port,
         weight: 1,
+        max_in_flight: None,
     })
 }
 
@@ -392,14 +395,22 @@ fn read_upstreams(
             Some(w) => checked_weight(w, &t.child("weight"), problems),
             None => Some(1),
         };
+        let max_in_flight = t
+            .bounded("max_in_flight", 1, 1_000_000, problems)
+            .map(|n| n as u32);
         t.finish(problems);
         match (addr, weight) {
             (Some(Addr::Ip(addr)), Some(weight)) => upstreams.push(UpstreamConfig {
                 addr,
                 weight,
+                max_in_flight,
                 host: None,
             }),
-            (Some(Addr::Named(n)), Some(weight)) => named.push(NamedUpstream { weight, ..n }),
+            (Some(Addr::Named(n)), Some(weight)) => named.push(NamedUpstream {
+                weight,
+                max_in_flight,
+                ..n
+            }),
             _ => {}
         }
     }

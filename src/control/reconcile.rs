@@ -237,6 +237,7 @@ pub fn effective(file: &Config, o: &Overrides) -> Config {
                 pool.upstreams.push(crate::config::UpstreamConfig {
                     addr: *addr,
                     weight: *weight,
+                    max_in_flight: None,
                     host: None,
                 });
             }

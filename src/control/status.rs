@@ -117,7 +117,8 @@ pub struct PoolView {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct QueueView {
     pub waiting: usize,
-    pub max_in_flight: u32,
+    /// The pool's limit (`null`: only upstreams with their own).
+    pub max_in_flight: Option<u32>,
     pub max_queue: u32,
     pub queue_timeout_ms: u64,
 }
@@ -129,6 +130,10 @@ pub struct UpstreamView {
     /// `healthy`, `unhealthy`, `draining`, `drained` or `disabled`.
     pub state: String,
     pub in_flight: usize,
+    /// Its limit on requests at once (its own `max_in_flight` or its
+    /// pool's), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
     /// What health checks and outlier detection say: `unknown`, `healthy`,
     /// `unhealthy` or `ejected`.
     pub health: String,
@@ -206,6 +211,7 @@ pub fn upstream_view(
         health: health_word(&u.state).to_string(),
         drain_deadline_ms: o.drain_deadline(pool, addr),
         removing: o.removing.get(pool).is_some_and(|r| r.contains(&addr)),
+        max_in_flight: u.max_in_flight,
         requests_total: u.state.counts().0,
         errors_total: u.state.counts().1,
         source: if runtime_added { "runtime" } else { "file" }.into(),

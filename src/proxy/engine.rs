@@ -39,14 +39,14 @@ fn admit_now(table: &RouteTable, pick: Pick) -> Result<(Pick, bool, InFlight), P
         let in_flight = pick.upstream.start_request();
         return Ok((pick, false, in_flight));
     };
-    let Some(limits) = pool.concurrency else {
+    let Some(limit) = pick.max_in_flight else {
         let in_flight = pick.upstream.start_request();
         return Ok((pick, false, in_flight));
     };
     if pool.queue.waiting() == 0
         && let Some(in_flight) = pick
             .upstream
-            .try_start_request(Some(limits.max_in_flight), pool.slow_start)
+            .try_start_request(Some(limit), pool.slow_start)
     {
         return Ok((pick, false, in_flight));
     }

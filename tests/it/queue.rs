@@ -142,3 +142,65 @@ fn bad_limits_are_config_errors_naming_the_key() {
         assert!(stderr.contains("cutover.toml:"), "FILE:LINE:COL: {stderr}");
     }
 }
+
+/// An upstream's own `max_in_flight` in the upstreams list overrides the
+/// pool's; one without either (the pool has none) is not limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstreams_own_max_in_flight_overrides_the_pools() {
+    let (big, small) = (
+        TestUpstream::start("big").await,
+        TestUpstream::start("small").await,
+    );
+    let config = format!(
+        "[[route]]\nname = \"app\"\nsplit = {{ own = 1 }}\n[pool.own]\nupstreams = [{{ addr = \"{}\", max_in_flight = 3 }}, {{ addr = \"{}\" }}]\nmax_in_flight = 1\nqueue_timeout = \"60s\"\n",
+        big.addr, small.addr
+    );
+    let proxy = start_proxy(&config).await;
+    for up in [&big, &small] {
+        up.delay(100);
+    }
+    let url = format!("http://{}/", proxy.addrs()[0]);
+    let client = http1_client();
+    let requests: Vec<_> = (0..24)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { get(&client, &url).await.0 })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 200);
+    }
+    assert_eq!(big.hits() + small.hits(), 24);
+    assert!(
+        small.peak_in_flight() <= 1,
+        "small had {}",
+        small.peak_in_flight()
+    );
+    assert!(
+        (2..=3).contains(&big.peak_in_flight()),
+        "big had {} at once (its own limit is 3, the pool's 1)",
+        big.peak_in_flight()
+    );
+    let (_, status) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+    let pool = &status["pools"][0];
+    assert_eq!(pool["upstreams"][0]["max_in_flight"], 3, "{pool}");
+    assert_eq!(pool["upstreams"][1]["max_in_flight"], 1, "{pool}");
+    proxy.stop().await;
+
+    // Only an upstream's own limit: the pool queues for it alone.
+    let config = format!(
+        "[[route]]\nname = \"app\"\nsplit = {{ only = 1 }}\n[pool.only]\nupstreams = [{{ addr = \"{}\", max_in_flight = 1 }}]\nmax_queue = 50\n",
+        small.addr
+    );
+    let proxy = start_proxy(&config).await;
+    let (_, status) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+    let pool = &status["pools"][0];
+    assert_eq!(
+        pool["queue"]["max_in_flight"],
+        serde_json::Value::Null,
+        "{pool}"
+    );
+    assert_eq!(pool["queue"]["max_queue"], 50, "{pool}");
+    assert_eq!(pool["upstreams"][0]["max_in_flight"], 1, "{pool}");
+    proxy.stop().await;
+}
