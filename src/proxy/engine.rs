@@ -150,7 +150,12 @@ impl Proxy {
                 Ok(admitted) => admitted,
                 // Boxed: the wait is rare, and inline it would grow every
                 // request's future.
-                Err(pick) => Box::pin(self.queue_for(table, pick, picks.tried())).await?,
+                Err(pick) => {
+                    let (admitted, waited) =
+                        Box::pin(self.queue_for(table, pick, picks.tried())).await?;
+                    labels.queued += waited;
+                    admitted
+                }
             };
             let cookie = fresh_cookie(table, route, &pick, fresh || moved, now_unix, secure);
             let Some(request) = front.request_for(&pick, cookie) else {
@@ -216,14 +221,14 @@ impl Proxy {
 
     /// The request's wait in the queue of `pick`'s pool (see
     /// [`admit_now`]) for an upstream of the pool with room (`moved`:
-    /// another than `pick`'s), or `QueueFull` / `QueueTimeout` (503 with
-    /// `Retry-After`).
+    /// another than `pick`'s), and how long it waited; or `QueueFull` /
+    /// `QueueTimeout` (503 with `Retry-After`).
     async fn queue_for(
         &self,
         table: &RouteTable,
         pick: Pick,
         tried: &[Arc<UpstreamState>],
-    ) -> Result<(Pick, bool, InFlight), ProxyError> {
+    ) -> Result<((Pick, bool, InFlight), std::time::Duration), ProxyError> {
         let pool = table.pools().get(pick.pool_index);
         let Some((pool, limits)) = pool.and_then(|p| Some((p, p.concurrency?))) else {
             return Err(ProxyError::NoEligibleUpstream {
@@ -240,7 +245,8 @@ impl Proxy {
         metrics::counter!(names::QUEUED_TOTAL, "pool" => Arc::clone(name)).increment(1);
         let waiting = metrics::gauge!(names::QUEUE_WAITING, "pool" => Arc::clone(name));
         waiting.increment(1.0);
-        let deadline = tokio::time::Instant::now() + limits.queue_timeout;
+        let entered = tokio::time::Instant::now();
+        let deadline = entered + limits.queue_timeout;
         let admitted = loop {
             let room = place.room();
             tokio::pin!(room);
@@ -262,7 +268,7 @@ impl Proxy {
             });
         };
         let moved = !Arc::ptr_eq(&upstream.upstream, &pick.upstream);
-        Ok((upstream, moved, in_flight))
+        Ok(((upstream, moved, in_flight), entered.elapsed()))
     }
 
     /// Passive outlier detection: counts failures in a row and ejects.
@@ -381,6 +387,9 @@ pub(super) struct Labels {
     /// The first attempt was retried: its failure is counted, and later
     /// attempts are not (a retry must not hide a bad canary).
     retried: bool,
+    /// Time spent in pools' queues: the proxy's wait for room, not the
+    /// upstream's time, so rollout analysis leaves it out.
+    queued: std::time::Duration,
     /// A mirrored request's side of the comparison with its shadow.
     pub shadow: Option<PrimaryTap>,
 }
@@ -396,6 +405,7 @@ impl Labels {
             addr: None,
             traffic: None,
             retried: false,
+            queued: std::time::Duration::ZERO,
             shadow: None,
         }
     }
@@ -413,7 +423,7 @@ impl Labels {
     /// count a failure now.
     fn retried(&mut self) {
         if let Some(traffic) = self.traffic.take() {
-            traffic.record(self.start.elapsed(), true);
+            traffic.record(self.start.elapsed().saturating_sub(self.queued), true);
         }
         self.retried = true;
     }
@@ -465,7 +475,7 @@ impl Labels {
                 histogram: cache.count(route, pool, addr, upstream, status),
                 bytes: 0,
                 log,
-                traffic: self.traffic.map(|t| (t, status >= 500)),
+                traffic: self.traffic.map(|t| (t, status >= 500, self.queued)),
             };
         }
         // A request that never reached an upstream: rare, no cache.

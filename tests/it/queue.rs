@@ -283,3 +283,91 @@ async fn ten_thousand_queued_and_abandoned_requests_leave_memory_where_it_was() 
     );
     drop(holder);
 }
+
+/// The state a rollout onto a cold green pool — 2 requests at once, 503
+/// beyond, as a fresh instance with a small worker pool — ends in, under
+/// 10 clients, with `green_limits` on the green pool; and how many
+/// answers the clients saw that were not 200.
+async fn rollout_onto_a_cold_pool(pool: &str, green_limits: &str) -> (String, usize) {
+    let (blue, green) = (
+        TestUpstream::start("blue").await,
+        TestUpstream::start("green").await,
+    );
+    for up in [&blue, &green] {
+        up.delay(20);
+    }
+    green.capacity(2);
+    let config = format!(
+        "[[route]]\nname = \"app\"\nsplit = {{ blue_{pool} = 100, {pool} = 0 }}\n[pool.blue_{pool}]\nupstreams = [{{ addr = \"{}\" }}]\n[pool.{pool}]\nupstreams = [{{ addr = \"{}\" }}]\noutlier = {{ consecutive_failures = 0 }}\n{green_limits}\n",
+        blue.addr, green.addr
+    );
+    let proxy = start_proxy(&config).await;
+    let url = format!("http://{}/", proxy.addrs()[0]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..10)
+        .map(|i| {
+            let (url, stop) = (url.clone(), stop.clone());
+            let client = if i % 2 == 0 {
+                http1_client()
+            } else {
+                http2_client()
+            };
+            tokio::spawn(async move {
+                let mut not_ok = 0;
+                for _ in 0..100_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    if get(&client, &url).await.0 != 200 {
+                        not_ok += 1;
+                    }
+                }
+                not_ok
+            })
+        })
+        .collect();
+    let (s, v) = admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/app/rollout"),
+        Some(
+            serde_json::json!({"to": pool, "steps": [50, 100], "interval": "3s",
+            "analysis": {"check_every": "300ms", "min_requests": 30, "failure_limit": 1,
+                         "latency_quantile": "p50"}}),
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let state = || async {
+        let (_, status) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+        status["routes"][0]["rollout"].clone()
+    };
+    wait_until("the rollout ends", || async {
+        let s = state().await["state"].clone();
+        s == "rolled_back" || s == "promoted"
+    })
+    .await;
+    let rollout = state().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut not_ok = 0;
+    for c in clients {
+        not_ok += c.await.unwrap();
+    }
+    proxy.stop().await;
+    eprintln!("{pool}: {rollout:#}");
+    (rollout["state"].as_str().unwrap_or("").to_string(), not_ok)
+}
+
+/// Without a limit the cold pool's 503s roll the rollout back; with
+/// `max_in_flight` the requests beyond its capacity wait in the queue,
+/// clients see no error, and the rollout is promoted: a queue wait is
+/// neither an error nor the canary's latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_through_a_cold_start_is_promoted_with_a_queue_and_rolled_back_without() {
+    let (state, not_ok) = rollout_onto_a_cold_pool("cold_open", "").await;
+    assert_eq!(state, "rolled_back");
+    assert!(not_ok > 0, "the cold pool's 503s reached the clients");
+    let (state, not_ok) = rollout_onto_a_cold_pool("cold_queued", "max_in_flight = 2").await;
+    assert_eq!(state, "promoted");
+    assert_eq!(not_ok, 0, "clients saw {not_ok} failures through the queue");
+}

@@ -57,6 +57,9 @@ struct State {
     fail_every: AtomicU64,
     /// Requests to `/` wait this long first.
     delay_ms: AtomicU64,
+    /// Requests to `/` beyond this many at once are answered 503 at once,
+    /// as a cold instance with a small worker pool does; 0 = no limit.
+    capacity: AtomicUsize,
 }
 
 const MIB: usize = 1 << 20;
@@ -193,6 +196,11 @@ impl TestUpstream {
         self.state.delay_ms.store(ms, Ordering::SeqCst);
     }
 
+    /// Makes requests to `/` beyond `n` at once answer 503 (0: none).
+    pub fn capacity(&self, n: usize) {
+        self.state.capacity.store(n, Ordering::SeqCst);
+    }
+
     /// Makes `/healthz` answer `status`.
     pub fn set_health_status(&self, status: u16) {
         self.state.health_status.store(status, Ordering::SeqCst);
@@ -302,6 +310,12 @@ async fn handle(name: &'static str, state: Arc<State>, req: Request<Incoming>) -
             Response::new(StreamBody::new(chunks).boxed())
         }
         _ => {
+            let capacity = state.capacity.load(Ordering::SeqCst);
+            if capacity > 0 && now > capacity {
+                let mut r = text("busy\n");
+                *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                return r;
+            }
             let delay = state.delay_ms.load(Ordering::SeqCst);
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
