@@ -22,6 +22,7 @@ pub mod instance;
 pub mod lifecycle;
 pub mod proxy;
 pub mod queue;
+pub mod rate_limit;
 pub mod retry_budget;
 pub mod rollout;
 pub mod routing;

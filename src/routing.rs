@@ -17,10 +17,11 @@ use tokio::sync::watch;
 use crate::balance;
 use crate::balance::sticky::{StickyId, StickyKey};
 use crate::config::{
-    Balance, Config, HealthConfig, Matchers, MirrorConfig, RetryConfig, StickyConfig,
-    UpstreamProtocol, UpstreamTls,
+    Balance, Config, HealthConfig, Matchers, MirrorConfig, RateKey, RateLimitConfig, RetryConfig,
+    StickyConfig, UpstreamProtocol, UpstreamTls,
 };
 use crate::queue::Queue;
+use crate::rate_limit::RateLimiter;
 use crate::retry_budget::RetryBudget;
 use crate::shadow::ShadowStats;
 use crate::traffic::{Snapshot, TrafficStats};
@@ -52,6 +53,9 @@ pub struct Route {
     /// The route's own retry policy and its budget (kept across
     /// rebuilds); without it, the proxy's `retries`.
     pub retry: Option<RouteRetry>,
+    /// The route's rate limit and its buckets (kept across rebuilds while
+    /// its settings stay).
+    pub rate_limit: Option<RouteRateLimit>,
     /// Index into `split` of the pool a rollout moves sticky clients to,
     /// and its percent.
     sticky_shift: Option<(usize, u32)>,
@@ -62,6 +66,13 @@ pub struct Route {
 pub struct RouteRetry {
     pub policy: RetryConfig,
     pub budget: Arc<RetryBudget>,
+}
+
+/// A route's `rate_limit` and its buckets.
+#[derive(Debug)]
+pub struct RouteRateLimit {
+    pub config: RateLimitConfig,
+    pub limiter: Arc<RateLimiter>,
 }
 
 /// Where a route's copies go.
@@ -191,14 +202,15 @@ fn usable(state: &Arc<UpstreamState>, exclude: &[Arc<UpstreamState>]) -> bool {
 
 /// What a rebuilt table keeps of the previous one, by name: each
 /// upstream's state (health, ejection, in flight), each route share's
-/// traffic counts, each route's shadow counts and retry budget, each
-/// pool's queue.
+/// traffic counts, each route's shadow counts, retry budget and rate-limit
+/// buckets (while its settings stay), each pool's queue.
 #[derive(Default)]
 struct Kept<'a> {
     upstreams: HashMap<(&'a str, SocketAddr), &'a Arc<UpstreamState>>,
     stats: HashMap<(&'a str, &'a str), &'a Arc<TrafficStats>>,
     shadow: HashMap<&'a str, &'a Arc<ShadowStats>>,
     budgets: HashMap<&'a str, &'a Arc<RetryBudget>>,
+    limits: HashMap<&'a str, &'a RouteRateLimit>,
     queues: HashMap<&'a str, &'a Arc<Queue>>,
 }
 
@@ -219,6 +231,9 @@ impl<'a> Kept<'a> {
             kept.shadow.insert(&route.name, &route.shadow);
             if let Some(retry) = &route.retry {
                 kept.budgets.insert(&route.name, &retry.budget);
+            }
+            if let Some(limit) = &route.rate_limit {
+                kept.limits.insert(&route.name, limit);
             }
             for share in &route.split {
                 kept.stats
@@ -326,6 +341,17 @@ impl<'a> Kept<'a> {
                     .get(r.name.as_str())
                     .map_or_else(Default::default, |b| Arc::clone(b)),
             }),
+            rate_limit: r.rate_limit.as_ref().map(|config| RouteRateLimit {
+                config: config.clone(),
+                limiter: self
+                    .limits
+                    .get(r.name.as_str())
+                    .filter(|kept| kept.config == *config)
+                    .map_or_else(
+                        || Arc::new(RateLimiter::new(config.requests, config.per, config.burst)),
+                        |kept| Arc::clone(&kept.limiter),
+                    ),
+            }),
             sticky_shift,
         }
     }
@@ -399,7 +425,14 @@ impl RouteTable {
             .split
             .iter()
             .all(|s| self.pools[s.pool].is_plain_http1());
-        (route.matchers.is_none() && route.mirror.is_none() && plain_pools).then_some(at)
+        // A rate limit by header needs the headers the direct path does
+        // not index.
+        let by_header = route
+            .rate_limit
+            .as_ref()
+            .is_some_and(|l| matches!(l.config.by, RateKey::Header(_)));
+        (route.matchers.is_none() && route.mirror.is_none() && plain_pools && !by_header)
+            .then_some(at)
     }
 
     /// Picks a pool by the route's split, then an upstream of it by weight,

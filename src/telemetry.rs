@@ -128,6 +128,8 @@ pub mod names {
     pub const RETRIES_TOTAL: &str = "cutover_retries_total";
     /// Extra: retries a route's `retry.budget` refused.
     pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "cutover_retry_budget_exhausted_total";
+    /// Extra: requests a route's `rate_limit` answered 429.
+    pub const RATE_LIMITED_TOTAL: &str = "cutover_rate_limited_total";
     /// Extra: passive outlier ejections.
     pub const UPSTREAM_EJECTIONS_TOTAL: &str = "cutover_upstream_ejections_total";
     /// In a fleet: 1 while etcd is reachable (changes can be made).
@@ -281,6 +283,10 @@ fn describe() {
     describe_counter!(
         names::QUEUE_REJECTED_TOTAL,
         "Requests a pool's queue answered 503 (reason: full, timeout)"
+    );
+    describe_counter!(
+        names::RATE_LIMITED_TOTAL,
+        "Requests a route's rate limit answered 429"
     );
     describe_counter!(
         names::RETRIES_TOTAL,

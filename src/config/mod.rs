@@ -8,6 +8,7 @@ mod cluster;
 mod features;
 mod matchers;
 mod mirror;
+mod rate_limit;
 mod reader;
 mod retry;
 mod rollout_spec;
@@ -26,6 +27,7 @@ use toml::de::DeTable;
 pub use cluster::ClusterConfig;
 pub use matchers::{Matchers, ValueMatch, cookies};
 pub use mirror::{Compare, MirrorConfig, MirrorTarget};
+pub use rate_limit::{RateKey, RateLimitConfig};
 pub use retry::{MIN_RETRIES_PER_WINDOW, RetryConfig, RetryOn};
 pub use rollout_spec::{Analysis, OnInconclusive, RolloutSpec, SpecError, Webhooks, parse_spec};
 pub use split::{MAX_WEIGHT, Split, SplitError, WeightError, weight};
@@ -154,6 +156,8 @@ pub struct RouteConfig {
     /// `retry = { … }`: the route's own retry policy (else the proxy's
     /// `retries`).
     pub retry: Option<RetryConfig>,
+    /// `rate_limit = { … }`: requests per client (or header, or route).
+    pub rate_limit: Option<RateLimitConfig>,
     /// `rollout = { … }`: defaults for rollouts of this route, in the shape
     /// of the API's request body (limits under `analysis`), already checked.
     pub rollout: Option<serde_json::Value>,

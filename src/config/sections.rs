@@ -11,6 +11,7 @@ use toml::de::{DeTable, DeValue};
 use super::features;
 use super::matchers;
 use super::mirror;
+use super::rate_limit;
 use super::reader::{Table, int_value, str_value};
 use super::retry;
 use super::split::{self, Split, SplitError};
@@ -477,6 +478,7 @@ fn read_routes(
         let mirror = mirror::read_mirror(&mut t, &pool_exists, problems);
         let rollout = features::read_rollout(&mut t, problems);
         let retry = retry::read_retry(&mut t, response_header_timeout, problems);
+        let rate_limit = rate_limit::read_rate_limit(&mut t, problems);
         t.finish(problems);
         let Some(name) = name else { continue };
         seen.push(name.clone());
@@ -490,6 +492,7 @@ fn read_routes(
             sticky,
             mirror,
             retry,
+            rate_limit,
             rollout,
             sticky_shift: None,
         });

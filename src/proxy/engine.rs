@@ -25,7 +25,8 @@ use super::retry::Picks;
 use super::wire::headers;
 use super::{ClientConn, Proxy, ProxyError, Side};
 use crate::access_log::{AccessLog, Entry};
-use crate::routing::{Pick, Pool, Route, RouteTable};
+use crate::config::RateKey;
+use crate::routing::{Pick, Pool, Route, RouteRateLimit, RouteTable};
 use crate::telemetry::{self, names};
 use crate::traffic::TrafficStats;
 use crate::upstream::{InFlight, UpstreamState};
@@ -82,6 +83,10 @@ pub(super) trait Front {
     /// The value of cookie `name` in the request.
     fn cookie(&self, name: &str) -> Option<&str>;
 
+    /// The value of header `name` (for a rate limit by header; the direct
+    /// path takes no such route).
+    fn header(&self, name: &http::HeaderName) -> Option<&[u8]>;
+
     /// Can the request be sent again after an upstream took it and closed
     /// without answering? Only a bodiless idempotent one (RFC 9110 §9.2.2).
     fn resendable(&self) -> bool;
@@ -127,9 +132,13 @@ impl Proxy {
         table: &RouteTable,
         route: &Route,
         front: &mut F,
-        secure: bool,
+        conn: &ClientConn,
         labels: &mut Labels,
     ) -> Result<(F::Answer, InFlight), ProxyError> {
+        if let Some(limit) = &route.rate_limit {
+            rate_limited(route, limit, front, conn)?;
+        }
+        let secure = conn.proto == "https";
         // The clock is read only for sticky routes.
         let now_unix = if route.sticky.is_some() {
             crate::clock::unix_seconds()
@@ -322,6 +331,29 @@ impl Proxy {
         log_failure(e, conn.peer);
         e.status().as_u16()
     }
+}
+
+/// A token from the route's rate limit for this request's key, or
+/// `RateLimited` (429 with `Retry-After`).
+fn rate_limited<F: Front>(
+    route: &Route,
+    limit: &RouteRateLimit,
+    front: &F,
+    conn: &ClientConn,
+) -> Result<(), ProxyError> {
+    let taken = match &limit.config.by {
+        RateKey::ClientIp => limit.limiter.take(Some(conn.peer.ip())),
+        RateKey::Header(name) => limit.limiter.take(front.header(name)),
+        RateKey::Route => limit.limiter.take(None::<()>),
+    };
+    taken.map_err(|wait| {
+        metrics::counter!(names::RATE_LIMITED_TOTAL, "route" => Arc::clone(&route.name))
+            .increment(1);
+        ProxyError::RateLimited {
+            route: Arc::clone(&route.name),
+            retry_after: wait,
+        }
+    })
 }
 
 /// The `Set-Cookie` value for a fresh pick on a sticky route.

@@ -38,6 +38,13 @@ pub enum ProxyError {
         pool: Arc<str>,
         timeout: std::time::Duration,
     },
+    /// Over the route's `rate_limit` for this client (or header, or the
+    /// route).
+    #[error("route {route}: rate limited for {retry_after:?}")]
+    RateLimited {
+        route: Arc<str>,
+        retry_after: std::time::Duration,
+    },
     #[error("connecting to upstream {addr} failed: {source}")]
     UpstreamConnect {
         addr: SocketAddr,
@@ -72,7 +79,8 @@ impl ProxyError {
             ProxyError::NoRoute { .. }
             | ProxyError::ConnectMethod
             | ProxyError::BadRequest(_)
-            | ProxyError::ClientBody(_) => Side::Client,
+            | ProxyError::ClientBody(_)
+            | ProxyError::RateLimited { .. } => Side::Client,
             ProxyError::NoEligibleUpstream { .. }
             | ProxyError::QueueFull { .. }
             | ProxyError::QueueTimeout { .. } => Side::Proxy,
@@ -110,6 +118,10 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "every upstream is busy: try again shortly",
             ),
+            ProxyError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests: slow down",
+            ),
             ProxyError::UpstreamConnect {
                 timed_out: true, ..
             } => (
@@ -143,6 +155,7 @@ impl ProxyError {
             StatusCode::GATEWAY_TIMEOUT => Some("4"),
             StatusCode::BAD_REQUEST => None,
             StatusCode::NOT_IMPLEMENTED => Some("12"),
+            StatusCode::TOO_MANY_REQUESTS => Some("8"),
             _ => Some("14"),
         };
         match code {
@@ -167,14 +180,20 @@ impl ProxyError {
                         status.canonical_reason().unwrap_or("")
                     ),
                 );
-                // A full queue is a moment's overload: say when to come back.
-                if matches!(
-                    self,
-                    ProxyError::QueueFull { .. } | ProxyError::QueueTimeout { .. }
-                ) {
+                // A full queue is a moment's overload, a rate limit a wait
+                // for the next token: say when to come back (whole
+                // seconds, at least 1).
+                let retry_after = match self {
+                    ProxyError::QueueFull { .. } | ProxyError::QueueTimeout { .. } => Some(1),
+                    ProxyError::RateLimited { retry_after, .. } => {
+                        Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+                    }
+                    _ => None,
+                };
+                if let Some(seconds) = retry_after {
                     answer
                         .headers
-                        .push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                        .push((header::RETRY_AFTER, HeaderValue::from(seconds)));
                 }
                 answer
             }

@@ -132,7 +132,6 @@ impl Proxy {
         let route = &table.routes()[route];
         let mut labels = Labels::routed(route, start);
         let close = head.close || client.activity.closing();
-        let secure = client.conn.proto == "https";
         let mut request = DirectRequest {
             head_request: head.is_head(buf),
             idempotent: head.idempotent(buf),
@@ -146,7 +145,7 @@ impl Proxy {
             scratch,
         };
         let forwarded = self
-            .forward(&table, route, &mut request, secure, &mut labels)
+            .forward(&table, route, &mut request, client.conn, &mut labels)
             .await;
         let scratch = request.scratch;
         let (answer, in_flight) = match forwarded {
@@ -243,6 +242,10 @@ impl Front for DirectRequest<'_> {
 
     fn cookie(&self, name: &str) -> Option<&str> {
         self.cookies.find(name)
+    }
+
+    fn header(&self, _: &http::HeaderName) -> Option<&[u8]> {
+        None
     }
 
     fn resendable(&self) -> bool {

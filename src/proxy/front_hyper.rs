@@ -126,10 +126,7 @@ impl Proxy {
             client_upgrade,
             cookie: None,
         };
-        let secure = conn.proto == "https";
-        let (answer, in_flight) = self
-            .forward(&table, route, &mut out, secure, labels)
-            .await?;
+        let (answer, in_flight) = self.forward(&table, route, &mut out, conn, labels).await?;
         Ok(self.respond(out, answer, in_flight))
     }
 
@@ -196,6 +193,10 @@ struct Outbound {
 impl Front for Outbound {
     type Request = Request<RequestBody>;
     type Answer = Response<UpstreamBody>;
+
+    fn header(&self, name: &http::HeaderName) -> Option<&[u8]> {
+        self.headers.get(name).map(HeaderValue::as_bytes)
+    }
 
     fn cookie(&self, name: &str) -> Option<&str> {
         crate::config::cookies(&self.headers)

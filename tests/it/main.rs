@@ -27,6 +27,7 @@ mod nginx;
 mod package;
 pub mod process;
 mod queue;
+mod rate_limit;
 mod resilience;
 mod retry;
 mod rollout;
