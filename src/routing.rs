@@ -196,6 +196,26 @@ impl Pool {
     }
 }
 
+/// `then` over each upstream's `weight`, gathered on the stack for the
+/// usual small pool.
+fn with_weights<R>(
+    upstreams: &[Upstream],
+    weight: impl Fn(&Upstream) -> u32,
+    then: impl FnOnce(&[u32]) -> R,
+) -> R {
+    const ON_STACK: usize = 16;
+    if upstreams.len() <= ON_STACK {
+        let mut weights = [0u32; ON_STACK];
+        for (w, u) in weights.iter_mut().zip(upstreams) {
+            *w = weight(u);
+        }
+        then(&weights[..upstreams.len()])
+    } else {
+        let weights: Vec<u32> = upstreams.iter().map(weight).collect();
+        then(&weights)
+    }
+}
+
 fn usable(state: &Arc<UpstreamState>, exclude: &[Arc<UpstreamState>]) -> bool {
     state.is_eligible() && !exclude.iter().any(|e| Arc::ptr_eq(e, state))
 }
@@ -440,6 +460,12 @@ impl RouteTable {
     /// tried). A pool with nothing eligible gets no share. `None` when no pool
     /// of the route has an eligible upstream.
     pub fn pick(&self, route: &Route, exclude: &[Arc<UpstreamState>]) -> Option<Pick> {
+        // One pool: no draw (its upstream pick finds whether any is eligible).
+        if let [only] = route.split.as_slice() {
+            return (only.weight > 0)
+                .then(|| self.pick_in(only, exclude))
+                .flatten();
+        }
         let share = balance::pick(
             &route.split,
             |s| {
@@ -483,14 +509,20 @@ impl RouteTable {
         // With `max_in_flight`, upstreams with room first; when all are
         // full, one by weight anyway (the request then queues).
         let rolls = (fastrand::u64(..), fastrand::u64(..));
-        let choose = |room: bool| match pool.balance {
-            Balance::Random => balance::pick(&pool.upstreams, |u| weight(u, room), rolls.0),
-            Balance::LeastRequest => balance::pick_least_loaded(
+        let choose = |room: bool| {
+            // Each weight read once (its atomics), whichever draws follow.
+            with_weights(
                 &pool.upstreams,
                 |u| weight(u, room),
-                |u| u.state.in_flight(),
-                rolls,
-            ),
+                |weights| match pool.balance {
+                    Balance::Random => balance::pick(weights, |w| *w, rolls.0),
+                    Balance::LeastRequest => balance::pick_least_loaded(
+                        weights,
+                        |i| pool.upstreams[i].state.in_flight(),
+                        rolls,
+                    ),
+                },
+            )
         };
         let limited = pool.concurrency.is_some();
         let index = choose(limited).or_else(|| limited.then(|| choose(false))?)?;

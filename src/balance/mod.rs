@@ -37,37 +37,28 @@ pub fn pick<T>(items: &[T], weight: impl Fn(&T) -> u32, roll: u64) -> Option<usi
 }
 
 /// The power of two choices (least request): two distinct items drawn by
-/// weight (`rolls`), and of the two the one with less `load` per unit of
-/// weight; a tie goes to the first draw. Idle (equal loads), the choice is
-/// therefore plain weighted random; under load, a slow item — whose
-/// requests pile up — loses most draws, without any scan of the whole set
-/// or shared state beyond each item's own load.
-pub fn pick_least_loaded<T>(
-    items: &[T],
-    weight: impl Fn(&T) -> u32,
-    load: impl Fn(&T) -> usize,
+/// their `weights` (`rolls`), and of the two the one with less `load` (by
+/// index) per unit of weight; a tie goes to the first draw. Idle (equal
+/// loads), the choice is therefore plain weighted random; under load, a
+/// slow item — whose requests pile up — loses most draws, without any
+/// scan of the whole set or shared state beyond each item's own load.
+pub fn pick_least_loaded(
+    weights: &[u32],
+    load: impl Fn(usize) -> usize,
     rolls: (u64, u64),
 ) -> Option<usize> {
-    let first = pick(items, &weight, rolls.0)?;
-    let chosen = &items[first];
+    let first = pick(weights, |w| *w, rolls.0)?;
+    let chosen = &weights[first];
     let second = pick(
-        items,
-        |item| {
-            if std::ptr::eq(item, chosen) {
-                0
-            } else {
-                weight(item)
-            }
-        },
+        weights,
+        |w| if std::ptr::eq(w, chosen) { 0 } else { *w },
         rolls.1,
     );
     let Some(second) = second else {
         return Some(first);
     };
     // load / weight compared without division: a·w₂ against b·w₁.
-    let per_weight = |at: usize, other: usize| {
-        load(&items[at]) as u128 * u128::from(weight(&items[other]).max(1))
-    };
+    let per_weight = |at: usize, other: usize| load(at) as u128 * u128::from(weights[other].max(1));
     if per_weight(second, first) < per_weight(first, second) {
         Some(second)
     } else {
@@ -82,24 +73,17 @@ mod tests {
 
     #[test]
     fn least_loaded_of_two_draws() {
-        // (weight, load)
-        let items = [(1u32, 5usize), (1, 0)];
+        let loads = [5usize, 0];
         for roll in 0..8 {
-            let got = pick_least_loaded(&items, |i| i.0, |i| i.1, (roll, roll / 2));
+            let got = pick_least_loaded(&[1, 1], |i| loads[i], (roll, roll / 2));
             assert_eq!(got, Some(1), "roll {roll}");
         }
         // Load per unit of weight: 6 on weight 3 is lighter than 3 on 1.
-        let items = [(1u32, 3usize), (3, 6)];
-        assert_eq!(pick_least_loaded(&items, |i| i.0, |i| i.1, (0, 0)), Some(1));
+        let loads = [3usize, 6];
+        assert_eq!(pick_least_loaded(&[1, 3], |i| loads[i], (0, 0)), Some(1));
         // One eligible item, or none.
-        assert_eq!(
-            pick_least_loaded(&[(0u32, 0usize), (2, 9)], |i| i.0, |i| i.1, (1, 1)),
-            Some(1)
-        );
-        assert_eq!(
-            pick_least_loaded(&[(0u32, 0usize)], |i| i.0, |i| i.1, (1, 1)),
-            None
-        );
+        assert_eq!(pick_least_loaded(&[0, 2], |_| 9, (1, 1)), Some(1));
+        assert_eq!(pick_least_loaded(&[0], |_| 0, (1, 1)), None);
     }
 
     #[test]
@@ -151,7 +135,7 @@ mod tests {
             let rounds = 20_000;
             let mut counts = vec![0u32; weights.len()];
             for _ in 0..rounds {
-                let i = pick_least_loaded(&weights, |w| *w, |_| 0, (rng.u64(..), rng.u64(..)))
+                let i = pick_least_loaded(&weights, |_| 0, (rng.u64(..), rng.u64(..)))
                     .expect("some weight is positive");
                 counts[i] += 1;
             }
