@@ -128,6 +128,8 @@ pub mod names {
     pub const RETRIES_TOTAL: &str = "cutover_retries_total";
     /// Extra: retries a route's `retry.budget` refused.
     pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "cutover_retry_budget_exhausted_total";
+    /// Extra: tunnels (WebSocket…) ended by their upstream's drain deadline.
+    pub const TUNNELS_DRAINED_TOTAL: &str = "cutover_tunnels_drained_total";
     /// Extra: requests a route's `rate_limit` answered 429.
     pub const RATE_LIMITED_TOTAL: &str = "cutover_rate_limited_total";
     /// Extra: passive outlier ejections.
@@ -283,6 +285,10 @@ fn describe() {
     describe_counter!(
         names::QUEUE_REJECTED_TOTAL,
         "Requests a pool's queue answered 503 (reason: full, timeout)"
+    );
+    describe_counter!(
+        names::TUNNELS_DRAINED_TOTAL,
+        "Tunnels (WebSocket and other upgrades) ended at their upstream's drain deadline"
     );
     describe_counter!(
         names::RATE_LIMITED_TOTAL,

@@ -60,6 +60,8 @@ pub struct UpstreamState {
     /// The address as text, for metric labels and logs.
     label: Arc<str>,
     in_flight: AtomicUsize,
+    /// Upgraded connections (WebSocket…) open to it now.
+    tunnels: AtomicUsize,
     health: AtomicU8,
     /// When the upstream last became healthy (`now_ms`), for slow start.
     healthy_since_ms: AtomicU64,
@@ -105,6 +107,7 @@ impl UpstreamState {
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid.invalid")),
             label: Arc::from(addr.to_string()),
             in_flight: AtomicUsize::new(0),
+            tunnels: AtomicUsize::new(0),
             health: AtomicU8::new(health.to_u8()),
             healthy_since_ms: AtomicU64::new(now_ms()),
             disabled: AtomicBool::new(false),
@@ -154,6 +157,19 @@ impl UpstreamState {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Upgraded connections open to it now.
+    pub fn tunnels(&self) -> usize {
+        self.tunnels.load(Ordering::Relaxed)
+    }
+
+    /// Counts an open tunnel until the guard drops.
+    pub fn tunnel_opened(self: &Arc<Self>) -> TunnelOpen {
+        self.tunnels.fetch_add(1, Ordering::Relaxed);
+        TunnelOpen {
+            upstream: Arc::clone(self),
+        }
     }
 
     pub fn health(&self) -> Health {
@@ -339,6 +355,17 @@ pub struct OutlierRule {
 #[derive(Debug)]
 pub struct InFlight {
     upstream: Arc<UpstreamState>,
+}
+
+/// An open tunnel to an upstream, counted until dropped.
+pub struct TunnelOpen {
+    upstream: Arc<UpstreamState>,
+}
+
+impl Drop for TunnelOpen {
+    fn drop(&mut self) {
+        self.upstream.tunnels.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl InFlight {

@@ -134,6 +134,10 @@ pub struct UpstreamView {
     /// pool's), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
+    /// Upgraded connections (WebSocket…) open to it now, counted in
+    /// `in_flight` too.
+    #[serde(default)]
+    pub tunnels: usize,
     /// What health checks and outlier detection say: `unknown`, `healthy`,
     /// `unhealthy` or `ejected`.
     pub health: String,
@@ -212,6 +216,7 @@ pub fn upstream_view(
         drain_deadline_ms: o.drain_deadline(pool, addr),
         removing: o.removing.get(pool).is_some_and(|r| r.contains(&addr)),
         max_in_flight: u.max_in_flight,
+        tunnels: u.state.tunnels(),
         requests_total: u.state.counts().0,
         errors_total: u.state.counts().1,
         source: if runtime_added { "runtime" } else { "file" }.into(),

@@ -141,9 +141,17 @@ impl Proxy {
     ) -> (Response<ResponseBody>, Option<InFlight>) {
         let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_side)) = (upgraded, out.client_upgrade.take()) {
+            let websocket = response
+                .headers()
+                .get(http::header::UPGRADE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
             let upstream_side = hyper::upgrade::on(&mut response);
-            self.tunnels
-                .spawn(tunnel::run(client_side, upstream_side, in_flight));
+            self.tunnels.spawn(tunnel::run(
+                client_side,
+                upstream_side,
+                in_flight,
+                websocket,
+            ));
             let (mut head, _) = response.into_parts();
             headers::prepare_response(&mut head.headers, head.version, true);
             head.version = out.client_version;

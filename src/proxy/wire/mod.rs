@@ -7,9 +7,11 @@
 //!   writers (what it takes; the heads it sends on).
 //! - `chunked`: following a chunked body without decoding it.
 //! - `answer`: the one renderer of the answers cutover writes itself.
+//! - `ws_frames`: where WebSocket frames end, for a drain's close frame.
 
 pub mod answer;
 pub mod chunked;
 pub mod headers;
 pub mod request;
 pub mod response;
+pub mod ws_frames;
