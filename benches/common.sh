@@ -1,4 +1,4 @@
-# Shared by the benchmark scripts (compare.sh, instructions.sh): sourced,
+# Shared by the benchmark scripts (compare.sh, instructions.sh, mirror.sh…): sourced,
 # not run. Sets up a work directory that is removed, and processes in
 # `pids` that are killed, when the script exits.
 
@@ -37,4 +37,22 @@ trap cleanup EXIT
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Waits until something answers HTTP on 127.0.0.1:$1 (any status).
+wait_http() {
+  for _ in $(seq 1 200); do
+    if curl -s -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing answers on 127.0.0.1:$1" >&2
+  tail -n 5 "$work"/*.stderr >&2 2>/dev/null || true
+  exit 1
+}
+
+# wrk's latency distribution line ("     50%    1.23ms") in ms: `ms 99% <<<"$out"`.
+ms() {
+  awk -v p="$1" '$1 == p { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }
+    printf "%.2f", v }'
 }

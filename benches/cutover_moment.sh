@@ -38,15 +38,6 @@ LIMIT=${LIMIT:-8}
 source benches/common.sh
 install_missing nginx=nginx-light haproxy=haproxy wrk=wrk curl=curl python3=python3
 
-wait_http() {
-  for _ in $(seq 1 200); do
-    if curl -s -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing answers on 127.0.0.1:$1" >&2
-  tail -n 5 "$work"/*.stderr >&2 2>/dev/null || true
-  exit 1
-}
 
 # An origin: answers after DELAY ms (COLD ms for its first WARM s), at
 # most LIMIT requests at once (0: any; beyond, 503 at once), and says how
@@ -207,13 +198,6 @@ EOF
 stop_proxy() {
   kill "$proxy_pid" 2>/dev/null || true
   wait "$proxy_pid" 2>/dev/null || true
-}
-
-# wrk's latency distribution line ("     50%    1.23ms") in ms.
-ms() {
-  awk -v p="$1" '$1 == p { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }
-    printf "%.2f", v }'
 }
 
 results="$work/rows"

@@ -30,15 +30,6 @@ LOAD_CPU=${LOAD_CPU:-1}
 source benches/common.sh
 install_missing nginx=nginx-light wrk=wrk curl=curl taskset=util-linux python3=python3
 
-wait_http() {
-  for _ in $(seq 1 200); do
-    if curl -sf -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing answers on 127.0.0.1:$1" >&2
-  tail -n 5 "$work"/*.stderr >&2 2>/dev/null || true
-  exit 1
-}
 
 BODY=$(printf 'x%.0s' $(seq 1 95))
 backend=$(free_port)
@@ -140,13 +131,6 @@ for route in status["routes"]:
     for k, v in ((route.get("mirror") or {}).get("counts") or {}).items():
         counts[k] = counts.get(k, 0) + v
 print(counts.get("same", 0) + counts.get("differs", 0) + counts.get("failed", 0), counts.get("skipped", 0))'
-}
-
-# wrk's latency distribution line ("     50%    1.23ms") in ms.
-ms() {
-  awk -v p="$1" '$1 == p { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }
-    printf "%.2f", v }'
 }
 
 hz=$(getconf CLK_TCK)

@@ -303,29 +303,7 @@ async fn rollout_onto_a_cold_pool(pool: &str, green_limits: &str) -> (String, us
     );
     let proxy = start_proxy(&config).await;
     let url = format!("http://{}/", proxy.addrs()[0]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..10)
-        .map(|i| {
-            let (url, stop) = (url.clone(), stop.clone());
-            let client = if i % 2 == 0 {
-                http1_client()
-            } else {
-                http2_client()
-            };
-            tokio::spawn(async move {
-                let mut not_ok = 0;
-                for _ in 0..100_000 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    if get(&client, &url).await.0 != 200 {
-                        not_ok += 1;
-                    }
-                }
-                not_ok
-            })
-        })
-        .collect();
+    let clients = load(url, 10);
     let (s, v) = admin_call(
         "POST",
         &proxy.admin_url("/api/v1/routes/app/rollout"),
@@ -348,11 +326,7 @@ async fn rollout_onto_a_cold_pool(pool: &str, green_limits: &str) -> (String, us
     })
     .await;
     let rollout = state().await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut not_ok = 0;
-    for c in clients {
-        not_ok += c.await.unwrap();
-    }
+    let (_, not_ok) = clients.finish().await;
     proxy.stop().await;
     eprintln!("{pool}: {rollout:#}");
     (rollout["state"].as_str().unwrap_or("").to_string(), not_ok)
