@@ -3,7 +3,9 @@
 # backend, its mirror switched between rows through the admin API — off,
 # to a shadow that answers at once (nginx), one that answers after
 # SLOW_DELAY (a small asyncio server), and one that is dead (nothing
-# listens). wrk loads the route for DURATION per row; rows alternate over
+# listens). wrk (PROTOCOL=h1, HTTP/1.1) or h2load (PROTOCOL=h2c: HTTP/2,
+# prior knowledge, 10 streams per connection; percentiles from its
+# per-request log) loads the route for DURATION per row; rows alternate over
 # ROUNDS rounds, so each mode's figures come from several moments of the
 # same run. See "Shadow traffic" in docs/benchmarks.md.
 #
@@ -13,6 +15,7 @@
 #
 #   benches/mirror.sh                                 # 20 % and 100 %, c20 and c200
 #   ROUNDS=1 DURATION=3s PERCENTS=20 CONNECTIONS=20 benches/mirror.sh
+#   PROTOCOL=h2c CONNECTIONS=20 benches/mirror.sh        # an HTTP/2 client
 #
 # Needs root (or the packages already installed) for apt-get.
 set -euo pipefail
@@ -26,9 +29,11 @@ MODES=${MODES:-"off fast slow dead"}
 SLOW_DELAY=${SLOW_DELAY:-3}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+PROTOCOL=${PROTOCOL:-h1}
 
 source benches/common.sh
-install_missing nginx=nginx-light wrk=wrk curl=curl taskset=util-linux python3=python3
+install_missing nginx=nginx-light wrk=wrk curl=curl taskset=util-linux python3=python3 \
+  h2load=nghttp2-client
 
 
 BODY=$(printf 'x%.0s' $(seq 1 95))
@@ -133,6 +138,26 @@ for route in status["routes"]:
 print(counts.get("same", 0) + counts.get("differs", 0) + counts.get("failed", 0), counts.get("skipped", 0))'
 }
 
+# One row's load: prints "requests req/s p50_ms p99_ms".
+load_row() {
+  local conns=$1 out
+  if [[ $PROTOCOL == h2c ]]; then
+    rm -f "$work/h2load.log"
+    taskset -c "$LOAD_CPU" h2load -c"$conns" -m10 -D"$DURATION" --log-file="$work/h2load.log" \
+      "http://127.0.0.1:$port/" >/dev/null
+    python3 - "$work/h2load.log" "$DURATION" <<'EOF'
+import sys
+times = sorted(int(line.split()[2]) for line in open(sys.argv[1]) if line.strip())
+seconds = float(sys.argv[2].rstrip("s"))
+q = lambda p: times[min(len(times) - 1, int(p * len(times)))] / 1000
+print(len(times), f"{len(times) / seconds:.0f}", f"{q(0.5):.2f}", f"{q(0.99):.2f}")
+EOF
+  else
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"$DURATION" --latency "http://127.0.0.1:$port/")
+    echo "$(awk '/requests in/ {print $1}' <<<"$out") $(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out") $(ms 50% <<<"$out") $(ms 99% <<<"$out")"
+  fi
+}
+
 hz=$(getconf CLK_TCK)
 results="$work/rows"
 : >"$results"
@@ -146,13 +171,9 @@ for round in $(seq 1 "$ROUNDS"); do
         [[ $mode == slow || $mode == dead ]] || sleep "$SLOW_DELAY"
         read -r sent0 skipped0 < <(copies)
         ticks0=$(cpu_ticks)
-        out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"$DURATION" --latency "http://127.0.0.1:$port/")
+        read -r requests rps p50 p99 < <(load_row "$conns")
         ticks1=$(cpu_ticks)
         read -r sent1 skipped1 < <(copies)
-        requests=$(awk '/requests in/ {print $1}' <<<"$out")
-        rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
-        p50=$(ms 50% <<<"$out")
-        p99=$(ms 99% <<<"$out")
         us=$(python3 -c "print(f'{($ticks1 - $ticks0) / $hz * 1e6 / max($requests, 1):.1f}')")
         echo "$percent $conns $mode $p50 $p99 $rps $us $((sent1 - sent0)) $((skipped1 - skipped0))" >>"$results"
         echo "round $round: $percent % c$conns $mode: p50 $p50 ms, p99 $p99 ms, $rps req/s, $us µs CPU/req" >&2
