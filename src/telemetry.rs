@@ -130,6 +130,9 @@ pub mod names {
     pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "cutover_retry_budget_exhausted_total";
     /// Extra: tunnels (WebSocket…) ended by their upstream's drain deadline.
     pub const TUNNELS_DRAINED_TOTAL: &str = "cutover_tunnels_drained_total";
+    /// Extra: responses still streaming cut at their upstream's drain
+    /// deadline.
+    pub const RESPONSES_DRAINED_TOTAL: &str = "cutover_responses_drained_total";
     /// Extra: requests a route's `rate_limit` answered 429.
     pub const RATE_LIMITED_TOTAL: &str = "cutover_rate_limited_total";
     /// Extra: passive outlier ejections.
@@ -289,6 +292,10 @@ fn describe() {
     describe_counter!(
         names::TUNNELS_DRAINED_TOTAL,
         "Tunnels (WebSocket and other upgrades) ended at their upstream's drain deadline"
+    );
+    describe_counter!(
+        names::RESPONSES_DRAINED_TOTAL,
+        "Responses still streaming cut at their upstream's drain deadline"
     );
     describe_counter!(
         names::RATE_LIMITED_TOTAL,

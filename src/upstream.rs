@@ -222,6 +222,20 @@ impl UpstreamState {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Resolves once the upstream is draining past its deadline, looked
+    /// at every second: what ends its tunnels and its responses still
+    /// streaming.
+    pub async fn drain_deadline_reached(self: Arc<Self>) {
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            check.tick().await;
+            if self.is_draining() && self.drain_deadline_passed() {
+                return;
+            }
+        }
+    }
+
     /// Has the drain deadline passed (or was there none)?
     pub fn drain_deadline_passed(&self) -> bool {
         now_ms() >= self.drain_deadline_ms.load(Ordering::Relaxed)

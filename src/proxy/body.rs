@@ -33,6 +33,27 @@ pub struct ResponseBody {
     /// A mirrored request's answer, for the comparison with its shadow's.
     /// Boxed: most responses have none.
     tap: Option<Box<PrimaryTap>>,
+    /// Made the first time the upstream keeps the body waiting: resolves
+    /// when the upstream's drain passes its deadline, which cuts the body.
+    drain: Option<DrainCut>,
+}
+
+/// See [`ResponseBody::drain`].
+pub(super) type DrainCut = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A response body still streaming when its upstream's drain passed its
+/// deadline: cut (the client sees it end early).
+#[derive(Debug, thiserror::Error)]
+#[error("cut at the upstream's drain deadline")]
+pub struct CutByDrain;
+
+/// Counts a response cut at `upstream`'s drain deadline.
+pub fn count_cut_by_drain(upstream: &crate::upstream::UpstreamState) {
+    metrics::counter!(
+        crate::telemetry::names::RESPONSES_DRAINED_TOTAL,
+        "upstream" => Arc::clone(upstream.label())
+    )
+    .increment(1);
 }
 
 /// Records the request's duration when the response ends (or is dropped).
@@ -85,6 +106,7 @@ impl ResponseBody {
             active: None,
             timer: None,
             tap: None,
+            drain: None,
         }
     }
 
@@ -96,6 +118,7 @@ impl ResponseBody {
             active: None,
             timer: None,
             tap: None,
+            drain: None,
         }
     }
 
@@ -107,6 +130,7 @@ impl ResponseBody {
             active: None,
             timer: None,
             tap: None,
+            drain: None,
         }
     }
 
@@ -165,6 +189,18 @@ impl Body for ResponseBody {
             ResponseInner::Direct(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ResponseInner::Full(f) => Pin::new(f).poll_frame(cx).map_err(|never| match never {}),
         };
+        if polled.is_pending()
+            && let Some(in_flight) = &this.in_flight
+        {
+            let upstream = in_flight.upstream();
+            let drain = this
+                .drain
+                .get_or_insert_with(|| Box::pin(Arc::clone(upstream).drain_deadline_reached()));
+            if drain.as_mut().poll(cx).is_ready() {
+                count_cut_by_drain(upstream);
+                return Poll::Ready(Some(Err(Box::new(CutByDrain))));
+            }
+        }
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {

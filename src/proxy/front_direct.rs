@@ -171,6 +171,7 @@ impl Proxy {
         let mut timer = labels.record(&self.request_metrics, response.status, log);
         let copied = copy_body(
             &mut upstream,
+            in_flight.upstream(),
             client.stream,
             &response,
             &mut scratch.client_head,
@@ -305,6 +306,7 @@ enum BodyEnd {
 /// Writes the client's head and the body after it; how the body ended.
 async fn copy_body<S>(
     upstream: &mut RawConn,
+    state: &Arc<crate::upstream::UpstreamState>,
     client: &mut S,
     response: &ResponseHead,
     client_head: &mut Vec<u8>,
@@ -322,6 +324,9 @@ where
     let mut chunked = (response.framing == Framing::Chunked).then(ChunkedScan::default);
     // The head and the first bytes of the body go out in one write.
     let mut head_sent = false;
+    // Made at the first wait for the upstream: its drain's deadline cuts
+    // the body.
+    let mut drain: Option<super::body::DrainCut> = None;
     loop {
         let take = match &mut chunked {
             Some(scan) => scan.scan(buf).map_err(std::io::Error::other)?,
@@ -355,7 +360,17 @@ where
         }
         buf.clear();
         buf.reserve(BODY_READ_SIZE);
-        if upstream.stream.read_buf(buf).await? == 0 {
+        let drain =
+            drain.get_or_insert_with(|| Box::pin(Arc::clone(state).drain_deadline_reached()));
+        let read = tokio::select! {
+            biased;
+            read = upstream.stream.read_buf(buf) => read?,
+            () = drain.as_mut() => {
+                super::body::count_cut_by_drain(state);
+                return Err(std::io::Error::other(super::body::CutByDrain));
+            }
+        };
+        if read == 0 {
             return if response.framing == Framing::UntilClose {
                 Ok(BodyEnd::Closed)
             } else {

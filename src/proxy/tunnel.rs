@@ -19,8 +19,6 @@ use super::wire::ws_frames::{FrameBoundaries, GOING_AWAY_TO_CLIENT, going_away_t
 use crate::telemetry::names;
 use crate::upstream::{InFlight, UpstreamState};
 
-/// How often a tunnel looks at its upstream's drain.
-const DRAIN_CHECK: Duration = Duration::from_secs(1);
 /// Past the deadline, each tunnel ends after a random wait below this.
 const PACE: Duration = Duration::from_secs(1);
 /// How long a frame under way may take to end once the tunnel is ending;
@@ -47,7 +45,7 @@ pub async fn run(client: OnUpgrade, upstream: OnUpgrade, in_flight: InFlight, we
     let to_client = pump(upstream_read, client_write, websocket, &ending);
     let (to_upstream, to_client) = tokio::select! {
         both = async { tokio::join!(to_upstream, to_client) } => both,
-        () = end_at_drain_deadline(&state, &ending) => unreachable!("never returns"),
+        () = end_at_drain_deadline(Arc::clone(&state), &ending) => unreachable!("never returns"),
     };
     if ending.is_cancelled() {
         tracing::debug!(%addr, websocket, "tunnel ended by the upstream's drain");
@@ -66,17 +64,11 @@ pub async fn run(client: OnUpgrade, upstream: OnUpgrade, in_flight: InFlight, we
 
 /// Cancels `ending` once `state` is draining past its deadline (after a
 /// random part of `PACE`); never returns.
-async fn end_at_drain_deadline(state: &UpstreamState, ending: &CancellationToken) {
-    let mut check = tokio::time::interval(DRAIN_CHECK);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        check.tick().await;
-        if state.is_draining() && state.drain_deadline_passed() {
-            tokio::time::sleep(PACE.mul_f64(fastrand::f64())).await;
-            ending.cancel();
-            return std::future::pending().await;
-        }
-    }
+async fn end_at_drain_deadline(state: Arc<UpstreamState>, ending: &CancellationToken) {
+    state.drain_deadline_reached().await;
+    tokio::time::sleep(PACE.mul_f64(fastrand::f64())).await;
+    ending.cancel();
+    std::future::pending().await
 }
 
 /// How one direction of a tunnel stopped.

@@ -153,3 +153,62 @@ async fn download_64_mib_streams() {
     assert_eq!(sum, want);
     proxy.stop().await;
 }
+
+/// A response still streaming from an upstream whose drain passes its
+/// deadline is cut there — on the direct path (HTTP/1.1) and hyper's
+/// (HTTP/2) — and the upstream is `drained` instead of waiting on the
+/// stream. Before the deadline the stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_deadline_cuts_a_response_still_streaming() {
+    for (pool, client) in [("cut_h1", http1_client()), ("cut_h2", http2_client())] {
+        // Sends 2 of 4 MiB, then waits for a `release` that never comes.
+        let up = TestUpstream::start("streaming").await;
+        let proxy = start_proxy(&split_config(&[(pool, 1, &[up.addr])], "")).await;
+        let url = format!("http://{}/download?mib=4", proxy.addrs()[0]);
+        let response = client.get(url.parse().unwrap()).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let mut received = 0usize;
+        while received < 2 * MIB {
+            let frame = body.frame().await.expect("a frame").expect("data");
+            received += frame.data_ref().map_or(0, Bytes::len);
+        }
+        let (s, v) = admin_call(
+            "POST",
+            &proxy.admin_url(&format!("/api/v1/pools/{pool}/upstreams/{}/drain", up.addr)),
+            Some(serde_json::json!({"timeout": "1s"})),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let cut = tokio::time::timeout(DEADLINE, async {
+            loop {
+                match body.frame().await {
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return format!("error: {e}"),
+                    None => return "ended".to_string(),
+                }
+            }
+        })
+        .await
+        .expect("the stream is cut at the drain deadline");
+        // Cut, not completed: the client sees the body end early.
+        assert!(cut.starts_with("error"), "{pool}: {cut}");
+        let (_, status) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+        assert_eq!(
+            status["pools"][0]["upstreams"][0]["state"], "drained",
+            "{pool}"
+        );
+        let admin = proxy.admin_url("");
+        let cut = gauge(
+            admin.trim_end_matches('/'),
+            &format!(
+                "cutover_responses_drained_total{{upstream=\"{}\"}}",
+                up.addr
+            ),
+        )
+        .await;
+        assert_eq!(cut, 1.0, "{pool}");
+        proxy.stop().await;
+    }
+}
