@@ -120,8 +120,8 @@ pub mod names {
     pub const QUEUED_TOTAL: &str = "cutover_queued_total";
     /// Extra: requests waiting in a pool's queue now.
     pub const QUEUE_WAITING: &str = "cutover_queue_waiting";
-    /// Extra: requests a pool's queue turned away with a 503 (`reason`:
-    /// `full`, `timeout`).
+    /// Extra: requests a pool's queue turned away (`reason`: `full`,
+    /// `timeout` — a 503 — or `left`: the client left while waiting).
     pub const QUEUE_REJECTED_TOTAL: &str = "cutover_queue_rejected_total";
     /// Extra: requests sent again to another upstream, by route and
     /// `reason` (`connect`, `reset`, `503`, `5xx`).
@@ -287,7 +287,7 @@ fn describe() {
     );
     describe_counter!(
         names::QUEUE_REJECTED_TOTAL,
-        "Requests a pool's queue answered 503 (reason: full, timeout)"
+        "Requests a pool's queue turned away (reason: full, timeout: 503; left: the client left)"
     );
     describe_counter!(
         names::TUNNELS_DRAINED_TOTAL,

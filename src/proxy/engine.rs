@@ -107,6 +107,14 @@ pub(super) trait Front {
 
     /// The answer's status code.
     fn status(answer: &Self::Answer) -> u16;
+
+    /// Resolves when the client is known to have left, watched while the
+    /// request waits in a queue (so its place is let go at once); never
+    /// where the front learns it otherwise (hyper drops the request's
+    /// future for a cancelled HTTP/2 stream).
+    fn left(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }
 
 /// The access-log line of a request, begun at its arrival and completed
@@ -161,7 +169,7 @@ impl Proxy {
                 // request's future.
                 Err(pick) => {
                     let (admitted, waited) =
-                        Box::pin(self.queue_for(table, pick, picks.tried())).await?;
+                        Box::pin(self.queue_for(table, pick, picks.tried(), front)).await?;
                     labels.queued += waited;
                     admitted
                 }
@@ -231,12 +239,13 @@ impl Proxy {
     /// The request's wait in the queue of `pick`'s pool (see
     /// [`admit_now`]) for an upstream of the pool with room (`moved`:
     /// another than `pick`'s), and how long it waited; or `QueueFull` /
-    /// `QueueTimeout` (503 with `Retry-After`).
-    async fn queue_for(
+    /// `QueueTimeout` (503 with `Retry-After`), or `ClientLeft`.
+    async fn queue_for<F: Front>(
         &self,
         table: &RouteTable,
         pick: Pick,
         tried: &[Arc<UpstreamState>],
+        front: &mut F,
     ) -> Result<((Pick, bool, InFlight), std::time::Duration), ProxyError> {
         let pool = table.pools().get(pick.pool_index);
         let Some((pool, limits)) = pool.and_then(|p| Some((p, p.concurrency?))) else {
@@ -256,25 +265,38 @@ impl Proxy {
         waiting.increment(1.0);
         let entered = tokio::time::Instant::now();
         let deadline = entered + limits.queue_timeout;
+        let left = front.left();
+        tokio::pin!(left);
         let admitted = loop {
             let room = place.room();
             tokio::pin!(room);
             room.as_mut().enable();
             if let Some(admitted) = table.admit_in(&pick, tried) {
-                break Some(admitted);
+                break Ok(admitted);
             }
-            if tokio::time::timeout_at(deadline, room).await.is_err() {
-                break None;
+            tokio::select! {
+                waited = tokio::time::timeout_at(deadline, room) => {
+                    if waited.is_err() {
+                        break Err("timeout");
+                    }
+                }
+                () = &mut left => break Err("left"),
             }
         };
         waiting.decrement(1.0);
         drop(place);
-        let Some((upstream, in_flight)) = admitted else {
-            queue_rejected(name, "timeout");
-            return Err(ProxyError::QueueTimeout {
-                pool: Arc::clone(name),
-                timeout: limits.queue_timeout,
-            });
+        let (upstream, in_flight) = match admitted {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                queue_rejected(name, reason);
+                return Err(match reason {
+                    "left" => ProxyError::ClientLeft,
+                    _ => ProxyError::QueueTimeout {
+                        pool: Arc::clone(name),
+                        timeout: limits.queue_timeout,
+                    },
+                });
+            }
         };
         let moved = !Arc::ptr_eq(&upstream.upstream, &pick.upstream);
         Ok(((upstream, moved, in_flight), entered.elapsed()))

@@ -10,6 +10,11 @@ use http::{HeaderName, HeaderValue, StatusCode, header};
 use super::wire::answer::OwnAnswer;
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// nginx's status for a request its client closed before the answer.
+const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +43,11 @@ pub enum ProxyError {
         pool: Arc<str>,
         timeout: std::time::Duration,
     },
+    /// The client closed its connection while the request waited in a
+    /// queue. Nobody reads the answer; 499 (nginx's word for it) in logs
+    /// and metrics.
+    #[error("the client left while its request waited in the queue")]
+    ClientLeft,
     /// Over the route's `rate_limit` for this client (or header, or the
     /// route).
     #[error("route {route}: rate limited for {retry_after:?}")]
@@ -80,7 +90,8 @@ impl ProxyError {
             | ProxyError::ConnectMethod
             | ProxyError::BadRequest(_)
             | ProxyError::ClientBody(_)
-            | ProxyError::RateLimited { .. } => Side::Client,
+            | ProxyError::RateLimited { .. }
+            | ProxyError::ClientLeft => Side::Client,
             ProxyError::NoEligibleUpstream { .. }
             | ProxyError::QueueFull { .. }
             | ProxyError::QueueTimeout { .. } => Side::Proxy,
@@ -122,6 +133,7 @@ impl ProxyError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many requests: slow down",
             ),
+            ProxyError::ClientLeft => (CLIENT_CLOSED_REQUEST, "the client closed the request"),
             ProxyError::UpstreamConnect {
                 timed_out: true, ..
             } => (

@@ -123,7 +123,7 @@ impl Proxy {
         scratch: &mut Scratch,
     ) -> Outcome
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let start = Instant::now();
         let log = self.begin_log(client.conn, || describe(&ticket.head, buf));
@@ -143,6 +143,7 @@ impl Proxy {
             set_cookie: None,
             date: [0; 29],
             scratch,
+            client: &mut *client.stream,
         };
         let forwarded = self
             .forward(&table, route, &mut request, client.conn, &mut labels)
@@ -224,7 +225,7 @@ where
 /// A request the direct path serves, as the engine sees it: its head (and
 /// body) are already in `scratch.upstream_head`, the same for every
 /// attempt; what changes between attempts is the fresh sticky cookie.
-struct DirectRequest<'a> {
+struct DirectRequest<'a, 'c, S> {
     head_request: bool,
     idempotent: bool,
     /// The request's `Cookie` values.
@@ -235,9 +236,16 @@ struct DirectRequest<'a> {
     set_cookie: Option<HeaderValue>,
     date: [u8; 29],
     scratch: &'a mut Scratch,
+    /// The client's connection, read only while the request waits in a
+    /// queue, to see it leave.
+    client: &'c mut S,
 }
 
-impl Front for DirectRequest<'_> {
+/// At most this many bytes a client may send while its request waits in
+/// a queue (the next pipelined request); beyond, it is no longer read.
+const EARLY_MAX: usize = 64 * 1024;
+
+impl<S: AsyncRead + Unpin + Send> Front for DirectRequest<'_, '_, S> {
     type Request = ();
     type Answer = Exchanged;
 
@@ -279,6 +287,19 @@ impl Front for DirectRequest<'_> {
 
     fn status(answer: &Exchanged) -> u16 {
         answer.head.status
+    }
+
+    /// An end of the client's stream (or an error) is a client gone;
+    /// bytes it sends meanwhile are kept for the connection to read next.
+    async fn left(&mut self) {
+        let mut byte = [0u8; 1];
+        while self.scratch.early.len() < EARLY_MAX {
+            match self.client.read(&mut byte).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => self.scratch.early.push(byte[0]),
+            }
+        }
+        std::future::pending().await
     }
 }
 

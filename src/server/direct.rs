@@ -44,7 +44,7 @@ impl Server {
         can_park: bool,
     ) -> DirectEnd<S>
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let mut buf = BytesMut::new();
         let mut scratch = Scratch::default();
@@ -69,6 +69,11 @@ impl Server {
                             .direct_serve(ticket, &buf, &mut to, &mut scratch)
                             .await;
                         buf.advance(len);
+                        // What the client sent while its request queued.
+                        if !scratch.early.is_empty() {
+                            buf.extend_from_slice(&scratch.early);
+                            scratch.early.clear();
+                        }
                         head_began = (!buf.is_empty()).then(Instant::now);
                         if outcome == Outcome::Close {
                             shut(&mut stream).await;

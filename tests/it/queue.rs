@@ -216,8 +216,8 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// `batch` clients that each send a request that queues, then leave;
-/// their places are let go by `queue_timeout` at the latest. `queued`:
-/// the requests queued so far, this batch's included.
+/// their places are let go at once (`queue_timeout` is 10 minutes).
+/// `queued`: the requests queued so far, this batch's included.
 async fn queue_and_abandon(addr: std::net::SocketAddr, admin: &str, batch: usize, queued: usize) {
     use tokio::io::AsyncWriteExt;
     let mut clients = Vec::with_capacity(batch);
@@ -233,18 +233,16 @@ async fn queue_and_abandon(addr: std::net::SocketAddr, admin: &str, batch: usize
     })
     .await;
     drop(clients);
-    wait_until(
-        "every abandoned place is let go (queue_timeout)",
-        || async { gauge(admin, "cutover_queue_waiting{pool=\"p\"}").await == 0.0 },
-    )
+    wait_until("every abandoned place is let go", || async {
+        gauge(admin, "cutover_queue_waiting{pool=\"p\"}").await == 0.0
+    })
     .await;
 }
 
 /// A flood of requests that queue and are abandoned by their clients
 /// costs places, never memory: 10,000 of them leave the proxy's resident
-/// memory where a first 1,000 left it. (An HTTP/1.1 client that closes
-/// its connection keeps its place until `queue_timeout`, as in HAProxy
-/// without `option abortonclose`.)
+/// memory where a first 1,000 left it, and each place is let go as its
+/// client leaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_queued_and_abandoned_requests_leave_memory_where_it_was() {
     let up = TestUpstream::start("up").await;
@@ -252,7 +250,7 @@ async fn ten_thousand_queued_and_abandoned_requests_leave_memory_where_it_was() 
     let config = limited_config(
         "p",
         up.addr,
-        "max_in_flight = 1\nmax_queue = 20000\nqueue_timeout = \"2s\"",
+        "max_in_flight = 1\nmax_queue = 20000\nqueue_timeout = \"10m\"",
     );
     // The holder below must not time out and give its place to a queued one.
     let config = format!("[proxy]\nresponse_header_timeout = \"10m\"\n{config}");
@@ -276,6 +274,12 @@ async fn ten_thousand_queued_and_abandoned_requests_leave_memory_where_it_was() 
     eprintln!("resident memory: {before} KiB after 1,000 abandoned, {after} KiB after 11,000");
     let queued = gauge(&admin, "cutover_queued_total{pool=\"p\"}").await;
     assert_eq!(queued, 11_000.0);
+    let left = gauge(
+        &admin,
+        "cutover_queue_rejected_total{pool=\"p\",reason=\"left\"}",
+    )
+    .await;
+    assert_eq!(left, 11_000.0);
     // A leak of 800 bytes per abandoned request would show as 8 MiB.
     assert!(
         after < before + 8 * 1024,
@@ -344,4 +348,56 @@ async fn a_rollout_through_a_cold_start_is_promoted_with_a_queue_and_rolled_back
     let (state, not_ok) = rollout_onto_a_cold_pool("cold_queued", "max_in_flight = 2").await;
     assert_eq!(state, "promoted");
     assert_eq!(not_ok, 0, "clients saw {not_ok} failures through the queue");
+}
+
+/// An HTTP/1.1 client that sends its next request while the first waits
+/// in the queue is not taken for one that left: both are answered, in
+/// order, on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_pipelined_behind_a_queued_one_is_answered_after_it() {
+    use tokio::io::AsyncWriteExt;
+    let up = TestUpstream::start("up").await;
+    up.delay(300);
+    let config = limited_config(
+        "piped",
+        up.addr,
+        "max_in_flight = 1\nqueue_timeout = \"60s\"",
+    );
+    let proxy = start_proxy(&config).await;
+    let admin = proxy.admin_url("");
+    let admin = admin.trim_end_matches('/').to_string();
+    let addr = proxy.addrs()[0];
+    let mut holder = tokio::net::TcpStream::connect(addr).await.unwrap();
+    holder
+        .write_all(b"GET /holder HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until("the holder is at the upstream", || async {
+        up.in_flight() == 1
+    })
+    .await;
+    let mut piped = tokio::net::TcpStream::connect(addr).await.unwrap();
+    piped
+        .write_all(b"GET /first HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until("the first request queues", || async {
+        gauge(&admin, "cutover_queue_waiting{pool=\"piped\"}").await == 1.0
+    })
+    .await;
+    piped
+        .write_all(b"GET /second HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut piped, &mut answers)
+        .await
+        .unwrap();
+    let answers = String::from_utf8_lossy(&answers);
+    assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 2, "{answers}");
+    assert_eq!(up.hits(), 3);
+    let left = "cutover_queue_rejected_total{pool=\"piped\",reason=\"left\"}";
+    assert_eq!(gauge(&admin, left).await, 0.0);
+    drop(holder);
+    proxy.stop().await;
 }

@@ -29,6 +29,9 @@ pub struct Scratch {
     pub client_head: Vec<u8>,
     /// What was read from the upstream past its response head.
     pub from_upstream: bytes::BytesMut,
+    /// Bytes the client sent while its request waited in a queue (the
+    /// next pipelined request): the connection reads them next.
+    pub early: Vec<u8>,
 }
 
 /// Room for an upstream's response head: most fit in far less.
@@ -108,6 +111,7 @@ impl Proxy {
             upstream_head: Vec::with_capacity(1024),
             client_head: Vec::with_capacity(1024),
             from_upstream: bytes::BytesMut::with_capacity(HEAD_READ_SIZE),
+            early: Vec::new(),
         };
         write_request_head(request, &mut scratch.upstream_head);
         let side = ClientSide {
