@@ -63,7 +63,7 @@ struct Attempt<'p, R> {
     timeout: std::time::Duration,
 }
 
-/// A request turned away by a pool's queue (`reason`: full, timeout).
+/// A request turned away by a pool's queue (`reason`: full, timeout, left).
 fn queue_rejected(pool: &Arc<str>, reason: &'static str) {
     metrics::counter!(names::QUEUE_REJECTED_TOTAL, "pool" => Arc::clone(pool), "reason" => reason)
         .increment(1);
