@@ -21,6 +21,7 @@
 #
 #   benches/cutover_moment.sh
 #   ROUNDS=1 DURATION=5s SCENARIOS=slow benches/cutover_moment.sh
+#   SCENARIOS=cold COLD_TARGETS="cutover-queue haproxy-maxconn" ROUNDS=5 benches/cutover_moment.sh
 #
 # Needs root (or the packages already installed) for apt-get.
 set -euo pipefail
@@ -34,6 +35,8 @@ FAST_MS=${FAST_MS:-2}
 COLD_MS=${COLD_MS:-20}
 WARM=${WARM:-3}
 LIMIT=${LIMIT:-8}
+SLOW_TARGETS=${SLOW_TARGETS:-"cutover-p2c cutover-random haproxy-leastconn haproxy-roundrobin nginx-least-conn"}
+COLD_TARGETS=${COLD_TARGETS:-"cutover-p2c cutover-queue haproxy-leastconn haproxy-maxconn nginx-least-conn nginx-max-conns"}
 
 source benches/common.sh
 install_missing nginx=nginx-light haproxy=haproxy wrk=wrk curl=curl python3=python3
@@ -223,7 +226,7 @@ for round in $(seq 1 "$ROUNDS"); do
     fast=$origin_port
     start_origin $((FAST_MS * 10)) $((FAST_MS * 10)) 0 0
     slow=$origin_port
-    for target in cutover-p2c cutover-random haproxy-leastconn haproxy-roundrobin nginx-least-conn; do
+    for target in $SLOW_TARGETS; do
       start_proxy "$target" "$fast" "$slow"
       f0=$(hits "$fast") s0=$(hits "$slow")
       read -r rps p50 p99 bad < <(measure "$port")
@@ -236,7 +239,7 @@ for round in $(seq 1 "$ROUNDS"); do
     stop_origins
   fi
   if [[ " $SCENARIOS " == *" cold "* ]]; then
-    for target in cutover-p2c cutover-queue haproxy-leastconn haproxy-maxconn nginx-least-conn nginx-max-conns; do
+    for target in $COLD_TARGETS; do
       # Fresh, cold origins for every row: the move lands on them at once.
       start_origin "$FAST_MS" "$COLD_MS" "$WARM" "$LIMIT"
       a=$origin_port

@@ -357,3 +357,32 @@ async fn an_h2_upstream_going_away_fails_no_request() {
     assert_eq!(failed, 0, "requests failed when an upstream went away");
     proxy.stop().await;
 }
+
+/// A drain closes an HTTP/2 upstream's connection once its streams are
+/// done (the pool is replaced; hyper's client connection ends with its
+/// last sender): the upstream sees it close, not an idle one kept open
+/// until `upstream_idle_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_closes_an_h2_upstreams_connection() {
+    let up = TestUpstream::start("app").await;
+    let proxy = start_proxy(&one_pool(up.addr, "protocol = \"h2\"")).await;
+    let base = format!("http://{}", proxy.addrs()[0]);
+    assert_eq!(
+        get(&http1_client(), &format!("{base}/version")).await.0,
+        200
+    );
+    assert_eq!(up.open_connections(), 1);
+    let (s, v) = admin_call(
+        "POST",
+        &proxy.admin_url(&format!("/api/v1/pools/app/upstreams/{}/drain", up.addr)),
+        Some(serde_json::json!({"timeout": "30s"})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    wait_until("the upstream's HTTP/2 connection closes", || async {
+        up.open_connections() == 0
+    })
+    .await;
+    proxy.stop().await;
+}
