@@ -13,7 +13,10 @@
 #         for every row. cutover without and with max_in_flight = LIMIT
 #         (queue, p2c), HAProxy without and with maxconn LIMIT / maxqueue,
 #         nginx without and with max_conns LIMIT (nginx has no queue).
-#         Per row: non-2xx answers, req/s, p50, p99.
+#         Per row: non-2xx answers, req/s, p50, p99, and the time to
+#         steady state: from the first request to the start of the first
+#         250 ms window after which every window's p99 is within 1.5x the
+#         last 2 s's and no answer fails (h2load --h1, per-request log).
 #
 # The origins are small asyncio servers (python3), one process each. wrk
 # runs CONNECTIONS connections for DURATION per row; rows alternate over
@@ -39,7 +42,8 @@ SLOW_TARGETS=${SLOW_TARGETS:-"cutover-p2c cutover-random haproxy-leastconn hapro
 COLD_TARGETS=${COLD_TARGETS:-"cutover-p2c cutover-queue haproxy-leastconn haproxy-maxconn nginx-least-conn nginx-max-conns"}
 
 source benches/common.sh
-install_missing nginx=nginx-light haproxy=haproxy wrk=wrk curl=curl python3=python3
+install_missing nginx=nginx-light haproxy=haproxy wrk=wrk curl=curl python3=python3 \
+  h2load=nghttp2-client
 
 
 # An origin: answers after DELAY ms (COLD ms for its first WARM s), at
@@ -220,6 +224,37 @@ measure() {
   echo "$rps $p50 $p99 $(( ${bad:-0} + ${errors:-0} ))"
 }
 
+# One cold row: the proxy's answers under h2load --h1 (the same load as
+# wrk's, one request at a time per connection), from its per-request
+# log. Prints "rps p50 p99 failed steady_s".
+measure_cold() {
+  local port=$1 out failed
+  rm -f "$work/cold.log"
+  out=$(h2load --h1 -c"$CONNECTIONS" -D"$DURATION" --log-file="$work/cold.log" "http://127.0.0.1:$port/")
+  failed=$(awk '/^requests:/ {print $10 + $12 + $14}' <<<"$out")
+  python3 - "$work/cold.log" "${failed:-0}" <<'EOF'
+import sys
+rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
+rows = [(int(start), int(status), int(micros)) for start, status, micros, *_ in rows]
+first = min(r[0] for r in rows)
+last = max(r[0] + r[2] for r in rows)
+seconds = (last - first) / 1e6
+times = sorted(r[2] for r in rows)
+q = lambda ts, p: ts[min(len(ts) - 1, int(p * len(ts)))] / 1000
+bad = sum(1 for r in rows if not 200 <= r[1] < 300) + int(sys.argv[2])
+windows = {}
+for start, status, micros in rows:
+    windows.setdefault((start - first) // 250_000, []).append((micros, 200 <= status < 300))
+keys = sorted(windows)
+tail = sorted(m for k in keys if k >= keys[-1] - 7 for m, _ in windows[k])
+steady_p99 = q(tail, 0.99)
+ok = lambda k: all(good for _, good in windows[k]) and q(sorted(m for m, _ in windows[k]), 0.99) <= 1.5 * steady_p99
+# "never": some answer failed or was slow up to the end.
+steady = next((f"{k * 0.25:.2f}" for i, k in enumerate(keys) if all(ok(later) for later in keys[i:])), "never")
+print(f"{len(rows) / seconds:.0f} {q(times, 0.5):.2f} {q(times, 0.99):.2f} {bad} {steady}")
+EOF
+}
+
 for round in $(seq 1 "$ROUNDS"); do
   if [[ " $SCENARIOS " == *" slow "* ]]; then
     start_origin "$FAST_MS" "$FAST_MS" 0 0
@@ -233,7 +268,7 @@ for round in $(seq 1 "$ROUNDS"); do
       f1=$(hits "$fast") s1=$(hits "$slow")
       stop_proxy
       share=$(python3 -c "d = ($f1 - $f0) + ($s1 - $s0); print(f'{100 * ($s1 - $s0) / max(d, 1):.1f}')")
-      echo "slow $target $rps $p50 $p99 $bad $share" >>"$results"
+      echo "slow $target $rps $p50 $p99 $bad $share -" >>"$results"
       echo "round $round: slow $target: $rps req/s, p50 $p50 ms, p99 $p99 ms, slow share $share %" >&2
     done
     stop_origins
@@ -246,11 +281,11 @@ for round in $(seq 1 "$ROUNDS"); do
       start_origin "$FAST_MS" "$COLD_MS" "$WARM" "$LIMIT"
       b=$origin_port
       start_proxy "$target" "$a" "$b"
-      read -r rps p50 p99 bad < <(measure "$port")
+      read -r rps p50 p99 bad steady < <(measure_cold "$port")
       stop_proxy
       stop_origins
-      echo "cold $target $rps $p50 $p99 $bad -" >>"$results"
-      echo "round $round: cold $target: $rps req/s, p50 $p50 ms, p99 $p99 ms, $bad failed" >&2
+      echo "cold $target $rps $p50 $p99 $bad - $steady" >>"$results"
+      echo "round $round: cold $target: $rps req/s, p50 $p50 ms, p99 $p99 ms, $bad failed, steady after $steady s" >&2
     done
   fi
 done
@@ -261,11 +296,19 @@ rows = {}
 for line in open(sys.argv[1]):
     scenario, target, *figures = line.split()
     rows.setdefault((scenario, target), []).append(figures)
-print("| scenario | proxy | req/s | p50 ms | p99 ms | non-2xx / errors | slow origin's share % |")
-print("|---|---|---|---|---|---|---|")
+print("| scenario | proxy | req/s | p50 ms | p99 ms | non-2xx / errors | slow origin's share % | steady after s |")
+print("|---|---|---|---|---|---|---|---|")
+def median(col):
+    if col[0] == "-":
+        return "–"
+    if "never" in col:
+        return "never"
+    return statistics.median(float(v) for v in col)
 for (scenario, target), samples in rows.items():
     cols = list(zip(*samples))
     med = [statistics.median(float(v) for v in col) for col in cols[:4]]
-    share = "–" if cols[4][0] == "-" else f"{statistics.median(float(v) for v in cols[4]):.1f}"
-    print(f"| {scenario} | {target} | {med[0]:.0f} | {med[1]:.2f} | {med[2]:.2f} | {med[3]:.0f} | {share} |")
+    share, steady = median(cols[4]), median(cols[5])
+    share = share if share == "–" else f"{share:.1f}"
+    steady = steady if isinstance(steady, str) else f"{steady:.2f}"
+    print(f"| {scenario} | {target} | {med[0]:.0f} | {med[1]:.2f} | {med[2]:.2f} | {med[3]:.0f} | {share} | {steady} |")
 EOF
