@@ -175,7 +175,11 @@ pub fn status_table(s: &Status) -> String {
                     u.weight.to_string(),
                     u.state.clone(),
                     u.health.clone(),
-                    u.in_flight.to_string(),
+                    // Tunnels (WebSocket) are in flight too: say how many.
+                    match u.tunnels {
+                        0 => u.in_flight.to_string(),
+                        t => format!("{} ({t} tunnels)", u.in_flight),
+                    },
                     u.source.clone(),
                 ]
             })

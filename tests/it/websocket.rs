@@ -92,6 +92,10 @@ async fn a_drain_deadline_ends_a_websocket_with_going_away_both_ways() {
         status["pools"][0]["upstreams"][0].clone()
     };
     assert_eq!(upstream_view().await["tunnels"], 1);
+    // `cutover ctl status` says it too.
+    let (code, out, err) = ctl(&proxy.admin_url(""), &["status"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("1 (1 tunnels)"), "{out}");
     let (s, v) = admin_call(
         "POST",
         &proxy.admin_url(&format!("/api/v1/pools/wsdrain/upstreams/{ws_addr}/drain")),
