@@ -320,16 +320,7 @@ async fn rollout_onto_a_cold_pool(pool: &str, green_limits: &str) -> (String, us
     )
     .await;
     assert_eq!(s, 201, "{v}");
-    let state = || async {
-        let (_, status) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
-        status["routes"][0]["rollout"].clone()
-    };
-    wait_until("the rollout ends", || async {
-        let s = state().await["state"].clone();
-        s == "rolled_back" || s == "promoted"
-    })
-    .await;
-    let rollout = state().await;
+    let rollout = wait_state_of(&proxy, &["rolled_back", "promoted"]).await;
     let (_, not_ok) = clients.finish().await;
     proxy.stop().await;
     eprintln!("{pool}: {rollout:#}");

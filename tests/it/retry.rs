@@ -220,16 +220,7 @@ async fn a_retry_does_not_hide_a_bad_canary_from_the_rollout() {
     )
     .await;
     assert_eq!(s, 201, "{v}");
-    let rollout_now = || async {
-        let (_, status) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
-        status["routes"][0]["rollout"].clone()
-    };
-    wait_until("the rollout ends", || async {
-        let state = rollout_now().await["state"].clone();
-        state == "rolled_back" || state == "promoted"
-    })
-    .await;
-    let rollout = rollout_now().await;
+    let rollout = wait_state_of(&proxy, &["rolled_back", "promoted"]).await;
     let (sent, not_ok) = clients.finish().await;
     assert_eq!(rollout["state"], "rolled_back", "{rollout:#}");
     assert!(

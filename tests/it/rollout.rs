@@ -71,11 +71,6 @@ fn proxy_failures(seen: &HashMap<String, usize>) -> usize {
         .sum()
 }
 
-async fn rollout_of(proxy: &TestProxy) -> Value {
-    let (_, status) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
-    status["routes"][0]["rollout"].clone()
-}
-
 async fn split_of(proxy: &TestProxy) -> Value {
     let (_, status) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
     status["routes"][0]["split"].clone()
@@ -96,20 +91,6 @@ async fn back_to_blue(proxy: &TestProxy) {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-}
-
-/// Waits for the route's rollout to reach one of `states`.
-async fn wait_state_of(proxy: &TestProxy, states: &[&str]) -> Value {
-    let mut last = Value::Null;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while tokio::time::Instant::now() < deadline {
-        last = rollout_of(proxy).await;
-        if states.iter().any(|s| last["state"] == *s) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("rollout never reached {states:?}: {last:#}");
 }
 
 async fn start_rollout(proxy: &TestProxy, body: Value) -> (u16, Value) {

@@ -449,3 +449,23 @@ pub async fn blue_green() -> (TestUpstream, TestUpstream, TestProxy) {
     .await;
     (blue, green, proxy)
 }
+
+/// The first route's rollout in status.
+pub async fn rollout_of(proxy: &TestProxy) -> serde_json::Value {
+    let (_, status) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+    status["routes"][0]["rollout"].clone()
+}
+
+/// Waits for the first route's rollout to reach one of `states`.
+pub async fn wait_state_of(proxy: &TestProxy, states: &[&str]) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        last = rollout_of(proxy).await;
+        if states.iter().any(|s| last["state"] == *s) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("rollout never reached {states:?}: {last:#}");
+}
