@@ -165,3 +165,29 @@ pub fn read_retry(
     t.finish(problems);
     Some(retry)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_answers_are_retried() {
+        let only_503 = RetryOn {
+            unavailable: true,
+            ..RetryOn::default()
+        };
+        assert!(only_503.status(503));
+        assert!(!only_503.status(500) && !only_503.status(502) && !only_503.status(200));
+        let any_5xx = RetryOn {
+            server_error: true,
+            ..RetryOn::default()
+        };
+        assert!(any_5xx.status(500) && any_5xx.status(503) && any_5xx.status(599));
+        assert!(!any_5xx.status(499));
+        // The proxy's `retries`: connects and resets, never an answer.
+        let legacy = RetryConfig::from_retries(2);
+        assert_eq!(legacy.attempts, 3);
+        assert!(!legacy.on.status(503));
+        assert_eq!(legacy.on.words(), ["connect", "reset"]);
+    }
+}
