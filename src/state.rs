@@ -80,6 +80,18 @@ pub struct Overrides {
     /// Route → its earlier rollouts, newest last, at most `rollout::HISTORY`.
     #[serde(default)]
     pub rollout_history: BTreeMap<String, Vec<RolloutRecord>>,
+    /// Route → its split before and after its last change (a split set by
+    /// hand, a promoted rollout, an undo): what `undo` restores.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub undo: BTreeMap<String, UndoEntry>,
+}
+
+/// A route's last change of split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UndoEntry {
+    pub before: Split,
+    pub after: Split,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -88,6 +88,9 @@ _cutover() {
             cutover__subcmd__ctl,status)
                 cmd="cutover__subcmd__ctl__subcmd__status"
                 ;;
+            cutover__subcmd__ctl,undo)
+                cmd="cutover__subcmd__ctl__subcmd__undo"
+                ;;
             cutover__subcmd__ctl,upgrade)
                 cmd="cutover__subcmd__ctl__subcmd__upgrade"
                 ;;
@@ -141,6 +144,9 @@ _cutover() {
                 ;;
             cutover__subcmd__ctl__subcmd__help,status)
                 cmd="cutover__subcmd__ctl__subcmd__help__subcmd__status"
+                ;;
+            cutover__subcmd__ctl__subcmd__help,undo)
+                cmd="cutover__subcmd__ctl__subcmd__help__subcmd__undo"
                 ;;
             cutover__subcmd__ctl__subcmd__help,upgrade)
                 cmd="cutover__subcmd__ctl__subcmd__help__subcmd__upgrade"
@@ -214,6 +220,9 @@ _cutover() {
             cutover__subcmd__help__subcmd__ctl,status)
                 cmd="cutover__subcmd__help__subcmd__ctl__subcmd__status"
                 ;;
+            cutover__subcmd__help__subcmd__ctl,undo)
+                cmd="cutover__subcmd__help__subcmd__ctl__subcmd__undo"
+                ;;
             cutover__subcmd__help__subcmd__ctl,upgrade)
                 cmd="cutover__subcmd__help__subcmd__ctl__subcmd__upgrade"
                 ;;
@@ -274,7 +283,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl)
-            opts="-h --admin --token-file --ca --json --help status split mirror rollout promote pause resume abort drain enable disable add remove health audit reload upgrade help"
+            opts="-h --admin --token-file --ca --json --help status split mirror rollout undo promote pause resume abort drain enable disable add remove health audit reload upgrade help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -494,7 +503,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__help)
-            opts="status split mirror rollout promote pause resume abort drain enable disable add remove health audit reload upgrade help"
+            opts="status split mirror rollout undo promote pause resume abort drain enable disable add remove health audit reload upgrade help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -745,6 +754,20 @@ _cutover() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cutover__subcmd__ctl__subcmd__help__subcmd__undo)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cutover__subcmd__ctl__subcmd__help__subcmd__upgrade)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -916,13 +939,25 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__rollout)
-            opts="-h --to --steps --preset --interval --max-error-rate --max-error-rate-increase --max-p99 --max-p99-ratio --min-p99-increase-ms --latency-quantile --min-requests --check-every --failure-limit --max-error-ratio --confidence --max-step-wait --on-inconclusive --promote-on-pass --max-shadow-diff-rate --approve-before-100 --force --wait --admin --token-file --ca --json --help"
+            opts="-h --to --pool --from --routes --steps --preset --interval --max-error-rate --max-error-rate-increase --max-p99 --max-p99-ratio --min-p99-increase-ms --latency-quantile --min-requests --check-every --failure-limit --max-error-ratio --confidence --max-step-wait --on-inconclusive --promote-on-pass --max-shadow-diff-rate --approve-before-100 --force --wait --admin --token-file --ca --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pool)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --routes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1065,6 +1100,36 @@ _cutover() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cutover__subcmd__ctl__subcmd__undo)
+            opts="-h --pool --admin --token-file --ca --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --pool)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cutover__subcmd__ctl__subcmd__upgrade)
             opts="-h --admin --token-file --ca --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1168,7 +1233,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__help__subcmd__ctl)
-            opts="status split mirror rollout promote pause resume abort drain enable disable add remove health audit reload upgrade"
+            opts="status split mirror rollout undo promote pause resume abort drain enable disable add remove health audit reload upgrade"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1392,6 +1457,20 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__help__subcmd__ctl__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cutover__subcmd__help__subcmd__ctl__subcmd__undo)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -8,7 +8,7 @@ use http::{Method, StatusCode};
 
 use super::body::{parse_addr, parse_drain, parse_json, parse_mirror, parse_new_upstream};
 use crate::config::Config;
-use crate::control::{Change, ControlError, RolloutStep, action, drain_deadline};
+use crate::control::{Change, ControlError, RolloutStep, UndoTarget, action, drain_deadline};
 
 /// One endpoint.
 pub(super) struct Row {
@@ -86,7 +86,7 @@ const fn change(action: &'static str, ok: StatusCode, make: MakeChange) -> Does 
 }
 
 /// Every `/api/v1/` endpoint (SPEC.md's table, in its order).
-pub(super) fn rows() -> [Row; 18] {
+pub(super) fn rows() -> [Row; 21] {
     use Method as M;
     use StatusCode as S;
     let row = |method, path, does| Row { method, path, does };
@@ -111,6 +111,11 @@ pub(super) fn rows() -> [Row; 18] {
         ),
         row(
             M::POST,
+            "rollouts",
+            change(action::START_ROLLOUT, S::CREATED, start_rollouts),
+        ),
+        row(
+            M::POST,
             "routes/{route}/rollout/promote",
             change(action::PROMOTE_ROLLOUT, S::OK, |c| {
                 rollout(c, RolloutStep::Advance { approve: true })
@@ -128,6 +133,24 @@ pub(super) fn rows() -> [Row; 18] {
             "routes/{route}/rollout/resume",
             change(action::RESUME_ROLLOUT, S::OK, |c| {
                 rollout(c, RolloutStep::Resume)
+            }),
+        ),
+        row(
+            M::POST,
+            "routes/{route}/undo",
+            change(action::UNDO, S::OK, |c| {
+                Ok(Change::Undo {
+                    target: UndoTarget::Route(c.params.route()),
+                })
+            }),
+        ),
+        row(
+            M::POST,
+            "pools/{pool}/undo",
+            change(action::UNDO, S::OK, |c| {
+                Ok(Change::Undo {
+                    target: UndoTarget::Pool(c.params.pool()),
+                })
             }),
         ),
         row(
@@ -265,6 +288,63 @@ fn start_rollout(c: &Call<'_>) -> Result<Change, ControlError> {
     })
 }
 
+/// `POST /api/v1/rollouts`: `from` and `routes` say which routes; the
+/// rest is a rollout's body (the file's per-route defaults do not apply:
+/// the routes may differ in them).
+fn start_rollouts(c: &Call<'_>) -> Result<Change, ControlError> {
+    let mut body = parse_json(c.body)?;
+    let Some(map) = body.as_object_mut() else {
+        return Err(ControlError::invalid(
+            "body",
+            "must be a JSON object, e.g. {\"from\": \"blue\", \"to\": \"green\"}",
+        ));
+    };
+    let from = match map.remove("from") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
+        Some(v) => {
+            return Err(ControlError::invalid(
+                "from",
+                format!("expected a pool name, got {v}"),
+            ));
+        }
+    };
+    let routes = match map.remove("routes") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                serde_json::Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                v => Err(ControlError::invalid(
+                    format!("routes[{i}]"),
+                    format!("expected a route name, got {v}"),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(v) => {
+            return Err(ControlError::invalid(
+                "routes",
+                format!("expected a non-empty list of route names, got {v}"),
+            ));
+        }
+    };
+    if from.is_some() && !routes.is_empty() {
+        return Err(ControlError::invalid(
+            "routes",
+            "give from or routes, not both",
+        ));
+    }
+    let spec = crate::rollout::parse_spec(&body, None)?;
+    Ok(Change::StartRollouts {
+        from,
+        routes,
+        spec: Box::new(spec),
+        now_ms: crate::clock::unix_ms(),
+        force: c.force,
+    })
+}
+
 fn rollout(c: &Call<'_>, step: RolloutStep) -> Result<Change, ControlError> {
     Ok(Change::Rollout {
         route: c.params.route(),
@@ -354,7 +434,7 @@ mod tests {
             assert_eq!(made.action(), action, "{} {path}", row.method);
             changes += 1;
         }
-        assert_eq!(changes, 13);
+        assert_eq!(changes, 16);
     }
 
     #[test]

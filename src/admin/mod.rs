@@ -441,6 +441,20 @@ impl Admin {
             Change::DrainPool { pool, .. } => {
                 json!(status.pools.into_iter().find(|p| p.name == *pool))
             }
+            // The routes moved; a rollout's (the same on each) first.
+            Change::StartRollouts { .. } | Change::Undo { .. } => {
+                let moved = plane.routes_moved_by(change);
+                let routes: Vec<_> = status
+                    .routes
+                    .into_iter()
+                    .filter(|r| moved.contains(&r.name))
+                    .collect();
+                let rollout = routes
+                    .first()
+                    .map(|r| json!(r)["rollout"].clone())
+                    .unwrap_or(Value::Null);
+                json!({"routes": routes, "rollout": rollout})
+            }
             _ => match change.upstream() {
                 Some((pool, addr)) => plane.upstream_json(pool, addr),
                 None => Value::Null,

@@ -22,3 +22,4 @@ pub const ABORT_ROLLOUT: &str = "abort_rollout";
 pub const PAUSE_ROLLOUT: &str = "pause_rollout";
 pub const ROLLOUT_INCONCLUSIVE: &str = "rollout_inconclusive";
 pub const RESUME_ROLLOUT: &str = "resume_rollout";
+pub const UNDO: &str = "undo";

@@ -12,7 +12,10 @@ use crate::state::Overrides;
 use super::action;
 use super::error::ControlError;
 use super::reconcile::{effective, put_mirror, put_split, reconcile};
-use super::rollout_changes::{RolloutStep, move_rollout, no_active_rollout, start_rollout};
+use super::rollout_changes::{
+    RolloutStep, group_routes, move_rollout, no_active_rollout, start_group_rollout, start_rollout,
+};
+use super::undo::{UndoTarget, remember, split_of, undo};
 use crate::rollout::RolloutSpec;
 
 /// One runtime change, as an admin call (or the drain reaper) asks for it.
@@ -73,10 +76,25 @@ pub enum Change {
         /// Start even with no upstream of the target in rotation.
         force: bool,
     },
+    /// One rollout over several routes (`POST /api/v1/rollouts`): those
+    /// named, or every route splitting between `from` (or the one pool
+    /// they split with) and the spec's target.
+    StartRollouts {
+        from: Option<String>,
+        routes: Vec<String>,
+        spec: Box<RolloutSpec>,
+        now_ms: u64,
+        force: bool,
+    },
     Rollout {
         route: String,
         step: RolloutStep,
         now_ms: u64,
+    },
+    /// Restores the split from before the last change of a route, or of
+    /// every route whose last change moved `pool`'s share.
+    Undo {
+        target: UndoTarget,
     },
 }
 
@@ -93,8 +111,9 @@ impl Change {
             Change::EnableUpstream { .. } => action::ENABLE_UPSTREAM,
             Change::DrainUpstream { .. } => action::DRAIN_UPSTREAM,
             Change::DrainPool { .. } => action::DRAIN_POOL,
-            Change::StartRollout { .. } => action::START_ROLLOUT,
+            Change::StartRollout { .. } | Change::StartRollouts { .. } => action::START_ROLLOUT,
             Change::Rollout { step, .. } => step.action(),
+            Change::Undo { .. } => action::UNDO,
         }
     }
 
@@ -106,6 +125,16 @@ impl Change {
             | Change::StartRollout { route, .. }
             | Change::Rollout { route, .. } => route.clone(),
             Change::DrainPool { pool, .. } => pool.clone(),
+            Change::StartRollouts {
+                from, routes, spec, ..
+            } => {
+                if routes.is_empty() {
+                    format!("{}->{}", from.as_deref().unwrap_or("*"), spec.to)
+                } else {
+                    routes.join(",")
+                }
+            }
+            Change::Undo { target } => target.to_string(),
             Change::AddUpstream { pool, addr, .. }
             | Change::RemoveUpstream { pool, addr, .. }
             | Change::RemoveDrained { pool, addr }
@@ -128,6 +157,8 @@ impl Change {
             | Change::SetMirror { .. }
             | Change::DrainPool { .. }
             | Change::StartRollout { .. }
+            | Change::StartRollouts { .. }
+            | Change::Undo { .. }
             | Change::Rollout { .. } => None,
         }
     }
@@ -202,11 +233,22 @@ pub fn apply(
             now_ms,
             force,
         } => start_rollout(&mut next, file, route, spec, *now_ms, *force, in_rotation)?,
+        Change::StartRollouts {
+            from,
+            routes,
+            spec,
+            now_ms,
+            force,
+        } => {
+            let routes = group_routes(&next, file, &spec.to, from.as_deref(), routes)?;
+            start_group_rollout(&mut next, file, &routes, spec, *now_ms, *force, in_rotation)?
+        }
         Change::Rollout {
             route,
             step,
             now_ms,
         } => move_rollout(&mut next, file, route, step, *now_ms)?,
+        Change::Undo { target } => undo(&mut next, file, target)?,
         Change::DrainPool { pool, drain_until } => {
             pool_exists(file, pool)?;
             let addrs = upstreams_of(current, file, pool);
@@ -238,7 +280,11 @@ fn set_split(
             return Err(ControlError::NoUpstreamInRotation(pool.to_string()));
         }
     }
+    let before = split_of(next, file, route);
     put_split(next, route, split, &base.split);
+    if let Some(before) = before {
+        remember(next, file, route, before);
+    }
     Ok(())
 }
 

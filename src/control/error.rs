@@ -39,6 +39,16 @@ pub enum ControlError {
     #[error("route {route:?} sends no traffic to any pool but {pool:?}: nothing to roll out from")]
     NothingToRollOutFrom { route: String, pool: String },
     #[error("{0}")]
+    NothingToUndo(String),
+    #[error(
+        "route {route:?} changed since its last change: its split is {now} now, not {after}; set it by hand"
+    )]
+    ChangedSince {
+        route: String,
+        now: String,
+        after: String,
+    },
+    #[error("{0}")]
     InvalidSpec(#[from] crate::rollout::SpecError),
     #[error("this process handed over to pid {0} in a binary upgrade; send the call again")]
     Retired(u32),
@@ -84,7 +94,9 @@ impl ControlError {
             | E::Retired(_)
             | E::RolloutRunning(_)
             | E::RolloutState { .. }
-            | E::NothingToRollOutFrom { .. } => StatusCode::CONFLICT,
+            | E::NothingToRollOutFrom { .. }
+            | E::NothingToUndo(_)
+            | E::ChangedSince { .. } => StatusCode::CONFLICT,
             E::InvalidInput { .. }
             | E::InvalidSpec(_)
             | E::InvalidSplit(_)
@@ -130,6 +142,10 @@ impl ControlError {
             }
             E::NothingToRollOutFrom { route, pool } => {
                 json!({"code": "nothing_to_roll_out_from", "route": route, "pool": pool})
+            }
+            E::NothingToUndo(why) => json!({"code": "nothing_to_undo", "reason": why}),
+            E::ChangedSince { route, now, after } => {
+                json!({"code": "changed_since", "route": route, "split": now, "left_at": after})
             }
             E::InvalidSpec(e) => {
                 json!({"code": "invalid_rollout", "field": e.field, "reason": e.reason})

@@ -14,6 +14,7 @@ mod rollout_changes;
 mod rollout_driver;
 pub mod status;
 mod step;
+pub(crate) mod undo;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +35,7 @@ pub use error::ControlError;
 pub use reconcile::{effective, reconcile};
 pub use rollout_changes::{RolloutStep, WebhookCall};
 pub use rollout_driver::{FleetTraffic, fleet_traffic};
+pub use undo::UndoTarget;
 
 pub struct ControlPlane {
     /// What the table is made from; only [`ControlPlane::take`] moves it.
@@ -298,6 +300,10 @@ impl ControlPlane {
         if let (None, Change::StartRollout { route, spec, .. }) = (error, change) {
             tracing::info!(%route, to = %spec.to, steps = ?spec.steps, interval = ?spec.interval, "rollout started");
         }
+        if let (None, Change::StartRollouts { spec, .. }) = (error, change) {
+            let routes = self.routes_moved_by(change).join(",");
+            tracing::info!(%routes, to = %spec.to, steps = ?spec.steps, interval = ?spec.interval, "rollout of several routes started");
+        }
         let (after, outcome) = match error {
             None => (self.audit_view(change), "ok".to_string()),
             Some(e) => (before.clone(), format!("refused: {e}")),
@@ -407,6 +413,17 @@ impl ControlPlane {
             Change::SetSplit { route, .. } => table
                 .route(route)
                 .map_or(Value::Null, |r| split_json(&table, r)),
+            Change::StartRollouts { .. } | Change::Undo { .. } => {
+                let routes: serde_json::Map<String, Value> = self
+                    .routes_moved_by(change)
+                    .into_iter()
+                    .filter_map(|route| {
+                        let r = table.route(&route)?;
+                        Some((route, split_json(&table, r)))
+                    })
+                    .collect();
+                json!({"routes": routes})
+            }
             Change::SetMirror { route, .. } => {
                 table.route(route).and_then(|r| r.mirror.as_ref()).map_or(
                     Value::Null,
@@ -425,6 +442,42 @@ impl ControlPlane {
                 Some((pool, addr)) => self.upstream_json(pool, addr),
                 None => Value::Null,
             },
+        }
+    }
+
+    /// The routes a rollout over several routes or an undo moves (before
+    /// it is made, as after: the audit's before and after).
+    pub fn routes_moved_by(&self, change: &Change) -> Vec<String> {
+        let o = &self.now.overrides;
+        match change {
+            Change::StartRollouts {
+                from, routes, spec, ..
+            } => {
+                // After the change, its members say it; before, the same
+                // choice the change makes.
+                let started = o
+                    .rollouts
+                    .values()
+                    .find(|r| r.group.is_some() && r.state.is_active() && r.spec == **spec);
+                match started.and_then(|r| r.group.as_ref()) {
+                    Some(g) if routes.is_empty() || g.routes == *routes => g.routes.clone(),
+                    _ => rollout_changes::group_routes(
+                        o,
+                        &self.now.file,
+                        &spec.to,
+                        from.as_deref(),
+                        routes,
+                    )
+                    .unwrap_or_default(),
+                }
+            }
+            Change::Undo {
+                target: UndoTarget::Route(route),
+            } => vec![route.clone()],
+            Change::Undo {
+                target: UndoTarget::Pool(pool),
+            } => undo::routes_moving(o, pool),
+            _ => Vec::new(),
         }
     }
 

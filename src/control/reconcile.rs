@@ -71,6 +71,7 @@ fn reconcile_routes(file: &Config, o: &mut Overrides, dropped: &mut Vec<String>)
 
     o.rollout_history
         .retain(|route, _| file_split(file, route).is_some());
+    let mut aborted = Vec::new();
     for (route, record) in o.rollouts.iter_mut() {
         let gone = file.pool(&record.spec.to).is_none();
         let changed = file_split(file, route).is_none_or(|now| *now != record.file_split);
@@ -83,10 +84,40 @@ fn reconcile_routes(file: &Config, o: &mut Overrides, dropped: &mut Vec<String>)
             record.state = RolloutState::Aborted;
             record.reason = Some(reason);
             record.paused_elapsed_ms = None;
+            aborted.push((route.clone(), record.clone()));
         }
     }
+    abort_the_rest_of(o, &aborted, dropped);
     o.rollouts
         .retain(|route, _| file_split(file, route).is_some());
+    o.undo.retain(|route, _| file_split(file, route).is_some());
+}
+
+/// A group rollout is one rollout: a member the file aborted aborts the
+/// others, each back at the split it started from.
+fn abort_the_rest_of(
+    o: &mut Overrides,
+    aborted: &[(String, crate::rollout::RolloutRecord)],
+    dropped: &mut Vec<String>,
+) {
+    for (route, record) in aborted {
+        for member in record.group.iter().flat_map(|g| g.routes.iter()) {
+            let Some(other) = o.rollouts.get_mut(member) else {
+                continue;
+            };
+            if !other.same_rollout(record) || !other.state.is_active() {
+                continue;
+            }
+            let reason =
+                format!("the config file aborted route {route}'s part of the same rollout");
+            dropped.push(format!("rollout of route {member}: aborted, {reason}"));
+            other.state = RolloutState::Aborted;
+            other.reason = Some(reason);
+            other.paused_elapsed_ms = None;
+            let (split, file_split) = (other.split(), other.file_split.clone());
+            put_split(o, member, &split, &file_split);
+        }
+    }
 }
 
 /// Upstreams added that the file now lists (or whose pool it dropped),

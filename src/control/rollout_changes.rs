@@ -8,9 +8,10 @@ use serde_json::Value;
 
 use super::error::ControlError;
 use super::reconcile::{effective, put_split};
+use super::undo::remember;
 use crate::config::Config;
 use crate::rollout::run::{Hook, Run};
-use crate::rollout::{HISTORY, RolloutRecord, RolloutSpec, RolloutState};
+use crate::rollout::{HISTORY, RolloutGroup, RolloutRecord, RolloutSpec, RolloutState};
 use crate::state::Overrides;
 
 /// A move of a running rollout, by the driver or an operator.
@@ -108,8 +109,165 @@ pub(super) fn start_rollout(
     Ok(())
 }
 
-/// Moves the route's rollout and sets the split it gives.
+/// Which routes `POST /api/v1/rollouts` moves: those named, or every
+/// route whose traffic goes only to `from` and `to` (some of it to
+/// `from`). Without `from`, the one pool such routes split with `to`.
+pub(super) fn group_routes(
+    next: &Overrides,
+    file: &Config,
+    to: &str,
+    from: Option<&str>,
+    named: &[String],
+) -> Result<Vec<String>, ControlError> {
+    let eff = effective(file, next);
+    if file.pool(to).is_none() {
+        return Err(ControlError::UnknownPool(to.to_string()));
+    }
+    if let Some(from) = from
+        && file.pool(from).is_none()
+    {
+        return Err(ControlError::UnknownPool(from.to_string()));
+    }
+    if !named.is_empty() {
+        for (i, route) in named.iter().enumerate() {
+            if !eff.routes.iter().any(|r| r.name == *route) {
+                return Err(ControlError::UnknownRoute(route.clone()));
+            }
+            if named[..i].contains(route) {
+                return Err(ControlError::invalid(
+                    format!("routes[{i}]"),
+                    format!("route {route:?} is named twice"),
+                ));
+            }
+        }
+        return Ok(named.to_vec());
+    }
+    // Each route with traffic outside `to`, and the one other pool it
+    // sends traffic to (routes split three ways are never picked).
+    let splits_with: Vec<(&str, &str)> = eff
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let others: Vec<&str> = r
+                .split
+                .iter()
+                .filter(|(p, w)| *w > 0 && *p != to)
+                .map(|(p, _)| p)
+                .collect();
+            match others.as_slice() {
+                [only] => Some((r.name.as_str(), *only)),
+                _ => None,
+            }
+        })
+        .collect();
+    let from = match from {
+        Some(f) => f.to_string(),
+        None => {
+            let mut pools: Vec<&str> = splits_with.iter().map(|(_, p)| *p).collect();
+            pools.sort_unstable();
+            pools.dedup();
+            match pools.as_slice() {
+                [one] => one.to_string(),
+                [] => {
+                    return Err(ControlError::invalid(
+                        "to",
+                        format!(
+                            "no route sends its traffic to one pool besides {to:?}: name the routes"
+                        ),
+                    ));
+                }
+                many => {
+                    return Err(ControlError::invalid(
+                        "from",
+                        format!(
+                            "routes split between {to:?} and several pools ({}): say which with from",
+                            many.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    let routes: Vec<String> = splits_with
+        .iter()
+        .filter(|(_, p)| *p == from)
+        .map(|(r, _)| r.to_string())
+        .collect();
+    if routes.is_empty() {
+        return Err(ControlError::invalid(
+            "from",
+            format!("no route splits its traffic between {from:?} and {to:?}"),
+        ));
+    }
+    Ok(routes)
+}
+
+/// `POST /api/v1/rollouts`: one rollout over `routes`, each started as
+/// its own would be, all in this one change, linked as a group.
+pub(super) fn start_group_rollout(
+    next: &mut Overrides,
+    file: &Config,
+    routes: &[String],
+    spec: &RolloutSpec,
+    now_ms: u64,
+    force: bool,
+    in_rotation: &dyn Fn(&str) -> bool,
+) -> Result<(), ControlError> {
+    if routes.is_empty() {
+        return Err(ControlError::invalid("routes", "name at least one route"));
+    }
+    // One identity for the group: after every member's last start.
+    let after_last = routes
+        .iter()
+        .filter_map(|r| next.rollouts.get(r))
+        .map(|old| old.started_ms.saturating_add(1))
+        .max()
+        .unwrap_or(0);
+    let started_ms = now_ms.max(after_last);
+    let group = RolloutGroup {
+        routes: routes.to_vec(),
+    };
+    for route in routes {
+        start_rollout(next, file, route, spec, started_ms, force, in_rotation)?;
+        if let Some(record) = next.rollouts.get_mut(route) {
+            record.group = Some(group.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Moves the route's rollout — and, in a group, every member's — and
+/// sets the splits they give.
 pub(super) fn move_rollout(
+    next: &mut Overrides,
+    file: &Config,
+    route: &str,
+    step: &RolloutStep,
+    now_ms: u64,
+) -> Result<(), ControlError> {
+    let members = match next.rollouts.get(route) {
+        Some(record) => match &record.group {
+            Some(group) => {
+                let lead = record.clone();
+                group
+                    .routes
+                    .iter()
+                    .filter(|m| next.rollouts.get(*m).is_some_and(|r| r.same_rollout(&lead)))
+                    .cloned()
+                    .collect()
+            }
+            None => vec![route.to_string()],
+        },
+        None => vec![route.to_string()],
+    };
+    for member in &members {
+        move_one(next, file, member, step, now_ms)?;
+    }
+    Ok(())
+}
+
+/// Moves one route's rollout and sets the split it gives.
+fn move_one(
     next: &mut Overrides,
     file: &Config,
     route: &str,
@@ -173,8 +331,12 @@ pub(super) fn move_rollout(
         }
         (_, state) => return Err(refuse(state)),
     }
+    let promoted = (record.state == S::Promoted).then(|| record.start_split.clone());
     let (split, file_split) = (record.split(), record.file_split.clone());
     put_split(next, route, &split, &file_split);
+    if let Some(before) = promoted {
+        remember(next, file, route, before);
+    }
     Ok(())
 }
 

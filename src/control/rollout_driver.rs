@@ -43,55 +43,55 @@ impl ControlPlane {
         let rollouts = &self.now.overrides.rollouts;
         self.runs
             .by_route
-            .retain(|route, _| rollouts.contains_key(route));
-        for (route, record) in active {
-            let Some(r) = table.route(&route) else {
+            .retain(|key, _| rollouts.contains_key(key.strip_prefix(GROUP).unwrap_or(key)));
+        for (route, record) in &active {
+            let Some(group) = &record.group else {
+                let Some(readings) = self.readings(&table, route, record, elsewhere) else {
+                    continue;
+                };
+                let run = self.runs.of(route, record);
+                let action = run.tick_with_shadow(
+                    record,
+                    now,
+                    readings.target,
+                    readings.baseline,
+                    readings.shadow,
+                );
+                act(route, record, action, &mut moves, &mut calls);
                 continue;
             };
-            let snapshot = |pool: &str| {
-                let here = table.traffic(r, pool).map(|s| s.snapshot())?;
-                Some(match elsewhere.get(&(route.clone(), pool.to_string())) {
-                    Some(there) => here.plus(there),
-                    None => here,
-                })
-            };
-            let target = snapshot(&record.spec.to).unwrap_or_default();
-            let baseline = sum(record.baseline().into_iter().filter_map(snapshot));
-            // The route's shadow copies, when they go to the target.
-            let shadow = r
-                .mirror
-                .as_ref()
-                .filter(|m| *m.pool == *record.spec.to)
-                .map(|_| {
-                    let (compared, differs) = r.shadow.compared();
-                    Compared { compared, differs }
-                });
-            let run = self.runs.of(&route, &record);
-            match run.tick_with_shadow(&record, now, target, baseline, shadow) {
-                Action::Nothing => {}
-                Action::Begin => moves.push((route, RolloutStep::Begin)),
-                Action::Advance => moves.push((route, RolloutStep::Advance { approve: false })),
-                Action::Promote => moves.push((route, RolloutStep::Promote)),
-                Action::Rollback(reason) => moves.push((route, RolloutStep::Rollback(reason))),
-                Action::Hold(reason) => moves.push((route, RolloutStep::Hold(reason))),
-                Action::Call(hook, step) => {
-                    let url = match hook {
-                        Hook::Pre => record.spec.webhooks.pre.clone(),
-                        _ => record.spec.webhooks.step.clone(),
-                    };
-                    if let Some(url) = url {
-                        calls.push(WebhookCall {
-                            event: event(&route, hook.word(), &record, Some(step)),
-                            rollout: record.started_ms,
-                            route,
-                            hook,
-                            gates: Some(step),
-                            url,
-                            timeout: record.spec.webhooks.timeout,
-                        });
-                    }
+            if group.lead() != route {
+                continue;
+            }
+            // Each member judged alone can only veto; the group's summed
+            // traffic moves it.
+            let mut veto = None;
+            let (mut target, mut baseline) = (Snapshot::default(), Snapshot::default());
+            for (member, member_record) in active.iter().filter(|(_, r)| r.same_rollout(record)) {
+                let Some(readings) = self.readings(&table, member, member_record, elsewhere) else {
+                    continue;
+                };
+                target = target.plus(&readings.target);
+                baseline = baseline.plus(&readings.baseline);
+                let run = self.runs.of(member, member_record);
+                let action = run.tick_with_shadow(
+                    &member_record.as_member(),
+                    now,
+                    readings.target,
+                    readings.baseline,
+                    readings.shadow,
+                );
+                if let (Action::Rollback(reason), None) = (action, &veto) {
+                    veto = Some(format!("route {member}: {reason}"));
                 }
             }
+            let run = self.runs.of(&group_key(route), record);
+            let summed = run.tick(record, now, target, baseline);
+            let action = match veto {
+                Some(reason) => Action::Rollback(reason),
+                None => summed,
+            };
+            act(route, record, action, &mut moves, &mut calls);
         }
         let changes = moves
             .into_iter()
@@ -102,6 +102,40 @@ impl ControlPlane {
             })
             .collect();
         (changes, calls)
+    }
+
+    /// What the route's rollout judges now: its target's and baseline's
+    /// counters (with the fleet's), and its shadow copies to the target.
+    fn readings(
+        &self,
+        table: &crate::routing::RouteTable,
+        route: &str,
+        record: &RolloutRecord,
+        elsewhere: &FleetTraffic,
+    ) -> Option<Readings> {
+        let r = table.route(route)?;
+        let snapshot = |pool: &str| {
+            let here = table.traffic(r, pool).map(|s| s.snapshot())?;
+            Some(
+                match elsewhere.get(&(route.to_string(), pool.to_string())) {
+                    Some(there) => here.plus(there),
+                    None => here,
+                },
+            )
+        };
+        let shadow = r
+            .mirror
+            .as_ref()
+            .filter(|m| *m.pool == *record.spec.to)
+            .map(|_| {
+                let (compared, differs) = r.shadow.compared();
+                Compared { compared, differs }
+            });
+        Some(Readings {
+            target: snapshot(&record.spec.to).unwrap_or_default(),
+            baseline: sum(record.baseline().into_iter().filter_map(snapshot)),
+            shadow,
+        })
     }
 
     pub fn has_running_rollouts(&self) -> bool {
@@ -151,7 +185,7 @@ impl ControlPlane {
         };
         let figures = self
             .runs
-            .get(route, &record)
+            .get(&run_key(route, &record), &record)
             .and_then(|r| r.last.as_ref())
             .map(|l| json!(l));
         let figures = figures.unwrap_or(Value::Null).to_string();
@@ -208,7 +242,7 @@ impl ControlPlane {
         }
         let answer = answer.map_err(|r| format!("held by the {} webhook: {r}", call.hook.word()));
         self.runs
-            .of(&call.route, &record)
+            .of(&run_key(&call.route, &record), &record)
             .answered(step, answer, unix_ms(), retry);
     }
 
@@ -216,8 +250,10 @@ impl ControlPlane {
     pub fn rollout_view(&self, route: &str) -> Option<Value> {
         let record = self.now.overrides.rollouts.get(route)?;
         let run = self.runs.get(route, record);
+        // A group's step, gates and holds are the group's.
+        let own = self.runs.get(&run_key(route, record), record);
         // A finished rollout's run may still hold its last check's words.
-        let hold = run
+        let hold = own
             .filter(|_| record.state == RolloutState::Running)
             .and_then(|r| r.hold.clone());
         let state = match (record.state, &hold) {
@@ -270,6 +306,11 @@ impl ControlPlane {
             },
             "failures": run.map_or(0, |r| r.failures()),
             "analysis": run.and_then(|r| r.last.as_ref()).map(|l| json!(l)),
+            "group": record.group.as_ref().map(|g| json!({
+                "routes": g.routes,
+                "failures": own.map_or(0, |r| r.failures()),
+                "analysis": own.and_then(|r| r.last.as_ref()).map(|l| json!(l)),
+            })),
             "history": history,
         }))
     }
@@ -301,6 +342,65 @@ impl ControlPlane {
                     metrics::gauge!(names::ROLLOUT_P99_SECONDS, "route" => route_label.clone(), "pool" => pool)
                         .set(p99 / 1000.0);
                 }
+            }
+        }
+    }
+}
+
+/// What one tick reads of a route's rollout.
+struct Readings {
+    target: Snapshot,
+    baseline: Snapshot,
+    shadow: Option<Compared>,
+}
+
+/// The key of a group rollout's own memory (its summed analysis and
+/// gates) among the routes' memories.
+const GROUP: &str = "group:";
+
+pub(super) fn group_key(lead: &str) -> String {
+    format!("{GROUP}{lead}")
+}
+
+/// Where a rollout's own memory is kept: its route's, or its group's.
+pub(super) fn run_key(route: &str, record: &RolloutRecord) -> String {
+    match &record.group {
+        Some(g) => group_key(g.lead()),
+        None => route.to_string(),
+    }
+}
+
+/// A tick's decision for the rollout led by `route`, as a move or a call.
+fn act(
+    route: &str,
+    record: &RolloutRecord,
+    action: Action,
+    moves: &mut Vec<(String, RolloutStep)>,
+    calls: &mut Vec<WebhookCall>,
+) {
+    let route = route.to_string();
+    match action {
+        Action::Nothing => {}
+        Action::Begin => moves.push((route, RolloutStep::Begin)),
+        Action::Advance => moves.push((route, RolloutStep::Advance { approve: false })),
+        Action::Promote => moves.push((route, RolloutStep::Promote)),
+        Action::Rollback(reason) => moves.push((route, RolloutStep::Rollback(reason))),
+        Action::Hold(reason) => moves.push((route, RolloutStep::Hold(reason))),
+        Action::Call(hook, step) => {
+            let url = match hook {
+                Hook::Pre => record.spec.webhooks.pre.clone(),
+                _ => record.spec.webhooks.step.clone(),
+            };
+            if let Some(url) = url {
+                calls.push(WebhookCall {
+                    event: event(&route, hook.word(), record, Some(step)),
+                    rollout: record.started_ms,
+                    route,
+                    hook,
+                    gates: Some(step),
+                    url,
+                    timeout: record.spec.webhooks.timeout,
+                });
             }
         }
     }

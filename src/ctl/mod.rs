@@ -74,6 +74,17 @@ enum Verb {
     /// itself on a breach. With --wait: one line per event; exit 0 promoted,
     /// 2 rolled back, 3 aborted, 1 error.
     Rollout(Box<rollout::RolloutArgs>),
+    /// Put a route's split back to what it was before its last change (a
+    /// promoted rollout, a split set by hand); --pool: every route whose
+    /// last change moved the pool's share. Refused if the split moved since.
+    Undo {
+        /// The route to undo.
+        #[arg(required_unless_present = "pool", conflicts_with = "pool")]
+        route: Option<String>,
+        /// Undo every route whose last change moved this pool's share.
+        #[arg(long)]
+        pool: Option<String>,
+    },
     /// Approve a rollout waiting for approval, or skip the rest of its step.
     Promote {
         /// The route whose rollout to promote.
@@ -193,6 +204,9 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
         Verb::Mirror { route, target } => verbs::mirror(&api, &route, &target).await?,
         Verb::Rollout(r) if r.wait => return rollout::start_and_wait(&api, &r).await,
         Verb::Rollout(r) => rollout::start(&api, &r).await?,
+        Verb::Undo { route, pool } => {
+            rollout::undo(&api, route.as_deref(), pool.as_deref()).await?
+        }
         Verb::Promote { route } => rollout::step(&api, &route, "promote").await?,
         Verb::Pause { route } => rollout::step(&api, &route, "pause").await?,
         Verb::Resume { route } => rollout::step(&api, &route, "resume").await?,

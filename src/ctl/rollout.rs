@@ -11,12 +11,26 @@ use super::Said;
 use super::client::{Api, CtlError, EXIT_ABORTED, EXIT_ROLLED_BACK, encode};
 
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to", "pool"])))]
 pub struct RolloutArgs {
-    /// The route to roll out.
-    route: String,
-    /// The pool traffic moves to.
-    #[arg(long)]
-    to: String,
+    /// The route to roll out (with --to); without it, --pool rolls out
+    /// every route that splits between the same two pools at once.
+    #[arg(requires = "to")]
+    route: Option<String>,
+    /// The pool the route's traffic moves to.
+    #[arg(long, requires = "route")]
+    to: Option<String>,
+    /// One rollout over every route that splits between this pool and one
+    /// other (one step, one verdict, one rollback).
+    #[arg(long, conflicts_with_all = ["route", "to"])]
+    pool: Option<String>,
+    /// With --pool: the pool traffic moves from, when routes split with
+    /// several.
+    #[arg(long, requires = "pool", conflicts_with = "routes")]
+    from: Option<String>,
+    /// With --pool: exactly these routes, e.g. web,api,ws.
+    #[arg(long, requires = "pool", value_delimiter = ',')]
+    routes: Option<Vec<String>>,
     /// The target's percent at each step, ending at 100 (default 5,25,50,100).
     #[arg(long, value_delimiter = ',', conflicts_with = "preset")]
     steps: Option<Vec<u32>>,
@@ -105,8 +119,23 @@ fn number_or_off(flag: &str, value: &str, example: &str) -> Result<Value, CtlErr
 }
 
 impl RolloutArgs {
+    /// The route, or `pool POOL` for a rollout over several routes.
+    fn name(&self) -> String {
+        match (&self.route, &self.pool) {
+            (Some(route), _) => route.clone(),
+            (None, pool) => format!("pool {}", pool.as_deref().unwrap_or("?")),
+        }
+    }
+
     fn body(&self) -> Result<Value, CtlError> {
-        let mut body = json!({"to": self.to});
+        let to = self.to.as_ref().or(self.pool.as_ref());
+        let mut body = json!({"to": to});
+        if let Some(from) = &self.from {
+            body["from"] = json!(from);
+        }
+        if let Some(routes) = &self.routes {
+            body["routes"] = json!(routes);
+        }
         if let Some(steps) = &self.steps {
             body["steps"] = json!(steps);
         }
@@ -178,17 +207,46 @@ impl RolloutArgs {
     }
 }
 
-/// `POST /api/v1/routes/{route}/rollout` with the flags as its body.
-async fn post_start(api: &Api, r: &RolloutArgs) -> Result<Value, CtlError> {
+/// `POST /api/v1/routes/{route}/rollout` (or `/api/v1/rollouts` for
+/// `--pool`) with the flags as its body; returns the answer and the route
+/// to follow (a group's first).
+async fn post_start(api: &Api, r: &RolloutArgs) -> Result<(Value, String), CtlError> {
     let query = if r.force { "?force=true" } else { "" };
-    let path = format!("/api/v1/routes/{}/rollout{query}", encode(&r.route));
-    api.call(Method::POST, &path, Some(r.body()?)).await
+    let path = match &r.route {
+        Some(route) => format!("/api/v1/routes/{}/rollout{query}", encode(route)),
+        None => format!("/api/v1/rollouts{query}"),
+    };
+    let v = api.call(Method::POST, &path, Some(r.body()?)).await?;
+    let follow = match &r.route {
+        Some(route) => route.clone(),
+        None => v["rollout"]["group"]["routes"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    Ok((v, follow))
+}
+
+/// The routes a rollout moves, as its lines name it: the route, or the
+/// group's routes.
+fn moved(r: &RolloutArgs, v: &Value) -> String {
+    let group: Vec<&str> = v["rollout"]["group"]["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if group.is_empty() {
+        r.name()
+    } else {
+        group.join(",")
+    }
 }
 
 /// `cutover ctl rollout` (without `--wait`): started, in one line.
 pub(super) async fn start(api: &Api, r: &RolloutArgs) -> Result<Said, CtlError> {
-    let v = post_start(api, r).await?;
-    let text = format!("{}: {}", r.route, rollout_line(&v["rollout"]));
+    let (v, _) = post_start(api, r).await?;
+    let text = format!("{}: {}", moved(r, &v), rollout_line(&v["rollout"]));
     Ok(Said::new(v, text))
 }
 
@@ -196,11 +254,46 @@ pub(super) async fn start(api: &Api, r: &RolloutArgs) -> Result<Said, CtlError> 
 /// exit codes 2 and 3 say how the rollout ended: every error is 1 here.
 pub(super) async fn start_and_wait(api: &Api, r: &RolloutArgs) -> Result<u8, CtlError> {
     let waiting = |e| CtlError::WhileWaiting(Box::new(e));
-    let v = post_start(api, r).await.map_err(waiting)?;
-    println!("{}: {}", r.route, rollout_line(&v["rollout"]));
-    wait_rollout(api, &r.route, &v["rollout"])
+    let (v, follow) = post_start(api, r).await.map_err(waiting)?;
+    let name = moved(r, &v);
+    println!("{name}: {}", rollout_line(&v["rollout"]));
+    wait_rollout(api, &follow, &name, &v["rollout"])
         .await
         .map_err(waiting)
+}
+
+/// `cutover ctl undo ROUTE | --pool POOL`: the splits from before the
+/// last change, one line per route moved.
+pub(super) async fn undo(
+    api: &Api,
+    route: Option<&str>,
+    pool: Option<&str>,
+) -> Result<Said, CtlError> {
+    let path = match (route, pool) {
+        (Some(route), _) => format!("/api/v1/routes/{}/undo", encode(route)),
+        (None, Some(pool)) => format!("/api/v1/pools/{}/undo", encode(pool)),
+        (None, None) => return Err(CtlError::Usage("name a ROUTE or --pool POOL".into())),
+    };
+    let v = api.call(Method::POST, &path, None).await?;
+    let lines: Vec<String> = v["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let split: Vec<String> = r["split"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(pool, w)| format!("{pool}={w}"))
+                .collect();
+            format!(
+                "{}: split {} (undone)",
+                r["name"].as_str().unwrap_or("?"),
+                split.join(" ")
+            )
+        })
+        .collect();
+    Ok(Said::new(v, lines.join("\n")))
 }
 
 /// `promote`, `pause`, `resume`, `abort`: `POST …/rollout/{action}`.
@@ -294,7 +387,7 @@ fn test_lines(r: &Value) -> Option<(String, Vec<String>)> {
 
 /// Follows a rollout until it ends, a line per change; the exit code says
 /// how it ended.
-async fn wait_rollout(api: &Api, route: &str, first: &Value) -> Result<u8, CtlError> {
+async fn wait_rollout(api: &Api, route: &str, name: &str, first: &Value) -> Result<u8, CtlError> {
     let mut last = rollout_line(first);
     let mut last_decision = String::new();
     loop {
@@ -324,7 +417,7 @@ async fn wait_rollout(api: &Api, route: &str, first: &Value) -> Result<u8, CtlEr
             last_decision = decisions;
         }
         if line != last {
-            println!("{route}: {line}");
+            println!("{name}: {line}");
             last = line;
         }
         match rollout["state"].as_str() {

@@ -81,6 +81,28 @@ pub struct RolloutRecord {
     /// Why it was rolled back, aborted, or why it holds.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Set when the rollout moves several routes as one
+    /// (`POST /api/v1/rollouts`): every member's record carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<RolloutGroup>,
+}
+
+/// The routes one rollout moves together: one step, one verdict, one
+/// rollback. Each member keeps its own record (its start split, its
+/// figures); a move of one is made to all in the same change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutGroup {
+    /// The member routes, in the order analysis reports them; the first
+    /// one's record stands for the group (webhooks, logs, the driver).
+    pub routes: Vec<String>,
+}
+
+impl RolloutGroup {
+    /// The route whose record stands for the group.
+    pub fn lead(&self) -> &str {
+        self.routes.first().map_or("", String::as_str)
+    }
 }
 
 impl RolloutRecord {
@@ -99,7 +121,26 @@ impl RolloutRecord {
             paused_elapsed_ms: None,
             ended_ms: None,
             reason: None,
+            group: None,
         }
+    }
+
+    /// Another rollout of the same group (started in the same change), or
+    /// the same route's: moves made to one apply to it.
+    pub fn same_rollout(&self, other: &RolloutRecord) -> bool {
+        self.started_ms == other.started_ms && self.group == other.group
+    }
+
+    /// What a member route is judged by on its own in a group rollout:
+    /// its failures veto the group, but the group's summed traffic moves
+    /// it — so no gates, approval or inconclusive moves of its own.
+    pub fn as_member(&self) -> RolloutRecord {
+        let mut member = self.clone();
+        member.spec.webhooks = Webhooks::default();
+        member.spec.approval_before_100 = false;
+        member.spec.analysis.on_inconclusive = OnInconclusive::Pause;
+        member.spec.analysis.promote_on_pass = false;
+        member
     }
 
     /// The target's percent now: 0 before the `pre` webhook passed, the

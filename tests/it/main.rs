@@ -32,6 +32,7 @@ mod resilience;
 mod retry;
 mod rollout;
 mod rollout_ctl;
+mod rollout_group;
 mod routing;
 mod status_page;
 mod streaming;

@@ -308,3 +308,63 @@ async fn a_second_demo_run_starts_from_blue() {
         "green"
     );
 }
+
+/// `ctl rollout --pool` moves every route splitting between the two
+/// pools; `--wait` follows it to its end; `ctl undo --pool` puts them all
+/// back; undoing the undo redoes; a refusal exits 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_by_pool_then_undo_through_ctl() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let config = format!(
+        "[[route]]\nname = \"web\"\npath_prefix = \"/\"\nsplit = {{ blue = 100, green = 0 }}\n\
+         [[route]]\nname = \"api\"\npath_prefix = \"/api\"\nsplit = {{ blue = 100, green = 0 }}\n\
+         [pool.blue]\nupstreams = [ {{ addr = \"{}\" }} ]\n[pool.green]\nupstreams = [ {{ addr = \"{}\" }} ]\n",
+        blue.addr, green.addr
+    );
+    let process = Process::start(&config);
+    let admin = format!("http://{}", admin_addr_of(&process));
+    let web = load(format!("http://{}/", process.addr), 2);
+    let api = load(format!("http://{}/api/x", process.addr), 2);
+    let (code, out) = run(
+        &admin,
+        &[
+            "rollout",
+            "--pool",
+            "green",
+            "--steps",
+            "50,100",
+            "--interval",
+            "400ms",
+            "--check-every",
+            "100ms",
+            "--min-requests",
+            "5",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("web,api: rollout to green promoted"), "{out}");
+    let (code, out) = run(&admin, &["undo", "--pool", "green"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("web: split blue=100 green=0 (undone)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("api: split blue=100 green=0 (undone)"),
+        "{out}"
+    );
+    // Undo again: back to green, as the rollout left it.
+    let (code, out) = run(&admin, &["undo", "web"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("web: split blue=0 green=100"), "{out}");
+    let (code, out) = run(&admin, &["undo", "nope"]).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("no route named \"nope\""), "{out}");
+    let (sent_web, failed_web) = web.finish().await;
+    let (sent_api, failed_api) = api.finish().await;
+    assert!(sent_web > 0 && sent_api > 0);
+    assert_eq!((failed_web, failed_api), (0, 0));
+}

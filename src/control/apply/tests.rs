@@ -94,6 +94,12 @@ fn a_change() -> impl Strategy<Value = Change> {
             pool,
             drain_until: d
         }),
+        prop_oneof!["app", "nope"].prop_map(|route| Change::Undo {
+            target: UndoTarget::Route(route.to_string())
+        }),
+        a_pool().prop_map(|pool| Change::Undo {
+            target: UndoTarget::Pool(pool)
+        }),
     ]
 }
 
@@ -123,6 +129,15 @@ fn check_invariants(o: &Overrides, file: &Config) -> Result<(), TestCaseError> {
     for (route, s) in &o.splits {
         let r = file.routes.iter().find(|r| r.name == *route);
         prop_assert!(r.is_some_and(|r| r.split == s.file_split), "{route}: {o:?}");
+    }
+    // What undo would restore belongs to a route the file has, and was a
+    // real change.
+    for (route, e) in &o.undo {
+        prop_assert!(
+            file.routes.iter().any(|r| r.name == *route),
+            "{route}: {o:?}"
+        );
+        prop_assert!(e.before != e.after, "{route}: {o:?}");
     }
     // The same rule for mirrors, and a mirror copies to a pool that exists.
     for (route, m) in &o.mirrors {
@@ -196,9 +211,10 @@ proptest! {
     }
 
     /// A change applied twice lands where it landed once, or is refused the
-    /// second time (adding what exists, removing what is gone).
+    /// second time (adding what exists, removing what is gone). Not undo:
+    /// undoing twice redoes, on purpose.
     #[test]
-    fn a_change_is_idempotent(steps in proptest::collection::vec(a_change(), 0..12), c in a_change(), variant in 0u8..4) {
+    fn a_change_is_idempotent(steps in proptest::collection::vec(a_change(), 0..12), c in a_change().prop_filter("not an undo", |c| !matches!(c, Change::Undo { .. })), variant in 0u8..4) {
         let f = file(variant);
         let mut o = Overrides::default();
         for s in steps {
@@ -390,4 +406,41 @@ fn a_runtime_mirror_keeps_the_file_s_settings_and_percent_0_stops_it() {
     };
     assert_eq!(bad("red", 10), "no pool named \"red\"");
     assert_eq!(bad("blue", 101), "percent: must be from 0 to 100, got 101");
+}
+
+#[test]
+fn undo_restores_the_split_before_the_last_change_and_undoing_it_redoes() {
+    let f = file(0);
+    let split = |b, g| Split::new([("blue", b), ("green", g)]).unwrap();
+    let up = |_: &str| true;
+    let route_split = |o: &Overrides| crate::control::undo::split_of(o, &f, "app").unwrap();
+    let undo_app = Change::Undo {
+        target: UndoTarget::Route("app".into()),
+    };
+    let nothing = apply(&undo_app, &Overrides::default(), &f, &up).unwrap_err();
+    assert!(
+        matches!(nothing, ControlError::NothingToUndo(_)),
+        "{nothing}"
+    );
+    let set = |b, g| Change::SetSplit {
+        route: "app".into(),
+        split: split(b, g),
+        force: false,
+    };
+    let o = apply(&set(50, 50), &Overrides::default(), &f, &up).unwrap();
+    let o = apply(&set(0, 100), &o, &f, &up).unwrap();
+    let o = apply(&undo_app, &o, &f, &up).unwrap();
+    assert_eq!(route_split(&o), split(50, 50));
+    let o = apply(&undo_app, &o, &f, &up).unwrap();
+    assert_eq!(route_split(&o), split(0, 100));
+    // By pool: green's share moved in app's last change.
+    let by_green = Change::Undo {
+        target: UndoTarget::Pool("green".into()),
+    };
+    let o = apply(&by_green, &o, &f, &up).unwrap();
+    assert_eq!(route_split(&o), split(50, 50));
+    // Setting the split it already has is no change to undo.
+    let same = apply(&set(1, 1), &Overrides::default(), &f, &up).unwrap();
+    let same = apply(&set(50, 50), &same, &f, &up).unwrap();
+    assert_eq!(same.undo["app"].after, split(1, 1));
 }

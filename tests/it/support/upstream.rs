@@ -2,6 +2,7 @@
 //! name and counts requests; a few paths give tests what they need:
 //!
 //! - `/slow?ms=N`       answers after N ms
+//! - `/ws`              a WebSocket answering each text message with `NAME MESSAGE`
 //! - `/headers`         the request headers, one `name: value` per line
 //! - `/version`         the HTTP version the request came in (`HTTP/2.0`)
 //! - `/upload`          reads the body; answers `LEN CHECKSUM`; counts bytes in `received`
@@ -60,6 +61,9 @@ struct State {
     /// Requests to `/` beyond this many at once are answered 503 at once,
     /// as a cold instance with a small worker pool does; 0 = no limit.
     capacity: AtomicUsize,
+    /// Requests whose path starts with this answer 500, as a release
+    /// broken on one part of the app would.
+    fail_under: std::sync::Mutex<Option<String>>,
 }
 
 const MIB: usize = 1 << 20;
@@ -201,6 +205,11 @@ impl TestUpstream {
         self.state.capacity.store(n, Ordering::SeqCst);
     }
 
+    /// Makes every request whose path starts with `prefix` answer 500.
+    pub fn fail_under(&self, prefix: &str) {
+        *self.state.fail_under.lock().unwrap() = Some(prefix.to_string());
+    }
+
     /// Makes `/healthz` answer `status`.
     pub fn set_health_status(&self, status: u16) {
         self.state.health_status.store(status, Ordering::SeqCst);
@@ -230,6 +239,43 @@ fn query_num(req: &Request<Incoming>, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A WebSocket at `/ws` that answers each text message with the
+/// server's name and the message, so a client knows which pool it is on.
+fn websocket(name: &'static str, mut req: Request<Incoming>) -> Response<Body> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key, protocol::Role};
+    let Some(key) = req.headers().get("sec-websocket-key") else {
+        let mut r = text("expected a WebSocket upgrade\n");
+        *r.status_mut() = http::StatusCode::BAD_REQUEST;
+        return r;
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Text(t) = msg
+                && ws.send(Message::text(format!("{name} {t}"))).await.is_err()
+            {
+                break;
+            }
+        }
+    });
+    Response::builder()
+        .status(http::StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "upgrade")
+        .header("sec-websocket-accept", accept)
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap()
+}
+
 struct InFlight(Arc<State>);
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -249,7 +295,19 @@ async fn handle(name: &'static str, state: Arc<State>, req: Request<Incoming>) -
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.peak_in_flight.fetch_max(now, Ordering::SeqCst);
     let _in_flight = InFlight(Arc::clone(&state));
+    let failing = state
+        .fail_under
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|p| req.uri().path().starts_with(p.as_str()));
+    if failing {
+        let mut r = text(format!("{name}\n"));
+        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        return r;
+    }
     match req.uri().path() {
+        "/ws" => websocket(name, req),
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(query_num(&req, "ms"))).await;
             text(format!("{name}\n"))
