@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod balance;
+pub mod check_query;
 pub mod clock;
 pub mod cluster;
 pub mod config;

@@ -474,12 +474,19 @@ fn drive_rollouts(instance: Arc<Mutex<Instance>>, shutdown: CancellationToken) {
                 _ = tick.tick() => {}
                 _ = shutdown.cancelled() => break,
             }
-            let calls = tick_rollouts(&instance).await;
+            let (calls, reads) = tick_rollouts(&instance).await;
             for call in calls {
                 let instance = Arc::clone(&instance);
                 tokio::spawn(async move {
                     let answer = crate::webhook::post(&call).await;
                     instance.lock().await.plane.webhook_answered(&call, answer);
+                });
+            }
+            for read in reads {
+                let instance = Arc::clone(&instance);
+                tokio::spawn(async move {
+                    let value = crate::check_query::read(&read).await;
+                    instance.lock().await.plane.check_answered(&read, value);
                 });
             }
         }
@@ -519,7 +526,12 @@ async fn remove_drained(instance: &Mutex<Instance>) {
 /// One tick of the rollout driver: the moves it decides, made like any
 /// other change; returns the webhooks to call. In a fleet only the
 /// instance holding the driver's lease ticks.
-async fn tick_rollouts(instance: &Mutex<Instance>) -> Vec<crate::control::WebhookCall> {
+async fn tick_rollouts(
+    instance: &Mutex<Instance>,
+) -> (
+    Vec<crate::control::WebhookCall>,
+    Vec<crate::control::CheckCall>,
+) {
     let mut instance = instance.lock().await;
     let mut elsewhere = crate::control::FleetTraffic::new();
     if let Some(cluster) = instance.cluster.clone()
@@ -529,14 +541,14 @@ async fn tick_rollouts(instance: &Mutex<Instance>) -> Vec<crate::control::Webhoo
         && instance.plane.retired_for().is_none()
     {
         if !cluster.drives_rollouts().await {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         // The fleet's traffic, as the other instances last published it.
         match cluster.others().await {
             Ok(records) => elsewhere = crate::control::fleet_traffic(records.iter()),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the fleet's traffic: rollouts wait");
-                return Vec::new();
+                return (Vec::new(), Vec::new());
             }
         }
     }
@@ -551,7 +563,7 @@ async fn tick_rollouts(instance: &Mutex<Instance>) -> Vec<crate::control::Webhoo
         }
     }
     calls.append(&mut instance.plane.after_rollout_moves());
-    calls
+    (calls, instance.plane.take_check_calls())
 }
 
 /// Every DNS name of `config`, looked up at once (each bounded by

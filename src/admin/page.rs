@@ -223,6 +223,7 @@ fn rollout_panel(h: &mut String, route: &str, r: &serde_json::Value) {
             esc(b.as_str().unwrap_or(""))
         );
     }
+    outside_checks(h, a);
     let failures = r["failures"].as_u64().unwrap_or(0);
     let limit = limits["failure_limit"].as_u64().unwrap_or(0);
     // A finished rollout has no checks in a row left to count.
@@ -302,6 +303,49 @@ fn rollout_head(h: &mut String, route: &str, r: &serde_json::Value) -> bool {
 fn num(v: &serde_json::Value, digits: usize) -> String {
     v.as_f64()
         .map_or_else(|| "–".to_string(), |n| format!("{n:.digits$}"))
+}
+
+/// The outside checks with their values and states, and what the
+/// dry-run limits would have done.
+fn outside_checks(h: &mut String, a: &serde_json::Value) {
+    let checks = a["checks"].as_array().map_or(&[][..], Vec::as_slice);
+    if !checks.is_empty() {
+        h.push_str("<table class=\"analysis\"><tr><th>check</th><th class=\"num\">value</th><th class=\"num\">limits</th><th>state</th></tr>");
+        for c in checks {
+            let mut limits = Vec::new();
+            if let Some(max) = c["max"].as_f64() {
+                limits.push(format!("≤ {max}"));
+            }
+            if let Some(min) = c["min"].as_f64() {
+                limits.push(format!("≥ {min}"));
+            }
+            let dry = if c["dry_run"] == true {
+                " (dry run)"
+            } else {
+                ""
+            };
+            let state = match c["error"].as_str() {
+                Some(e) => format!("{}: {e}", c["state"].as_str().unwrap_or("?")),
+                None => c["state"].as_str().unwrap_or("?").to_string(),
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}{dry}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                esc(c["name"].as_str().unwrap_or("?")),
+                num(&c["value"], 3),
+                esc(&limits.join(" ")),
+                esc(&state)
+            );
+        }
+        h.push_str("</table>");
+    }
+    for d in a["dry_run"].as_array().into_iter().flatten() {
+        let _ = write!(
+            h,
+            "<p class=\"dry-run\">dry run, not acted on: {}</p>",
+            esc(d.as_str().unwrap_or(""))
+        );
+    }
 }
 
 /// The last check's figures beside their limits.

@@ -4,6 +4,7 @@
 //! message`; a file with any problem yields no `Config` at all, so a bad file can
 //! never half-apply. Imports no sibling module.
 
+mod analysis_checks;
 mod cluster;
 mod features;
 mod matchers;
@@ -13,6 +14,7 @@ mod reader;
 mod retry;
 mod rollout_spec;
 mod sections;
+mod spec_error;
 mod split;
 mod transport;
 
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 
+pub use analysis_checks::{CheckKind, ExternalCheck};
 pub use cluster::ClusterConfig;
 pub use matchers::{Matchers, ValueMatch, cookies};
 pub use mirror::{Compare, MirrorConfig, MirrorTarget};

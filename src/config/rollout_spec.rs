@@ -4,10 +4,14 @@
 //! give the shapes of AWS CodeDeploy's AllAtOnce, Canary10Percent5Minutes
 //! and Linear10PercentEvery1Minute.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use super::analysis_checks::{CheckKind, ExternalCheck, parse_checks, unwrap_dry_run};
+pub use super::spec_error::SpecError;
 
 /// What an operator asked for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +83,16 @@ pub struct Analysis {
     /// `confidence`, like the error rate); `None`: not a gate.
     #[serde(default)]
     pub max_shadow_diff_rate: Option<f64>,
+    /// GET a URL answering a number (`analysis_checks`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<ExternalCheck>,
+    /// Prometheus instant queries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prometheus: Vec<ExternalCheck>,
+    /// The built-in limits given with `"dry_run": true`, by name: judged
+    /// and shown, never acted on.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub dry_run: BTreeSet<String>,
 }
 
 /// What a step that cannot reach a verdict in `max_step_wait` does.
@@ -143,11 +157,19 @@ impl Default for Analysis {
             on_inconclusive: OnInconclusive::Pause,
             promote_on_pass: false,
             max_shadow_diff_rate: None,
+            http: Vec::new(),
+            prometheus: Vec::new(),
+            dry_run: BTreeSet::new(),
         }
     }
 }
 
 impl Analysis {
+    /// The built-in limit `name` only reports (`"dry_run": true`).
+    pub fn is_dry_run(&self, name: &str) -> bool {
+        self.dry_run.contains(name)
+    }
+
     /// How long a step may wait for data before `on_inconclusive`.
     pub fn step_wait(&self, interval: Duration) -> Duration {
         self.max_step_wait.unwrap_or(interval.saturating_mul(3))
@@ -207,24 +229,13 @@ pub(crate) mod humantime_serde_option {
     }
 }
 
-/// A field of the body that is wrong, and why.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct SpecError {
-    pub field: String,
-    pub reason: String,
-}
-
 fn err(field: &str, reason: impl Into<String>) -> SpecError {
-    SpecError {
-        field: field.to_string(),
-        reason: reason.into(),
-    }
+    SpecError::new(field, reason)
 }
 
 /// The `analysis` object's keys (in a route's file `rollout` table they
 /// stand beside `steps` and `interval`).
-pub const ANALYSIS_KEYS: [&str; 15] = [
+pub const ANALYSIS_KEYS: [&str; 17] = [
     "max_error_rate",
     "max_error_rate_increase",
     "max_error_ratio",
@@ -240,6 +251,8 @@ pub const ANALYSIS_KEYS: [&str; 15] = [
     "on_inconclusive",
     "promote_on_pass",
     "max_shadow_diff_rate",
+    "http",
+    "prometheus",
 ];
 
 const SHORTEST: Duration = Duration::from_millis(100);
@@ -449,41 +462,56 @@ fn analysis(v: Option<&Value>, interval: Duration) -> Result<Analysis, SpecError
     let mut a = defaults;
     limits(map, &mut a)?;
     pacing(map, &mut a, interval)?;
+    if let Some(v) = map.get("http") {
+        a.http = parse_checks(CheckKind::Http, v)?;
+    }
+    if let Some(v) = map.get("prometheus") {
+        a.prometheus = parse_checks(CheckKind::Prometheus, v)?;
+    }
     Ok(a)
 }
 
-/// A limit's number if the map gives one; `null` turns that check off;
-/// absent, `current` stays.
+/// A limit's number if the map gives one — `N`, or `{"value": N,
+/// "dry_run": true}` to judge it without acting —; `null` turns that check
+/// off; absent, `current` stays.
 fn limit(
     map: &Map<String, Value>,
     key: &str,
     current: Option<f64>,
     min: f64,
     max: f64,
+    dry_run: &mut BTreeSet<String>,
 ) -> Result<Option<f64>, SpecError> {
-    match map.get(key) {
+    match unwrap_dry_run(map, key, dry_run)? {
         None => Ok(current),
-        Some(_) => number(map, key, min, max),
+        Some(v) => {
+            let mut one = Map::new();
+            one.insert(key.to_string(), v);
+            number(&one, key, min, max)
+        }
     }
 }
 
 /// The error, latency and shadow limits and the tests' confidence.
 fn limits(map: &Map<String, Value>, a: &mut Analysis) -> Result<(), SpecError> {
-    a.max_error_rate = limit(map, "max_error_rate", a.max_error_rate, 0.0, 1.0)?;
+    let dry = &mut a.dry_run;
+    a.max_error_rate = limit(map, "max_error_rate", a.max_error_rate, 0.0, 1.0, dry)?;
     a.max_error_rate_increase = limit(
         map,
         "max_error_rate_increase",
         a.max_error_rate_increase,
         0.0,
         1.0,
+        dry,
     )?;
-    a.max_error_ratio = limit(map, "max_error_ratio", a.max_error_ratio, 1.0, 1000.0)?;
+    a.max_error_ratio = limit(map, "max_error_ratio", a.max_error_ratio, 1.0, 1000.0, dry)?;
     a.max_shadow_diff_rate = limit(
         map,
         "max_shadow_diff_rate",
         a.max_shadow_diff_rate,
         0.0,
         1.0,
+        dry,
     )?;
     if let Some(v) = map.get("confidence") {
         a.confidence = v
@@ -496,7 +524,14 @@ fn limits(map: &Map<String, Value>, a: &mut Analysis) -> Result<(), SpecError> {
                 )
             })?;
     }
-    a.max_p99_ratio = limit(map, "max_p99_ratio", a.max_p99_ratio, 1.0, 1000.0)?;
+    a.max_p99_ratio = limit(
+        map,
+        "max_p99_ratio",
+        a.max_p99_ratio,
+        1.0,
+        1000.0,
+        &mut a.dry_run,
+    )?;
     if let Some(n) = number(map, "min_p99_increase_ms", 0.0, 3_600_000.0)? {
         a.min_p99_increase_ms = n as u64;
     }
@@ -514,6 +549,7 @@ fn limits(map: &Map<String, Value>, a: &mut Analysis) -> Result<(), SpecError> {
         a.max_p99_ms.map(|n| n as f64),
         1.0,
         3_600_000.0,
+        &mut a.dry_run,
     )?
     .map(|n| n as u64);
     Ok(())

@@ -23,3 +23,4 @@ pub const PAUSE_ROLLOUT: &str = "pause_rollout";
 pub const ROLLOUT_INCONCLUSIVE: &str = "rollout_inconclusive";
 pub const RESUME_ROLLOUT: &str = "resume_rollout";
 pub const UNDO: &str = "undo";
+pub const ROLLOUT_DRY_RUN_BREACH: &str = "rollout_dry_run_breach";

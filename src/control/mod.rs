@@ -33,7 +33,7 @@ use step::{Event, Inputs, Shared, Stepped, step};
 pub use apply::{Change, apply};
 pub use error::ControlError;
 pub use reconcile::{effective, reconcile};
-pub use rollout_changes::{RolloutStep, WebhookCall};
+pub use rollout_changes::{CheckCall, RolloutStep, WebhookCall};
 pub use rollout_driver::{FleetTraffic, fleet_traffic};
 pub use undo::UndoTarget;
 
@@ -587,7 +587,7 @@ impl ControlPlane {
         }
     }
 
-    fn audit(
+    pub(super) fn audit(
         &mut self,
         caller: &Caller,
         action: &str,

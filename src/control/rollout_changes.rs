@@ -370,6 +370,23 @@ pub struct WebhookCall {
     pub timeout: std::time::Duration,
 }
 
+/// An outside check (`analysis.http`, `analysis.prometheus`) the driver
+/// must read, outside the control plane's lock.
+#[derive(Debug, Clone)]
+pub struct CheckCall {
+    /// The route whose rollout asks (a group's lead route).
+    pub route: String,
+    /// The rollout it was asked for (its `started_ms`).
+    pub rollout: u64,
+    /// The check, in `rollout::checks::checks` order.
+    pub index: usize,
+    pub name: String,
+    pub kind: crate::config::CheckKind,
+    pub url: String,
+    pub query: Option<String>,
+    pub timeout: std::time::Duration,
+}
+
 /// What the driver keeps per route, in memory.
 #[derive(Default)]
 pub struct Runs {
@@ -378,6 +395,8 @@ pub struct Runs {
     pub(super) by_route: BTreeMap<String, Run>,
     /// Notifying webhooks of moves made since the last tick.
     pub(super) notify: Vec<WebhookCall>,
+    /// Outside checks to read, asked for by the last tick.
+    pub(super) reads: Vec<CheckCall>,
 }
 
 impl Runs {

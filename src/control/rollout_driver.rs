@@ -8,10 +8,11 @@ use serde_json::{Value, json};
 
 use super::ControlPlane;
 use super::apply::Change;
-use super::rollout_changes::{RolloutStep, WebhookCall};
+use super::rollout_changes::{CheckCall, RolloutStep, WebhookCall};
 use crate::clock::unix_ms;
 use crate::rollout::analysis::Compared;
-use crate::rollout::run::{Action, Hook};
+use crate::rollout::checks::checks;
+use crate::rollout::run::{Action, Hook, HookAnswer};
 use crate::rollout::{RolloutRecord, RolloutState};
 use crate::telemetry::names;
 use crate::traffic::Snapshot;
@@ -58,6 +59,7 @@ impl ControlPlane {
                     readings.shadow,
                 );
                 act(route, record, action, &mut moves, &mut calls);
+                self.ask_checks(route, record, now);
                 continue;
             };
             if group.lead() != route {
@@ -92,7 +94,9 @@ impl ControlPlane {
                 None => summed,
             };
             act(route, record, action, &mut moves, &mut calls);
+            self.ask_checks(route, record, now);
         }
+        self.audit_dry_runs(&active);
         let changes = moves
             .into_iter()
             .map(|(route, step)| Change::Rollout {
@@ -102,6 +106,83 @@ impl ControlPlane {
             })
             .collect();
         (changes, calls)
+    }
+
+    /// Asks the rollout's outside checks when they are due (every
+    /// `check_every`): calls for the lifecycle to make outside the lock.
+    fn ask_checks(&mut self, route: &str, record: &RolloutRecord, now: u64) {
+        let run = self.runs.of(&run_key(route, record), record);
+        if !run.checks_due(record, now) {
+            return;
+        }
+        // Each read is bounded: an answer later than a check is no use.
+        let timeout = record.spec.analysis.check_every.clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(10),
+        );
+        for (index, (name, kind, check)) in checks(&record.spec.analysis).into_iter().enumerate() {
+            self.runs.reads.push(CheckCall {
+                route: route.to_string(),
+                rollout: record.started_ms,
+                index,
+                name,
+                kind,
+                url: check.url.clone(),
+                query: check.query.clone(),
+                timeout,
+            });
+        }
+    }
+
+    /// The outside checks to read now (asked for by the last tick).
+    pub fn take_check_calls(&mut self) -> Vec<CheckCall> {
+        std::mem::take(&mut self.runs.reads)
+    }
+
+    /// An outside check's answer, kept for the rollout's next check.
+    pub fn check_answered(&mut self, call: &CheckCall, value: Result<Option<f64>, String>) {
+        let Some(record) = self.now.overrides.rollouts.get(&call.route).cloned() else {
+            return;
+        };
+        if record.started_ms != call.rollout {
+            return;
+        }
+        if let Err(e) = &value {
+            tracing::warn!(route = %call.route, check = %call.name, error = %e, "a rollout check cannot be read");
+        }
+        self.runs
+            .of(&run_key(&call.route, &record), &record)
+            .read(call.index, value, unix_ms());
+    }
+
+    /// Logs and audits each dry-run limit the first time it breaches in a
+    /// rollout: what would have rolled it back.
+    fn audit_dry_runs(&mut self, active: &[(String, RolloutRecord)]) {
+        for (route, record) in active {
+            if record.group.as_ref().is_some_and(|g| g.lead() != route) {
+                continue;
+            }
+            let key = run_key(route, record);
+            let Some(run) = self.runs.by_route.get_mut(&key) else {
+                continue;
+            };
+            for report in run.new_dry_run_breaches() {
+                tracing::warn!(%route, to = %record.spec.to, %report, "dry-run limit breached: the rollout goes on");
+                let caller = crate::state::Caller {
+                    peer: "rollout".into(),
+                    token: None,
+                };
+                let view = json!({"dry_run": report});
+                self.audit(
+                    &caller,
+                    super::action::ROLLOUT_DRY_RUN_BREACH,
+                    route,
+                    Value::Null,
+                    view,
+                    "ok",
+                );
+            }
+        }
     }
 
     /// What the route's rollout judges now: its target's and baseline's
@@ -227,7 +308,7 @@ impl ControlPlane {
     }
 
     /// A gating webhook's answer.
-    pub fn webhook_answered(&mut self, call: &WebhookCall, answer: Result<(), String>) {
+    pub fn webhook_answered(&mut self, call: &WebhookCall, answer: HookAnswer) {
         let Some(step) = call.gates else { return };
         let Some(record) = self.now.overrides.rollouts.get(&call.route).cloned() else {
             return;
@@ -236,14 +317,22 @@ impl ControlPlane {
             tracing::debug!(route = %call.route, hook = call.hook.word(), "a webhook answered for an earlier rollout of the route: ignored");
             return;
         }
-        let retry = record.spec.analysis.check_every;
-        if let Err(reason) = &answer {
-            tracing::warn!(route = %call.route, hook = call.hook.word(), %reason, "rollout held by its webhook");
-        }
-        let answer = answer.map_err(|r| format!("held by the {} webhook: {r}", call.hook.word()));
+        let hook = call.hook.word();
+        let answer = match answer {
+            HookAnswer::Pass => HookAnswer::Pass,
+            HookAnswer::Hold(r) => {
+                tracing::warn!(route = %call.route, hook, reason = %r, "rollout held by its webhook");
+                HookAnswer::Hold(format!("held by the {hook} webhook: {r}"))
+            }
+            HookAnswer::Fail(r) => {
+                tracing::warn!(route = %call.route, hook, reason = %r, "the rollout's webhook answered fail");
+                HookAnswer::Fail(format!("{hook} webhook: {r}"))
+            }
+        };
+        let a = &record.spec.analysis;
         self.runs
             .of(&run_key(&call.route, &record), &record)
-            .answered(step, answer, unix_ms(), retry);
+            .answered(step, answer, unix_ms(), a.check_every, a.failure_limit);
     }
 
     /// The route's `rollout` object in status.
@@ -303,6 +392,9 @@ impl ControlPlane {
                 "on_inconclusive": a.on_inconclusive.word(),
                 "promote_on_pass": a.promote_on_pass,
                 "max_shadow_diff_rate": a.max_shadow_diff_rate,
+                "http": a.http,
+                "prometheus": a.prometheus,
+                "dry_run": a.dry_run,
             },
             "failures": run.map_or(0, |r| r.failures()),
             "analysis": run.and_then(|r| r.last.as_ref()).map(|l| json!(l)),

@@ -96,6 +96,16 @@ pub struct RolloutArgs {
     /// share (0 to 1) of the compared shadow copies differ.
     #[arg(long)]
     max_shadow_diff_rate: Option<f64>,
+    /// More of the `analysis` object as JSON (`@FILE` reads a file), e.g.
+    /// '{"prometheus": [{"url": "http://…:9090", "query": "…", "max": 0.1}]}';
+    /// the flags above win.
+    #[arg(long, value_name = "JSON")]
+    analysis: Option<String>,
+    /// Judge this limit without acting on it (repeatable), e.g.
+    /// --dry-run max_error_rate: its breaches are reported, never rolled
+    /// back on.
+    #[arg(long, value_name = "LIMIT")]
+    dry_run: Vec<String>,
     /// Hold before the step to 100 % until `cutover ctl promote ROUTE`.
     #[arg(long)]
     approve_before_100: bool,
@@ -196,6 +206,32 @@ impl RolloutArgs {
         }
         if let Some(c) = &self.check_every {
             analysis.insert("check_every".into(), json!(c));
+        }
+        if let Some(extra) = &self.analysis {
+            let text = match extra.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| CtlError::Usage(format!("--analysis @{path}: {e}")))?,
+                None => extra.clone(),
+            };
+            let Ok(Value::Object(more)) = serde_json::from_str::<Value>(&text) else {
+                return Err(CtlError::Usage(format!(
+                    "--analysis: expected a JSON object like {{\"http\": [...]}}, got {text:?}"
+                )));
+            };
+            for (k, v) in more {
+                analysis.entry(k).or_insert(v);
+            }
+        }
+        for name in &self.dry_run {
+            let Some(value) = analysis.get(name).cloned() else {
+                return Err(CtlError::Usage(format!(
+                    "--dry-run {name}: give the limit too (e.g. --{} …)",
+                    name.replace('_', "-")
+                )));
+            };
+            if !value.is_object() {
+                analysis.insert(name.clone(), json!({"value": value, "dry_run": true}));
+            }
         }
         if !analysis.is_empty() {
             body["analysis"] = Value::Object(analysis);
@@ -385,11 +421,74 @@ fn test_lines(r: &Value) -> Option<(String, Vec<String>)> {
     Some((decisions, lines))
 }
 
+/// The last check's outside checks (`  check prometheus[0]: 0.3 (max
+/// 0.5) pass`) and dry-run breaches (`  dry run, not acted on: …`), as
+/// `--wait` prints them; and what they say (each check's state, the
+/// limits breached), to print again only when that changes.
+fn outside_lines(r: &Value) -> (String, Vec<String>) {
+    let a = &r["analysis"];
+    let mut key: Vec<String> = a["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["state"].as_str().unwrap_or("?").to_string())
+        .collect();
+    key.extend(
+        a["dry_run"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|b| b.split([':', ' ']).next().unwrap_or(b).to_string()),
+    );
+    let mut lines: Vec<String> = a["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let value = c["value"]
+                .as_f64()
+                .map_or_else(|| "-".to_string(), |v| v.to_string());
+            let mut limits = Vec::new();
+            if let Some(max) = c["max"].as_f64() {
+                limits.push(format!("max {max}"));
+            }
+            if let Some(min) = c["min"].as_f64() {
+                limits.push(format!("min {min}"));
+            }
+            let dry = if c["dry_run"] == true {
+                ", dry run"
+            } else {
+                ""
+            };
+            let error = c["error"]
+                .as_str()
+                .map_or_else(String::new, |e| format!(": {e}"));
+            format!(
+                "  check {}: {value} ({}{dry}) {}{error}",
+                c["name"].as_str().unwrap_or("?"),
+                limits.join(", "),
+                c["state"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    lines.extend(
+        a["dry_run"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|b| format!("  dry run, not acted on: {b}")),
+    );
+    (key.join(" "), lines)
+}
+
 /// Follows a rollout until it ends, a line per change; the exit code says
 /// how it ended.
 async fn wait_rollout(api: &Api, route: &str, name: &str, first: &Value) -> Result<u8, CtlError> {
     let mut last = rollout_line(first);
     let mut last_decision = String::new();
+    let mut last_outside = String::new();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let status = api.call(Method::GET, "/api/v1/status", None).await?;
@@ -415,6 +514,15 @@ async fn wait_rollout(api: &Api, route: &str, name: &str, first: &Value) -> Resu
                 println!("{l}");
             }
             last_decision = decisions;
+        }
+        // The outside checks and dry-run breaches, when what they say
+        // changes.
+        let (key, outside) = outside_lines(rollout);
+        if key != last_outside {
+            for l in &outside {
+                println!("{l}");
+            }
+            last_outside = key;
         }
         if line != last {
             println!("{name}: {line}");

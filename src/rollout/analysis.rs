@@ -40,6 +40,9 @@ pub enum Verdict {
     Pass,
     /// Each limit breached, in words with its figures.
     Fail(Vec<String>),
+    /// An outside check could not be read: no verdict, and the step never
+    /// moves on without it.
+    Blocked(String),
 }
 
 /// Shadow copies of the route's requests sent to the target and compared
@@ -84,6 +87,8 @@ pub struct Judgement {
     pub verdict: Verdict,
     pub errors: Option<ErrorComparison>,
     pub latency: Option<LatencyComparison>,
+    /// Breaches of limits in dry run: they would have failed the check.
+    pub dry_run: Vec<String>,
 }
 
 impl Judgement {
@@ -119,9 +124,11 @@ pub fn judge(
             )),
             errors: None,
             latency: None,
+            dry_run: Vec::new(),
         };
     }
-    let mut breaches = Vec::new();
+    // Each breach with the limit it breaks, to tell dry-run ones apart.
+    let mut breaches: Vec<(&str, String)> = Vec::new();
     let (all_target, all_baseline) = (&since_start.0.window, &since_start.1.window);
     // The allowance 1 − confidence is shared: a tenth each for this
     // absolute guard (meant for releases far beyond it) and the shadow
@@ -130,19 +137,19 @@ pub fn judge(
     if let Some(max) = limits.max_error_rate {
         let rate = error_rate_interval(all_target.errors, all_target.requests, alpha);
         if rate.low > max {
-            breaches.push(format!(
+            breaches.push(("max_error_rate", format!(
                 "error rate {:.2} % (at least {:.2} % with {} % confidence) > max_error_rate {max}",
                 rate.estimate * 100.0,
                 rate.low * 100.0,
                 limits.confidence * 100.0
-            ));
+            )));
         }
     }
     let p99_ms = target.p99.map(|d| d.as_secs_f64() * 1000.0);
     if let (Some(max), Some(p99)) = (limits.max_p99_ms, p99_ms)
         && p99 > max as f64
     {
-        breaches.push(format!("p99 {p99:.1} ms > max_p99_ms {max}"));
+        breaches.push(("max_p99_ms", format!("p99 {p99:.1} ms > max_p99_ms {max}")));
     }
     let tolerance = Tolerance {
         increase: limits.max_error_rate_increase,
@@ -158,18 +165,24 @@ pub fn judge(
     // Said as the operator set it: the tests together hold it.
     errors.confidence = limits.confidence;
     if errors.decision == Decision::Worse {
-        breaches.push(errors.describe(tolerance));
+        // One test, two tolerances: dry when either was asked dry.
+        let name = if limits.is_dry_run("max_error_ratio") {
+            "max_error_ratio"
+        } else {
+            "max_error_rate_increase"
+        };
+        breaches.push((name, errors.describe(tolerance)));
     }
     if let (Some(max), Some(shadow)) = (limits.max_shadow_diff_rate, shadow_since_start) {
         let share = error_rate_interval(shadow.differs, shadow.compared, alpha);
         if share.low > max {
-            breaches.push(format!(
+            breaches.push(("max_shadow_diff_rate", format!(
                 "{:.2} % of {} shadow copies differ from the client's answer (at least {:.2} % with {} % confidence) > max_shadow_diff_rate {max}",
                 share.estimate * 100.0,
                 shadow.compared,
                 share.low * 100.0,
                 limits.confidence * 100.0
-            ));
+            )));
         }
     }
     let latency = limits.max_p99_ratio.map(|ratio| {
@@ -186,19 +199,25 @@ pub fn judge(
         );
         c.confidence = limits.confidence;
         if c.decision == Decision::Worse {
-            breaches.push(c.describe(tolerance));
+            breaches.push(("max_p99_ratio", c.describe(tolerance)));
         }
         c
     });
-    let verdict = if breaches.is_empty() {
+    let (dry, acting): (Vec<_>, Vec<_>) = breaches
+        .into_iter()
+        .partition(|(name, _)| limits.is_dry_run(name));
+    let words = |b: Vec<(&str, String)>| b.into_iter().map(|(_, w)| w).collect::<Vec<_>>();
+    let verdict = if acting.is_empty() {
         Verdict::Pass
     } else {
-        Verdict::Fail(breaches)
+        Verdict::Fail(words(acting))
     };
     Judgement {
         verdict,
         errors: Some(errors),
         latency,
+        // Dry-run reports lead with their limit's name.
+        dry_run: dry.into_iter().map(|(n, w)| format!("{n}: {w}")).collect(),
     }
 }
 

@@ -7,6 +7,7 @@
 //! `config`, `traffic`.
 
 pub mod analysis;
+pub mod checks;
 pub mod run;
 pub mod sequential;
 

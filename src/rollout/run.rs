@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::analysis::{Compared, Figures, Judgement, Traffic, Verdict, judge};
+use super::checks::{CheckState, Reading, judge_readings};
 use super::sequential::{ErrorComparison, LatencyComparison, RatioEvidence};
 use super::{OnInconclusive, RolloutRecord, RolloutState};
 use crate::traffic::Snapshot;
@@ -47,6 +48,17 @@ enum Gate {
     Failed { step: usize, retry_ms: u64 },
 }
 
+/// A gating webhook's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HookAnswer {
+    /// 2xx: go on.
+    Pass,
+    /// Non-2xx, no answer: hold, ask again.
+    Hold(String),
+    /// 2xx with `{"verdict": "fail"}`: a failing check.
+    Fail(String),
+}
+
 /// What the driver does after a tick.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -76,6 +88,11 @@ pub struct LastCheck {
     pub errors: Option<ErrorComparison>,
     /// The latency test the same way (`None` when `max_p99_ratio` is off).
     pub latency: Option<LatencyComparison>,
+    /// The outside checks (`http`, `prometheus`), each with its value.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckState>,
+    /// Limits in dry run this check breached: what would have failed it.
+    pub dry_run: Vec<String>,
 }
 
 struct Mark {
@@ -102,6 +119,18 @@ pub struct Run {
     next_check_ms: u64,
     failures: u32,
     gate: Gate,
+    /// Failing answers of gating webhooks this step.
+    hook_failures: u32,
+    /// A webhook's failing answers reached `failure_limit`: why.
+    rollback_due: Option<String>,
+    /// Unix ms when the current step's figures began.
+    step_began_ms: u64,
+    /// The outside checks' latest answers, in `checks::checks` order.
+    readings: Vec<Option<Reading>>,
+    /// When the outside checks are next asked.
+    next_query_ms: u64,
+    /// Dry-run breaches already reported (each is audited once).
+    dry_seen: std::collections::BTreeSet<String>,
     pub last: Option<LastCheck>,
     /// Why the rollout waits, if it does.
     pub hold: Option<String>,
@@ -121,6 +150,12 @@ impl Default for Run {
             next_check_ms: 0,
             failures: 0,
             gate: Gate::Open,
+            hook_failures: 0,
+            rollback_due: None,
+            step_began_ms: 0,
+            readings: Vec::new(),
+            next_query_ms: 0,
+            dry_seen: std::collections::BTreeSet::new(),
             last: None,
             hold: None,
         }
@@ -144,19 +179,82 @@ impl Run {
         self.failures
     }
 
-    /// The answer of a gating webhook called for `step`.
-    pub fn answered(&mut self, step: usize, ok: Result<(), String>, now_ms: u64, retry: Duration) {
-        match ok {
-            Ok(()) => {
+    /// The answer of a gating webhook called for `step`: a pass opens the
+    /// gate; a hold asks again after `retry`; a fail does too, and counts
+    /// as a failing check — `failure_limit` of them roll back.
+    pub fn answered(
+        &mut self,
+        step: usize,
+        answer: HookAnswer,
+        now_ms: u64,
+        retry: Duration,
+        failure_limit: u32,
+    ) {
+        let retry_ms = now_ms.saturating_add(retry.as_millis() as u64);
+        match answer {
+            HookAnswer::Pass => {
                 self.gate = Gate::Passed { step };
                 self.hold = None;
+                self.hook_failures = 0;
             }
-            Err(reason) => {
-                let retry_ms = now_ms.saturating_add(retry.as_millis() as u64);
+            HookAnswer::Hold(reason) => {
                 self.gate = Gate::Failed { step, retry_ms };
                 self.hold = Some(reason);
             }
+            HookAnswer::Fail(reason) => {
+                self.gate = Gate::Failed { step, retry_ms };
+                self.hook_failures += 1;
+                if self.hook_failures >= failure_limit {
+                    self.rollback_due = Some(format!(
+                        "{} failing webhook answer(s) at step {}: {reason}",
+                        self.hook_failures,
+                        step + 1
+                    ));
+                }
+                self.hold = Some(format!(
+                    "check failed ({} of {failure_limit}): {reason}",
+                    self.hook_failures
+                ));
+            }
         }
+    }
+
+    /// Whether the outside checks are to be asked now (every
+    /// `check_every` while the rollout runs); the driver asks each and
+    /// brings the answers to [`read`](Self::read).
+    pub fn checks_due(&mut self, record: &RolloutRecord, now_ms: u64) -> bool {
+        let a = &record.spec.analysis;
+        if a.http.is_empty() && a.prometheus.is_empty() {
+            return false;
+        }
+        if record.state != RolloutState::Running || !record.started || now_ms < self.next_query_ms {
+            return false;
+        }
+        self.next_query_ms = now_ms.saturating_add(a.check_every.as_millis() as u64);
+        true
+    }
+
+    /// An outside check's answer (`index` in `checks::checks` order).
+    pub fn read(&mut self, index: usize, value: Result<Option<f64>, String>, now_ms: u64) {
+        if self.readings.len() <= index {
+            self.readings.resize(index + 1, None);
+        }
+        self.readings[index] = Some(Reading {
+            at_ms: now_ms,
+            value,
+        });
+    }
+
+    /// Dry-run breaches of the last check not reported before.
+    pub fn new_dry_run_breaches(&mut self) -> Vec<String> {
+        let Some(last) = &self.last else {
+            return Vec::new();
+        };
+        last.dry_run
+            .iter()
+            .filter(|b| self.dry_seen.insert(limit_of(b)))
+            .cloned()
+            .collect()
     }
 
     /// One tick at `now_ms` with the current counters of the target and the
@@ -190,6 +288,9 @@ impl Run {
         if record.state != RolloutState::Running {
             return Action::Nothing;
         }
+        if let Some(reason) = self.rollback_due.take() {
+            return Action::Rollback(reason);
+        }
         let check_every = record.spec.analysis.check_every;
         if !record.started {
             return self.gated(0, now_ms, Action::Begin, Hook::Pre, "pre");
@@ -208,6 +309,8 @@ impl Run {
             self.marks.clear();
             self.marks.push_back(Mark { target, baseline });
             self.failures = 0;
+            self.hook_failures = 0;
+            self.step_began_ms = now_ms;
             self.next_check_ms = now_ms.saturating_add(check_every.as_millis() as u64);
             self.hold = None;
             if !matches!(self.gate, Gate::Passed { step } if step > record.step) {
@@ -222,6 +325,19 @@ impl Run {
         let judgement = self.check(record, now_ms, target, baseline);
         let confident_pass = judgement.confident_pass();
         match judgement.verdict {
+            Verdict::Blocked(reason) => {
+                // Never promote, never roll back on a check not read: hold,
+                // and pause once the step waited as long as it may.
+                let wait = record.spec.analysis.step_wait(record.spec.interval);
+                self.hold = Some(reason.clone());
+                if record.step_elapsed(now_ms) < wait {
+                    return Action::Nothing;
+                }
+                Action::Hold(format!(
+                    "no verdict within max_step_wait {} ({reason})",
+                    humantime::format_duration(wait)
+                ))
+            }
             Verdict::NoData(reason) => {
                 let a = &record.spec.analysis;
                 let wait = a.step_wait(record.spec.interval);
@@ -353,17 +469,35 @@ impl Run {
             (Some(now), Some(origin)) => Some(now.since(origin)),
             _ => None,
         };
-        let judgement = judge(
+        let mut judgement = judge(
             &record.spec.analysis,
             &t,
             (&all_t, &all_b),
             Some(&self.ratio),
             shadow,
         );
+        let outside = judge_readings(&record.spec.analysis, &self.readings, self.step_began_ms);
+        judgement.dry_run.extend(outside.dry_run);
+        // The proxy's figures and the outside checks: a breach of either
+        // fails; otherwise a check not read blocks, one without data waits.
+        judgement.verdict = match (judgement.verdict, outside.breaches.is_empty()) {
+            (Verdict::NoData(r), _) => Verdict::NoData(r),
+            (Verdict::Fail(mut b), _) => {
+                b.extend(outside.breaches);
+                Verdict::Fail(b)
+            }
+            (_, false) => Verdict::Fail(outside.breaches),
+            (v, true) => match (outside.broken, outside.waiting) {
+                (Some(why), _) => Verdict::Blocked(why),
+                (None, Some(why)) => Verdict::NoData(why),
+                (None, None) => v,
+            },
+        };
         let (word, breaches) = match &judgement.verdict {
             Verdict::Pass => ("pass", Vec::new()),
             Verdict::Fail(b) => ("fail", b.clone()),
             Verdict::NoData(_) => ("no_data", Vec::new()),
+            Verdict::Blocked(_) => ("blocked", Vec::new()),
         };
         self.last = Some(LastCheck {
             at_ms: now_ms,
@@ -373,6 +507,8 @@ impl Run {
             breaches,
             errors: judgement.errors,
             latency: judgement.latency,
+            checks: outside.states,
+            dry_run: judgement.dry_run.clone(),
         });
         if self.marks.len() >= MARKS {
             // Keep the step's first mark; drop the oldest after it.
@@ -381,6 +517,16 @@ impl Run {
         self.marks.push_back(Mark { target, baseline });
         judgement
     }
+}
+
+/// The limit a dry-run report names (it leads with it: `http[0] = 7 >
+/// max 5`, `max_p99_ms: p99 …`): what it is reported once by.
+fn limit_of(report: &str) -> String {
+    report
+        .split([':', ' '])
+        .next()
+        .unwrap_or(report)
+        .to_string()
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ mod rate_limit;
 mod resilience;
 mod retry;
 mod rollout;
+mod rollout_checks;
 mod rollout_ctl;
 mod rollout_group;
 mod routing;

@@ -368,3 +368,85 @@ async fn rollout_by_pool_then_undo_through_ctl() {
     assert!(sent_web > 0 && sent_api > 0);
     assert_eq!((failed_web, failed_api), (0, 0));
 }
+
+/// `--analysis` adds outside checks, `--dry-run` runs a limit dry: `--wait`
+/// prints each check's value and what a dry-run limit would have done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_wait_prints_outside_checks_and_dry_run_breaches() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    green.fail_every(3);
+    // A URL answering a JSON number, as a queue's depth would.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let number = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n42",
+                    )
+                    .await;
+            });
+        }
+    });
+    let process = Process::start(&split_config(
+        &[("blue", 100, &[blue.addr]), ("green", 0, &[green.addr])],
+        "",
+    ));
+    let admin = format!("http://{}", admin_addr_of(&process));
+    let load = load(format!("http://{}/", process.addr), 4);
+    let checks = format!(r#"{{"http": [{{"url": "http://{number}/depth", "max": 100}}]}}"#);
+    let (code, out) = run(
+        &admin,
+        &[
+            "rollout",
+            "app",
+            "--to",
+            "green",
+            "--steps",
+            "50,100",
+            "--interval",
+            "600ms",
+            "--check-every",
+            "100ms",
+            "--min-requests",
+            "5",
+            "--max-error-rate",
+            "0.01",
+            "--dry-run",
+            "max_error_rate",
+            "--max-error-rate-increase",
+            "off",
+            "--max-error-ratio",
+            "off",
+            "--analysis",
+            &checks,
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("  check http[0]: 42 (max 100) pass"), "{out}");
+    assert!(
+        out.contains("  dry run, not acted on: max_error_rate: "),
+        "{out}"
+    );
+    let (code, out) = run(
+        &admin,
+        &["rollout", "app", "--to", "green", "--dry-run", "max_p99_ms"],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("--dry-run max_p99_ms: give the limit too"),
+        "{out}"
+    );
+    let _ = load.finish().await;
+}

@@ -3,6 +3,7 @@
 //!
 //! - `/slow?ms=N`       answers after N ms
 //! - `/ws`              a WebSocket answering each text message with `NAME MESSAGE`
+//! - `/metrics`         Prometheus text: `test_app_metric{server="NAME"}` (see `set_metric`)
 //! - `/headers`         the request headers, one `name: value` per line
 //! - `/version`         the HTTP version the request came in (`HTTP/2.0`)
 //! - `/upload`          reads the body; answers `LEN CHECKSUM`; counts bytes in `received`
@@ -64,6 +65,8 @@ struct State {
     /// Requests whose path starts with this answer 500, as a release
     /// broken on one part of the app would.
     fail_under: std::sync::Mutex<Option<String>>,
+    /// What `/metrics` exports as `test_app_metric`, in thousandths.
+    metric_milli: AtomicU64,
 }
 
 const MIB: usize = 1 << 20;
@@ -210,6 +213,15 @@ impl TestUpstream {
         *self.state.fail_under.lock().unwrap() = Some(prefix.to_string());
     }
 
+    /// Sets the value `/metrics` exports as `test_app_metric{server=NAME}`
+    /// (what a release's own signal — empty carts, a queue's depth — is to
+    /// a rollout's Prometheus check).
+    pub fn set_metric(&self, value: f64) {
+        self.state
+            .metric_milli
+            .store((value * 1000.0) as u64, Ordering::SeqCst);
+    }
+
     /// Makes `/healthz` answer `status`.
     pub fn set_health_status(&self, status: u16) {
         self.state.health_status.store(status, Ordering::SeqCst);
@@ -308,6 +320,10 @@ async fn handle(name: &'static str, state: Arc<State>, req: Request<Incoming>) -
     }
     match req.uri().path() {
         "/ws" => websocket(name, req),
+        "/metrics" => text(format!(
+            "# TYPE test_app_metric gauge\ntest_app_metric{{server=\"{name}\"}} {}\n",
+            state.metric_milli.load(Ordering::SeqCst) as f64 / 1000.0
+        )),
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(query_num(&req, "ms"))).await;
             text(format!("{name}\n"))
