@@ -19,6 +19,9 @@ const BUCKETS: usize = LINEAR as usize + OCTAVES * (1 << SUB_BITS);
 pub struct TrafficStats {
     requests: AtomicU64,
     errors: AtomicU64,
+    /// 4xx answers (`max_4xx_rate`): a release that breaks a form or a
+    /// token answers them, not 5xx.
+    client_errors: AtomicU64,
     /// Responses by duration bucket (see [`bucket_of`]).
     latency: Box<[AtomicU64]>,
 }
@@ -37,6 +40,7 @@ impl Default for TrafficStats {
         TrafficStats {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            client_errors: AtomicU64::new(0),
             latency: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -78,10 +82,20 @@ impl TrafficStats {
         self.latency[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One finished response by its status: a 5xx failed, a 4xx is the
+    /// client's (counted apart), anything else passed.
+    pub fn record_status(&self, elapsed: Duration, status: u16) {
+        if (400..500).contains(&status) {
+            self.client_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.record(elapsed, status >= 500);
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            client_errors: self.client_errors.load(Ordering::Relaxed),
             latency: self
                 .latency
                 .iter()
@@ -97,6 +111,9 @@ impl TrafficStats {
 pub struct Snapshot {
     pub requests: u64,
     pub errors: u64,
+    /// Absent from an older instance's published counters: none.
+    #[serde(default)]
+    pub client_errors: u64,
     latency: Vec<u64>,
 }
 
@@ -105,7 +122,12 @@ pub struct Snapshot {
 pub struct Window {
     pub requests: u64,
     pub errors: u64,
-    /// The 99th percentile duration; `None` without requests.
+    /// 4xx answers.
+    pub client_errors: u64,
+    /// The median, 95th and 99th percentile durations; `None` without
+    /// requests.
+    pub p50: Option<Duration>,
+    pub p95: Option<Duration>,
     pub p99: Option<Duration>,
 }
 
@@ -128,6 +150,7 @@ impl Snapshot {
         Snapshot {
             requests: self.requests + other.requests,
             errors: self.errors + other.errors,
+            client_errors: self.client_errors + other.client_errors,
             latency: (0..len)
                 .map(|i| at(&self.latency, i) + at(&other.latency, i))
                 .collect(),
@@ -162,10 +185,14 @@ impl Snapshot {
     /// The window from `earlier` to this snapshot. Counters only grow; a
     /// smaller one (stats replaced) counts as zero.
     pub fn since(&self, earlier: &Snapshot) -> Window {
+        let latencies = self.latencies_since(earlier);
         Window {
             requests: self.requests.saturating_sub(earlier.requests),
             errors: self.errors.saturating_sub(earlier.errors),
-            p99: self.latencies_since(earlier).quantile(0.99),
+            client_errors: self.client_errors.saturating_sub(earlier.client_errors),
+            p50: latencies.quantile(0.5),
+            p95: latencies.quantile(0.95),
+            p99: latencies.quantile(0.99),
         }
     }
 }

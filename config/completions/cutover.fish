@@ -90,6 +90,9 @@ complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_sub
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l max-error-rate -d 'Roll back when the target\'s error rate passes this (0 to 1)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l max-error-rate-increase -d 'Roll back when the target\'s error rate is this much above the baseline\'s (0 to 1; `off` turns the comparison off)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l max-p99 -d 'Roll back when the target\'s p99 passes this, e.g. 500ms' -r
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l max-p50 -d 'Roll back when the target\'s median passes this, e.g. 50ms' -r
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l max-p95 -d 'Roll back when the target\'s p95 passes this, e.g. 200ms' -r
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l max-4xx-rate -d 'Roll back when the target\'s share of 4xx answers passes this (0 to 1; off unless given)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l max-p99-ratio -d 'Roll back when the target\'s p99 is this many times the baseline\'s (judged with --confidence; default 1.5); `off` turns the latency test off' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l min-p99-increase-ms -d 'A p99 at most this many ms above the baseline\'s is never a regression (default 5)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l latency-quantile -d 'The quantile the latency test compares: p50 to p99.9 (default p99)' -r

@@ -50,6 +50,16 @@ pub struct Analysis {
     #[serde(default = "default_confidence")]
     pub confidence: f64,
     pub max_p99_ms: Option<u64>,
+    /// Hard guards on the latest window's median and 95th percentile, as
+    /// `max_p99_ms` on its 99th.
+    #[serde(default)]
+    pub max_p50_ms: Option<u64>,
+    #[serde(default)]
+    pub max_p95_ms: Option<u64>,
+    /// 4xx answers per request on the target, judged like
+    /// `max_error_rate`; off unless set (a 4xx is often the client's).
+    #[serde(default)]
+    pub max_4xx_rate: Option<f64>,
     /// The latency test's tolerance: the target's quantile (p99 unless
     /// `latency_quantile` says otherwise) over the baseline's.
     pub max_p99_ratio: Option<f64>,
@@ -144,6 +154,9 @@ impl Default for Analysis {
             max_error_ratio: default_max_error_ratio(),
             confidence: default_confidence(),
             max_p99_ms: None,
+            max_p50_ms: None,
+            max_p95_ms: None,
+            max_4xx_rate: None,
             // Judged with confidence on the rollout's whole histogram (the
             // buckets are 6 % wide): a p99 twice the baseline's is caught,
             // one 1.3x is let through.
@@ -235,12 +248,15 @@ fn err(field: &str, reason: impl Into<String>) -> SpecError {
 
 /// The `analysis` object's keys (in a route's file `rollout` table they
 /// stand beside `steps` and `interval`).
-pub const ANALYSIS_KEYS: [&str; 17] = [
+pub const ANALYSIS_KEYS: [&str; 20] = [
     "max_error_rate",
     "max_error_rate_increase",
     "max_error_ratio",
     "confidence",
     "max_p99_ms",
+    "max_p50_ms",
+    "max_p95_ms",
+    "max_4xx_rate",
     "max_p99_ratio",
     "min_p99_increase_ms",
     "latency_quantile",
@@ -543,15 +559,22 @@ fn limits(map: &Map<String, Value>, a: &mut Analysis) -> Result<(), SpecError> {
             )
         })?;
     }
-    a.max_p99_ms = limit(
+    for (key, slot) in [
+        ("max_p99_ms", &mut a.max_p99_ms),
+        ("max_p50_ms", &mut a.max_p50_ms),
+        ("max_p95_ms", &mut a.max_p95_ms),
+    ] {
+        let now = slot.map(|n| n as f64);
+        *slot = limit(map, key, now, 1.0, 3_600_000.0, &mut a.dry_run)?.map(|n| n as u64);
+    }
+    a.max_4xx_rate = limit(
         map,
-        "max_p99_ms",
-        a.max_p99_ms.map(|n| n as f64),
+        "max_4xx_rate",
+        a.max_4xx_rate,
+        0.0,
         1.0,
-        3_600_000.0,
         &mut a.dry_run,
-    )?
-    .map(|n| n as u64);
+    )?;
     Ok(())
 }
 

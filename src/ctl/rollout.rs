@@ -50,6 +50,16 @@ pub struct RolloutArgs {
     /// Roll back when the target's p99 passes this, e.g. 500ms.
     #[arg(long)]
     max_p99: Option<String>,
+    /// Roll back when the target's median passes this, e.g. 50ms.
+    #[arg(long)]
+    max_p50: Option<String>,
+    /// Roll back when the target's p95 passes this, e.g. 200ms.
+    #[arg(long)]
+    max_p95: Option<String>,
+    /// Roll back when the target's share of 4xx answers passes this (0 to
+    /// 1; off unless given).
+    #[arg(long, value_name = "R")]
+    max_4xx_rate: Option<f64>,
     /// Roll back when the target's p99 is this many times the baseline's
     /// (judged with --confidence; default 1.5); `off` turns the latency
     /// test off.
@@ -185,11 +195,20 @@ impl RolloutArgs {
         if let Some(r) = self.max_shadow_diff_rate {
             analysis.insert("max_shadow_diff_rate".into(), json!(r));
         }
-        if let Some(p99) = &self.max_p99 {
-            let d = humantime::parse_duration(p99).map_err(|e| {
-                CtlError::Usage(format!("--max-p99 {p99:?}: {e} (write e.g. 500ms)"))
-            })?;
-            analysis.insert("max_p99_ms".into(), json!(d.as_millis() as u64));
+        for (flag, key, value) in [
+            ("--max-p99", "max_p99_ms", &self.max_p99),
+            ("--max-p50", "max_p50_ms", &self.max_p50),
+            ("--max-p95", "max_p95_ms", &self.max_p95),
+        ] {
+            if let Some(text) = value {
+                let d = humantime::parse_duration(text).map_err(|e| {
+                    CtlError::Usage(format!("{flag} {text:?}: {e} (write e.g. 500ms)"))
+                })?;
+                analysis.insert(key.into(), json!(d.as_millis() as u64));
+            }
+        }
+        if let Some(r) = self.max_4xx_rate {
+            analysis.insert("max_4xx_rate".into(), json!(r));
         }
         if let Some(r) = &self.max_p99_ratio {
             let ratio = number_or_off("--max-p99-ratio", r, "1.5")?;

@@ -64,18 +64,19 @@ pub struct RequestTimer {
     pub bytes: u64,
     /// With an access log: the line to complete and write at the end.
     pub log: Option<Box<(crate::access_log::AccessLog, crate::access_log::Entry)>>,
-    /// The route's figures for the pool that answered, whether the
-    /// answer was a failure (5xx), and how long the request waited in the
-    /// pool's queue (not the upstream's time), for rollout analysis.
-    pub traffic: Option<(Arc<TrafficStats>, bool, std::time::Duration)>,
+    /// The route's figures for the pool that answered, the answer's
+    /// status (5xx failed, 4xx the client's), and how long the request
+    /// waited in the pool's queue (not the upstream's time), for rollout
+    /// analysis.
+    pub traffic: Option<(Arc<TrafficStats>, u16, std::time::Duration)>,
 }
 
 impl Drop for RequestTimer {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
         self.histogram.record(elapsed.as_secs_f64());
-        if let Some((stats, failed, queued)) = &self.traffic {
-            stats.record(elapsed.saturating_sub(*queued), *failed);
+        if let Some((stats, status, queued)) = &self.traffic {
+            stats.record_status(elapsed.saturating_sub(*queued), *status);
         }
         if let Some(line) = self.log.take() {
             let (log, mut entry) = *line;

@@ -529,7 +529,7 @@ impl Labels {
                 histogram: cache.count(route, pool, addr, upstream, status),
                 bytes: 0,
                 log,
-                traffic: self.traffic.map(|t| (t, status >= 500, self.queued)),
+                traffic: self.traffic.map(|t| (t, status, self.queued)),
             };
         }
         // A request that never reached an upstream: rare, no cache.

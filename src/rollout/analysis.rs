@@ -19,16 +19,28 @@ pub struct Figures {
     pub requests: u64,
     pub errors: u64,
     pub error_rate: f64,
+    /// 4xx answers per request.
+    pub rate_4xx: f64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
 }
 
 impl From<&Window> for Figures {
     fn from(w: &Window) -> Self {
+        let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
         Figures {
             requests: w.requests,
             errors: w.errors,
             error_rate: w.error_rate(),
-            p99_ms: w.p99.map(|d| d.as_secs_f64() * 1000.0),
+            rate_4xx: if w.requests == 0 {
+                0.0
+            } else {
+                w.client_errors as f64 / w.requests as f64
+            },
+            p50_ms: ms(w.p50),
+            p95_ms: ms(w.p95),
+            p99_ms: ms(w.p99),
         }
     }
 }
@@ -134,8 +146,28 @@ pub fn judge(
     // absolute guard (meant for releases far beyond it) and the shadow
     // gate, four tenths each for the two comparisons with the baseline.
     let alpha = (1.0 - limits.confidence) / 10.0;
+    // The guards' tenth is shared when both are on.
+    let guard_alpha = if limits.max_error_rate.is_some() && limits.max_4xx_rate.is_some() {
+        alpha / 2.0
+    } else {
+        alpha
+    };
+    if let Some(max) = limits.max_4xx_rate {
+        let rate = error_rate_interval(all_target.client_errors, all_target.requests, guard_alpha);
+        if rate.low > max {
+            breaches.push((
+                "max_4xx_rate",
+                format!(
+                    "4xx rate {:.2} % (at least {:.2} % with {} % confidence) > max_4xx_rate {max}",
+                    rate.estimate * 100.0,
+                    rate.low * 100.0,
+                    limits.confidence * 100.0
+                ),
+            ));
+        }
+    }
     if let Some(max) = limits.max_error_rate {
-        let rate = error_rate_interval(all_target.errors, all_target.requests, alpha);
+        let rate = error_rate_interval(all_target.errors, all_target.requests, guard_alpha);
         if rate.low > max {
             breaches.push(("max_error_rate", format!(
                 "error rate {:.2} % (at least {:.2} % with {} % confidence) > max_error_rate {max}",
@@ -145,11 +177,17 @@ pub fn judge(
             )));
         }
     }
-    let p99_ms = target.p99.map(|d| d.as_secs_f64() * 1000.0);
-    if let (Some(max), Some(p99)) = (limits.max_p99_ms, p99_ms)
-        && p99 > max as f64
-    {
-        breaches.push(("max_p99_ms", format!("p99 {p99:.1} ms > max_p99_ms {max}")));
+    for (name, word, limit, quantile) in [
+        ("max_p50_ms", "p50", limits.max_p50_ms, target.p50),
+        ("max_p95_ms", "p95", limits.max_p95_ms, target.p95),
+        ("max_p99_ms", "p99", limits.max_p99_ms, target.p99),
+    ] {
+        let ms = quantile.map(|d| d.as_secs_f64() * 1000.0);
+        if let (Some(max), Some(ms)) = (limit, ms)
+            && ms > max as f64
+        {
+            breaches.push((name, format!("{word} {ms:.1} ms > {name} {max}")));
+        }
     }
     let tolerance = Tolerance {
         increase: limits.max_error_rate_increase,
@@ -291,6 +329,74 @@ mod tests {
         assert_eq!(
             judge(&off, &t.window, (&t, &b), None, shadow(1000, 500)).verdict,
             Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn the_4xx_guard_and_the_p50_and_p95_guards() {
+        let with_4xx = |requests: u64, client_errors: u64| {
+            let mut s = Snapshot::default();
+            s.add(std::time::Duration::from_millis(5), requests, 0);
+            s.client_errors = client_errors;
+            Traffic::between(&Snapshot::default(), &s)
+        };
+        let limits = Analysis {
+            max_4xx_rate: Some(0.05),
+            ..Analysis::default()
+        };
+        let base = with_4xx(1000, 0);
+        assert_eq!(
+            judge_traffic(&limits, with_4xx(1000, 20), base.clone()),
+            Verdict::Pass
+        );
+        let v = judge_traffic(&limits, with_4xx(1000, 200), base.clone());
+        assert!(
+            matches!(&v, Verdict::Fail(b) if b.len() == 1 && b[0].contains("max_4xx_rate 0.05")),
+            "{v:?}"
+        );
+        // Off by default; in dry run, reported only.
+        assert_eq!(
+            judge_traffic(&Analysis::default(), with_4xx(1000, 900), base.clone()),
+            Verdict::Pass
+        );
+        let dry = Analysis {
+            dry_run: ["max_4xx_rate".to_string()].into(),
+            ..limits
+        };
+        let t = with_4xx(1000, 200);
+        let j = judge(&dry, &t.window, (&t, &base), None, None);
+        assert_eq!(j.verdict, Verdict::Pass);
+        assert!(
+            j.dry_run[0].starts_with("max_4xx_rate: 4xx rate 20.00 %"),
+            "{:?}",
+            j.dry_run
+        );
+        // The median of `traffic(_, _, 100)` is 20 ms, its p95 100 ms.
+        let p50 = Analysis {
+            max_p50_ms: Some(10),
+            ..Analysis::default()
+        };
+        let v = judge_traffic(&p50, traffic(1000, 0, 100), traffic(1000, 0, 100));
+        assert!(
+            matches!(&v, Verdict::Fail(b) if b[0].starts_with("p50 ") && b[0].contains("max_p50_ms 10")),
+            "{v:?}"
+        );
+        let p95 = Analysis {
+            max_p95_ms: Some(50),
+            ..Analysis::default()
+        };
+        assert_eq!(
+            judge_traffic(&p95, traffic(1000, 0, 100), traffic(1000, 0, 100)),
+            Verdict::Pass
+        );
+        let p95 = Analysis {
+            max_p95_ms: Some(15),
+            ..Analysis::default()
+        };
+        let v = judge_traffic(&p95, traffic(1000, 0, 100), traffic(1000, 0, 100));
+        assert!(
+            matches!(&v, Verdict::Fail(b) if b[0].starts_with("p95 ")),
+            "{v:?}"
         );
     }
 

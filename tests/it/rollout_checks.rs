@@ -299,3 +299,54 @@ async fn a_built_in_limit_in_dry_run_reports_and_bad_checks_are_refused() {
     let _ = load.finish().await;
     proxy.stop().await;
 }
+
+/// A release that lost a page answers 404, not 5xx: `max_4xx_rate` (off
+/// unless set) rolls it back; the 404s are counted on the hot path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_4xx_rate_rolls_back_a_release_answering_404() {
+    let (_blue, green, proxy) = blue_green().await;
+    green.answer_under("/", 404);
+    let url = format!("http://{}/", proxy.addrs()[0]);
+    let client = http1_client();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut answers = std::collections::HashMap::<u16, usize>::new();
+            for _ in 0..100_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let (status, _) = get(&client, &url).await;
+                *answers.entry(status).or_default() += 1;
+            }
+            answers
+        })
+    };
+    start(
+        &proxy,
+        body(json!({"max_4xx_rate": 0.05, "failure_limit": 1})),
+    )
+    .await;
+    let done = wait_state_of(&proxy, &["promoted", "rolled_back", "paused"]).await;
+    assert_eq!(done["state"], "rolled_back", "{done:#}");
+    assert!(
+        done["reason"]
+            .as_str()
+            .unwrap()
+            .contains("max_4xx_rate 0.05"),
+        "{done:#}"
+    );
+    assert!(
+        done["analysis"]["target"]["rate_4xx"].as_f64().unwrap() > 0.5,
+        "{done:#}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let answers = traffic.await.unwrap();
+    // Only blue's 200s and green's 404s: nothing failed in the moves.
+    assert!(
+        answers.keys().all(|s| *s == 200 || *s == 404),
+        "{answers:?}"
+    );
+    proxy.stop().await;
+}

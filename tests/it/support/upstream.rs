@@ -62,9 +62,9 @@ struct State {
     /// Requests to `/` beyond this many at once are answered 503 at once,
     /// as a cold instance with a small worker pool does; 0 = no limit.
     capacity: AtomicUsize,
-    /// Requests whose path starts with this answer 500, as a release
-    /// broken on one part of the app would.
-    fail_under: std::sync::Mutex<Option<String>>,
+    /// Requests whose path starts with this answer that status, as a
+    /// release broken on one part of the app would.
+    fail_under: std::sync::Mutex<Option<(String, u16)>>,
     /// What `/metrics` exports as `test_app_metric`, in thousandths.
     metric_milli: AtomicU64,
 }
@@ -210,7 +210,13 @@ impl TestUpstream {
 
     /// Makes every request whose path starts with `prefix` answer 500.
     pub fn fail_under(&self, prefix: &str) {
-        *self.state.fail_under.lock().unwrap() = Some(prefix.to_string());
+        self.answer_under(prefix, 500);
+    }
+
+    /// Makes every request whose path starts with `prefix` answer `status`
+    /// (a 404 from a release that lost a page).
+    pub fn answer_under(&self, prefix: &str, status: u16) {
+        *self.state.fail_under.lock().unwrap() = Some((prefix.to_string(), status));
     }
 
     /// Sets the value `/metrics` exports as `test_app_metric{server=NAME}`
@@ -312,10 +318,11 @@ async fn handle(name: &'static str, state: Arc<State>, req: Request<Incoming>) -
         .lock()
         .unwrap()
         .as_ref()
-        .is_some_and(|p| req.uri().path().starts_with(p.as_str()));
-    if failing {
+        .filter(|(p, _)| req.uri().path().starts_with(p.as_str()))
+        .map(|(_, status)| *status);
+    if let Some(status) = failing {
         let mut r = text(format!("{name}\n"));
-        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
         return r;
     }
     match req.uri().path() {
