@@ -334,6 +334,7 @@ fn record() -> RolloutRecord {
         to: "green".into(),
         steps: vec![5, 25, 50, 100],
         interval: Duration::from_secs(30),
+        watch: None,
         analysis: Analysis::default(),
         approval_before_100: false,
         webhooks: Webhooks::default(),

@@ -939,7 +939,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__rollout)
-            opts="-h --to --pool --from --routes --steps --preset --interval --max-error-rate --max-error-rate-increase --max-p99 --max-p50 --max-p95 --max-4xx-rate --max-p99-ratio --min-p99-increase-ms --latency-quantile --min-requests --check-every --failure-limit --max-error-ratio --confidence --max-step-wait --on-inconclusive --promote-on-pass --max-shadow-diff-rate --analysis --dry-run --approve-before-100 --force --wait --admin --token-file --ca --json --help"
+            opts="-h --to --pool --from --routes --steps --preset --interval --watch --max-error-rate --max-error-rate-increase --max-p99 --max-p50 --max-p95 --max-4xx-rate --max-p99-ratio --min-p99-increase-ms --latency-quantile --min-requests --check-every --failure-limit --max-error-ratio --confidence --max-step-wait --on-inconclusive --promote-on-pass --max-shadow-diff-rate --analysis --dry-run --approve-before-100 --force --wait --admin --token-file --ca --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -970,6 +970,10 @@ _cutover() {
                     return 0
                     ;;
                 --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --watch)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -87,6 +87,7 @@ complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_sub
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l steps -d 'The target\'s percent at each step, ending at 100 (default 5,25,50,100)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l preset -d 'all-at-once, canary-10-5m or linear-10-1m' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l interval -d 'Time at each step, e.g. 30s (default 30s, or the preset\'s)' -r
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l watch -d 'How long the last step (100 %) watches the target, judged against its own figures from before it, e.g. 10m (default: the interval, against the baseline)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l max-error-rate -d 'Roll back when the target\'s error rate passes this (0 to 1)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l max-error-rate-increase -d 'Roll back when the target\'s error rate is this much above the baseline\'s (0 to 1; `off` turns the comparison off)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l max-p99 -d 'Roll back when the target\'s p99 passes this, e.g. 500ms' -r

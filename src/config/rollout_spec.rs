@@ -21,9 +21,17 @@ pub struct RolloutSpec {
     pub to: String,
     /// The target's percent at each step, increasing, ending at 100.
     pub steps: Vec<u32>,
-    /// Time at each step, the last one included (the watch window).
+    /// Time at each step, the last one included (the watch window)…
     #[serde(with = "humantime_serde_compat")]
     pub interval: Duration,
+    /// …unless this says how long the last step (100 %) watches; then the
+    /// target is judged against its own figures from before it.
+    #[serde(
+        default,
+        with = "humantime_serde_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub watch: Option<Duration>,
     pub analysis: Analysis,
     /// Hold before the step to 100 % until `promote`.
     #[serde(default)]
@@ -296,7 +304,7 @@ pub fn parse_spec(body: &Value, defaults: Option<&Value>) -> Result<RolloutSpec,
         map,
         "",
         &[
-            "to", "steps", "preset", "interval", "analysis", "approval", "webhooks",
+            "to", "steps", "preset", "interval", "watch", "analysis", "approval", "webhooks",
         ],
     )?;
     let to = match map.get("to") {
@@ -335,7 +343,19 @@ pub fn parse_spec(body: &Value, defaults: Option<&Value>) -> Result<RolloutSpec,
         Some(v) => duration("interval", v)?,
         None => preset_interval.unwrap_or(Duration::from_secs(30)),
     };
+    let watch = match map.get("watch") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(duration("watch", v)?),
+    };
     let analysis = analysis(map.get("analysis"), interval)?;
+    if let Some(w) = watch
+        && analysis.check_every > w
+    {
+        return Err(err(
+            "watch",
+            "must not be shorter than analysis.check_every",
+        ));
+    }
     let approval_before_100 = match map.get("approval") {
         None | Some(Value::Null) => false,
         Some(Value::String(s)) if s == "before-100" => true,
@@ -352,6 +372,7 @@ pub fn parse_spec(body: &Value, defaults: Option<&Value>) -> Result<RolloutSpec,
         to,
         steps,
         interval,
+        watch,
         analysis,
         approval_before_100,
         webhooks,

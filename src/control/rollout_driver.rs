@@ -372,6 +372,8 @@ impl ControlPlane {
             "state": state,
             "reason": hold.or_else(|| record.reason.clone()),
             "interval": humantime::format_duration(record.spec.interval).to_string(),
+            "watch": record.spec.watch.map(|w| humantime::format_duration(w).to_string()),
+            "watching": record.state.is_active() && record.watching(),
             "started_ms": record.started_ms,
             "step_started_ms": record.step_started_ms,
             "ended_ms": record.ended_ms,

@@ -40,6 +40,11 @@ pub struct RolloutArgs {
     /// Time at each step, e.g. 30s (default 30s, or the preset's).
     #[arg(long)]
     interval: Option<String>,
+    /// How long the last step (100 %) watches the target, judged against
+    /// its own figures from before it, e.g. 10m (default: the interval,
+    /// against the baseline).
+    #[arg(long)]
+    watch: Option<String>,
     /// Roll back when the target's error rate passes this (0 to 1).
     #[arg(long)]
     max_error_rate: Option<f64>,
@@ -164,6 +169,9 @@ impl RolloutArgs {
         }
         if let Some(interval) = &self.interval {
             body["interval"] = json!(interval);
+        }
+        if let Some(watch) = &self.watch {
+            body["watch"] = json!(watch);
         }
         let mut analysis = serde_json::Map::new();
         if let Some(r) = self.max_error_rate {

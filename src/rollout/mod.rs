@@ -166,6 +166,21 @@ impl RolloutRecord {
             .collect()
     }
 
+    /// At the last step (100 %) with a `watch`: judged against the
+    /// target's own figures from before it.
+    pub fn watching(&self) -> bool {
+        self.spec.watch.is_some() && self.started && self.step + 1 == self.spec.steps.len()
+    }
+
+    /// How long the current step lasts: the interval, or `watch` for the
+    /// last one when set.
+    pub fn step_interval(&self) -> Duration {
+        match self.spec.watch {
+            Some(watch) if self.step + 1 == self.spec.steps.len() => watch,
+            _ => self.spec.interval,
+        }
+    }
+
     /// Time spent in the current step at `now_ms`.
     pub fn step_elapsed(&self, now_ms: u64) -> Duration {
         let ms = self

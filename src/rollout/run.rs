@@ -328,7 +328,7 @@ impl Run {
             Verdict::Blocked(reason) => {
                 // Never promote, never roll back on a check not read: hold,
                 // and pause once the step waited as long as it may.
-                let wait = record.spec.analysis.step_wait(record.spec.interval);
+                let wait = record.spec.analysis.step_wait(record.step_interval());
                 self.hold = Some(reason.clone());
                 if record.step_elapsed(now_ms) < wait {
                     return Action::Nothing;
@@ -340,7 +340,7 @@ impl Run {
             }
             Verdict::NoData(reason) => {
                 let a = &record.spec.analysis;
-                let wait = a.step_wait(record.spec.interval);
+                let wait = a.step_wait(record.step_interval());
                 if record.step_elapsed(now_ms) < wait {
                     self.hold = Some(reason);
                     return Action::Nothing;
@@ -379,7 +379,7 @@ impl Run {
                 self.failures = 0;
                 self.hold = None;
                 let early = record.spec.analysis.promote_on_pass && confident_pass;
-                if record.step_elapsed(now_ms) < record.spec.interval && !early {
+                if record.step_elapsed(now_ms) < record.step_interval() && !early {
                     return Action::Nothing;
                 }
                 self.next_move(record, now_ms)
@@ -458,24 +458,29 @@ impl Run {
             Some(m) => (target.since(&m.target), baseline.since(&m.baseline)),
             None => (target.since(&target), baseline.since(&baseline)),
         };
-        let (all_t, all_b) = match &self.origin {
-            Some(o) => (
+        let (all_t, all_b) = match (&self.origin, self.marks.front()) {
+            // Watching after the move to 100 %: the target since then
+            // against the target before it (the baseline has no traffic).
+            (Some(o), Some(step)) if record.watching() => (
+                Traffic::between(&step.target, &target),
+                Traffic::between(&o.target, &step.target),
+            ),
+            (Some(o), _) => (
                 Traffic::between(&o.target, &target),
                 Traffic::between(&o.baseline, &baseline),
             ),
-            None => (Traffic::default(), Traffic::default()),
+            _ => (Traffic::default(), Traffic::default()),
         };
+        // The baseline figures shown: what the comparison used.
+        let b = if record.watching() { all_b.window } else { b };
         let shadow = match (self.shadow_now, self.shadow_origin) {
             (Some(now), Some(origin)) => Some(now.since(origin)),
             _ => None,
         };
-        let mut judgement = judge(
-            &record.spec.analysis,
-            &t,
-            (&all_t, &all_b),
-            Some(&self.ratio),
-            shadow,
-        );
+        // The ratio evidence compares the target with the baseline pools:
+        // not what a watch compares.
+        let ratio = (!record.watching()).then_some(&self.ratio);
+        let mut judgement = judge(&record.spec.analysis, &t, (&all_t, &all_b), ratio, shadow);
         let outside = judge_readings(&record.spec.analysis, &self.readings, self.step_began_ms);
         judgement.dry_run.extend(outside.dry_run);
         // The proxy's figures and the outside checks: a breach of either
@@ -543,6 +548,7 @@ mod tests {
             to: "green".into(),
             steps: vec![50, 100],
             interval: Duration::from_secs(10),
+            watch: None,
             analysis: Analysis {
                 min_requests: 10,
                 failure_limit,

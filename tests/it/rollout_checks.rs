@@ -350,3 +350,81 @@ async fn max_4xx_rate_rolls_back_a_release_answering_404() {
     );
     proxy.stop().await;
 }
+
+/// `watch`: after the move to 100 %, the target is judged against its own
+/// figures from before it for the watch's time — a release that goes bad
+/// only at full traffic is rolled back; a good one is promoted once the
+/// watch is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_after_the_last_step_rolls_back_a_release_going_bad_at_full_traffic() {
+    let (_blue, green, proxy) = blue_green().await;
+    let load = load(format!("http://{}/", proxy.addrs()[0]), 4);
+    let mut b = body(json!({}));
+    b["watch"] = json!("1s");
+    start(&proxy, b).await;
+    let done = wait_state_of(&proxy, &["promoted", "rolled_back", "paused"]).await;
+    assert_eq!(done["state"], "promoted", "{done:#}");
+    assert_eq!(done["watch"], "1s");
+    let (sent, failed) = load.finish().await;
+    assert!(sent > 0);
+    assert_eq!(failed, 0);
+
+    let (s, _) = admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/app/undo"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let traffic = tokio::spawn({
+        let url = format!("http://{}/", proxy.addrs()[0]);
+        async move {
+            let client = http1_client();
+            let mut answers = std::collections::HashMap::<u16, usize>::new();
+            for _ in 0..20_000 {
+                let (status, _) = get(&client, &url).await;
+                *answers.entry(status).or_default() += 1;
+            }
+            answers
+        }
+    });
+    let mut b = body(json!({}));
+    b["watch"] = json!("1m");
+    start(&proxy, b).await;
+    let watching = wait_until_watching(&proxy).await;
+    assert_eq!(watching["weight"], 100, "{watching:#}");
+    // Bad only now, at full traffic.
+    green.fail_every(3);
+    let done = wait_state_of(&proxy, &["promoted", "rolled_back", "paused"]).await;
+    assert_eq!(done["state"], "rolled_back", "{done:#}");
+    assert!(
+        done["reason"].as_str().unwrap().contains("step 2 (100%)"),
+        "{done:#}"
+    );
+    // Judged against green's own figures before the move, not blue's.
+    let base = &done["analysis"]["baseline"];
+    assert!(
+        base["requests"].as_u64().unwrap() > 0 && base["errors"] == 0,
+        "{done:#}"
+    );
+    traffic.abort();
+    proxy.stop().await;
+}
+
+/// The first route's rollout once it watches at 100 % and has judged the
+/// watch once (its figures start at the step: the driver marks them at
+/// its next tick, up to 100 ms after the move).
+async fn wait_until_watching(proxy: &TestProxy) -> Value {
+    let mut last = Value::Null;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        last = rollout_of(proxy).await;
+        let checked_since = last["analysis"]["at_ms"].as_u64() > last["step_started_ms"].as_u64();
+        if last["watching"] == true && checked_since {
+            return last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the rollout never watched: {last:#}");
+}
