@@ -134,13 +134,17 @@ impl RolloutRecord {
 
     /// What a member route is judged by on its own in a group rollout:
     /// its failures veto the group, but the group's summed traffic moves
-    /// it — so no gates, approval or inconclusive moves of its own.
+    /// it — so no gates, approval, outside checks or inconclusive moves of
+    /// its own.
     pub fn as_member(&self) -> RolloutRecord {
         let mut member = self.clone();
         member.spec.webhooks = Webhooks::default();
         member.spec.approval_before_100 = false;
         member.spec.analysis.on_inconclusive = OnInconclusive::Pause;
         member.spec.analysis.promote_on_pass = false;
+        // Outside checks read the whole app: the group judges them.
+        member.spec.analysis.http.clear();
+        member.spec.analysis.prometheus.clear();
         member
     }
 

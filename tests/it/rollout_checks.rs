@@ -4,12 +4,8 @@
 //! that report without acting.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 
 use crate::support::prometheus::Prometheus;
@@ -33,37 +29,6 @@ async fn start(proxy: &TestProxy, body: Value) {
     )
     .await;
     assert_eq!(s, 201, "{v:#}");
-}
-
-/// A server answering every request with `answer` (status 200), counting
-/// the requests.
-async fn answering(answer: &'static str) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&calls);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let counted = Arc::clone(&counted);
-            tokio::spawn(async move {
-                let service = service_fn(move |_req| {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from(answer),
-                        )))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, calls)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
