@@ -437,3 +437,69 @@ async fn undo_is_refused_when_the_split_changed_since() {
     assert_eq!(splits(&s)[0].1, json!({"blue": 80, "green": 20}));
     proxy.stop().await;
 }
+
+/// A group rollout survives a restart as one: every route at the same
+/// step; a promote on one route moves them all; a file that changes one
+/// route's split aborts the whole group, every route back at its start.
+#[tokio::test]
+async fn a_group_resumes_after_a_restart_and_a_changed_file_aborts_all_of_it() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let state = tempfile::tempdir().unwrap();
+    let config = |web_split: &str| {
+        format!(
+            "[state]\ndir = \"{}\"\n{}",
+            state.path().display(),
+            app_config(&blue, &green).replacen(
+                "split = { blue = 100, green = 0 }",
+                &format!("split = {{ {web_split} }}"),
+                1
+            )
+        )
+    };
+    let proxy = start_proxy(&config("blue = 100, green = 0")).await;
+    let (s, v) = admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/rollouts"),
+        Some(
+            json!({"from": "blue", "to": "green", "steps": [10, 40, 100], "interval": "1h",
+                    "analysis": {"min_requests": 1000000000}}),
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{v:#}");
+    proxy.stop().await;
+
+    let proxy = start_proxy(&config("blue = 100, green = 0")).await;
+    let (s, v) = admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/ws/rollout/promote"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v:#}");
+    let s = status(&proxy).await;
+    for (route, split) in splits(&s) {
+        assert_eq!(split, json!({"blue": 60, "green": 40}), "{route}: {s:#}");
+    }
+    proxy.stop().await;
+
+    // The file changes web's split: web's part aborts, and so do the rest.
+    let proxy = start_proxy(&config("blue = 90, green = 10")).await;
+    let s = status(&proxy).await;
+    for r in s["routes"].as_array().unwrap() {
+        assert_eq!(r["rollout"]["state"], "aborted", "{s:#}");
+    }
+    let splits: Vec<(String, Value)> = splits(&s);
+    for (route, split) in splits {
+        let want = if route == "web" {
+            json!({"blue": 90, "green": 10})
+        } else {
+            json!({"blue": 100, "green": 0})
+        };
+        assert_eq!(split, want, "{route}");
+    }
+    proxy.stop().await;
+}
