@@ -69,14 +69,7 @@ async fn a_green_breaching_its_prometheus_metric_is_rolled_back_and_in_dry_run_o
     assert_eq!(reports, 1, "reported once per rollout: {audit}");
 
     // Back to blue, then the same limit acting: rolled back on it.
-    let (s, v) = admin_call(
-        "POST",
-        &proxy.admin_url("/api/v1/routes/app/undo"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{v:#}");
+    undo_app(&proxy).await;
     start(&proxy, body(check(false))).await;
     let done = wait_state_of(&proxy, &["promoted", "rolled_back", "paused"]).await;
     assert_eq!(done["state"], "rolled_back", "{done:#}");
@@ -124,14 +117,7 @@ async fn http_checks_pass_block_when_unreadable_and_a_failing_step_webhook_rolls
     assert!(asked.load(Ordering::SeqCst) >= 2);
 
     // Nobody answers: blocked, never promoted, paused at max_step_wait.
-    let (s, _) = admin_call(
-        "POST",
-        &proxy.admin_url("/api/v1/routes/app/undo"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(s, 200);
+    undo_app(&proxy).await;
     let closed = closed_port();
     start(
         &proxy,
@@ -334,14 +320,7 @@ async fn a_watch_after_the_last_step_rolls_back_a_release_going_bad_at_full_traf
     assert!(sent > 0);
     assert_eq!(failed, 0);
 
-    let (s, _) = admin_call(
-        "POST",
-        &proxy.admin_url("/api/v1/routes/app/undo"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(s, 200);
+    undo_app(&proxy).await;
     let traffic = tokio::spawn({
         let url = format!("http://{}/", proxy.addrs()[0]);
         async move {
@@ -375,6 +354,18 @@ async fn a_watch_after_the_last_step_rolls_back_a_release_going_bad_at_full_traf
     );
     traffic.abort();
     proxy.stop().await;
+}
+
+/// `POST …/routes/app/undo`, which must be accepted.
+async fn undo_app(proxy: &TestProxy) {
+    let (s, v) = admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/app/undo"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v:#}");
 }
 
 /// The first route's rollout once it watches at 100 % and has judged the

@@ -357,14 +357,7 @@ async fn bad_group_rollouts_and_undos_are_refused_naming_the_problem() {
     let (s, _) = post("/api/v1/pools/nope/undo", None).await;
     assert_eq!(s, 404);
     // A split set by hand, undone, then redone by undoing the undo.
-    let (s, _) = admin_call(
-        "PUT",
-        &proxy.admin_url("/api/v1/routes/web/split"),
-        Some(json!({"blue": 50, "green": 50})),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200);
+    set_split(&proxy, "web", json!({"blue": 50, "green": 50})).await;
     let (s, v) = post("/api/v1/routes/web/undo", None).await;
     assert_eq!(s, 200, "{v:#}");
     assert_eq!(v["routes"][0]["split"], json!({"blue": 100, "green": 0}));
@@ -372,14 +365,7 @@ async fn bad_group_rollouts_and_undos_are_refused_naming_the_problem() {
     assert_eq!(s, 200, "{v:#}");
     assert_eq!(v["routes"][0]["split"], json!({"blue": 50, "green": 50}));
     // A running rollout owns the split: undo waits for it.
-    let (s, _) = admin_call(
-        "PUT",
-        &proxy.admin_url("/api/v1/routes/api/split"),
-        Some(json!({"blue": 90, "green": 10})),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200);
+    set_split(&proxy, "api", json!({"blue": 90, "green": 10})).await;
     let (s, v) = post(
         "/api/v1/rollouts",
         Some(json!({"to": "green", "routes": ["api"], "interval": "1m"})),
@@ -402,14 +388,7 @@ async fn undo_is_refused_when_the_split_changed_since() {
     let blue = TestUpstream::start("blue").await;
     let green = TestUpstream::start("green").await;
     let (proxy, path) = start_proxy_from_file(&app_config(&blue, &green)).await;
-    let (s, _) = admin_call(
-        "PUT",
-        &proxy.admin_url("/api/v1/routes/web/split"),
-        Some(json!({"blue": 50, "green": 50})),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200);
+    set_split(&proxy, "web", json!({"blue": 50, "green": 50})).await;
     let text = std::fs::read_to_string(&path).unwrap().replacen(
         "name = \"web\"\npath_prefix = \"/\"\nsplit = { blue = 100, green = 0 }",
         "name = \"web\"\npath_prefix = \"/\"\nsplit = { blue = 80, green = 20 }",
@@ -502,4 +481,11 @@ async fn a_group_resumes_after_a_restart_and_a_changed_file_aborts_all_of_it() {
         assert_eq!(split, want, "{route}");
     }
     proxy.stop().await;
+}
+
+/// `PUT …/routes/{route}/split`, which must be accepted.
+async fn set_split(proxy: &TestProxy, route: &str, split: Value) {
+    let url = proxy.admin_url(&format!("/api/v1/routes/{route}/split"));
+    let (s, v) = admin_call("PUT", &url, Some(split), None).await;
+    assert_eq!(s, 200, "{v:#}");
 }
