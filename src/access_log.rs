@@ -27,6 +27,8 @@ pub struct Entry {
     pub status: u16,
     pub duration_ms: f64,
     pub bytes: u64,
+    /// The request's `X-Request-Id` (the client's if valid, else made).
+    pub request_id: String,
 }
 
 #[derive(Clone)]

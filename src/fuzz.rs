@@ -212,7 +212,7 @@ proptest! {
         proptest::collection::vec(any::<u8>(), 0..200),
         "HTTP/1.[01] [0-9]{3} [ -~]{0,8}\r\n([A-Za-z-]{1,18}: [ -~]{0,12}\r\n){0,5}\r\n".prop_map(String::into_bytes),
     ], head_request in any::<bool>()) {
-        let side = response::ClientSide { head_request, close: false, set_cookie: None, date: b"Sat, 05 Dec 2026 12:00:00 GMT" };
+        let side = response::ClientSide { head_request, close: false, set_cookie: None, request_id: None, date: b"Sat, 05 Dec 2026 12:00:00 GMT" };
         let mut client = Vec::new();
         if let response::Parsed::Ready(_) = response::parse(&bytes, &side, &mut client) {
             let mut headers = [httparse::EMPTY_HEADER; 128];

@@ -127,6 +127,7 @@ pub(super) struct Described {
     pub method: String,
     pub host: Option<String>,
     pub path: String,
+    pub request_id: String,
 }
 
 impl Proxy {
@@ -329,7 +330,12 @@ impl Proxy {
         describe: impl FnOnce() -> Described,
     ) -> Option<LogLine> {
         let log = self.access_log.as_ref()?;
-        let Described { method, host, path } = describe();
+        let Described {
+            method,
+            host,
+            path,
+            request_id,
+        } = describe();
         Some(Box::new((
             log.clone(),
             Entry {
@@ -344,6 +350,7 @@ impl Proxy {
                 status: 0,
                 duration_ms: 0.0,
                 bytes: 0,
+                request_id,
             },
         )))
     }

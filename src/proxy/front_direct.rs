@@ -126,9 +126,10 @@ impl Proxy {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let start = Instant::now();
-        let log = self.begin_log(client.conn, || describe(&ticket.head, buf));
-        let _active = client.activity.start(Version::HTTP_11);
         let Ticket { head, table, route } = ticket;
+        let request_id = head.request_id.bytes(buf);
+        let log = self.begin_log(client.conn, || describe(&head, buf, request_id));
+        let _active = client.activity.start(Version::HTTP_11);
         let route = &table.routes()[route];
         let mut labels = Labels::routed(route, start);
         let close = head.close || client.activity.closing();
@@ -141,6 +142,7 @@ impl Proxy {
             },
             close,
             set_cookie: None,
+            request_id,
             date: [0; 29],
             scratch,
             client: &mut *client.stream,
@@ -154,7 +156,7 @@ impl Proxy {
             Err(e) => {
                 let status = self.failed(&e, client.conn);
                 let _timer = labels.record(&self.request_metrics, status, log);
-                return answer_failure(&e, close, client, scratch).await;
+                return answer_failure(&e, close, request_id, client, scratch).await;
             }
         };
         let Exchanged {
@@ -203,6 +205,7 @@ impl Proxy {
 async fn answer_failure<S>(
     e: &ProxyError,
     close: bool,
+    request_id: &[u8],
     client: &mut Client<'_, S>,
     scratch: &mut Scratch,
 ) -> Outcome
@@ -211,9 +214,9 @@ where
 {
     let close = close || client.activity.closing();
     let date = crate::clock::http_date();
-    let closes = e
-        .answer(false)
-        .write_http1(close, &date, &mut scratch.client_head);
+    let closes =
+        e.answer(false)
+            .write_http1(close, &date, Some(request_id), &mut scratch.client_head);
     let written = client.stream.write_all(&scratch.client_head).await.is_ok();
     if written && !closes {
         Outcome::KeepAlive
@@ -234,6 +237,8 @@ struct DirectRequest<'a, 'c, S> {
     close: bool,
     /// The attempt's fresh sticky cookie, and the date its answer gets.
     set_cookie: Option<HeaderValue>,
+    /// The `X-Request-Id` its answer carries back.
+    request_id: &'a [u8],
     date: [u8; 29],
     scratch: &'a mut Scratch,
     /// The client's connection, read only while the request waits in a
@@ -280,6 +285,7 @@ impl<S: AsyncRead + Unpin + Send> Front for DirectRequest<'_, '_, S> {
             head_request: self.head_request,
             close: self.close,
             set_cookie: self.set_cookie.as_ref().map(HeaderValue::as_bytes),
+            request_id: Some(self.request_id),
             date: &self.date,
         };
         proxy.exchange(pool, addr, side, self.idempotent, self.scratch)
@@ -304,12 +310,13 @@ impl<S: AsyncRead + Unpin + Send> Front for DirectRequest<'_, '_, S> {
 }
 
 /// What the access log says of the request `head` in `buf`.
-fn describe(head: &RequestHead, buf: &[u8]) -> Described {
+fn describe(head: &RequestHead, buf: &[u8], request_id: &[u8]) -> Described {
     let text = |r: &std::ops::Range<usize>| String::from_utf8_lossy(&buf[r.clone()]).into_owned();
     Described {
         method: text(&head.method),
         host: Some(text(&head.host)),
         path: text(&head.target),
+        request_id: String::from_utf8_lossy(request_id).into_owned(),
     }
 }
 

@@ -18,6 +18,7 @@ use super::engine::{Described, Front, Labels};
 use super::h1_upstream::{self, UpstreamBody};
 use super::pools::SendError;
 use super::request_body::{BodySlot, RequestBody};
+use super::request_id;
 use super::wire::answer::OwnAnswer;
 use super::wire::headers;
 use super::{ClientConn, Proxy, ProxyError, max_forwards, mirror, tunnel};
@@ -34,7 +35,9 @@ impl Proxy {
     ) -> Response<ResponseBody> {
         let start = Instant::now();
         let mut labels = Labels::arrived(start);
-        let log = self.begin_log(&conn, || describe(&req));
+        let mut req = req;
+        let request_id = request_id::settle(req.headers_mut());
+        let log = self.begin_log(&conn, || describe(&req, &request_id));
         let grpc = is_grpc(&req);
         // A failure's HTTP status, for metrics and rollout analysis even
         // when a gRPC client is answered 200 with a grpc-status.
@@ -52,6 +55,7 @@ impl Proxy {
         }
         let timer = labels.record(&self.request_metrics, status, log);
         response.body_mut().hold(in_flight, active, Some(timer));
+        response.headers_mut().insert(&request_id::NAME, request_id);
         response
     }
 
@@ -256,7 +260,7 @@ impl Front for Outbound {
 }
 
 /// What the access log says of `req`.
-fn describe(req: &Request<Incoming>) -> Described {
+fn describe(req: &Request<Incoming>, request_id: &HeaderValue) -> Described {
     let host = req.uri().authority().map(|a| a.to_string()).or_else(|| {
         req.headers()
             .get(http::header::HOST)
@@ -270,6 +274,8 @@ fn describe(req: &Request<Incoming>) -> Described {
             .uri()
             .path_and_query()
             .map_or_else(|| "/".to_string(), |p| p.to_string()),
+        // Visible ASCII, checked or made.
+        request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
     }
 }
 

@@ -26,6 +26,7 @@ mod mirror;
 mod out_of_step;
 mod pools;
 mod request_body;
+pub mod request_id;
 mod request_metrics;
 mod retry;
 mod tunnel;

@@ -509,6 +509,7 @@ fn direct_response_parse(bytes: &[u8]) -> ResponseSeen {
         head_request: false,
         close: false,
         set_cookie: None,
+        request_id: None,
         date: b"Sat, 05 Dec 2026 12:00:00 GMT",
     };
     let mut out = Vec::new();

@@ -28,6 +28,7 @@ mod package;
 pub mod process;
 mod queue;
 mod rate_limit;
+mod request_id;
 mod resilience;
 mod retry;
 mod rollout;

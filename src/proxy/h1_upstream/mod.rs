@@ -118,6 +118,8 @@ impl Proxy {
             head_request: request.method() == http::Method::HEAD,
             close: false,
             set_cookie: None,
+            // The hyper front sets the request's own on the response.
+            request_id: None,
             date: &crate::clock::http_date(),
         };
         let idempotent = request.method().is_idempotent();

@@ -53,7 +53,13 @@ impl OwnAnswer {
     /// As HTTP/1.1 bytes in `out`, with `date` (an IMF-fixdate); `close`
     /// (or an answer that always closes) adds `Connection: close`.
     /// Returns whether the connection closes after it.
-    pub fn write_http1(&self, close: bool, date: &[u8], out: &mut Vec<u8>) -> bool {
+    pub fn write_http1(
+        &self,
+        close: bool,
+        date: &[u8],
+        request_id: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let closes = close || self.closes_connection();
         out.clear();
         out.extend_from_slice(b"HTTP/1.1 ");
@@ -70,6 +76,10 @@ impl OwnAnswer {
         out.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
         out.extend_from_slice(b"\r\ndate: ");
         out.extend_from_slice(date);
+        if let Some(id) = request_id {
+            out.extend_from_slice(b"\r\nx-request-id: ");
+            out.extend_from_slice(id);
+        }
         if closes {
             out.extend_from_slice(b"\r\nconnection: close");
         }
@@ -89,7 +99,7 @@ mod tests {
     fn both_renderings_say_the_same() {
         let answer = OwnAnswer::text(StatusCode::BAD_GATEWAY, "502 Bad Gateway: x\n".into());
         let mut bytes = Vec::new();
-        assert!(!answer.write_http1(false, DATE, &mut bytes));
+        assert!(!answer.write_http1(false, DATE, None, &mut bytes));
         assert_eq!(
             String::from_utf8_lossy(&bytes),
             "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\n\
@@ -109,7 +119,7 @@ mod tests {
     fn a_400_closes_the_connection_on_both() {
         let answer = OwnAnswer::text(StatusCode::BAD_REQUEST, "400\n".into());
         let mut bytes = Vec::new();
-        assert!(answer.write_http1(false, DATE, &mut bytes));
+        assert!(answer.write_http1(false, DATE, None, &mut bytes));
         assert!(String::from_utf8_lossy(&bytes).contains("\r\nconnection: close\r\n\r\n"));
         assert_eq!(
             answer.into_response().headers()[header::CONNECTION],

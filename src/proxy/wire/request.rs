@@ -16,6 +16,7 @@
 use std::ops::Range;
 
 use super::headers::hop_by_hop;
+use crate::proxy::request_id::{self, MadeId};
 
 /// Headers of a request head the direct path reads (hyper's default too).
 pub const MAX_HEADERS: usize = 100;
@@ -46,6 +47,26 @@ pub struct RequestHead {
     pub close: bool,
     /// `Cookie` header values, for sticky routes.
     pub cookies: Vec<Range<usize>>,
+    /// The `X-Request-Id` sent upstream: the client's, or one made.
+    pub request_id: RequestId,
+}
+
+/// A taken request's `X-Request-Id`.
+#[derive(Debug, PartialEq)]
+pub enum RequestId {
+    /// The client's one valid header, where it is in the buffer.
+    Client(Range<usize>),
+    /// None valid (or several): made here.
+    Made(MadeId),
+}
+
+impl RequestId {
+    pub fn bytes<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
+        match self {
+            RequestId::Client(at) => &buf[at.clone()],
+            RequestId::Made(id) => id.as_bytes(),
+        }
+    }
 }
 
 impl RequestHead {
@@ -122,6 +143,8 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
     let mut close = false;
     let mut cookies = Vec::new();
     let mut forwarded_for: Option<Range<usize>> = None;
+    // `Some(None)`: one or more seen, none kept.
+    let mut client_id: Option<Option<Range<usize>>> = None;
     let mut body: Option<usize> = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -163,6 +186,13 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
             continue;
         } else if name.eq_ignore_ascii_case(b"cookie") {
             cookies.push(offset(buf, value));
+        } else if name.eq_ignore_ascii_case(b"x-request-id") {
+            // Written after the others: the one valid id, or a made one.
+            client_id = match client_id {
+                None if request_id::valid(value) => Some(Some(offset(buf, value))),
+                _ => Some(None),
+            };
+            continue;
         }
         if DROPPED.iter().any(|n| name.eq_ignore_ascii_case(n)) {
             continue;
@@ -181,6 +211,13 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
     if buf.len() - len < body {
         return Verdict::Fallback;
     }
+    let request_id = match client_id {
+        Some(Some(at)) => RequestId::Client(at),
+        _ => RequestId::Made(request_id::make()),
+    };
+    upstream.extend_from_slice(b"x-request-id: ");
+    upstream.extend_from_slice(request_id.bytes(buf));
+    upstream.extend_from_slice(b"\r\n");
     let prior = forwarded_for.map(|r| &buf[r]);
     write_forwarding(upstream, fwd, prior, &buf[host.clone()]);
     upstream.extend_from_slice(&buf[len..len + body]);
@@ -192,6 +229,7 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
         host,
         close,
         cookies,
+        request_id,
     })
 }
 
@@ -309,12 +347,41 @@ mod tests {
         assert_eq!(&req[head.target.clone()], b"/a?b=1");
         assert_eq!(&req[head.host.clone()], b"example.com");
         assert!(!head.close);
+        let RequestId::Made(id) = &head.request_id else {
+            panic!("no id made: {head:?}");
+        };
+        let id = String::from_utf8_lossy(id.as_bytes());
         assert_eq!(
             up,
-            "GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\
-             x-forwarded-for: 1.2.3.4, 10.0.0.7\r\nx-forwarded-proto: http\r\n\
-             x-forwarded-host: example.com\r\nvia: 1.1 cutover\r\n\r\n"
+            format!(
+                "GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\
+                 x-request-id: {id}\r\n\
+                 x-forwarded-for: 1.2.3.4, 10.0.0.7\r\nx-forwarded-proto: http\r\n\
+                 x-forwarded-host: example.com\r\nvia: 1.1 cutover\r\n\r\n"
+            )
         );
+    }
+
+    #[test]
+    fn a_valid_request_id_goes_up_once_and_anything_else_is_replaced() {
+        let req = b"GET / HTTP/1.1\r\nX-Request-Id: abc-1\r\nHost: a\r\n\r\n";
+        let (head, up) = take(req);
+        assert_eq!(head.request_id.bytes(req), b"abc-1");
+        assert_eq!(up.matches("x-request-id: abc-1\r\n").count(), 1, "{up}");
+        assert!(!up.contains("X-Request-Id"), "{up}");
+        for bad in [
+            &b"GET / HTTP/1.1\r\nX-Request-Id: a b\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nX-Request-Id: a\r\nX-Request-Id: b\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-Request-Id: \r\nHost: a\r\n\r\n",
+        ] {
+            let (head, up) = take(bad);
+            assert!(matches!(head.request_id, RequestId::Made(_)), "{up}");
+            assert_eq!(
+                up.to_ascii_lowercase().matches("x-request-id").count(),
+                1,
+                "{up}"
+            );
+        }
     }
 
     #[test]

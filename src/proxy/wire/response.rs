@@ -49,6 +49,9 @@ pub struct ClientSide<'a> {
     pub close: bool,
     /// A sticky cookie to set.
     pub set_cookie: Option<&'a [u8]>,
+    /// The request's `X-Request-Id`, written in place of the upstream's
+    /// (`None`: the upstream's, if any, goes through untouched).
+    pub request_id: Option<&'a [u8]>,
     /// Now, as an HTTP date.
     pub date: &'a [u8],
 }
@@ -205,6 +208,7 @@ fn write_client_head(
         let name = h.name.as_bytes();
         if DROPPED.iter().any(|n| name.eq_ignore_ascii_case(n))
             || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+            || (side.request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id"))
         {
             continue;
         }
@@ -236,6 +240,11 @@ fn write_client_head(
     if let Some(cookie) = side.set_cookie {
         client.extend_from_slice(b"set-cookie: ");
         client.extend_from_slice(cookie);
+        client.extend_from_slice(b"\r\n");
+    }
+    if let Some(id) = side.request_id {
+        client.extend_from_slice(b"x-request-id: ");
+        client.extend_from_slice(id);
         client.extend_from_slice(b"\r\n");
     }
     if side.close || framing == Framing::UntilClose {
@@ -279,6 +288,7 @@ mod tests {
         head_request: false,
         close: false,
         set_cookie: None,
+        request_id: None,
         date: b"Sat, 05 Dec 2026 12:00:00 GMT",
     };
 

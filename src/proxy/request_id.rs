@@ -1,0 +1,110 @@
+//! `X-Request-Id`: every request carries one to its upstream and back to
+//! its client (SPEC.md's promise) — the client's own when it is valid
+//! (one header of 1 to 200 visible ASCII characters), else one made here.
+//! A made id is this process's random prefix and a counter: unique
+//! without a random draw per request, and never seen twice from one
+//! process.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+pub static NAME: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest client id kept; a longer one is replaced.
+pub const MAX_LEN: usize = 200;
+
+/// A made id's length: 8 hex digits, a dash, 16 hex digits.
+pub const MADE_LEN: usize = 25;
+
+/// Whether a client's id is kept as it is: visible ASCII only (no space,
+/// no control character, nothing a log line or a header could be split
+/// by), 1 to [`MAX_LEN`] bytes.
+pub fn valid(value: &[u8]) -> bool {
+    !value.is_empty() && value.len() <= MAX_LEN && value.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// An id made here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MadeId([u8; MADE_LEN]);
+
+impl MadeId {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn header_value(&self) -> HeaderValue {
+        // Hex digits and a dash: always a valid value.
+        HeaderValue::from_bytes(&self.0).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    }
+}
+
+/// The next id of this process.
+pub fn make() -> MadeId {
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| fastrand::u32(..));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; MADE_LEN];
+    for (i, slot) in out[..8].iter_mut().enumerate() {
+        *slot = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    for (i, slot) in out[9..].iter_mut().enumerate() {
+        *slot = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    MadeId(out)
+}
+
+/// The request's id on the hyper path: the one valid header kept, or
+/// every `X-Request-Id` replaced by a made one; returned for the response.
+pub fn settle(headers: &mut HeaderMap) -> HeaderValue {
+    let mut all = headers.get_all(&NAME).iter();
+    if let (Some(one), None) = (all.next(), all.next())
+        && valid(one.as_bytes())
+    {
+        return one.clone();
+    }
+    let made = make().header_value();
+    headers.insert(&NAME, made.clone());
+    made
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_ids_are_kept_only_when_valid() {
+        assert!(valid(b"abc-123_XYZ.~"));
+        assert!(valid(&[b'a'; MAX_LEN]));
+        for bad in [
+            &b""[..],
+            b"a b",
+            b"a\tb",
+            b"a\x01b",
+            "é".as_bytes(),
+            &[b'a'; MAX_LEN + 1],
+        ] {
+            assert!(!valid(bad), "{bad:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(&NAME, HeaderValue::from_static("trace-7"));
+        assert_eq!(settle(&mut h), "trace-7");
+        h.append(&NAME, HeaderValue::from_static("second"));
+        let made = settle(&mut h);
+        assert_eq!(made.len(), MADE_LEN);
+        assert_eq!(h.get_all(&NAME).iter().count(), 1, "one id goes up");
+        let mut empty = HeaderMap::new();
+        assert_eq!(settle(&mut empty).len(), MADE_LEN);
+    }
+
+    #[test]
+    fn made_ids_differ_and_share_the_process_prefix() {
+        let (a, b) = (make(), make());
+        assert_ne!(a, b);
+        assert_eq!(a.as_bytes()[..9], b.as_bytes()[..9]);
+        assert!(valid(a.as_bytes()));
+    }
+}
