@@ -206,7 +206,7 @@ struct Opened {
     store: Store,
     access_log: Option<AccessLog>,
     /// Each listener's certificates, by its address.
-    certs: std::collections::HashMap<SocketAddr, Vec<Arc<crate::tls::LoadedCert>>>,
+    certs: std::collections::HashMap<SocketAddr, crate::tls::ListenerTls>,
     admin_tls: Option<AdminTls>,
     tokens: (Option<crate::admin::Token>, Option<crate::admin::Token>),
 }

@@ -89,6 +89,8 @@ impl Default for LogLimit {
 /// upstreams and five status classes.
 pub mod names {
     pub const REQUESTS_TOTAL: &str = "cutover_requests_total";
+    pub const TLS_CLIENT_CERTIFICATES_REFUSED_TOTAL: &str =
+        "cutover_tls_client_certificates_refused_total";
     pub const REQUEST_DURATION_SECONDS: &str = "cutover_request_duration_seconds";
     pub const UPSTREAM_IN_FLIGHT: &str = "cutover_upstream_in_flight";
     pub const UPSTREAM_HEALTHY: &str = "cutover_upstream_healthy";

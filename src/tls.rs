@@ -12,13 +12,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use rustls::ServerConfig;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 
-use crate::config::TlsFiles;
+use crate::config::{ClientAuth, TlsFiles};
 
 /// Metric: each loaded certificate's notAfter, as a Unix timestamp.
 pub const CERT_EXPIRY: &str = "cutover_tls_certificate_expiry_timestamp_seconds";
@@ -41,11 +43,19 @@ pub struct LoadedCert {
     pub label: String,
 }
 
-/// Loads the certificates of every TLS listener; every problem is
-/// reported, as `listener[i].tls: FILE: reason`.
+/// What a TLS listener serves with: its certificates, and the verifier of
+/// its clients' certificates when it asks for them.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub certs: Vec<Arc<LoadedCert>>,
+    pub client_auth: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+/// Loads the certificates (and client CAs) of every TLS listener; every
+/// problem is reported, as `listener[i].tls: FILE: reason`.
 pub fn load_listeners(
     listeners: &[crate::config::ListenerConfig],
-) -> Result<std::collections::HashMap<std::net::SocketAddr, Vec<Arc<LoadedCert>>>, Vec<String>> {
+) -> Result<std::collections::HashMap<std::net::SocketAddr, ListenerTls>, Vec<String>> {
     let mut loaded = std::collections::HashMap::new();
     let mut problems = Vec::new();
     for (i, l) in listeners.iter().enumerate() {
@@ -59,7 +69,14 @@ pub fn load_listeners(
                 Err(e) => problems.push(format!("listener[{i}].tls: {e}")),
             }
         }
-        loaded.insert(l.bind, certs);
+        let client_auth = match l.client_auth.as_ref().map(client_verifier).transpose() {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("listener[{i}].tls.client_ca: {e}"));
+                None
+            }
+        };
+        loaded.insert(l.bind, ListenerTls { certs, client_auth });
     }
     if problems.is_empty() {
         Ok(loaded)
@@ -136,21 +153,76 @@ fn load_one(files: &TlsFiles) -> Result<Arc<LoadedCert>, TlsError> {
     }))
 }
 
-/// The certificates of one listener, swapped whole on reload.
+/// The verifier of client certificates chained to `auth.ca`; without a
+/// certificate a client is refused unless `auth.required` is false.
+fn client_verifier(auth: &ClientAuth) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let path = auth.ca.display().to_string();
+    let pem = std::fs::read(&auth.ca).map_err(|e| TlsError::Read {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let invalid = |reason: String| TlsError::Invalid {
+        path: path.clone(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| invalid(format!("not a PEM certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| invalid(format!("not a CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(invalid("no certificate in the file".into()));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = if auth.required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder
+        .build()
+        .map_err(|e| invalid(format!("cannot verify clients with it: {e}")))
+}
+
+/// The certificates of one listener and the verifier of its clients'
+/// certificates, swapped whole on reload.
 #[derive(Debug)]
 pub struct CertStore {
     certs: ArcSwap<Vec<Arc<LoadedCert>>>,
+    client_auth: ArcSwap<ClientAuthSlot>,
 }
+
+/// A listener's client-certificate verifier, if it asks for certificates.
+#[derive(Debug, Default)]
+struct ClientAuthSlot(Option<Arc<dyn ClientCertVerifier>>);
 
 impl CertStore {
     pub fn new(certs: Vec<Arc<LoadedCert>>) -> Arc<CertStore> {
+        Self::with_client_auth(ListenerTls {
+            certs,
+            client_auth: None,
+        })
+    }
+
+    pub fn with_client_auth(tls: ListenerTls) -> Arc<CertStore> {
         Arc::new(CertStore {
-            certs: ArcSwap::from_pointee(certs),
+            certs: ArcSwap::from_pointee(tls.certs),
+            client_auth: ArcSwap::from_pointee(ClientAuthSlot(tls.client_auth)),
         })
     }
 
     pub fn replace(&self, certs: Vec<Arc<LoadedCert>>) {
         self.certs.store(Arc::new(certs));
+    }
+
+    /// A reload's certificates and client verifier, for new handshakes.
+    pub fn replace_all(&self, tls: &ListenerTls) {
+        self.certs.store(Arc::new(tls.certs.clone()));
+        self.client_auth
+            .store(Arc::new(ClientAuthSlot(tls.client_auth.clone())));
     }
 
     /// Exports each certificate's expiry as a gauge.
@@ -186,13 +258,81 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// A rustls server config for `store`, offering HTTP/2 and HTTP/1.1.
+/// The listener's client verifier, whatever a reload made it: without
+/// one no certificate is asked for (and none is ever verified).
+impl ClientCertVerifier for CertStore {
+    fn offer_client_auth(&self) -> bool {
+        self.client_auth.load().0.is_some()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.client_auth
+            .load()
+            .0
+            .as_ref()
+            .is_some_and(|v| v.client_auth_mandatory())
+    }
+
+    /// No hints: the CA names cannot be lent out of a swappable slot, and
+    /// clients send their certificate without them.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match &self.client_auth.load().0 {
+            Some(v) => v.verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::General(
+                "this listener asks for no client certificate".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        algorithms().supported_schemes()
+    }
+}
+
+/// The signature algorithms client certificates are checked with: the
+/// server's provider's.
+fn algorithms() -> rustls::crypto::WebPkiSupportedAlgorithms {
+    rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
+}
+
+/// A rustls server config for `store`, offering HTTP/2 and HTTP/1.1 (and
+/// asking for client certificates when the store's listener does).
 pub fn server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap_or_else(|_| unreachable!("aws-lc-rs supports the default protocol versions"));
-    let mut config = builder.with_no_client_auth().with_cert_resolver(store);
+    let verifier: Arc<dyn ClientCertVerifier> = Arc::clone(&store) as _;
+    let mut config = builder
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
 }

@@ -10,7 +10,9 @@ use toml::de::DeValue;
 use super::reader::Table;
 use super::reader::Value;
 use super::rollout_spec::ANALYSIS_KEYS;
-use super::{Balance, Concurrency, HealthConfig, OutlierConfig, Problems, StickyConfig, TlsFiles};
+use super::{
+    Balance, ClientAuth, Concurrency, HealthConfig, OutlierConfig, Problems, StickyConfig, TlsFiles,
+};
 
 fn positive(
     t: &mut Table<'_>,
@@ -221,13 +223,19 @@ fn valid_cookie_name(name: &str) -> bool {
 }
 
 /// `tls = { cert, key }`, or an array of them for several certificates
-/// chosen by SNI.
-pub fn read_tls(listener: &mut Table<'_>, problems: &mut Problems) -> Vec<TlsFiles> {
+/// chosen by SNI. On a client listener (`client_auth_allowed`) the first
+/// may also say `client_ca` and `client_auth`.
+pub fn read_tls(
+    listener: &mut Table<'_>,
+    client_auth_allowed: bool,
+    problems: &mut Problems,
+) -> (Vec<TlsFiles>, Option<ClientAuth>) {
     let path = listener.child("tls");
     let Some(value) = listener.get("tls") else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
-    let one = |v: Value<'_>, path: String, problems: &mut Problems| -> Option<TlsFiles> {
+    let mut auth = None;
+    let mut one = |v: Value<'_>, path: String, first: bool, problems: &mut Problems| {
         let mut t = Table::from_value(v, path, problems)?;
         let cert = t
             .required_str("cert", problems)
@@ -235,19 +243,61 @@ pub fn read_tls(listener: &mut Table<'_>, problems: &mut Problems) -> Vec<TlsFil
         let key = t
             .required_str("key", problems)
             .map(|k| std::path::PathBuf::from(*k.get_ref()));
+        if client_auth_allowed && first {
+            auth = read_client_auth(&mut t, problems);
+        }
         t.finish(problems);
         Some(TlsFiles {
             cert: cert?,
             key: key?,
         })
     };
-    match value.get_ref() {
+    let files = match value.get_ref() {
         toml::de::DeValue::Array(items) => items
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| one(v, format!("{path}[{i}]"), problems))
+            .filter_map(|(i, v)| one(v, format!("{path}[{i}]"), i == 0, problems))
             .collect(),
-        _ => one(value, path, problems).into_iter().collect(),
+        _ => one(value, path, true, problems).into_iter().collect(),
+    };
+    (files, auth)
+}
+
+/// `client_ca = "ca.pem"` and `client_auth = "required" | "optional"`
+/// (required unless said).
+fn read_client_auth(t: &mut Table<'_>, problems: &mut Problems) -> Option<ClientAuth> {
+    let ca = t.str("client_ca", problems);
+    let mode = t.str("client_auth", problems);
+    let required = match &mode {
+        None => true,
+        Some(m) if *m.get_ref() == "required" => true,
+        Some(m) if *m.get_ref() == "optional" => false,
+        Some(m) => {
+            problems.push(
+                m.span(),
+                &t.child("client_auth"),
+                format!(
+                    "expected \"required\" or \"optional\", got {:?}",
+                    m.get_ref()
+                ),
+            );
+            true
+        }
+    };
+    match (ca, mode) {
+        (Some(ca), _) => Some(ClientAuth {
+            ca: std::path::PathBuf::from(*ca.get_ref()),
+            required,
+        }),
+        (None, Some(m)) => {
+            problems.push(
+                m.span(),
+                &t.child("client_auth"),
+                "needs client_ca: the CA certificates (PEM) client certificates must chain to",
+            );
+            None
+        }
+        (None, None) => None,
     }
 }
 

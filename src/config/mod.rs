@@ -56,6 +56,16 @@ pub struct ListenerConfig {
     /// Certificates for a TLS listener, chosen by SNI (the first is the
     /// default); empty for plain HTTP.
     pub tls: Vec<TlsFiles>,
+    /// Client certificates asked for on a TLS listener.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// `tls = { …, client_ca, client_auth }`: the CAs whose client
+/// certificates are accepted, and whether one is required.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientAuth {
+    pub ca: PathBuf,
+    pub required: bool,
 }
 
 /// One certificate chain and its key, PEM files.
@@ -325,6 +335,9 @@ impl Config {
             for files in &mut l.tls {
                 files.cert = base.join(&files.cert);
                 files.key = base.join(&files.key);
+            }
+            if let Some(auth) = &mut l.client_auth {
+                auth.ca = base.join(&auth.ca);
             }
         }
         if let Some(cluster) = &mut config.cluster {

@@ -89,7 +89,7 @@ fn read_listeners(top: &mut Table<'_>, problems: &mut Problems) -> Vec<ListenerC
     };
     let mut listeners: Vec<ListenerConfig> = Vec::new();
     for mut t in table_items(items, "listener", problems) {
-        let tls = features::read_tls(&mut t, problems);
+        let (tls, client_auth) = features::read_tls(&mut t, true, problems);
         if let Some(bind) = t.required_str("bind", problems)
             && let Some(addr) = parse_addr(bind.clone(), &t.child("bind"), problems)
         {
@@ -100,7 +100,11 @@ fn read_listeners(top: &mut Table<'_>, problems: &mut Problems) -> Vec<ListenerC
                     format!("{addr} is bound by an earlier listener"),
                 );
             } else {
-                listeners.push(ListenerConfig { bind: addr, tls });
+                listeners.push(ListenerConfig {
+                    bind: addr,
+                    tls,
+                    client_auth,
+                });
             }
         }
         t.finish(problems);
@@ -127,7 +131,7 @@ fn read_admin(top: &mut Table<'_>, problems: &mut Problems) -> AdminConfig {
     admin.read_token_file = t
         .str("read_token_file", problems)
         .map(|s| PathBuf::from(*s.get_ref()));
-    admin.tls = features::read_tls(&mut t, problems);
+    admin.tls = features::read_tls(&mut t, false, problems).0;
     if let Some((span, addr)) = bind {
         admin.bind = addr;
         if !addr.ip().is_loopback() && admin.token_file.is_none() {

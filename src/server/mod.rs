@@ -37,7 +37,7 @@ use std::collections::HashMap;
 
 use crate::config::{ListenerConfig, ProxySettings};
 use crate::proxy::Proxy;
-use crate::tls::{self, CertStore, LoadedCert};
+use crate::tls::{self, CertStore};
 
 /// A listener on `bind`: the socket passed by systemd or the previous
 /// process if there is one, else a fresh bind.
@@ -189,6 +189,11 @@ impl Server {
                                     }
                                     Ok(Ok(tls)) => server.serve_tls_http1(tls, peer, permit).await,
                                     Ok(Err(e)) => {
+                                        if refused_client_certificate(&e) {
+                                            let listener = local.map_or_else(String::new, |l| l.to_string());
+                                            metrics::counter!(crate::telemetry::names::TLS_CLIENT_CERTIFICATES_REFUSED_TOTAL, "listener" => listener)
+                                                .increment(1);
+                                        }
                                         tracing::debug!(%peer, error = %e, "TLS handshake failed")
                                     }
                                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -253,14 +258,14 @@ impl Listeners {
     pub async fn reconcile(
         &mut self,
         listeners: &[ListenerConfig],
-        certs: &HashMap<SocketAddr, Vec<Arc<LoadedCert>>>,
+        certs: &HashMap<SocketAddr, tls::ListenerTls>,
     ) -> Result<(), BindError> {
         let binds: Vec<SocketAddr> = listeners.iter().map(|l| l.bind).collect();
         let mut fresh = Vec::new();
         for bind in &binds {
             if let Some(a) = self.active.iter().find(|a| a.bind == *bind) {
                 if let (Some(store), Some(new)) = (&a.tls, certs.get(bind)) {
-                    store.replace(new.clone());
+                    store.replace_all(new);
                     store.export_expiry(&a.local.to_string());
                 }
                 continue;
@@ -294,7 +299,9 @@ impl Listeners {
         self.active = kept;
         for (bind, local, socket, listener) in fresh {
             let stop = self.server.shutdown.child_token();
-            let store = certs.get(&bind).map(|c| CertStore::new(c.clone()));
+            let store = certs
+                .get(&bind)
+                .map(|c| CertStore::with_client_auth(c.clone()));
             let acceptor = store.as_ref().map(|s| {
                 s.export_expiry(&local.to_string());
                 TlsAcceptor::from(tls::server_config(Arc::clone(s)))
@@ -347,4 +354,18 @@ impl Listeners {
             let _ = a.task.await;
         }
     }
+}
+
+/// A handshake that failed on the client's certificate: none given where
+/// one is required, or one that does not chain to the listener's CA
+/// (expired, another CA's, not for client use).
+fn refused_client_certificate(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_)
+            )
+        })
 }

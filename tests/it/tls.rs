@@ -378,3 +378,172 @@ fn check_fails_naming(path: &std::path::Path, key: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(key), "{err}");
 }
+
+/// A request over TLS presenting `client` (DIR/NAME.pem and .key) when
+/// given; the answer's status line, or why there was none (a refused
+/// certificate ends the connection in or right after the handshake).
+async fn mtls_get(
+    addr: std::net::SocketAddr,
+    ca: &Ca,
+    client: Option<(&Path, &str)>,
+) -> Result<String, String> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((dir, name)) => {
+            let chain = CertificateDer::pem_file_iter(dir.join(format!("{name}.pem")))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("app.test".to_string()).unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tls.write_all(b"GET /headers HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    answer
+        .lines()
+        .next()
+        .filter(|l| l.starts_with("HTTP/"))
+        .map(str::to_string)
+        .ok_or_else(|| format!("no answer: {answer:?}"))
+}
+
+/// A listener asking for client certificates (mTLS): one from the
+/// listener's client CA is served; none, or one from another CA, is
+/// refused in the handshake and counted; a reload makes it optional;
+/// curl with `--cert` is served; a client_auth without client_ca is a
+/// config error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_verified_and_counted() {
+    let up = TestUpstream::start("up").await;
+    let (server_ca, clients_ca, strangers_ca) = (Ca::new(), Ca::new(), Ca::new());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    server_ca.issue(d, "app.test");
+    server_ca.write_ca(&d.join("server-ca.pem"));
+    clients_ca.write_ca(&d.join("clients-ca.pem"));
+    clients_ca.issue(d, "billing");
+    strangers_ca.issue(d, "stranger");
+    let config = |mode: &str| {
+        format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"{0}/app.test.pem\", key = \"{0}/app.test.key\", client_ca = \"{0}/clients-ca.pem\", client_auth = \"{mode}\" }}\n{1}",
+            d.display(),
+            split_config(&[("p", 1, &[up.addr])], "")
+        )
+    };
+    let (proxy, path) = start_proxy_from_file(&config("required")).await;
+    let addr = proxy.addrs()[0];
+    let admin = format!("http://{}", proxy.admin_addr());
+    assert_eq!(
+        mtls_get(addr, &server_ca, Some((d, "billing"))).await,
+        Ok("HTTP/1.1 200 OK".into())
+    );
+    let none = mtls_get(addr, &server_ca, None).await;
+    assert!(none.is_err(), "served without a certificate: {none:?}");
+    let stranger = mtls_get(addr, &server_ca, Some((d, "stranger"))).await;
+    assert!(
+        stranger.is_err(),
+        "served another CA's client: {stranger:?}"
+    );
+    let refused = || async {
+        let (_, text) = admin_call("GET", &format!("{admin}/metrics"), None, None).await;
+        let text = text.as_str().unwrap_or("").to_string();
+        text.lines()
+            .filter(|l| l.starts_with("cutover_tls_client_certificates_refused_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    wait_until("both refusals counted", || async { refused().await >= 2.0 }).await;
+    if curl_available() {
+        let port = addr.port();
+        let dir = d.to_path_buf();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                ])
+                .arg("--cacert")
+                .arg(dir.join("server-ca.pem"))
+                .arg("--cert")
+                .arg(dir.join("billing.pem"))
+                .arg("--key")
+                .arg(dir.join("billing.key"))
+                .args(["--resolve", &format!("app.test:{port}:127.0.0.1")])
+                .arg(format!("https://app.test:{port}/"))
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "200",
+            "curl --cert: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Optional after a reload: no certificate is served, a bad one is not.
+    std::fs::write(
+        &path,
+        complete_config(&config("optional"), proxy.state_dir.path()),
+    )
+    .unwrap();
+    let (s, v) = admin_call("POST", &proxy.admin_url("/api/v1/reload"), None, None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        mtls_get(addr, &server_ca, None).await,
+        Ok("HTTP/1.1 200 OK".into())
+    );
+    assert!(
+        mtls_get(addr, &server_ca, Some((d, "stranger")))
+            .await
+            .is_err()
+    );
+    proxy.stop().await;
+
+    // client_auth needs client_ca; the mode is one of two words.
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"c.pem\", key = \"k.pem\", client_auth = \"required\" }}\n{}",
+        split_config(&[("p", 1, &[up.addr])], "")
+    );
+    let out = check_config(&text, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("listener[0].tls.client_auth: needs client_ca"),
+        "{stderr}"
+    );
+    let out = check_config(&config("sometimes"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("listener[0].tls.client_auth: expected \"required\" or \"optional\""),
+        "{stderr}"
+    );
+}
