@@ -122,6 +122,8 @@ pub struct ProxySettings {
     pub access_log: Option<AccessLogTarget>,
     /// Plain HTTP/1.1 requests take the direct path (`proxy::direct`).
     pub direct_http1: bool,
+    /// The request id's header (`X-Request-Id`), lower case.
+    pub request_id_header: http::HeaderName,
 }
 
 impl Default for ProxySettings {
@@ -141,6 +143,7 @@ impl Default for ProxySettings {
             upstream_idle_timeout: Duration::from_secs(60),
             access_log: None,
             direct_http1: true,
+            request_id_header: http::HeaderName::from_static("x-request-id"),
         }
     }
 }

@@ -220,6 +220,20 @@ fn read_proxy(top: &mut Table<'_>, problems: &mut Problems) -> ProxySettings {
     if let Some(direct) = t.bool("direct_http1", problems) {
         s.direct_http1 = direct;
     }
+    if let Some(name) = t.str("request_id_header", problems) {
+        match http::HeaderName::from_bytes(name.get_ref().as_bytes()) {
+            // Not one the proxy writes or drops itself.
+            Ok(h) if !crate_owned_header(h.as_str()) => s.request_id_header = h,
+            _ => problems.push(
+                name.span(),
+                &t.child("request_id_header"),
+                format!(
+                    "{:?} is not a header name cutover can use for request ids (a token like \"x-request-id\", not a hop-by-hop or forwarding header)",
+                    name.get_ref()
+                ),
+            ),
+        }
+    }
     if let Some(target) = t.str("access_log", problems) {
         s.access_log = match *target.get_ref() {
             "off" => None,
@@ -616,4 +630,32 @@ fn checked_weight(value: Spanned<i64>, path: &str, problems: &mut Problems) -> O
     split::weight(*value.get_ref())
         .map_err(|e| problems.push(value.span(), path, e.to_string()))
         .ok()
+}
+
+/// Headers cutover sets, drops or reads for framing: never a request id's.
+fn crate_owned_header(name: &str) -> bool {
+    [
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "content-length",
+        "content-type",
+        "cookie",
+        "set-cookie",
+        "via",
+        "date",
+        "expect",
+        "max-forwards",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "http2-settings",
+    ]
+    .contains(&name)
 }

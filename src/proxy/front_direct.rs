@@ -94,6 +94,7 @@ impl Proxy {
         let fwd = Forwarding {
             client_ip: conn.forwarded_for.as_bytes(),
             proto: conn.proto.as_bytes(),
+            request_id: self.settings.request_id_header.as_str().as_bytes(),
         };
         let head = match request::classify(buf, &fwd, &mut scratch.upstream_head) {
             Verdict::Partial => return Plan::Partial,
@@ -127,8 +128,11 @@ impl Proxy {
     {
         let start = Instant::now();
         let Ticket { head, table, route } = ticket;
-        let request_id = head.request_id.bytes(buf);
-        let log = self.begin_log(client.conn, || describe(&head, buf, request_id));
+        let request_id = (
+            self.settings.request_id_header.as_str().as_bytes(),
+            head.request_id.bytes(buf),
+        );
+        let log = self.begin_log(client.conn, || describe(&head, buf, request_id.1));
         let _active = client.activity.start(Version::HTTP_11);
         let route = &table.routes()[route];
         let mut labels = Labels::routed(route, start);
@@ -205,7 +209,7 @@ impl Proxy {
 async fn answer_failure<S>(
     e: &ProxyError,
     close: bool,
-    request_id: &[u8],
+    request_id: (&[u8], &[u8]),
     client: &mut Client<'_, S>,
     scratch: &mut Scratch,
 ) -> Outcome
@@ -237,8 +241,8 @@ struct DirectRequest<'a, 'c, S> {
     close: bool,
     /// The attempt's fresh sticky cookie, and the date its answer gets.
     set_cookie: Option<HeaderValue>,
-    /// The `X-Request-Id` its answer carries back.
-    request_id: &'a [u8],
+    /// The request id header's name and value its answer carries back.
+    request_id: (&'a [u8], &'a [u8]),
     date: [u8; 29],
     scratch: &'a mut Scratch,
     /// The client's connection, read only while the request waits in a

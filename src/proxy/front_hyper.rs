@@ -36,7 +36,8 @@ impl Proxy {
         let start = Instant::now();
         let mut labels = Labels::arrived(start);
         let mut req = req;
-        let request_id = request_id::settle(req.headers_mut());
+        let id_header = &self.settings.request_id_header;
+        let request_id = request_id::settle(req.headers_mut(), id_header);
         let log = self.begin_log(&conn, || describe(&req, &request_id));
         let grpc = is_grpc(&req);
         // A failure's HTTP status, for metrics and rollout analysis even
@@ -55,7 +56,7 @@ impl Proxy {
         }
         let timer = labels.record(&self.request_metrics, status, log);
         response.body_mut().hold(in_flight, active, Some(timer));
-        response.headers_mut().insert(&request_id::NAME, request_id);
+        response.headers_mut().insert(id_header, request_id);
         response
     }
 

@@ -1,4 +1,4 @@
-//! `X-Request-Id`: every request carries one to its upstream and back to
+//! `X-Request-Id` (or `[proxy] request_id_header`): every request carries one to its upstream and back to
 //! its client (SPEC.md's promise) — the client's own when it is valid
 //! (one header of 1 to 200 visible ASCII characters), else one made here.
 //! A made id is this process's random prefix and a counter: unique
@@ -9,8 +9,6 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-
-pub static NAME: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest client id kept; a longer one is replaced.
 pub const MAX_LEN: usize = 200;
@@ -57,17 +55,17 @@ pub fn make() -> MadeId {
     MadeId(out)
 }
 
-/// The request's id on the hyper path: the one valid header kept, or
-/// every `X-Request-Id` replaced by a made one; returned for the response.
-pub fn settle(headers: &mut HeaderMap) -> HeaderValue {
-    let mut all = headers.get_all(&NAME).iter();
+/// The request's id on the hyper path: the one valid `name` header kept,
+/// or every one replaced by a made one; returned for the response.
+pub fn settle(headers: &mut HeaderMap, name: &HeaderName) -> HeaderValue {
+    let mut all = headers.get_all(name).iter();
     if let (Some(one), None) = (all.next(), all.next())
         && valid(one.as_bytes())
     {
         return one.clone();
     }
     let made = make().header_value();
-    headers.insert(&NAME, made.clone());
+    headers.insert(name, made.clone());
     made
 }
 
@@ -89,15 +87,16 @@ mod tests {
         ] {
             assert!(!valid(bad), "{bad:?}");
         }
+        let name = HeaderName::from_static("x-request-id");
         let mut h = HeaderMap::new();
-        h.insert(&NAME, HeaderValue::from_static("trace-7"));
-        assert_eq!(settle(&mut h), "trace-7");
-        h.append(&NAME, HeaderValue::from_static("second"));
-        let made = settle(&mut h);
+        h.insert(&name, HeaderValue::from_static("trace-7"));
+        assert_eq!(settle(&mut h, &name), "trace-7");
+        h.append(&name, HeaderValue::from_static("second"));
+        let made = settle(&mut h, &name);
         assert_eq!(made.len(), MADE_LEN);
-        assert_eq!(h.get_all(&NAME).iter().count(), 1, "one id goes up");
+        assert_eq!(h.get_all(&name).iter().count(), 1, "one id goes up");
         let mut empty = HeaderMap::new();
-        assert_eq!(settle(&mut empty).len(), MADE_LEN);
+        assert_eq!(settle(&mut empty, &name).len(), MADE_LEN);
     }
 
     #[test]

@@ -70,6 +70,7 @@ fn direct_parse(bytes: &[u8]) -> Parsed {
     let fwd = Forwarding {
         client_ip: b"127.0.0.1",
         proto: b"http",
+        request_id: b"x-request-id",
     };
     let Verdict::Take(head) = classify(bytes, &fwd, &mut Vec::new()) else {
         return None;

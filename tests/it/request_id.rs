@@ -168,3 +168,50 @@ async fn an_upstream_s_own_id_is_replaced_and_cutover_s_errors_carry_one() {
     assert_eq!(split_answer(&answer).0.len(), 1, "{answer}");
     proxy.stop().await;
 }
+
+/// `[proxy] request_id_header` names the header instead: both fronts use
+/// it, and `X-Request-Id` is then an ordinary header. A name cutover owns
+/// is a config error naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_id_header_can_be_named() {
+    let up = TestUpstream::start("up").await;
+    let config = split_config(
+        &[("p", 1, &[up.addr])],
+        "[proxy]\nrequest_id_header = \"X-Correlation-Id\"\n",
+    );
+    let proxy = start_proxy(&config).await;
+    for request in [
+        "GET /headers HTTP/1.1\r\nHost: a\r\nX-Correlation-Id: corr-9\r\nX-Request-Id: other\r\nConnection: close\r\n\r\n",
+        "POST /headers HTTP/1.1\r\nHost: a\r\nX-Correlation-Id: corr-9\r\nX-Request-Id: other\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+    ] {
+        let answer = raw(&proxy, request).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        let named = |text: &str, header: &str| {
+            text.lines()
+                .filter_map(|l| l.split_once(':'))
+                .filter(|(n, _)| n.eq_ignore_ascii_case(header))
+                .map(|(_, v)| v.trim().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(named(head, "x-correlation-id"), ["corr-9"], "{answer}");
+        assert_eq!(named(body, "x-correlation-id"), ["corr-9"], "{answer}");
+        assert_eq!(
+            named(body, "x-request-id"),
+            ["other"],
+            "passed as any header: {answer}"
+        );
+    }
+    proxy.stop().await;
+    for bad in ["x-forwarded-for", "bad name"] {
+        let text = split_config(
+            &[("p", 1, &[up.addr])],
+            &format!("[proxy]\nrequest_id_header = \"{bad}\"\n"),
+        );
+        let out = check_config(&text, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("proxy.request_id_header: "),
+            "{bad}: {stderr}"
+        );
+    }
+}

@@ -57,7 +57,7 @@ impl OwnAnswer {
         &self,
         close: bool,
         date: &[u8],
-        request_id: Option<&[u8]>,
+        request_id: Option<(&[u8], &[u8])>,
         out: &mut Vec<u8>,
     ) -> bool {
         let closes = close || self.closes_connection();
@@ -76,8 +76,10 @@ impl OwnAnswer {
         out.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
         out.extend_from_slice(b"\r\ndate: ");
         out.extend_from_slice(date);
-        if let Some(id) = request_id {
-            out.extend_from_slice(b"\r\nx-request-id: ");
+        if let Some((name, id)) = request_id {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
             out.extend_from_slice(id);
         }
         if closes {

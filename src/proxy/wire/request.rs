@@ -90,6 +90,8 @@ pub struct Forwarding<'a> {
     pub client_ip: &'a [u8],
     /// `http` or `https`.
     pub proto: &'a [u8],
+    /// The request id's header name, lower case (`x-request-id`).
+    pub request_id: &'a [u8],
 }
 
 /// Headers the direct path drops on the way up: the hop-by-hop ones
@@ -186,7 +188,7 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
             continue;
         } else if name.eq_ignore_ascii_case(b"cookie") {
             cookies.push(offset(buf, value));
-        } else if name.eq_ignore_ascii_case(b"x-request-id") {
+        } else if name.eq_ignore_ascii_case(fwd.request_id) {
             // Written after the others: the one valid id, or a made one.
             client_id = match client_id {
                 None if request_id::valid(value) => Some(Some(offset(buf, value))),
@@ -215,7 +217,8 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
         Some(Some(at)) => RequestId::Client(at),
         _ => RequestId::Made(request_id::make()),
     };
-    upstream.extend_from_slice(b"x-request-id: ");
+    upstream.extend_from_slice(fwd.request_id);
+    upstream.extend_from_slice(b": ");
     upstream.extend_from_slice(request_id.bytes(buf));
     upstream.extend_from_slice(b"\r\n");
     let prior = forwarded_for.map(|r| &buf[r]);
@@ -325,6 +328,7 @@ mod tests {
     const FWD: Forwarding<'static> = Forwarding {
         client_ip: b"10.0.0.7",
         proto: b"http",
+        request_id: b"x-request-id",
     };
 
     fn take(bytes: &[u8]) -> (RequestHead, String) {

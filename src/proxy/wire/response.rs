@@ -49,9 +49,9 @@ pub struct ClientSide<'a> {
     pub close: bool,
     /// A sticky cookie to set.
     pub set_cookie: Option<&'a [u8]>,
-    /// The request's `X-Request-Id`, written in place of the upstream's
-    /// (`None`: the upstream's, if any, goes through untouched).
-    pub request_id: Option<&'a [u8]>,
+    /// The request id's header name and value, written in place of the
+    /// upstream's (`None`: the upstream's, if any, goes through untouched).
+    pub request_id: Option<(&'a [u8], &'a [u8])>,
     /// Now, as an HTTP date.
     pub date: &'a [u8],
 }
@@ -208,7 +208,9 @@ fn write_client_head(
         let name = h.name.as_bytes();
         if DROPPED.iter().any(|n| name.eq_ignore_ascii_case(n))
             || named.iter().any(|n| name.eq_ignore_ascii_case(n))
-            || (side.request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id"))
+            || side
+                .request_id
+                .is_some_and(|(id, _)| name.eq_ignore_ascii_case(id))
         {
             continue;
         }
@@ -242,8 +244,9 @@ fn write_client_head(
         client.extend_from_slice(cookie);
         client.extend_from_slice(b"\r\n");
     }
-    if let Some(id) = side.request_id {
-        client.extend_from_slice(b"x-request-id: ");
+    if let Some((name, id)) = side.request_id {
+        client.extend_from_slice(name);
+        client.extend_from_slice(b": ");
         client.extend_from_slice(id);
         client.extend_from_slice(b"\r\n");
     }
