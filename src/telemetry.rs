@@ -89,6 +89,7 @@ impl Default for LogLimit {
 /// upstreams and five status classes.
 pub mod names {
     pub const REQUESTS_TOTAL: &str = "cutover_requests_total";
+    pub const PROXY_PROTOCOL_REFUSED_TOTAL: &str = "cutover_proxy_protocol_refused_total";
     pub const TLS_CLIENT_CERTIFICATES_REFUSED_TOTAL: &str =
         "cutover_tls_client_certificates_refused_total";
     pub const REQUEST_DURATION_SECONDS: &str = "cutover_request_duration_seconds";

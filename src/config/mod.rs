@@ -58,6 +58,29 @@ pub struct ListenerConfig {
     pub tls: Vec<TlsFiles>,
     /// Client certificates asked for on a TLS listener.
     pub client_auth: Option<ClientAuth>,
+    /// A PROXY protocol header expected from the trusted proxies.
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// `proxy_protocol = "v1" | "v2" | "any"` with `trusted_proxies`: which
+/// header versions are taken, and from whom.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyProtocol {
+    pub v1: bool,
+    pub v2: bool,
+    pub trusted: Vec<ipnet::IpNet>,
+}
+
+impl ProxyProtocol {
+    /// Whether `ip` is one of the proxies that must send a header.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        // An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// `tls = { …, client_ca, client_auth }`: the CAs whose client

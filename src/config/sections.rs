@@ -90,6 +90,7 @@ fn read_listeners(top: &mut Table<'_>, problems: &mut Problems) -> Vec<ListenerC
     let mut listeners: Vec<ListenerConfig> = Vec::new();
     for mut t in table_items(items, "listener", problems) {
         let (tls, client_auth) = features::read_tls(&mut t, true, problems);
+        let proxy_protocol = read_proxy_protocol(&mut t, problems);
         if let Some(bind) = t.required_str("bind", problems)
             && let Some(addr) = parse_addr(bind.clone(), &t.child("bind"), problems)
         {
@@ -104,6 +105,7 @@ fn read_listeners(top: &mut Table<'_>, problems: &mut Problems) -> Vec<ListenerC
                     bind: addr,
                     tls,
                     client_auth,
+                    proxy_protocol,
                 });
             }
         }
@@ -658,4 +660,61 @@ fn crate_owned_header(name: &str) -> bool {
         "http2-settings",
     ]
     .contains(&name)
+}
+
+/// A listener's `proxy_protocol` and `trusted_proxies`: both or neither.
+fn read_proxy_protocol(t: &mut Table<'_>, problems: &mut Problems) -> Option<super::ProxyProtocol> {
+    let version = t.str("proxy_protocol", problems);
+    let trusted_path = t.child("trusted_proxies");
+    let items = t.array("trusted_proxies", problems);
+    let mut trusted = Vec::new();
+    for (i, item) in items.into_iter().flatten().enumerate() {
+        let path = format!("{trusted_path}[{i}]");
+        let Some(text) = super::reader::str_value(item, &path, problems) else {
+            continue;
+        };
+        let net = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match net {
+            Ok(net) => trusted.push(net.trunc()),
+            Err(_) => problems.push(
+                item.span(),
+                &path,
+                format!("{text:?} is not an address or CIDR block (e.g. \"10.0.0.0/8\")"),
+            ),
+        }
+    }
+    let Some(version) = version else {
+        if items.is_some() {
+            problems.push(
+                t.span(),
+                &trusted_path,
+                "trusted_proxies without proxy_protocol: say which header to expect",
+            );
+        }
+        return None;
+    };
+    let (v1, v2) = match *version.get_ref() {
+        "v1" => (true, false),
+        "v2" => (false, true),
+        "any" => (true, true),
+        other => {
+            problems.push(
+                version.span(),
+                &t.child("proxy_protocol"),
+                format!("expected \"v1\", \"v2\" or \"any\", got {other:?}"),
+            );
+            return None;
+        }
+    };
+    if items.is_none_or(|i| i.is_empty()) {
+        problems.push(
+            version.span(),
+            &t.child("proxy_protocol"),
+            "needs trusted_proxies: the addresses of the load balancers that send the header",
+        );
+        return None;
+    }
+    Some(super::ProxyProtocol { v1, v2, trusted })
 }

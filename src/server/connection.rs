@@ -138,6 +138,7 @@ impl Server {
         stream: TcpStream,
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
+        park: bool,
     ) {
         // Boxed: this runs once, and inline it would add its ~0.5 KiB to
         // the task for the connection's whole life.
@@ -163,7 +164,7 @@ impl Server {
             FirstBytes::Http1 => {}
         }
         self.open_gauge.increment(1.0);
-        self.serve_http1(stream, peer, permit).await;
+        self.serve_http1(stream, peer, permit, park).await;
     }
 
     /// Serves plain HTTP/1.1 until the connection closes, or parks it in
@@ -174,9 +175,10 @@ impl Server {
         stream: TcpStream,
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
+        park: bool,
     ) {
         let (activity, service) = self.service(peer, "http");
-        let mut can_park = self.lot().is_some();
+        let mut can_park = park && self.lot().is_some();
         let mut permit = permit;
         let mut stream = stream;
         loop {
@@ -430,7 +432,7 @@ impl Server {
         permit: OwnedSemaphorePermit,
     ) {
         match TcpStream::from_std(stream) {
-            Ok(stream) => self.serve_http1(stream, peer, permit).await,
+            Ok(stream) => self.serve_http1(stream, peer, permit, true).await,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "cannot resume parked connection; closed");
                 self.open_gauge.decrement(1.0);

@@ -19,6 +19,7 @@ mod direct;
 pub mod fd_limit;
 mod lot;
 mod park;
+mod proxy_protocol;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -35,9 +36,11 @@ use tokio_util::task::TaskTracker;
 
 use std::collections::HashMap;
 
+use crate::config::ProxyProtocol;
 use crate::config::{ListenerConfig, ProxySettings};
 use crate::proxy::Proxy;
 use crate::tls::{self, CertStore};
+use arc_swap::ArcSwapOption;
 
 /// A listener on `bind`: the socket passed by systemd or the previous
 /// process if there is one, else a fresh bind.
@@ -147,6 +150,7 @@ impl Server {
         listener: TcpListener,
         stop: CancellationToken,
         tls: Option<TlsAcceptor>,
+        proxy: Arc<ArcSwapOption<ProxyProtocol>>,
     ) {
         let local = listener.local_addr().ok();
         loop {
@@ -170,35 +174,22 @@ impl Server {
                         tracing::debug!(%peer, error = %e, "set_nodelay failed");
                     }
                     let server = Arc::clone(&self);
+                    // Behind a TCP load balancer: the PROXY header first.
+                    if let Some(header) = proxy.load_full() {
+                        let tls = tls.clone();
+                        self.tracker
+                            .spawn(server.serve_proxied(stream, peer, permit, header, tls, local));
+                        continue;
+                    }
                     match &tls {
                         None => {
-                            self.tracker.spawn(server.serve_plain(stream, peer, permit));
+                            self.tracker
+                                .spawn(server.serve_plain(stream, peer, permit, true));
                         }
                         Some(acceptor) => {
                             let acceptor = acceptor.clone();
-                            self.tracker.spawn(async move {
-                                // The handshake gets the same bound as a request head.
-                                let timeout = server.header_timeout;
-                                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                                    // ALPN decides (RFC 9113 §3.2): HTTP/2, or
-                                    // HTTP/1.1, which can park when idle.
-                                    Ok(Ok(tls))
-                                        if tls.get_ref().1.alpn_protocol() == Some(b"h2") =>
-                                    {
-                                        server.serve_tls_http2(tls, peer, permit).await
-                                    }
-                                    Ok(Ok(tls)) => server.serve_tls_http1(tls, peer, permit).await,
-                                    Ok(Err(e)) => {
-                                        if refused_client_certificate(&e) {
-                                            let listener = local.map_or_else(String::new, |l| l.to_string());
-                                            metrics::counter!(crate::telemetry::names::TLS_CLIENT_CERTIFICATES_REFUSED_TOTAL, "listener" => listener)
-                                                .increment(1);
-                                        }
-                                        tracing::debug!(%peer, error = %e, "TLS handshake failed")
-                                    }
-                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                                }
-                            });
+                            self.tracker
+                                .spawn(server.serve_tls(acceptor, stream, peer, permit, local));
                         }
                     }
                 }
@@ -230,6 +221,8 @@ struct Active {
     /// A duplicate of the listening socket, for a binary upgrade to pass on.
     socket: OwnedFd,
     tls: Option<Arc<CertStore>>,
+    /// Its PROXY protocol settings, swapped by a reload.
+    proxy: Arc<ArcSwapOption<ProxyProtocol>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -264,6 +257,9 @@ impl Listeners {
         let mut fresh = Vec::new();
         for bind in &binds {
             if let Some(a) = self.active.iter().find(|a| a.bind == *bind) {
+                let config = listeners.iter().find(|l| l.bind == *bind);
+                a.proxy
+                    .store(config.and_then(|l| l.proxy_protocol.clone()).map(Arc::new));
                 if let (Some(store), Some(new)) = (&a.tls, certs.get(bind)) {
                     store.replace_all(new);
                     store.export_expiry(&a.local.to_string());
@@ -306,14 +302,24 @@ impl Listeners {
                 s.export_expiry(&local.to_string());
                 TlsAcceptor::from(tls::server_config(Arc::clone(s)))
             });
-            let task =
-                tokio::spawn(Arc::clone(&self.server).serve(listener, stop.clone(), acceptor));
+            let header = listeners
+                .iter()
+                .find(|l| l.bind == bind)
+                .and_then(|l| l.proxy_protocol.clone());
+            let proxy = Arc::new(ArcSwapOption::from(header.map(Arc::new)));
+            let task = tokio::spawn(Arc::clone(&self.server).serve(
+                listener,
+                stop.clone(),
+                acceptor,
+                Arc::clone(&proxy),
+            ));
             tracing::info!(addr = %local, "listening");
             self.active.push(Active {
                 bind,
                 local,
                 socket,
                 tls: store,
+                proxy,
                 stop,
                 task,
             });
@@ -368,4 +374,68 @@ fn refused_client_certificate(e: &std::io::Error) -> bool {
                 rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_)
             )
         })
+}
+
+impl Server {
+    /// A TLS connection: the handshake, bounded like a request head, then
+    /// HTTP/2 or HTTP/1.1 as ALPN decides (RFC 9113 §3.2).
+    async fn serve_tls(
+        self: Arc<Self>,
+        acceptor: TlsAcceptor,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        local: Option<SocketAddr>,
+    ) {
+        match tokio::time::timeout(self.header_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                self.serve_tls_http2(tls, peer, permit).await
+            }
+            // HTTP/1.1, which can park when idle.
+            Ok(Ok(tls)) => self.serve_tls_http1(tls, peer, permit).await,
+            Ok(Err(e)) => {
+                if refused_client_certificate(&e) {
+                    let listener = local.map_or_else(String::new, |l| l.to_string());
+                    metrics::counter!(crate::telemetry::names::TLS_CLIENT_CERTIFICATES_REFUSED_TOTAL, "listener" => listener)
+                        .increment(1);
+                }
+                tracing::debug!(%peer, error = %e, "TLS handshake failed")
+            }
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    }
+
+    /// A connection on a listener behind a TCP load balancer: its PROXY
+    /// header (required from a trusted proxy, refused from anyone else),
+    /// then served as the client the header names.
+    async fn serve_proxied(
+        self: Arc<Self>,
+        mut stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        header: Arc<ProxyProtocol>,
+        tls: Option<TlsAcceptor>,
+        local: Option<SocketAddr>,
+    ) {
+        let client = match proxy_protocol::accept(&mut stream, peer, &header, self.header_timeout)
+            .await
+        {
+            proxy_protocol::Outcome::Client(client) => client,
+            proxy_protocol::Outcome::Refused(reason) => {
+                let listener = local.map_or_else(String::new, |l| l.to_string());
+                metrics::counter!(crate::telemetry::names::PROXY_PROTOCOL_REFUSED_TOTAL, "listener" => listener, "reason" => reason)
+                        .increment(1);
+                tracing::debug!(%peer, reason, "PROXY protocol header refused; closed");
+                return;
+            }
+        };
+        match tls {
+            // Never parked: a parked connection's peer is read again from
+            // its socket, which is the balancer's.
+            None => Box::pin(self.serve_plain(stream, client, permit, false)).await,
+            Some(acceptor) => {
+                Box::pin(self.serve_tls(acceptor, stream, client, permit, local)).await
+            }
+        }
+    }
 }

@@ -26,6 +26,7 @@ mod mirror;
 mod nginx;
 mod package;
 pub mod process;
+mod proxy_protocol;
 mod queue;
 mod rate_limit;
 mod request_id;
