@@ -29,6 +29,13 @@ pub struct Entry {
     pub bytes: u64,
     /// The request's `X-Request-Id` (the client's if valid, else made).
     pub request_id: String,
+    /// `HTTP/1.1`, `HTTP/2.0`…: what the client spoke.
+    pub protocol: &'static str,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Which front served it: `direct` (cutover's HTTP/1.1 path) or
+    /// `hyper`.
+    pub served_by: &'static str,
 }
 
 #[derive(Clone)]

@@ -128,6 +128,8 @@ pub(super) struct Described {
     pub host: Option<String>,
     pub path: String,
     pub request_id: String,
+    pub protocol: &'static str,
+    pub served_by: &'static str,
 }
 
 impl Proxy {
@@ -335,6 +337,8 @@ impl Proxy {
             host,
             path,
             request_id,
+            protocol,
+            served_by,
         } = describe();
         Some(Box::new((
             log.clone(),
@@ -351,6 +355,9 @@ impl Proxy {
                 duration_ms: 0.0,
                 bytes: 0,
                 request_id,
+                protocol,
+                scheme: conn.proto,
+                served_by,
             },
         )))
     }

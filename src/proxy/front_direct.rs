@@ -321,6 +321,8 @@ fn describe(head: &RequestHead, buf: &[u8], request_id: &[u8]) -> Described {
         host: Some(text(&head.host)),
         path: text(&head.target),
         request_id: String::from_utf8_lossy(request_id).into_owned(),
+        protocol: "HTTP/1.1",
+        served_by: "direct",
     }
 }
 

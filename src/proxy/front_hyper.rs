@@ -277,6 +277,12 @@ fn describe(req: &Request<Incoming>, request_id: &HeaderValue) -> Described {
             .map_or_else(|| "/".to_string(), |p| p.to_string()),
         // Visible ASCII, checked or made.
         request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
+        protocol: match req.version() {
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2.0",
+            _ => "HTTP/1.1",
+        },
+        served_by: "hyper",
     }
 }
 

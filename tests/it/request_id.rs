@@ -110,8 +110,30 @@ async fn every_request_carries_an_id_up_and_back_on_both_fronts() {
     })
     .await;
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("\"request_id\":\"order-42.a_b\""), "{text}");
-    assert!(text.contains("\"request_id\":\"h2-trace\""), "{text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_id = |id: &str| {
+        lines
+            .iter()
+            .filter(|l| l["request_id"] == id)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // order-42.a_b went once each way: the direct path, then hyper's.
+    let kept = by_id("order-42.a_b");
+    let fronts: Vec<&str> = kept
+        .iter()
+        .map(|l| l["served_by"].as_str().unwrap())
+        .collect();
+    assert_eq!(fronts, ["direct", "hyper"], "{text}");
+    let h2 = by_id("h2-trace");
+    assert_eq!(
+        (h2[0]["protocol"].as_str(), h2[0]["scheme"].as_str()),
+        (Some("HTTP/2.0"), Some("http")),
+        "{text}"
+    );
     proxy.stop().await;
 }
 
