@@ -30,22 +30,37 @@ const FLEET_TRIES: usize = 3;
 /// reload so a renewed certificate is served without a restart.
 pub struct AdminTls {
     files: Vec<crate::config::TlsFiles>,
+    client_auth: Option<crate::config::ClientAuth>,
     pub store: Arc<CertStore>,
 }
 
 impl AdminTls {
     /// `None` without `[admin] tls`; an error names the file and problem.
-    pub fn load(files: &[crate::config::TlsFiles]) -> Result<Option<AdminTls>, String> {
-        if files.is_empty() {
+    pub fn load(admin: &crate::config::AdminConfig) -> Result<Option<AdminTls>, String> {
+        if admin.tls.is_empty() {
             return Ok(None);
         }
-        let certs = crate::tls::load(files).map_err(|e| format!("admin.tls: {e}"))?;
-        let store = CertStore::new(certs);
+        let loaded = Self::read(&admin.tls, admin.client_auth.as_ref())?;
+        let store = CertStore::with_client_auth(loaded);
         store.export_expiry("admin");
         Ok(Some(AdminTls {
-            files: files.to_vec(),
+            files: admin.tls.clone(),
+            client_auth: admin.client_auth.clone(),
             store,
         }))
+    }
+
+    /// The certificates and the client CA, read from their files.
+    fn read(
+        files: &[crate::config::TlsFiles],
+        client_auth: Option<&crate::config::ClientAuth>,
+    ) -> Result<crate::tls::ListenerTls, String> {
+        let certs = crate::tls::load(files).map_err(|e| format!("admin.tls: {e}"))?;
+        let client_auth = client_auth
+            .map(crate::tls::client_verifier)
+            .transpose()
+            .map_err(|e| format!("admin.tls.client_ca: {e}"))?;
+        Ok(crate::tls::ListenerTls { certs, client_auth })
     }
 }
 
@@ -154,11 +169,11 @@ impl Instance {
                 // TLS files first: a bad one changes nothing.
                 crate::upstream_tls::check(&file.pools).map_err(|p| p.join("; "))?;
                 let admin_certs = admin_tls
-                    .map(|t| crate::tls::load(&t.files).map_err(|e| format!("admin.tls: {e}")))
+                    .map(|t| AdminTls::read(&t.files, t.client_auth.as_ref()))
                     .transpose()?;
                 listeners.reload(&file.listeners).await?;
-                if let (Some(tls), Some(certs)) = (admin_tls, admin_certs) {
-                    tls.store.replace(certs);
+                if let (Some(tls), Some(loaded)) = (admin_tls, admin_certs) {
+                    tls.store.replace_all(&loaded);
                     tls.store.export_expiry("admin");
                 }
                 Ok(())

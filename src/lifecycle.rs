@@ -223,7 +223,7 @@ impl Opened {
             access_log,
             certs: crate::tls::load_listeners(&config.listeners)
                 .map_err(|p| Error::Tls(p.join("\n")))?,
-            admin_tls: AdminTls::load(&config.admin.tls).map_err(Error::Tls)?,
+            admin_tls: AdminTls::load(&config.admin).map_err(Error::Tls)?,
             tokens: crate::admin::Token::load_both(&config.admin)?,
         })
     }
@@ -336,7 +336,7 @@ pub fn check_files(config: &Config) -> Result<(), Vec<String>> {
     if let Err(p) = crate::upstream_tls::check(&config.pools) {
         problems.extend(p);
     }
-    if let Err(p) = AdminTls::load(&config.admin.tls) {
+    if let Err(p) = AdminTls::load(&config.admin) {
         problems.push(p);
     }
     if let Err(e) = crate::admin::Token::load_both(&config.admin) {

@@ -155,7 +155,7 @@ fn load_one(files: &TlsFiles) -> Result<Arc<LoadedCert>, TlsError> {
 
 /// The verifier of client certificates chained to `auth.ca`; without a
 /// certificate a client is refused unless `auth.required` is false.
-fn client_verifier(auth: &ClientAuth) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+pub fn client_verifier(auth: &ClientAuth) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let path = auth.ca.display().to_string();
     let pem = std::fs::read(&auth.ca).map_err(|e| TlsError::Read {
         path: path.clone(),

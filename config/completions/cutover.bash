@@ -283,7 +283,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl)
-            opts="-h --admin --token-file --ca --json --help status split mirror rollout undo promote pause resume abort drain enable disable add remove health audit reload upgrade help"
+            opts="-h --admin --token-file --ca --cert --key --json --help status split mirror rollout undo promote pause resume abort drain enable disable add remove health audit reload upgrade help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -301,6 +301,14 @@ _cutover() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -309,7 +317,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__abort)
-            opts="-h --admin --token-file --ca --json --help"
+            opts="-h --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -327,6 +335,14 @@ _cutover() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -335,7 +351,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__add)
-            opts="-h --weight --admin --token-file --ca --json --help"
+            opts="-h --weight --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -357,6 +373,14 @@ _cutover() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -365,7 +389,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__audit)
-            opts="-h --limit --admin --token-file --ca --json --help"
+            opts="-h --limit --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -387,6 +411,14 @@ _cutover() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -395,7 +427,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__disable)
-            opts="-h --admin --token-file --ca --json --help"
+            opts="-h --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -413,6 +445,14 @@ _cutover() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -421,7 +461,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__drain)
-            opts="-h --timeout --wait --admin --token-file --ca --json --help"
+            opts="-h --timeout --wait --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -443,6 +483,14 @@ _cutover() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -451,7 +499,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__enable)
-            opts="-h --admin --token-file --ca --json --help"
+            opts="-h --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -466,6 +514,14 @@ _cutover() {
                     return 0
                     ;;
                 --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -477,7 +533,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__health)
-            opts="-h --admin --token-file --ca --json --help"
+            opts="-h --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -492,6 +548,14 @@ _cutover() {
                     return 0
                     ;;
                 --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -783,7 +847,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__mirror)
-            opts="-h --admin --token-file --ca --json --help"
+            opts="-h --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -798,6 +862,14 @@ _cutover() {
                     return 0
                     ;;
                 --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -809,7 +881,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__pause)
-            opts="-h --admin --token-file --ca --json --help"
+            opts="-h --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -824,6 +896,14 @@ _cutover() {
                     return 0
                     ;;
                 --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -835,7 +915,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__promote)
-            opts="-h --admin --token-file --ca --json --help"
+            opts="-h --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -850,6 +930,14 @@ _cutover() {
                     return 0
                     ;;
                 --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -861,7 +949,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__reload)
-            opts="-h --admin --token-file --ca --json --help"
+            opts="-h --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -876,6 +964,14 @@ _cutover() {
                     return 0
                     ;;
                 --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -887,7 +983,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__remove)
-            opts="-h --wait --admin --token-file --ca --json --help"
+            opts="-h --wait --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -902,6 +998,14 @@ _cutover() {
                     return 0
                     ;;
                 --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -913,7 +1017,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__resume)
-            opts="-h --admin --token-file --ca --json --help"
+            opts="-h --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -931,6 +1035,14 @@ _cutover() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -939,7 +1051,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__rollout)
-            opts="-h --to --pool --from --routes --steps --preset --interval --watch --max-error-rate --max-error-rate-increase --max-p99 --max-p50 --max-p95 --max-4xx-rate --max-p99-ratio --min-p99-increase-ms --latency-quantile --min-requests --check-every --failure-limit --max-error-ratio --confidence --max-step-wait --on-inconclusive --promote-on-pass --max-shadow-diff-rate --analysis --dry-run --approve-before-100 --force --wait --admin --token-file --ca --json --help"
+            opts="-h --to --pool --from --routes --steps --preset --interval --watch --max-error-rate --max-error-rate-increase --max-p99 --max-p50 --max-p95 --max-4xx-rate --max-p99-ratio --min-p99-increase-ms --latency-quantile --min-requests --check-every --failure-limit --max-error-ratio --confidence --max-step-wait --on-inconclusive --promote-on-pass --max-shadow-diff-rate --analysis --dry-run --approve-before-100 --force --wait --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1065,6 +1177,14 @@ _cutover() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1073,7 +1193,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__split)
-            opts="-h --force --admin --token-file --ca --json --help"
+            opts="-h --force --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1088,6 +1208,14 @@ _cutover() {
                     return 0
                     ;;
                 --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1099,7 +1227,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__status)
-            opts="-h --fleet --admin --token-file --ca --json --help"
+            opts="-h --fleet --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1117,6 +1245,14 @@ _cutover() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1125,7 +1261,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__undo)
-            opts="-h --pool --admin --token-file --ca --json --help"
+            opts="-h --pool --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1147,6 +1283,14 @@ _cutover() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1155,7 +1299,7 @@ _cutover() {
             return 0
             ;;
         cutover__subcmd__ctl__subcmd__upgrade)
-            opts="-h --admin --token-file --ca --json --help"
+            opts="-h --admin --token-file --ca --cert --key --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1170,6 +1314,14 @@ _cutover() {
                     return 0
                     ;;
                 --ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

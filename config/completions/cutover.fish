@@ -42,6 +42,8 @@ complete -c cutover -n "__fish_cutover_using_subcommand check" -s h -l help -d '
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and not __fish_seen_subcommand_from status split mirror rollout undo promote pause resume abort drain enable disable add remove health audit reload upgrade help" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and not __fish_seen_subcommand_from status split mirror rollout undo promote pause resume abort drain enable disable add remove health audit reload upgrade help" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and not __fish_seen_subcommand_from status split mirror rollout undo promote pause resume abort drain enable disable add remove health audit reload upgrade help" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and not __fish_seen_subcommand_from status split mirror rollout undo promote pause resume abort drain enable disable add remove health audit reload upgrade help" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and not __fish_seen_subcommand_from status split mirror rollout undo promote pause resume abort drain enable disable add remove health audit reload upgrade help" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and not __fish_seen_subcommand_from status split mirror rollout undo promote pause resume abort drain enable disable add remove health audit reload upgrade help" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and not __fish_seen_subcommand_from status split mirror rollout undo promote pause resume abort drain enable disable add remove health audit reload upgrade help" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and not __fish_seen_subcommand_from status split mirror rollout undo promote pause resume abort drain enable disable add remove health audit reload upgrade help" -f -a "status" -d 'Routes with their configured and effective split, mirrors, and every upstream\'s state and in-flight count'
@@ -66,18 +68,24 @@ complete -c cutover -n "__fish_cutover_using_subcommand ctl; and not __fish_seen
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from status" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from status" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from status" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from status" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from status" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from status" -l fleet -d 'Also every instance of the fleet (`[cluster]`): its revision, last heartbeat and requests in flight'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from status" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from split" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from split" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from split" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from split" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from split" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from split" -l force -d 'Send traffic even to a pool with no healthy upstream'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from split" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from split" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from mirror" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from mirror" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from mirror" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from mirror" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from mirror" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from mirror" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from mirror" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l to -d 'The pool the route\'s traffic moves to' -r
@@ -110,6 +118,8 @@ complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_sub
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l promote-on-pass -d 'Move on as soon as the error and latency tests say the target is within their tolerances, not at the end of the interval'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l approve-before-100 -d 'Hold before the step to 100 % until `cutover ctl promote ROUTE`'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from rollout" -l force -d 'Start even if the target has no healthy upstream'
@@ -120,76 +130,104 @@ complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_sub
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from undo" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from undo" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from undo" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from undo" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from undo" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from undo" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from undo" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from promote" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from promote" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from promote" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from promote" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from promote" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from promote" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from promote" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from pause" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from pause" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from pause" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from pause" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from pause" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from pause" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from pause" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from resume" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from resume" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from resume" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from resume" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from resume" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from resume" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from resume" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from abort" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from abort" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from abort" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from abort" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from abort" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from abort" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from abort" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from drain" -l timeout -d 'How long sticky clients may still reach it, e.g. 10m (default 30s)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from drain" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from drain" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from drain" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from drain" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from drain" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from drain" -l wait -d 'Wait, showing progress, until drained'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from drain" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from drain" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from enable" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from enable" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from enable" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from enable" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from enable" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from enable" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from enable" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from disable" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from disable" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from disable" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from disable" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from disable" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from disable" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from disable" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from add" -l weight -d 'Its weight within the pool' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from add" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from add" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from add" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from add" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from add" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from add" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from remove" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from remove" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from remove" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from remove" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from remove" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from remove" -l wait -d 'Wait, showing progress, until it is gone'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from remove" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from health" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from health" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from health" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from health" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from health" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from health" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from health" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from audit" -l limit -d 'How many entries, newest last' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from audit" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from audit" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from audit" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from audit" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from audit" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from audit" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from audit" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from reload" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from reload" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from reload" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from reload" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from reload" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from reload" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from reload" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from upgrade" -l admin -d 'Admin API base URL (`HOST:PORT` alone means `http://HOST:PORT`)' -r
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from upgrade" -l token-file -d 'File holding the admin bearer token' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from upgrade" -l ca -d 'CA certificate (PEM) to verify an `https://` admin API against; without it, the system\'s CAs' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from upgrade" -l cert -d 'Client certificate (PEM) for an admin API that asks for one (`[admin] tls.client_ca`); with --key' -r -F
+complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from upgrade" -l key -d 'The client certificate\'s private key (PEM)' -r -F
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from upgrade" -l json -d 'Print the API\'s JSON instead of a table'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from upgrade" -s h -l help -d 'Print help'
 complete -c cutover -n "__fish_cutover_using_subcommand ctl; and __fish_seen_subcommand_from help" -f -a "status" -d 'Routes with their configured and effective split, mirrors, and every upstream\'s state and in-flight count'

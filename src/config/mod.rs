@@ -107,6 +107,8 @@ pub struct AdminConfig {
     pub read_token_file: Option<PathBuf>,
     /// Serve the admin API over TLS with these certificates.
     pub tls: Vec<TlsFiles>,
+    /// Client certificates the admin API asks for (mTLS).
+    pub client_auth: Option<ClientAuth>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -372,6 +374,9 @@ impl Config {
         for files in &mut config.admin.tls {
             files.cert = base.join(&files.cert);
             files.key = base.join(&files.key);
+        }
+        if let Some(auth) = &mut config.admin.client_auth {
+            auth.ca = base.join(&auth.ca);
         }
         for file in [
             &mut config.admin.token_file,

@@ -120,6 +120,7 @@ fn read_admin(top: &mut Table<'_>, problems: &mut Problems) -> AdminConfig {
         token_file: None,
         read_token_file: None,
         tls: Vec::new(),
+        client_auth: None,
     };
     let Some(mut t) = top.table("admin", problems) else {
         return admin;
@@ -133,7 +134,7 @@ fn read_admin(top: &mut Table<'_>, problems: &mut Problems) -> AdminConfig {
     admin.read_token_file = t
         .str("read_token_file", problems)
         .map(|s| PathBuf::from(*s.get_ref()));
-    admin.tls = features::read_tls(&mut t, false, problems).0;
+    (admin.tls, admin.client_auth) = features::read_tls(&mut t, true, problems);
     if let Some((span, addr)) = bind {
         admin.bind = addr;
         if !addr.ip().is_loopback() && admin.token_file.is_none() {

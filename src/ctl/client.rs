@@ -125,6 +125,7 @@ fn admin_base(raw: &str) -> Result<String, CtlError> {
 fn admin_client(
     admin: &str,
     ca: Option<&Path>,
+    client_cert: Option<(&Path, &Path)>,
 ) -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, CtlError> {
     let roots = if admin.starts_with("https://") {
         crate::upstream_tls::roots(ca).map_err(CtlError::Usage)?
@@ -135,8 +136,24 @@ fn admin_client(
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| CtlError::Usage(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let tls = match client_cert {
+        None => tls.with_no_client_auth(),
+        Some((cert, key)) => {
+            use rustls::pki_types::pem::PemObject;
+            use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+            let usage = |flag: &str, path: &Path, e: String| {
+                CtlError::Usage(format!("{flag} {}: {e}", path.display()))
+            };
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| usage("--cert", cert, e.to_string()))?;
+            let key_der = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| usage("--key", key, e.to_string()))?;
+            tls.with_client_auth_cert(chain, key_der)
+                .map_err(|e| usage("--cert", cert, e.to_string()))?
+        }
+    };
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -157,6 +174,7 @@ impl Api {
         admin: &str,
         token_file: Option<&Path>,
         ca: Option<&Path>,
+        client_cert: Option<(&Path, &Path)>,
     ) -> Result<Api, CtlError> {
         let token = match token_file {
             Some(path) => Some(
@@ -171,7 +189,7 @@ impl Api {
         };
         let base = admin_base(admin)?;
         Ok(Api {
-            client: admin_client(&base, ca)?,
+            client: admin_client(&base, ca, client_cert)?,
             base,
             token,
         })

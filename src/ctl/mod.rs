@@ -33,6 +33,13 @@ pub struct CtlArgs {
     /// without it, the system's CAs.
     #[arg(long, env = "CUTOVER_CA", global = true)]
     ca: Option<PathBuf>,
+    /// Client certificate (PEM) for an admin API that asks for one
+    /// (`[admin] tls.client_ca`); with --key.
+    #[arg(long, env = "CUTOVER_CERT", global = true, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "CUTOVER_KEY", global = true, requires = "cert")]
+    key: Option<PathBuf>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -193,7 +200,13 @@ impl Said {
 /// Runs one `cutover ctl` command: `Ok` with its exit code (0, or how a
 /// waited rollout ended, or an unhealthy pool), or the error.
 pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
-    let api = client::Api::connect(&args.admin, args.token_file.as_deref(), args.ca.as_deref())?;
+    let client_cert = args.cert.as_deref().zip(args.key.as_deref());
+    let api = client::Api::connect(
+        &args.admin,
+        args.token_file.as_deref(),
+        args.ca.as_deref(),
+        client_cert,
+    )?;
     let said = match args.verb {
         Verb::Status { fleet } => verbs::status(&api, fleet).await?,
         Verb::Split {

@@ -547,3 +547,58 @@ async fn client_certificates_are_required_verified_and_counted() {
         "{stderr}"
     );
 }
+
+/// The admin API can ask for client certificates too: `ctl --cert --key`
+/// is served, `ctl` without them cannot connect (exit 3, saying why).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_with_client_certificates_and_ctl_cert() {
+    let up = TestUpstream::start("up").await;
+    let (ca, operators) = (Ca::new(), Ca::new());
+    let certs = tempfile::tempdir().unwrap();
+    ca.issue(certs.path(), "localhost");
+    ca.write_ca(&certs.path().join("ca.pem"));
+    operators.write_ca(&certs.path().join("operators.pem"));
+    operators.issue(certs.path(), "alice");
+    let d = certs.path().display().to_string();
+    let config = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"{d}/localhost.pem\", key = \"{d}/localhost.key\", client_ca = \"{d}/operators.pem\" }}\n{}",
+        split_config(&[("p", 1, &[up.addr])], "")
+    );
+    let (proxy, _path) = start_proxy_from_file(&config).await;
+    let url = format!("https://localhost:{}", proxy.admin_addr().port());
+    let ca_file = format!("{d}/ca.pem");
+    let (code, out, err) = ctl(
+        &url,
+        &[
+            "--ca",
+            &ca_file,
+            "--cert",
+            &format!("{d}/alice.pem"),
+            "--key",
+            &format!("{d}/alice.key"),
+            "status",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("app"), "{out}{err}");
+    let (code, out, err) = ctl(&url, &["--ca", &ca_file, "status"]).await;
+    assert_eq!(code, Some(3), "without a client certificate: {out}{err}");
+    let (code, _, err) = ctl(
+        &url,
+        &[
+            "--ca",
+            &ca_file,
+            "--cert",
+            &format!("{d}/alice.pem"),
+            "status",
+        ],
+    )
+    .await;
+    assert_eq!(
+        code,
+        Some(1),
+        "--cert without --key is a usage error: {err}"
+    );
+    proxy.stop().await;
+}
