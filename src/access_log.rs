@@ -36,6 +36,14 @@ pub struct Entry {
     /// Which front served it: `direct` (cutover's HTTP/1.1 path) or
     /// `hyper`.
     pub served_by: &'static str,
+    /// On a TLS listener: the version, the SNI name, and the client
+    /// certificate's subject when one was verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_subject: Option<String>,
 }
 
 #[derive(Clone)]

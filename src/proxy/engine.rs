@@ -358,6 +358,9 @@ impl Proxy {
                 protocol,
                 scheme: conn.proto,
                 served_by,
+                tls_version: conn.tls.as_ref().map(|t| t.version),
+                sni: conn.tls.as_ref().and_then(|t| t.sni.clone()),
+                client_subject: conn.tls.as_ref().and_then(|t| t.client_subject.clone()),
             },
         )))
     }

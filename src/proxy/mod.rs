@@ -70,6 +70,42 @@ pub struct ClientConn {
     pub proto: &'static str,
     /// The peer's IP address as an `X-Forwarded-For` element.
     pub forwarded_for: http::HeaderValue,
+    /// What the TLS handshake settled, on a TLS listener.
+    pub tls: Option<Arc<TlsInfo>>,
+}
+
+/// A TLS connection's facts, read once after its handshake, for the
+/// access log.
+#[derive(Debug)]
+pub struct TlsInfo {
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: &'static str,
+    /// The server name the client asked for (SNI).
+    pub sni: Option<String>,
+    /// The verified client certificate's subject (mTLS listeners).
+    pub client_subject: Option<String>,
+}
+
+impl TlsInfo {
+    pub fn of(conn: &rustls::ServerConnection) -> TlsInfo {
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "TLS",
+        };
+        // The certificate was verified in the handshake; its subject is
+        // only read here.
+        let client_subject = conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+            .map(|(_, cert)| cert.subject().to_string());
+        TlsInfo {
+            version,
+            sni: conn.server_name().map(str::to_string),
+            client_subject,
+        }
+    }
 }
 
 impl ClientConn {
@@ -78,6 +114,15 @@ impl ClientConn {
             peer,
             proto,
             forwarded_for: headers::forwarded_for_value(peer.ip()),
+            tls: None,
+        }
+    }
+
+    /// A client on a TLS connection whose handshake is done.
+    pub fn over_tls(peer: SocketAddr, conn: &rustls::ServerConnection) -> ClientConn {
+        ClientConn {
+            tls: Some(Arc::new(TlsInfo::of(conn))),
+            ..ClientConn::new(peer, "https")
         }
     }
 }

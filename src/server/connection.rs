@@ -121,12 +121,12 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 impl Server {
     /// A new connection's activity record and the service hyper calls for
     /// its requests; `proto` is `http` or `https`.
-    fn service(&self, peer: SocketAddr, proto: &'static str) -> (Arc<ConnActivity>, ProxyService) {
+    fn service(&self, client: ClientConn) -> (Arc<ConnActivity>, ProxyService) {
         let activity = ConnActivity::new(self.retire.clone(), self.shutdown.clone());
         let service = ProxyService {
             proxy: Arc::clone(&self.proxy),
             activity: Arc::clone(&activity),
-            client: ClientConn::new(peer, proto),
+            client,
         };
         (activity, service)
     }
@@ -156,7 +156,8 @@ impl Server {
             // Boxed, like the HTTP/1.1 connection below, so a parked
             // connection's task stays small.
             FirstBytes::Http2 => {
-                return Box::pin(self.serve_http2(stream, peer, permit, "http")).await;
+                let client = ClientConn::new(peer, "http");
+                return Box::pin(self.serve_http2(stream, peer, permit, client)).await;
             }
             FirstBytes::BadPreface => {
                 return answer_and_close(stream, park::GOAWAY_BAD_PREFACE).await;
@@ -177,7 +178,7 @@ impl Server {
         permit: OwnedSemaphorePermit,
         park: bool,
     ) {
-        let (activity, service) = self.service(peer, "http");
+        let (activity, service) = self.service(ClientConn::new(peer, "http"));
         let mut can_park = park && self.lot().is_some();
         let mut permit = permit;
         let mut stream = stream;
@@ -223,7 +224,8 @@ impl Server {
         _permit: OwnedSemaphorePermit,
     ) {
         self.open_gauge.increment(1.0);
-        let (activity, service) = self.service(peer, "https");
+        let client = ClientConn::over_tls(peer, stream.get_ref().1);
+        let (activity, service) = self.service(client);
         let mut stream = stream;
         loop {
             let Some(idle) = self
@@ -447,8 +449,9 @@ impl Server {
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
     ) {
+        let client = ClientConn::over_tls(peer, stream.get_ref().1);
         match park::check_preface(stream, self.header_timeout).await {
-            Some(io) => self.serve_http2(io, peer, permit, "https").await,
+            Some(io) => self.serve_http2(io, peer, permit, client).await,
             None => tracing::debug!(%peer, "no HTTP/2 preface; closed"),
         }
     }
@@ -460,12 +463,12 @@ impl Server {
         stream: S,
         peer: SocketAddr,
         _permit: OwnedSemaphorePermit,
-        proto: &'static str,
+        client: ClientConn,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         self.open_gauge.increment(1.0);
-        let (activity, service) = self.service(peer, proto);
+        let (activity, service) = self.service(client);
         let conn = self
             .http
             .serve_connection_with_upgrades(TokioIo::new(stream), service);

@@ -445,11 +445,15 @@ async fn client_certificates_are_required_verified_and_counted() {
     clients_ca.write_ca(&d.join("clients-ca.pem"));
     clients_ca.issue(d, "billing");
     strangers_ca.issue(d, "stranger");
+    let log = d.join("access.log");
     let config = |mode: &str| {
         format!(
             "[[listener]]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"{0}/app.test.pem\", key = \"{0}/app.test.key\", client_ca = \"{0}/clients-ca.pem\", client_auth = \"{mode}\" }}\n{1}",
             d.display(),
-            split_config(&[("p", 1, &[up.addr])], "")
+            split_config(
+                &[("p", 1, &[up.addr])],
+                &format!("[proxy]\naccess_log = \"{}\"\n", log.display())
+            )
         )
     };
     let (proxy, path) = start_proxy_from_file(&config("required")).await;
@@ -459,6 +463,23 @@ async fn client_certificates_are_required_verified_and_counted() {
         mtls_get(addr, &server_ca, Some((d, "billing"))).await,
         Ok("HTTP/1.1 200 OK".into())
     );
+    // The access log says who it was, over what.
+    wait_until("the access log line", || async {
+        std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty())
+    })
+    .await;
+    let line: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(line["tls_version"], "TLSv1.3", "{line}");
+    assert_eq!(line["sni"], "app.test", "{line}");
+    assert_eq!(line["client_subject"], "CN=billing", "{line}");
+    assert_eq!(line["scheme"], "https", "{line}");
     let none = mtls_get(addr, &server_ca, None).await;
     assert!(none.is_err(), "served without a certificate: {none:?}");
     let stranger = mtls_get(addr, &server_ca, Some((d, "stranger"))).await;
