@@ -377,8 +377,11 @@ async fn a_slower_release_is_rolled_back_by_the_latency_test() {
         latency["target"]["low"].as_f64().unwrap() >= 20.0,
         "{latency:#}"
     );
+    // The baseline's interval lies below the target's. Not a fixed 20 ms:
+    // a busy CI machine puts a 2 ms upstream's p99 past 12 ms, and its
+    // upper bound past 20 (seen: 20.5 against a target from 32.8).
     assert!(
-        latency["baseline"]["high"].as_f64().unwrap() < 20.0,
+        latency["baseline"]["high"].as_f64().unwrap() < latency["target"]["low"].as_f64().unwrap(),
         "{latency:#}"
     );
     assert_eq!(done["limits"]["latency_quantile"], "p99");
