@@ -636,6 +636,8 @@ fn checked_weight(value: Spanned<i64>, path: &str, problems: &mut Problems) -> O
 }
 
 /// Headers cutover sets, drops or reads for framing: never a request id's.
+/// The hop-by-hop ones are `proxy::wire::headers::HOP_BY_HOP`'s, written
+/// again here because `config` imports no sibling module.
 fn crate_owned_header(name: &str) -> bool {
     [
         "host",
