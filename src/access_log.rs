@@ -27,6 +27,13 @@ pub struct Entry {
     pub status: u16,
     pub duration_ms: f64,
     pub bytes: u64,
+    /// Upstreams tried: 1, or more after retries (0: none reached).
+    pub attempts: u8,
+    /// The last attempt's time from sending the request to the response
+    /// head: the upstream's own share of `duration_ms`.
+    pub upstream_ms: Option<f64>,
+    /// Time waiting in pools' queues (`max_in_flight`).
+    pub queued_ms: f64,
     /// The request's `X-Request-Id` (the client's if valid, else made).
     pub request_id: String,
     /// `HTTP/1.1`, `HTTP/2.0`…: what the client spoke.

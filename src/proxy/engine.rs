@@ -222,7 +222,10 @@ impl Proxy {
             timeout,
         } = attempt;
         let (pool, addr) = labels.picked(table, pick)?;
+        // The upstream's own time, for the access log only.
+        let began = self.access_log.as_ref().map(|_| Instant::now());
         let sent = tokio::time::timeout(timeout, front.send(self, pool, addr, request)).await;
+        labels.upstream_time = began.map(|b| b.elapsed());
         // The client's own body failing (a malformed chunk) is no
         // upstream's fault: a 400, not counted against the upstream.
         if let Ok(Err(SendError::Failed(e))) = &sent
@@ -354,6 +357,9 @@ impl Proxy {
                 status: 0,
                 duration_ms: 0.0,
                 bytes: 0,
+                attempts: 0,
+                upstream_ms: None,
+                queued_ms: 0.0,
                 request_id,
                 protocol,
                 scheme: conn.proto,
@@ -463,6 +469,11 @@ pub(super) struct Labels {
     queued: std::time::Duration,
     /// A mirrored request's side of the comparison with its shadow.
     pub shadow: Option<PrimaryTap>,
+    /// Upstreams tried (the access log's `attempts`).
+    attempts: u8,
+    /// The last attempt's time from sending to the response head; taken
+    /// only with an access log.
+    upstream_time: Option<std::time::Duration>,
 }
 
 impl Labels {
@@ -476,6 +487,8 @@ impl Labels {
             addr: None,
             traffic: None,
             retried: false,
+            attempts: 0,
+            upstream_time: None,
             queued: std::time::Duration::ZERO,
             shadow: None,
         }
@@ -506,6 +519,7 @@ impl Labels {
         pick: &Pick,
     ) -> Result<(&'t Pool, SocketAddr), ProxyError> {
         let addr = pick.upstream.addr();
+        self.attempts = self.attempts.saturating_add(1);
         self.pool = Some(Arc::clone(&pick.pool));
         self.upstream = Some(Arc::clone(pick.upstream.label()));
         self.addr = Some(addr);
@@ -536,6 +550,9 @@ impl Labels {
             entry.pool = self.pool.as_ref().map(|p| p.to_string());
             entry.upstream = self.upstream.as_ref().map(|u| u.to_string());
             entry.status = status;
+            entry.attempts = self.attempts;
+            entry.upstream_ms = self.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
+            entry.queued_ms = self.queued.as_secs_f64() * 1000.0;
             line
         });
         if let (Some(route), Some(pool), Some(upstream), Some(addr)) =

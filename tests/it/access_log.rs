@@ -61,3 +61,55 @@ fn access_log_setting_is_validated() {
         "{err}"
     );
 }
+
+/// `attempts` counts the upstreams tried (a dead one first, then a live
+/// one), `upstream_ms` is the upstream's own time, `queued_ms` the wait
+/// for room (none here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_and_the_upstream_s_own_time_are_logged() {
+    let up = TestUpstream::start("up").await;
+    let dead = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    // The dead upstream first in the file, weight so it is tried first
+    // often; a request is retried on the live one.
+    let config = format!(
+        "[proxy]\naccess_log = \"{}\"\n[[route]]\nname = \"app\"\nsplit = {{ p = 1 }}\n\
+         [pool.p]\nbalance = \"random\"\nupstreams = [{{ addr = \"{dead}\", weight = 1000 }}, {{ addr = \"{}\", weight = 1 }}]\n",
+        path.display(),
+        up.addr
+    );
+    let proxy = start_proxy(&config).await;
+    let client = http1_client();
+    // Nearly every request meets the dead upstream first; a few requests
+    // make a retried one certain.
+    for _ in 0..5 {
+        let (status, _) = get(&client, &format!("http://{}/slow?ms=60", proxy.addrs()[0])).await;
+        assert_eq!(status, 200);
+    }
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    wait_until("five lines", || async { lines().len() >= 5 }).await;
+    let all = lines();
+    assert!(
+        all.iter().all(|l| l["attempts"] == 1 || l["attempts"] == 2),
+        "{all:?}"
+    );
+    let line = all
+        .iter()
+        .find(|l| l["attempts"] == 2)
+        .unwrap_or_else(|| panic!("no request was retried: {all:?}"));
+    assert_eq!(line["upstream"], up.addr.to_string(), "{line}");
+    let upstream_ms = line["upstream_ms"].as_f64().unwrap();
+    assert!(
+        (60.0..line["duration_ms"].as_f64().unwrap() + 1.0).contains(&upstream_ms),
+        "{line}"
+    );
+    assert_eq!(line["queued_ms"], 0.0, "{line}");
+    proxy.stop().await;
+}
