@@ -1,5 +1,6 @@
-//! The optional access log: one JSON line per request (route, pool,
-//! upstream, status, duration, bytes), to stdout (journald) or a file.
+//! The optional access log: one line per request (route, pool, upstream,
+//! status, duration, bytes, request id…), JSON or logfmt, all fields or
+//! those `access_log_fields` names, to stdout (journald) or a file.
 //!
 //! Lines are handed to a writer task through a bounded channel; when it is
 //! full (the disk cannot keep up) lines are dropped and counted in
@@ -10,7 +11,7 @@ use std::io::Write;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::config::AccessLogTarget as Target;
+use crate::config::{AccessLogFormat, AccessLogTarget as Target};
 
 pub const DROPPED_TOTAL: &str = "cutover_access_log_dropped_total";
 
@@ -60,7 +61,11 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Opens the target and starts the writer task.
-    pub fn start(target: &Target) -> std::io::Result<AccessLog> {
+    pub fn start(
+        target: &Target,
+        format: AccessLogFormat,
+        fields: Option<Vec<String>>,
+    ) -> std::io::Result<AccessLog> {
         metrics::counter!(DROPPED_TOTAL).increment(0);
         let mut out: Box<dyn Write + Send> = match target {
             Target::Stdout => Box::new(std::io::stdout()),
@@ -75,7 +80,7 @@ impl AccessLog {
         // Blocking writes belong on a blocking thread, not a runtime worker.
         tokio::task::spawn_blocking(move || {
             while let Some(entry) = rx.blocking_recv() {
-                let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+                let mut line = render(&entry, format, fields.as_deref());
                 line.push(b'\n');
                 if out.write_all(&line).is_err() {
                     metrics::counter!(DROPPED_TOTAL).increment(1);
@@ -92,5 +97,151 @@ impl AccessLog {
         if self.tx.try_send(entry).is_err() {
             metrics::counter!(DROPPED_TOTAL).increment(1);
         }
+    }
+}
+
+/// One line: all fields in the struct's order (JSON straight from it), or
+/// the `fields` named, in their order; logfmt leaves absent ones out.
+fn render(entry: &Entry, format: AccessLogFormat, fields: Option<&[String]>) -> Vec<u8> {
+    if format == AccessLogFormat::Json && fields.is_none() {
+        return serde_json::to_vec(entry).unwrap_or_default();
+    }
+    let serde_json::Value::Object(all) = serde_json::to_value(entry).unwrap_or_default() else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = match fields {
+        Some(f) => f.iter().map(String::as_str).collect(),
+        None => crate::config::ACCESS_LOG_FIELDS.to_vec(),
+    };
+    let pairs = names
+        .into_iter()
+        .filter_map(|name| all.get(name).map(|v| (name, v)));
+    let mut out = Vec::new();
+    match format {
+        AccessLogFormat::Json => {
+            out.push(b'{');
+            for (i, (name, value)) in pairs.enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut out, name);
+                out.push(b':');
+                let _ = serde_json::to_writer(&mut out, value);
+            }
+            out.push(b'}');
+        }
+        AccessLogFormat::Logfmt => {
+            for (name, value) in pairs {
+                let text = match value {
+                    serde_json::Value::Null => continue,
+                    serde_json::Value::String(s) => logfmt_value(s),
+                    other => other.to_string(),
+                };
+                if !out.is_empty() {
+                    out.push(b' ');
+                }
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'=');
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// A logfmt value: bare when it can be, else quoted with `"` and `\`
+/// escaped and control characters written as escapes (a client's path
+/// never splits or forges a line).
+fn logfmt_value(s: &str) -> String {
+    let bare = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '=' && c != '\\');
+    if bare {
+        return s.to_string();
+    }
+    // JSON string escaping is logfmt's quoting: `"`, `\\`, control
+    // characters as `\n` / `\u0001`.
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            time: "2026-12-06T12:00:00Z".into(),
+            client: "10.0.0.7:5000".into(),
+            method: "GET".into(),
+            host: Some("app.test".into()),
+            path: "/a b\n\"x\"=1".into(),
+            route: Some("app".into()),
+            pool: None,
+            upstream: None,
+            status: 404,
+            duration_ms: 1.5,
+            bytes: 10,
+            attempts: 0,
+            upstream_ms: None,
+            queued_ms: 0.0,
+            request_id: "r-1".into(),
+            protocol: "HTTP/1.1",
+            scheme: "http",
+            served_by: "hyper",
+            tls_version: None,
+            sni: None,
+            client_subject: None,
+        }
+    }
+
+    #[test]
+    fn every_field_is_named_in_the_config_list_and_in_its_order() {
+        let serde_json::Value::Object(all) = serde_json::to_value(entry()).unwrap() else {
+            panic!()
+        };
+        let mut tls = entry();
+        tls.tls_version = Some("TLSv1.3");
+        tls.sni = Some("a".into());
+        tls.client_subject = Some("CN=a".into());
+        let serde_json::Value::Object(with_tls) = serde_json::to_value(tls).unwrap() else {
+            panic!()
+        };
+        let mut keys: Vec<&String> = with_tls.keys().collect();
+        keys.sort();
+        let mut listed = crate::config::ACCESS_LOG_FIELDS.to_vec();
+        listed.sort();
+        assert_eq!(keys, listed);
+        assert!(
+            all.len() < with_tls.len(),
+            "TLS fields left out without TLS"
+        );
+        // All fields, JSON: the struct's own order.
+        let line = String::from_utf8(render(&entry(), AccessLogFormat::Json, None)).unwrap();
+        assert!(line.starts_with("{\"time\":"), "{line}");
+    }
+
+    #[test]
+    fn chosen_fields_in_json_and_logfmt() {
+        let fields = [
+            "status".to_string(),
+            "path".to_string(),
+            "pool".to_string(),
+            "request_id".to_string(),
+        ];
+        let json =
+            String::from_utf8(render(&entry(), AccessLogFormat::Json, Some(&fields))).unwrap();
+        assert_eq!(
+            json,
+            r#"{"status":404,"path":"/a b\n\"x\"=1","pool":null,"request_id":"r-1"}"#
+        );
+        let logfmt =
+            String::from_utf8(render(&entry(), AccessLogFormat::Logfmt, Some(&fields))).unwrap();
+        assert_eq!(logfmt, r#"status=404 path="/a b\n\"x\"=1" request_id=r-1"#);
+        let all = String::from_utf8(render(&entry(), AccessLogFormat::Logfmt, None)).unwrap();
+        assert!(
+            all.starts_with("time=2026-12-06T12:00:00Z client=10.0.0.7:5000 method=GET"),
+            "{all}"
+        );
+        assert!(!all.contains('\n'), "one line: {all}");
     }
 }

@@ -215,7 +215,14 @@ impl Opened {
     fn open(config: &Config) -> Result<Opened, Error> {
         let store = Store::open(&config.state.dir)?;
         let access_log = match &config.proxy.access_log {
-            Some(target) => Some(AccessLog::start(target).map_err(Error::AccessLog)?),
+            Some(target) => Some(
+                AccessLog::start(
+                    target,
+                    config.proxy.access_log_format,
+                    config.proxy.access_log_fields.clone(),
+                )
+                .map_err(Error::AccessLog)?,
+            ),
             None => None,
         };
         Ok(Opened {

@@ -145,6 +145,11 @@ pub struct ProxySettings {
     pub upstream_idle_timeout: Duration,
     /// One JSON line per request, if set: `"stdout"` or a file path.
     pub access_log: Option<AccessLogTarget>,
+    /// How each access-log line is written.
+    pub access_log_format: AccessLogFormat,
+    /// The fields each line carries, in this order; `None`: all, in
+    /// [`ACCESS_LOG_FIELDS`]' order.
+    pub access_log_fields: Option<Vec<String>>,
     /// Plain HTTP/1.1 requests take the direct path (`proxy::direct`).
     pub direct_http1: bool,
     /// The request id's header (`X-Request-Id`), lower case.
@@ -167,11 +172,48 @@ impl Default for ProxySettings {
             upstream_max_idle: 256,
             upstream_idle_timeout: Duration::from_secs(60),
             access_log: None,
+            access_log_format: AccessLogFormat::Json,
+            access_log_fields: None,
             direct_http1: true,
             request_id_header: http::HeaderName::from_static("x-request-id"),
         }
     }
 }
+
+/// How access log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// `key=value` pairs, values quoted when they need it.
+    Logfmt,
+}
+
+/// Every field an access-log line can carry (`access_log_fields`), in the
+/// order a line has them.
+pub const ACCESS_LOG_FIELDS: [&str; 21] = [
+    "time",
+    "client",
+    "method",
+    "host",
+    "path",
+    "route",
+    "pool",
+    "upstream",
+    "status",
+    "duration_ms",
+    "bytes",
+    "attempts",
+    "upstream_ms",
+    "queued_ms",
+    "request_id",
+    "protocol",
+    "scheme",
+    "served_by",
+    "tls_version",
+    "sni",
+    "client_subject",
+];
 
 /// Where access log lines go.
 #[derive(Debug, Clone, PartialEq)]

@@ -237,6 +237,45 @@ fn read_proxy(top: &mut Table<'_>, problems: &mut Problems) -> ProxySettings {
             ),
         }
     }
+    if let Some(format) = t.str("access_log_format", problems) {
+        match *format.get_ref() {
+            "json" => s.access_log_format = super::AccessLogFormat::Json,
+            "logfmt" => s.access_log_format = super::AccessLogFormat::Logfmt,
+            other => problems.push(
+                format.span(),
+                &t.child("access_log_format"),
+                format!("expected \"json\" or \"logfmt\", got {other:?}"),
+            ),
+        }
+    }
+    let fields_path = t.child("access_log_fields");
+    if let Some(items) = t.array("access_log_fields", problems) {
+        let mut fields = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("{fields_path}[{i}]");
+            let Some(name) = super::reader::str_value(item, &path, problems) else {
+                continue;
+            };
+            if !super::ACCESS_LOG_FIELDS.contains(&name) {
+                problems.push(
+                    item.span(),
+                    &path,
+                    format!(
+                        "unknown field {name:?} (expected one of {})",
+                        super::ACCESS_LOG_FIELDS.join(", ")
+                    ),
+                );
+            } else if fields.iter().any(|f| f == name) {
+                problems.push(item.span(), &path, format!("{name:?} is listed twice"));
+            } else {
+                fields.push(name.to_string());
+            }
+        }
+        if items.is_empty() {
+            problems.push(t.span(), &fields_path, "name at least one field");
+        }
+        s.access_log_fields = Some(fields);
+    }
     if let Some(target) = t.str("access_log", problems) {
         s.access_log = match *target.get_ref() {
             "off" => None,

@@ -113,3 +113,47 @@ async fn attempts_and_the_upstream_s_own_time_are_logged() {
     assert_eq!(line["queued_ms"], 0.0, "{line}");
     proxy.stop().await;
 }
+
+/// `access_log_format = "logfmt"` with `access_log_fields`: the fields
+/// named, in their order, one `key=value` line per request; an unknown
+/// field is a config error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logfmt_lines_with_the_fields_named() {
+    let up = TestUpstream::start("blue").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let proxy_section = format!(
+        "[proxy]\naccess_log = \"{}\"\naccess_log_format = \"logfmt\"\naccess_log_fields = [\"status\", \"path\", \"served_by\", \"request_id\"]\n",
+        path.display()
+    );
+    let proxy = start_proxy(&split_config(&[("blue", 1, &[up.addr])], &proxy_section)).await;
+    let client = http1_client();
+    let req = http::Request::get(format!("http://{}/a%20b?x=1", proxy.addrs()[0]))
+        .header("x-request-id", "req-7")
+        .body(Default::default())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    wait_until("the line", || async {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.ends_with('\n'))
+    })
+    .await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    // `=` in a value is quoted.
+    assert_eq!(
+        text,
+        "status=200 path=\"/a%20b?x=1\" served_by=direct request_id=req-7\n"
+    );
+    proxy.stop().await;
+
+    let bad = split_config(
+        &[("blue", 1, &[up.addr])],
+        "[proxy]\naccess_log = \"stdout\"\naccess_log_fields = [\"status\", \"colour\"]\n",
+    );
+    let out = check_config(&bad, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("proxy.access_log_fields[1]: unknown field \"colour\""),
+        "{stderr}"
+    );
+}
