@@ -200,22 +200,11 @@ pub struct CertStore {
 struct ClientAuthSlot(Option<Arc<dyn ClientCertVerifier>>);
 
 impl CertStore {
-    pub fn new(certs: Vec<Arc<LoadedCert>>) -> Arc<CertStore> {
-        Self::with_client_auth(ListenerTls {
-            certs,
-            client_auth: None,
-        })
-    }
-
     pub fn with_client_auth(tls: ListenerTls) -> Arc<CertStore> {
         Arc::new(CertStore {
             certs: ArcSwap::from_pointee(tls.certs),
             client_auth: ArcSwap::from_pointee(ClientAuthSlot(tls.client_auth)),
         })
-    }
-
-    pub fn replace(&self, certs: Vec<Arc<LoadedCert>>) {
-        self.certs.store(Arc::new(certs));
     }
 
     /// A reload's certificates and client verifier, for new handshakes.
@@ -299,7 +288,7 @@ impl ClientCertVerifier for CertStore {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms())
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms())
     }
 
     fn verify_tls13_signature(
@@ -308,7 +297,7 @@ impl ClientCertVerifier for CertStore {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -317,9 +306,14 @@ impl ClientCertVerifier for CertStore {
 }
 
 /// The signature algorithms client certificates are checked with: the
-/// server's provider's.
-fn algorithms() -> rustls::crypto::WebPkiSupportedAlgorithms {
-    rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
+/// server's provider's, taken from it once (a provider is built with
+/// allocations; this is asked in every handshake that offers client auth).
+fn algorithms() -> &'static rustls::crypto::WebPkiSupportedAlgorithms {
+    static ALGORITHMS: std::sync::OnceLock<rustls::crypto::WebPkiSupportedAlgorithms> =
+        std::sync::OnceLock::new();
+    ALGORITHMS.get_or_init(|| {
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
+    })
 }
 
 /// A rustls server config for `store`, offering HTTP/2 and HTTP/1.1 (and
