@@ -262,3 +262,37 @@ async fn a_tls_listener_takes_the_header_before_the_handshake() {
     );
     proxy.stop().await;
 }
+
+/// A reload swaps a kept listener's PROXY protocol settings for new
+/// connections: turned off, a trusted peer's plain request is served;
+/// turned on again, it is refused without a header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_the_proxy_protocol_off_and_on() {
+    let up = TestUpstream::start("up").await;
+    let bind = free_port();
+    let config = |pp: &str| {
+        split_config(
+            &[("p", 1, &[up.addr])],
+            &format!("[[listener]]\nbind = \"{bind}\"\n{pp}"),
+        )
+    };
+    let on = "proxy_protocol = \"v1\"\ntrusted_proxies = [\"127.0.0.1\"]\n";
+    let (proxy, path) = start_proxy_from_file(&config(on)).await;
+    let target = proxy.addrs()[0];
+    assert_eq!(trusted(target, GET).await, "", "served without a header");
+    let reload = |text: String| {
+        let (path, url) = (path.clone(), proxy.admin_url("/api/v1/reload"));
+        let state = proxy.state_dir.path().to_path_buf();
+        async move {
+            std::fs::write(&path, complete_config(&text, &state)).unwrap();
+            let (s, v) = admin_call("POST", &url, None, None).await;
+            assert_eq!(s, 200, "{v}");
+        }
+    };
+    reload(config("")).await;
+    let answer = trusted(target, GET).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    reload(config(on)).await;
+    assert_eq!(trusted(target, GET).await, "", "served without a header");
+    proxy.stop().await;
+}
