@@ -52,6 +52,17 @@ pub struct Entry {
     pub sni: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_subject: Option<String>,
+    /// With `[tracing]`: the request's trace id (32 hex digits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The step (1, 2…) of the rollout running on the route when the
+    /// request was routed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_step: Option<u32>,
+    /// On a sticky route: the client's cohort (0–99), which a rollout's
+    /// percent moves (below it: the new pool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<u8>,
 }
 
 #[derive(Clone)]
@@ -191,6 +202,9 @@ mod tests {
             tls_version: None,
             sni: None,
             client_subject: None,
+            trace_id: None,
+            rollout_step: None,
+            cohort: None,
         }
     }
 
@@ -203,6 +217,9 @@ mod tests {
         tls.tls_version = Some("TLSv1.3");
         tls.sni = Some("a".into());
         tls.client_subject = Some("CN=a".into());
+        tls.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        tls.rollout_step = Some(2);
+        tls.cohort = Some(17);
         let serde_json::Value::Object(with_tls) = serde_json::to_value(tls).unwrap() else {
             panic!()
         };
@@ -213,7 +230,7 @@ mod tests {
         assert_eq!(keys, listed);
         assert!(
             all.len() < with_tls.len(),
-            "TLS fields left out without TLS"
+            "TLS, trace and rollout fields left out without them"
         );
         // All fields, JSON: the struct's own order.
         let line = String::from_utf8(render(&entry(), AccessLogFormat::Json, None)).unwrap();

@@ -21,6 +21,8 @@ pub enum Error {
     Files(String),
     #[error("cannot open the access log: {0}")]
     AccessLog(#[source] std::io::Error),
+    #[error("cannot start tracing: {0}")]
+    Tracing(String),
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
 }

@@ -189,7 +189,7 @@ proptest! {
         proptest::collection::vec(any::<u8>(), 0..200),
         "GET /[ -~]{0,20} HTTP/1.1\r\nHost: [ -~]{0,12}\r\n([A-Za-z-]{1,12}: [ -~]{0,16}\r\n){0,4}\r\n".prop_map(String::into_bytes),
     ]) {
-        let fwd = request::Forwarding { client_ip: b"10.0.0.1", proto: b"http", request_id: b"x-request-id" };
+        let fwd = request::Forwarding { client_ip: b"10.0.0.1", proto: b"http", request_id: b"x-request-id", trace: true };
         let mut upstream = Vec::new();
         if let request::Verdict::Take(head) = request::classify(&bytes, &fwd, &mut upstream) {
             prop_assert!(head.len + head.body <= bytes.len());

@@ -33,6 +33,7 @@ pub mod state;
 pub mod systemd;
 pub mod telemetry;
 pub mod tls;
+pub mod traces;
 pub mod traffic;
 pub mod upgrade;
 pub mod upstream;

@@ -54,6 +54,8 @@ pub struct Running {
     /// Ends connections gently after a binary upgrade.
     retire: CancellationToken,
     upgrader: Option<Arc<Upgrader>>,
+    /// Queued spans are sent before the process ends.
+    tracing: crate::traces::SharedTracing,
 }
 
 /// How a graceful stop ended.
@@ -123,6 +125,7 @@ pub async fn start_with(
         proxy_settings.clone(),
         tracker.clone(),
         opened.access_log,
+        opened.tracing.clone(),
     ));
     start_health_checks(&routing, Arc::clone(&proxy), first_check_limit, &shutdown).await;
     let server = Server::new(
@@ -180,6 +183,7 @@ pub async fn start_with(
         shutdown_timeout,
         retire,
         upgrader,
+        tracing: opened.tracing,
     })
 }
 
@@ -205,6 +209,7 @@ async fn start_health_checks(
 struct Opened {
     store: Store,
     access_log: Option<AccessLog>,
+    tracing: crate::traces::SharedTracing,
     /// Each listener's certificates, by its address.
     certs: std::collections::HashMap<SocketAddr, crate::tls::ListenerTls>,
     admin_tls: Option<AdminTls>,
@@ -225,9 +230,16 @@ impl Opened {
             ),
             None => None,
         };
+        let tracing = match &config.tracing {
+            Some(c) => Some(Arc::new(
+                crate::traces::Tracing::start(c).map_err(Error::Tracing)?,
+            )),
+            None => None,
+        };
         Ok(Opened {
             store,
             access_log,
+            tracing,
             certs: crate::tls::load_listeners(&config.listeners)
                 .map_err(|p| Error::Tls(p.join("\n")))?,
             admin_tls: AdminTls::load(&config.admin).map_err(Error::Tls)?,
@@ -418,7 +430,9 @@ impl Running {
         self.shutdown.cancel();
         let _ = self.admin_task.await;
         self.tracker.close();
-        wait_connections(&self.tracker, self.shutdown_timeout).await
+        let stopped = wait_connections(&self.tracker, self.shutdown_timeout).await;
+        flush_spans(self.tracing).await;
+        stopped
     }
 
     /// After a handover: the sockets live on in the new process, so
@@ -431,10 +445,20 @@ impl Running {
         self.tracker.close();
         let gently = tokio::time::timeout(self.shutdown_timeout, self.tracker.wait()).await;
         self.shutdown.cancel();
-        if gently.is_ok() {
-            return Stopped::Clean;
-        }
-        wait_connections(&self.tracker, self.shutdown_timeout).await
+        let stopped = match gently {
+            Ok(()) => Stopped::Clean,
+            Err(_) => wait_connections(&self.tracker, self.shutdown_timeout).await,
+        };
+        flush_spans(self.tracing).await;
+        stopped
+    }
+}
+
+/// Sends the spans still queued (the SDK's shutdown blocks, a few seconds
+/// at most).
+async fn flush_spans(tracing: crate::traces::SharedTracing) {
+    if let Some(tracing) = tracing {
+        let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
     }
 }
 

@@ -92,6 +92,8 @@ pub mod names {
     pub const PROXY_PROTOCOL_REFUSED_TOTAL: &str = "cutover_proxy_protocol_refused_total";
     pub const TLS_CLIENT_CERTIFICATES_REFUSED_TOTAL: &str =
         "cutover_tls_client_certificates_refused_total";
+    /// Spans sent to the OTLP collector (`result`: ok, error).
+    pub const TRACE_SPANS_EXPORTED_TOTAL: &str = "cutover_trace_spans_exported_total";
     pub const REQUEST_DURATION_SECONDS: &str = "cutover_request_duration_seconds";
     pub const UPSTREAM_IN_FLIGHT: &str = "cutover_upstream_in_flight";
     pub const UPSTREAM_HEALTHY: &str = "cutover_upstream_healthy";
@@ -267,6 +269,10 @@ fn describe() {
     describe_counter!(
         names::REQUEST_HEAD_TIMEOUTS_TOTAL,
         "HTTP/1.1 request heads not complete in time (408)"
+    );
+    describe_counter!(
+        names::TRACE_SPANS_EXPORTED_TOTAL,
+        "Spans sent to the OTLP collector, by result"
     );
     describe_counter!(
         names::DIRECT_FALLBACKS_TOTAL,

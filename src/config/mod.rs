@@ -16,6 +16,7 @@ mod rollout_spec;
 mod sections;
 mod spec_error;
 mod split;
+mod tracing;
 mod transport;
 
 use std::fmt;
@@ -34,6 +35,7 @@ pub use rate_limit::{RateKey, RateLimitConfig};
 pub use retry::{MIN_RETRIES_PER_WINDOW, RetryConfig, RetryOn};
 pub use rollout_spec::{Analysis, OnInconclusive, RolloutSpec, SpecError, Webhooks, parse_spec};
 pub use split::{MAX_WEIGHT, Split, SplitError, WeightError, weight};
+pub use tracing::TracingConfig;
 pub use transport::{UpstreamProtocol, UpstreamTls};
 
 /// A validated configuration.
@@ -48,6 +50,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// A fleet sharing its runtime state through etcd.
     pub cluster: Option<ClusterConfig>,
+    /// Spans exported over OTLP; `None`: tracing off.
+    pub tracing: Option<TracingConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -191,7 +195,7 @@ pub enum AccessLogFormat {
 
 /// Every field an access-log line can carry (`access_log_fields`), in the
 /// order a line has them.
-pub const ACCESS_LOG_FIELDS: [&str; 21] = [
+pub const ACCESS_LOG_FIELDS: [&str; 24] = [
     "time",
     "client",
     "method",
@@ -213,6 +217,9 @@ pub const ACCESS_LOG_FIELDS: [&str; 21] = [
     "tls_version",
     "sni",
     "client_subject",
+    "trace_id",
+    "rollout_step",
+    "cohort",
 ];
 
 /// Where access log lines go.
@@ -658,6 +665,49 @@ upstreams = [ { addr = "127.0.0.1:9002" } ]
         assert!(
             p[0].contains("proxy.client_header_timeout: set request_header_timeout only"),
             "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn tracing_section_is_checked() {
+        let good = format!(
+            "{GOOD}\n[tracing]\notlp_endpoint = \"http://127.0.0.1:4317\"\nsample_ratio = 0.01\n"
+        );
+        let t = Config::parse("f.toml", &good)
+            .expect("valid")
+            .tracing
+            .expect("tracing");
+        assert_eq!(
+            (
+                t.otlp_endpoint.as_str(),
+                t.sample_ratio,
+                t.service_name.as_str()
+            ),
+            ("http://127.0.0.1:4317", 0.01, "cutover")
+        );
+        assert_eq!(Config::parse("f.toml", GOOD).expect("valid").tracing, None);
+        let bad = format!(
+            "{GOOD}\n[tracing]\notlp_endpoint = \"collector:4317\"\nsample_ratio = 2\nservice_name = \"\"\nexport_interval = \"0s\"\nbogus = 1\n"
+        );
+        let p = problems(&bad);
+        for expected in [
+            "tracing.otlp_endpoint: expected an OTLP/gRPC URL",
+            "tracing.sample_ratio: must be a number from 0 to 1",
+            "tracing.service_name: must not be empty",
+            "tracing.export_interval: must be longer than 0s",
+            "tracing.bogus: unknown key",
+        ] {
+            assert!(p.iter().any(|l| l.contains(expected)), "{expected}: {p:#?}");
+        }
+        // Each names its place in the file.
+        assert!(p.iter().all(|l| l.starts_with("f.toml:")), "{p:#?}");
+        let missing = format!("{GOOD}\n[tracing]\nsample_ratio = 0.5\n");
+        assert!(
+            problems(&missing)
+                .iter()
+                .any(|l| l.contains("tracing.otlp_endpoint: missing required key")),
+            "{:#?}",
+            problems(&missing)
         );
     }
 

@@ -34,6 +34,7 @@ pub fn read_root(root: &Spanned<DeTable<'_>>, problems: &mut Problems) -> Config
     let pools = read_pools(&mut top, problems);
     let routes = read_routes(&mut top, &pools, proxy.response_header_timeout, problems);
     let cluster = super::cluster::read_cluster(&mut top, problems);
+    let tracing = super::tracing::read_tracing(&mut top, problems);
     top.finish(problems);
 
     let pools = pools.into_iter().map(|(p, _)| p).collect();
@@ -45,6 +46,7 @@ pub fn read_root(root: &Spanned<DeTable<'_>>, problems: &mut Problems) -> Config
         routes,
         pools,
         cluster,
+        tracing,
     }
 }
 

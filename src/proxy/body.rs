@@ -69,6 +69,9 @@ pub struct RequestTimer {
     /// waited in the pool's queue (not the upstream's time), for rollout
     /// analysis.
     pub traffic: Option<(Arc<TrafficStats>, u16, std::time::Duration)>,
+    /// With tracing on: the server span, ended with the status the client
+    /// got.
+    pub trace: Option<(Box<crate::traces::RequestTrace>, u16)>,
 }
 
 impl Drop for RequestTimer {
@@ -83,6 +86,9 @@ impl Drop for RequestTimer {
             entry.duration_ms = elapsed.as_secs_f64() * 1000.0;
             entry.bytes = self.bytes;
             log.log(entry);
+        }
+        if let Some((trace, status)) = self.trace.take() {
+            trace.finish(status);
         }
     }
 }

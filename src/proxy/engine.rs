@@ -28,6 +28,7 @@ use crate::access_log::{AccessLog, Entry};
 use crate::config::RateKey;
 use crate::routing::{Pick, Pool, Route, RouteRateLimit, RouteTable};
 use crate::telemetry::{self, names};
+use crate::traces::{AttemptSpan, RequestTrace, TRACEPARENT, TRACESTATE, TraceParent};
 use crate::traffic::TrafficStats;
 use crate::upstream::{InFlight, UpstreamState};
 
@@ -61,6 +62,8 @@ struct Attempt<'p, R> {
     request: R,
     in_flight: InFlight,
     timeout: std::time::Duration,
+    /// Its client span, with tracing on.
+    span: Option<AttemptSpan>,
 }
 
 /// A request turned away by a pool's queue (`reason`: full, timeout, left).
@@ -92,9 +95,23 @@ pub(super) trait Front {
     fn resendable(&self) -> bool;
 
     /// The request for an attempt at `pick`, whose answer carries
-    /// `cookie` (a fresh sticky cookie) if there is one; `None` when it
-    /// cannot be sent again (its body went to an earlier attempt).
-    fn request_for(&mut self, pick: &Pick, cookie: Option<HeaderValue>) -> Option<Self::Request>;
+    /// `cookie` (a fresh sticky cookie) if there is one, and which carries
+    /// `traceparent` upstream (the attempt's span, with tracing on) in
+    /// place of the client's; `None` when it cannot be sent again (its
+    /// body went to an earlier attempt).
+    fn request_for(
+        &mut self,
+        pick: &Pick,
+        cookie: Option<HeaderValue>,
+        traceparent: Option<&TraceParent>,
+    ) -> Option<Self::Request>;
+
+    /// The request's method, for span names.
+    fn method(&self) -> &str;
+
+    /// What a sampled request's server span says of it (OpenTelemetry's
+    /// HTTP attribute names).
+    fn trace_facts(&self) -> Vec<opentelemetry::KeyValue>;
 
     /// Sends `request` to `addr` of `pool` and waits for the response head.
     fn send(
@@ -149,6 +166,9 @@ impl Proxy {
         if let Some(limit) = &route.rate_limit {
             rate_limited(route, limit, front, conn)?;
         }
+        if let Some(tracing) = &self.tracing {
+            labels.trace = Some(Box::new(begin_trace(tracing, front, labels.start)));
+        }
         let secure = conn.proto == "https";
         // The clock is read only for sticky routes.
         let now_unix = if route.sticky.is_some() {
@@ -178,7 +198,12 @@ impl Proxy {
                 }
             };
             let cookie = fresh_cookie(table, route, &pick, fresh || moved, now_unix, secure);
-            let Some(request) = front.request_for(&pick, cookie) else {
+            let span = labels
+                .trace
+                .as_mut()
+                .map(|trace| trace.attempt(&pick.pool, pick.upstream.addr(), front.method()));
+            let traceparent = span.as_ref().map(AttemptSpan::traceparent);
+            let Some(request) = front.request_for(&pick, cookie, traceparent) else {
                 break;
             };
             let attempt = Attempt {
@@ -186,6 +211,7 @@ impl Proxy {
                 request,
                 in_flight,
                 timeout: picks.per_try_timeout(self.settings.response_header_timeout),
+                span,
             };
             let backoff = match self.attempt(table, attempt, front, labels).await {
                 Ok(answer) => {
@@ -220,6 +246,7 @@ impl Proxy {
             request,
             in_flight,
             timeout,
+            span,
         } = attempt;
         let (pool, addr) = labels.picked(table, pick)?;
         // The upstream's own time, for the access log only.
@@ -235,6 +262,14 @@ impl Proxy {
         }
         let ok = matches!(&sent, Ok(Ok(answer)) if F::status(answer) < 500);
         self.record_outcome(table, pick, ok);
+        if let Some(span) = span {
+            span.finish(match &sent {
+                Ok(Ok(answer)) => Ok(F::status(answer)),
+                Ok(Err(e)) if e.is_connect() => Err("connect"),
+                Ok(Err(_)) => Err("upstream_failed"),
+                Err(_) => Err("timeout"),
+            });
+        }
         match sent {
             Err(_) => Err(ProxyError::UpstreamTimeout { addr, timeout }),
             Ok(Err(e)) => Err(send_failed(pick, addr, e)),
@@ -367,6 +402,9 @@ impl Proxy {
                 tls_version: conn.tls.as_ref().map(|t| t.version),
                 sni: conn.tls.as_ref().and_then(|t| t.sni.clone()),
                 client_subject: conn.tls.as_ref().and_then(|t| t.client_subject.clone()),
+                trace_id: None,
+                rollout_step: None,
+                cohort: None,
             },
         )))
     }
@@ -376,6 +414,20 @@ impl Proxy {
         log_failure(e, conn.peer);
         e.status().as_u16()
     }
+}
+
+/// The server span of a request the engine forwards: a child of the
+/// client's valid `traceparent`, else a new trace.
+fn begin_trace<F: Front>(
+    tracing: &crate::traces::Tracing,
+    front: &F,
+    start: Instant,
+) -> RequestTrace {
+    let traceparent = front.header(&http::HeaderName::from_static(TRACEPARENT));
+    let tracestate = front.header(&http::HeaderName::from_static(TRACESTATE));
+    let mut trace = tracing.request(start, traceparent, tracestate, front.method());
+    trace.describe(|| front.trace_facts());
+    trace
 }
 
 /// A token from the route's rate limit for this request's key, or
@@ -474,6 +526,8 @@ pub(super) struct Labels {
     /// The last attempt's time from sending to the response head; taken
     /// only with an access log.
     upstream_time: Option<std::time::Duration>,
+    /// The request's server span, with tracing on.
+    trace: Option<Box<RequestTrace>>,
 }
 
 impl Labels {
@@ -489,6 +543,7 @@ impl Labels {
             retried: false,
             attempts: 0,
             upstream_time: None,
+            trace: None,
             queued: std::time::Duration::ZERO,
             shadow: None,
         }
@@ -538,12 +593,16 @@ impl Labels {
     /// duration (and writes its access-log line, `log`) when the body
     /// ends.
     pub fn record(
-        self,
+        mut self,
         cache: &RequestMetricsCache,
         status: u16,
         log: Option<LogLine>,
     ) -> RequestTimer {
         let start = self.start;
+        let trace = self.trace.take().map(|mut trace| {
+            trace.describe(|| self.facts());
+            trace
+        });
         let log = log.map(|mut line| {
             let entry = &mut line.1;
             entry.route = self.route.as_ref().map(|r| r.to_string());
@@ -553,6 +612,7 @@ impl Labels {
             entry.attempts = self.attempts;
             entry.upstream_ms = self.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
             entry.queued_ms = self.queued.as_secs_f64() * 1000.0;
+            entry.trace_id = trace.as_ref().map(|t| t.trace_id());
             line
         });
         if let (Some(route), Some(pool), Some(upstream), Some(addr)) =
@@ -564,6 +624,7 @@ impl Labels {
                 bytes: 0,
                 log,
                 traffic: self.traffic.map(|t| (t, status, self.queued)),
+                trace: trace.map(|t| (t, status)),
             };
         }
         // A request that never reached an upstream: rare, no cache.
@@ -584,7 +645,25 @@ impl Labels {
             bytes: 0,
             log,
             traffic: None,
+            trace: trace.map(|t| (t, status)),
         }
+    }
+
+    /// What the server span learned while forwarding.
+    fn facts(&self) -> Vec<opentelemetry::KeyValue> {
+        use opentelemetry::KeyValue;
+        let mut facts = Vec::with_capacity(4);
+        for (key, value) in [
+            ("cutover.route", &self.route),
+            ("cutover.pool", &self.pool),
+            ("cutover.upstream", &self.upstream),
+        ] {
+            if let Some(value) = value {
+                facts.push(KeyValue::new(key, value.to_string()));
+            }
+        }
+        facts.push(KeyValue::new("cutover.attempts", i64::from(self.attempts)));
+        facts
     }
 
     /// Sets the route of a request the front matched.

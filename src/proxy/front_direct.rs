@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderValue, Version};
+use opentelemetry::KeyValue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub use super::h1_upstream::Scratch;
@@ -39,6 +40,7 @@ use super::wire::request::{self, Forwarding, RequestHead, Verdict};
 use super::wire::response::{self, ClientSide, Framing, ResponseHead};
 use super::{ClientConn, Proxy, ProxyError};
 use crate::routing::{Pick, Pool, RouteTable};
+use crate::traces::{TRACEPARENT, TRACEPARENT_LEN, TRACESTATE, TraceParent};
 
 /// What to do with the bytes at the start of a client's buffer.
 pub enum Plan {
@@ -95,6 +97,7 @@ impl Proxy {
             client_ip: conn.forwarded_for.as_bytes(),
             proto: conn.proto.as_bytes(),
             request_id: self.settings.request_id_header.as_str().as_bytes(),
+            trace: self.tracing.is_some(),
         };
         let head = match request::classify(buf, &fwd, &mut scratch.upstream_head) {
             Verdict::Partial => return Plan::Partial,
@@ -138,6 +141,8 @@ impl Proxy {
         let mut labels = Labels::routed(route, start);
         let close = head.close || client.activity.closing();
         let mut request = DirectRequest {
+            buf,
+            head: &head,
             head_request: head.is_head(buf),
             idempotent: head.idempotent(buf),
             cookies: Cookies {
@@ -233,6 +238,9 @@ where
 /// body) are already in `scratch.upstream_head`, the same for every
 /// attempt; what changes between attempts is the fresh sticky cookie.
 struct DirectRequest<'a, 'c, S> {
+    /// The client's buffer and where the request is in it.
+    buf: &'a [u8],
+    head: &'a RequestHead,
     head_request: bool,
     idempotent: bool,
     /// The request's `Cookie` values.
@@ -262,15 +270,56 @@ impl<S: AsyncRead + Unpin + Send> Front for DirectRequest<'_, '_, S> {
         self.cookies.find(name)
     }
 
-    fn header(&self, _: &http::HeaderName) -> Option<&[u8]> {
-        None
+    /// Only the trace context (a rate limit by header sends its route to
+    /// hyper).
+    fn header(&self, name: &http::HeaderName) -> Option<&[u8]> {
+        let trace = self.head.trace.as_ref()?;
+        let at = match name.as_str() {
+            TRACEPARENT => trace.traceparent.as_ref(),
+            TRACESTATE => trace.tracestate.as_ref(),
+            _ => None,
+        }?;
+        Some(&self.buf[at.clone()])
+    }
+
+    fn method(&self) -> &str {
+        // `classify` took a token of ASCII.
+        std::str::from_utf8(&self.buf[self.head.method.clone()]).unwrap_or("GET")
+    }
+
+    fn trace_facts(&self) -> Vec<KeyValue> {
+        let target = String::from_utf8_lossy(&self.buf[self.head.target.clone()]);
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (&*target, None),
+        };
+        let mut facts = vec![
+            KeyValue::new("http.request.method", self.method().to_string()),
+            KeyValue::new("url.path", path.to_string()),
+            KeyValue::new("network.protocol.version", "1.1"),
+        ];
+        if let Some(query) = query {
+            facts.push(KeyValue::new("url.query", query.to_string()));
+        }
+        facts
     }
 
     fn resendable(&self) -> bool {
         self.idempotent
     }
 
-    fn request_for(&mut self, _: &Pick, cookie: Option<HeaderValue>) -> Option<()> {
+    fn request_for(
+        &mut self,
+        _: &Pick,
+        cookie: Option<HeaderValue>,
+        traceparent: Option<&TraceParent>,
+    ) -> Option<()> {
+        if let (Some(value), Some(trace)) = (traceparent, &self.head.trace) {
+            let at = trace.upstream_at;
+            if let Some(slot) = self.scratch.upstream_head.get_mut(at..at + TRACEPARENT_LEN) {
+                slot.copy_from_slice(value.as_bytes());
+            }
+        }
         self.set_cookie = cookie;
         self.date = crate::clock::http_date();
         Some(())

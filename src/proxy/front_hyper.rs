@@ -11,6 +11,7 @@ use std::time::Instant;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use opentelemetry::KeyValue;
 
 use super::activity::ActiveRequest;
 use super::body::ResponseBody;
@@ -23,6 +24,7 @@ use super::wire::answer::OwnAnswer;
 use super::wire::headers;
 use super::{ClientConn, Proxy, ProxyError, max_forwards, mirror, tunnel};
 use crate::routing::{Pick, Pool};
+use crate::traces::{TRACEPARENT, TraceParent};
 use crate::upstream::InFlight;
 
 impl Proxy {
@@ -227,7 +229,31 @@ impl Front for Outbound {
         self.body.is_none() && self.method.is_idempotent()
     }
 
-    fn request_for(&mut self, pick: &Pick, cookie: Option<HeaderValue>) -> Option<Self::Request> {
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+
+    fn trace_facts(&self) -> Vec<KeyValue> {
+        let mut facts = vec![
+            KeyValue::new("http.request.method", self.method.to_string()),
+            KeyValue::new("url.path", self.path.path().to_string()),
+            KeyValue::new(
+                "network.protocol.version",
+                protocol_version(self.client_version),
+            ),
+        ];
+        if let Some(query) = self.path.query() {
+            facts.push(KeyValue::new("url.query", query.to_string()));
+        }
+        facts
+    }
+
+    fn request_for(
+        &mut self,
+        pick: &Pick,
+        cookie: Option<HeaderValue>,
+        traceparent: Option<&TraceParent>,
+    ) -> Option<Self::Request> {
         let body = match &self.body {
             None => RequestBody::Empty,
             Some(slot) => slot.attempt()?,
@@ -241,6 +267,9 @@ impl Front for Outbound {
         if !headers.contains_key(http::header::HOST) {
             // An HTTP/1.0 client may send none; HTTP/1.1 upstreams need one.
             headers.insert(http::header::HOST, pick.upstream.host_header().clone());
+        }
+        if let Some(traceparent) = traceparent {
+            headers.insert(TRACEPARENT, traceparent.header_value());
         }
         *request.headers_mut() = headers;
         Some(request)
@@ -263,6 +292,15 @@ impl Front for Outbound {
 
     fn status(answer: &Self::Answer) -> u16 {
         answer.status().as_u16()
+    }
+}
+
+/// `network.protocol.version` of a client's request.
+fn protocol_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        _ => "1.1",
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Proxy {
     /// Upgraded (WebSocket) tunnels, so a graceful stop can wait for them.
     tunnels: TaskTracker,
     access_log: Option<AccessLog>,
+    /// Spans of requests, with `[tracing]`.
+    tracing: crate::traces::SharedTracing,
     request_metrics: RequestMetricsCache,
 }
 
@@ -133,6 +135,7 @@ impl Proxy {
         settings: ProxySettings,
         tunnels: TaskTracker,
         access_log: Option<AccessLog>,
+        tracing: crate::traces::SharedTracing,
     ) -> Proxy {
         Proxy {
             routing,
@@ -140,6 +143,7 @@ impl Proxy {
             settings,
             tunnels,
             access_log,
+            tracing,
             request_metrics: RequestMetricsCache::default(),
         }
     }

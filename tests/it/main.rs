@@ -41,6 +41,7 @@ mod status_page;
 mod streaming;
 mod systemd;
 pub mod tls;
+mod tracing;
 mod traffic_rules;
 mod upgrade;
 mod upstream_misbehaviour;

@@ -17,6 +17,7 @@ use std::ops::Range;
 
 use super::headers::hop_by_hop;
 use crate::proxy::request_id::{self, MadeId};
+use crate::traces::{TRACEPARENT, TRACEPARENT_LEN, TRACESTATE};
 
 /// Headers of a request head the direct path reads (hyper's default too).
 pub const MAX_HEADERS: usize = 100;
@@ -49,6 +50,22 @@ pub struct RequestHead {
     pub cookies: Vec<Range<usize>>,
     /// The `X-Request-Id` sent upstream: the client's, or one made.
     pub request_id: RequestId,
+    /// With tracing on: the client's trace context, and where the
+    /// upstream head holds the attempt's `traceparent`.
+    pub trace: Option<TraceHeaders>,
+}
+
+/// A taken request's W3C trace context (tracing on).
+#[derive(Debug, PartialEq)]
+pub struct TraceHeaders {
+    /// The client's one `traceparent` (several: none, a new trace).
+    pub traceparent: Option<Range<usize>>,
+    /// The client's first `tracestate`, passed upstream unchanged.
+    pub tracestate: Option<Range<usize>>,
+    /// Where, in the upstream head, the attempt's `traceparent` value
+    /// goes ([`crate::traces::TRACEPARENT_LEN`] bytes, written per
+    /// attempt).
+    pub upstream_at: usize,
 }
 
 /// A taken request's `X-Request-Id`.
@@ -92,6 +109,9 @@ pub struct Forwarding<'a> {
     pub proto: &'a [u8],
     /// The request id's header name, lower case (`x-request-id`).
     pub request_id: &'a [u8],
+    /// Tracing is on: the client's `traceparent` is replaced by the
+    /// attempt's.
+    pub trace: bool,
 }
 
 /// Headers the direct path drops on the way up: the hop-by-hop ones
@@ -147,6 +167,8 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
     let mut forwarded_for: Option<Range<usize>> = None;
     // `Some(None)`: one or more seen, none kept.
     let mut client_id: Option<Option<Range<usize>>> = None;
+    let mut traceparent: Option<Option<Range<usize>>> = None;
+    let mut tracestate = None;
     let mut body: Option<usize> = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -195,6 +217,15 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
                 _ => Some(None),
             };
             continue;
+        } else if fwd.trace && name.eq_ignore_ascii_case(TRACEPARENT.as_bytes()) {
+            // Replaced by the attempt's, written after the others.
+            traceparent = match traceparent {
+                None => Some(Some(offset(buf, value))),
+                _ => Some(None),
+            };
+            continue;
+        } else if fwd.trace && name.eq_ignore_ascii_case(TRACESTATE.as_bytes()) {
+            tracestate.get_or_insert_with(|| offset(buf, value));
         }
         if DROPPED.iter().any(|n| name.eq_ignore_ascii_case(n)) {
             continue;
@@ -221,6 +252,17 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
     upstream.extend_from_slice(b": ");
     upstream.extend_from_slice(request_id.bytes(buf));
     upstream.extend_from_slice(b"\r\n");
+    let trace = fwd.trace.then(|| {
+        upstream.extend_from_slice(b"traceparent: ");
+        let upstream_at = upstream.len();
+        upstream.extend_from_slice(&[b'0'; TRACEPARENT_LEN]);
+        upstream.extend_from_slice(b"\r\n");
+        TraceHeaders {
+            traceparent: traceparent.flatten(),
+            tracestate,
+            upstream_at,
+        }
+    });
     let prior = forwarded_for.map(|r| &buf[r]);
     write_forwarding(upstream, fwd, prior, &buf[host.clone()]);
     upstream.extend_from_slice(&buf[len..len + body]);
@@ -233,6 +275,7 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
         close,
         cookies,
         request_id,
+        trace,
     })
 }
 
@@ -329,6 +372,7 @@ mod tests {
         client_ip: b"10.0.0.7",
         proto: b"http",
         request_id: b"x-request-id",
+        trace: false,
     };
 
     fn take(bytes: &[u8]) -> (RequestHead, String) {
@@ -386,6 +430,37 @@ mod tests {
                 "{up}"
             );
         }
+    }
+
+    #[test]
+    fn with_tracing_the_clients_traceparent_is_replaced_and_tracestate_kept() {
+        let fwd = Forwarding { trace: true, ..FWD };
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let req =
+            format!("GET / HTTP/1.1\r\nHost: a\r\nTraceparent: {tp}\r\ntracestate: v=1\r\n\r\n");
+        let mut up = Vec::new();
+        let Verdict::Take(head) = classify(req.as_bytes(), &fwd, &mut up) else {
+            panic!("not taken");
+        };
+        let trace = head.trace.expect("trace headers");
+        assert_eq!(&req.as_bytes()[trace.traceparent.unwrap()], tp.as_bytes());
+        assert_eq!(&req.as_bytes()[trace.tracestate.unwrap()], b"v=1");
+        let at = trace.upstream_at;
+        assert_eq!(&up[at - 13..at], b"traceparent: ");
+        assert_eq!(&up[at..at + TRACEPARENT_LEN], &[b'0'; TRACEPARENT_LEN]);
+        let text = String::from_utf8(up).unwrap();
+        assert_eq!(text.to_ascii_lowercase().matches("traceparent").count(), 1);
+        assert!(text.contains("tracestate: v=1\r\n"), "{text}");
+        // Two: neither is the parent.
+        let two =
+            format!("GET / HTTP/1.1\r\nHost: a\r\ntraceparent: {tp}\r\ntraceparent: {tp}\r\n\r\n");
+        let Verdict::Take(head) = classify(two.as_bytes(), &fwd, &mut Vec::new()) else {
+            panic!("not taken");
+        };
+        assert_eq!(head.trace.unwrap().traceparent, None);
+        // Off: passed through as any header.
+        let (head, up) = take(req.as_bytes());
+        assert!(head.trace.is_none() && up.contains(tp), "{up}");
     }
 
     #[test]
