@@ -146,7 +146,7 @@ fn pick(c: &mut Criterion) {
 
 fn sticky(c: &mut Criterion) {
     let key = StickyKey::new([7; 32]);
-    let cookie = key.seal(&key.upstream_id("p", "127.0.0.1:10000"), u64::MAX);
+    let (cookie, _) = key.seal(&key.upstream_id("p", "127.0.0.1:10000"), u64::MAX);
     c.bench_function("sticky_cookie/open", |b| {
         b.iter(|| black_box(key.open(black_box(&cookie), 0)))
     });

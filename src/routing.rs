@@ -59,6 +59,8 @@ pub struct Route {
     /// Index into `split` of the pool a rollout moves sticky clients to,
     /// and its percent.
     sticky_shift: Option<(usize, u32)>,
+    /// The step (1-based) of the rollout whose split this is.
+    pub rollout_step: Option<u32>,
 }
 
 /// A route's `retry` and the requests and retries it has counted.
@@ -373,6 +375,7 @@ impl<'a> Kept<'a> {
                     ),
             }),
             sticky_shift,
+            rollout_step: r.sticky_shift.as_ref().map(|shift| shift.step),
         }
     }
 }
@@ -554,9 +557,17 @@ impl RouteTable {
     /// pinned to another pool moves to the rollout's pool once its cohort
     /// is below the shift's percent (the second value is then `true`: a new
     /// pin), and pins to that pool are ignored at 0.
-    pub fn sticky_pick(&self, route: &Route, cookie: &str, now_unix: u64) -> Option<(Pick, bool)> {
+    /// The third value is the client's cohort.
+    pub fn sticky_pick(
+        &self,
+        route: &Route,
+        cookie: &str,
+        now_unix: u64,
+    ) -> Option<(Pick, bool, u8)> {
         let (id, cohort) = self.sticky_key.open_with_cohort(cookie, now_unix)?;
-        route.split.iter().enumerate().find_map(|(at, share)| {
+        // 0–99.
+        let as_u8 = u8::try_from(cohort).unwrap_or(u8::MAX);
+        let pick = route.split.iter().enumerate().find_map(|(at, share)| {
             let pool = &self.pools[share.pool];
             let u = pool.upstreams.iter().find(|u| u.sticky_id == id)?;
             if let Some((shifted, percent)) = route.sticky_shift {
@@ -570,7 +581,8 @@ impl RouteTable {
             u.state
                 .accepts_sticky()
                 .then(|| (Pick::of(pool, share.pool, u, &share.stats), false))
-        })
+        })?;
+        Some((pick.0, pick.1, as_u8))
     }
 
     /// The route's traffic figures for `pool`, if the route sends it any.
@@ -591,8 +603,9 @@ impl RouteTable {
             .fold(Snapshot::default(), |acc, s| acc.plus(&s.stats.snapshot()))
     }
 
-    /// A sealed cookie value pinning a client to `pick` until `expires_unix`.
-    pub fn seal_sticky(&self, pick: &Pick, expires_unix: u64) -> String {
+    /// A sealed cookie value pinning a client to `pick` until
+    /// `expires_unix`, and the cohort it holds.
+    pub fn seal_sticky(&self, pick: &Pick, expires_unix: u64) -> (String, u8) {
         self.sticky_key.seal(&pick.sticky_id, expires_unix)
     }
 
@@ -886,7 +899,7 @@ upstreams = [{ addr = "127.0.0.1:9001" }]
             let before = RouteTable::build(&Config::parse("t", &text(1, 1, 1, 1)).unwrap(), None, &key());
             let pinned = before.upstream("a", "127.0.0.1:1".parse().unwrap()).unwrap().clone();
             let pick = Pick { pool: Arc::from("a"), pool_index: 0, upstream: pinned.clone(), sticky_id: before.pools()[0].upstreams[0].sticky_id, max_in_flight: None, stats: Default::default() };
-            let cookie = before.seal_sticky(&pick, u64::MAX);
+            let (cookie, _) = before.seal_sticky(&pick, u64::MAX);
             let after = RouteTable::build(&Config::parse("t", &text(a_w, b_w, u1, u2)).unwrap(), Some(&before), &key());
             let route = after.route("r").unwrap();
             let again = after.sticky_pick(route, &cookie, 0).expect("still pinned");

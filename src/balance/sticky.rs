@@ -72,9 +72,11 @@ impl StickyKey {
         mac
     }
 
-    /// The cookie value pinning a client to `id` until `expires` (Unix s).
-    pub fn seal(&self, id: &StickyId, expires: u64) -> String {
-        self.seal_in_cohort(id, expires, fastrand::u8(0..100))
+    /// The cookie value pinning a client to `id` until `expires` (Unix
+    /// s), and its cohort (0–99, drawn at random).
+    pub fn seal(&self, id: &StickyId, expires: u64) -> (String, u8) {
+        let cohort = fastrand::u8(0..100);
+        (self.seal_in_cohort(id, expires, cohort), cohort)
     }
 
     fn seal_in_cohort(&self, id: &StickyId, expires: u64, cohort: u8) -> String {
@@ -141,7 +143,7 @@ mod tests {
     fn seal_then_open() {
         let k = key(1);
         let id = k.upstream_id("blue", "127.0.0.1:9001");
-        let cookie = k.seal(&id, 1000);
+        let (cookie, _) = k.seal(&id, 1000);
         assert_eq!(k.open(&cookie, 999), Some(id));
         assert_eq!(k.open(&cookie, 1000), None, "expired");
         assert_eq!(key(2).open(&cookie, 0), None, "another key");
@@ -167,7 +169,7 @@ mod tests {
         assert_eq!(k.open_with_cohort(&old, 0), Some((id, hash_cohort(&old))));
         // Fresh cookies spread over the cohorts.
         let low = (0..1000)
-            .filter(|_| k.open_with_cohort(&k.seal(&id, 1000), 0).unwrap().1 < 25)
+            .filter(|_| k.open_with_cohort(&k.seal(&id, 1000).0, 0).unwrap().1 < 25)
             .count();
         assert!((180..=320).contains(&low), "{low} of 1000 below 25");
     }
@@ -177,7 +179,7 @@ mod tests {
         #[test]
         fn tampering_is_rejected(pos in 0usize..50, bit in 0u8..6) {
             let k = key(7);
-            let cookie = k.seal(&k.upstream_id("p", "10.0.0.1:80"), u64::MAX);
+            let (cookie, _) = k.seal(&k.upstream_id("p", "10.0.0.1:80"), u64::MAX);
             let mut bytes = cookie.clone().into_bytes();
             prop_assume!(pos < bytes.len());
             let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

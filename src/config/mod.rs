@@ -264,6 +264,8 @@ pub struct RouteConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StickyShift {
     pub pool: String,
+    /// The rollout's step, 1-based (the access log's `rollout_step`).
+    pub step: u32,
     pub percent: u32,
 }
 

@@ -256,6 +256,7 @@ pub fn effective(file: &Config, o: &Overrides) -> Config {
             route.sticky_shift = Some(StickyShift {
                 pool: r.spec.to.clone(),
                 percent: r.weight(),
+                step: u32::try_from(r.step + 1).unwrap_or(u32::MAX),
             });
         }
     }

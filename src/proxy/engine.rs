@@ -181,7 +181,9 @@ impl Proxy {
         // sets a fresh cookie.
         let pinned = route.sticky.as_ref().and_then(|sticky| {
             let value = front.cookie(&sticky.cookie)?;
-            table.sticky_pick(route, value, now_unix)
+            let (pick, moved, cohort) = table.sticky_pick(route, value, now_unix)?;
+            labels.cohort = Some(cohort);
+            Some((pick, moved))
         });
         let resendable = front.resendable();
         let mut picks = Picks::new(pinned, route, self.settings.retries);
@@ -197,7 +199,12 @@ impl Proxy {
                     admitted
                 }
             };
-            let cookie = fresh_cookie(table, route, &pick, fresh || moved, now_unix, secure);
+            let cookie = fresh_cookie(table, route, &pick, fresh || moved, now_unix, secure).map(
+                |(cookie, cohort)| {
+                    labels.cohort = Some(cohort);
+                    cookie
+                },
+            );
             let span = labels
                 .trace
                 .as_mut()
@@ -453,7 +460,8 @@ fn rate_limited<F: Front>(
     })
 }
 
-/// The `Set-Cookie` value for a fresh pick on a sticky route.
+/// The `Set-Cookie` value for a fresh pick on a sticky route, and the
+/// cohort it puts the client in.
 fn fresh_cookie(
     table: &RouteTable,
     route: &Route,
@@ -461,11 +469,12 @@ fn fresh_cookie(
     fresh: bool,
     now_unix: u64,
     secure: bool,
-) -> Option<HeaderValue> {
+) -> Option<(HeaderValue, u8)> {
     let sticky = route.sticky.as_ref().filter(|_| fresh)?;
     let expires = now_unix.saturating_add(sticky.max_age.as_secs());
-    let value = table.seal_sticky(pick, expires);
-    headers::set_cookie(&sticky.cookie, &value, sticky.max_age, secure)
+    let (value, cohort) = table.seal_sticky(pick, expires);
+    let cookie = headers::set_cookie(&sticky.cookie, &value, sticky.max_age, secure)?;
+    Some((cookie, cohort))
 }
 
 /// What a send that got no response becomes: a failed connect (counted
@@ -528,6 +537,10 @@ pub(super) struct Labels {
     upstream_time: Option<std::time::Duration>,
     /// The request's server span, with tracing on.
     trace: Option<Box<RequestTrace>>,
+    /// The step of the rollout whose split routed it.
+    rollout_step: Option<u32>,
+    /// A sticky client's cohort (its cookie's, or the fresh one's).
+    cohort: Option<u8>,
 }
 
 impl Labels {
@@ -544,6 +557,8 @@ impl Labels {
             attempts: 0,
             upstream_time: None,
             trace: None,
+            rollout_step: None,
+            cohort: None,
             queued: std::time::Duration::ZERO,
             shadow: None,
         }
@@ -553,6 +568,7 @@ impl Labels {
     pub fn routed(route: &Route, start: Instant) -> Labels {
         Labels {
             route: Some(Arc::clone(&route.name)),
+            rollout_step: route.rollout_step,
             ..Labels::arrived(start)
         }
     }
@@ -613,6 +629,8 @@ impl Labels {
             entry.upstream_ms = self.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
             entry.queued_ms = self.queued.as_secs_f64() * 1000.0;
             entry.trace_id = trace.as_ref().map(|t| t.trace_id());
+            entry.rollout_step = self.rollout_step;
+            entry.cohort = self.cohort;
             line
         });
         if let (Some(route), Some(pool), Some(upstream), Some(addr)) =
@@ -669,5 +687,6 @@ impl Labels {
     /// Sets the route of a request the front matched.
     pub fn set_route(&mut self, route: &Route) {
         self.route = Some(Arc::clone(&route.name));
+        self.rollout_step = route.rollout_step;
     }
 }

@@ -157,3 +157,77 @@ async fn logfmt_lines_with_the_fields_named() {
         "{stderr}"
     );
 }
+
+/// During a rollout each line names the step whose split routed it, and
+/// on a sticky route the client's cohort: the fresh cookie's on a first
+/// visit, the same again when the client comes back with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_name_the_rollout_step_and_the_sticky_cohort() {
+    let blue = TestUpstream::start("blue").await;
+    let green = TestUpstream::start("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let config = format!(
+        "[proxy]\naccess_log = \"{}\"\n[[route]]\nname = \"app\"\nsticky = {{ cookie = \"pin\" }}\nsplit = {{ blue = 100, green = 0 }}\n\
+         [pool.blue]\nupstreams = [{{ addr = \"{}\" }}]\n[pool.green]\nupstreams = [{{ addr = \"{}\" }}]\n",
+        path.display(),
+        blue.addr,
+        green.addr
+    );
+    let proxy = start_proxy(&config).await;
+    let url = format!("http://{}/", proxy.addrs()[0]);
+    let client = http1_client();
+    // Before any rollout: no step.
+    let first = client
+        .request(http::Request::get(&url).body(Default::default()).unwrap())
+        .await
+        .unwrap();
+    let cookie = first.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let (s, v) = admin_call(
+        "POST",
+        &proxy.admin_url("/api/v1/routes/app/rollout"),
+        Some(serde_json::json!({"to": "green", "steps": [50, 100], "interval": "1h"})),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let again = client
+        .request(
+            http::Request::get(&url)
+                .header("cookie", &cookie)
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    wait_until("two access log lines", || async {
+        read().lines().count() >= 2
+    })
+    .await;
+    let lines: Vec<serde_json::Value> = read()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0].get("rollout_step"), None, "{lines:?}");
+    assert_eq!(lines[1]["rollout_step"], 1, "{lines:?}");
+    let cohort = lines[0]["cohort"].as_u64().expect("a cohort");
+    assert!(cohort < 100, "{cohort}");
+    // A pinned client at or above 50 stays on blue with its cohort; below,
+    // the rollout moved it to green, whose fresh cookie draws a new one.
+    if lines[1]["pool"] == "blue" {
+        assert_eq!(lines[1]["cohort"].as_u64(), Some(cohort), "{lines:?}");
+        assert!(cohort >= 50, "{lines:?}");
+    } else {
+        assert!(cohort < 50, "{lines:?}");
+        assert!(lines[1]["cohort"].as_u64().is_some(), "{lines:?}");
+    }
+    proxy.stop().await;
+}
