@@ -83,6 +83,7 @@ fn route_match(c: &mut Criterion) {
                 black_box(Some("App.Example.com:443")),
                 black_box(&uri),
                 black_box(&headers),
+                None,
             ))
         })
     });
@@ -108,6 +109,7 @@ split = { q = 1 }
                 black_box(Some("App.Example.com:443")),
                 black_box(&uri),
                 black_box(&headers),
+                None,
             ))
         })
     });
@@ -118,7 +120,7 @@ split = { q = 1 }
     );
     let preview: Uri = "/index.html?preview=yes".parse().expect("uri");
     let name = |t: &RouteTable, uri: &Uri, h: &HeaderMap| {
-        t.match_route(Some("app.example.com"), uri, h)
+        t.match_route(Some("app.example.com"), uri, h, None)
             .map(|r| r.name.to_string())
     };
     assert_eq!(name(&ruled, &uri, &headers).as_deref(), Some("app"));
@@ -129,6 +131,7 @@ split = { q = 1 }
                 black_box(Some("App.Example.com:443")),
                 black_box(&preview),
                 black_box(&flagged),
+                None,
             ))
         })
     });

@@ -419,11 +419,14 @@ impl RouteTable {
     /// The route for a request: the most specific one whose host, path
     /// prefix and matchers all match. `host` is the Host header or
     /// `:authority`, with or without port, any case.
+    /// `client_subject`: the verified client certificate's subject, on an
+    /// mTLS listener.
     pub fn match_route(
         &self,
         host: Option<&str>,
         uri: &Uri,
         headers: &HeaderMap,
+        client_subject: Option<&str>,
     ) -> Option<&Route> {
         let host = host.map(bare_host);
         let path = uri.path();
@@ -431,7 +434,7 @@ impl RouteTable {
             r.takes(host, path)
                 && r.matchers
                     .as_ref()
-                    .is_none_or(|m| m.matches(headers, uri.query()))
+                    .is_none_or(|m| m.matches(headers, uri.query(), client_subject))
         })
     }
 
@@ -799,7 +802,7 @@ upstreams = [{{ addr = "127.0.0.1:9003" }}]
 
     fn name<'a>(t: &'a RouteTable, host: Option<&str>, path: &str) -> Option<&'a str> {
         let uri: Uri = path.parse().unwrap();
-        t.match_route(host, &uri, &HeaderMap::new())
+        t.match_route(host, &uri, &HeaderMap::new(), None)
             .map(|r| &*r.name)
     }
 

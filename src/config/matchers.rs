@@ -1,6 +1,8 @@
 //! Request matchers on a route beyond host and path: `headers`, `cookies`
 //! and `query`, each a map of name → exact string, `{ present = true }` or
-//! `{ regex = "…" }`. Read from the file (every problem at its key) and
+//! `{ regex = "…" }`, and `client_subject` (one such value, matched
+//! against the verified client certificate's subject on an mTLS
+//! listener). Read from the file (every problem at its key) and
 //! evaluated per request; a route without matchers costs one length check.
 
 use http::{HeaderMap, HeaderName};
@@ -22,6 +24,8 @@ pub struct Matchers {
     pub cookies: Vec<(String, ValueMatch)>,
     /// Names and values compared after form-decoding (`%20`, `+`).
     pub query: Vec<(String, ValueMatch)>,
+    /// The verified client certificate's subject (`CN=billing,O=Acme`).
+    pub client_subject: Option<ValueMatch>,
 }
 
 /// How one value is matched.
@@ -71,28 +75,46 @@ impl Matchers {
     /// How many matchers: among routes with the same path prefix and
     /// hosts, more matchers is more specific.
     pub fn count(&self) -> usize {
-        self.headers.len() + self.cookies.len() + self.query.len()
+        self.headers.len()
+            + self.cookies.len()
+            + self.query.len()
+            + usize::from(self.client_subject.is_some())
     }
 
     /// What ranks routes of the same path and hosts (Gateway API's order):
     /// header matchers (a cookie is a header), then query matchers; more
     /// is more specific.
     pub fn precedence(&self) -> (usize, usize) {
-        (self.headers.len() + self.cookies.len(), self.query.len())
+        (
+            self.headers.len() + self.cookies.len() + usize::from(self.client_subject.is_some()),
+            self.query.len(),
+        )
     }
 
     /// Does the request carry everything listed? `query` is the URI's query
-    /// string without `?`.
-    pub fn matches(&self, headers: &HeaderMap, query: Option<&str>) -> bool {
-        self.headers.iter().all(|(name, want)| {
-            headers.get_all(name).iter().any(|v| match want {
-                ValueMatch::Exact(s) => v.as_bytes() == s.as_bytes(),
-                other => v.to_str().is_ok_and(|v| other.matches(v)),
+    /// string without `?`; `client_subject` the verified certificate's
+    /// (none: a route that asks for one does not match).
+    pub fn matches(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        client_subject: Option<&str>,
+    ) -> bool {
+        let subject_ok = match &self.client_subject {
+            None => true,
+            Some(want) => client_subject.is_some_and(|s| want.matches(s)),
+        };
+        subject_ok
+            && self.headers.iter().all(|(name, want)| {
+                headers.get_all(name).iter().any(|v| match want {
+                    ValueMatch::Exact(s) => v.as_bytes() == s.as_bytes(),
+                    other => v.to_str().is_ok_and(|v| other.matches(v)),
+                })
             })
-        }) && self
-            .cookies
-            .iter()
-            .all(|(name, want)| cookies(headers).any(|(k, v)| k == name && want.matches(v)))
+            && self
+                .cookies
+                .iter()
+                .all(|(name, want)| cookies(headers).any(|(k, v)| k == name && want.matches(v)))
             && self.query.iter().all(|(name, want)| {
                 query.is_some_and(|q| {
                     form_urlencoded::parse(q.as_bytes())
@@ -112,9 +134,14 @@ impl Matchers {
                 })
             })
         }
+        let subjects_differ = matches!(
+            (&self.client_subject, &other.client_subject),
+            (Some(ValueMatch::Exact(a)), Some(ValueMatch::Exact(b))) if a != b
+        );
         differ(&self.headers, &other.headers)
             || differ(&self.cookies, &other.cookies)
             || differ(&self.query, &other.query)
+            || subjects_differ
     }
 
     /// `headers`, `cookies` and `query` as the file writes them, for status.
@@ -135,6 +162,9 @@ impl Matchers {
             if value.as_object().is_some_and(|m| !m.is_empty()) {
                 out.insert(key.to_string(), value);
             }
+        }
+        if let Some(subject) = &self.client_subject {
+            out.insert("client_subject".to_string(), subject.describe().into());
         }
         out.into()
     }
@@ -171,10 +201,14 @@ pub fn read_matchers(route: &mut Table<'_>, problems: &mut Problems) -> Matchers
             .then(|| name.to_string())
             .ok_or_else(|| "a query parameter name cannot be empty".to_string())
     });
+    let client_subject = route
+        .get("client_subject")
+        .and_then(|value| read_value(value, &route.child("client_subject"), problems));
     Matchers {
         headers,
         cookies,
         query,
+        client_subject,
     }
 }
 

@@ -36,7 +36,8 @@ pub struct RouteView {
     /// Empty when no pool can take traffic (requests get 503).
     #[serde(default)]
     pub effective_split: BTreeMap<String, f64>,
-    /// `headers`, `cookies`, `query` matchers as the file writes them.
+    /// `headers`, `cookies`, `query`, `client_subject` matchers as the
+    /// file writes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matchers: Option<serde_json::Value>,
     /// Shadow traffic: settings, copies by outcome, last differences.
@@ -92,6 +93,9 @@ impl RouteView {
             for (name, how) in items.into_iter().flatten() {
                 parts.push(format!("{word} {name}={}", how.as_str().unwrap_or("?")));
             }
+        }
+        if let Some(how) = m.get("client_subject").and_then(serde_json::Value::as_str) {
+            parts.push(format!("client_subject={how}"));
         }
         format!(" [{}]", parts.join(", "))
     }

@@ -87,7 +87,8 @@ impl Proxy {
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
         });
-        let Some(route) = table.match_route(host, &parts.uri, &parts.headers) else {
+        let subject = conn.tls.as_ref().and_then(|t| t.client_subject.as_deref());
+        let Some(route) = table.match_route(host, &parts.uri, &parts.headers, subject) else {
             return Err(ProxyError::NoRoute {
                 host: host.map(str::to_string),
                 path: parts.uri.path().to_string(),

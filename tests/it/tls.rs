@@ -387,6 +387,22 @@ async fn mtls_get(
     ca: &Ca,
     client: Option<(&Path, &str)>,
 ) -> Result<String, String> {
+    let answer = mtls_request(addr, ca, client, "/headers").await?;
+    answer
+        .lines()
+        .next()
+        .filter(|l| l.starts_with("HTTP/"))
+        .map(str::to_string)
+        .ok_or_else(|| format!("no answer: {answer:?}"))
+}
+
+/// As [`mtls_get`], for `path`; the whole answer.
+async fn mtls_request(
+    addr: std::net::SocketAddr,
+    ca: &Ca,
+    client: Option<(&Path, &str)>,
+    path: &str,
+) -> Result<String, String> {
     use rustls::pki_types::PrivateKeyDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -414,19 +430,94 @@ async fn mtls_get(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    tls.write_all(b"GET /headers HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+    let request = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes())
         .await
         .map_err(|e| format!("write: {e}"))?;
     let mut answer = String::new();
     tls.read_to_string(&mut answer)
         .await
         .map_err(|e| format!("read: {e}"))?;
-    answer
-        .lines()
-        .next()
-        .filter(|l| l.starts_with("HTTP/"))
-        .map(str::to_string)
-        .ok_or_else(|| format!("no answer: {answer:?}"))
+    Ok(answer)
+}
+
+/// A route with `client_subject` takes only clients whose verified
+/// certificate's subject matches: the billing service's certificate goes
+/// to its pool, another client of the same CA and a client without one go
+/// to the route after it; a route asking for one on a listener without
+/// mTLS never matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_match_the_client_certificates_subject() {
+    let internal = TestUpstream::start("internal").await;
+    let public = TestUpstream::start("public").await;
+    let (server_ca, clients_ca) = (Ca::new(), Ca::new());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    server_ca.issue(d, "app.test");
+    clients_ca.write_ca(&d.join("clients-ca.pem"));
+    clients_ca.issue(d, "billing");
+    clients_ca.issue(d, "reports");
+    let config = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"{0}/app.test.pem\", key = \"{0}/app.test.key\", client_ca = \"{0}/clients-ca.pem\", client_auth = \"optional\" }}\n\
+         [[listener]]\nbind = \"127.0.0.2:0\"\n\
+         [[route]]\nname = \"billing\"\nclient_subject = {{ regex = \"^CN=billing$\" }}\nsplit = {{ internal = 1 }}\n\
+         [[route]]\nname = \"app\"\nsplit = {{ public = 1 }}\n\
+         [pool.internal]\nupstreams = [{{ addr = \"{1}\" }}]\n[pool.public]\nupstreams = [{{ addr = \"{2}\" }}]\n",
+        d.display(),
+        internal.addr,
+        public.addr
+    );
+    let proxy = start_proxy(&config).await;
+    let tls = proxy.addrs()[0];
+    let served_by = |answer: Result<String, String>| {
+        let answer = answer.expect("answered");
+        answer
+            .rsplit("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        served_by(mtls_request(tls, &server_ca, Some((d, "billing")), "/").await),
+        "internal"
+    );
+    assert_eq!(
+        served_by(mtls_request(tls, &server_ca, Some((d, "reports")), "/").await),
+        "public"
+    );
+    assert_eq!(
+        served_by(mtls_request(tls, &server_ca, None, "/").await),
+        "public"
+    );
+    // Plain HTTP: no certificate, never the billing route.
+    let (status, body) = get(&http1_client(), &format!("http://{}/", proxy.addrs()[1])).await;
+    assert_eq!((status, body.trim()), (200, "public"));
+    // Status shows the matcher as the file wrote it.
+    let (_, v) = admin_call("GET", &proxy.admin_url("/api/v1/status"), None, None).await;
+    let billing = v["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "billing")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        billing["matchers"]["client_subject"], "regex \"^CN=billing$\"",
+        "{billing}"
+    );
+    proxy.stop().await;
+    // A bad matcher names its key.
+    let bad = format!(
+        "[[route]]\nname = \"b\"\nclient_subject = {{ regex = \"(\" }}\nsplit = {{ p = 1 }}\n[pool.p]\nupstreams = [{{ addr = \"{}\" }}]\n",
+        internal.addr
+    );
+    let out = check_config(&bad, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("route[0].client_subject.regex: invalid regex"),
+        "{stderr}"
+    );
 }
 
 /// A listener asking for client certificates (mTLS): one from the
