@@ -17,7 +17,7 @@ use tokio_rustls::TlsConnector;
 
 use hyper::body::Body;
 
-use crate::config::{UpstreamProtocol, UpstreamTls};
+use crate::config::{SendProxy, UpstreamProtocol, UpstreamTls};
 
 /// A connection's request side, sending bodies of type `B`.
 pub enum Conn<B> {
@@ -49,10 +49,17 @@ pub struct Connector {
     /// The TLS files' modification times when they were read.
     stamp: Vec<Option<std::time::SystemTime>>,
     pub protocol: UpstreamProtocol,
+    /// Each connection starts with a PROXY protocol header.
+    pub send_proxy: Option<SendProxy>,
 }
 
 impl Connector {
-    pub fn new(pool: &str, tls: Option<&UpstreamTls>, protocol: UpstreamProtocol) -> Connector {
+    pub fn new(
+        pool: &str,
+        tls: Option<&UpstreamTls>,
+        protocol: UpstreamProtocol,
+        send_proxy: Option<SendProxy>,
+    ) -> Connector {
         let built = match tls {
             None => Ok(None),
             Some(t) => crate::upstream_tls::client_config(pool, t, protocol).map(Some),
@@ -67,14 +74,21 @@ impl Connector {
                 .map(crate::upstream_tls::files_stamp)
                 .unwrap_or_default(),
             protocol,
+            send_proxy,
         }
     }
 
     /// Is this the connector for these settings, and are its files as they
     /// were read?
-    pub fn is_for(&self, tls: Option<&UpstreamTls>, protocol: UpstreamProtocol) -> bool {
+    pub fn is_for(
+        &self,
+        tls: Option<&UpstreamTls>,
+        protocol: UpstreamProtocol,
+        send_proxy: Option<SendProxy>,
+    ) -> bool {
         self.settings.as_ref() == tls
             && self.protocol == protocol
+            && self.send_proxy == send_proxy
             && tls
                 .map(crate::upstream_tls::files_stamp)
                 .unwrap_or_default()
@@ -87,20 +101,32 @@ impl Connector {
 
     /// A new connection to `addr`, within `timeout` for TCP (and TLS).
     /// `on_unsolicited` runs if an HTTP/1.1 connection ends because the
-    /// upstream sent bytes no request asked for.
+    /// upstream sent bytes no request asked for. With `send_proxy`, the
+    /// connection starts with a PROXY header naming `client` (source and
+    /// destination), or saying it is cutover's own (a health check).
     pub async fn connect<B: RequestBodyType>(
         &self,
         addr: SocketAddr,
         timeout: Duration,
         on_unsolicited: Option<OnUnsolicited>,
+        client: Option<(SocketAddr, SocketAddr)>,
     ) -> Result<Conn<B>, ConnectError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(ConnectError::Io(e)),
             Err(_) => return Err(ConnectError::Io(timed_out(timeout))),
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%addr, error = %e, "set_nodelay on an upstream connection failed");
+        }
+        if let Some(version) = self.send_proxy {
+            use tokio::io::AsyncWriteExt;
+            let header = proxy_header(version, client);
+            match tokio::time::timeout(timeout, stream.write_all(&header)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(ConnectError::Io(e)),
+                Err(_) => return Err(ConnectError::Io(timed_out(timeout))),
+            }
         }
         let config = match &self.tls {
             Ok(None) => {
@@ -200,4 +226,58 @@ where
         }
     });
     Ok(Conn::H1(sender))
+}
+
+/// A PROXY protocol header (`send_proxy`): the client's source and the
+/// address it reached cutover on; without a client (a health check), a
+/// v2 LOCAL or a v1 UNKNOWN header — the connection is cutover's own.
+pub fn proxy_header(version: SendProxy, client: Option<(SocketAddr, SocketAddr)>) -> Vec<u8> {
+    use ppp::v2::{Builder, Command, Protocol, Version};
+    match (version, client) {
+        (SendProxy::V1, Some(addrs)) => ppp::v1::Addresses::from(addrs).to_string().into_bytes(),
+        (SendProxy::V1, None) => ppp::v1::Addresses::Unknown.to_string().into_bytes(),
+        (SendProxy::V2, client) => {
+            let (command, protocol, addresses) = match client {
+                Some(addrs) => (
+                    Command::Proxy,
+                    Protocol::Stream,
+                    ppp::v2::Addresses::from(addrs),
+                ),
+                None => (
+                    Command::Local,
+                    Protocol::Unspecified,
+                    ppp::v2::Addresses::Unspecified,
+                ),
+            };
+            // Only an I/O error on a Vec, which cannot happen.
+            Builder::with_addresses(Version::Two | command, protocol, addresses)
+                .build()
+                .unwrap_or_default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_headers_name_the_client_or_say_local() {
+        let client: Option<(SocketAddr, SocketAddr)> = Some((
+            "10.0.0.7:51000".parse().unwrap(),
+            "10.0.1.5:8080".parse().unwrap(),
+        ));
+        assert_eq!(
+            proxy_header(SendProxy::V1, client),
+            b"PROXY TCP4 10.0.0.7 10.0.1.5 51000 8080\r\n"
+        );
+        assert_eq!(proxy_header(SendProxy::V1, None), b"PROXY UNKNOWN\r\n");
+        let v2 = proxy_header(SendProxy::V2, client);
+        let parsed = ppp::v2::Header::try_from(v2.as_slice()).unwrap();
+        assert_eq!(parsed.command, ppp::v2::Command::Proxy);
+        assert_eq!(parsed.addresses, ppp::v2::Addresses::from(client.unwrap()));
+        let local = proxy_header(SendProxy::V2, None);
+        let parsed = ppp::v2::Header::try_from(local.as_slice()).unwrap();
+        assert_eq!(parsed.command, ppp::v2::Command::Local);
+    }
 }

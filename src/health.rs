@@ -66,6 +66,7 @@ type Transport = (
     Option<UpstreamTls>,
     UpstreamProtocol,
     Vec<Option<std::time::SystemTime>>,
+    Option<crate::config::SendProxy>,
 );
 
 struct Task {
@@ -98,7 +99,8 @@ impl HealthChecks {
                 .map(crate::upstream_tls::files_stamp)
                 .unwrap_or_default();
             for u in &pool.upstreams {
-                let transport: Transport = (u.tls.clone(), pool.protocol, stamp.clone());
+                let transport: Transport =
+                    (u.tls.clone(), pool.protocol, stamp.clone(), pool.send_proxy);
                 wanted.insert(
                     (pool.name.to_string(), u.state.addr()),
                     (Arc::clone(&u.state), config.clone(), transport.clone()),
@@ -120,7 +122,7 @@ impl HealthChecks {
             if self.tasks.contains_key(&key) {
                 continue;
             }
-            let connector = Connector::new(&key.0, transport.0.as_ref(), transport.1);
+            let connector = Connector::new(&key.0, transport.0.as_ref(), transport.1, transport.3);
             let handle = tokio::spawn(run(
                 connector,
                 key.0.clone(),
@@ -245,7 +247,7 @@ impl Probe {
         }) {
             let conn = self
                 .connector
-                .connect(self.addr, self.config.timeout, None)
+                .connect(self.addr, self.config.timeout, None, None)
                 .await
                 .map_err(|e| format!("connect failed: {e}"))?;
             self.conn = Some(conn);

@@ -117,6 +117,9 @@ pub struct Pool {
     /// How to speak to the upstreams.
     pub tls: Option<UpstreamTls>,
     pub protocol: UpstreamProtocol,
+    /// A PROXY protocol header first on each connection, which then
+    /// serves one client only.
+    pub send_proxy: Option<crate::config::SendProxy>,
 }
 
 #[derive(Debug)]
@@ -161,10 +164,12 @@ impl Pick {
 }
 
 impl Pool {
-    /// Speaks plain HTTP/1.1 (no TLS, no HTTP/2): raw-socket exchanges
-    /// can reach it (see `proxy::h1_upstream`).
+    /// Speaks plain HTTP/1.1 (no TLS, no HTTP/2) on shared connections:
+    /// raw-socket exchanges can reach it (see `proxy::h1_upstream`).
     pub fn is_plain_http1(&self) -> bool {
-        self.tls.is_none() && self.protocol == crate::config::UpstreamProtocol::Http1
+        self.tls.is_none()
+            && self.protocol == crate::config::UpstreamProtocol::Http1
+            && self.send_proxy.is_none()
     }
 
     /// How to speak TLS to the upstream at `addr` (see [`Upstream::tls`]).
@@ -308,6 +313,7 @@ impl<'a> Kept<'a> {
             balance: p.balance,
             tls: p.tls.clone(),
             protocol: p.protocol,
+            send_proxy: p.send_proxy,
         }
     }
 

@@ -36,7 +36,7 @@ pub use retry::{MIN_RETRIES_PER_WINDOW, RetryConfig, RetryOn};
 pub use rollout_spec::{Analysis, OnInconclusive, RolloutSpec, SpecError, Webhooks, parse_spec};
 pub use split::{MAX_WEIGHT, Split, SplitError, WeightError, weight};
 pub use tracing::TracingConfig;
-pub use transport::{UpstreamProtocol, UpstreamTls};
+pub use transport::{SendProxy, UpstreamProtocol, UpstreamTls};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -329,6 +329,8 @@ pub struct PoolConfig {
     /// TLS to the upstreams, if they speak it.
     pub tls: Option<UpstreamTls>,
     pub protocol: UpstreamProtocol,
+    /// A PROXY protocol header first on every connection to its upstreams.
+    pub send_proxy: Option<SendProxy>,
     /// Upstreams given by DNS name; each address a name resolves to is an
     /// upstream of `upstreams` in the config the table is built from.
     pub named: Vec<NamedUpstream>,

@@ -339,6 +339,7 @@ fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
         let balance = features::read_balance(&mut t, problems);
         let dns_refresh = features::read_dns_refresh(&mut t, problems);
         let (tls, protocol) = transport::read_transport(&mut t, problems);
+        let send_proxy = transport::read_send_proxy(&mut t, protocol, problems);
         if health.as_ref().is_some_and(|h| h.grpc) && protocol == UpstreamProtocol::Http1 {
             problems.push(
                 t.span(),
@@ -358,6 +359,7 @@ fn read_pools(top: &mut Table<'_>, problems: &mut Problems) -> SpannedPools {
                 balance,
                 tls,
                 protocol,
+                send_proxy,
                 named,
                 dns_refresh,
             },

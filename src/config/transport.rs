@@ -1,6 +1,7 @@
 //! How cutover speaks to a pool's upstreams: `tls` (`true`, or `{ sni, ca,
-//! client_cert, client_key, insecure_skip_verify }`) and `protocol`
-//! (`"http1"`, `"h2"`, or `"auto"`: by ALPN over TLS).
+//! client_cert, client_key, insecure_skip_verify }`), `protocol`
+//! (`"http1"`, `"h2"`, or `"auto"`: by ALPN over TLS) and `send_proxy`
+//! (a PROXY protocol header first on every connection).
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +55,46 @@ impl UpstreamTls {
             *p = base.join(&*p);
         }
     }
+}
+
+/// The PROXY protocol version a pool's connections start with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendProxy {
+    V1,
+    V2,
+}
+
+/// Reads a pool's `send_proxy`: only with HTTP/1.1, whose connections
+/// cutover can keep to one client each (an HTTP/2 connection carries
+/// many clients' requests).
+pub fn read_send_proxy(
+    pool: &mut Table<'_>,
+    protocol: UpstreamProtocol,
+    problems: &mut Problems,
+) -> Option<SendProxy> {
+    let value = pool.str("send_proxy", problems)?;
+    let path = pool.child("send_proxy");
+    let version = match *value.get_ref() {
+        "v1" => SendProxy::V1,
+        "v2" => SendProxy::V2,
+        other => {
+            problems.push(
+                value.span(),
+                &path,
+                format!("unknown PROXY protocol version {other:?}: expected \"v1\" or \"v2\""),
+            );
+            return None;
+        }
+    };
+    if protocol != UpstreamProtocol::Http1 {
+        problems.push(
+            value.span(),
+            &path,
+            "needs protocol = \"http1\": a PROXY header names one client per connection, and an HTTP/2 connection carries many",
+        );
+        return None;
+    }
+    Some(version)
 }
 
 /// Reads a pool's `tls` and `protocol`.

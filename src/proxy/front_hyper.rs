@@ -139,6 +139,7 @@ impl Proxy {
             client_version,
             client_upgrade,
             cookie: None,
+            client: conn.proxy_addrs(),
         };
         let (answer, in_flight) = self.forward(&table, route, &mut out, conn, labels).await?;
         Ok(self.respond(out, answer, in_flight))
@@ -210,6 +211,9 @@ struct Outbound {
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// The fresh sticky cookie of the last attempt's pick, if any.
     cookie: Option<HeaderValue>,
+    /// The client's address and the one it reached (a `send_proxy`
+    /// pool's PROXY header).
+    client: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl Front for Outbound {
@@ -287,7 +291,7 @@ impl Front for Outbound {
             // Boxed: the rare path of the two for most requests' futures.
             return Box::pin(proxy.send_raw(pool, addr, &request)).await;
         }
-        let (response, connection) = proxy.pools.send(pool, addr, request).await?;
+        let (response, connection) = proxy.pools.send(pool, addr, request, self.client).await?;
         Ok(response.map(|body| UpstreamBody::Hyper(body, connection)))
     }
 

@@ -250,7 +250,9 @@ impl ShadowCopy {
         let pool = self.table.pools().get(self.mirror.pool_index)?;
         let (response, connection) = self
             .pools
-            .send(pool, upstream.state.addr(), request)
+            // A copy's connection is cutover's own (a LOCAL PROXY header
+            // on a `send_proxy` pool).
+            .send(pool, upstream.state.addr(), request, None)
             .await
             .ok()?;
         let status = response.status().as_u16();

@@ -74,6 +74,9 @@ pub struct ClientConn {
     pub forwarded_for: http::HeaderValue,
     /// What the TLS handshake settled, on a TLS listener.
     pub tls: Option<Arc<TlsInfo>>,
+    /// The address the client reached cutover on (a `send_proxy`
+    /// header's destination).
+    pub local: Option<SocketAddr>,
 }
 
 /// A TLS connection's facts, read once after its handshake, for the
@@ -117,7 +120,19 @@ impl ClientConn {
             proto,
             forwarded_for: headers::forwarded_for_value(peer.ip()),
             tls: None,
+            local: None,
         }
+    }
+
+    /// The same client, having reached cutover at `local`.
+    pub fn at(self, local: Option<SocketAddr>) -> ClientConn {
+        ClientConn { local, ..self }
+    }
+
+    /// Source and destination for a PROXY protocol header toward an
+    /// upstream; `None` when the destination is unknown.
+    pub fn proxy_addrs(&self) -> Option<(SocketAddr, SocketAddr)> {
+        Some((self.peer, self.local?))
     }
 
     /// A client on a TLS connection whose handshake is done.

@@ -212,7 +212,12 @@ impl UpstreamPool {
         Arc::new(UpstreamPool {
             addr,
             pool: Arc::clone(&pool.name),
-            connector: Connector::new(&pool.name, pool.tls_for(addr), pool.protocol),
+            connector: Connector::new(
+                &pool.name,
+                pool.tls_for(addr),
+                pool.protocol,
+                pool.send_proxy,
+            ),
             idle: Mutex::new(Vec::new()),
             raw_idle: Mutex::new(Vec::new()),
             h2: Mutex::new(Vec::new()),
@@ -357,14 +362,20 @@ impl ConnectionPools {
     /// Sends `request` to `addr` of `pool`: over the shared HTTP/2
     /// connection, an idle pooled HTTP/1.1 one, or a new one. A pooled
     /// connection that turns out closed before the request went out is
-    /// skipped, so a stale keep-alive costs the client nothing.
+    /// skipped, so a stale keep-alive costs the client nothing. A
+    /// `send_proxy` pool's connection names `client` (source, destination)
+    /// in its PROXY header, so it is this request's alone: never pooled.
     pub async fn send(
         &self,
         pool: &Pool,
         addr: SocketAddr,
         mut request: Request<RequestBody>,
+        client: Option<(SocketAddr, SocketAddr)>,
     ) -> Result<(Response<Incoming>, PooledConnection), SendError> {
         let upstream = self.upstream_pool(pool, addr);
+        if upstream.connector.send_proxy.is_some() {
+            return Box::pin(self.send_private(&upstream, addr, request, client)).await;
+        }
         // HTTP/1.1 pools (most) skip the HTTP/2 lock entirely.
         if upstream.connector.protocol != UpstreamProtocol::Http1
             && let Some((h2, stream)) = upstream.shared_h2()
@@ -414,6 +425,7 @@ impl ConnectionPools {
             addr,
             self.settings.connect_timeout,
             Some(on_unsolicited),
+            None,
         ))
         .await
         .map_err(SendError::Connect)?;
@@ -432,6 +444,35 @@ impl ConnectionPools {
                 self.send_h2(&upstream, sender, stream, request).await
             }
         }
+    }
+
+    /// `request` on a connection of its own, closed after its response.
+    async fn send_private(
+        &self,
+        upstream: &Arc<UpstreamPool>,
+        addr: SocketAddr,
+        request: Request<RequestBody>,
+        client: Option<(SocketAddr, SocketAddr)>,
+    ) -> Result<(Response<Incoming>, PooledConnection), SendError> {
+        let timeout = self.settings.connect_timeout;
+        let conn = upstream
+            .connector
+            .connect(addr, timeout, None, client)
+            .await
+            .map_err(SendError::Connect)?;
+        // `send_proxy` needs HTTP/1.1 (config): one request, one connection.
+        let Conn::H1(mut sender) = conn else {
+            return Err(SendError::Connect(ConnectError::NotProcessed(
+                "send_proxy needs HTTP/1.1".to_string(),
+            )));
+        };
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(SendError::Failed)?;
+        // No sender lent: dropped, so the connection closes once the
+        // response body has been read.
+        Ok((response, self.lend(None, upstream)))
     }
 
     /// One stream on the shared HTTP/2 connection. The request goes in
@@ -596,7 +637,8 @@ impl ConnectionPools {
                     pools.iter().find(|p| {
                         p.pool == pool.name
                             && (!draining || p.draining)
-                            && p.connector.is_for(u.tls.as_ref(), pool.protocol)
+                            && p.connector
+                                .is_for(u.tls.as_ref(), pool.protocol, pool.send_proxy)
                     })
                 });
                 let entry = match kept {

@@ -156,7 +156,7 @@ impl Server {
             // Boxed, like the HTTP/1.1 connection below, so a parked
             // connection's task stays small.
             FirstBytes::Http2 => {
-                let client = ClientConn::new(peer, "http");
+                let client = ClientConn::new(peer, "http").at(stream.local_addr().ok());
                 return Box::pin(self.serve_http2(stream, peer, permit, client)).await;
             }
             FirstBytes::BadPreface => {
@@ -178,7 +178,8 @@ impl Server {
         permit: OwnedSemaphorePermit,
         park: bool,
     ) {
-        let (activity, service) = self.service(ClientConn::new(peer, "http"));
+        let client = ClientConn::new(peer, "http").at(stream.local_addr().ok());
+        let (activity, service) = self.service(client);
         let mut can_park = park && self.lot().is_some();
         let mut permit = permit;
         let mut stream = stream;
@@ -224,7 +225,8 @@ impl Server {
         _permit: OwnedSemaphorePermit,
     ) {
         self.open_gauge.increment(1.0);
-        let client = ClientConn::over_tls(peer, stream.get_ref().1);
+        let client =
+            ClientConn::over_tls(peer, stream.get_ref().1).at(stream.get_ref().0.local_addr().ok());
         let (activity, service) = self.service(client);
         let mut stream = stream;
         loop {
@@ -449,7 +451,8 @@ impl Server {
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
     ) {
-        let client = ClientConn::over_tls(peer, stream.get_ref().1);
+        let client =
+            ClientConn::over_tls(peer, stream.get_ref().1).at(stream.get_ref().0.local_addr().ok());
         match park::check_preface(stream, self.header_timeout).await {
             Some(io) => self.serve_http2(io, peer, permit, client).await,
             None => tracing::debug!(%peer, "no HTTP/2 preface; closed"),

@@ -296,3 +296,184 @@ async fn a_reload_turns_the_proxy_protocol_off_and_on() {
     assert_eq!(trusted(target, GET).await, "", "served without a header");
     proxy.stop().await;
 }
+
+/// nginx as a stream balancer in front (`proxy_protocol on` sends v1) or
+/// as an upstream whose `listen … proxy_protocol` wants the header: one
+/// config, its `stream` or `http` block given; stopped by PID on drop.
+struct Nginx {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+/// The stream module's file in Debian's `libnginx-mod-stream`.
+const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+impl Nginx {
+    fn start(load_stream: bool, block: &str) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let load = if load_stream {
+            format!("load_module {STREAM_MODULE};\n")
+        } else {
+            String::new()
+        };
+        let conf = format!(
+            "{load}daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 256; }}\n{block}\n"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        Nginx { child, _dir: dir }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_with_stream() -> bool {
+    let nginx = tool_present("nginx", "nginx-light");
+    let stream = std::path::Path::new(STREAM_MODULE).exists();
+    if !stream {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{STREAM_MODULE} missing (apt-get install libnginx-mod-stream)"
+        );
+        eprintln!("skipped: {STREAM_MODULE} missing (apt-get install libnginx-mod-stream)");
+    }
+    nginx && stream
+}
+
+/// nginx's `stream` proxy with `proxy_protocol on` (a second sender
+/// beside HAProxy): the client's address reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_an_nginx_stream_proxy_the_client_address_is_the_header_s() {
+    if !nginx_with_stream() {
+        return;
+    }
+    let up = TestUpstream::start("up").await;
+    let bind = free_port();
+    let proxy = start_proxy(&split_config(
+        &[("p", 1, &[up.addr])],
+        &format!(
+            "[[listener]]\nbind = \"{bind}\"\nproxy_protocol = \"v1\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n"
+        ),
+    ))
+    .await;
+    let edge = free_port();
+    let target = proxy.addrs()[0];
+    let _nginx = Nginx::start(
+        true,
+        &format!(
+            "stream {{ server {{ listen {edge}; proxy_pass {target}; proxy_protocol on; }} }}"
+        ),
+    );
+    wait_until("nginx listening", || async {
+        TcpStream::connect(edge).await.is_ok()
+    })
+    .await;
+    for request in [GET, CHUNKED] {
+        let answer = from_127_0_0_2(edge, request).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(
+            forwarded_for(&answer).as_deref(),
+            Some("127.0.0.2"),
+            "{answer}"
+        );
+    }
+    proxy.stop().await;
+}
+
+/// `send_proxy` toward an nginx `listen … proxy_protocol`: every request
+/// reaches nginx on a connection whose header names the client (v1 and
+/// v2) and the address it reached cutover on; nginx's own health checks
+/// (a LOCAL / UNKNOWN header) keep the upstream healthy; a keep-alive
+/// client's second request names it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_proxy_names_the_client_to_an_nginx_upstream() {
+    if !tool_present("nginx", "nginx-light") {
+        return;
+    }
+    let (v1, v2) = (free_port(), free_port());
+    let server = |addr: SocketAddr| {
+        format!(
+            "server {{ listen {addr} proxy_protocol; \
+             location = /healthz {{ return 200 \"ok\\n\"; }} \
+             location / {{ return 200 \"client=$proxy_protocol_addr server=$proxy_protocol_server_addr:$proxy_protocol_server_port\\n\"; }} }}"
+        )
+    };
+    let _nginx = Nginx::start(
+        false,
+        &format!(
+            "http {{ access_log off; client_body_temp_path {0}/b; proxy_temp_path {0}/p; fastcgi_temp_path {0}/f; uwsgi_temp_path {0}/u; scgi_temp_path {0}/s; {1} {2} }}",
+            std::env::temp_dir().display(),
+            server(v1),
+            server(v2)
+        ),
+    );
+    wait_until("nginx listening", || async {
+        TcpStream::connect(v1).await.is_ok() && TcpStream::connect(v2).await.is_ok()
+    })
+    .await;
+    let health =
+        "health = { path = \"/healthz\", interval = \"200ms\", timeout = \"200ms\", rise = 1 }";
+    let proxy = start_proxy(&format!(
+        "[[route]]\nname = \"one\"\npath_prefix = \"/v1\"\nsplit = {{ one = 1 }}\n\
+         [[route]]\nname = \"two\"\nsplit = {{ two = 1 }}\n\
+         [pool.one]\nupstreams = [{{ addr = \"{v1}\" }}]\nsend_proxy = \"v1\"\n{health}\n\
+         [pool.two]\nupstreams = [{{ addr = \"{v2}\" }}]\nsend_proxy = \"v2\"\n{health}\n"
+    ))
+    .await;
+    let target = proxy.addrs()[0];
+    let admin = proxy.admin_url("/api/v1/status");
+    // Health checks pass through nginx's proxy_protocol listener.
+    wait_until("both upstreams healthy", || async {
+        let (_, v) = admin_call("GET", &admin, None, None).await;
+        let pools = v["pools"].as_array().cloned().unwrap_or_default();
+        pools.len() == 2
+            && pools.iter().all(|p| {
+                p["upstreams"]
+                    .as_array()
+                    .is_some_and(|u| u.iter().all(|u| u["health"] == "healthy"))
+            })
+    })
+    .await;
+    let expected = format!("client=127.0.0.2 server=127.0.0.1:{}", target.port());
+    for path in ["/v1/a", "/v2"] {
+        // Two requests on one keep-alive connection, then one more: each
+        // names the client.
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: a\r\n\r\nGET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        );
+        let answer = from_127_0_0_2(target, request.as_bytes()).await;
+        assert_eq!(answer.matches(&expected).count(), 2, "{path}: {answer}");
+        let one = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let answer = from_127_0_0_2(target, one.as_bytes()).await;
+        assert!(answer.contains(&expected), "{path}: {answer}");
+    }
+    proxy.stop().await;
+    // A send_proxy pool must speak HTTP/1.1, and the version is one of two.
+    let bad = format!(
+        "[[route]]\nname = \"r\"\nsplit = {{ p = 1 }}\n[pool.p]\nupstreams = [{{ addr = \"{v1}\" }}]\nprotocol = \"h2\"\nsend_proxy = \"v2\"\n\
+         [pool.q]\nupstreams = [{{ addr = \"{v2}\" }}]\nsend_proxy = \"v3\"\n"
+    );
+    let out = check_config(&bad, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "pool.p.send_proxy: needs protocol = \"http1\"",
+        "pool.q.send_proxy: unknown PROXY protocol version \"v3\"",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+}
