@@ -263,10 +263,11 @@ mod tests {
 
     #[test]
     fn proxy_headers_name_the_client_or_say_local() {
-        let client: Option<(SocketAddr, SocketAddr)> = Some((
+        let addrs: (SocketAddr, SocketAddr) = (
             "10.0.0.7:51000".parse().unwrap(),
             "10.0.1.5:8080".parse().unwrap(),
-        ));
+        );
+        let client = Some(addrs);
         assert_eq!(
             proxy_header(SendProxy::V1, client),
             b"PROXY TCP4 10.0.0.7 10.0.1.5 51000 8080\r\n"
@@ -275,7 +276,7 @@ mod tests {
         let v2 = proxy_header(SendProxy::V2, client);
         let parsed = ppp::v2::Header::try_from(v2.as_slice()).unwrap();
         assert_eq!(parsed.command, ppp::v2::Command::Proxy);
-        assert_eq!(parsed.addresses, ppp::v2::Addresses::from(client.unwrap()));
+        assert_eq!(parsed.addresses, ppp::v2::Addresses::from(addrs));
         let local = proxy_header(SendProxy::V2, None);
         let parsed = ppp::v2::Header::try_from(local.as_slice()).unwrap();
         assert_eq!(parsed.command, ppp::v2::Command::Local);
