@@ -20,6 +20,8 @@
 #                                                          # per connection), cutover only
 #   PROTOCOL=tls benches/instructions.sh   # HTTPS/1.1 keep-alive (wrk), ECDSA P-256,
 #                                          # handshakes in the warm-up only
+#   TRACING=0.01 TARGETS=cutover benches/instructions.sh   # [tracing] on at this
+#                                          # sample_ratio, exporting to benches/support/otlp_sink.rs
 #
 # Under callgrind a proxy runs ~50x slower, so it is the bottleneck and
 # handles many ready connections per wake-up: compare builds and proxies
@@ -104,6 +106,7 @@ bind = "127.0.0.1:$(free_port)"
 dir = "$work/cutover-state"
 [proxy]
 workers = 1
+$tracing_section
 [[route]]
 name = "app"
 split = { backends = 1 }
@@ -150,6 +153,20 @@ EOF
   esac
   echo $!
 }
+
+# TRACING=RATIO: cutover exports spans to a receiver that does the
+# collector's side of the work (benches/support/otlp_sink.rs), outside callgrind.
+tracing_section=""
+if [[ -n "${TRACING:-}" ]]; then
+  cargo build --release --quiet --example otlp_sink
+  sink_port=$(free_port)
+  target/release/examples/otlp_sink "127.0.0.1:$sink_port" >/dev/null 2>"$work/otlp_sink.log" &
+  pids+=($!)
+  tracing_section="[tracing]
+otlp_endpoint = \"http://127.0.0.1:$sink_port\"
+sample_ratio = $TRACING
+export_interval = \"1s\""
+fi
 
 printf '| proxy | protocol | conns | requests | instructions per request |\n|---|---|---|---|---|\n'
 for target in $TARGETS; do

@@ -192,7 +192,7 @@ proptest! {
         let fwd = request::Forwarding { client_ip: b"10.0.0.1", proto: b"http", request_id: b"x-request-id", trace: true };
         let mut upstream = Vec::new();
         if let request::Verdict::Take(head) = request::classify(&bytes, &fwd, &mut upstream) {
-            prop_assert!(head.len + head.body <= bytes.len());
+            prop_assert!(head.len + head.body as usize <= bytes.len());
             let mut headers = [httparse::EMPTY_HEADER; 128];
             let mut req = httparse::Request::new(&mut headers);
             prop_assert!(matches!(req.parse(&upstream), Ok(httparse::Status::Complete(_))));

@@ -14,15 +14,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, Tracer as _,
+    TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData,
-    SpanExporter,
+    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, Sampler,
+    SamplingDecision, SdkTracer, SdkTracerProvider, ShouldSample, SpanData, SpanExporter,
 };
 
 use crate::config::TracingConfig;
@@ -31,6 +32,8 @@ use crate::telemetry::names;
 /// The header names of the W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
+pub const TRACEPARENT_NAME: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
+pub const TRACESTATE_NAME: http::HeaderName = http::HeaderName::from_static(TRACESTATE);
 
 /// A `traceparent` value's length: `00-` 32 hex `-` 16 hex `-` 2 hex.
 pub const TRACEPARENT_LEN: usize = 55;
@@ -43,6 +46,11 @@ const MAX_QUEUED_SPANS: usize = 4096;
 pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
+    /// Parent-based, new traces by ratio; asked before any span is made:
+    /// an unsampled request makes no SDK span at all, only the ids its
+    /// `traceparent` needs (the provider itself samples everything it is
+    /// given).
+    sampler: Sampler,
 }
 
 impl Tracing {
@@ -66,26 +74,30 @@ impl Tracing {
         let resource = opentelemetry_sdk::Resource::builder_empty()
             .with_service_name(config.service_name.clone())
             .build();
+        let sampler =
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio)));
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                config.sample_ratio,
-            ))))
+            .with_sampler(Sampler::AlwaysOn)
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("cutover");
-        Ok(Tracing { provider, tracer })
+        Ok(Tracing {
+            provider,
+            tracer,
+            sampler,
+        })
     }
 
     /// The trace of a request that arrived at `start` with these header
     /// values: a child of a valid `traceparent`, else a new trace (a
     /// malformed one is ignored, as W3C asks).
-    pub fn request(
+    pub fn request<'m>(
         &self,
         start: Instant,
         traceparent: Option<&[u8]>,
         tracestate: Option<&[u8]>,
-        method: &str,
+        method: impl FnOnce() -> &'m str,
     ) -> RequestTrace {
         let incoming = Incoming {
             traceparent: traceparent.and_then(|v| std::str::from_utf8(v).ok()),
@@ -95,18 +107,40 @@ impl Tracing {
             Some(_) => TraceContextPropagator::new().extract(&incoming),
             None => Context::new(),
         };
+        let parent_span = parent.span().span_context().clone();
+        // A new trace's id, drawn here for the ratio's decision; if
+        // sampled, the SDK draws the span's own.
+        let trace_id = if parent_span.is_valid() {
+            parent_span.trace_id()
+        } else {
+            RandomIdGenerator::default().new_trace_id()
+        };
+        let decision = self
+            .sampler
+            .should_sample(Some(&parent), trace_id, "", &SpanKind::Server, &[], &[])
+            .decision;
+        if decision != SamplingDecision::RecordAndSample {
+            return RequestTrace {
+                trace_id,
+                sampled: None,
+                attempts: 0,
+            };
+        }
         let started = SystemTime::now()
             .checked_sub(start.elapsed())
             .unwrap_or_else(SystemTime::now);
         let span = self
             .tracer
-            .span_builder(method.to_string())
+            .span_builder(method().to_string())
             .with_kind(SpanKind::Server)
             .with_start_time(started)
             .start_with_context(&self.tracer, &parent);
         RequestTrace {
-            tracer: self.tracer.clone(),
-            span,
+            trace_id: span.span_context().trace_id(),
+            sampled: Some(Box::new(Sampled {
+                tracer: self.tracer.clone(),
+                span,
+            })),
             attempts: 0,
         }
     }
@@ -140,74 +174,104 @@ impl Extractor for Incoming<'_> {
     }
 }
 
-/// A request's server span, and what its attempts need.
+/// A request's trace: its id, and with it sampled, its server span.
 pub struct RequestTrace {
+    trace_id: TraceId,
+    sampled: Option<Box<Sampled>>,
+    attempts: u32,
+}
+
+/// A sampled request's server span, and the tracer its attempts' spans
+/// come from.
+struct Sampled {
     tracer: SdkTracer,
     span: opentelemetry_sdk::trace::Span,
-    attempts: u32,
 }
 
 impl RequestTrace {
     /// The trace id, 32 hex digits (the access log's `trace_id`).
     pub fn trace_id(&self) -> String {
-        format!("{:032x}", self.span.span_context().trace_id())
+        format!("{:032x}", self.trace_id)
     }
 
     /// Whether this request's spans are exported.
     pub fn sampled(&self) -> bool {
-        self.span.span_context().is_sampled()
+        self.sampled.is_some()
     }
 
     /// Facts known once the request is routed; only a sampled span keeps
     /// them.
     pub fn describe(&mut self, facts: impl FnOnce() -> Vec<KeyValue>) {
-        if self.span.is_recording() {
-            self.span.set_attributes(facts());
+        if let Some(sampled) = &mut self.sampled {
+            sampled.span.set_attributes(facts());
         }
     }
 
     /// A client span for the next attempt, to `addr` of `pool`; its
-    /// `traceparent` goes upstream with the attempt.
-    pub fn attempt(&mut self, pool: &str, addr: SocketAddr, method: &str) -> AttemptSpan {
+    /// `traceparent` goes upstream with the attempt. Unsampled: only a
+    /// fresh span id for it.
+    pub fn attempt<'m>(
+        &mut self,
+        pool: &str,
+        addr: SocketAddr,
+        method: impl FnOnce() -> &'m str,
+    ) -> AttemptSpan {
         self.attempts += 1;
-        let parent = Context::new().with_remote_span_context(self.span.span_context().clone());
-        let mut span = self
+        let Some(sampled) = &self.sampled else {
+            let context = SpanContext::new(
+                self.trace_id,
+                RandomIdGenerator::default().new_span_id(),
+                TraceFlags::default(),
+                false,
+                Default::default(),
+            );
+            return AttemptSpan {
+                span: None,
+                traceparent: TraceParent::of(&context),
+            };
+        };
+        let parent = Context::new().with_remote_span_context(sampled.span.span_context().clone());
+        let mut span = sampled
             .tracer
-            .span_builder(method.to_string())
+            .span_builder(method().to_string())
             .with_kind(SpanKind::Client)
-            .start_with_context(&self.tracer, &parent);
-        if span.is_recording() {
-            span.set_attributes([
-                KeyValue::new("server.address", addr.ip().to_string()),
-                KeyValue::new("server.port", i64::from(addr.port())),
-                KeyValue::new("cutover.pool", pool.to_string()),
-                KeyValue::new("cutover.attempt", i64::from(self.attempts)),
-            ]);
-        }
+            .start_with_context(&sampled.tracer, &parent);
+        span.set_attributes([
+            KeyValue::new("server.address", addr.ip().to_string()),
+            KeyValue::new("server.port", i64::from(addr.port())),
+            KeyValue::new("cutover.pool", pool.to_string()),
+            KeyValue::new("cutover.attempt", i64::from(self.attempts)),
+        ]);
         let traceparent = TraceParent::of(span.span_context());
-        AttemptSpan { span, traceparent }
+        AttemptSpan {
+            span: Some(Box::new(span)),
+            traceparent,
+        }
     }
 
     /// Ends the server span with the status the client got.
-    pub fn finish(mut self, status: u16) {
-        if self.span.is_recording() {
-            self.span.set_attribute(KeyValue::new(
-                "http.response.status_code",
-                i64::from(status),
-            ));
-            // A server span is an error for 5xx only (the client's 4xx is
-            // not the server's fault: OpenTelemetry's HTTP conventions).
-            if status >= 500 {
-                self.span.set_status(Status::error(""));
-            }
+    pub fn finish(self, status: u16) {
+        let Some(mut sampled) = self.sampled else {
+            return;
+        };
+        let span = &mut sampled.span;
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        // A server span is an error for 5xx only (the client's 4xx is not
+        // the server's fault: OpenTelemetry's HTTP conventions).
+        if status >= 500 {
+            span.set_status(Status::error(""));
         }
-        self.span.end();
+        span.end();
     }
 }
 
-/// One upstream attempt's client span.
+/// One upstream attempt's client span (when sampled) and its
+/// `traceparent`.
 pub struct AttemptSpan {
-    span: opentelemetry_sdk::trace::Span,
+    span: Option<Box<opentelemetry_sdk::trace::Span>>,
     traceparent: TraceParent,
 }
 
@@ -219,25 +283,26 @@ impl AttemptSpan {
 
     /// Ends the span when the response head came (`Ok(status)`) or the
     /// attempt failed (`Err(kind)`, e.g. `timeout`).
-    pub fn finish(mut self, outcome: Result<u16, &'static str>) {
-        if self.span.is_recording() {
-            match outcome {
-                Ok(status) => {
-                    self.span.set_attribute(KeyValue::new(
-                        "http.response.status_code",
-                        i64::from(status),
-                    ));
-                    if status >= 400 {
-                        self.span.set_status(Status::error(""));
-                    }
-                }
-                Err(kind) => {
-                    self.span.set_attribute(KeyValue::new("error.type", kind));
-                    self.span.set_status(Status::error(kind));
+    pub fn finish(self, outcome: Result<u16, &'static str>) {
+        let Some(mut span) = self.span else {
+            return;
+        };
+        match outcome {
+            Ok(status) => {
+                span.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
+                if status >= 400 {
+                    span.set_status(Status::error(""));
                 }
             }
+            Err(kind) => {
+                span.set_attribute(KeyValue::new("error.type", kind));
+                span.set_status(Status::error(kind));
+            }
         }
-        self.span.end();
+        span.end();
     }
 }
 
@@ -267,11 +332,22 @@ impl TraceParent {
     }
 }
 
-fn hex(bytes: &[u8], out: &mut [u8]) {
+/// Each byte's two hex digits: a `traceparent` is written on every
+/// request with tracing on, sampled or not.
+const HEX_PAIRS: [[u8; 2]; 256] = {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    let mut pairs = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    pairs
+};
+
+fn hex(bytes: &[u8], out: &mut [u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
 }
 

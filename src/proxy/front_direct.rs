@@ -66,7 +66,7 @@ impl Ticket {
 
     /// Bytes of the whole request: its head and its body.
     pub fn request_len(&self) -> usize {
-        self.head.len + self.head.body
+        self.head.len + self.head.body as usize
     }
 }
 
@@ -145,10 +145,6 @@ impl Proxy {
             head: &head,
             head_request: head.is_head(buf),
             idempotent: head.idempotent(buf),
-            cookies: Cookies {
-                buf,
-                at: &head.cookies,
-            },
             close,
             set_cookie: None,
             request_id,
@@ -243,8 +239,6 @@ struct DirectRequest<'a, 'c, S> {
     head: &'a RequestHead,
     head_request: bool,
     idempotent: bool,
-    /// The request's `Cookie` values.
-    cookies: Cookies<'a>,
     /// The client's connection closes after this response.
     close: bool,
     /// The attempt's fresh sticky cookie, and the date its answer gets.
@@ -267,7 +261,11 @@ impl<S: AsyncRead + Unpin + Send> Front for DirectRequest<'_, '_, S> {
     type Answer = Exchanged;
 
     fn cookie(&self, name: &str) -> Option<&str> {
-        self.cookies.find(name)
+        let cookies = Cookies {
+            buf: self.buf,
+            at: &self.head.cookies,
+        };
+        cookies.find(name)
     }
 
     /// Only the trace context (a rate limit by header sends its route to
@@ -472,9 +470,9 @@ struct Cookies<'a> {
     at: &'a [std::ops::Range<usize>],
 }
 
-impl Cookies<'_> {
+impl<'a> Cookies<'a> {
     /// The value of cookie `name`.
-    fn find(&self, name: &str) -> Option<&str> {
+    fn find(&self, name: &str) -> Option<&'a str> {
         self.at
             .iter()
             .filter_map(|r| std::str::from_utf8(&self.buf[r.clone()]).ok())

@@ -87,7 +87,7 @@ fn direct_parse(bytes: &[u8]) -> Parsed {
         .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
         .collect();
     let text = |r: std::ops::Range<usize>| String::from_utf8_lossy(&bytes[r]).into_owned();
-    let body = bytes[head.len..head.len + head.body].to_vec();
+    let body = bytes[head.len..head.len + head.body as usize].to_vec();
     Some((text(head.method), text(head.target), by_name(headers), body))
 }
 

@@ -271,3 +271,51 @@ async fn without_tracing_the_trace_headers_pass_through_untouched() {
     assert!(seen(&answer, "traceparent").is_empty(), "{answer}");
     proxy.stop().await;
 }
+
+/// `sample_ratio = 0`: no new trace is exported, yet each request still
+/// carries a fresh unsampled `traceparent` upstream; a client's sampled
+/// trace is still followed (and exported).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_ratio_zero_only_sampled_parents_are_exported() {
+    let collector = Collector::start().await;
+    let up = TestUpstream::start("up").await;
+    let proxy = start_proxy(&split_config(
+        &[("p", 1, &[up.addr])],
+        &format!(
+            "[tracing]\notlp_endpoint = \"{}\"\nsample_ratio = 0\nexport_interval = \"100ms\"\n",
+            collector.endpoint()
+        ),
+    ))
+    .await;
+    let answer = raw(
+        &proxy,
+        "GET /headers HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (fresh_trace, _, flags) = parts(&seen(&answer, "traceparent")[0]);
+    assert_eq!(flags, "00");
+    let sampled = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let answer = raw(
+        &proxy,
+        &format!("GET /headers HTTP/1.1\r\nHost: a\r\ntraceparent: {sampled}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(parts(&seen(&answer, "traceparent")[0]).2, "01");
+    wait_until("the sampled parent's spans", || async {
+        collector
+            .spans()
+            .iter()
+            .filter(|s| s.trace_id() == CLIENT_TRACE)
+            .count()
+            >= 2
+    })
+    .await;
+    proxy.stop().await;
+    assert!(
+        collector
+            .spans()
+            .iter()
+            .all(|s| s.trace_id() != fresh_trace),
+        "an unsampled new trace was exported"
+    );
+}

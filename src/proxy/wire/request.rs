@@ -39,8 +39,10 @@ pub struct RequestHead {
     /// Bytes of the head, blank line included.
     pub len: usize,
     /// Bytes of the body after it (all in the buffer, and in the
-    /// upstream head's buffer after the head).
-    pub body: usize,
+    /// upstream head's buffer after the head). A `u32` beside `close`:
+    /// the head stays within 128 bytes, which Rust moves without a
+    /// `memcpy` call (callgrind: 2 calls per request more at 136).
+    pub body: u32,
     pub method: Range<usize>,
     pub target: Range<usize>,
     pub host: Range<usize>,
@@ -51,8 +53,9 @@ pub struct RequestHead {
     /// The `X-Request-Id` sent upstream: the client's, or one made.
     pub request_id: RequestId,
     /// With tracing on: the client's trace context, and where the
-    /// upstream head holds the attempt's `traceparent`.
-    pub trace: Option<TraceHeaders>,
+    /// upstream head holds the attempt's `traceparent`. Boxed: the head is
+    /// moved on every request, traced or not.
+    pub trace: Option<Box<TraceHeaders>>,
 }
 
 /// A taken request's W3C trace context (tracing on).
@@ -241,6 +244,9 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
     // A body still on its way is hyper's: the direct path forwards what
     // it holds, and never waits for a body under the head's deadline.
     let body = body.unwrap_or(0);
+    let Ok(body_len) = u32::try_from(body) else {
+        return Verdict::Fallback;
+    };
     if buf.len() - len < body {
         return Verdict::Fallback;
     }
@@ -257,18 +263,18 @@ pub fn classify(buf: &[u8], fwd: &Forwarding<'_>, upstream: &mut Vec<u8>) -> Ver
         let upstream_at = upstream.len();
         upstream.extend_from_slice(&[b'0'; TRACEPARENT_LEN]);
         upstream.extend_from_slice(b"\r\n");
-        TraceHeaders {
+        Box::new(TraceHeaders {
             traceparent: traceparent.flatten(),
             tracestate,
             upstream_at,
-        }
+        })
     });
     let prior = forwarded_for.map(|r| &buf[r]);
     write_forwarding(upstream, fwd, prior, &buf[host.clone()]);
     upstream.extend_from_slice(&buf[len..len + body]);
     Verdict::Take(RequestHead {
         len,
-        body,
+        body: body_len,
         method: offset(buf, method.as_bytes()),
         target: offset(buf, target.as_bytes()),
         host,
@@ -467,7 +473,10 @@ mod tests {
     fn a_body_in_the_buffer_goes_up_after_the_head() {
         let req = b"POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET";
         let (head, up) = take(req);
-        assert_eq!((head.len + head.body, head.body), (req.len() - 3, 3));
+        assert_eq!(
+            (head.len + head.body as usize, head.body),
+            (req.len() - 3, 3)
+        );
         assert!(up.starts_with("POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"));
         assert!(up.ends_with("via: 1.1 cutover\r\n\r\nabc"), "{up}");
     }
