@@ -228,6 +228,17 @@ impl<'a> Table<'a> {
     }
 }
 
+/// A TOML float or integer as a number; `None` for anything else.
+pub fn number(value: &DeValue<'_>) -> Option<f64> {
+    match value {
+        DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+            .ok()
+            .map(|n| n as f64),
+        _ => None,
+    }
+}
+
 pub fn int_value(value: Value<'_>, path: &str, problems: &mut Problems) -> Option<Spanned<i64>> {
     match value.get_ref() {
         DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {

@@ -5,10 +5,8 @@
 
 use std::time::Duration;
 
-use toml::de::DeValue;
-
 use super::Problems;
-use super::reader::{Table, str_value};
+use super::reader::{Table, number, str_value};
 
 /// A route's retry policy. Requests that may not be sent twice (not
 /// idempotent, or a body already streamed to the failed attempt) are
@@ -146,14 +144,7 @@ pub fn read_retry(
         }
     }
     if let Some(value) = t.get("budget") {
-        let number = match value.get_ref() {
-            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
-            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-                .ok()
-                .map(|n| n as f64),
-            _ => None,
-        };
-        match number {
+        match number(value.get_ref()) {
             Some(b) if b > 0.0 && b <= 1.0 => retry.budget = b,
             _ => problems.push(
                 value.span(),

@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use toml::de::DeValue;
-
 use super::Problems;
-use super::reader::Table;
+use super::reader::{Table, number};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TracingConfig {
@@ -45,14 +43,7 @@ pub fn read_tracing(top: &mut Table<'_>, problems: &mut Problems) -> Option<Trac
     });
     let mut sample_ratio = 1.0;
     if let Some(value) = t.get("sample_ratio") {
-        let number = match value.get_ref() {
-            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
-            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-                .ok()
-                .map(|n| n as f64),
-            _ => None,
-        };
-        match number {
+        match number(value.get_ref()) {
             Some(r) if (0.0..=1.0).contains(&r) => sample_ratio = r,
             _ => problems.push(
                 value.span(),

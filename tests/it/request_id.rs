@@ -8,18 +8,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
-/// Sends `request` on a new connection; the answer's head and body.
-async fn raw(proxy: &TestProxy, request: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(proxy.addrs()[0])
-        .await
-        .unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    // Every request says `Connection: close`: the answer ends with it.
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 /// The `x-request-id` values in a response head or a `/headers` body.
 fn ids(text: &str) -> Vec<String> {
     text.lines()
@@ -62,13 +50,13 @@ async fn every_request_carries_an_id_up_and_back_on_both_fronts() {
         ("hyper", &hyper),
     ] {
         // None sent: one made, the same both ways.
-        let (back, up_saw) = split_answer(&raw(&proxy, &request("")).await);
+        let (back, up_saw) = split_answer(&send_raw(&proxy, &request("")).await);
         assert_eq!(back.len(), 1, "{front}: {back:?}");
         assert_eq!(back, up_saw, "{front}");
         assert_eq!(back[0].len(), 25, "{front}: {back:?}");
         // A valid one is kept.
         let (back, up_saw) =
-            split_answer(&raw(&proxy, &request("X-Request-Id: order-42.a_b\r\n")).await);
+            split_answer(&send_raw(&proxy, &request("X-Request-Id: order-42.a_b\r\n")).await);
         assert_eq!(
             (back.clone(), up_saw),
             (vec!["order-42.a_b".to_string()], back),
@@ -81,7 +69,7 @@ async fn every_request_carries_an_id_up_and_back_on_both_fronts() {
             "X-Request-Id: one\r\nX-Request-Id: two\r\n",
             long.as_str(),
         ] {
-            let (back, up_saw) = split_answer(&raw(&proxy, &request(bad)).await);
+            let (back, up_saw) = split_answer(&send_raw(&proxy, &request(bad)).await);
             assert_eq!(up_saw.len(), 1, "{front} {bad:?}: {up_saw:?}");
             assert_eq!(back, up_saw, "{front} {bad:?}");
             assert_eq!(back[0].len(), 25, "{front} {bad:?}: replaced");
@@ -166,7 +154,7 @@ async fn an_upstream_s_own_id_is_replaced_and_cutover_s_errors_carry_one() {
          [pool.echo]\nupstreams = [{{ addr = \"{echo}\" }}]\n[pool.dead]\nupstreams = [{{ addr = \"{dead}\" }}]\n"
     ))
     .await;
-    let answer = raw(
+    let answer = send_raw(
         &proxy,
         "GET /own HTTP/1.1\r\nHost: a\r\nX-Request-Id: mine\r\nConnection: close\r\n\r\n",
     )
@@ -176,12 +164,12 @@ async fn an_upstream_s_own_id_is_replaced_and_cutover_s_errors_carry_one() {
         "GET /dead HTTP/1.1\r\nHost: a\r\nX-Request-Id: lost-1\r\nConnection: close\r\n\r\n",
         "POST /dead HTTP/1.1\r\nHost: a\r\nX-Request-Id: lost-1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
     ] {
-        let answer = raw(&proxy, request).await;
+        let answer = send_raw(&proxy, request).await;
         assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
         assert_eq!(split_answer(&answer).0, ["lost-1"], "{answer}");
     }
     // No route: still answered with one.
-    let answer = raw(
+    let answer = send_raw(
         &proxy,
         "GET /nowhere HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     )
@@ -206,7 +194,7 @@ async fn the_request_id_header_can_be_named() {
         "GET /headers HTTP/1.1\r\nHost: a\r\nX-Correlation-Id: corr-9\r\nX-Request-Id: other\r\nConnection: close\r\n\r\n",
         "POST /headers HTTP/1.1\r\nHost: a\r\nX-Correlation-Id: corr-9\r\nX-Request-Id: other\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
     ] {
-        let answer = raw(&proxy, request).await;
+        let answer = send_raw(&proxy, request).await;
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         let named = |text: &str, header: &str| {
             text.lines()

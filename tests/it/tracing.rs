@@ -4,24 +4,11 @@
 //! `traceparent`, exported over OTLP/gRPC to a real receiver built from
 //! the official protobuf definitions (support/otlp.rs).
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::support::otlp::{Collector, Received};
 use crate::support::*;
 
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
-
-/// Sends `request` on a new connection; the answer, head and body.
-async fn raw(proxy: &TestProxy, request: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(proxy.addrs()[0])
-        .await
-        .unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
-}
 
 /// The values of header `name` the upstream saw (a `/headers` body).
 fn seen(answer: &str, name: &str) -> Vec<String> {
@@ -80,7 +67,7 @@ async fn a_clients_trace_goes_through_both_fronts_and_spans_reach_the_collector(
         ("hyper", &hyper),
     ] {
         let extra = format!("traceparent: {traceparent}\r\ntracestate: vendor=1\r\n");
-        let answer = raw(&proxy, &request(&extra)).await;
+        let answer = send_raw(&proxy, &request(&extra)).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{front}: {answer}");
         let up_saw = seen(&answer, "traceparent");
         assert_eq!(up_saw.len(), 1, "{front}: {answer}");
@@ -96,7 +83,7 @@ async fn a_clients_trace_goes_through_both_fronts_and_spans_reach_the_collector(
         sent_up.push((front, span));
         // A malformed traceparent is ignored: a new trace, and never
         // sent up as it came.
-        let answer = raw(&proxy, &request("traceparent: 00-zz-yy-01\r\n")).await;
+        let answer = send_raw(&proxy, &request("traceparent: 00-zz-yy-01\r\n")).await;
         let up_saw = seen(&answer, "traceparent");
         assert_eq!(up_saw.len(), 1, "{front}: {answer}");
         let (trace, _, flags) = parts(&up_saw[0]);
@@ -192,7 +179,7 @@ async fn every_attempt_has_a_span_and_an_unsampled_trace_stays_unsampled() {
     ))
     .await;
     for i in 0..4 {
-        let answer = raw(
+        let answer = send_raw(
             &proxy,
             &format!("GET /headers?i={i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
         )
@@ -200,7 +187,7 @@ async fn every_attempt_has_a_span_and_an_unsampled_trace_stays_unsampled() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
     let unsampled = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00");
-    let answer = raw(
+    let answer = send_raw(
         &proxy,
         &format!("GET /headers HTTP/1.1\r\nHost: a\r\ntraceparent: {unsampled}\r\nConnection: close\r\n\r\n"),
     )
@@ -260,10 +247,10 @@ async fn without_tracing_the_trace_headers_pass_through_untouched() {
         "GET /headers HTTP/1.1\r\nHost: a\r\ntraceparent: not-a-trace\r\nConnection: close\r\n\r\n",
         "POST /headers HTTP/1.1\r\nHost: a\r\ntraceparent: not-a-trace\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
     ] {
-        let answer = raw(&proxy, request).await;
+        let answer = send_raw(&proxy, request).await;
         assert_eq!(seen(&answer, "traceparent"), ["not-a-trace"], "{answer}");
     }
-    let answer = raw(
+    let answer = send_raw(
         &proxy,
         "GET /headers HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     )
@@ -287,7 +274,7 @@ async fn at_ratio_zero_only_sampled_parents_are_exported() {
         ),
     ))
     .await;
-    let answer = raw(
+    let answer = send_raw(
         &proxy,
         "GET /headers HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     )
@@ -295,7 +282,7 @@ async fn at_ratio_zero_only_sampled_parents_are_exported() {
     let (fresh_trace, _, flags) = parts(&seen(&answer, "traceparent")[0]);
     assert_eq!(flags, "00");
     let sampled = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
-    let answer = raw(
+    let answer = send_raw(
         &proxy,
         &format!("GET /headers HTTP/1.1\r\nHost: a\r\ntraceparent: {sampled}\r\nConnection: close\r\n\r\n"),
     )

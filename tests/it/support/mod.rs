@@ -372,6 +372,19 @@ pub async fn gauge(admin: &str, name: &str) -> f64 {
 
 /// Reads until a whole answer from a `TestUpstream` named "up" (its body
 /// ends in "up\n") has arrived; fails if the connection closes first.
+/// Sends `request` (which says `Connection: close`) to the proxy's first
+/// listener on a new connection; everything that comes back.
+pub async fn send_raw(proxy: &TestProxy, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy.addrs()[0])
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
     use tokio::io::AsyncReadExt;
     let mut out = Vec::new();
