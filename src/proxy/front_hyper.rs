@@ -16,7 +16,7 @@ use opentelemetry::KeyValue;
 use super::activity::ActiveRequest;
 use super::body::ResponseBody;
 use super::engine::{Described, Front, Labels};
-use super::h1_upstream::{self, UpstreamBody};
+use super::h1_upstream::{self, RawRequest, UpstreamBody};
 use super::pools::SendError;
 use super::request_body::{BodySlot, RequestBody};
 use super::request_id;
@@ -24,7 +24,7 @@ use super::wire::answer::OwnAnswer;
 use super::wire::headers;
 use super::{ClientConn, Proxy, ProxyError, max_forwards, mirror, tunnel};
 use crate::routing::{Pick, Pool};
-use crate::traces::{TRACEPARENT, TraceParent};
+use crate::traces::{TRACEPARENT, TRACEPARENT_NAME, TraceParent};
 use crate::upstream::InFlight;
 
 impl Proxy {
@@ -39,13 +39,15 @@ impl Proxy {
         let mut labels = Labels::arrived(start);
         let mut req = req;
         let id_header = &self.settings.request_id_header;
-        let request_id = request_id::settle(req.headers_mut(), id_header);
+        let (request_id, made) = request_id::settle(req.headers_mut(), id_header);
         let log = self.begin_log(&conn, || describe(&req, &request_id));
+        let made_id = made.then(|| request_id.clone());
         let grpc = is_grpc(&req);
         // A failure's HTTP status, for metrics and rollout analysis even
         // when a gRPC client is answered 200 with a grpc-status.
         let mut failed = None;
-        let (mut response, in_flight) = match self.serve_hyper(req, &conn, &mut labels).await {
+        let served = self.serve_hyper(req, made_id, &conn, &mut labels).await;
+        let (mut response, in_flight) = match served {
             Ok(ok) => ok,
             Err(e) => {
                 failed = Some(self.failed(&e, &conn));
@@ -70,9 +72,12 @@ impl Proxy {
 
     /// Checks the request, matches its route, prepares it for upstreams
     /// (and a shadow copy), and has the engine send it.
+    /// `made_id`: the request id made here, which goes up with each
+    /// attempt.
     async fn serve_hyper(
         &self,
         mut req: Request<Incoming>,
+        mut made_id: Option<HeaderValue>,
         conn: &ClientConn,
         labels: &mut Labels,
     ) -> Result<(Response<ResponseBody>, Option<InFlight>), ProxyError> {
@@ -118,6 +123,10 @@ impl Proxy {
         // Upgraded connections are never copied.
         let tee = match (&route.mirror, upgrade) {
             (Some(_), false) => {
+                // A copy carries the same id: in the map, for all.
+                if let Some(id) = made_id.take() {
+                    parts.headers.insert(&self.settings.request_id_header, id);
+                }
                 let original = mirror::Original {
                     method: &parts.method,
                     path: &path,
@@ -140,6 +149,7 @@ impl Proxy {
             client_upgrade,
             cookie: None,
             client: conn.proxy_addrs(),
+            made_id: made_id.map(|id| (self.settings.request_id_header.clone(), id)),
         };
         let (answer, in_flight) = self.forward(&table, route, &mut out, conn, labels).await?;
         Ok(self.respond(out, answer, in_flight))
@@ -214,10 +224,44 @@ struct Outbound {
     /// The client's address and the one it reached (a `send_proxy`
     /// pool's PROXY header).
     client: Option<(SocketAddr, SocketAddr)>,
+    /// A request id made here (not in `headers`), and its header's name.
+    made_id: Option<(http::HeaderName, HeaderValue)>,
+}
+
+/// One attempt of an [`Outbound`] request: its body, and the headers the
+/// attempt adds to the shared ones.
+struct OutboundAttempt {
+    body: RequestBody,
+    /// Set when the client sent no `Host` (HTTP/1.0): the upstream's.
+    host: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
+}
+
+impl Outbound {
+    /// `attempt` as a request for hyper's client: the headers copied, the
+    /// attempt's own added.
+    fn hyper_request(&self, attempt: OutboundAttempt) -> Request<RequestBody> {
+        let mut request = Request::new(attempt.body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = Uri::from(self.path.clone());
+        *request.version_mut() = Version::HTTP_11;
+        let mut headers = self.headers.clone();
+        if let Some(host) = attempt.host {
+            headers.insert(http::header::HOST, host);
+        }
+        if let Some((name, id)) = &self.made_id {
+            headers.insert(name, id.clone());
+        }
+        if let Some(traceparent) = attempt.traceparent {
+            headers.insert(TRACEPARENT, traceparent);
+        }
+        *request.headers_mut() = headers;
+        request
+    }
 }
 
 impl Front for Outbound {
-    type Request = Request<RequestBody>;
+    type Request = OutboundAttempt;
     type Answer = Response<UpstreamBody>;
 
     fn header(&self, name: &http::HeaderName) -> Option<&[u8]> {
@@ -264,20 +308,14 @@ impl Front for Outbound {
             Some(slot) => slot.attempt()?,
         };
         self.cookie = cookie;
-        let mut request = Request::new(body);
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = Uri::from(self.path.clone());
-        *request.version_mut() = Version::HTTP_11;
-        let mut headers = self.headers.clone();
-        if !headers.contains_key(http::header::HOST) {
-            // An HTTP/1.0 client may send none; HTTP/1.1 upstreams need one.
-            headers.insert(http::header::HOST, pick.upstream.host_header().clone());
-        }
-        if let Some(traceparent) = traceparent {
-            headers.insert(TRACEPARENT, traceparent.header_value());
-        }
-        *request.headers_mut() = headers;
-        Some(request)
+        // An HTTP/1.0 client may send no Host; HTTP/1.1 upstreams need one.
+        let host = (!self.headers.contains_key(http::header::HOST))
+            .then(|| pick.upstream.host_header().clone());
+        Some(OutboundAttempt {
+            body,
+            host,
+            traceparent: traceparent.map(TraceParent::header_value),
+        })
     }
 
     async fn send(
@@ -285,12 +323,24 @@ impl Front for Outbound {
         proxy: &Proxy,
         pool: &Pool,
         addr: SocketAddr,
-        request: Self::Request,
+        attempt: OutboundAttempt,
     ) -> Result<Self::Answer, SendError> {
-        if h1_upstream::fits(proxy.settings.direct_http1, pool, &request) {
+        let direct = proxy.settings.direct_http1;
+        if h1_upstream::fits(direct, pool, &self.headers, &attempt.body) {
+            let host = attempt.host.as_ref().map(|h| (&http::header::HOST, h));
+            let id = self.made_id.as_ref().map(|(n, v)| (n, v));
+            let traceparent_name = TRACEPARENT_NAME;
+            let traceparent = attempt.traceparent.as_ref().map(|t| (&traceparent_name, t));
+            let raw = RawRequest {
+                method: &self.method,
+                target: self.path.as_str(),
+                headers: &self.headers,
+                extra: [host, id, traceparent],
+            };
             // Boxed: the rare path of the two for most requests' futures.
-            return Box::pin(proxy.send_raw(pool, addr, &request)).await;
+            return Box::pin(proxy.send_raw(pool, addr, raw)).await;
         }
+        let request = self.hyper_request(attempt);
         let (response, connection) = proxy.pools.send(pool, addr, request, self.client).await?;
         Ok(response.map(|body| UpstreamBody::Hyper(body, connection)))
     }

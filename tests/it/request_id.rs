@@ -88,6 +88,23 @@ async fn every_request_carries_an_id_up_and_back_on_both_fronts() {
         .unwrap()
         .to_bytes();
     assert_eq!(ids(&String::from_utf8_lossy(&body)), ["h2-trace"]);
+    // None sent over HTTP/2 (a bodiless GET: the raw upstream path writes
+    // the made id into the upstream head itself): the same one both ways.
+    let resp = client
+        .request(
+            http::Request::get(format!("http://{}/headers", proxy.addrs()[0]))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let back = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(ids(&String::from_utf8_lossy(&body)), [back.clone()]);
+    assert_eq!(back.len(), 25, "{back}");
     // The access log has each request's id.
     wait_until("the access log lines", || async {
         std::fs::read_to_string(&log)

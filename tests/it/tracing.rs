@@ -151,14 +151,19 @@ async fn a_clients_trace_goes_through_both_fronts_and_spans_reach_the_collector(
         .map(|l| l["served_by"].as_str().unwrap())
         .collect();
     assert_eq!(fronts, ["direct", "hyper"], "{text}");
-    // Counted as exported (the process's metrics: at least these).
-    let (_, metrics) = get(&http1_client(), &proxy.admin_url("/metrics")).await;
-    let exported: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("cutover_trace_spans_exported_total{result=\"ok\"}"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(exported >= 8.0, "{exported}");
+    // Counted as exported once the collector's answer is back (the
+    // process's metrics: at least these).
+    let metrics_url = proxy.admin_url("/metrics");
+    wait_until("the exported spans counted", || async {
+        let (_, metrics) = get(&http1_client(), &metrics_url).await;
+        let exported: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("cutover_trace_spans_exported_total{result=\"ok\"}"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        exported >= 8.0
+    })
+    .await;
     proxy.stop().await;
 }
 

@@ -11,7 +11,7 @@ pub use body::{DirectBody, UpstreamBody};
 
 use std::net::SocketAddr;
 
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Proxy;
@@ -103,7 +103,7 @@ impl Proxy {
         &self,
         pool: &Pool,
         addr: SocketAddr,
-        request: &Request<RequestBody>,
+        request: RawRequest<'_>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         // Sized for a usual head up front: grown from empty, the buffers
         // were reallocated ~7 times each per request (callgrind).
@@ -113,16 +113,16 @@ impl Proxy {
             from_upstream: bytes::BytesMut::with_capacity(HEAD_READ_SIZE),
             early: Vec::new(),
         };
-        write_request_head(request, &mut scratch.upstream_head);
+        write_request_head(&request, &mut scratch.upstream_head);
         let side = ClientSide {
-            head_request: request.method() == http::Method::HEAD,
+            head_request: request.method == http::Method::HEAD,
             close: false,
             set_cookie: None,
             // The hyper front sets the request's own on the response.
             request_id: None,
             date: &crate::clock::http_date(),
         };
-        let idempotent = request.method().is_idempotent();
+        let idempotent = request.method.is_idempotent();
         let Exchanged {
             upstream,
             home,
@@ -227,28 +227,40 @@ fn read_client_head(client_head: &[u8], map: &mut http::HeaderMap) -> Result<(),
     Ok(())
 }
 
-/// Whether `request` to `pool` goes out on a raw socket: not with a body
-/// (streamed, perhaps retried), an upgrade, or `TE: trailers` (gRPC:
-/// trailers must reach the client, and `DirectBody` drops a chunked
-/// body's trailers).
-pub fn fits(direct: bool, pool: &Pool, request: &Request<RequestBody>) -> bool {
-    let headers = request.headers();
+/// Whether a request with these headers and body goes out to `pool` on
+/// a raw socket: not with a body (streamed, perhaps retried), an upgrade,
+/// or `TE: trailers` (gRPC: trailers must reach the client, and
+/// `DirectBody` drops a chunked body's trailers).
+pub fn fits(direct: bool, pool: &Pool, headers: &HeaderMap, body: &RequestBody) -> bool {
     direct
         && pool.is_plain_http1()
-        && matches!(request.body(), RequestBody::Empty)
+        && matches!(body, RequestBody::Empty)
         && !headers.contains_key(http::header::TE)
         && !headers.contains_key(http::header::UPGRADE)
 }
 
-/// The HTTP/1.1 head of `request` (origin form, its headers as they are).
-fn write_request_head(request: &Request<RequestBody>, out: &mut Vec<u8>) {
+/// A bodiless request as the hyper front holds it, for a raw socket:
+/// its headers borrowed (no copy per attempt) and the attempt's own
+/// (`Host` when the client sent none, a made request id, `traceparent`)
+/// written after them.
+pub struct RawRequest<'a> {
+    pub method: &'a http::Method,
+    /// Origin form.
+    pub target: &'a str,
+    pub headers: &'a HeaderMap,
+    pub extra: [Option<(&'a HeaderName, &'a HeaderValue)>; 3],
+}
+
+/// The HTTP/1.1 head of `request`: its headers as they are, then its
+/// extra ones.
+fn write_request_head(request: &RawRequest<'_>, out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(request.method().as_str().as_bytes());
+    out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
-    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(request.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in request.headers() {
+    let extra = request.extra.iter().flatten().map(|(n, v)| (*n, *v));
+    for (name, value) in request.headers.iter().chain(extra) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
