@@ -103,7 +103,10 @@ async fn every_request_carries_an_id_up_and_back_on_both_fronts() {
         .await
         .unwrap()
         .to_bytes();
-    assert_eq!(ids(&String::from_utf8_lossy(&body)), [back.clone()]);
+    assert_eq!(
+        ids(&String::from_utf8_lossy(&body)),
+        std::slice::from_ref(&back)
+    );
     assert_eq!(back.len(), 25, "{back}");
     // The access log has each request's id.
     wait_until("the access log lines", || async {
