@@ -193,6 +193,19 @@ pub enum AccessLogFormat {
     Logfmt,
 }
 
+/// Headers that describe one connection, never forwarded (RFC 9110
+/// §7.6.1); see `proxy::wire::headers`, which reads it for both fronts.
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
 /// Every field an access-log line can carry (`access_log_fields`), in the
 /// order a line has them.
 pub const ACCESS_LOG_FIELDS: [&str; 24] = [

@@ -679,33 +679,24 @@ fn checked_weight(value: Spanned<i64>, path: &str, problems: &mut Problems) -> O
 }
 
 /// Headers cutover sets, drops or reads for framing: never a request id's.
-/// The hop-by-hop ones are `proxy::wire::headers::HOP_BY_HOP`'s, written
-/// again here because `config` imports no sibling module.
 fn crate_owned_header(name: &str) -> bool {
-    [
-        "host",
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authorization",
-        "content-length",
-        "content-type",
-        "cookie",
-        "set-cookie",
-        "via",
-        "date",
-        "expect",
-        "max-forwards",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "http2-settings",
-    ]
-    .contains(&name)
+    super::HOP_BY_HOP.contains(&name)
+        || [
+            "host",
+            "content-length",
+            "content-type",
+            "cookie",
+            "set-cookie",
+            "via",
+            "date",
+            "expect",
+            "max-forwards",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "http2-settings",
+        ]
+        .contains(&name)
 }
 
 /// A listener's `proxy_protocol` and `trusted_proxies`: both or neither.

@@ -13,17 +13,10 @@ static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Headers that describe one connection, never forwarded (RFC 9110
 /// §7.6.1): the one list both engines read — hyper's path by `HeaderName`
-/// ([`remove_hop_by_hop`]), the direct path by bytes ([`hop_by_hop`]).
-pub const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-];
+/// ([`remove_hop_by_hop`]), the direct path by bytes ([`hop_by_hop`]) —
+/// and the config's check of header names cutover owns. It lives in
+/// `config`, which every one of them may import.
+pub use crate::config::HOP_BY_HOP;
 
 /// Where `te` and `upgrade` stand in [`HOP_BY_HOP`].
 const TE_INDEX: usize = 3;
