@@ -149,7 +149,7 @@ impl Proxy {
             client_upgrade,
             cookie: None,
             client: conn.proxy_addrs(),
-            made_id: made_id.map(|id| (self.settings.request_id_header.clone(), id)),
+            made_id,
         };
         let (answer, in_flight) = self.forward(&table, route, &mut out, conn, labels).await?;
         Ok(self.respond(out, answer, in_flight))
@@ -224,8 +224,9 @@ struct Outbound {
     /// The client's address and the one it reached (a `send_proxy`
     /// pool's PROXY header).
     client: Option<(SocketAddr, SocketAddr)>,
-    /// A request id made here (not in `headers`), and its header's name.
-    made_id: Option<(http::HeaderName, HeaderValue)>,
+    /// A request id made here (not in `headers`; its header is
+    /// `[proxy] request_id_header`).
+    made_id: Option<HeaderValue>,
 }
 
 /// One attempt of an [`Outbound`] request: its body, and the headers the
@@ -240,7 +241,11 @@ struct OutboundAttempt {
 impl Outbound {
     /// `attempt` as a request for hyper's client: the headers copied, the
     /// attempt's own added.
-    fn hyper_request(&self, attempt: OutboundAttempt) -> Request<RequestBody> {
+    fn hyper_request(
+        &self,
+        attempt: OutboundAttempt,
+        id_header: &http::HeaderName,
+    ) -> Request<RequestBody> {
         let mut request = Request::new(attempt.body);
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = Uri::from(self.path.clone());
@@ -249,8 +254,8 @@ impl Outbound {
         if let Some(host) = attempt.host {
             headers.insert(http::header::HOST, host);
         }
-        if let Some((name, id)) = &self.made_id {
-            headers.insert(name, id.clone());
+        if let Some(id) = &self.made_id {
+            headers.insert(id_header, id.clone());
         }
         if let Some(traceparent) = attempt.traceparent {
             headers.insert(TRACEPARENT, traceparent);
@@ -328,7 +333,8 @@ impl Front for Outbound {
         let direct = proxy.settings.direct_http1;
         if h1_upstream::fits(direct, pool, &self.headers, &attempt.body) {
             let host = attempt.host.as_ref().map(|h| (&http::header::HOST, h));
-            let id = self.made_id.as_ref().map(|(n, v)| (n, v));
+            let id_header = &proxy.settings.request_id_header;
+            let id = self.made_id.as_ref().map(|v| (id_header, v));
             let traceparent_name = TRACEPARENT_NAME;
             let traceparent = attempt.traceparent.as_ref().map(|t| (&traceparent_name, t));
             let raw = RawRequest {
@@ -340,7 +346,7 @@ impl Front for Outbound {
             // Boxed: the rare path of the two for most requests' futures.
             return Box::pin(proxy.send_raw(pool, addr, raw)).await;
         }
-        let request = self.hyper_request(attempt);
+        let request = self.hyper_request(attempt, &proxy.settings.request_id_header);
         let (response, connection) = proxy.pools.send(pool, addr, request, self.client).await?;
         Ok(response.map(|body| UpstreamBody::Hyper(body, connection)))
     }
