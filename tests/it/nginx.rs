@@ -5,7 +5,7 @@
 //! passes, except under CI (CI=true), where it fails.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use crate::support::*;
 
@@ -16,39 +16,18 @@ fn tools_present() -> bool {
     nginx && curl
 }
 
+/// An nginx answering on `addr` (a port the kernel picked: nginx needs a
+/// fixed one).
 struct Nginx {
-    child: Child,
+    _process: crate::support::nginx::Nginx,
     addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// An nginx answering `body` (nginx variables allowed) on a free loopback port.
 fn start_nginx(body: &str) -> Nginx {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    // nginx needs a fixed port: take a free one from the kernel.
     let addr = free_port();
-    let conf = format!(
-        r#"daemon off;
-master_process off;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    server {{
+    let server = format!(
+        r#"    server {{
         listen {addr};
         location / {{
             add_header X-Seen-Host $host;
@@ -57,24 +36,13 @@ http {{
         location = /healthz {{
             return 200 "ok\n";
         }}
-    }}
-}}
-"#
+    }}"#
     );
-    let path = dir.path().join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new("nginx")
-        .arg("-c")
-        .arg(&path)
-        .arg("-p")
-        .arg(dir.path())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
+    let process =
+        crate::support::nginx::Nginx::start(|dir| crate::support::nginx::http_block(dir, &server));
     Nginx {
-        child,
+        _process: process,
         addr,
-        _dir: dir,
     }
 }
 

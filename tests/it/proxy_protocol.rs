@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::support::nginx::{Nginx, http_block};
 use crate::support::*;
 
 /// HAProxy forwarding TCP from `listen` to `to`, sending a PROXY header
@@ -297,50 +298,8 @@ async fn a_reload_turns_the_proxy_protocol_off_and_on() {
     proxy.stop().await;
 }
 
-/// nginx as a stream balancer in front (`proxy_protocol on` sends v1) or
-/// as an upstream whose `listen … proxy_protocol` wants the header: one
-/// config, its `stream` or `http` block given; stopped by PID on drop.
-struct Nginx {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
 /// The stream module's file in Debian's `libnginx-mod-stream`.
 const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
-
-impl Nginx {
-    fn start(load_stream: bool, block: &str) -> Nginx {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        let load = if load_stream {
-            format!("load_module {STREAM_MODULE};\n")
-        } else {
-            String::new()
-        };
-        let conf = format!(
-            "{load}daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 256; }}\n{block}\n"
-        );
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(&path)
-            .arg("-p")
-            .arg(dir.path())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        Nginx { child, _dir: dir }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn nginx_with_stream() -> bool {
     let nginx = tool_present("nginx", "nginx-light");
@@ -373,12 +332,11 @@ async fn behind_an_nginx_stream_proxy_the_client_address_is_the_header_s() {
     .await;
     let edge = free_port();
     let target = proxy.addrs()[0];
-    let _nginx = Nginx::start(
-        true,
-        &format!(
-            "stream {{ server {{ listen {edge}; proxy_pass {target}; proxy_protocol on; }} }}"
-        ),
-    );
+    let _nginx = Nginx::start(|_| {
+        format!(
+            "load_module {STREAM_MODULE};\nstream {{ server {{ listen {edge}; proxy_pass {target}; proxy_protocol on; }} }}"
+        )
+    });
     wait_until("nginx listening", || async {
         TcpStream::connect(edge).await.is_ok()
     })
@@ -413,15 +371,7 @@ async fn send_proxy_names_the_client_to_an_nginx_upstream() {
              location / {{ return 200 \"client=$proxy_protocol_addr server=$proxy_protocol_server_addr:$proxy_protocol_server_port\\n\"; }} }}"
         )
     };
-    let _nginx = Nginx::start(
-        false,
-        &format!(
-            "http {{ access_log off; client_body_temp_path {0}/b; proxy_temp_path {0}/p; fastcgi_temp_path {0}/f; uwsgi_temp_path {0}/u; scgi_temp_path {0}/s; {1} {2} }}",
-            std::env::temp_dir().display(),
-            server(v1),
-            server(v2)
-        ),
-    );
+    let _nginx = Nginx::start(|dir| http_block(dir, &format!("{} {}", server(v1), server(v2))));
     wait_until("nginx listening", || async {
         TcpStream::connect(v1).await.is_ok() && TcpStream::connect(v2).await.is_ok()
     })

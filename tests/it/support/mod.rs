@@ -6,6 +6,7 @@
 
 pub mod etcd;
 pub mod h2_client;
+pub mod nginx;
 pub mod otlp;
 pub mod prometheus;
 pub mod upstream;
