@@ -156,6 +156,9 @@ pub struct ProxySettings {
     pub access_log_fields: Option<Vec<String>>,
     /// Plain HTTP/1.1 requests take the direct path (`proxy::direct`).
     pub direct_http1: bool,
+    /// HTTP/2 clients are served by cutover's own HTTP/2 server
+    /// (`server::h2`) rather than hyper's.
+    pub direct_http2: bool,
     /// The request id's header (`X-Request-Id`), lower case.
     pub request_id_header: http::HeaderName,
 }
@@ -179,6 +182,7 @@ impl Default for ProxySettings {
             access_log_format: AccessLogFormat::Json,
             access_log_fields: None,
             direct_http1: true,
+            direct_http2: true,
             request_id_header: http::HeaderName::from_static("x-request-id"),
         }
     }

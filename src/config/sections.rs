@@ -225,6 +225,9 @@ fn read_proxy(top: &mut Table<'_>, problems: &mut Problems) -> ProxySettings {
     if let Some(direct) = t.bool("direct_http1", problems) {
         s.direct_http1 = direct;
     }
+    if let Some(direct) = t.bool("direct_http2", problems) {
+        s.direct_http2 = direct;
+    }
     if let Some(name) = t.str("request_id_header", problems) {
         match http::HeaderName::from_bytes(name.get_ref().as_bytes()) {
             // Not one the proxy writes or drops itself.

@@ -8,9 +8,9 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::request_body::ClientBody;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use opentelemetry::KeyValue;
 
 use super::activity::ActiveRequest;
@@ -31,7 +31,7 @@ impl Proxy {
     /// Proxies one request; never fails: errors become 4xx/5xx responses.
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         conn: ClientConn,
         active: ActiveRequest,
     ) -> Response<ResponseBody> {
@@ -76,7 +76,7 @@ impl Proxy {
     /// attempt.
     async fn serve_hyper(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         mut made_id: Option<HeaderValue>,
         conn: &ClientConn,
         labels: &mut Labels,
@@ -366,7 +366,7 @@ fn protocol_version(version: Version) -> &'static str {
 }
 
 /// What the access log says of `req`.
-fn describe(req: &Request<Incoming>, request_id: &HeaderValue) -> Described {
+fn describe(req: &Request<ClientBody>, request_id: &HeaderValue) -> Described {
     let host = req.uri().authority().map(|a| a.to_string()).or_else(|| {
         req.headers()
             .get(http::header::HOST)
@@ -404,7 +404,7 @@ fn own_response(answer: OwnAnswer) -> Response<ResponseBody> {
 
 /// The requests cutover answers itself, or refuses, before any routing.
 fn answer_locally(
-    req: &mut Request<Incoming>,
+    req: &mut Request<ClientBody>,
 ) -> Result<Option<Response<ResponseBody>>, ProxyError> {
     if req.method() == http::Method::CONNECT {
         return Err(ProxyError::ConnectMethod);
@@ -422,7 +422,7 @@ fn answer_locally(
 /// §3.2). Content-Length beside Transfer-Encoding needs no check here:
 /// hyper frames by Transfer-Encoding, drops Content-Length and closes the
 /// connection after the response (§6.1; tested in failures.rs).
-fn check_host(req: &Request<Incoming>) -> Result<(), ProxyError> {
+fn check_host(req: &Request<ClientBody>) -> Result<(), ProxyError> {
     if req
         .uri()
         .authority()
@@ -464,7 +464,7 @@ fn check_host(req: &Request<Incoming>) -> Result<(), ProxyError> {
 
 /// A gRPC call (`content-type: application/grpc…`): its errors are
 /// answered as gRPC statuses.
-fn is_grpc(req: &Request<Incoming>) -> bool {
+fn is_grpc(req: &Request<ClientBody>) -> bool {
     req.headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::pools::ConnectionPools;
-use super::request_body::{BodyTee, RequestBody};
+use super::request_body::{BodyTee, ClientBody, RequestBody};
 use crate::config::Compare;
 use crate::routing::{Route, RouteMirror, RouteTable};
 use crate::shadow::{AnswerSummary, Difference, InFlightCopy, Outcome, ShadowStats};
@@ -101,7 +101,7 @@ pub struct Original<'a> {
     pub method: &'a Method,
     pub path: &'a PathAndQuery,
     pub headers: &'a HeaderMap,
-    pub body: &'a Incoming,
+    pub body: &'a ClientBody,
 }
 
 /// Decides whether this request of `route` gets a shadow copy and, if so,

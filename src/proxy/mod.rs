@@ -41,7 +41,7 @@ pub use activity::{ActiveRequest, ConnActivity};
 pub use body::{RequestTimer, ResponseBody};
 pub use error::{ProxyError, Side};
 pub use pools::{SWEEP_INTERVAL as UPSTREAM_SWEEP_INTERVAL, SendError};
-pub use request_body::RequestBody;
+pub use request_body::{BodyFeed, ClientBody, FedBody, RequestBody};
 
 use crate::access_log::AccessLog;
 use crate::config::ProxySettings;

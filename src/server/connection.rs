@@ -62,6 +62,19 @@ where
     }
 }
 
+impl<S> Graceful for super::h2::Connection<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    type Error = std::io::Error;
+    fn shut_down(self: Pin<&mut Self>) {
+        self.get_mut().shut_down();
+    }
+    fn head_timed_out(_: &Self::Error) -> bool {
+        false
+    }
+}
+
 /// What a parked connection keeps while in the lot (its socket and
 /// deadline aside): its place under `max_connections` and in graceful stops.
 pub(super) struct ParkedConn {
@@ -103,6 +116,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         // Boxed: the request's future is several KiB, and hyper would
         // otherwise copy all of it into place for every request.
         Box::pin(async move {
+            let req = req.map(crate::proxy::ClientBody::Hyper);
             let mut response = proxy.handle(req, client, active).await;
             if conn.closing()
                 && version < Version::HTTP_2
@@ -472,11 +486,22 @@ impl Server {
     {
         self.open_gauge.increment(1.0);
         let (activity, service) = self.service(client);
-        let conn = self
-            .http
-            .serve_connection_with_upgrades(TokioIo::new(stream), service);
-        tokio::pin!(conn);
-        self.drive(conn, &activity, peer, None).await;
+        if let Some(limits) = self.h2 {
+            let service = super::h2::Service {
+                proxy: service.proxy,
+                activity: Arc::clone(&activity),
+                client: service.client,
+            };
+            let conn = super::h2::Connection::new(stream, service, limits);
+            tokio::pin!(conn);
+            self.drive(conn, &activity, peer, None).await;
+        } else {
+            let conn = self
+                .http
+                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            self.drive(conn, &activity, peer, None).await;
+        }
         self.open_gauge.decrement(1.0);
     }
 

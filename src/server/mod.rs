@@ -17,6 +17,7 @@
 mod connection;
 mod direct;
 pub mod fd_limit;
+mod h2;
 mod lot;
 mod park;
 mod proxy_protocol;
@@ -74,6 +75,9 @@ pub struct Server {
     http: auto::Builder<TokioExecutor>,
     /// HTTP/1.1 connections, plain and TLS, which are parked when idle.
     http1: hyper::server::conn::http1::Builder,
+    /// cutover's own HTTP/2 server's limits (`h2`); `None`: HTTP/2 goes
+    /// to hyper (`proxy.direct_http2 = false`).
+    h2: Option<h2::Limits>,
     connections: Arc<Semaphore>,
     max_connections: usize,
     accept_errors: fd_limit::AcceptErrors,
@@ -128,6 +132,9 @@ impl Server {
             proxy,
             http,
             http1,
+            h2: settings
+                .direct_http2
+                .then(|| h2::Limits::new(settings.max_header_bytes, settings.idle_timeout)),
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             max_connections: settings.max_connections,
             accept_errors: fd_limit::AcceptErrors::default(),

@@ -8,9 +8,11 @@
 //! - `chunked`: following a chunked body without decoding it.
 //! - `answer`: the one renderer of the answers cutover writes itself.
 //! - `ws_frames`: where WebSocket frames end, for a drain's close frame.
+//! - `h2`: HTTP/2 frames and HPACK, for cutover's own HTTP/2 server.
 
 pub mod answer;
 pub mod chunked;
+pub mod h2;
 pub mod headers;
 pub mod request;
 pub mod response;
