@@ -153,9 +153,9 @@ pub async fn start_with(
         .await?;
     let addrs = listeners.addrs();
     let admin_tls = opened.admin_tls;
-    let admin_acceptor = admin_tls
-        .as_ref()
-        .map(|t| tokio_rustls::TlsAcceptor::from(crate::tls::server_config(Arc::clone(&t.store))));
+    let admin_acceptor = admin_tls.as_ref().map(|t| {
+        tokio_rustls::TlsAcceptor::from(crate::tls::server_config(Arc::clone(&t.store), false))
+    });
     let instance = Arc::new(Mutex::new(Instance {
         plane,
         listeners,

@@ -316,9 +316,10 @@ fn algorithms() -> &'static rustls::crypto::WebPkiSupportedAlgorithms {
     })
 }
 
-/// A rustls server config for `store`, offering HTTP/2 and HTTP/1.1 (and
-/// asking for client certificates when the store's listener does).
-pub fn server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
+/// A rustls server config for `store`, offering HTTP/2 and HTTP/1.1 —
+/// HTTP/2 alone when `http2_only` — and asking for client certificates
+/// when the store's listener does.
+pub fn server_config(store: Arc<CertStore>, http2_only: bool) -> Arc<ServerConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -327,7 +328,10 @@ pub fn server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
     let mut config = builder
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(store);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = match http2_only {
+        true => vec![b"h2".to_vec()],
+        false => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
     Arc::new(config)
 }
 

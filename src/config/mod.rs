@@ -64,6 +64,9 @@ pub struct ListenerConfig {
     pub client_auth: Option<ClientAuth>,
     /// A PROXY protocol header expected from the trusted proxies.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// HTTP/2 only: prior knowledge on a plain listener, ALPN `h2` alone
+    /// on a TLS one.
+    pub http2_only: bool,
 }
 
 /// `proxy_protocol = "v1" | "v2" | "any"` with `trusted_proxies`: which

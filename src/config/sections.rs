@@ -93,6 +93,7 @@ fn read_listeners(top: &mut Table<'_>, problems: &mut Problems) -> Vec<ListenerC
     for mut t in table_items(items, "listener", problems) {
         let (tls, client_auth) = features::read_tls(&mut t, true, problems);
         let proxy_protocol = read_proxy_protocol(&mut t, problems);
+        let http2_only = t.bool("http2_only", problems).unwrap_or(false);
         if let Some(bind) = t.required_str("bind", problems)
             && let Some(addr) = parse_addr(bind.clone(), &t.child("bind"), problems)
         {
@@ -108,6 +109,7 @@ fn read_listeners(top: &mut Table<'_>, problems: &mut Problems) -> Vec<ListenerC
                     tls,
                     client_auth,
                     proxy_protocol,
+                    http2_only,
                 });
             }
         }

@@ -153,6 +153,7 @@ impl Server {
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
         park: bool,
+        http2_only: bool,
     ) {
         // Boxed: this runs once, and inline it would add its ~0.5 KiB to
         // the task for the connection's whole life.
@@ -174,6 +175,10 @@ impl Server {
                 return Box::pin(self.serve_http2(stream, peer, permit, client)).await;
             }
             FirstBytes::BadPreface => {
+                return answer_and_close(stream, park::GOAWAY_BAD_PREFACE).await;
+            }
+            // An HTTP/2-only listener: anything else is a wrong preface.
+            FirstBytes::Http1 if http2_only => {
                 return answer_and_close(stream, park::GOAWAY_BAD_PREFACE).await;
             }
             FirstBytes::Http1 => {}

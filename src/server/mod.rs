@@ -25,6 +25,7 @@ mod proxy_protocol;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -41,7 +42,7 @@ use crate::config::ProxyProtocol;
 use crate::config::{ListenerConfig, ProxySettings};
 use crate::proxy::Proxy;
 use crate::tls::{self, CertStore};
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 /// A listener on `bind`: the socket passed by systemd or the previous
 /// process if there is one, else a fresh bind.
@@ -156,8 +157,7 @@ impl Server {
         self: Arc<Self>,
         listener: TcpListener,
         stop: CancellationToken,
-        tls: Option<TlsAcceptor>,
-        proxy: Arc<ArcSwapOption<ProxyProtocol>>,
+        settings: Arc<ListenerSettings>,
     ) {
         let local = listener.local_addr().ok();
         loop {
@@ -181,20 +181,19 @@ impl Server {
                         tracing::debug!(%peer, error = %e, "set_nodelay failed");
                     }
                     let server = Arc::clone(&self);
+                    let how = settings.accept();
                     // Behind a TCP load balancer: the PROXY header first.
-                    if let Some(header) = proxy.load_full() {
-                        let tls = tls.clone();
+                    if let Some(header) = settings.proxy.load_full() {
                         self.tracker
-                            .spawn(server.serve_proxied(stream, peer, permit, header, tls, local));
+                            .spawn(server.serve_proxied(stream, peer, permit, header, how, local));
                         continue;
                     }
-                    match &tls {
-                        None => {
+                    match how {
+                        Accept::Plain { http2_only } => {
                             self.tracker
-                                .spawn(server.serve_plain(stream, peer, permit, true));
+                                .spawn(server.serve_plain(stream, peer, permit, true, http2_only));
                         }
-                        Some(acceptor) => {
-                            let acceptor = acceptor.clone();
+                        Accept::Tls(acceptor) => {
                             self.tracker
                                 .spawn(server.serve_tls(acceptor, stream, peer, permit, local));
                         }
@@ -222,14 +221,66 @@ pub struct Listeners {
     inherited: std::collections::HashMap<SocketAddr, std::net::TcpListener>,
 }
 
+/// What a reload may change of a listener that stays bound, read per
+/// connection.
+pub struct ListenerSettings {
+    proxy: ArcSwapOption<ProxyProtocol>,
+    /// `http2_only`: HTTP/2 with prior knowledge (plain), ALPN `h2`
+    /// alone (TLS).
+    http2_only: AtomicBool,
+    /// A TLS listener's rustls config (its ALPN list follows `http2_only`).
+    tls: Option<(Arc<CertStore>, ArcSwap<rustls::ServerConfig>)>,
+}
+
+/// How one accepted connection is served.
+enum Accept {
+    Plain { http2_only: bool },
+    Tls(TlsAcceptor),
+}
+
+impl ListenerSettings {
+    fn new(config: Option<&ListenerConfig>, store: Option<Arc<CertStore>>) -> ListenerSettings {
+        let http2_only = config.is_some_and(|l| l.http2_only);
+        ListenerSettings {
+            proxy: ArcSwapOption::from(config.and_then(|l| l.proxy_protocol.clone()).map(Arc::new)),
+            http2_only: AtomicBool::new(http2_only),
+            tls: store.map(|s| {
+                let config = tls::server_config(Arc::clone(&s), http2_only);
+                (s, ArcSwap::new(config))
+            }),
+        }
+    }
+
+    /// A reload's settings for this (kept) listener.
+    fn update(&self, config: Option<&ListenerConfig>) {
+        self.proxy
+            .store(config.and_then(|l| l.proxy_protocol.clone()).map(Arc::new));
+        let http2_only = config.is_some_and(|l| l.http2_only);
+        if self.http2_only.swap(http2_only, Ordering::AcqRel) != http2_only
+            && let Some((store, current)) = &self.tls
+        {
+            current.store(tls::server_config(Arc::clone(store), http2_only));
+        }
+    }
+
+    fn accept(&self) -> Accept {
+        match &self.tls {
+            Some((_, config)) => Accept::Tls(TlsAcceptor::from(config.load_full())),
+            None => Accept::Plain {
+                http2_only: self.http2_only.load(Ordering::Acquire),
+            },
+        }
+    }
+}
+
 struct Active {
     bind: SocketAddr,
     local: SocketAddr,
     /// A duplicate of the listening socket, for a binary upgrade to pass on.
     socket: OwnedFd,
     tls: Option<Arc<CertStore>>,
-    /// Its PROXY protocol settings, swapped by a reload.
-    proxy: Arc<ArcSwapOption<ProxyProtocol>>,
+    /// Its PROXY protocol and HTTP/2-only settings, changed by a reload.
+    settings: Arc<ListenerSettings>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -265,8 +316,7 @@ impl Listeners {
         for bind in &binds {
             if let Some(a) = self.active.iter().find(|a| a.bind == *bind) {
                 let config = listeners.iter().find(|l| l.bind == *bind);
-                a.proxy
-                    .store(config.and_then(|l| l.proxy_protocol.clone()).map(Arc::new));
+                a.settings.update(config);
                 if let (Some(store), Some(new)) = (&a.tls, certs.get(bind)) {
                     store.replace_all(new);
                     store.export_expiry(&a.local.to_string());
@@ -305,20 +355,15 @@ impl Listeners {
             let store = certs
                 .get(&bind)
                 .map(|c| CertStore::with_client_auth(c.clone()));
-            let acceptor = store.as_ref().map(|s| {
+            if let Some(s) = &store {
                 s.export_expiry(&local.to_string());
-                TlsAcceptor::from(tls::server_config(Arc::clone(s)))
-            });
-            let header = listeners
-                .iter()
-                .find(|l| l.bind == bind)
-                .and_then(|l| l.proxy_protocol.clone());
-            let proxy = Arc::new(ArcSwapOption::from(header.map(Arc::new)));
+            }
+            let config = listeners.iter().find(|l| l.bind == bind);
+            let settings = Arc::new(ListenerSettings::new(config, store.clone()));
             let task = tokio::spawn(Arc::clone(&self.server).serve(
                 listener,
                 stop.clone(),
-                acceptor,
-                Arc::clone(&proxy),
+                Arc::clone(&settings),
             ));
             tracing::info!(addr = %local, "listening");
             self.active.push(Active {
@@ -326,7 +371,7 @@ impl Listeners {
                 local,
                 socket,
                 tls: store,
-                proxy,
+                settings,
                 stop,
                 task,
             });
@@ -394,8 +439,11 @@ impl Server {
         permit: tokio::sync::OwnedSemaphorePermit,
         local: Option<SocketAddr>,
     ) {
+        // An HTTP/2-only listener offers ALPN h2 alone: a client that
+        // negotiated nothing speaks HTTP/2 or is refused by its preface.
+        let http2_only = acceptor.config().alpn_protocols == [b"h2".to_vec()];
         match tokio::time::timeout(self.header_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            Ok(Ok(tls)) if http2_only || tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
                 self.serve_tls_http2(tls, peer, permit).await
             }
             // HTTP/1.1, which can park when idle.
@@ -421,7 +469,7 @@ impl Server {
         peer: SocketAddr,
         permit: tokio::sync::OwnedSemaphorePermit,
         header: Arc<ProxyProtocol>,
-        tls: Option<TlsAcceptor>,
+        how: Accept,
         local: Option<SocketAddr>,
     ) {
         let client = match proxy_protocol::accept(&mut stream, peer, &header, self.header_timeout)
@@ -436,11 +484,13 @@ impl Server {
                 return;
             }
         };
-        match tls {
+        match how {
             // Never parked: a parked connection's peer is read again from
             // its socket, which is the balancer's.
-            None => Box::pin(self.serve_plain(stream, client, permit, false)).await,
-            Some(acceptor) => {
+            Accept::Plain { http2_only } => {
+                Box::pin(self.serve_plain(stream, client, permit, false, http2_only)).await
+            }
+            Accept::Tls(acceptor) => {
                 Box::pin(self.serve_tls(acceptor, stream, client, permit, local)).await
             }
         }

@@ -9,30 +9,10 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const FRAME_SIZE_ERROR: u32 = 0x6;
-const FLOW_CONTROL_ERROR: u32 = 0x3;
-const COMPRESSION_ERROR: u32 = 0x9;
-const PROTOCOL_ERROR: u32 = 0x1;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap();
-    let mut out = len.to_be_bytes()[1..].to_vec();
-    out.push(kind);
-    out.push(flags);
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-const WINDOW_UPDATE: u8 = 0x8;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
+use crate::support::h2_raw::{
+    COMPRESSION_ERROR, END_HEADERS, END_STREAM, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY,
+    HEADERS, PING, PREFACE, PROTOCOL_ERROR, RST_STREAM, SETTINGS, WINDOW_UPDATE, frame,
+};
 
 /// HPACK for `GET http://a/`: indexed :method GET, :scheme http, :path /,
 /// then :authority "a" as a literal with incremental indexing.

@@ -18,6 +18,7 @@ mod failures;
 mod faults;
 mod fleet;
 mod grpc;
+mod h2_abuse;
 mod h2_frames;
 mod h2c_smuggling;
 mod load;

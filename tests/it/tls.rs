@@ -86,6 +86,18 @@ pub async fn tls_connect_alpn(
     sni: &str,
     alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    try_tls_connect_alpn(addr, ca, sni, alpn)
+        .await
+        .expect("handshake verifies against the test CA")
+}
+
+/// The same, the handshake's failure returned.
+pub async fn try_tls_connect_alpn(
+    addr: std::net::SocketAddr,
+    ca: &Ca,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.issuer.der().clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -101,7 +113,6 @@ pub async fn tls_connect_alpn(
     connector
         .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
         .await
-        .expect("handshake verifies against the test CA")
 }
 
 /// The leaf certificate the server presents for `sni`.

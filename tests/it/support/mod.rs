@@ -6,6 +6,7 @@
 
 pub mod etcd;
 pub mod h2_client;
+pub mod h2_raw;
 pub mod nginx;
 pub mod otlp;
 pub mod prometheus;
