@@ -11,6 +11,8 @@
 #   h1     HTTP/1.1 keep-alive (wrk)
 #   h2c    HTTP/2 cleartext, prior knowledge, 10 streams per connection (h2load)
 #   h2tls  HTTP/2 over TLS (ALPN), 10 streams per connection (h2load)
+#   h2c-m1, h2tls-m1
+#          the same with one stream at a time per connection (h2load -m1)
 #   tls    HTTPS/1.1 keep-alive, ECDSA P-256 certificate (wrk)
 #   tls-new-ecdsa, tls-new-rsa
 #          full TLS handshakes, no request (openssl s_time -new, C clients
@@ -40,7 +42,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 # SCENARIO:CONNECTIONS pairs (see above).
-SCENARIOS=${SCENARIOS:-"h1:50 h1:200 h2c:50 h2tls:50 tls:50 tls-new-ecdsa:4 tls-new-rsa:4 big:10"}
+SCENARIOS=${SCENARIOS:-"h1:50 h1:200 h2c:50 h2c:200 h2c-m1:50 h2tls:50 h2tls:200 h2tls-m1:50 tls:50 tls-new-ecdsa:4 tls-new-rsa:4 big:10"}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 # CUTOVER_PROXY_EXTRA adds lines to cutover's [proxy] section, to compare
@@ -312,12 +314,14 @@ drive() {
   local -a extra
   read -r -a extra <<<"${wrk_args_of[$target]:-}"
   local wrk=(taskset -c "$LOAD_CPU" wrk -t1 -c"$c" -d"$duration" --latency)
-  local h2load=(taskset -c "$LOAD_CPU" h2load -t1 -c"$c" -m10 -D"${duration%s}")
+  local streams=10
+  [[ $scenario == *-m1 ]] && streams=1
+  local h2load=(taskset -c "$LOAD_CPU" h2load -t1 -c"$c" -m"$streams" -D"${duration%s}")
   case $scenario in
     h1) "${wrk[@]}" "${extra[@]}" "http://127.0.0.1:${port_of[$target]}/" ;;
     big) "${wrk[@]}" "http://127.0.0.1:${port_of[$target]}/big" ;;
-    h2c) "${h2load[@]}" "http://127.0.0.1:${h2c_port_of[$target]}/" ;;
-    h2tls) "${h2load[@]}" "https://127.0.0.1:${ec_port_of[$target]}/" ;;
+    h2c | h2c-m1) "${h2load[@]}" "http://127.0.0.1:${h2c_port_of[$target]}/" ;;
+    h2tls | h2tls-m1) "${h2load[@]}" "https://127.0.0.1:${ec_port_of[$target]}/" ;;
     tls) "${wrk[@]}" "https://127.0.0.1:${ec_port_of[$target]}/" ;;
     tls-new-ecdsa) new_tls "127.0.0.1:${ec_port_of[$target]}" "$c" "${duration%s}" ;;
     tls-new-rsa) new_tls "127.0.0.1:${tls_port_of[$target]}" "$c" "${duration%s}" ;;

@@ -113,7 +113,11 @@ if "cutover" in growth and len(growth) > 1:
     print(f"1. HTTP/1.1 CPU growth c50->c200: cutover {growth['cutover']:+.0%}, "
           f"least-growing peer {who} {g:+.0%} ({'met' if growth['cutover'] <= g else 'not met'})")
 target_line("2. HTTP/2 h2c c50 CPU µs/request", "h2c", 50)
+target_line("2. HTTP/2 h2c c200 CPU µs/request", "h2c", 200)
+target_line("2. HTTP/2 h2c -m1 c50 CPU µs/request", "h2c-m1", 50)
 target_line("2. HTTP/2 over TLS c50 CPU µs/request", "h2tls", 50)
+target_line("2. HTTP/2 over TLS c200 CPU µs/request", "h2tls", 200)
+target_line("2. HTTP/2 over TLS -m1 c50 CPU µs/request", "h2tls-m1", 50)
 target_line("3. new TLS connections, ECDSA P-256, CPU µs/handshake", "tls-new-ecdsa", 4)
 target_line("3. new TLS connections, RSA-2048, CPU µs/handshake", "tls-new-rsa", 4)
 target_line("3. HTTPS/1.1 keep-alive c50 CPU µs/request", "tls", 50)

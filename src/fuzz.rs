@@ -1,7 +1,8 @@
 //! Property tests that throw arbitrary input at every parser a user, peer
 //! or file can reach — the config reader, rollout request bodies, the
-//! sticky-cookie opener, the Host check, header rewriting and the direct
-//! HTTP/1.1 path's request and response heads — and assert they answer with an error, never a panic, and that what
+//! sticky-cookie opener, the Host check, header rewriting, the direct
+//! HTTP/1.1 path's request and response heads, and the HTTP/2 server's
+//! HPACK, Huffman and frame decoders — and assert they answer with an error, never a panic, and that what
 //! they accept keeps their rules. Bounded for CI (`PROPTEST_CASES`, 256 by
 //! default, ~10 s in all); a longer run: `PROPTEST_CASES=200000 cargo test
 //! --lib fuzz::` (docs/conformance.md). A case a run finds goes in as a
@@ -222,6 +223,109 @@ proptest! {
                 h.name.eq_ignore_ascii_case("content-length") || h.name.eq_ignore_ascii_case("transfer-encoding")
             }).count();
             prop_assert!(framing <= 1, "{}", String::from_utf8_lossy(&client));
+        }
+    }
+}
+
+/// HTTP/2's decoders (cutover's own HTTP/2 server): arbitrary header
+/// blocks, Huffman strings, SETTINGS payloads and frame heads.
+mod http2 {
+    use proptest::prelude::*;
+
+    use crate::proxy::wire::h2::hpack::{self, Decoder};
+    use crate::proxy::wire::h2::request::HeadReader;
+    use crate::proxy::wire::h2::{self as wire, FrameHead, huffman};
+
+    /// Header-block-shaped bytes: representations with their prefixes,
+    /// small indexes (static and dynamic), short strings, some Huffman.
+    fn block_like() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            (1u8..70).prop_map(|i| vec![0x80 | i]),
+            (
+                0u8..3,
+                0u8..16,
+                proptest::collection::vec(any::<u8>(), 0..12)
+            )
+                .prop_map(|(kind, index, value)| {
+                    let mut p = vec![[0x00, 0x10, 0x40][kind as usize] | index];
+                    if index == 0 {
+                        p.extend([3, b'x', b'-', b'a']);
+                    }
+                    p.push(value.len() as u8);
+                    p.extend(value);
+                    p
+                }),
+            proptest::collection::vec(any::<u8>(), 1..6),
+            Just(vec![0x3f, 0xe1, 0x1f]),
+        ];
+        proptest::collection::vec(piece, 0..12).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        /// Arbitrary blocks, decoded one after another on one table, each
+        /// read as a request: never a panic, never a table past its size.
+        #[test]
+        fn fuzz_hpack_blocks(blocks in proptest::collection::vec(
+            prop_oneof![block_like(), proptest::collection::vec(any::<u8>(), 0..64)], 1..6)
+        ) {
+            let mut decoder = Decoder::default();
+            for block in blocks {
+                let mut reader = HeadReader::new(1024, false);
+                let decoded = decoder.decode(&block, |f| reader.field(f));
+                prop_assert!(decoder.table_size() <= hpack::TABLE_SIZE);
+                if decoded.is_err() {
+                    // A connection error: nothing more is read.
+                    break;
+                }
+                let _ = reader.request();
+            }
+        }
+
+        /// What the response encoder writes, the decoder reads back.
+        #[test]
+        fn fuzz_hpack_round_trip(
+            status in 100u16..1000,
+            fields in proptest::collection::vec(("[a-z-]{1,12}", proptest::collection::vec(any::<u8>(), 0..300), any::<bool>()), 0..8),
+        ) {
+            let mut block = Vec::new();
+            hpack::encode_status(&mut block, status);
+            for (name, value, sensitive) in &fields {
+                hpack::encode_field(&mut block, name.as_bytes(), value, *sensitive);
+            }
+            let mut got = Vec::new();
+            Decoder::default().decode(&block, |f| got.push((f.name.to_vec(), f.value.to_vec(), f.sensitive))).unwrap();
+            prop_assert_eq!(got[0].1.clone(), status.to_string().into_bytes());
+            for ((name, value, sensitive), (n, v, s)) in fields.iter().zip(&got[1..]) {
+                prop_assert_eq!(name.as_bytes(), &n[..]);
+                prop_assert_eq!(value, v);
+                prop_assert_eq!(*sensitive, *s);
+            }
+        }
+
+        /// Huffman: any bytes round-trip; arbitrary codes never panic.
+        #[test]
+        fn fuzz_huffman(plain in proptest::collection::vec(any::<u8>(), 0..100), noise in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let mut coded = Vec::new();
+            huffman::encode(&plain, &mut coded);
+            prop_assert_eq!(coded.len(), huffman::encoded_len(&plain));
+            let mut back = Vec::new();
+            prop_assert!(huffman::decode(&coded, &mut back).is_ok());
+            prop_assert_eq!(back, plain);
+            let _ = huffman::decode(&noise, &mut Vec::new());
+        }
+
+        /// Frame payload readers: never a panic on any payload.
+        #[test]
+        fn fuzz_frame_payloads(head in proptest::array::uniform9(any::<u8>()), payload in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let head = FrameHead::parse(&head);
+            let _ = wire::parse_settings(&payload);
+            let _ = wire::window_increment(&head, &payload);
+            if let Ok(range) = wire::unpad(&head, &payload) {
+                prop_assert!(range.end <= payload.len());
+            }
+            if let Ok((range, _)) = wire::headers_fragment(&head, &payload) {
+                prop_assert!(range.start <= range.end && range.end <= payload.len());
+            }
         }
     }
 }

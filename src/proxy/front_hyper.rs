@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::request_body::ClientBody;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use opentelemetry::KeyValue;
 
 use super::activity::ActiveRequest;
@@ -115,6 +115,18 @@ impl Proxy {
             conn.proto,
             upgrade,
         );
+        // hyper's client sends no body with a GET, HEAD or CONNECT whose
+        // length it does not know (an HTTP/2 client's body without
+        // Content-Length): said chunked, the client's body goes up whole.
+        if matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT)
+            && !hyper::body::Body::is_end_stream(&body)
+            && hyper::body::Body::size_hint(&body).exact().is_none()
+        {
+            parts.headers.insert(
+                http::header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
         let path = parts
             .uri
             .path_and_query()

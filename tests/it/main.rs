@@ -19,6 +19,7 @@ mod faults;
 mod fleet;
 mod grpc;
 mod h2_abuse;
+mod h2_differential;
 mod h2_frames;
 mod h2c_smuggling;
 mod load;

@@ -13,6 +13,9 @@ use crate::proxy::wire::h2::{
     conn_error, flag, kind,
 };
 
+/// Streams reset by the server whose late frames are still ignored.
+const RESETS_REMEMBERED: usize = 256;
+
 /// CONTINUATION frames one header block may take (a flood of empty ones
 /// costs a wakeup each and adds nothing).
 const MAX_CONTINUATIONS: usize = 64;
@@ -117,8 +120,10 @@ where
         // What does not reach a body is credited back at once.
         let mut credit = len - range.len();
         let end = head.has(flag::END_STREAM);
+        let late = self.reset_by_us(head.stream);
         let outcome = match self.streams.get_mut(&head.stream) {
             Some(stream) => stream.receive(payload.slice(range), end),
+            None if late => Ok(range.len()),
             None => Err(Reason::StreamClosed),
         };
         match outcome {
@@ -143,16 +148,17 @@ where
             if stream.is_multiple_of(2) {
                 return Err(conn_error(Reason::Protocol, "even stream id from a client"));
             }
-            if stream <= self.last_stream {
+            if stream <= self.last_stream && !self.reset_by_us(stream) {
                 return Err(conn_error(
                     Reason::StreamClosed,
                     "HEADERS on a closed stream",
                 ));
             }
-            self.last_stream = stream;
+            self.last_stream = self.last_stream.max(stream);
         }
         let block = PendingBlock {
             stream,
+            ignored: !known && self.reset_by_us(stream),
             end_stream: head.has(flag::END_STREAM),
             self_dependent: depends == Some(stream),
             block: Vec::new(),
@@ -201,6 +207,11 @@ where
         self.decoder
             .decode(bytes, |f| reader.field(f))
             .map_err(|_| conn_error(Reason::Compression, "header block not valid HPACK"))?;
+        if block.ignored {
+            // Sent before the client saw our reset: decoded for the
+            // table's sake, then dropped.
+            return Ok(());
+        }
         match trailers {
             Some(true) => {
                 if !block.end_stream {
@@ -238,17 +249,17 @@ where
             return;
         }
         if block.self_dependent {
-            wire::put_rst_stream(&mut self.write, id, Reason::Protocol);
+            self.rst(id, Reason::Protocol);
             return;
         }
         if self.streams.len() >= self.limits.max_streams {
-            wire::put_rst_stream(&mut self.write, id, Reason::RefusedStream);
+            self.rst(id, Reason::RefusedStream);
             return;
         }
         match reader.request() {
             Err(Refusal::Malformed(why)) => {
                 tracing::debug!(peer = %self.service.client.peer, stream = id, why, "malformed HTTP/2 request");
-                wire::put_rst_stream(&mut self.write, id, Reason::Protocol);
+                self.rst(id, Reason::Protocol);
             }
             Err(Refusal::TooLarge) => {
                 self.block.clear();
@@ -256,12 +267,12 @@ where
                 wire::put_headers(&mut self.write, id, &self.block, true, self.peer_max_frame);
                 if !block.end_stream {
                     // Answered: the client need not send its body.
-                    wire::put_rst_stream(&mut self.write, id, Reason::NoError);
+                    self.rst(id, Reason::NoError);
                 }
             }
             Ok(head) => {
                 if block.end_stream && head.content_length.is_some_and(|n| n > 0) {
-                    wire::put_rst_stream(&mut self.write, id, Reason::Protocol);
+                    self.rst(id, Reason::Protocol);
                     return;
                 }
                 let (stream, task) = Stream::open(
@@ -420,10 +431,25 @@ where
     /// A stream error: RST_STREAM with `reason`, and the stream dropped
     /// (its request's future and its response with it).
     pub(super) fn reset_stream(&mut self, id: u32, reason: Reason) {
-        wire::put_rst_stream(&mut self.write, id, reason);
+        self.rst(id, reason);
         if let Some(stream) = self.streams.remove(&id) {
             stream.cancel();
         }
+    }
+
+    /// Writes RST_STREAM for `id` and remembers it: frames the client
+    /// sent before it saw the reset are ignored, not taken for a
+    /// protocol error (RFC 9113 §5.1, "closed").
+    pub(super) fn rst(&mut self, id: u32, reason: Reason) {
+        wire::put_rst_stream(&mut self.write, id, reason);
+        if self.reset_by_us.len() == RESETS_REMEMBERED {
+            self.reset_by_us.pop_front();
+        }
+        self.reset_by_us.push_back(id);
+    }
+
+    fn reset_by_us(&self, id: u32) -> bool {
+        self.reset_by_us.contains(&id)
     }
 
     /// A window grew: responses waiting for it go on, and the stall

@@ -86,6 +86,8 @@ enum Phase {
 /// A header block that CONTINUATION frames are still completing.
 struct PendingBlock {
     stream: u32,
+    /// A stream the server reset: decoded, then dropped.
+    ignored: bool,
     end_stream: bool,
     /// A new stream whose HEADERS said it depends on itself.
     self_dependent: bool,
@@ -129,6 +131,8 @@ pub struct Connection<S> {
     recv_credit: usize,
     /// `shut_down` was asked for.
     shut_down: bool,
+    /// The streams the server reset last (see `frames::rst`).
+    reset_by_us: std::collections::VecDeque<u32>,
     resets: (Instant, u32),
     /// Armed while a response waits for the client's window.
     stall: Option<Pin<Box<Sleep>>>,
@@ -179,6 +183,7 @@ where
             recv_window: i64::from(limits.connection_window),
             recv_credit: 0,
             shut_down: false,
+            reset_by_us: std::collections::VecDeque::new(),
             resets: (Instant::now(), 0),
             stall: None,
             linger: None,

@@ -369,7 +369,7 @@ where
         if stream.done() {
             self.streams.remove(&id);
         } else if stream.finished_sending() {
-            wire::put_rst_stream(&mut self.write, id, Reason::NoError);
+            self.rst(id, Reason::NoError);
             if let Some(stream) = self.streams.remove(&id) {
                 stream.cancel();
             }

@@ -123,11 +123,18 @@ impl HeadReader {
         }
         let name = HeaderName::from_bytes(f.name).map_err(|_| "invalid field name")?;
         if name == COOKIE {
-            let cookie = self.cookie.get_or_insert_with(Vec::new);
-            if !cookie.is_empty() {
-                cookie.extend_from_slice(b"; ");
+            if value.is_empty() {
+                // No cookie-pair: nothing to join (an empty crumb would
+                // leave a dangling "; ").
+                return Ok(());
             }
-            cookie.extend_from_slice(value);
+            match &mut self.cookie {
+                Some(cookie) => {
+                    cookie.extend_from_slice(b"; ");
+                    cookie.extend_from_slice(value);
+                }
+                None => self.cookie = Some(value.to_vec()),
+            }
             return Ok(());
         }
         let mut value = HeaderValue::from_bytes(value).map_err(|_| "invalid field value")?;
