@@ -3,7 +3,10 @@
 # happens again and again — a split change every 5 s, a reload every 30 s,
 # a binary upgrade every 2 minutes, one backend killed and restarted every
 # minute — then the failed requests (must be 0), and RSS and open fds at
-# start and end (must not grow beyond noise). Loopback only, bounded by
+# start and end (must not grow beyond noise). The load is HTTP/1.1 (wrk,
+# CONNECTIONS connections) and HTTP/2 (H2_CLIENTS prior-knowledge
+# connections of benches/support/h2_soak.rs, which resends what a GOAWAY
+# says was not processed, as browsers do). Loopback only, bounded by
 # DURATION. Not run in CI; figures go to docs/benchmarks.md.
 #
 #   benches/soak.sh                    # 10 minutes
@@ -15,9 +18,11 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-600}
 CONNECTIONS=${CONNECTIONS:-8}
+H2_CLIENTS=${H2_CLIENTS:-8}
 
 source benches/common.sh
 install_missing nginx=nginx-light wrk=wrk curl=curl
+cargo build --release --quiet --example h2_soak
 
 # Two backends, one nginx each, so one can die and come back. Sets
 # `started` to the new nginx's pid (no command substitution: its subshell
@@ -76,6 +81,10 @@ read -r rss_start fds_start <<<"$(usage "$(serving_pid)")"
 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$port/" >"$work/wrk.txt" 2>&1 &
 wrk_pid=$!
 pids+=("$wrk_pid")
+target/release/examples/h2_soak "http://127.0.0.1:$port/" "$H2_CLIENTS" "$DURATION" \
+  >"$work/h2.txt" 2>"$work/h2.stderr" &
+h2_pid=$!
+pids+=("$h2_pid")
 
 start=$SECONDS
 splits=0 reloads=0 upgrades=0 kills=0
@@ -96,6 +105,7 @@ while ((SECONDS - start < DURATION - 5)); do
   if ((t % 120 >= 115)); then ctl upgrade && upgrades=$((upgrades + 1)); fi
 done
 wait "$wrk_pid" || true
+wait "$h2_pid" || true
 serving=$(serving_pid)
 read -r rss_end fds_end <<<"$(usage "$serving")"
 # After an upgrade the serving process is no longer the one started here.
@@ -104,12 +114,14 @@ pids+=("$serving")
 requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
 non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/wrk.txt")
 socket=$(awk -F'[ ,]+' '/Socket errors/ {print $4+$6+$8+$10}' "$work/wrk.txt")
-failed=$(( ${non2xx:-0} + ${socket:-0} ))
-cat "$work/wrk.txt"
+h2_requests=$(awk '/^requests/ {print $2}' "$work/h2.txt")
+h2_failed=$(awk '/^requests/ {print $4}' "$work/h2.txt")
+failed=$(( ${non2xx:-0} + ${socket:-0} + ${h2_failed:-1} ))
+cat "$work/wrk.txt" "$work/h2.txt"
 echo
-echo "| duration | requests | failed | split changes | reloads | upgrades | backend kills | RSS start → end | fds start → end |"
-echo "|---|---|---|---|---|---|---|---|---|"
-echo "| ${DURATION} s | $requests | $failed | $splits | $reloads | $upgrades | $kills | $((rss_start / 1024)) → $((rss_end / 1024)) MiB | $fds_start → $fds_end |"
+echo "| duration | HTTP/1.1 requests | HTTP/2 requests | failed | split changes | reloads | upgrades | backend kills | RSS start → end | fds start → end |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| ${DURATION} s | $requests | ${h2_requests:-0} | $failed | $splits | $reloads | $upgrades | $kills | $((rss_start / 1024)) → $((rss_end / 1024)) MiB | $fds_start → $fds_end |"
 if ((failed > 0)); then
   echo "FAILED REQUESTS: see $work (kept)"; trap - EXIT; exit 1
 fi

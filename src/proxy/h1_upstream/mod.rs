@@ -17,16 +17,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::Proxy;
 use super::pools::{RawConn, RawHome, SendError};
 use super::request_body::RequestBody;
-use super::wire::response::{self, ClientSide, Parsed, ResponseHead};
+use super::wire::response::{self, ClientHead, ClientSide, HeadMap, Parsed, ResponseHead};
 use crate::routing::Pool;
 
 /// Buffers a client connection keeps between its requests.
 #[derive(Default)]
-pub struct Scratch {
+pub struct Scratch<H = Vec<u8>> {
     /// The head (and body) that goes to the upstream.
     pub upstream_head: Vec<u8>,
-    /// The response head the client gets.
-    pub client_head: Vec<u8>,
+    /// The response head the client gets: HTTP/1.1 bytes on the direct
+    /// path, a header map for hyper's front.
+    pub client_head: H,
     /// What was read from the upstream past its response head.
     pub from_upstream: bytes::BytesMut,
     /// Bytes the client sent while its request waited in a queue (the
@@ -36,6 +37,11 @@ pub struct Scratch {
 
 /// Room for an upstream's response head: most fit in far less.
 const HEAD_READ_SIZE: usize = 4 * 1024;
+
+/// The first read of a response under hyper's front: a usual head and a
+/// small body fit, and the buffer leaves with the body, so with hundreds
+/// of HTTP/2 streams in flight its size is memory in flight too.
+const FIRST_READ_SIZE: usize = 1024;
 
 /// Reads of a body that did not come with its head: larger, for large
 /// bodies (taken only by responses that need them, so that connections
@@ -58,13 +64,13 @@ impl Proxy {
     /// response head (see [`exchange_head`]). A pooled socket the upstream
     /// closed as the request went out, unnoticed, is replaced by another
     /// for a request that may be sent twice (RFC 9112 §9.3.1).
-    pub(super) async fn exchange(
+    pub(super) async fn exchange<H: ClientHead>(
         &self,
         pool: &Pool,
         addr: SocketAddr,
         side: ClientSide<'_>,
         idempotent: bool,
-        scratch: &mut Scratch,
+        scratch: &mut Scratch<H>,
     ) -> Result<Exchanged, SendError> {
         let (mut idle, home) = self.pools.take_raw(pool, addr);
         loop {
@@ -105,16 +111,15 @@ impl Proxy {
         addr: SocketAddr,
         request: RawRequest<'_>,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let (upstream_head, client_head) = HEAD_BUFFERS.with_borrow_mut(|free| {
+        let upstream_head = HEAD_BUFFERS.with_borrow_mut(|free| {
             // Sized for a usual head up front: grown from empty, the
-            // buffers were reallocated ~7 times each per request.
-            free.pop()
-                .unwrap_or_else(|| (Vec::with_capacity(1024), Vec::with_capacity(1024)))
+            // buffer was reallocated ~7 times per request.
+            free.pop().unwrap_or_else(|| Vec::with_capacity(1024))
         });
         let mut scratch = Scratch {
             upstream_head,
-            client_head,
-            from_upstream: bytes::BytesMut::with_capacity(HEAD_READ_SIZE),
+            client_head: HeadMap::default(),
+            from_upstream: bytes::BytesMut::with_capacity(FIRST_READ_SIZE),
             early: Vec::new(),
         };
         write_request_head(&request, &mut scratch.upstream_head);
@@ -127,15 +132,20 @@ impl Proxy {
             date: &crate::clock::http_date(),
         };
         let idempotent = request.method.is_idempotent();
+        let exchanged = self
+            .exchange(pool, addr, side, idempotent, &mut scratch)
+            .await;
+        give_back(scratch.upstream_head);
         let Exchanged {
             upstream,
             home,
             head,
-        } = self
-            .exchange(pool, addr, side, idempotent, &mut scratch)
-            .await?;
+        } = exchanged?;
         let status = StatusCode::from_u16(head.status)
             .map_err(|_| SendError::Direct("invalid status code".to_string()))?;
+        if scratch.client_head.invalid {
+            return Err(SendError::Direct("invalid response header".to_string()));
+        }
         let body = DirectBody::new(
             upstream,
             home,
@@ -145,35 +155,32 @@ impl Proxy {
         );
         let mut response = Response::new(UpstreamBody::Direct(body));
         *response.status_mut() = status;
-        let read = read_client_head(&scratch.client_head, response.headers_mut());
-        give_back(scratch.upstream_head, scratch.client_head);
-        read?;
+        *response.headers_mut() = scratch.client_head.map;
         Ok(response)
     }
 }
 
-/// Head buffers of finished raw exchanges for hyper's front, kept per
-/// thread: with hundreds of HTTP/2 streams in flight, a fresh pair per
+/// Request head buffers of finished raw exchanges for hyper's front, kept
+/// per thread: with hundreds of HTTP/2 streams in flight, a fresh one per
 /// request churned the allocator's slabs (jemalloc ~6,000 instructions
 /// per request, callgrind).
 const KEPT_HEAD_BUFFERS: usize = 256;
 
 thread_local! {
-    static HEAD_BUFFERS: std::cell::RefCell<Vec<(Vec<u8>, Vec<u8>)>> =
+    static HEAD_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Keeps a pair of head buffers for the next exchange (not one that grew
-/// past a usual head: a huge head's buffer is let go).
-fn give_back(mut upstream_head: Vec<u8>, mut client_head: Vec<u8>) {
-    if upstream_head.capacity() > 16 * 1024 || client_head.capacity() > 16 * 1024 {
+/// Keeps a head buffer for the next exchange (not one that grew past a
+/// usual head: a huge head's buffer is let go).
+fn give_back(mut upstream_head: Vec<u8>) {
+    if upstream_head.capacity() > 16 * 1024 {
         return;
     }
     upstream_head.clear();
-    client_head.clear();
     HEAD_BUFFERS.with_borrow_mut(|free| {
         if free.len() < KEPT_HEAD_BUFFERS {
-            free.push((upstream_head, client_head));
+            free.push(upstream_head);
         }
     });
 }
@@ -188,10 +195,10 @@ enum Failure {
 
 /// Sends the request head in `scratch.upstream_head`, reads the response
 /// head into `scratch.from_upstream` and writes the client's head.
-async fn exchange_head(
+async fn exchange_head<H: ClientHead>(
     upstream: &mut RawConn,
     side: &ClientSide<'_>,
-    scratch: &mut Scratch,
+    scratch: &mut Scratch<H>,
 ) -> Result<ResponseHead, Failure> {
     let closed = |e: std::io::Error| Failure::Closed(e.to_string());
     upstream
@@ -219,7 +226,11 @@ async fn exchange_head(
                 Parsed::Partial => {}
             }
         }
-        buf.reserve(HEAD_READ_SIZE);
+        // Grown only when short of room: a response's first read keeps
+        // the buffer it was given (hyper's front gives a small one).
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(HEAD_READ_SIZE);
+        }
         match upstream.stream.read_buf(buf).await {
             Ok(0) => {
                 return Err(Failure::Closed(
@@ -230,33 +241,6 @@ async fn exchange_head(
             Err(e) => return Err(closed(e)),
         }
     }
-}
-
-/// The head the exchange wrote for a client, read back into `map`:
-/// hop-by-hop headers are out and `Via` is in; hyper frames the body for
-/// its own client.
-fn read_client_head(client_head: &[u8], map: &mut http::HeaderMap) -> Result<(), SendError> {
-    let mut headers = [httparse::EMPTY_HEADER; 128];
-    let mut parsed = httparse::Response::new(&mut headers);
-    if parsed.parse(client_head).is_err() {
-        return Err(SendError::Direct("response head not readable".to_string()));
-    }
-    map.reserve(parsed.headers.len());
-    for h in parsed.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection")
-            || h.name.eq_ignore_ascii_case("transfer-encoding")
-        {
-            continue;
-        }
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
-        ) else {
-            return Err(SendError::Direct(format!("invalid header {:?}", h.name)));
-        };
-        map.append(name, value);
-    }
-    Ok(())
 }
 
 /// Whether a request with these headers and body goes out to `pool` on

@@ -70,9 +70,77 @@ const DROPPED: [&[u8]; 9] = [
     b"content-length",
 ];
 
+/// Where the client's response head goes: HTTP/1.1 bytes (the direct
+/// path's `Vec<u8>`), or a header map for hyper's front (`HeadMap`).
+pub trait ClientHead {
+    /// Starts a head (what an earlier one left is dropped).
+    fn begin(&mut self, status: u16, reason: &[u8]);
+    fn field(&mut self, name: &[u8], value: &[u8]);
+    fn end(&mut self);
+}
+
+impl ClientHead for Vec<u8> {
+    fn begin(&mut self, status: u16, reason: &[u8]) {
+        self.clear();
+        self.extend_from_slice(b"HTTP/1.1 ");
+        self.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+        self.push(b' ');
+        self.extend_from_slice(reason);
+        self.extend_from_slice(b"\r\n");
+    }
+
+    #[inline]
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        self.extend_from_slice(name);
+        self.extend_from_slice(b": ");
+        self.extend_from_slice(value);
+        self.extend_from_slice(b"\r\n");
+    }
+
+    fn end(&mut self) {
+        self.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The client's head as a header map, for a server that frames the body
+/// itself (hyper's, cutover's HTTP/2): `Connection` and
+/// `Transfer-Encoding` stay out. `invalid` is set by a field no
+/// `HeaderName`/`HeaderValue` takes.
+#[derive(Default)]
+pub struct HeadMap {
+    pub map: http::HeaderMap,
+    pub invalid: bool,
+}
+
+impl ClientHead for HeadMap {
+    fn begin(&mut self, _status: u16, _reason: &[u8]) {
+        self.map.clear();
+        self.invalid = false;
+    }
+
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        if name.eq_ignore_ascii_case(b"connection")
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
+        {
+            return;
+        }
+        match (
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_bytes(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                self.map.append(name, value);
+            }
+            _ => self.invalid = true,
+        }
+    }
+
+    fn end(&mut self) {}
+}
+
 /// Reads the response head at the start of `buf` and, once it is whole
-/// and forwardable, writes the client's head into `client` (cleared first).
-pub fn parse(buf: &[u8], side: &ClientSide<'_>, client: &mut Vec<u8>) -> Parsed {
+/// and forwardable, writes the client's head into `client` (begun anew).
+pub fn parse(buf: &[u8], side: &ClientSide<'_>, client: &mut impl ClientHead) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut headers);
     let len = match res.parse(buf) {
@@ -183,7 +251,7 @@ impl Facts {
 /// sticky cookie, and `Connection: close` when the connection ends.
 #[inline]
 fn write_client_head(
-    client: &mut Vec<u8>,
+    client: &mut impl ClientHead,
     res: &httparse::Response<'_, '_>,
     status: u16,
     framing: Framing,
@@ -197,12 +265,7 @@ fn write_client_head(
         .map(str::as_bytes)
         .or(res.reason.map(str::as_bytes))
         .unwrap_or_default();
-    client.clear();
-    client.extend_from_slice(b"HTTP/1.1 ");
-    client.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
-    client.push(b' ');
-    client.extend_from_slice(reason);
-    client.extend_from_slice(b"\r\n");
+    client.begin(status, reason);
     let named = connection_named(res.headers);
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
@@ -214,46 +277,37 @@ fn write_client_head(
         {
             continue;
         }
-        client.extend_from_slice(name);
-        client.extend_from_slice(b": ");
-        client.extend_from_slice(h.value);
-        client.extend_from_slice(b"\r\n");
+        client.field(name, h.value);
     }
     match (framing, length) {
-        (Framing::Chunked, _) => client.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        (Framing::Chunked, _) => client.field(b"transfer-encoding", b"chunked"),
         // A HEAD or 304 answer says how long the body would be.
         (Framing::Length(n), _) | (Framing::Empty, Some(n)) if status != 204 => {
-            client.extend_from_slice(b"content-length: ");
-            client.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            client.extend_from_slice(b"\r\n");
+            client.field(b"content-length", itoa::Buffer::new().format(n).as_bytes());
         }
         _ => {}
     }
-    client.extend_from_slice(if version == 0 {
-        b"via: 1.0 cutover\r\n"
-    } else {
-        b"via: 1.1 cutover\r\n"
-    });
+    client.field(
+        b"via",
+        if version == 0 {
+            b"1.0 cutover"
+        } else {
+            b"1.1 cutover"
+        },
+    );
     if !facts.has_date {
-        client.extend_from_slice(b"date: ");
-        client.extend_from_slice(side.date);
-        client.extend_from_slice(b"\r\n");
+        client.field(b"date", side.date);
     }
     if let Some(cookie) = side.set_cookie {
-        client.extend_from_slice(b"set-cookie: ");
-        client.extend_from_slice(cookie);
-        client.extend_from_slice(b"\r\n");
+        client.field(b"set-cookie", cookie);
     }
     if let Some((name, id)) = side.request_id {
-        client.extend_from_slice(name);
-        client.extend_from_slice(b": ");
-        client.extend_from_slice(id);
-        client.extend_from_slice(b"\r\n");
+        client.field(name, id);
     }
     if side.close || framing == Framing::UntilClose {
-        client.extend_from_slice(b"connection: close\r\n");
+        client.field(b"connection", b"close");
     }
-    client.extend_from_slice(b"\r\n");
+    client.end();
 }
 
 /// Adds `Connection: close` to a client head [`parse`] wrote without it.

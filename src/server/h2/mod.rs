@@ -201,8 +201,7 @@ where
     /// the GOAWAY is out.
     fn fail(&mut self, e: ConnError) {
         tracing::debug!(peer = %self.service.client.peer, reason = ?e.reason, why = e.why, "HTTP/2 connection error");
-        self.streams.clear();
-        self.tasks = FuturesUnordered::new();
+        self.drop_streams();
         self.pending = None;
         wire::put_goaway(
             &mut self.write,
@@ -221,6 +220,9 @@ where
             if self.shut_down && matches!(self.phase, Phase::Open | Phase::FirstSettings) {
                 self.drain();
             }
+            // Reading waits while too much is unwritten: once the write
+            // makes room, it must be tried again in this poll.
+            let read_held = self.write.len() > WRITE_HIGH_WATER;
             if self.phase != Phase::Closing {
                 progress |= self.poll_read(cx)?;
                 progress |= self.poll_tasks(cx);
@@ -228,6 +230,7 @@ where
                 self.poll_stall(cx);
             }
             let flushed = self.poll_flush(cx)?;
+            progress |= read_held && self.write.len() <= WRITE_HIGH_WATER;
             if self.phase == Phase::Draining && self.streams.is_empty() && flushed {
                 self.phase = Phase::Closing;
             }
@@ -243,6 +246,15 @@ where
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Every stream dropped with its future; request bodies still
+    /// arriving end with an error for whoever reads them.
+    fn drop_streams(&mut self) {
+        for (_, stream) in self.streams.drain() {
+            stream.cancel();
+        }
+        self.tasks = FuturesUnordered::new();
     }
 
     /// GOAWAY (NO_ERROR): no stream past the last one opened.
@@ -266,8 +278,7 @@ where
             Poll::Ready(Ok(0)) => {
                 // The client is gone: nothing it asked for can reach it.
                 self.read_closed = true;
-                self.streams.clear();
-                self.tasks = FuturesUnordered::new();
+                self.drop_streams();
                 self.phase = Phase::Closing;
                 Ok(true)
             }

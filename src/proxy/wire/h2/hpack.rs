@@ -297,14 +297,18 @@ fn string(block: &[u8], at: &mut usize, out: &mut Vec<u8>) -> Result<(), HpackEr
 
 /// Appends an integer with a `prefix`-bit prefix whose first byte carries
 /// `flags` in its high bits.
+#[inline]
 fn put_integer(out: &mut Vec<u8>, flags: u8, prefix: u8, value: usize) {
     let mask = (1usize << prefix) - 1;
     if value < mask {
         out.push(flags | value as u8);
-        return;
+    } else {
+        put_long_integer(out, flags | mask as u8, value - mask);
     }
-    out.push(flags | mask as u8);
-    let mut rest = value - mask;
+}
+
+fn put_long_integer(out: &mut Vec<u8>, first: u8, mut rest: usize) {
+    out.push(first);
     while rest >= 0x80 {
         out.push((rest as u8 & 0x7f) | 0x80);
         rest >>= 7;
@@ -312,6 +316,7 @@ fn put_integer(out: &mut Vec<u8>, flags: u8, prefix: u8, value: usize) {
     out.push(rest as u8);
 }
 
+#[inline]
 fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
     put_integer(out, 0, 7, bytes.len());
     out.extend_from_slice(bytes);
@@ -342,6 +347,8 @@ pub fn encode_status(out: &mut Vec<u8>, status: u16) {
 /// `sensitive`), its name from the static table where it is there.
 /// `name` must be lower case, as HTTP/2 requires.
 pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8], sensitive: bool) {
+    // Room for the whole field at once: lengths take a few bytes each.
+    out.reserve(name.len() + value.len() + 8);
     let flags = if sensitive { 0x10 } else { 0x00 };
     match static_name(name) {
         Some(index) => put_integer(out, flags, 4, index),
