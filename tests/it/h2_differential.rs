@@ -371,40 +371,30 @@ async fn converse(addr: SocketAddr, bytes: &[u8], pieces: &[usize], streams: usi
         let mut chunk = [0u8; 16384];
         let mut status = vec![0u16; streams];
         loop {
-            let mut at = 0;
-            while buf.len() >= at + 9 {
-                let len = u32::from_be_bytes([0, buf[at], buf[at + 1], buf[at + 2]]) as usize;
-                if buf.len() < at + 9 + len {
-                    break;
-                }
-                let (kind, flags) = (buf[at + 3], buf[at + 4]);
-                let id = u32::from_be_bytes([buf[at + 5], buf[at + 6], buf[at + 7], buf[at + 8]]);
-                let payload = &buf[at + 9..at + 9 + len];
-                let case = (id as usize).wrapping_sub(1) / 2;
-                if kind == GOAWAY {
+            for f in take_frames(&mut buf) {
+                let case = (f.stream as usize).wrapping_sub(1) / 2;
+                if f.kind == GOAWAY {
                     for end in ends.iter_mut().filter(|e| e.is_none()) {
                         *end = Some(End::Gone);
                     }
                 }
-                if id % 2 == 1 && case < streams && ends[case].is_none() {
-                    if kind == HEADERS {
+                if f.stream % 2 == 1 && case < streams && ends[case].is_none() {
+                    if f.kind == HEADERS {
                         // Servers here send one-frame blocks.
-                        let _ = decoder.decode(payload, |f| {
-                            if f.name == b":status" {
+                        let _ = decoder.decode(&f.payload, |field| {
+                            if field.name == b":status" {
                                 status[case] =
-                                    std::str::from_utf8(f.value).unwrap().parse().unwrap();
+                                    std::str::from_utf8(field.value).unwrap().parse().unwrap();
                             }
                         });
                     }
-                    if kind == RST_STREAM {
+                    if f.kind == RST_STREAM {
                         ends[case] = Some(End::Refused);
-                    } else if (kind == HEADERS || kind == DATA) && flags & END_STREAM != 0 {
+                    } else if (f.kind == HEADERS || f.kind == DATA) && f.flags & END_STREAM != 0 {
                         ends[case] = Some(End::Answered(status[case]));
                     }
                 }
-                at += 9 + len;
             }
-            buf.drain(..at);
             if ends.iter().all(Option::is_some) {
                 return;
             }

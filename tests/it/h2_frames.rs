@@ -12,6 +12,7 @@ use crate::support::*;
 use crate::support::h2_raw::{
     COMPRESSION_ERROR, END_HEADERS, END_STREAM, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY,
     HEADERS, PING, PREFACE, PROTOCOL_ERROR, RST_STREAM, SETTINGS, WINDOW_UPDATE, frame,
+    take_frames,
 };
 
 /// HPACK for `GET http://a/`: indexed :method GET, :scheme http, :path /,
@@ -46,25 +47,18 @@ async fn send_on<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, bytes: &[u8]) -> V
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
-            // Frames so far: find a GOAWAY.
-            let mut at = 0;
-            while buf.len() >= at + 9 {
-                let len = u32::from_be_bytes([0, buf[at], buf[at + 1], buf[at + 2]]) as usize;
-                if buf.len() < at + 9 + len {
-                    break;
-                }
-                let p = &buf[at + 9..at + 9 + len];
-                if buf[at + 3] == GOAWAY && len >= 8 {
-                    return Verdict::GoAway(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
-                }
-                if buf[at + 3] == PING && p == SENTINEL {
-                    return Verdict::KeptOpen;
-                }
-                at += 9 + len;
-            }
             if buf.starts_with(b"HTTP/") {
                 let _ = s.read_to_end(&mut buf).await;
                 return Verdict::NotHttp2(String::from_utf8_lossy(&buf).into_owned());
+            }
+            // Frames so far: find a GOAWAY.
+            for f in take_frames(&mut buf) {
+                if let Some(code) = f.code().filter(|_| f.kind == GOAWAY) {
+                    return Verdict::GoAway(code);
+                }
+                if f.kind == PING && f.payload == SENTINEL {
+                    return Verdict::KeptOpen;
+                }
             }
             match s.read(&mut chunk).await {
                 Ok(0) | Err(_) => return Verdict::ClosedSilently,

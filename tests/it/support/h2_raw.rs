@@ -103,9 +103,32 @@ impl Frame {
     }
 }
 
+/// The whole frames at the start of `buf`, taken out of it.
+pub fn take_frames(buf: &mut Vec<u8>) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while buf.len() >= at + 9 {
+        let len = u32::from_be_bytes([0, buf[at], buf[at + 1], buf[at + 2]]) as usize;
+        if buf.len() < at + 9 + len {
+            break;
+        }
+        frames.push(Frame {
+            kind: buf[at + 3],
+            flags: buf[at + 4],
+            stream: u32::from_be_bytes([buf[at + 5], buf[at + 6], buf[at + 7], buf[at + 8]])
+                & 0x7fff_ffff,
+            payload: buf[at + 9..at + 9 + len].to_vec(),
+        });
+        at += 9 + len;
+    }
+    buf.drain(..at);
+    frames
+}
+
 pub struct RawH2 {
     pub stream: TcpStream,
     buf: Vec<u8>,
+    ready: std::collections::VecDeque<Frame>,
 }
 
 impl RawH2 {
@@ -123,6 +146,7 @@ impl RawH2 {
         RawH2 {
             stream,
             buf: Vec::new(),
+            ready: std::collections::VecDeque::new(),
         }
     }
 
@@ -133,23 +157,8 @@ impl RawH2 {
     /// The next frame, or `None` once the server closed.
     pub async fn next(&mut self) -> Option<Frame> {
         loop {
-            if self.buf.len() >= 9 {
-                let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
-                if self.buf.len() >= 9 + len {
-                    let f = Frame {
-                        kind: self.buf[3],
-                        flags: self.buf[4],
-                        stream: u32::from_be_bytes([
-                            self.buf[5],
-                            self.buf[6],
-                            self.buf[7],
-                            self.buf[8],
-                        ]) & 0x7fff_ffff,
-                        payload: self.buf[9..9 + len].to_vec(),
-                    };
-                    self.buf.drain(..9 + len);
-                    return Some(f);
-                }
+            if let Some(f) = self.ready.pop_front() {
+                return Some(f);
             }
             let mut chunk = [0u8; 16384];
             match tokio::time::timeout(DEADLINE, self.stream.read(&mut chunk)).await {
@@ -157,6 +166,7 @@ impl RawH2 {
                 Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(_) => panic!("no frame from the server within {DEADLINE:?}"),
             }
+            self.ready.extend(take_frames(&mut self.buf));
         }
     }
 

@@ -417,14 +417,7 @@ fn static_name(name: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::proxy::wire::h2::tests::hex;
 
     fn decode(d: &mut Decoder, block: &[u8]) -> Result<Vec<(String, String)>, HpackError> {
         let mut out = Vec::new();
@@ -442,6 +435,15 @@ mod tests {
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect()
     }
+
+    /// The third request of RFC 7541 C.3 and C.4.
+    const THIRD_REQUEST: [(&str, &str); 5] = [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":path", "/index.html"),
+        (":authority", "www.example.com"),
+        ("custom-key", "custom-value"),
+    ];
 
     #[test]
     fn decodes_rfc_7541_c3_requests_without_huffman() {
@@ -476,16 +478,7 @@ mod tests {
             &mut d,
             &hex("8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65"),
         );
-        assert_eq!(
-            third.unwrap(),
-            pairs(&[
-                (":method", "GET"),
-                (":scheme", "https"),
-                (":path", "/index.html"),
-                (":authority", "www.example.com"),
-                ("custom-key", "custom-value"),
-            ])
-        );
+        assert_eq!(third.unwrap(), pairs(&THIRD_REQUEST));
         assert_eq!(d.size, 164);
         assert_eq!(d.entries.len(), 3);
     }
@@ -499,16 +492,7 @@ mod tests {
             &mut d,
             &hex("8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf"),
         );
-        assert_eq!(
-            third.unwrap(),
-            pairs(&[
-                (":method", "GET"),
-                (":scheme", "https"),
-                (":path", "/index.html"),
-                (":authority", "www.example.com"),
-                ("custom-key", "custom-value"),
-            ])
-        );
+        assert_eq!(third.unwrap(), pairs(&THIRD_REQUEST));
         assert_eq!(d.size, 164);
     }
 

@@ -283,8 +283,17 @@ pub fn put_data_head(out: &mut Vec<u8>, stream: u32, len: usize, end_stream: boo
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// Bytes written as hex digits, spaces ignored (the RFC's examples).
+    pub fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
 
     #[test]
     fn frame_heads_read_what_was_written() {
