@@ -152,6 +152,9 @@ pub mod names {
     /// Extra: plain HTTP/1.1 connections handed from the direct path to
     /// hyper's, at a request the direct path does not take.
     pub const DIRECT_FALLBACKS_TOTAL: &str = "cutover_direct_fallbacks_total";
+    /// Extra: errors cutover's HTTP/2 server sent (`scope`: `connection`
+    /// for a GOAWAY, `stream` for a RST_STREAM; `reason`: its code).
+    pub const HTTP2_ERRORS_TOTAL: &str = "cutover_http2_errors_total";
 }
 
 static METRICS: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
@@ -277,6 +280,10 @@ fn describe() {
     describe_counter!(
         names::DIRECT_FALLBACKS_TOTAL,
         "HTTP/1.1 connections handed from the direct path to hyper's"
+    );
+    describe_counter!(
+        names::HTTP2_ERRORS_TOTAL,
+        "HTTP/2 errors sent to clients (scope: connection = GOAWAY, stream = RST_STREAM; reason: the code)"
     );
     describe_counter!(
         names::UPSTREAM_UNSOLICITED_TOTAL,

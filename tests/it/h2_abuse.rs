@@ -48,6 +48,12 @@ async fn rapid_reset_ends_the_connection() {
         "{} reset streams reached the upstream",
         up.hits()
     );
+    let admin = proxy.admin_url("");
+    let metric = "cutover_http2_errors_total{scope=\"connection\",reason=\"enhance_your_calm\"}";
+    wait_until("the GOAWAY counted", || async {
+        gauge(admin.trim_end_matches('/'), metric).await >= 1.0
+    })
+    .await;
     others_are_served(&proxy).await;
     proxy.stop().await;
 }

@@ -5,7 +5,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::streams::{Recv, Stream};
+use super::streams::Stream;
 use super::{Connection, PendingBlock, Phase};
 use crate::proxy::wire::h2::request::{HeadReader, Refusal};
 use crate::proxy::wire::h2::{
@@ -442,6 +442,9 @@ where
     /// protocol error (RFC 9113 §5.1, "closed").
     pub(super) fn rst(&mut self, id: u32, reason: Reason) {
         wire::put_rst_stream(&mut self.write, id, reason);
+        if reason != Reason::NoError {
+            super::count_error("stream", reason);
+        }
         if self.reset_by_us.len() == RESETS_REMEMBERED {
             self.reset_by_us.pop_front();
         }
@@ -457,11 +460,5 @@ where
     fn window_opened(&mut self) {
         self.stall = None;
         self.flush_blocked();
-    }
-}
-
-impl Stream {
-    fn recv_open(&self) -> bool {
-        matches!(self.recv, Recv::Open { .. })
     }
 }

@@ -201,6 +201,7 @@ where
     /// the GOAWAY is out.
     fn fail(&mut self, e: ConnError) {
         tracing::debug!(peer = %self.service.client.peer, reason = ?e.reason, why = e.why, "HTTP/2 connection error");
+        count_error("connection", e.reason);
         self.drop_streams();
         self.pending = None;
         wire::put_goaway(
@@ -364,6 +365,12 @@ where
         }
         Ok(())
     }
+}
+
+/// Counts an error sent to a client (`cutover_http2_errors_total`).
+fn count_error(scope: &'static str, reason: Reason) {
+    metrics::counter!(crate::telemetry::names::HTTP2_ERRORS_TOTAL, "scope" => scope, "reason" => reason.name())
+        .increment(1);
 }
 
 impl<S> Future for Connection<S>

@@ -171,6 +171,11 @@ impl Stream {
         self.answered
     }
 
+    /// Whether the client may still send DATA (or trailers).
+    pub(super) fn recv_open(&self) -> bool {
+        matches!(self.recv, Recv::Open { .. })
+    }
+
     /// Drops the stream's future (and so its request upstream and its
     /// response body); the request body, if it still waits for DATA,
     /// ends with an error.

@@ -58,6 +58,24 @@ pub enum Reason {
     EnhanceYourCalm = 0xb,
 }
 
+impl Reason {
+    /// The code's name in lower case, for metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::NoError => "no_error",
+            Reason::Protocol => "protocol_error",
+            Reason::Internal => "internal_error",
+            Reason::FlowControl => "flow_control_error",
+            Reason::StreamClosed => "stream_closed",
+            Reason::FrameSize => "frame_size_error",
+            Reason::RefusedStream => "refused_stream",
+            Reason::Cancel => "cancel",
+            Reason::Compression => "compression_error",
+            Reason::EnhanceYourCalm => "enhance_your_calm",
+        }
+    }
+}
+
 /// A frame's nine-byte head (§4.1); the reserved bit is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHead {
