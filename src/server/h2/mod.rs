@@ -218,7 +218,12 @@ where
         // must not hold its worker thread.
         for _ in 0..32 {
             let mut progress = false;
-            if self.shut_down && matches!(self.phase, Phase::Open | Phase::FirstSettings) {
+            if self.shut_down
+                && matches!(
+                    self.phase,
+                    Phase::Preface | Phase::FirstSettings | Phase::Open
+                )
+            {
                 self.drain();
             }
             // Reading waits while too much is unwritten: once the write
@@ -258,10 +263,14 @@ where
         self.tasks = FuturesUnordered::new();
     }
 
-    /// GOAWAY (NO_ERROR): no stream past the last one opened.
+    /// GOAWAY (NO_ERROR): no stream past the last one opened (before the
+    /// client's preface, none: the connection closes at once).
     fn drain(&mut self) {
         wire::put_goaway(&mut self.write, self.last_stream, Reason::NoError, b"");
-        self.phase = Phase::Draining;
+        self.phase = match self.phase {
+            Phase::Preface => Phase::Closing,
+            _ => Phase::Draining,
+        };
     }
 
     /// Reads what the socket has and acts on every whole frame; true if
