@@ -300,3 +300,43 @@ async fn an_http2_only_listener_takes_nothing_else() {
     assert_eq!(response.await.unwrap().status(), 200);
     proxy.stop().await;
 }
+
+/// A graceful end (here: `idle_timeout`) is two GOAWAYs apart by a PING
+/// (RFC 9113 §6.8): the first names the largest stream id, so a request
+/// the client sends before it sees that GOAWAY is still served; once the
+/// PING's ACK is back, the final one names the last stream taken.
+#[tokio::test]
+async fn a_graceful_end_serves_what_the_client_sent_before_it_knew() {
+    let up = TestUpstream::start("up").await;
+    let config = split_config(&[("p", 1, &[up.addr])], "[proxy]\nidle_timeout = \"1s\"\n");
+    let proxy = start_proxy(&config).await;
+    let mut h2 = RawH2::open(proxy.addrs()[0], &[]).await;
+    let first = h2.until(|f| f.kind == GOAWAY).await.expect("a GOAWAY");
+    assert_eq!(first.payload[..4], 0x7fff_ffffu32.to_be_bytes());
+    assert_eq!(first.code(), Some(0));
+    let ping = h2
+        .until(|f| f.kind == PING && f.flags & ACK == 0)
+        .await
+        .expect("a PING after it");
+    // A request sent before the client acts on the GOAWAY.
+    h2.send(&get(1, "/")).await;
+    h2.send(&frame(PING, ACK, 0, &ping.payload)).await;
+    let mut answered = false;
+    let mut last = None;
+    while let Some(f) = h2.next().await {
+        if f.kind == DATA && f.stream == 1 && f.payload == b"up\n" {
+            answered = true;
+        }
+        if f.kind == GOAWAY {
+            last = Some(u32::from_be_bytes([
+                f.payload[0],
+                f.payload[1],
+                f.payload[2],
+                f.payload[3],
+            ]));
+        }
+    }
+    assert!(answered, "the request sent before the GOAWAY was served");
+    assert_eq!(last, Some(1), "the final GOAWAY names stream 1");
+    proxy.stop().await;
+}

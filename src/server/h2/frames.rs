@@ -372,6 +372,10 @@ where
         };
         if !head.has(flag::ACK) {
             wire::put_ping_ack(&mut self.write, data);
+        } else if data == super::DRAIN_PING && self.phase == Phase::Announced {
+            // The client has seen the first GOAWAY: what it sent before
+            // is in, and the last stream is known.
+            self.drain_final();
         }
         Ok(())
     }
@@ -384,8 +388,8 @@ where
             return Err(conn_error(Reason::FrameSize, "GOAWAY shorter than 8"));
         }
         // The client opens nothing more: answer what it asked, then close.
-        if matches!(self.phase, Phase::Open) {
-            self.drain();
+        if matches!(self.phase, Phase::Open | Phase::Announced) {
+            self.drain_final();
         }
         Ok(())
     }

@@ -66,6 +66,11 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Client resets of streams still being answered, per second, past
 /// which the connection ends (rapid reset, CVE-2023-44487).
 const RESETS_PER_SECOND: u32 = 256;
+/// The opaque data of the PING that follows a graceful end's first
+/// GOAWAY.
+pub(super) const DRAIN_PING: &[u8; 8] = b"cutover!";
+/// How long a graceful end waits for that PING's ACK.
+const DRAIN_ROUND_TRIP: Duration = Duration::from_secs(1);
 /// How long a connection ended over an error reads on, so its GOAWAY is
 /// read before the socket closes.
 const LINGER: Duration = Duration::from_secs(1);
@@ -77,7 +82,14 @@ enum Phase {
     /// The first frame must be SETTINGS.
     FirstSettings,
     Open,
-    /// GOAWAY (NO_ERROR) sent: streams up to `last_stream` finish.
+    /// A graceful end begun: a GOAWAY naming the largest stream id and a
+    /// PING are out, and streams still open as usual until the PING's
+    /// ACK (or DRAIN_ROUND_TRIP) shows that the client saw it; then the
+    /// final GOAWAY names the last stream taken (RFC 9113 §6.8), so no
+    /// request the client sent meanwhile is refused.
+    Announced,
+    /// The final GOAWAY (NO_ERROR) sent: streams up to `last_stream`
+    /// finish.
     Draining,
     /// Everything written, the socket shut: reading until EOF or LINGER.
     Closing,
@@ -137,6 +149,8 @@ pub struct Connection<S> {
     /// Armed while a response waits for the client's window.
     stall: Option<Pin<Box<Sleep>>>,
     linger: Option<Pin<Box<Sleep>>>,
+    /// Armed while a graceful end waits for its PING's ACK.
+    drain_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> Connection<S>
@@ -187,6 +201,7 @@ where
             resets: (Instant::now(), 0),
             stall: None,
             linger: None,
+            drain_timer: None,
         }
     }
 
@@ -234,6 +249,7 @@ where
                 progress |= self.poll_tasks(cx);
                 self.credit(cx);
                 self.poll_stall(cx);
+                self.poll_drain_timer(cx);
             }
             let flushed = self.poll_flush(cx)?;
             progress |= read_held && self.write.len() <= WRITE_HIGH_WATER;
@@ -263,14 +279,35 @@ where
         self.tasks = FuturesUnordered::new();
     }
 
-    /// GOAWAY (NO_ERROR): no stream past the last one opened (before the
-    /// client's preface, none: the connection closes at once).
+    /// Begins a graceful end (see [`Phase::Announced`]); before the
+    /// client's preface, the connection closes at once.
     fn drain(&mut self) {
+        if self.phase == Phase::Preface {
+            wire::put_goaway(&mut self.write, 0, Reason::NoError, b"");
+            self.phase = Phase::Closing;
+            return;
+        }
+        wire::put_goaway(&mut self.write, wire::MAX_WINDOW, Reason::NoError, b"");
+        wire::put_ping(&mut self.write, DRAIN_PING);
+        self.drain_timer = Some(Box::pin(tokio::time::sleep(DRAIN_ROUND_TRIP)));
+        self.phase = Phase::Announced;
+    }
+
+    /// The final GOAWAY: no stream past the last one opened.
+    fn drain_final(&mut self) {
         wire::put_goaway(&mut self.write, self.last_stream, Reason::NoError, b"");
-        self.phase = match self.phase {
-            Phase::Preface => Phase::Closing,
-            _ => Phase::Draining,
-        };
+        self.drain_timer = None;
+        self.phase = Phase::Draining;
+    }
+
+    /// A client that does not answer the drain's PING gets the final
+    /// GOAWAY after DRAIN_ROUND_TRIP anyway.
+    fn poll_drain_timer(&mut self, cx: &mut Context<'_>) {
+        if let Some(timer) = &mut self.drain_timer
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            self.drain_final();
+        }
     }
 
     /// Reads what the socket has and acts on every whole frame; true if

@@ -245,6 +245,11 @@ pub fn put_settings_ack(out: &mut Vec<u8>) {
     put_head(out, 0, kind::SETTINGS, flag::ACK, 0);
 }
 
+pub fn put_ping(out: &mut Vec<u8>, data: &[u8; 8]) {
+    put_head(out, 8, kind::PING, 0, 0);
+    out.extend_from_slice(data);
+}
+
 pub fn put_ping_ack(out: &mut Vec<u8>, data: &[u8; 8]) {
     put_head(out, 8, kind::PING, flag::ACK, 0);
     out.extend_from_slice(data);
