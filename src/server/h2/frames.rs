@@ -119,12 +119,16 @@ where
         }
         // What does not reach a body is credited back at once.
         let mut credit = len - range.len();
+        let content = range.len();
         let end = head.has(flag::END_STREAM);
-        let late = self.reset_by_us(head.stream);
         let outcome = match self.streams.get_mut(&head.stream) {
             Some(stream) => stream.receive(payload.slice(range), end),
-            None if late => Ok(range.len()),
             None => Err(Reason::StreamClosed),
+        };
+        // Looked up only here: a stream in the map is the usual case.
+        let outcome = match outcome {
+            Err(Reason::StreamClosed) if self.reset_by_us(head.stream) => Ok(content),
+            other => other,
         };
         match outcome {
             Ok(unread) => credit += unread,
@@ -143,22 +147,23 @@ where
         }
         let (range, depends) = wire::headers_fragment(&head, payload)?;
         let stream = head.stream;
+        // A stream neither open nor new: closed, and unless the server
+        // reset it (then the block is only decoded), an error.
         let known = self.streams.contains_key(&stream);
-        if !known {
-            if stream.is_multiple_of(2) {
-                return Err(conn_error(Reason::Protocol, "even stream id from a client"));
-            }
-            if stream <= self.last_stream && !self.reset_by_us(stream) {
-                return Err(conn_error(
-                    Reason::StreamClosed,
-                    "HEADERS on a closed stream",
-                ));
-            }
-            self.last_stream = self.last_stream.max(stream);
+        if !known && stream.is_multiple_of(2) {
+            return Err(conn_error(Reason::Protocol, "even stream id from a client"));
         }
+        let late = !known && stream <= self.last_stream;
+        if late && !self.reset_by_us(stream) {
+            return Err(conn_error(
+                Reason::StreamClosed,
+                "HEADERS on a closed stream",
+            ));
+        }
+        self.last_stream = self.last_stream.max(stream);
         let block = PendingBlock {
             stream,
-            ignored: !known && self.reset_by_us(stream),
+            ignored: late,
             end_stream: head.has(flag::END_STREAM),
             self_dependent: depends == Some(stream),
             block: Vec::new(),
