@@ -340,3 +340,71 @@ async fn a_graceful_end_serves_what_the_client_sent_before_it_knew() {
     assert_eq!(last, Some(1), "the final GOAWAY names stream 1");
     proxy.stop().await;
 }
+
+/// What a plain HTTP/1.1 request to `addr` gets: the first bytes back.
+async fn http1_answer(addr: std::net::SocketAddr) -> Vec<u8> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut s,
+        b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        DEADLINE,
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut answer),
+    )
+    .await
+    .expect("closed")
+    .unwrap();
+    answer
+}
+
+/// A reload turns `http2_only` on and off for a kept listener, plain and
+/// TLS, for new connections: on, HTTP/1.1 gets GOAWAY and a TLS client
+/// offering only `http/1.1` fails its handshake; off, both are served;
+/// HTTP/2 is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_http2_only_on_and_off() {
+    let up = TestUpstream::start("up").await;
+    let plain = free_port();
+    let (ca, _certs, tls_listener) = crate::tls::app_test_listener(&free_port().to_string());
+    let config = |only: bool| {
+        let line = if only { "http2_only = true\n" } else { "" };
+        split_config(
+            &[("p", 1, &[up.addr])],
+            &format!("[[listener]]\nbind = \"{plain}\"\n{line}{tls_listener}{line}"),
+        )
+    };
+    let (proxy, path) = start_proxy_from_file(&config(true)).await;
+    let (plain, tls) = (proxy.addrs()[0], proxy.addrs()[1]);
+    let reload = |text: String| {
+        let (path, url) = (path.clone(), proxy.admin_url("/api/v1/reload"));
+        let state = proxy.state_dir.path().to_path_buf();
+        async move {
+            std::fs::write(&path, complete_config(&text, &state)).unwrap();
+            let (s, v) = admin_call("POST", &url, None, None).await;
+            assert_eq!(s, 200, "{v}");
+        }
+    };
+    let http1_only = [&b"http/1.1"[..]];
+    for (round, only) in [true, false, true].into_iter().enumerate() {
+        if round > 0 {
+            reload(config(only)).await;
+        }
+        let answer = http1_answer(plain).await;
+        let handshake = crate::tls::try_tls_connect_alpn(tls, &ca, "app.test", &http1_only).await;
+        if only {
+            assert_eq!(answer.get(3), Some(&GOAWAY), "{answer:?}");
+            assert!(handshake.is_err(), "an http/1.1-only client was taken");
+        } else {
+            assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+            assert!(handshake.is_ok(), "an http/1.1 client was refused");
+        }
+        let url = format!("http://{plain}/");
+        let resp = http2_client().get(url.parse().unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    proxy.stop().await;
+}
