@@ -434,9 +434,22 @@ impl RouteTable {
         headers: &HeaderMap,
         client_subject: Option<&str>,
     ) -> Option<&Route> {
+        let at = self.match_route_index(host, uri, headers, client_subject)?;
+        Some(&self.routes[at])
+    }
+
+    /// [`match_route`](Self::match_route)'s route as its index in
+    /// [`routes`](Self::routes).
+    pub fn match_route_index(
+        &self,
+        host: Option<&str>,
+        uri: &Uri,
+        headers: &HeaderMap,
+        client_subject: Option<&str>,
+    ) -> Option<usize> {
         let host = host.map(bare_host);
         let path = uri.path();
-        self.routes.iter().find(|r| {
+        self.routes.iter().position(|r| {
             r.takes(host, path)
                 && r.matchers
                     .as_ref()

@@ -5,8 +5,12 @@
 //! into the client's response — a tunnel for a protocol switch, else the
 //! streamed body.
 
+use std::future::{Future, ready};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
+
+use futures_util::future::Either;
 
 use super::request_body::ClientBody;
 use http::uri::PathAndQuery;
@@ -15,7 +19,7 @@ use opentelemetry::KeyValue;
 
 use super::activity::ActiveRequest;
 use super::body::ResponseBody;
-use super::engine::{Described, Front, Labels};
+use super::engine::{Described, Front, Labels, LogLine};
 use super::h1_upstream::{self, RawRequest, UpstreamBody};
 use super::pools::SendError;
 use super::request_body::{BodySlot, RequestBody};
@@ -23,66 +27,108 @@ use super::request_id;
 use super::wire::answer::OwnAnswer;
 use super::wire::headers;
 use super::{ClientConn, Proxy, ProxyError, max_forwards, mirror, tunnel};
-use crate::routing::{Pick, Pool};
+use crate::routing::{Pick, Pool, RouteTable};
 use crate::traces::{TRACEPARENT, TRACEPARENT_NAME, TraceParent};
 use crate::upstream::InFlight;
 
 impl Proxy {
     /// Proxies one request; never fails: errors become 4xx/5xx responses.
-    pub async fn handle(
-        &self,
-        req: Request<ClientBody>,
+    ///
+    /// Checks, routing and the upstream request's preparation happen
+    /// here, synchronously: the future returned holds only what crosses
+    /// the wait for the upstream (the prepared request, the labels, the
+    /// engine's own future), and a request answered at once has no
+    /// future of its own. Every HTTP/2 stream in flight holds one, so its
+    /// size is memory in flight: 6.6 KB when checks and routing were
+    /// part of it, and every layer kept a second copy of its arguments.
+    pub fn handle(
+        self: &Arc<Self>,
+        mut req: Request<ClientBody>,
         conn: ClientConn,
         active: ActiveRequest,
-    ) -> Response<ResponseBody> {
-        let start = Instant::now();
-        let mut labels = Labels::arrived(start);
-        let mut req = req;
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
+        let mut labels = Labels::arrived(Instant::now());
         let id_header = &self.settings.request_id_header;
         let (request_id, made) = request_id::settle(req.headers_mut(), id_header);
         let log = self.begin_log(&conn, || describe(&req, &request_id));
         let made_id = made.then(|| request_id.clone());
-        let grpc = is_grpc(&req);
+        let finish = Finish {
+            request_id,
+            log,
+            active,
+            grpc: is_grpc(&req),
+        };
+        match self.prepare(req, made_id, &conn, &mut labels) {
+            Ok(Prepared::Forward(mut forwarding)) => {
+                let proxy = Arc::clone(self);
+                Either::Right(async move {
+                    let served = proxy
+                        .send_prepared(&mut forwarding, &conn, &mut labels)
+                        .await;
+                    proxy.finish(served, &conn, labels, finish)
+                })
+            }
+            Ok(Prepared::Answered(answer)) => Either::Left(ready(self.finish(
+                Ok((answer, None)),
+                &conn,
+                labels,
+                finish,
+            ))),
+            Err(e) => Either::Left(ready(self.finish(Err(e), &conn, labels, finish))),
+        }
+    }
+
+    /// The client's response to what serving the request came to, with
+    /// its metrics and access-log line recorded.
+    fn finish(
+        &self,
+        served: Result<(Response<ResponseBody>, Option<InFlight>), ProxyError>,
+        conn: &ClientConn,
+        mut labels: Labels,
+        finish: Finish,
+    ) -> Response<ResponseBody> {
         // A failure's HTTP status, for metrics and rollout analysis even
         // when a gRPC client is answered 200 with a grpc-status.
         let mut failed = None;
-        let served = self.serve_hyper(req, made_id, &conn, &mut labels).await;
         let (mut response, in_flight) = match served {
             Ok(ok) => ok,
             Err(e) => {
-                failed = Some(self.failed(&e, &conn));
-                (own_response(e.answer(grpc)), None)
+                failed = Some(self.failed(&e, conn));
+                (own_response(e.answer(finish.grpc)), None)
             }
         };
         let status = failed.unwrap_or(response.status().as_u16());
         if let Some(tap) = labels.shadow.take() {
             response.body_mut().tap(tap, status);
         }
-        let timer = labels.record(&self.request_metrics, status, log);
-        response.body_mut().hold(in_flight, active, Some(timer));
+        let timer = labels.record(&self.request_metrics, status, finish.log);
+        response
+            .body_mut()
+            .hold(in_flight, finish.active, Some(timer));
         // Unique per response: HTTP/2 must not index it (HPACK), or each
         // one evicts the dynamic table's entries that do repeat (Date,
         // Via, the app's own) and they go out in full again — 60,920 →
         // 71,304 instructions per h2c request until this.
-        let mut request_id = request_id;
+        let mut request_id = finish.request_id;
         request_id.set_sensitive(true);
+        let id_header = &self.settings.request_id_header;
         response.headers_mut().insert(id_header, request_id);
         response
     }
 
-    /// Checks the request, matches its route, prepares it for upstreams
-    /// (and a shadow copy), and has the engine send it.
+    /// Checks the request and answers it, or matches its route and
+    /// prepares it for upstreams (and a shadow copy).
     /// `made_id`: the request id made here, which goes up with each
     /// attempt.
-    async fn serve_hyper(
+    fn prepare(
         &self,
         mut req: Request<ClientBody>,
         mut made_id: Option<HeaderValue>,
         conn: &ClientConn,
         labels: &mut Labels,
-    ) -> Result<(Response<ResponseBody>, Option<InFlight>), ProxyError> {
+    ) -> Result<Prepared, ProxyError> {
         if let Some(answer) = answer_locally(&mut req)? {
-            return Ok((answer, None));
+            return Ok(Prepared::Answered(answer));
         }
         let table = self.routing.load();
         let (mut parts, body) = req.into_parts();
@@ -93,12 +139,14 @@ impl Proxy {
                 .and_then(|h| h.to_str().ok())
         });
         let subject = conn.tls.as_ref().and_then(|t| t.client_subject.as_deref());
-        let Some(route) = table.match_route(host, &parts.uri, &parts.headers, subject) else {
+        let Some(route_index) = table.match_route_index(host, &parts.uri, &parts.headers, subject)
+        else {
             return Err(ProxyError::NoRoute {
                 host: host.map(str::to_string),
                 path: parts.uri.path().to_string(),
             });
         };
+        let route = &table.routes()[route_index];
         labels.set_route(route);
         let upgrade = headers::is_upgrade_request(parts.version, &parts.headers);
         let client_upgrade = if upgrade {
@@ -152,7 +200,7 @@ impl Proxy {
             }
             _ => None,
         };
-        let mut out = Outbound {
+        let out = Outbound {
             method: parts.method,
             path,
             headers: parts.headers,
@@ -163,7 +211,24 @@ impl Proxy {
             client: conn.proxy_addrs(),
             made_id,
         };
-        let (answer, in_flight) = self.forward(&table, route, &mut out, conn, labels).await?;
+        Ok(Prepared::Forward(Forwarding {
+            table,
+            route: route_index,
+            out,
+        }))
+    }
+
+    /// Has the engine send a prepared request; then the client's
+    /// response to the upstream's answer.
+    async fn send_prepared(
+        &self,
+        forwarding: &mut Forwarding,
+        conn: &ClientConn,
+        labels: &mut Labels,
+    ) -> Result<(Response<ResponseBody>, Option<InFlight>), ProxyError> {
+        let Forwarding { table, route, out } = forwarding;
+        let route = &table.routes()[*route];
+        let (answer, in_flight) = self.forward(table, route, out, conn, labels).await?;
         Ok(self.respond(out, answer, in_flight))
     }
 
@@ -172,7 +237,7 @@ impl Proxy {
     /// cookie if the pick set one.
     fn respond(
         &self,
-        mut out: Outbound,
+        out: &mut Outbound,
         mut response: Response<UpstreamBody>,
         in_flight: InFlight,
     ) -> (Response<ResponseBody>, Option<InFlight>) {
@@ -213,11 +278,34 @@ impl Proxy {
             UpstreamBody::Direct(body) => ResponseBody::direct(body),
         };
         head.version = out.client_version;
-        if let Some(cookie) = out.cookie {
+        if let Some(cookie) = out.cookie.take() {
             head.headers.append(http::header::SET_COOKIE, cookie);
         }
         (Response::from_parts(head, body), Some(in_flight))
     }
+}
+
+/// A request checked by `prepare`: answered already, or routed.
+enum Prepared {
+    Answered(Response<ResponseBody>),
+    Forward(Forwarding),
+}
+
+/// A routed request, ready for the engine.
+struct Forwarding {
+    table: Arc<RouteTable>,
+    /// Its route in `table`.
+    route: usize,
+    out: Outbound,
+}
+
+/// What `finish` needs besides the outcome, kept from the request's
+/// arrival.
+struct Finish {
+    request_id: HeaderValue,
+    log: Option<LogLine>,
+    active: ActiveRequest,
+    grpc: bool,
 }
 
 /// The request as it goes to upstreams: prepared once, sent on each attempt.
@@ -355,11 +443,16 @@ impl Front for Outbound {
                 headers: &self.headers,
                 extra: [host, id, traceparent],
             };
-            // Boxed: the rare path of the two for most requests' futures.
+            // Boxed, as hyper's client below: each of the two inline
+            // would make every request's future as large as its own.
             return Box::pin(proxy.send_raw(pool, addr, raw)).await;
         }
         let request = self.hyper_request(attempt, &proxy.settings.request_id_header);
-        let (response, connection) = proxy.pools.send(pool, addr, request, self.client).await?;
+        // Boxed too: hyper's client future (2.2 KB) inline would sit in
+        // every request's future, HTTP/2 streams' included, which take
+        // the raw path above (docs/benchmarks.md, "Per-stream memory").
+        let sent = Box::pin(proxy.pools.send(pool, addr, request, self.client)).await;
+        let (response, connection) = sent?;
         Ok(response.map(|body| UpstreamBody::Hyper(body, connection)))
     }
 

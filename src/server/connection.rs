@@ -108,16 +108,16 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     type Future = ServiceFuture;
 
     fn call(&self, req: Request<Incoming>) -> ServiceFuture {
-        let proxy = Arc::clone(&self.proxy);
         let conn = Arc::clone(&self.activity);
         let client = self.client.clone();
         let version = req.version();
         let active = conn.start(version);
-        // Boxed: the request's future is several KiB, and hyper would
-        // otherwise copy all of it into place for every request.
+        let req = req.map(crate::proxy::ClientBody::Hyper);
+        let handling = self.proxy.handle(req, client, active);
+        // Boxed: the request's future is KiBs, and hyper would otherwise
+        // copy all of it into place for every request.
         Box::pin(async move {
-            let req = req.map(crate::proxy::ClientBody::Hyper);
-            let mut response = proxy.handle(req, client, active).await;
+            let mut response = handling.await;
             if conn.closing()
                 && version < Version::HTTP_2
                 && response.status() != StatusCode::SWITCHING_PROTOCOLS

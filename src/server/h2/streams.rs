@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use futures_util::task::AtomicWaker;
+use futures_util::{FutureExt, StreamExt};
 use http::{HeaderMap, Response, Version};
 use hyper::body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -146,16 +146,14 @@ impl Stream {
             (ClientBody::Fed(body), recv)
         };
         let request = head.request.map(|()| body);
-        let proxy = Arc::clone(&service.proxy);
         let client = service.client.clone();
         let active = service.activity.start(Version::HTTP_2);
+        let answering = service.proxy.handle(request, client, active);
         let cancel = Arc::new(Cancel::default());
         let task = Task {
             id,
             cancel: Arc::clone(&cancel),
-            work: Work::Answer(Box::pin(async move {
-                proxy.handle(request, client, active).await.map(Box::new)
-            })),
+            work: Work::Answer(Box::pin(answering.map(|response| response.map(Box::new)))),
         };
         let stream = Stream {
             recv,
