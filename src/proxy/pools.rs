@@ -140,8 +140,9 @@ impl RawHome {
         if !pool.reuse_allowed() {
             return;
         }
+        // Past `max_idle` too: see `SURPLUS_GRACE`.
         if let Ok(mut idle) = pool.raw_idle.lock()
-            && idle.len() < self.max_idle
+            && self.max_idle > 0
         {
             idle.push(RawIdle {
                 stream: conn.stream,
@@ -331,8 +332,9 @@ impl PooledConnection {
         if !pool.reuse_allowed() {
             return;
         }
+        // Past `max_idle` too: see `SURPLUS_GRACE`.
         if let Ok(mut idle) = pool.idle.lock()
-            && idle.len() < self.max_idle
+            && self.max_idle > 0
         {
             idle.push(Idle {
                 sender,
@@ -651,13 +653,16 @@ impl ConnectionPools {
         self.by_addr.store(Arc::new(next));
     }
 
-    /// Closes idle connections older than `upstream_idle_timeout` and
+    /// Closes idle connections older than `upstream_idle_timeout`, those
+    /// past `upstream_max_idle` left unused for `SURPLUS_GRACE`, and
     /// forgets those the upstream closed. Run every second or so.
     pub fn sweep(&self) {
         let limit = self.settings.upstream_idle_timeout;
+        let max_idle = self.settings.upstream_max_idle;
         for pool in self.by_addr.load().values().flatten() {
             if let Ok(mut idle) = pool.idle.lock() {
                 idle.retain(|i| i.usable(limit));
+                drop_surplus(&mut idle, max_idle, |i| i.since);
             }
             let mut unsolicited = false;
             if let Ok(mut idle) = pool.raw_idle.lock() {
@@ -669,6 +674,7 @@ impl ConnectionPools {
                     }
                     IdleState::Gone => false,
                 });
+                drop_surplus(&mut idle, max_idle, |i| i.since);
             }
             if unsolicited {
                 pool.out_of_step("while idle");
@@ -679,3 +685,26 @@ impl ConnectionPools {
 
 /// How often [`ConnectionPools::sweep`] should run.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long idle connections past `upstream_max_idle` may wait for a
+/// request before a sweep closes them. A finished request's connection
+/// goes back to its pool even past the limit: closed at once, it was
+/// missed a moment later — under a steady load whose number of requests
+/// in flight swings by more than the limit (HTTP/2 clients with many
+/// streams each), a new connection for one request in eight, a TCP
+/// handshake and a TIME_WAIT socket each (16,092 connects in 6 s at
+/// h2load -c200 -m10, 2 upstreams, the default 256; docs/benchmarks.md).
+/// A connection still unused after this was not needed by the load.
+const SURPLUS_GRACE: Duration = Duration::from_secs(2);
+
+/// Closes the oldest of `idle`'s connections past `max_idle` that have
+/// waited `SURPLUS_GRACE`. A pool's stack is ordered by the time each
+/// went back (requests take the newest), so those are at its bottom.
+fn drop_surplus<T>(idle: &mut Vec<T>, max_idle: usize, since: impl Fn(&T) -> Instant) {
+    let surplus = idle.len().saturating_sub(max_idle);
+    let stale = idle[..surplus]
+        .iter()
+        .take_while(|i| since(i).elapsed() >= SURPLUS_GRACE)
+        .count();
+    idle.drain(..stale);
+}

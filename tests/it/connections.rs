@@ -233,6 +233,40 @@ async fn idle_upstream_connections_close_after_upstream_idle_timeout() {
     proxy.stop().await;
 }
 
+/// Waves of requests above `upstream_max_idle` reuse the connections of
+/// the wave before (closed when it ended, each wave opened them again: a
+/// TCP handshake and a TIME_WAIT socket per request over the limit); the
+/// surplus closes once the load has passed.
+#[tokio::test]
+async fn a_load_above_upstream_max_idle_reuses_its_connections() {
+    const WAVE: usize = 8;
+    let up = TestUpstream::start("up").await;
+    let config = "[proxy]\nupstream_max_idle = 2\n";
+    let proxy = start_proxy(&split_config(&[("p", 1, &[up.addr])], config)).await;
+    let url = format!("http://{}/slow?ms=100", proxy.addrs()[0]);
+    let client = http1_client();
+    for _ in 0..3 {
+        let wave = (0..WAVE).map(|_| get(&client, &url));
+        for (status, _) in futures_util::future::join_all(wave).await {
+            assert_eq!(status, 200);
+        }
+    }
+    assert_eq!(up.hits(), 3 * WAVE);
+    // Every wave needs WAVE connections at once: the first opens them,
+    // the others find them in the pool (a little slack for a response
+    // that reached the client before its connection was back).
+    assert!(
+        up.connections() <= WAVE + 2,
+        "{} upstream connections for 3 waves of {WAVE}",
+        up.connections()
+    );
+    wait_until("the surplus over upstream_max_idle is closed", || async {
+        up.open_connections() == 2
+    })
+    .await;
+    proxy.stop().await;
+}
+
 /// A pooled connection the upstream closed (here: the upstream restarted)
 /// is skipped, not used: the request goes out on a new connection.
 #[tokio::test]
