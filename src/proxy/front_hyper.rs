@@ -445,7 +445,9 @@ impl Front for Outbound {
             };
             // Boxed, as hyper's client below: each of the two inline
             // would make every request's future as large as its own.
-            return Box::pin(proxy.send_raw(pool, addr, raw)).await;
+            // Written straight into the box (`Box::pin` copied 1.2 KB).
+            let sending = Box::write(Box::new_uninit(), proxy.send_raw(pool, addr, raw));
+            return Box::into_pin(sending).await;
         }
         let request = self.hyper_request(attempt, &proxy.settings.request_id_header);
         // Boxed too: hyper's client future (2.2 KB) inline would sit in
