@@ -42,7 +42,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 # SCENARIO:CONNECTIONS pairs (see above).
-SCENARIOS=${SCENARIOS:-"h1:50 h1:200 h2c:50 h2c:200 h2c-m1:50 h2tls:50 h2tls:200 h2tls-m1:50 tls:50 tls-new-ecdsa:4 tls-new-rsa:4 big:10"}
+SCENARIOS=${SCENARIOS:-"h1:50 h1:200 h2c:50 h2c:200 h2c-m1:50 h2c-m1:200 h2tls:50 h2tls:200 h2tls-m1:50 h2tls-m1:200 tls:50 tls-new-ecdsa:4 tls-new-rsa:4 big:10"}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 # CUTOVER_PROXY_EXTRA adds lines to cutover's [proxy] section, to compare
@@ -283,12 +283,12 @@ bind = \"127.0.0.1:${port_of[cutover-full]}\"" \
   wrk_args_of[cutover-full]="-H Cookie:$cookie"
 fi
 
-# User + kernel CPU ticks of TARGET's process (all its threads).
+# User and kernel CPU ticks of TARGET's process (all its threads).
 cpu_ticks() {
   local -a f
   # Fields 14 and 15 of /proc/PID/stat; the name (field 2) has no spaces.
   read -r -a f <"/proc/${pid_of[$1]}/stat"
-  echo $((f[13] + f[14]))
+  echo "${f[13]} ${f[14]}"
 }
 
 # Full TLS handshakes against ADDR from C `openssl s_time -new` clients
@@ -346,11 +346,12 @@ for round in $(seq 1 "$ROUNDS"); do
       [[ $target == cutover-full && $scenario != h1 ]] && continue
       # Warm up connections and caches; not measured.
       drive "$target" "$scenario" "$c" 1s >/dev/null 2>&1 || true
-      before=$(cpu_ticks "$target")
+      read -r user_before kernel_before <<<"$(cpu_ticks "$target")"
       out=$(drive "$target" "$scenario" "$c" "$DURATION" 2>&1 || true)
-      after=$(cpu_ticks "$target")
-      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$scenario" "$c" \
-        "$((after - before))" "$(printf '%s' "$out" | base64 -w0)" >>"$results"
+      read -r user_after kernel_after <<<"$(cpu_ticks "$target")"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$scenario" "$c" \
+        "$((user_after - user_before))" "$((kernel_after - kernel_before))" \
+        "$(printf '%s' "$out" | base64 -w0)" >>"$results"
       echo "round $round: $target $scenario c$c done" >&2
     done
   done

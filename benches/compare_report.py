@@ -4,7 +4,8 @@
     compare_report.py RESULTS.tsv MEMORY.txt CLK_TCK
 
 RESULTS: one line per measured run (round, target, scenario, connections,
-CPU ticks of the proxy over the run, the load tool's output in base64);
+user and kernel CPU ticks of the proxy over the run, the load tool's output
+in base64);
 MEMORY: idle_memory.py's lines per target. Prints medians with the CPU
 per request, then one line per performance target: cutover's figure, the
 best of nginx and HAProxy, and the ratio. See docs/benchmarks.md.
@@ -54,7 +55,7 @@ def parse_s_time(out):
 
 runs = {}
 for line in open(sys.argv[1]):
-    _, target, scenario, c, ticks, out = line.rstrip("\n").split("\t")
+    _, target, scenario, c, user, kernel, out = line.rstrip("\n").split("\t")
     out = base64.b64decode(out).decode(errors="replace")
     try:
         parse = (parse_s_time if scenario.startswith("tls-new")
@@ -64,24 +65,29 @@ for line in open(sys.argv[1]):
         print(f"{target} {scenario} c{c}: no figures in the tool's output:\n{out}", file=sys.stderr)
         continue
     # Per request; for `big` that is per MiB, for tls-new per handshake.
-    cpu_us = int(ticks) * TICK_US / max(done, 1)
-    runs.setdefault((scenario, int(c), target), []).append((rps, p50, p99, errors, cpu_us))
+    cpu_us = (int(user) + int(kernel)) * TICK_US / max(done, 1)
+    user_us = int(user) * TICK_US / max(done, 1)
+    runs.setdefault((scenario, int(c), target), []).append(
+        (rps, p50, p99, errors, cpu_us, user_us))
 
 UNIT = {"big": "µs/MiB", "tls-new-ecdsa": "µs/handshake", "tls-new-rsa": "µs/handshake"}
 med = {}
 print()
-print("| scenario | conns | proxy (1 core) | CPU | rps (median) | p50 ms | p99 ms | errors |")
-print("|---|---|---|---|---|---|---|---|")
+# The user / kernel column: how the CPU splits (the kernel's share is the
+# socket calls, about the same for every proxy; see docs/benchmarks.md).
+print("| scenario | conns | proxy (1 core) | CPU | user / kernel | rps (median) | p50 ms | p99 ms | errors |")
+print("|---|---|---|---|---|---|---|---|---|")
 for (s, c, t), r in runs.items():
     m = (statistics.median(x[0] for x in r), statistics.median(x[1] for x in r),
          statistics.median(x[2] for x in r), sum(x[3] for x in r),
-         statistics.median(x[4] for x in r))
+         statistics.median(x[4] for x in r), statistics.median(x[5] for x in r))
     med[(s, c, t)] = m
 rows = sorted(med, key=lambda k: (list(dict.fromkeys(k2[:2] for k2 in runs)).index(k[:2]),))
 for s, c, t in rows:
-    rps, p50, p99, errors, cpu = med[(s, c, t)]
+    rps, p50, p99, errors, cpu, user = med[(s, c, t)]
     fmt = lambda v: "-" if v != v else f"{v:.2f}"
-    print(f"| {s} | {c} | {t} | {cpu:.1f} {UNIT.get(s, 'µs/req')} | {rps:,.0f} | {fmt(p50)} | {fmt(p99)} | {errors} |")
+    print(f"| {s} | {c} | {t} | {cpu:.1f} {UNIT.get(s, 'µs/req')} | {user:.1f} / {cpu - user:.1f} "
+          f"| {rps:,.0f} | {fmt(p50)} | {fmt(p99)} | {errors} |")
 print()
 print(f"rounds: {max(len(v) for v in runs.values())}; medians per target, scenario and "
       "concurrency; h2 rows: the p50 column is h2load's mean; tls-new rows: "
@@ -102,6 +108,8 @@ print()
 print("Targets (ratio = cutover / best of nginx and HAProxy; at or below 1.00x is met):")
 target_line("1. HTTP/1.1 c50 CPU µs/request", "h1", 50)
 target_line("1. HTTP/1.1 c200 CPU µs/request", "h1", 200)
+target_line("1. HTTP/1.1 c50 user-space CPU µs/request", "h1", 50, 5)
+target_line("1. HTTP/1.1 c200 user-space CPU µs/request", "h1", 200, 5)
 target_line("1. HTTP/1.1 c50 p99 ms", "h1", 50, 2)
 target_line("1. HTTP/1.1 c200 p99 ms", "h1", 200, 2)
 growth = {}
@@ -115,9 +123,11 @@ if "cutover" in growth and len(growth) > 1:
 target_line("2. HTTP/2 h2c c50 CPU µs/request", "h2c", 50)
 target_line("2. HTTP/2 h2c c200 CPU µs/request", "h2c", 200)
 target_line("2. HTTP/2 h2c -m1 c50 CPU µs/request", "h2c-m1", 50)
+target_line("2. HTTP/2 h2c -m1 c200 CPU µs/request", "h2c-m1", 200)
 target_line("2. HTTP/2 over TLS c50 CPU µs/request", "h2tls", 50)
 target_line("2. HTTP/2 over TLS c200 CPU µs/request", "h2tls", 200)
 target_line("2. HTTP/2 over TLS -m1 c50 CPU µs/request", "h2tls-m1", 50)
+target_line("2. HTTP/2 over TLS -m1 c200 CPU µs/request", "h2tls-m1", 200)
 target_line("3. new TLS connections, ECDSA P-256, CPU µs/handshake", "tls-new-ecdsa", 4)
 target_line("3. new TLS connections, RSA-2048, CPU µs/handshake", "tls-new-rsa", 4)
 target_line("3. HTTPS/1.1 keep-alive c50 CPU µs/request", "tls", 50)
