@@ -258,7 +258,7 @@ where
         while let Poll::Ready(Some(event)) = self.tasks.poll_next_unpin(cx) {
             progress = true;
             match event {
-                Event::Answered(id, response) => self.answer(id, response),
+                Event::Answered(id, response) => self.answer(id, response, cx),
                 Event::Body(id, body, frame) => self.body_frame(id, body, frame),
                 Event::Cancelled => {}
             }
@@ -266,7 +266,7 @@ where
         progress
     }
 
-    fn answer(&mut self, id: u32, response: Response<Box<ResponseBody>>) {
+    fn answer(&mut self, id: u32, response: Response<Box<ResponseBody>>, cx: &mut Context<'_>) {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
@@ -284,11 +284,22 @@ where
             self.sent_all(id);
         } else {
             stream.send = Sending::Polling;
-            self.tasks.push(Task {
-                id,
-                cancel: Arc::clone(&stream.cancel),
-                work: Work::Body(Some(body)),
-            });
+            // A small body usually came with the head: taken here, it
+            // needs no task of its own (one node of `tasks` allocated,
+            // queued and polled less per request). A body still to come
+            // gets its task, which polls it again with its own waker.
+            let mut body = body;
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(frame) => self.body_frame(id, body, frame),
+                Poll::Pending => {
+                    let cancel = Arc::clone(&stream.cancel);
+                    self.tasks.push(Task {
+                        id,
+                        cancel,
+                        work: Work::Body(Some(body)),
+                    });
+                }
+            }
         }
     }
 
