@@ -21,7 +21,8 @@ use crate::proxy::wire::h2::request::{self, RequestHead};
 use crate::proxy::wire::h2::{self as wire, MAX_WINDOW, Reason};
 use crate::proxy::{BodyFeed, ClientBody, FedBody, ResponseBody};
 
-/// The front's answer, its body boxed once (it moves at every frame).
+/// The front's answer (its body is boxed as it comes out: it moves at
+/// every frame).
 type Answering = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>;
 type BodyFrame = Option<Result<Frame<Bytes>, <ResponseBody as Body>::Error>>;
 
