@@ -18,6 +18,8 @@
 #   KEEP_DUMP=/tmp TARGETS=cutover benches/instructions.sh   # keep the dump
 #   PROTOCOL=h2c TARGETS=cutover benches/instructions.sh   # HTTP/2 (h2load, 10 streams
 #                                                          # per connection), cutover only
+#   STREAMS=1 PROTOCOL=h2c TARGETS=cutover benches/instructions.sh   # one stream at a
+#                                          # time: every request its own wake-ups
 #   PROTOCOL=tls benches/instructions.sh   # HTTPS/1.1 keep-alive (wrk), ECDSA P-256,
 #                                          # handshakes in the warm-up only
 #   TRACING=0.01 TARGETS=cutover benches/instructions.sh   # [tracing] on at this
@@ -36,6 +38,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 PROTOCOL=${PROTOCOL:-h1}
 CONNECTIONS=${CONNECTIONS:-50}
+STREAMS=${STREAMS:-10}
 TARGETS=${TARGETS:-"cutover nginx"}
 TOP=${TOP:-0}
 
@@ -178,9 +181,9 @@ for target in $TARGETS; do
   if [[ $PROTOCOL == h2c ]]; then
     # HTTP/2 with prior knowledge on the same port (cutover's plain
     # listener takes both).
-    h2load -t1 -c"$CONNECTIONS" -m10 -D3 "$url" >/dev/null
+    h2load -t1 -c"$CONNECTIONS" -m"$STREAMS" -D3 "$url" >/dev/null
     callgrind_control --zero "$pid" >/dev/null 2>&1
-    out=$(h2load -t1 -c"$CONNECTIONS" -m10 -D"${DURATION%s}" "$url")
+    out=$(h2load -t1 -c"$CONNECTIONS" -m"$STREAMS" -D"${DURATION%s}" "$url")
     callgrind_control --dump "$pid" >/dev/null 2>&1
     requests=$(printf '%s' "$out" | sed -nE 's/^requests: .* ([0-9]+) succeeded.*/\1/p')
     failed=$(printf '%s' "$out" | sed -nE 's/^requests: .* ([0-9]+) failed, ([0-9]+) errored.*/\1\2/p')

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, StatusCode, Version, header};
 use hyper::body::Incoming;
@@ -22,6 +23,7 @@ use super::Server;
 use super::direct::DirectEnd;
 use super::lot::Lot;
 use super::park::{self, FirstBytes, PARK_AFTER, ParkableIo, REQUEST_TIMEOUT, answer_and_close};
+use super::side_wake::SideWake;
 use crate::proxy::{ClientConn, ConnActivity, ResponseBody};
 
 /// A hyper connection the loop can ask to finish.
@@ -89,6 +91,18 @@ enum Ended {
     Parked,
     /// hyper gave up waiting for a request head; the socket is still open.
     HeadTimeout,
+}
+
+/// What woke `drive`.
+enum Event<E> {
+    /// The connection ended.
+    Done(Result<(), E>),
+    Shutdown,
+    Retire,
+    /// A retiring connection turned out to speak HTTP/2.
+    Http2WhileClosing,
+    /// The idle timer ran out.
+    Idle,
 }
 
 /// The service hyper calls for each request on one connection.
@@ -526,8 +540,14 @@ impl Server {
             Some(_) => PARK_AFTER.min(self.idle_timeout),
             None => self.idle_timeout,
         };
+        // The side futures, polled only when they wake the task (see
+        // `side_wake`), each until it fires.
+        let (side, side_waker) = SideWake::new();
+        let shutdown = self.shutdown.cancelled();
+        let retire = self.retire.cancelled();
+        let http2_while_closing = activity.http2_while_closing();
         let idle = tokio::time::sleep(check_after);
-        tokio::pin!(idle);
+        tokio::pin!(shutdown, retire, http2_while_closing, idle);
         let mut closing = false;
         let mut retiring = false;
         // Requests started when parking began: if one sneaks in before
@@ -535,8 +555,33 @@ impl Server {
         // connection must then really close rather than park.
         let mut parked_at = None;
         loop {
-            tokio::select! {
-                done = conn.as_mut() => {
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(done) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Done(done));
+                }
+                if !side.take(cx) {
+                    return Poll::Pending;
+                }
+                let mut cx = Context::from_waker(&side_waker);
+                if !closing && shutdown.as_mut().poll(&mut cx).is_ready() {
+                    return Poll::Ready(Event::Shutdown);
+                }
+                if !retiring && !closing && retire.as_mut().poll(&mut cx).is_ready() {
+                    return Poll::Ready(Event::Retire);
+                }
+                if retiring && !closing && http2_while_closing.as_mut().poll(&mut cx).is_ready() {
+                    return Poll::Ready(Event::Http2WhileClosing);
+                }
+                if !closing && idle.as_mut().poll(&mut cx).is_ready() {
+                    return Poll::Ready(Event::Idle);
+                }
+                Poll::Pending
+            })
+            .await;
+            // Whatever fired, the next round looks at every side future.
+            side.again();
+            match event {
+                Event::Done(done) => {
                     if let Err(e) = done {
                         if C::head_timed_out(&e) {
                             return Ended::HeadTimeout;
@@ -547,22 +592,22 @@ impl Server {
                         && parked_at == Some(activity.requests_started());
                     return if parked { Ended::Parked } else { Ended::Closed };
                 }
-                _ = self.shutdown.cancelled(), if !closing => {
+                Event::Shutdown => {
                     closing = true;
                     conn.as_mut().shut_down();
                 }
-                _ = self.retire.cancelled(), if !retiring && !closing => {
+                Event::Retire => {
                     retiring = true;
                     if activity.set_closing() {
                         closing = true;
                         conn.as_mut().shut_down();
                     }
                 }
-                _ = activity.http2_while_closing(), if retiring && !closing => {
+                Event::Http2WhileClosing => {
                     closing = true;
                     conn.as_mut().shut_down();
                 }
-                _ = &mut idle, if !closing => {
+                Event::Idle => {
                     let Some(since) = activity.idle_since() else {
                         idle.as_mut().reset(Instant::now() + check_after);
                         continue;

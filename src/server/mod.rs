@@ -21,6 +21,7 @@ mod h2;
 mod lot;
 mod park;
 mod proxy_protocol;
+mod side_wake;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
