@@ -321,12 +321,19 @@ async fn a_watch_after_the_last_step_rolls_back_a_release_going_bad_at_full_traf
     assert_eq!(failed, 0);
 
     undo_app(&proxy).await;
+    // Until the verdict, not a fixed count: a fast build would finish a
+    // count before the watch began, leaving the target without data.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = tokio::spawn({
         let url = format!("http://{}/", proxy.addrs()[0]);
+        let stop = Arc::clone(&stop);
         async move {
             let client = http1_client();
             let mut answers = std::collections::HashMap::<u16, usize>::new();
-            for _ in 0..20_000 {
+            for _ in 0..2_000_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 let (status, _) = get(&client, &url).await;
                 *answers.entry(status).or_default() += 1;
             }
@@ -341,6 +348,7 @@ async fn a_watch_after_the_last_step_rolls_back_a_release_going_bad_at_full_traf
     // Bad only now, at full traffic.
     green.fail_every(3);
     let done = wait_state_of(&proxy, &["promoted", "rolled_back", "paused"]).await;
+    stop.store(true, Ordering::Relaxed);
     assert_eq!(done["state"], "rolled_back", "{done:#}");
     assert!(
         done["reason"].as_str().unwrap().contains("step 2 (100%)"),
@@ -352,7 +360,7 @@ async fn a_watch_after_the_last_step_rolls_back_a_release_going_bad_at_full_traf
         base["requests"].as_u64().unwrap() > 0 && base["errors"] == 0,
         "{done:#}"
     );
-    traffic.abort();
+    traffic.await.unwrap();
     proxy.stop().await;
 }
 
