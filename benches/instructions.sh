@@ -3,7 +3,8 @@
 # callgrind: a repeatable figure (±1-2 % between runs) where timings on a
 # shared 2-core machine drift by ±15 %. See docs/benchmarks.md.
 #
-# Each proxy runs under `valgrind --tool=callgrind` in front of two nginx
+# Each proxy (cutover, nginx, HAProxy: TARGETS) runs under
+# `valgrind --tool=callgrind` in front of two nginx
 # backends answering a 96-byte body (as in compare.sh); wrk loads it for
 # a warm-up, callgrind's counters are zeroed, wrk loads it for DURATION,
 # the counters are dumped and divided by the requests wrk completed.
@@ -16,12 +17,15 @@
 #   TOP=30 TARGETS=cutover benches/instructions.sh    # and cutover's top functions
 #   CUTOVER_BIN=/path/to/other/cutover benches/instructions.sh
 #   KEEP_DUMP=/tmp TARGETS=cutover benches/instructions.sh   # keep the dump
-#   PROTOCOL=h2c TARGETS=cutover benches/instructions.sh   # HTTP/2 (h2load, 10 streams
-#                                                          # per connection), cutover only
+#   PROTOCOL=h2c TARGETS="cutover haproxy" benches/instructions.sh   # HTTP/2 (h2load,
+#                                          # 10 streams per connection); not nginx (its
+#                                          # config here has no HTTP/2 listener)
 #   STREAMS=1 PROTOCOL=h2c TARGETS=cutover benches/instructions.sh   # one stream at a
 #                                          # time: every request its own wake-ups
 #   PROTOCOL=tls benches/instructions.sh   # HTTPS/1.1 keep-alive (wrk), ECDSA P-256,
 #                                          # handshakes in the warm-up only
+#   CACHE_SIM=1 STREAMS=1 CONNECTIONS=200 PROTOCOL=h2c TARGETS="cutover haproxy" \
+#     benches/instructions.sh              # and simulated cache misses per request
 #   TRACING=0.01 TARGETS=cutover benches/instructions.sh   # [tracing] on at this
 #                                          # sample_ratio, exporting to benches/support/otlp_sink.rs
 #
@@ -41,11 +45,16 @@ CONNECTIONS=${CONNECTIONS:-50}
 STREAMS=${STREAMS:-10}
 TARGETS=${TARGETS:-"cutover nginx"}
 TOP=${TOP:-0}
+# CACHE_SIM=1: callgrind simulates the caches too (first-level instruction
+# and data misses, last-level misses, per request): what instructions alone miss when two
+# proxies run the same count at different speeds. Slower still.
+cache_sim=""
+[[ ${CACHE_SIM:-0} == 1 ]] && cache_sim=--cache-sim=yes
 
 # The work directory, process cleanup, free_port and the cutover build.
 source benches/common.sh
 install_missing nginx=nginx-light wrk=wrk valgrind=valgrind curl=curl h2load=nghttp2-client \
-  openssl=openssl
+  openssl=openssl haproxy=haproxy
 
 # PROTOCOL=tls: the proxies' listener serves this self-signed ECDSA P-256
 # certificate (as compare.sh's `tls` scenario).
@@ -64,7 +73,7 @@ fi
 # proxy under callgrind takes seconds to start.
 wait_http() {
   for _ in $(seq 1 600); do
-    if curl -sfk -o /dev/null "$scheme://127.0.0.1:$1/"; then return 0; fi
+    if curl -sfk ${curl_extra:-} -o /dev/null "$scheme://127.0.0.1:$1/"; then return 0; fi
     sleep 0.1
   done
   echo "nothing answers on 127.0.0.1:$1; what the servers said:" >&2
@@ -116,7 +125,7 @@ split = { backends = 1 }
 [pool.backends]
 upstreams = [ { addr = "127.0.0.1:${backend_ports[0]}" }, { addr = "127.0.0.1:${backend_ports[1]}" } ]
 EOF
-      CUTOVER_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cutover.cg" \
+      CUTOVER_LOG=warn valgrind --tool=callgrind $cache_sim --callgrind-out-file="$work/cutover.cg" \
         "$CUTOVER" run -c "$work/cutover.toml" >/dev/null 2>"$work/cutover.stderr" &
       ;;
     nginx)
@@ -146,11 +155,44 @@ http {
   }
 }
 EOF
-      valgrind --tool=callgrind --callgrind-out-file="$work/nginx.cg" \
+      valgrind --tool=callgrind $cache_sim --callgrind-out-file="$work/nginx.cg" \
         nginx -p "$work" -c "$work/proxy.conf" >/dev/null 2>"$work/nginx.stderr" &
       ;;
+    haproxy)
+      # One thread, configured as compare.sh's; h2c on its own `proto h2`
+      # bind (HAProxy does not sniff the preface on a plain one). maxconn
+      # small enough for the descriptors valgrind leaves it.
+      local bind_extra=""
+      if [[ $PROTOCOL == h2c ]]; then
+        bind_extra=" proto h2"
+      elif [[ $PROTOCOL == tls ]]; then
+        cat "$work/ec-cert.pem" "$work/ec-key.pem" >"$work/ec-bundle.pem"
+        bind_extra=" ssl crt $work/ec-bundle.pem alpn http/1.1"
+      fi
+      cat >"$work/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:$port$bind_extra
+  default_backend be
+backend be
+  balance roundrobin
+  server b1 127.0.0.1:${backend_ports[0]}
+  server b2 127.0.0.1:${backend_ports[1]}
+EOF
+      valgrind --tool=callgrind $cache_sim --callgrind-out-file="$work/haproxy.cg" \
+        haproxy -db -f "$work/haproxy.cfg" >/dev/null 2>"$work/haproxy.stderr" &
+      ;;
     *)
-      echo "unknown target $target (cutover, nginx)" >&2
+      echo "unknown target $target (cutover, nginx, haproxy)" >&2
       exit 2
       ;;
   esac
@@ -171,16 +213,22 @@ sample_ratio = $TRACING
 export_interval = \"1s\""
 fi
 
-printf '| proxy | protocol | conns | requests | instructions per request |\n|---|---|---|---|---|\n'
+if [[ -n $cache_sim ]]; then
+  printf '| proxy | protocol | conns | requests | instructions per request | L1 instruction misses | L1 data misses | last-level misses |\n|---|---|---|---|---|---|---|---|\n'
+else
+  printf '| proxy | protocol | conns | requests | instructions per request |\n|---|---|---|---|---|\n'
+fi
 for target in $TARGETS; do
   port=$(free_port)
   pid=$(start_target "$target" "$port")
   pids+=("$pid")
+  curl_extra=""
+  [[ $PROTOCOL == h2c && $target == haproxy ]] && curl_extra=--http2-prior-knowledge
   wait_http "$port"
   url="$scheme://127.0.0.1:$port/"
   if [[ $PROTOCOL == h2c ]]; then
-    # HTTP/2 with prior knowledge on the same port (cutover's plain
-    # listener takes both).
+    # HTTP/2 with prior knowledge (cutover's plain listener takes both
+    # protocols, HAProxy's is told).
     h2load -t1 -c"$CONNECTIONS" -m"$STREAMS" -D3 "$url" >/dev/null
     callgrind_control --zero "$pid" >/dev/null 2>&1
     out=$(h2load -t1 -c"$CONNECTIONS" -m"$STREAMS" -D"${DURATION%s}" "$url")
@@ -205,7 +253,14 @@ for target in $TARGETS; do
   total=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
   # KEEP_DUMP=DIR keeps the callgrind dump, for callgrind_annotate --tree.
   [[ -n "${KEEP_DUMP:-}" ]] && cp "$dump" "$KEEP_DUMP/$target.callgrind"
-  printf '| %s | %s | %s | %s | %s |\n' "$target" "$PROTOCOL" "$CONNECTIONS" "$requests" "$((total / requests))"
+  if [[ -n $cache_sim ]]; then
+    # Events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+    read -r i1 d1 ll < <(awk '/^(summary|totals):/ { print $5, $6 + $7, $8 + $9 + $10; exit }' "$dump")
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$target" "$PROTOCOL" "$CONNECTIONS" "$requests" \
+      "$((total / requests))" "$((i1 / requests))" "$((d1 / requests))" "$((ll / requests))"
+  else
+    printf '| %s | %s | %s | %s | %s |\n' "$target" "$PROTOCOL" "$CONNECTIONS" "$requests" "$((total / requests))"
+  fi
   if ((TOP > 0)) && [[ $target == cutover ]]; then
     callgrind_annotate --inclusive=no --threshold=100 "$dump" >"$work/annotated" 2>/dev/null
     # Lines are "COUNT (PERCENT)  FILE:FUNCTION [OBJECT]"; the ones at
