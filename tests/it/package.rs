@@ -40,6 +40,11 @@ fn the_deb_installs_binary_units_config_user_and_docs() {
         .arg(out_dir.path())
         .current_dir(root)
         .env("CARGO_TARGET_DIR", root.join("target/package"))
+        // What is packaged is under test here, not how it is optimized:
+        // the release profile's whole-program LTO would add minutes to
+        // CI for the same files.
+        .env("CARGO_PROFILE_RELEASE_LTO", "false")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
         .output()
         .expect("run cargo deb");
     assert!(
