@@ -50,6 +50,29 @@ wait_http() {
   exit 1
 }
 
+# HAProxy as compare.sh and instructions.sh run it: one thread,
+# keep-alive on both sides, backend connections shared (`http-reuse
+# always`), backend `be` round-robin over two servers; the caller adds
+# its frontends. $1: maxconn; $2, $3: the backends' ports.
+haproxy_common() {
+  cat <<EOF
+global
+  nbthread 1
+  maxconn $1
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+backend be
+  balance roundrobin
+  server b1 127.0.0.1:$2
+  server b2 127.0.0.1:$3
+EOF
+}
+
 # wrk's latency distribution line ("     50%    1.23ms") in ms: `ms 99% <<<"$out"`.
 ms() {
   awk -v p="$1" '$1 == p { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 }

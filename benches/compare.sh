@@ -181,17 +181,9 @@ if [[ " $TARGETS " == *" haproxy "* ]]; then
   tls_port_of[haproxy]=$(free_port)
   h2c_port_of[haproxy]=$(free_port)
   ec_port_of[haproxy]=$(free_port)
-  cat >"$work/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn $HAPROXY_MAXCONN
-defaults
-  mode http
-  option http-keep-alive
-  http-reuse always
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
+  {
+    haproxy_common "$HAPROXY_MAXCONN" "${backend_ports[0]}" "${backend_ports[1]}"
+    cat <<EOF
 frontend fe
   bind 127.0.0.1:${port_of[haproxy]}
   default_backend be
@@ -204,11 +196,8 @@ frontend fe_tls
 frontend fe_ec
   bind 127.0.0.1:${ec_port_of[haproxy]} ssl crt $work/ec-bundle.pem alpn h2,http/1.1
   default_backend be
-backend be
-  balance roundrobin
-  server b1 127.0.0.1:${backend_ports[0]}
-  server b2 127.0.0.1:${backend_ports[1]}
 EOF
+  } >"$work/haproxy.cfg"
   taskset -c "$PROXY_CPU" haproxy -db -f "$work/haproxy.cfg" 2>"$work/haproxy.stderr" &
   pids+=($!)
   pid_of[haproxy]=$!

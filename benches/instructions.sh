@@ -169,25 +169,14 @@ EOF
         cat "$work/ec-cert.pem" "$work/ec-key.pem" >"$work/ec-bundle.pem"
         bind_extra=" ssl crt $work/ec-bundle.pem alpn http/1.1"
       fi
-      cat >"$work/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 4000
-defaults
-  mode http
-  option http-keep-alive
-  http-reuse always
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
+      {
+        haproxy_common 4000 "${backend_ports[0]}" "${backend_ports[1]}"
+        cat <<EOF
 frontend fe
   bind 127.0.0.1:$port$bind_extra
   default_backend be
-backend be
-  balance roundrobin
-  server b1 127.0.0.1:${backend_ports[0]}
-  server b2 127.0.0.1:${backend_ports[1]}
 EOF
+      } >"$work/haproxy.cfg"
       valgrind --tool=callgrind $cache_sim --callgrind-out-file="$work/haproxy.cg" \
         haproxy -db -f "$work/haproxy.cfg" >/dev/null 2>"$work/haproxy.stderr" &
       ;;
