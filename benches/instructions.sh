@@ -45,9 +45,10 @@ CONNECTIONS=${CONNECTIONS:-50}
 STREAMS=${STREAMS:-10}
 TARGETS=${TARGETS:-"cutover nginx"}
 TOP=${TOP:-0}
-# CACHE_SIM=1: callgrind simulates the caches too (first-level instruction
-# and data misses, last-level misses, per request): what instructions alone miss when two
-# proxies run the same count at different speeds. Slower still.
+# CACHE_SIM=1: callgrind simulates the caches too and the table adds
+# first-level instruction and data misses and last-level misses per
+# request — why two proxies with like instruction counts run at
+# different speeds. Slower still.
 cache_sim=""
 [[ ${CACHE_SIM:-0} == 1 ]] && cache_sim=--cache-sim=yes
 

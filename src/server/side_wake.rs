@@ -40,8 +40,9 @@ impl SideWake {
         self.woken.swap(false, Ordering::AcqRel)
     }
 
-    /// Has the side futures polled at the next `take`: after one of them
-    /// fired (the others may be ready too), or after they changed.
+    /// Makes the next `take` say the side futures need polling: after
+    /// one of them fired (the others may be ready too), or after one was
+    /// reset (a timer rearmed must be polled to register again).
     pub(super) fn again(&self) {
         self.woken.store(true, Ordering::Release);
     }
