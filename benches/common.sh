@@ -50,6 +50,51 @@ wait_http() {
   exit 1
 }
 
+# PEER_HEADERS=1: nginx and HAProxy do the header work cutover always does
+# (docs/proxying.md): X-Forwarded-For, -Proto and -Host, the client's Host
+# and a Via to the upstream; an X-Request-Id made per request, sent up and
+# back to the client; a Via to the client. Off (0), they forward the
+# request as their configuration's minimum does, and cutover does more
+# work than they per request.
+PEER_HEADERS=${PEER_HEADERS:-0}
+
+# nginx's lines for it, inside a `location` that proxies.
+nginx_peer_headers() {
+  [[ $PEER_HEADERS == 1 ]] || return 0
+  cat <<'EOF'
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header Via "1.1 nginx";
+      proxy_set_header X-Request-Id $request_id;
+      add_header X-Request-Id $request_id;
+      add_header Via "1.1 nginx";
+EOF
+}
+
+# HAProxy's: $1 `defaults` (the id: its process id and a request counter,
+# as cutover's is a per-process prefix and a counter) or `backend` (the
+# rules, which an anonymous `defaults` may not hold).
+haproxy_peer_headers() {
+  [[ $PEER_HEADERS == 1 ]] || return 0
+  if [[ $1 == defaults ]]; then
+    cat <<'EOF'
+  option forwardfor
+  unique-id-format %{+X}o%pid-%rt
+  unique-id-header X-Request-Id
+EOF
+  else
+    cat <<'EOF'
+  http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request add-header Via "1.1 haproxy"
+  http-response set-header X-Request-Id %[unique-id]
+  http-response add-header Via "1.1 haproxy"
+EOF
+  fi
+}
+
 # HAProxy as compare.sh and instructions.sh run it: one thread,
 # keep-alive on both sides, backend connections shared (`http-reuse
 # always`), backend `be` round-robin over two servers; the caller adds
@@ -66,8 +111,10 @@ defaults
   timeout connect 2s
   timeout client 30s
   timeout server 30s
+$(haproxy_peer_headers defaults)
 backend be
   balance roundrobin
+$(haproxy_peer_headers backend)
   server b1 127.0.0.1:$2
   server b2 127.0.0.1:$3
 EOF

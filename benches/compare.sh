@@ -29,6 +29,9 @@
 #   benches/compare.sh                       # 3 rounds x every scenario x 10s
 #   ROUNDS=1 DURATION=3s benches/compare.sh  # a quick look
 #   SCENARIOS="h1:50 h1:200" benches/compare.sh   # some rows only
+#   PEER_HEADERS=1 benches/compare.sh        # nginx and HAProxy add the forwarding
+#                                            # headers and request id cutover adds
+#                                            # (benches/common.sh): the same work
 #
 # Then, for each proxy, the resident memory of IDLE_CONNECTIONS idle
 # keep-alive client connections, per 10,000 (benches/idle_memory.py;
@@ -132,11 +135,12 @@ if [[ " $TARGETS " == *" nginx "* ]]; then
   tls_port_of[nginx]=$(free_port)
   h2c_port_of[nginx]=$(free_port)
   ec_port_of[nginx]=$(free_port)
-  to_backends='location / {
+  to_backends="location / {
       proxy_pass http://backends;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }'
+      proxy_set_header Connection \"\";
+$(nginx_peer_headers)
+    }"
   start_nginx proxy-nginx "${nginx_common//PIDNAME/proxy-nginx}
 http {
   access_log off;

@@ -26,6 +26,8 @@
 #                                          # handshakes in the warm-up only
 #   CACHE_SIM=1 STREAMS=1 CONNECTIONS=200 PROTOCOL=h2c TARGETS="cutover haproxy" \
 #     benches/instructions.sh              # and simulated cache misses per request
+#   PEER_HEADERS=1 TARGETS="nginx haproxy" benches/instructions.sh   # the peers doing
+#                                          # cutover's header work (benches/common.sh)
 #   TRACING=0.01 TARGETS=cutover benches/instructions.sh   # [tracing] on at this
 #                                          # sample_ratio, exporting to benches/support/otlp_sink.rs
 #
@@ -152,6 +154,7 @@ http {
       proxy_pass http://backends;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+$(nginx_peer_headers)
     }
   }
 }
