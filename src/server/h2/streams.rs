@@ -21,8 +21,8 @@ use crate::proxy::wire::h2::request::{self, RequestHead};
 use crate::proxy::wire::h2::{self as wire, MAX_WINDOW, Reason};
 use crate::proxy::{BodyFeed, ClientBody, FedBody, ResponseBody};
 
-/// The front's answer (its body is boxed as it comes out: it moves at
-/// every frame).
+/// The front's answer (its body is a box already: it moves at every
+/// frame).
 type Answering = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>;
 type BodyFrame = Option<Result<Frame<Bytes>, <ResponseBody as Body>::Error>>;
 
@@ -65,7 +65,7 @@ enum Sending {
     /// and the body to poll after it, `None` once it ended.
     Blocked {
         data: Bytes,
-        body: Option<Box<ResponseBody>>,
+        body: Option<ResponseBody>,
     },
 }
 
@@ -86,12 +86,12 @@ pub(super) struct Task {
 
 enum Work {
     Answer(Answering),
-    Body(Option<Box<ResponseBody>>),
+    Body(Option<ResponseBody>),
 }
 
 pub(super) enum Event {
-    Answered(u32, Response<Box<ResponseBody>>),
-    Body(u32, Box<ResponseBody>, BodyFrame),
+    Answered(u32, Response<ResponseBody>),
+    Body(u32, ResponseBody, BodyFrame),
     Cancelled,
 }
 
@@ -108,12 +108,12 @@ impl Future for Task {
             Work::Answer(answering) => answering
                 .as_mut()
                 .poll(cx)
-                .map(|response| Event::Answered(task.id, response.map(Box::new))),
+                .map(|response| Event::Answered(task.id, response)),
             Work::Body(slot) => {
                 let Some(body) = slot else {
                     return Poll::Ready(Event::Cancelled);
                 };
-                let frame = std::task::ready!(Pin::new(&mut **body).poll_frame(cx));
+                let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
                 match slot.take() {
                     Some(body) => Poll::Ready(Event::Body(task.id, body, frame)),
                     None => Poll::Ready(Event::Cancelled),
@@ -267,7 +267,7 @@ where
         progress
     }
 
-    fn answer(&mut self, id: u32, response: Response<Box<ResponseBody>>, cx: &mut Context<'_>) {
+    fn answer(&mut self, id: u32, response: Response<ResponseBody>, cx: &mut Context<'_>) {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
@@ -290,7 +290,7 @@ where
             // queued and polled less per request). A body still to come
             // gets its task, which polls it again with its own waker.
             let mut body = body;
-            match Pin::new(&mut *body).poll_frame(cx) {
+            match Pin::new(&mut body).poll_frame(cx) {
                 Poll::Ready(frame) => self.body_frame(id, body, frame),
                 Poll::Pending => {
                     let cancel = Arc::clone(&stream.cancel);
@@ -304,7 +304,7 @@ where
         }
     }
 
-    fn body_frame(&mut self, id: u32, body: Box<ResponseBody>, frame: BodyFrame) {
+    fn body_frame(&mut self, id: u32, body: ResponseBody, frame: BodyFrame) {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
