@@ -271,7 +271,7 @@ where
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        let (head, body) = response.into_parts();
+        let (head, mut body) = response.into_parts();
         self.block.clear();
         request::encode_response(&mut self.block, head.status.as_u16(), &head.headers);
         let end = body.is_end_stream();
@@ -289,7 +289,6 @@ where
             // needs no task of its own (one node of `tasks` allocated,
             // queued and polled less per request). A body still to come
             // gets its task, which polls it again with its own waker.
-            let mut body = body;
             match Pin::new(&mut body).poll_frame(cx) {
                 Poll::Ready(frame) => self.body_frame(id, body, frame),
                 Poll::Pending => {
