@@ -55,8 +55,17 @@ wait_http() {
 # and a Via to the upstream; an X-Request-Id made per request, sent up and
 # back to the client; a Via to the client. Off (0), they forward the
 # request as their configuration's minimum does, and cutover does more
-# work than they per request.
+# work per request than they do.
 PEER_HEADERS=${PEER_HEADERS:-0}
+
+# The line a results table starts with: which job the peers did.
+peer_headers_line() {
+  if [[ $PEER_HEADERS == 1 ]]; then
+    echo "Peers: PEER_HEADERS=1, nginx and HAProxy add the forwarding headers and request id cutover adds."
+  else
+    echo "Peers: PEER_HEADERS=0, nginx and HAProxy add no forwarding header or request id; cutover does."
+  fi
+}
 
 # nginx's lines for it, inside a `location` that proxies.
 nginx_peer_headers() {

@@ -372,4 +372,5 @@ idle_round() {
 idle_round "" port_of "$IDLE_CONNECTIONS"
 idle_round " (TLS)" tls_port_of "$IDLE_TLS_CONNECTIONS" --tls
 
+peer_headers_line
 python3 benches/compare_report.py "$results" "$memory" "$(getconf CLK_TCK)"

@@ -206,6 +206,7 @@ sample_ratio = $TRACING
 export_interval = \"1s\""
 fi
 
+peer_headers_line
 if [[ -n $cache_sim ]]; then
   printf '| proxy | protocol | conns | requests | instructions per request | L1 instruction misses | L1 data misses | last-level misses |\n|---|---|---|---|---|---|---|---|\n'
 else
